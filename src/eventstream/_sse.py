@@ -1,0 +1,260 @@
+"""The Server-Sent Events wire format, sans I/O.
+
+This module turns :class:`ServerSentEvent` objects into bytes and bytes back
+into events. It performs no I/O and imports no concurrency library, so it can
+be used by any client or server, and tested one byte at a time.
+
+Encoding::
+
+    >>> encode(ServerSentEvent(event="message", data={"name": "John"}))
+    b'event: message\\ndata: {"name":"John"}\\n\\n'
+
+Decoding follows the WHATWG HTML "event stream interpretation" rules
+(https://html.spec.whatwg.org/multipage/server-sent-events.html)::
+
+    decoder = SSEDecoder()
+    decoder.feed(chunk)
+    while (event := decoder.next_event()) is not NEED_DATA:
+        ...
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+__all__ = ["NEED_DATA", "SSEDecoder", "ServerSentEvent", "encode"]
+
+_FORBIDDEN_IN_FIELD: Final = ("\r", "\n", "\0")
+
+
+def _json_dumps(value: object) -> str:
+    # Same text as JavaScript's JSON.stringify(value): no whitespace, non-ASCII
+    # characters left as they are. NaN and Infinity are not JSON; JSON.stringify
+    # would silently turn them into null, we refuse them instead.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _check_field(name: str, value: object, *, allow_empty: bool) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    for char in _FORBIDDEN_IN_FIELD:
+        if char in value:
+            raise ValueError(
+                f"{name} must not contain CR, LF or NUL characters (found {char!r} in {value!r})"
+            )
+    if not allow_empty and not value:
+        raise ValueError(f"{name} must not be empty; use None for the default")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerSentEvent:
+    """One Server-Sent Event. Frozen; every field is checked when it is built.
+
+    Args:
+        event: The event type (``event:`` field). ``None`` means the browser's
+            default type, ``message``.
+        data: Any JSON-serialisable value. It is encoded compactly, as
+            JavaScript's ``JSON.stringify`` does, on one ``data:`` line.
+        text: Text sent as it is, for clients that do not want JSON. A text
+            with line breaks (CR, LF or CRLF) becomes several ``data:`` lines;
+            the client sees them joined by LF. Give ``data`` or ``text``, not
+            both; with neither the event carries one empty ``data:`` line.
+        id: The event id (``id:`` field), echoed by browsers in
+            ``Last-Event-ID`` when they reconnect.
+        retry: The reconnection delay in milliseconds the client should use.
+
+    Raises:
+        ValueError: ``event`` or ``id`` contains CR, LF or NUL (they would let
+            one field inject others, so they are refused, never stripped);
+            ``event`` is empty; ``retry`` is not a non-negative integer; both
+            ``data`` and ``text`` are given; ``data`` holds NaN or infinity.
+        TypeError: ``data`` is not JSON-serialisable, or a field has the
+            wrong type.
+
+    The wire form is computed once, when the event is built, and shared by
+    every subscriber it is sent to: see :func:`encode`.
+    """
+
+    event: str | None = None
+    data: Any = None
+    text: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
+
+    def __post_init__(self) -> None:
+        parts: list[str] = []
+        if self.event is not None:
+            _check_field("event", self.event, allow_empty=False)
+            parts.append(f"event: {self.event}\n")
+        if self.id is not None:
+            _check_field("id", self.id, allow_empty=True)
+            parts.append(f"id: {self.id}\n")
+        if self.retry is not None:
+            if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0:
+                raise ValueError(f"retry must be a non-negative int (milliseconds), not {self.retry!r}")
+            parts.append(f"retry: {self.retry}\n")
+        if self.text is not None:
+            if self.data is not None:
+                raise ValueError("give either data (sent as JSON) or text (sent as is), not both")
+            if not isinstance(self.text, str):
+                raise TypeError(f"text must be a str or None, not {type(self.text).__name__}")
+            for line in self.text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+                parts.append(f"data: {line}\n")
+        elif self.data is not None:
+            parts.append(f"data: {_json_dumps(self.data)}\n")
+        else:
+            parts.append("data: \n")
+        parts.append("\n")
+        object.__setattr__(self, "_wire", "".join(parts).encode("utf-8"))
+
+    @property
+    def payload(self) -> str:
+        """The text a browser's ``MessageEvent.data`` holds for this event."""
+        if self.text is not None:
+            return self.text.replace("\r\n", "\n").replace("\r", "\n")
+        if self.data is not None:
+            return _json_dumps(self.data)
+        return ""
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (``data`` itself when the event was built with it).
+
+        Raises:
+            ValueError: the payload is not valid JSON.
+        """
+        if self.data is not None:
+            return self.data
+        return json.loads(self.payload)
+
+
+def encode(event: ServerSentEvent) -> bytes:
+    """Return the wire bytes of ``event``, ending with the blank line that dispatches it.
+
+    The bytes are computed when the event is built, so this costs nothing.
+    """
+    return event._wire
+
+
+class _NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData.NEED_DATA
+"""Returned by :meth:`SSEDecoder.next_event` when more bytes are needed."""
+
+
+class SSEDecoder:
+    """An incremental decoder of a ``text/event-stream`` body.
+
+    Feed it bytes as they arrive with :meth:`feed`; take complete events with
+    :meth:`next_event` until it returns :data:`NEED_DATA`. Chunks may be cut
+    anywhere, even inside a UTF-8 sequence or between CR and LF.
+
+    The rules are WHATWG's: lines end with CRLF, LF or CR; a leading
+    byte-order mark is skipped; lines starting with ``:`` are comments; one
+    space after the colon is dropped; several ``data:`` lines join with LF; an
+    ``id`` containing NUL is ignored; ``retry`` is only taken when it is all
+    ASCII digits; an event without any ``data`` line is not dispatched; the
+    bytes after the last blank line are not an event. Invalid UTF-8 is
+    replaced with U+FFFD.
+
+    Decoded events are :class:`ServerSentEvent` objects built with ``text=``:
+    ``event`` is ``None`` when the stream named no type (a browser reports
+    ``message``), ``id`` is the id given in that event (``None`` when it gave
+    none; :attr:`last_event_id` keeps the id a browser would report), and
+    ``retry`` the reconnection time given in that event. An ``event`` field
+    containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
+    """
+
+    def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._started = False
+        self._skip_lf = False
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._retry: int | None = None
+        self._ready: collections.deque[ServerSentEvent] = collections.deque()
+        self.last_event_id: str = ""
+        """The last event id seen, as a browser would send it in ``Last-Event-ID``."""
+        self.retry: int | None = None
+        """The last reconnection time (ms) the stream asked for, or ``None``."""
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the stream. Complete events become available."""
+        text = self._utf8.decode(data)
+        if not self._started and text:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        buffer = self._buffer + text if self._buffer else text
+        start = 0
+        length = len(buffer)
+        while start < length:
+            cr = buffer.find("\r", start)
+            lf = buffer.find("\n", start)
+            if cr < 0 and lf < 0:
+                break
+            if cr < 0 or (0 <= lf < cr):
+                end, nxt = lf, lf + 1
+            else:
+                end, nxt = cr, cr + 1
+                if nxt < length:
+                    if buffer[nxt] == "\n":
+                        nxt += 1
+                else:
+                    self._skip_lf = True
+            self._line(buffer[start:end])
+            start = nxt
+        self._buffer = buffer[start:]
+
+    def next_event(self) -> ServerSentEvent | Literal[_NeedData.NEED_DATA]:
+        """Return the next complete event, or :data:`NEED_DATA`."""
+        if self._ready:
+            return self._ready.popleft()
+        return NEED_DATA
+
+    def _line(self, line: str) -> None:
+        if not line:
+            self._dispatch()
+            return
+        if line[0] == ":":
+            return
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value if "\0" not in value else self._event
+        elif name == "id":
+            if "\0" not in value:
+                self._id = value
+                self.last_event_id = value
+        elif name == "retry":
+            if value and value.isascii() and value.isdigit():
+                self._retry = int(value)
+                self.retry = self._retry
+
+    def _dispatch(self) -> None:
+        event, data, id_, retry = self._event, self._data, self._id, self._retry
+        self._event, self._data, self._id, self._retry = None, [], None, None
+        if not data:
+            return
+        self._ready.append(
+            ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry)
+        )

@@ -1,0 +1,220 @@
+"""The sans-I/O wire format: encoding, validation and WHATWG-conformant decoding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder, encode
+
+
+def decode_all(data: bytes, *, chunk: int | None = None) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    for piece in pieces:
+        decoder.feed(piece)
+        while (event := decoder.next_event()) is not NEED_DATA:
+            events.append(event)
+    return events
+
+
+@pytest.mark.parametrize(
+    ("event", "wire"),
+    [
+        (ServerSentEvent(event="message", data={"name": "John"}), b'event: message\ndata: {"name":"John"}\n\n'),
+        (ServerSentEvent(event="stream-open"), b"event: stream-open\ndata: \n\n"),
+        (ServerSentEvent(data=[1, 2.5, None, True]), b"data: [1,2.5,null,true]\n\n"),
+        (ServerSentEvent(data="hi"), b'data: "hi"\n\n'),
+        (ServerSentEvent(data={"t": "é\u2028"}), 'data: {"t":"é\u2028"}\n\n'.encode()),
+        (ServerSentEvent(data={"multi": "a\nb"}), b'data: {"multi":"a\\nb"}\n\n'),
+        (ServerSentEvent(text="plain"), b"data: plain\n\n"),
+        (ServerSentEvent(text="a\nb\r\nc\rd"), b"data: a\ndata: b\ndata: c\ndata: d\n\n"),
+        (ServerSentEvent(text=""), b"data: \n\n"),
+        (ServerSentEvent(text=" lead"), b"data:  lead\n\n"),
+        (
+            ServerSentEvent(event="tick", id="7", retry=3000, data=1),
+            b"event: tick\nid: 7\nretry: 3000\ndata: 1\n\n",
+        ),
+        (ServerSentEvent(id=""), b"id: \ndata: \n\n"),
+    ],
+)
+def test_encode(event: ServerSentEvent, wire: bytes) -> None:
+    assert encode(event) == wire
+
+
+def test_encoding_is_computed_once() -> None:
+    event = ServerSentEvent(event="x", data={"a": 1})
+    assert encode(event) is encode(event)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"event": "a\nb"}, ValueError, "CR, LF or NUL"),
+        ({"event": "a\rb"}, ValueError, "CR, LF or NUL"),
+        ({"event": "a\0b"}, ValueError, "CR, LF or NUL"),
+        ({"event": ""}, ValueError, "must not be empty"),
+        ({"id": "1\n2"}, ValueError, "CR, LF or NUL"),
+        ({"id": "1\r"}, ValueError, "CR, LF or NUL"),
+        ({"id": "\0"}, ValueError, "CR, LF or NUL"),
+        ({"retry": -1}, ValueError, "retry"),
+        ({"retry": 1.5}, ValueError, "retry"),
+        ({"retry": True}, ValueError, "retry"),
+        ({"retry": "10"}, ValueError, "retry"),
+        ({"data": 1, "text": "x"}, ValueError, "not both"),
+        ({"data": float("nan")}, ValueError, "Out of range"),
+        ({"data": object()}, TypeError, "not JSON serializable"),
+        ({"data": {1, 2}}, TypeError, "not JSON serializable"),
+        ({"event": 5}, TypeError, "must be a str"),
+        ({"id": 5}, TypeError, "must be a str"),
+        ({"text": b"bytes"}, TypeError, "text must be a str"),
+    ],
+)
+def test_invalid_events_are_refused(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ServerSentEvent(**kwargs)
+
+
+def test_event_is_frozen() -> None:
+    event = ServerSentEvent(event="a")
+    with pytest.raises(AttributeError):
+        event.event = "b"  # type: ignore[misc]
+
+
+def test_none_data_means_no_data() -> None:
+    # None is "no data", like an event built without data; send JSON null with text="null".
+    assert encode(ServerSentEvent(data=None)) == encode(ServerSentEvent()) == b"data: \n\n"
+
+
+def test_payload_and_json() -> None:
+    assert ServerSentEvent(data={"a": [1]}).payload == '{"a":[1]}'
+    assert ServerSentEvent(data={"a": [1]}).json() == {"a": [1]}
+    assert ServerSentEvent(text='{"b":2}').json() == {"b": 2}
+    assert ServerSentEvent(text="x\r\ny").payload == "x\ny"
+    assert ServerSentEvent().payload == ""
+
+
+# Each row: stream bytes, then the (event, text, id, retry) of each dispatched event.
+DECODE_CASES: list[tuple[bytes, list[tuple[str | None, str, str | None, int | None]]]] = [
+    (b"data: hello\n\n", [(None, "hello", None, None)]),
+    (b"data:hello\n\n", [(None, "hello", None, None)]),
+    (b"data:  two spaces\n\n", [(None, " two spaces", None, None)]),
+    (b"data: a\r\ndata: b\r\n\r\n", [(None, "a\nb", None, None)]),
+    (b"data: a\rdata: b\r\r", [(None, "a\nb", None, None)]),
+    (b"data: a\ndata: b\n\n", [(None, "a\nb", None, None)]),
+    (b"event: tick\ndata: 1\n\n", [("tick", "1", None, None)]),
+    (b"event:\ndata: 1\n\n", [(None, "1", None, None)]),
+    (b": comment\ndata: x\n: another\n\n", [(None, "x", None, None)]),
+    (b"\xef\xbb\xbfdata: bom\n\n", [(None, "bom", None, None)]),
+    (b"id: 5\ndata: x\n\n", [(None, "x", "5", None)]),
+    (b"id: a\0b\ndata: x\n\n", [(None, "x", None, None)]),
+    (b"retry: 1500\ndata: x\n\n", [(None, "x", None, 1500)]),
+    (b"retry: 15x\ndata: x\n\n", [(None, "x", None, None)]),
+    (b"retry: -1\ndata: x\n\n", [(None, "x", None, None)]),
+    (b"event: only\n\n", []),
+    (b"data: no blank line at the end\n", []),
+    (b"data\n\n", [(None, "", None, None)]),
+    (b"data:\ndata:\n\n", [(None, "\n", None, None)]),
+    (b"unknown: field\ndata: y\n\n", [(None, "y", None, None)]),
+    (b"data: \xff\xfe\n\n", [(None, "\ufffd\ufffd", None, None)]),
+    (b"data: nul\0inside\n\n", [(None, "nul\0inside", None, None)]),
+    (b"event: a\0b\ndata: x\n\n", [(None, "x", None, None)]),
+    (b"data: 1\n\ndata: 2\n\n", [(None, "1", None, None), (None, "2", None, None)]),
+    (b"data: a:b:c\n\n", [(None, "a:b:c", None, None)]),
+]
+
+
+@pytest.mark.parametrize(("wire", "expected"), DECODE_CASES)
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3])
+def test_decode(wire: bytes, expected: list[tuple[str | None, str, str | None, int | None]], chunk: int | None) -> None:
+    events = decode_all(wire, chunk=chunk)
+    assert [(e.event, e.text, e.id, e.retry) for e in events] == expected
+
+
+def test_decoder_reports_need_data_until_blank_line() -> None:
+    decoder = SSEDecoder()
+    for byte in b"data: x\n":
+        decoder.feed(bytes([byte]))
+        assert decoder.next_event() is NEED_DATA
+    decoder.feed(b"\n")
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "x"
+    assert decoder.next_event() is NEED_DATA
+
+
+def test_decoder_crlf_split_across_chunks_is_one_line_end() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\r")
+    decoder.feed(b"\ndata: b\r")
+    decoder.feed(b"\n\r")
+    decoder.feed(b"\n")
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "a\nb"
+    assert decoder.next_event() is NEED_DATA
+
+
+def test_decoder_keeps_last_event_id_and_retry_like_a_browser() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\nretry: 10\ndata: a\n\ndata: b\n\nid\ndata: c\n\n")
+    first, second, third = (decoder.next_event() for _ in range(3))
+    assert first is not NEED_DATA and second is not NEED_DATA and third is not NEED_DATA
+    assert (first.id, second.id, third.id) == ("1", None, "")
+    assert decoder.last_event_id == ""
+    assert decoder.retry == 10
+
+
+def test_bom_only_skipped_at_start() -> None:
+    events = decode_all(b"data: 1\n\n\xef\xbb\xbfdata: 2\n\n")
+    assert [e.text for e in events] == ["1"]  # "\ufeffdata" is an unknown field
+
+
+def test_utf8_split_across_chunks() -> None:
+    wire = encode(ServerSentEvent(data={"emoji": "\U0001f600é"}))
+    events = decode_all(wire, chunk=1)
+    assert events[0].json() == {"emoji": "\U0001f600é"}
+
+
+field_text = st.text(st.characters(exclude_characters="\r\n\0", codec="utf-8"))
+names = field_text.filter(bool)
+texts = st.text(st.characters(exclude_characters="\r", codec="utf-8"))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    event=st.none() | names,
+    id_=st.none() | field_text,
+    retry=st.none() | st.integers(min_value=0, max_value=2**40),
+    text=texts,
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_round_trip_text(event: str | None, id_: str | None, retry: int | None, text: str, chunk: int) -> None:
+    original = ServerSentEvent(event=event, id=id_, retry=retry, text=text)
+    (decoded,) = decode_all(encode(original), chunk=chunk)
+    assert decoded == original
+
+
+@given(event=st.none() | names, data=json_values.filter(lambda v: v is not None))
+def test_round_trip_json(event: str | None, data: Any) -> None:
+    original = ServerSentEvent(event=event, data=data)
+    wire = encode(original)
+    (decoded,) = decode_all(wire)
+    assert decoded.event == event
+    assert decoded.json() == json.loads(json.dumps(data))
+    assert encode(ServerSentEvent(event=event, text=decoded.text)) == wire
+
+
+@given(st.lists(st.builds(ServerSentEvent, event=st.none() | names, text=texts), max_size=8), st.integers(1, 7))
+def test_round_trip_sequence(events: list[ServerSentEvent], chunk: int) -> None:
+    wire = b"".join(encode(e) for e in events)
+    assert decode_all(wire, chunk=chunk) == events
