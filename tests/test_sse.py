@@ -26,7 +26,10 @@ def decode_all(data: bytes, *, chunk: int | None = None) -> list[ServerSentEvent
 @pytest.mark.parametrize(
     ("event", "wire"),
     [
-        (ServerSentEvent(event="message", data={"name": "John"}), b'event: message\ndata: {"name":"John"}\n\n'),
+        (
+            ServerSentEvent(event="message", data={"name": "John"}),
+            b'event: message\ndata: {"name":"John"}\n\n',
+        ),
         (ServerSentEvent(event="stream-open"), b"event: stream-open\ndata: \n\n"),
         (ServerSentEvent(data=[1, 2.5, None, True]), b"data: [1,2.5,null,true]\n\n"),
         (ServerSentEvent(data="hi"), b'data: "hi"\n\n'),
@@ -131,7 +134,9 @@ DECODE_CASES: list[tuple[bytes, list[tuple[str | None, str, str | None, int | No
 
 @pytest.mark.parametrize(("wire", "expected"), DECODE_CASES)
 @pytest.mark.parametrize("chunk", [None, 1, 2, 3])
-def test_decode(wire: bytes, expected: list[tuple[str | None, str, str | None, int | None]], chunk: int | None) -> None:
+def test_decode(
+    wire: bytes, expected: list[tuple[str | None, str, str | None, int | None]], chunk: int | None
+) -> None:
     events = decode_all(wire, chunk=chunk)
     assert [(e.event, e.text, e.id, e.retry) for e in events] == expected
 
@@ -164,7 +169,9 @@ def test_decoder_keeps_last_event_id_and_retry_like_a_browser() -> None:
     decoder = SSEDecoder()
     decoder.feed(b"id: 1\nretry: 10\ndata: a\n\ndata: b\n\nid\ndata: c\n\n")
     first, second, third = (decoder.next_event() for _ in range(3))
-    assert first is not NEED_DATA and second is not NEED_DATA and third is not NEED_DATA
+    assert first is not NEED_DATA
+    assert second is not NEED_DATA
+    assert third is not NEED_DATA
     assert (first.id, second.id, third.id) == ("1", None, "")
     assert decoder.last_event_id == ""
     assert decoder.retry == 10
@@ -198,7 +205,9 @@ json_values = st.recursive(
     text=texts,
     chunk=st.integers(min_value=1, max_value=64),
 )
-def test_round_trip_text(event: str | None, id_: str | None, retry: int | None, text: str, chunk: int) -> None:
+def test_round_trip_text(
+    event: str | None, id_: str | None, retry: int | None, text: str, chunk: int
+) -> None:
     original = ServerSentEvent(event=event, id=id_, retry=retry, text=text)
     (decoded,) = decode_all(encode(original), chunk=chunk)
     assert decoded == original
@@ -214,7 +223,9 @@ def test_round_trip_json(event: str | None, data: Any) -> None:
     assert encode(ServerSentEvent(event=event, text=decoded.text)) == wire
 
 
-@given(st.lists(st.builds(ServerSentEvent, event=st.none() | names, text=texts), max_size=8), st.integers(1, 7))
+@given(
+    st.lists(st.builds(ServerSentEvent, event=st.none() | names, text=texts), max_size=8), st.integers(1, 7)
+)
 def test_round_trip_sequence(events: list[ServerSentEvent], chunk: int) -> None:
     wire = b"".join(encode(e) for e in events)
     assert decode_all(wire, chunk=chunk) == events

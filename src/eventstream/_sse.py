@@ -245,16 +245,13 @@ class SSEDecoder:
             if "\0" not in value:
                 self._id = value
                 self.last_event_id = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self._retry = int(value)
-                self.retry = self._retry
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+            self.retry = self._retry
 
     def _dispatch(self) -> None:
         event, data, id_, retry = self._event, self._data, self._id, self._retry
         self._event, self._data, self._id, self._retry = None, [], None, None
         if not data:
             return
-        self._ready.append(
-            ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry)
-        )
+        self._ready.append(ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry))

@@ -1,0 +1,74 @@
+"""Small HTTP helpers for the endpoint: headers, content negotiation, plain responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._types import Scope, Send
+
+__all__ = ["accepts_event_stream", "header", "send_plain"]
+
+_SPECIFICITY = {"text/event-stream": 2, "text/*": 1, "*/*": 0}
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The value of request header ``name`` (lower case), repeated values joined by ``,``."""
+    values = [value for key, value in scope.get("headers", ()) if key.lower() == name]
+    if not values:
+        return None
+    return b",".join(values).decode("latin-1")
+
+
+def accepts_event_stream(accept: str | None) -> bool:
+    """Whether an ``Accept`` header value allows a ``text/event-stream`` response.
+
+    A missing or empty header accepts anything. Otherwise the most specific
+    matching media range decides (``text/event-stream`` over ``text/*`` over
+    ``*/*``), and it must have a ``q`` above zero.
+    """
+    if accept is None or not accept.strip():
+        return True
+    best_specificity = -1
+    best_q = 0.0
+    for media_range in accept.split(","):
+        media, *params = media_range.split(";")
+        specificity = _SPECIFICITY.get(media.strip().lower())
+        if specificity is None:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 1.0  # an unreadable q is ignored, as RFC 9110 allows
+        if specificity > best_specificity:
+            best_specificity, best_q = specificity, q
+        elif specificity == best_specificity:
+            best_q = max(best_q, q)
+    return best_specificity >= 0 and best_q > 0
+
+
+async def send_plain(
+    send: Send,
+    status: int,
+    text: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
+) -> None:
+    """Send a complete ``text/plain`` response (headers only for a HEAD request)."""
+    body = text.encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})

@@ -1,0 +1,190 @@
+"""The fan-out core: channels, subscribers and their bounded buffers.
+
+Each subscriber owns a bounded anyio memory object stream of encoded events
+(``bytes``). A publish encodes the event once, then offers the same bytes to
+every subscriber of the channel with ``send_nowait``. Only subscribers whose
+buffer is full are waited on, all together, under one deadline
+(``send_timeout``); a subscriber still full at the deadline is disconnected:
+its stream is closed, so its connection writes what it already holds and ends,
+and the client reconnects. That is the slow-consumer policy: one stalled
+client can delay a publish by at most ``send_timeout``, and never stops the
+others.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["EventStreamStatistics", "Hub", "Subscriber"]
+
+
+@dataclass(frozen=True)
+class EventStreamStatistics:
+    """A snapshot of an :class:`~eventstream.EventStream`'s state and counters."""
+
+    #: Open subscriptions (one per streaming connection).
+    subscribers: int
+    #: Subscribers per channel, for channels that have any.
+    channels: Mapping[str, int]
+    #: Calls to ``publish_event`` (one per event and channel).
+    events_published: int
+    #: Events written to clients, counted once per client.
+    events_delivered: int
+    #: Subscribers disconnected because their buffer stayed full past ``send_timeout``.
+    subscribers_dropped: int
+
+
+class Subscriber:
+    """One connection's subscription: its channels and its buffer of encoded events."""
+
+    __slots__ = ("_send", "cancel_scope", "channels", "receive")
+
+    def __init__(self, channels: tuple[str, ...], buffer_size: int) -> None:
+        self.channels = channels
+        send, receive = anyio.create_memory_object_stream[bytes](buffer_size)
+        self._send: MemoryObjectSendStream[bytes] = send
+        #: Read by the connection that owns this subscription.
+        self.receive: MemoryObjectReceiveStream[bytes] = receive
+        #: Set by the connection; the hub shortens its deadline when evicting.
+        self.cancel_scope: anyio.CancelScope | None = None
+
+
+class Hub:
+    """Channels and their subscribers. Not thread-safe: use it from one event loop."""
+
+    def __init__(self, *, buffer_size: int, send_timeout: float) -> None:
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(f"buffer_size must be an int >= 1, not {buffer_size!r}")
+        if not send_timeout > 0 or math.isinf(send_timeout):
+            raise ValueError(f"send_timeout must be a positive number of seconds, not {send_timeout!r}")
+        self.buffer_size = buffer_size
+        self.send_timeout = float(send_timeout)
+        self._channels: dict[str, dict[Subscriber, None]] = {}
+        self._subscribers: set[Subscriber] = set()
+        self._published = 0
+        self._delivered = 0
+        self._dropped = 0
+        self.closed = False
+
+    # -- subscriptions ---------------------------------------------------
+
+    def subscribe(self, channels: Iterable[str]) -> Subscriber:
+        """Register a new subscriber on ``channels`` (already validated, no duplicates).
+
+        Raises:
+            anyio.ClosedResourceError: the hub has been closed.
+        """
+        if self.closed:
+            raise anyio.ClosedResourceError("the event stream has been closed")
+        subscriber = Subscriber(tuple(channels), self.buffer_size)
+        for channel in subscriber.channels:
+            self._channels.setdefault(channel, {})[subscriber] = None
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove ``subscriber`` from its channels and close its buffer. Idempotent."""
+        if subscriber not in self._subscribers:
+            return
+        self._subscribers.discard(subscriber)
+        for channel in subscriber.channels:
+            members = self._channels.get(channel)
+            if members is not None:
+                members.pop(subscriber, None)
+                if not members:
+                    del self._channels[channel]
+        subscriber._send.close()
+
+    def _evict(self, subscriber: Subscriber) -> None:
+        self._dropped += 1
+        self.unsubscribe(subscriber)
+        scope = subscriber.cancel_scope
+        if scope is not None:
+            # Let the connection flush what it holds, but not forever: its
+            # client has already failed to keep up for send_timeout seconds.
+            scope.deadline = min(scope.deadline, anyio.current_time() + self.send_timeout)
+
+    def count_delivered(self, count: int) -> None:
+        self._delivered += count
+
+    def subscriber_count(self, channel: str | None = None) -> int:
+        """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
+        if channel is None:
+            return len(self._subscribers)
+        return len(self._channels.get(channel, ()))
+
+    def statistics(self) -> EventStreamStatistics:
+        return EventStreamStatistics(
+            subscribers=len(self._subscribers),
+            channels=types.MappingProxyType({name: len(members) for name, members in self._channels.items()}),
+            events_published=self._published,
+            events_delivered=self._delivered,
+            subscribers_dropped=self._dropped,
+        )
+
+    def close(self) -> None:
+        """Refuse new subscribers and end every subscription after its buffer is written."""
+        self.closed = True
+        for subscriber in list(self._subscribers):
+            self.unsubscribe(subscriber)
+
+    # -- publishing ------------------------------------------------------
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Put ``payload`` in the buffer of every subscriber of ``channel``.
+
+        Returns once every subscriber that is still connected holds it.
+        Subscribers whose buffer stays full for ``send_timeout`` seconds are
+        disconnected. Cancelling the call may leave the payload in some
+        buffers and not in others.
+        """
+        self._published += 1
+        members = self._channels.get(channel)
+        if not members:
+            # Nobody listens: constant time, whatever else is connected.
+            await anyio.lowlevel.checkpoint()
+            return
+        full: list[Subscriber] | None = None
+        gone: list[Subscriber] | None = None
+        for subscriber in members:
+            try:
+                subscriber._send.send_nowait(payload)
+            except anyio.WouldBlock:
+                if full is None:
+                    full = []
+                full.append(subscriber)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                if gone is None:
+                    gone = []
+                gone.append(subscriber)
+        if gone:
+            for subscriber in gone:
+                self.unsubscribe(subscriber)
+        if full:
+            await self._wait_for_room(full, payload)
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    async def _wait_for_room(self, full: list[Subscriber], payload: bytes) -> None:
+        pending = set(full)
+
+        async def wait_one(subscriber: Subscriber) -> None:
+            try:
+                await subscriber._send.send(payload)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self.unsubscribe(subscriber)
+            pending.discard(subscriber)
+
+        with anyio.move_on_after(self.send_timeout):
+            async with anyio.create_task_group() as tg:
+                for subscriber in full:
+                    tg.start_soon(wait_one, subscriber)
+        for subscriber in pending:
+            self._evict(subscriber)

@@ -1,0 +1,343 @@
+"""The :class:`EventStream` hub and its ASGI endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+
+import anyio
+import anyio.lowlevel
+
+from ._channels import BadRequest, ChannelResolver, check_channel_name, normalize_channels
+from ._http import accepts_event_stream, header, send_plain
+from ._hub import EventStreamStatistics, Hub, Subscriber
+from ._sse import ServerSentEvent, encode
+from ._types import ChannelSpec, EventLike, Receive, Scope, Send
+from ._writer import ChannelPublisher, ChannelWriter
+
+__all__ = ["EventStream", "EventStreamEndpoint"]
+
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
+_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
+_ALLOW = [(b"allow", b"GET, HEAD")]
+
+
+def _as_event(event: EventLike) -> ServerSentEvent:
+    if isinstance(event, ServerSentEvent):
+        return event
+    if isinstance(event, Mapping):
+        return ServerSentEvent(**event)
+    raise TypeError(f"expected a ServerSentEvent or a mapping of its fields, not {type(event).__name__}")
+
+
+class EventStream:
+    """A hub of named channels that ASGI endpoints stream to clients as Server-Sent Events.
+
+    One instance per process is the usual setup (see
+    :func:`~eventstream.get_event_stream_singleton`). It starts no task and
+    needs no setup: endpoints subscribe on demand, and publishing works from
+    any task of the event loop the endpoints run in.
+
+    Args:
+        buffer_size: How many events each subscriber may hold before a
+            publish has to wait for it.
+        send_timeout: How long (seconds) a publish waits for a subscriber
+            whose buffer is full. A subscriber still full after that is
+            disconnected (its stream ends after what it holds is written; the
+            client reconnects) and counted in
+            :attr:`EventStreamStatistics.subscribers_dropped`.
+        keep_alive_interval: Seconds of silence after which a ``keep-alive``
+            event is sent, so proxies and clients keep an idle stream open.
+            ``None`` disables it.
+        max_channels: The most channels one request may subscribe to.
+        max_channel_name_length: The longest channel name accepted.
+
+    Raises:
+        ValueError: an option is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer_size: int = 256,
+        send_timeout: float = 5.0,
+        keep_alive_interval: float | None = 20.0,
+        max_channels: int = 32,
+        max_channel_name_length: int = 256,
+    ) -> None:
+        if keep_alive_interval is not None and (
+            not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
+        ):
+            raise ValueError(
+                "keep_alive_interval must be a positive number of seconds or None, "
+                f"not {keep_alive_interval!r}"
+            )
+        for name, value in (
+            ("max_channels", max_channels),
+            ("max_channel_name_length", max_channel_name_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+        self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout)
+        self.keep_alive_interval = keep_alive_interval
+        self.max_channels = max_channels
+        self.max_channel_name_length = max_channel_name_length
+        self._waiters: list[anyio.Event] = []
+
+    # -- endpoints -------------------------------------------------------
+
+    def __call__(self, channels: ChannelSpec) -> EventStreamEndpoint:
+        """Return an ASGI app that streams ``channels`` to each GET request.
+
+        ``channels`` is a channel name, a list of names, or a callable that
+        takes the ASGI scope and returns names (it may be async). In names,
+        ``{token}`` is replaced by the route parameter ``token`` from
+        ``scope["path_params"]`` (Starlette and FastAPI routers set it).
+        """
+        return EventStreamEndpoint(self, channels)
+
+    async def run(self, scope: Scope, receive: Receive, send: Send, channels: str | Iterable[str]) -> None:
+        """Serve one HTTP request as an event stream of ``channels``.
+
+        The direct form of an endpoint, for use inside your own ASGI app. It
+        returns when the client disconnects, when the stream is ended (the
+        subscriber was too slow, or :meth:`aclose` was called), or at once for
+        requests that get an error status: 405 for methods other than GET and
+        HEAD, 406 when ``Accept`` excludes ``text/event-stream``, 400 for
+        invalid channels or ``Last-Event-ID: error``, 503 after :meth:`aclose`.
+        """
+        names = (channels,) if isinstance(channels, str) else tuple(channels)
+        await self._serve(scope, receive, send, names)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        channels: Iterable[str] | ChannelResolver,
+    ) -> None:
+        method = scope.get("method", "GET")
+        head = method == "HEAD"
+        try:
+            if method not in ("GET", "HEAD"):
+                raise BadRequest("Method not allowed: use GET", status=405)
+            if not accepts_event_stream(header(scope, b"accept")):
+                raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
+            if header(scope, b"last-event-id") == "error":
+                raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
+            if isinstance(channels, ChannelResolver):
+                channels = await channels.resolve(scope)
+            names = normalize_channels(
+                channels, max_channels=self.max_channels, max_length=self.max_channel_name_length
+            )
+            if self._hub.closed:
+                raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
+        except BadRequest as exc:
+            with contextlib.suppress(OSError):  # the client left before reading the answer
+                await send_plain(send, exc.status, exc.reason, _ALLOW if exc.status == 405 else (), head=head)
+            return
+        if head:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        subscriber = self._hub.subscribe(names)
+        self._notify_waiters()
+        try:
+            async with anyio.create_task_group() as tg:
+                subscriber.cancel_scope = tg.cancel_scope
+                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+                try:
+                    await send(
+                        {"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)}
+                    )
+                    await send({"type": "http.response.body", "body": _STREAM_OPEN, "more_body": True})
+                    await self._pump(subscriber, send)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except OSError:
+                    pass  # the client is gone: ASGI 2.4 servers raise OSError from send
+                tg.cancel_scope.cancel()
+        finally:
+            self._hub.unsubscribe(subscriber)
+            subscriber.receive.close()
+            self._notify_waiters()
+
+    async def _pump(self, subscriber: Subscriber, send: Send) -> None:
+        # Writes everything a subscriber's buffer holds in one ASGI message, so
+        # a client that fell behind catches up with one socket write.
+        receive_nowait = subscriber.receive.receive_nowait
+        receive = subscriber.receive.receive
+        interval = self.keep_alive_interval
+        hub = self._hub
+        while True:
+            try:
+                first = receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    if interval is None:
+                        first = await receive()
+                    else:
+                        with anyio.move_on_after(interval) as idle:
+                            first = await receive()
+                        if idle.cancelled_caught:
+                            await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
+                            continue
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            ended = False
+            try:
+                while True:
+                    batch.append(receive_nowait())
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                ended = True
+            body = first if len(batch) == 1 else b"".join(batch)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            hub.count_delivered(len(batch))
+            if ended:
+                return
+
+    # -- publishing ------------------------------------------------------
+
+    async def publish_event(self, channel: str, event: EventLike) -> None:
+        """Send ``event`` to every subscriber of ``channel``.
+
+        ``event`` is a :class:`ServerSentEvent` or a mapping of its fields
+        (``{"event": "message", "data": {...}}``). It is encoded once,
+        whatever the number of subscribers. Returns when the event is in the
+        buffer of every subscriber still connected; a subscriber whose buffer
+        stays full for ``send_timeout`` seconds is disconnected instead.
+
+        Raises:
+            ValueError, TypeError: the channel name or the event is invalid
+                (nothing was sent to anyone).
+            anyio.ClosedResourceError: the event stream has been closed.
+
+        Cancellation: if cancelled while waiting for full subscribers, the
+        event may have reached some subscribers and not others.
+        """
+        message = _as_event(event)
+        check_channel_name(channel, self.max_channel_name_length)
+        if self._hub.closed:
+            raise anyio.ClosedResourceError("the event stream has been closed")
+        await self._hub.publish(channel, encode(message))
+
+    def get_channel_publisher(self, channel: str) -> ChannelPublisher:
+        """Return a publisher bound to ``channel``.
+
+        Raises:
+            ValueError, TypeError: the channel name is invalid.
+        """
+        return ChannelPublisher(self, check_channel_name(channel, self.max_channel_name_length))
+
+    def channel_writer(self, channel: str) -> ChannelWriter:
+        """Return an anyio ``ObjectSendStream`` that publishes its items to ``channel``.
+
+        Raises:
+            ValueError, TypeError: the channel name is invalid.
+        """
+        return ChannelWriter(self, check_channel_name(channel, self.max_channel_name_length))
+
+    # -- state -----------------------------------------------------------
+
+    def statistics(self) -> EventStreamStatistics:
+        """Return a snapshot of subscriber counts and event counters."""
+        return self._hub.statistics()
+
+    def subscriber_count(self, channel: str | None = None) -> int:
+        """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
+        return self._hub.subscriber_count(channel)
+
+    async def wait_subscribers(self, count: int, channel: str | None = None) -> None:
+        """Wait until ``channel`` (or the whole hub) has exactly ``count`` subscribers.
+
+        Useful in tests: publish once the client is subscribed, or check that
+        disconnects were noticed. Wrap it in ``anyio.fail_after`` to bound it.
+        """
+        while self._hub.subscriber_count(channel) != count:
+            event = anyio.Event()
+            self._waiters.append(event)
+            try:
+                await event.wait()
+            finally:
+                if event in self._waiters:
+                    self._waiters.remove(event)
+
+    def _notify_waiters(self) -> None:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for event in waiters:
+                event.set()
+
+    # -- closing ---------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End every open stream after what it holds is written, and refuse new ones.
+
+        Streams end cleanly (the response completes), so servers can shut
+        down. Requests after this get 503 and publishes raise
+        ``ClosedResourceError``. Idempotent.
+        """
+        self._hub.close()
+        self._notify_waiters()
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    # Servers that do not raise from send() report a gone client here.
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except OSError:
+        pass
+    scope.cancel()
+
+
+class EventStreamEndpoint:
+    """The ASGI app returned by ``EventStream(...)(channels)``.
+
+    It serves HTTP requests with :meth:`EventStream.run`, answers the
+    ``lifespan`` protocol (so it can be the top-level app of a server), and
+    closes ``websocket`` connections.
+    """
+
+    def __init__(self, stream: EventStream, channels: ChannelSpec) -> None:
+        self.stream = stream
+        self._resolver = ChannelResolver(channels)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.stream._serve(scope, receive, send, self._resolver)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})

@@ -1,0 +1,37 @@
+"""ASGI types: the messages this library sends and the callables it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from ._sse import ServerSentEvent
+
+__all__ = [
+    "ASGIApp",
+    "ChannelSpec",
+    "EventLike",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+]
+
+# The same shapes as Starlette's and hypercorn's aliases, so that their
+# scope, receive and send can be passed straight through.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+#: What a publish accepts: an event, or a mapping of its fields.
+EventLike = ServerSentEvent | Mapping[str, Any]
+
+_ChannelNames = str | Iterable[str]
+
+#: What ``EventStream.__call__`` accepts: a channel name (``{token}``s are
+#: filled from ``scope["path_params"]``), a list of them, or a callable that
+#: computes the channels from the request scope (sync or async).
+ChannelSpec = str | Iterable[str] | Callable[[Scope], _ChannelNames | Awaitable[_ChannelNames]]

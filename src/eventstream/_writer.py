@@ -1,0 +1,81 @@
+"""Channel publishers and writers: handles that feed one channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import ObjectSendStream
+
+from ._types import EventLike
+
+if TYPE_CHECKING:
+    from ._stream import EventStream
+
+__all__ = ["ChannelPublisher", "ChannelWriter"]
+
+
+class ChannelPublisher:
+    """Publishes to one channel of an :class:`~eventstream.EventStream`.
+
+    Get one with :meth:`EventStream.get_channel_publisher`.
+    """
+
+    __slots__ = ("_stream", "channel")
+
+    def __init__(self, stream: EventStream, channel: str) -> None:
+        self._stream = stream
+        #: The channel this publisher feeds.
+        self.channel = channel
+
+    async def publish_event(self, event: EventLike) -> None:
+        """Publish ``event`` to this channel; see :meth:`EventStream.publish_event`."""
+        await self._stream.publish_event(self.channel, event)
+
+
+class ChannelWriter(ObjectSendStream[EventLike]):
+    """An anyio object send stream whose items are published to one channel.
+
+    Get one with :meth:`EventStream.channel_writer`. Each :meth:`send` returns
+    when the event is in the buffer of every subscriber of the channel, so a
+    producer moves only as fast as events can be dispatched. Use it as an
+    async context manager, or call :meth:`aclose` when done.
+    """
+
+    def __init__(self, stream: EventStream, channel: str) -> None:
+        self._stream = stream
+        self._closed = False
+        #: The channel this writer feeds.
+        self.channel = channel
+
+    async def send(self, item: EventLike) -> None:
+        """Publish one event.
+
+        Raises:
+            anyio.ClosedResourceError: this writer was closed, or the event
+                stream it writes to was.
+            ValueError, TypeError: the event is invalid (nothing was published).
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError("this channel writer has been closed")
+        await self._stream.publish_event(self.channel, item)
+
+    async def pipe(self, source: AsyncIterable[EventLike]) -> int:
+        """Publish every event of ``source``, in order, and return how many there were.
+
+        The source is read only as fast as events are dispatched. An error
+        from the source or from a publish propagates, and the rest of the
+        source is not read. The writer stays open.
+        """
+        count = 0
+        async for item in source:
+            await self.send(item)
+            count += 1
+        return count
+
+    async def aclose(self) -> None:
+        """Close the writer. Further sends raise ``ClosedResourceError``. Idempotent."""
+        self._closed = True
+        await anyio.lowlevel.checkpoint()

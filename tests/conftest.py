@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import SERVER_KINDS, Server, run_server
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server]:
+    """The test app under each real server, started once per session."""
+    with run_server(request.param, env={"EVENTSTREAM_KEEP_ALIVE": "0.5"}, log_dir=log_dir) as server:
+        yield server

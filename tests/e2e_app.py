@@ -1,0 +1,111 @@
+"""The ASGI app that end-to-end tests run under real servers (hypercorn, uvicorn).
+
+Routes:
+    GET  /events/{id}        stream("{id}")
+    GET  /pair/{x}           stream(["{x}-a", "{x}-b"])
+    GET  /query?channel=...  stream(callable): channels from the query string (async callable)
+    GET  /missing            stream("{nope}"): a token without a route parameter
+    POST /publish            {"channel": ..., "event": {...}, "count": n} -> publishes n copies,
+                             or {"channel": ..., "values": [...]} -> one event per value, as data
+    GET  /stats              statistics() as JSON
+    GET  /rss                the server's resident set size in bytes
+
+``EVENTSTREAM_KEEP_ALIVE`` (seconds) and ``EVENTSTREAM_SEND_TIMEOUT`` configure the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qs
+
+from eventstream import EventStream
+from eventstream._types import Receive, Scope, Send
+
+stream = EventStream(
+    keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),
+    send_timeout=float(os.environ.get("EVENTSTREAM_SEND_TIMEOUT", "5")),
+    buffer_size=int(os.environ.get("EVENTSTREAM_BUFFER_SIZE", "256")),
+)
+
+
+async def _query_channels(scope: Scope) -> Iterable[str]:
+    return parse_qs(scope["query_string"].decode())["channel"]
+
+
+_ROUTES = [
+    (re.compile(r"/events/(?P<id>[^/]+)"), stream("{id}")),
+    (re.compile(r"/pair/(?P<x>[^/]+)"), stream(["{x}-a", "{x}-b"])),
+    (re.compile(r"/query"), stream(_query_channels)),
+    (re.compile(r"/missing"), stream("{nope}")),
+]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return body
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await stream.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    for pattern, endpoint in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match:
+            scope["path_params"] = match.groupdict()
+            await endpoint(scope, receive, send)
+            return
+    if path == "/publish" and scope["method"] == "POST":
+        request = json.loads(await _read_body(receive))
+        try:
+            if "values" in request:
+                for value in request["values"]:
+                    await stream.publish_event(request["channel"], {"data": value})
+            for _ in range(request.get("count", 1) if "event" in request else 0):
+                await stream.publish_event(request["channel"], request["event"])
+        except (TypeError, ValueError) as exc:
+            await _reply(send, 400, str(exc).encode())
+            return
+        await _reply(send, 200, b"ok")
+    elif path == "/stats":
+        stats = stream.statistics()
+        body = json.dumps(
+            {
+                "subscribers": stats.subscribers,
+                "channels": dict(stats.channels),
+                "events_published": stats.events_published,
+                "events_delivered": stats.events_delivered,
+                "subscribers_dropped": stats.subscribers_dropped,
+            }
+        )
+        await _reply(send, 200, body.encode(), b"application/json")
+    elif path == "/rss":
+        await _reply(send, 200, str(_rss()).encode())
+    else:
+        await _reply(send, 404, b"not found")

@@ -1,0 +1,58 @@
+"""Client-side helpers for the tests: read a live SSE response event by event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
+
+
+class EventReader:
+    """Decodes a streaming httpx response with the library's own decoder, keeping the raw bytes."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.decoder = SSEDecoder()
+        self.raw = bytearray()
+        self._chunks: AsyncGenerator[bytes] = response.aiter_raw()  # type: ignore[assignment]
+
+    async def next(self) -> ServerSentEvent:
+        """The next event; raises ``EOFError`` if the stream ends first."""
+        while True:
+            event = self.decoder.next_event()
+            if event is not NEED_DATA:
+                return event
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                raise EOFError("the stream ended") from None
+            self.raw += chunk
+            self.decoder.feed(chunk)
+
+    async def next_not_keep_alive(self) -> ServerSentEvent:
+        while (event := await self.next()).event == "keep-alive":
+            pass
+        return event
+
+    async def read_to_end(self) -> bytes:
+        async for chunk in self._chunks:
+            self.raw += chunk
+        return bytes(self.raw)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+
+@asynccontextmanager
+async def open_events(client: httpx.AsyncClient, url: str, **kwargs: Any) -> AsyncIterator[EventReader]:
+    """GET ``url`` as a stream and yield a reader of its events (status not checked)."""
+    async with client.stream("GET", url, **kwargs) as response:
+        reader = EventReader(response)
+        try:
+            yield reader
+        finally:
+            await reader.aclose()

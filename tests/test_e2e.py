@@ -1,0 +1,209 @@
+"""End to end: real servers (hypercorn asyncio and trio workers, uvicorn) and a real client (httpx)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from .helpers import EventReader, open_events
+from .servers import Server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_names)}"
+
+
+async def publish(
+    client: httpx.AsyncClient, server: Server, channel: str, event: dict[str, Any], count: int = 1
+) -> None:
+    response = await client.post(
+        f"{server.base_url}/publish", json={"channel": channel, "event": event, "count": count}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def publish_many(client: httpx.AsyncClient, server: Server, channel: str, values: range) -> None:
+    response = await client.post(
+        f"{server.base_url}/publish", json={"channel": channel, "values": list(values)}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def stats(client: httpx.AsyncClient, server: Server) -> dict[str, Any]:
+    response = await client.get(f"{server.base_url}/stats")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)
+
+
+async def test_stream_bytes_headers_and_routing(server: Server) -> None:
+    channel = unique("room")
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with open_events(client, f"{server.base_url}/events/{channel}") as reader:
+            response = reader.response
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.headers["x-accel-buffering"] == "no"
+            assert "content-length" not in response.headers
+            assert (await reader.next()).event == "stream-open"
+            assert bytes(reader.raw) == b"event: stream-open\ndata: \n\n"
+            await publish(client, server, channel, {"event": "message", "data": {"name": "John"}})
+            await publish(client, server, unique("other"), {"event": "message", "data": "not for us"})
+            await publish(client, server, channel, {"event": "message", "text": "two\nlines"})
+            first = await reader.next_not_keep_alive()
+            second = await reader.next_not_keep_alive()
+            assert first.json() == {"name": "John"}
+            assert second.text == "two\nlines"
+            raw = bytes(reader.raw).replace(b"event: keep-alive\ndata: \n\n", b"")
+            assert raw == (
+                b"event: stream-open\ndata: \n\n"
+                b'event: message\ndata: {"name":"John"}\n\n'
+                b"event: message\ndata: two\ndata: lines\n\n"
+            )
+
+
+async def test_several_channels_one_connection(server: Server) -> None:
+    prefix = unique("pair")
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with open_events(client, f"{server.base_url}/pair/{prefix}") as reader:
+            await reader.next()
+            for i in range(20):
+                await publish(client, server, f"{prefix}-{'ab'[i % 2]}", {"data": i})
+            assert [(await reader.next_not_keep_alive()).json() for _ in range(20)] == list(range(20))
+
+
+async def test_burst_arrives_in_order_exactly_once(server: Server) -> None:
+    channel = unique("burst")
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with (
+            open_events(client, f"{server.base_url}/events/{channel}") as one,
+            open_events(client, f"{server.base_url}/query?channel={channel}") as two,
+        ):
+            received: list[list[object]] = [[], []]
+
+            async def read(reader: EventReader, into: list[object]) -> None:
+                for _ in range(2000):
+                    into.append((await reader.next_not_keep_alive()).json())
+
+            for reader in (one, two):
+                await reader.next()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read, one, received[0])
+                tg.start_soon(read, two, received[1])
+                for start in range(0, 2000, 500):
+                    await publish_many(client, server, channel, range(start, start + 500))
+            assert received == [list(range(2000))] * 2
+            assert (await stats(client, server))["subscribers_dropped"] == 0
+
+
+async def test_keep_alive_arrives(server: Server) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with open_events(client, f"{server.base_url}/events/{unique('idle')}") as reader:
+            assert (await reader.next()).event == "stream-open"
+            with anyio.fail_after(5):
+                assert (await reader.next()).event == "keep-alive"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "reason"),
+    [
+        ("POST", "/events/a", {}, 405, "Method not allowed"),
+        ("DELETE", "/events/a", {}, 405, "Method not allowed"),
+        ("GET", "/events/a", {"accept": "application/json"}, 406, "Not acceptable"),
+        ("GET", "/events/a", {"accept": "text/event-stream;q=0"}, 406, "Not acceptable"),
+        ("GET", "/query?channel=%20&channel=", {}, 400, "No channels"),
+        ("GET", "/query?" + "&".join(f"channel=c{i}" for i in range(40)), {}, 400, "Too many channels"),
+        ("GET", "/events/" + "x" * 300, {}, 400, "limit is 256"),
+        ("GET", "/events/a%3Bb", {}, 400, "Invalid channel"),
+        ("GET", "/missing", {}, 400, "No route parameter 'nope'"),
+        ("GET", "/events/a", {"last-event-id": "error"}, 400, "Last-Event-ID"),
+    ],
+)
+async def test_refused_requests(
+    server: Server, method: str, path: str, headers: dict[str, str], status: int, reason: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.request(method, server.base_url + path, headers=headers)
+        assert response.status_code == status
+        assert reason in response.text
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        if status == 405:
+            assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_head(server: Server) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.head(f"{server.base_url}/events/{unique('head')}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.content == b""
+
+
+async def test_publish_error_reaches_publisher(server: Server) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{server.base_url}/publish", json={"channel": "a", "event": {"event": "x\ny", "data": 1}}
+        )
+        assert response.status_code == 400
+        assert "CR, LF or NUL" in response.text
+
+
+async def test_500_disconnects_leave_no_subscriber_and_no_growth(server: Server) -> None:
+    channel = unique("drop")
+    url = f"{server.base_url}/events/{channel}"
+    limits = httpx.Limits(max_connections=600, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(timeout=30, limits=limits) as control,
+        httpx.AsyncClient(timeout=30, limits=limits) as client,
+    ):
+
+        async def settled(subscribers: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                current = await stats(control, server)
+                return bool(current["channels"].get(channel, 0) == subscribers == current["subscribers"])
+
+            return check
+
+        async def one_round() -> int:
+            """Open 500 streams, drop them all, wait until the server let go; return its RSS."""
+            opened = anyio.Semaphore(0)
+            release = anyio.Event()
+
+            async def hold() -> None:
+                async with open_events(client, url) as reader:
+                    await reader.next()
+                    opened.release()
+                    await release.wait()
+                # leaving the block closes the connection before the stream ends
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(500):
+                    tg.start_soon(hold)
+                with anyio.fail_after(60):
+                    for _ in range(500):
+                        await opened.acquire()
+                await wait_until(await settled(500))
+                release.set()
+            await wait_until(await settled(0), timeout=20)
+            return int((await control.get(f"{server.base_url}/rss")).text)
+
+        rss = [await one_round() for _ in range(3)]
+    print(f"{server.kind}: server RSS after each round of 500 connections: {rss}")
+    # The first round warms up allocators and caches; later rounds must not keep growing.
+    assert rss[2] - rss[0] < 8 * 1024 * 1024, rss

@@ -1,0 +1,323 @@
+"""The hub, writers and the endpoint, driven in-process through eventstream.testing."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+import eventstream._singleton
+from eventstream import EventStream, ServerSentEvent, encode, get_event_stream_singleton
+from eventstream._types import Scope
+from eventstream.testing import StreamResponse, open_stream
+
+pytestmark = pytest.mark.anyio
+
+
+async def next_data(response: StreamResponse) -> object:
+    event = await response.receive_event()
+    while event.event in ("stream-open", "keep-alive"):
+        event = await response.receive_event()
+    return event.json()
+
+
+async def test_publish_reaches_every_subscriber_once_in_order() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with (
+            open_stream(stream("news")) as first,
+            open_stream(stream(["news", "sport"])) as both,
+            open_stream(stream("sport")) as sport,
+        ):
+            await stream.wait_subscribers(2, "news")
+            await stream.wait_subscribers(2, "sport")
+            for i in range(50):
+                await stream.publish_event("news", {"event": "message", "data": i})
+                await stream.publish_event("sport", ServerSentEvent(data=-i))
+            assert [await next_data(first) for _ in range(50)] == list(range(50))
+            assert [await next_data(sport) for _ in range(50)] == [-i for i in range(50)]
+            received = [await next_data(both) for _ in range(100)]
+            assert received == [x for i in range(50) for x in (i, -i)]
+        assert stream.subscriber_count() == 0
+    stats = stream.statistics()
+    assert stats.events_published == 100
+    assert stats.events_delivered == 200
+    assert dict(stats.channels) == {}
+
+
+async def test_duplicate_channels_in_one_request_deliver_once() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream(["a", " a ", "a"])) as response:
+            await stream.wait_subscribers(1, "a")
+            await stream.publish_event("a", {"data": 1})
+            await stream.publish_event("a", {"data": 2})
+            assert [await next_data(response), await next_data(response)] == [1, 2]
+            assert dict(stream.statistics().channels) == {"a": 1}
+
+
+async def test_stream_open_bytes_and_headers() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream("test")) as response:
+            assert response.status == 200
+            assert response.header("content-type") == "text/event-stream"
+            assert response.header("cache-control") == "no-cache"
+            assert response.header("x-accel-buffering") == "no"
+            assert response.header("connection") is None
+            await stream.wait_subscribers(1, "test")
+            await stream.publish_event("test", {"event": "message", "data": {"name": "John"}})
+            await response.receive_event()
+            await response.receive_event()
+            assert bytes(response.raw) == (
+                b'event: stream-open\ndata: \n\nevent: message\ndata: {"name":"John"}\n\n'
+            )
+
+
+async def test_publish_without_subscribers_returns_at_once() -> None:
+    stream = EventStream()
+    with anyio.fail_after(1):
+        for _ in range(1000):
+            await stream.publish_event("nobody", {"data": 1})
+    assert stream.statistics().events_published == 1000
+
+
+async def test_invalid_publish_raises_and_sends_nothing() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream("x")) as response:
+            await stream.wait_subscribers(1, "x")
+            with pytest.raises(ValueError, match="CR, LF or NUL"):
+                await stream.publish_event("x", {"event": "bad\nname", "data": 1})
+            with pytest.raises(ValueError, match="CR, LF or NUL"):
+                await stream.publish_event("x", {"id": "1\r", "data": 1})
+            with pytest.raises(TypeError, match="not JSON serializable"):
+                await stream.publish_event("x", {"data": {1, 2}})
+            with pytest.raises(TypeError, match="unexpected keyword"):
+                await stream.publish_event("x", {"nonsense": 1})
+            with pytest.raises(TypeError, match="ServerSentEvent or a mapping"):
+                await stream.publish_event("x", "just a string")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="must not be empty"):
+                await stream.publish_event("", {"data": 1})
+            await stream.publish_event("x", {"data": "good"})
+            assert await next_data(response) == "good"
+    assert stream.statistics().events_published == 1
+
+
+async def test_writer_blocks_while_a_subscriber_is_full() -> None:
+    stream = EventStream(buffer_size=2, send_timeout=30)
+    produced = 0
+
+    async def ticker(n: int) -> AsyncIterator[ServerSentEvent]:
+        nonlocal produced
+        for i in range(n):
+            produced += 1
+            yield ServerSentEvent(event="tick", data=i)
+
+    with anyio.fail_after(20):
+        async with open_stream(stream("ticks")) as response, anyio.create_task_group() as tg:
+            await stream.wait_subscribers(1, "ticks")
+
+            async def pipe() -> None:
+                async with stream.channel_writer("ticks") as writer:
+                    assert await writer.pipe(ticker(500)) == 500
+
+            tg.start_soon(pipe)
+            await anyio.wait_all_tasks_blocked()
+            # The client reads nothing: the producer is held after a handful of
+            # events (buffers of the subscriber, the pump and the transport).
+            blocked_at = produced
+            assert 0 < blocked_at < 20
+            await anyio.wait_all_tasks_blocked()
+            assert produced == blocked_at
+            assert [await next_data(response) for _ in range(500)] == list(range(500))
+    assert stream.statistics().subscribers_dropped == 0
+
+
+async def test_slow_subscriber_is_evicted_while_fast_ones_keep_receiving() -> None:
+    stream = EventStream(buffer_size=4, send_timeout=0.2)
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as fast, open_stream(stream("c")) as slow:
+            await stream.wait_subscribers(2, "c")
+            async with anyio.create_task_group() as tg:
+
+                async def publish() -> None:
+                    for i in range(100):
+                        await stream.publish_event("c", {"data": i})
+
+                tg.start_soon(publish)
+                assert [await next_data(fast) for _ in range(100)] == list(range(100))
+            assert stream.statistics().subscribers_dropped == 1
+            assert stream.subscriber_count("c") == 1
+            # The evicted stream ends after what it held; it never saw all 100.
+            body = await slow.read()
+            assert body.count(b"\n\n") < 101
+            assert stream.subscriber_count("c") == 1
+
+
+async def test_unsubscribe_on_disconnect() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        for _ in range(20):
+            async with open_stream(stream(["a", "b"])):
+                await stream.wait_subscribers(1, "a")
+                assert stream.statistics().channels == {"a": 1, "b": 1}
+            assert stream.subscriber_count() == 0
+            assert dict(stream.statistics().channels) == {}
+
+
+async def test_writes_are_coalesced() -> None:
+    stream = EventStream(buffer_size=100)
+    with anyio.fail_after(10):
+        async with open_stream(stream("c")) as response:
+            await stream.wait_subscribers(1, "c")
+            await response.receive_event()  # stream-open
+            messages_before = response.body_messages
+            for i in range(50):
+                await stream.publish_event("c", {"data": i})
+            assert [await next_data(response) for _ in range(50)] == list(range(50))
+            assert response.body_messages - messages_before < 10
+
+
+async def test_keep_alive_after_idle_interval() -> None:
+    stream = EventStream(keep_alive_interval=0.05)
+    with anyio.fail_after(10):
+        async with open_stream(stream("idle")) as response:
+            assert (await response.receive_event()).event == "stream-open"
+            event = await response.receive_event()
+            assert event.event == "keep-alive"
+            assert encode(event) == b"event: keep-alive\ndata: \n\n"
+
+
+async def test_no_keep_alive_does_not_busy_loop() -> None:
+    stream = EventStream(keep_alive_interval=None)
+    with anyio.fail_after(10):
+        async with open_stream(stream("idle")) as response:
+            await response.receive_event()
+            await anyio.wait_all_tasks_blocked()
+            assert response.body_messages == 1
+            await stream.publish_event("idle", {"data": 1})
+            assert await next_data(response) == 1
+
+
+async def test_channel_writer_is_an_object_send_stream() -> None:
+    stream = EventStream()
+    writer = stream.channel_writer("w")
+    assert isinstance(writer, anyio.abc.ObjectSendStream)
+    async with writer:
+        await writer.send({"data": 1})
+        with pytest.raises(ValueError, match="CR, LF or NUL"):
+            await writer.send({"id": "\n"})
+    with pytest.raises(anyio.ClosedResourceError):
+        await writer.send({"data": 2})
+    await writer.aclose()  # idempotent
+    with pytest.raises(ValueError, match="channel name"):
+        stream.channel_writer("bad;name")
+
+
+async def test_channel_publisher() -> None:
+    stream = EventStream()
+    publisher = stream.get_channel_publisher("p")
+    assert publisher.channel == "p"
+    with anyio.fail_after(10):
+        async with open_stream(stream("p")) as response:
+            await stream.wait_subscribers(1, "p")
+            await publisher.publish_event(ServerSentEvent(event="message", data="hi"))
+            assert await next_data(response) == "hi"
+
+
+async def test_aclose_ends_streams_and_refuses_new_ones() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream("x")) as response:
+            await stream.wait_subscribers(1, "x")
+            await stream.publish_event("x", {"data": "last"})
+            async with stream:
+                pass
+            body = await response.read()
+            assert body.endswith(b'data: "last"\n\n')
+        async with open_stream(stream("x")) as refused:
+            assert refused.status == 503
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.publish_event("x", {"data": 1})
+
+
+async def test_callable_channels_sync_and_async() -> None:
+    stream = EventStream()
+
+    async def async_channels(scope: Scope) -> list[str]:
+        return ["async-" + str(scope["path"]).strip("/")]
+
+    with anyio.fail_after(10):
+        async with (
+            open_stream(stream(lambda scope: "sync"), "/") as sync_response,
+            open_stream(stream(async_channels), "/room") as async_response,
+        ):
+            await stream.wait_subscribers(1, "sync")
+            await stream.wait_subscribers(1, "async-room")
+            await stream.publish_event("sync", {"data": "s"})
+            await stream.publish_event("async-room", {"data": "a"})
+            assert await next_data(sync_response) == "s"
+            assert await next_data(async_response) == "a"
+
+
+async def test_path_params_fill_tokens() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream(["room-{id}", "user-{user}"]), path_params={"id": 7, "user": "u"}):
+            await stream.wait_subscribers(1, "room-7")
+            await stream.wait_subscribers(1, "user-u")
+
+
+async def test_run_direct_form() -> None:
+    stream = EventStream()
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        await stream.run(scope, receive, send, ["direct"])  # type: ignore[arg-type]
+
+    with anyio.fail_after(10):
+        async with open_stream(app) as response:  # type: ignore[arg-type]
+            await stream.wait_subscribers(1, "direct")
+            await stream.publish_event("direct", {"data": 1})
+            assert await next_data(response) == 1
+
+
+async def test_lifespan_is_answered() -> None:
+    stream = EventStream()
+    app = stream("x")
+    incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[object] = []
+
+    async def receive() -> dict[str, str]:
+        return next(incoming)
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message["type"])
+
+    with anyio.fail_after(5):
+        await app({"type": "lifespan"}, receive, send)  # type: ignore[arg-type]
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_singleton_survives_reload() -> None:
+    first = get_event_stream_singleton()
+    assert get_event_stream_singleton() is first
+    assert get_event_stream_singleton("other", buffer_size=8) is not first
+    reloaded = importlib.reload(eventstream._singleton)
+    assert reloaded.get_event_stream_singleton() is first
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"buffer_size": 0}, "buffer_size"),
+        ({"send_timeout": 0}, "send_timeout"),
+        ({"keep_alive_interval": -1}, "keep_alive_interval"),
+        ({"max_channels": 0}, "max_channels"),
+    ],
+)
+def test_invalid_options(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        EventStream(**kwargs)  # type: ignore[arg-type]
