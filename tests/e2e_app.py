@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from urllib.parse import parse_qs
 
 from eventstream import EventStream
-from eventstream._types import Receive, Scope, Send
+from eventstream.types import Receive, Scope, Send
 
 stream = EventStream(
     keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),

@@ -10,7 +10,7 @@ import pytest
 
 import eventstream._singleton
 from eventstream import EventStream, ServerSentEvent, encode, get_event_stream_singleton
-from eventstream._types import Scope
+from eventstream.types import Scope
 from eventstream.testing import StreamResponse, open_stream
 
 pytestmark = pytest.mark.anyio

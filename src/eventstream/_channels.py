@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._types import ChannelSpec, Scope
+from .types import ChannelSpec, Scope
 
 __all__ = ["BadRequest", "ChannelResolver", "check_channel_name", "normalize_channels"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._types import Scope, Send
+from .types import Scope, Send
 
 __all__ = ["accepts_event_stream", "header", "send_plain"]
 

@@ -14,7 +14,7 @@ from ._channels import BadRequest, ChannelResolver, check_channel_name, normaliz
 from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, Subscriber
 from ._sse import ServerSentEvent, encode
-from ._types import ChannelSpec, EventLike, Receive, Scope, Send
+from .types import ChannelSpec, EventLike, Receive, Scope, Send
 from ._writer import ChannelPublisher, ChannelWriter
 
 __all__ = ["EventStream", "EventStreamEndpoint"]

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream
 
-from ._types import EventLike
+from .types import EventLike
 
 if TYPE_CHECKING:
     from ._stream import EventStream

@@ -29,7 +29,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder
-from ._types import ASGIApp, Message
+from .types import ASGIApp, Message
 
 __all__ = ["StreamResponse", "open_stream"]
 

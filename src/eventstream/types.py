@@ -1,4 +1,4 @@
-"""ASGI types: the messages this library sends and the callables it is given."""
+"""ASGI type aliases used by the public API, compatible with Starlette's and hypercorn's."""
 
 from __future__ import annotations
 
