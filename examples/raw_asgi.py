@@ -1,0 +1,80 @@
+"""A raw ASGI app (no framework) with a chat page.
+
+    GET  /                  the chat page (its EventSource shows published messages)
+    GET  /api/events        streams channel "test", or the channels named in ?channel=...
+    GET  /api/events/{id}   streams channel {id}
+    POST /api/publish       {"channel": "test", "event": "message", "data": {...}}
+
+Run it with ``hypercorn examples.raw_asgi:app`` (or ``-k trio``), open
+http://127.0.0.1:8000/ and publish::
+
+    curl -X POST localhost:8000/api/publish -d '{"data": {"user": "curl", "text": "hello"}}'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from eventstream import get_event_stream_singleton
+from eventstream.types import Receive, Scope, Send
+
+stream = get_event_stream_singleton()
+
+CHAT_PAGE = (Path(__file__).parent / "static" / "chat.html").read_bytes()
+
+
+def query_channels(scope: Scope) -> list[str]:
+    return parse_qs(scope["query_string"].decode("latin-1")).get("channel", ["test"])
+
+
+events = stream(query_channels)
+events_by_id = stream("{id}")
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def publish(receive: Receive, send: Send) -> None:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    try:
+        request = json.loads(body)
+        channel = request.pop("channel", "test")
+        await stream.publish_event(channel, request)
+    except (ValueError, TypeError, AttributeError) as exc:
+        await respond(send, 400, f"Bad event: {exc}\n".encode())
+        return
+    await respond(send, 202, b"Published\n")
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await stream.aclose()  # end open streams so the server can stop
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path = scope["path"]
+    if path == "/":
+        await respond(send, 200, CHAT_PAGE, b"text/html; charset=utf-8")
+    elif path == "/api/events":
+        await events(scope, receive, send)
+    elif match := re.fullmatch(r"/api/events/([^/]+)", path):
+        scope["path_params"] = {"id": match[1]}
+        await events_by_id(scope, receive, send)
+    elif path == "/api/publish" and scope["method"] == "POST":
+        await publish(receive, send)
+    else:
+        await respond(send, 404, b"Not found\n")

@@ -1,0 +1,51 @@
+"""The same app with Starlette: ``Route(path, stream(...))`` mounts an endpoint directly.
+
+Run it with ``hypercorn examples.starlette_app:app`` (or ``-k trio``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from eventstream import get_event_stream_singleton
+
+from .raw_asgi import CHAT_PAGE, query_channels
+
+stream = get_event_stream_singleton()
+
+
+async def homepage(request: Request) -> Response:
+    return HTMLResponse(CHAT_PAGE)
+
+
+async def publish(request: Request) -> Response:
+    try:
+        body = await request.json()
+        channel = body.pop("channel", "test")
+        await stream.publish_event(channel, body)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return PlainTextResponse(f"Bad event: {exc}\n", status_code=400)
+    return PlainTextResponse("Published\n", status_code=202)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    await stream.aclose()  # end open streams so the server can stop
+
+
+app = Starlette(
+    routes=[
+        Route("/", homepage),
+        Route("/api/events", stream(query_channels)),
+        Route("/api/events/{id}", stream("{id}")),
+        Route("/api/publish", publish, methods=["POST"]),
+    ],
+    lifespan=lifespan,
+)
