@@ -1,0 +1,49 @@
+"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``demo``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    deps = [dep for group in groups for dep in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install("-e", ".", *deps)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: unit tests, real servers on 127.0.0.1, asyncio and trio."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", "src", "tests", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "noxfile.py")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the library, the tests and the examples."""
+    install(session, "typing")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Serve the chat example on http://127.0.0.1:8000/ (pass ``-- -k trio`` for the trio worker)."""
+    install(session, "demo")
+    session.log("Open http://127.0.0.1:8000/ and publish with:")
+    session.log(
+        "  curl -X POST http://127.0.0.1:8000/api/publish "
+        """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""
+    )
+    session.run("hypercorn", "examples.raw_asgi:app", "--bind", "127.0.0.1:8000", *session.posargs)
