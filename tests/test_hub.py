@@ -10,8 +10,8 @@ import pytest
 
 import eventstream._singleton
 from eventstream import EventStream, ServerSentEvent, encode, get_event_stream_singleton
-from eventstream.types import Scope
 from eventstream.testing import StreamResponse, open_stream
+from eventstream.types import Scope
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ from ._channels import BadRequest, ChannelResolver, check_channel_name, normaliz
 from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, Subscriber
 from ._sse import ServerSentEvent, encode
-from .types import ChannelSpec, EventLike, Receive, Scope, Send
 from ._writer import ChannelPublisher, ChannelWriter
+from .types import ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
