@@ -11,7 +11,7 @@ import pytest
 import eventstream._singleton
 from eventstream import EventStream, ServerSentEvent, encode, get_event_stream_singleton
 from eventstream.testing import StreamResponse, open_stream
-from eventstream.types import Scope
+from eventstream.types import Message, Scope
 
 pytestmark = pytest.mark.anyio
 
@@ -321,3 +321,30 @@ def test_singleton_survives_reload() -> None:
 def test_invalid_options(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         EventStream(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_oserror_from_send_ends_the_stream_without_disconnect_message() -> None:
+    # ASGI 2.4 servers may only report a gone client by raising OSError from send.
+    stream = EventStream()
+    sent: list[bytes] = []
+    never = anyio.Event()
+
+    async def receive() -> Message:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if len(sent) == 2:
+                raise OSError("connection reset")
+            sent.append(message["body"])
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            scope: Scope = {"type": "http", "method": "GET", "headers": []}
+            tg.start_soon(stream.run, scope, receive, send, "x")
+            await stream.wait_subscribers(1, "x")
+            for i in range(3):
+                await stream.publish_event("x", {"data": i})
+            await stream.wait_subscribers(0, "x")
+    assert sent == [b"event: stream-open\ndata: \n\n", b"data: 0\n\n"]
