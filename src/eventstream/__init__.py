@@ -3,6 +3,9 @@
 The public API is re-exported here; the modules behind it are private.
 """
 
+from ._exceptions import EventStreamError, GripPublishError
+from ._grip import GripProxyStatistics, GripPublisher
+from ._grip_config import parse_grip_uri
 from ._hub import EventStreamStatistics
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
@@ -15,11 +18,16 @@ __all__ = [
     "ChannelWriter",
     "EventStream",
     "EventStreamEndpoint",
+    "EventStreamError",
     "EventStreamStatistics",
+    "GripProxyStatistics",
+    "GripPublishError",
+    "GripPublisher",
     "SSEDecoder",
     "ServerSentEvent",
     "encode",
     "get_event_stream_singleton",
+    "parse_grip_uri",
 ]
 
 __version__ = "0.1.0"

@@ -16,7 +16,11 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._grip import GripProxyStatistics
 
 import anyio
 import anyio.lowlevel
@@ -39,6 +43,8 @@ class EventStreamStatistics:
     events_delivered: int
     #: Subscribers disconnected because their buffer stayed full past ``send_timeout``.
     subscribers_dropped: int
+    #: Counters per GRIP proxy, when GRIP is configured.
+    grip: tuple[GripProxyStatistics, ...] = field(default=())
 
 
 class Subscriber:

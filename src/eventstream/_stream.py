@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
 from ._channels import BadRequest, ChannelResolver, check_channel_name, normalize_channels
+from ._grip import GripPublisher, hold_headers
+from ._grip_config import SigCheck
 from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, Subscriber
 from ._sse import ServerSentEvent, encode
@@ -27,6 +31,8 @@ _STREAM_HEADERS = [
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
 _ALLOW = [(b"allow", b"GET, HEAD")]
+
+GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
 
 
 def _as_event(event: EventLike) -> ServerSentEvent:
@@ -58,9 +64,17 @@ class EventStream:
             ``None`` disables it.
         max_channels: The most channels one request may subscribe to.
         max_channel_name_length: The longest channel name accepted.
+        grip: GRIP proxies to publish through and to serve held streams for
+            (Pushpin, Fastly Fanout): a ``GRIP_URL`` string, a config mapping
+            (``control_uri``, ``control_iss``, ``key``, ``verify_iss``,
+            ``verify_key``), a list of them, or a :class:`GripPublisher`.
+            Publishing then needs the stream entered with ``async with``
+            (for example in the app's lifespan), which runs the publisher.
+        grip_prefix: Prepended to channel names on the proxies.
 
     Raises:
-        ValueError: an option is out of range.
+        ValueError: an option is out of range, or a GRIP configuration is
+            malformed (checked here, not at the first publish).
     """
 
     def __init__(
@@ -71,6 +85,8 @@ class EventStream:
         keep_alive_interval: float | None = 20.0,
         max_channels: int = 32,
         max_channel_name_length: int = 256,
+        grip: GripConfig | None = None,
+        grip_prefix: str = "events-",
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -90,6 +106,18 @@ class EventStream:
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
         self._waiters: list[anyio.Event] = []
+        self._grip: GripPublisher | None = None
+        if grip is not None:
+            self._grip = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
+        if not isinstance(grip_prefix, str):
+            raise TypeError(f"grip_prefix must be a str, not {type(grip_prefix).__name__}")
+        self.grip_prefix = grip_prefix
+        self._started_grip = False
+
+    @property
+    def grip(self) -> GripPublisher | None:
+        """The GRIP publisher, when ``grip`` was configured."""
+        return self._grip
 
     # -- endpoints -------------------------------------------------------
 
@@ -132,6 +160,12 @@ class EventStream:
                 raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
             if header(scope, b"last-event-id") == "error":
                 raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
+            proxied = False
+            if self._grip is not None:
+                verdict = self._grip.check_signature(header(scope, b"grip-sig"))
+                if verdict is SigCheck.FORBIDDEN:
+                    raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
+                proxied = verdict is SigCheck.PROXIED
             if isinstance(channels, ChannelResolver):
                 channels = await channels.resolve(scope)
             names = normalize_channels(
@@ -143,10 +177,8 @@ class EventStream:
             with contextlib.suppress(OSError):  # the client left before reading the answer
                 await send_plain(send, exc.status, exc.reason, _ALLOW if exc.status == 405 else (), head=head)
             return
-        if head:
-            with contextlib.suppress(OSError):
-                await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if head or proxied:
+            await self._answer_without_subscribing(send, names, head=head, proxied=proxied)
             return
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
@@ -168,6 +200,22 @@ class EventStream:
             self._hub.unsubscribe(subscriber)
             subscriber.receive.close()
             self._notify_waiters()
+
+    async def _answer_without_subscribing(
+        self, send: Send, names: Sequence[str], *, head: bool, proxied: bool
+    ) -> None:
+        # HEAD gets the headers of a stream; a request from a GRIP proxy gets
+        # hold instructions and the opening event, and the proxy holds the client.
+        headers = list(_STREAM_HEADERS)
+        body = b""
+        if proxied:
+            channels = [self.grip_prefix + name for name in names]
+            headers += hold_headers(channels, _KEEP_ALIVE, self.keep_alive_interval)
+            body = _STREAM_OPEN
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        with contextlib.suppress(OSError):  # the client left before reading the answer
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
 
     async def _pump(self, subscriber: Subscriber, send: Send) -> None:
         # Writes everything a subscriber's buffer holds in one ASGI message, so
@@ -219,19 +267,35 @@ class EventStream:
         buffer of every subscriber still connected; a subscriber whose buffer
         stays full for ``send_timeout`` seconds is disconnected instead.
 
+        With GRIP configured, the same bytes are also published to every
+        proxy (on channel ``grip_prefix + channel``), and the call returns
+        once every proxy accepted them too.
+
         Raises:
             ValueError, TypeError: the channel name or the event is invalid
                 (nothing was sent to anyone).
             anyio.ClosedResourceError: the event stream has been closed.
+            GripPublishError: a GRIP proxy refused the event or could not be
+                reached after retries. Local subscribers and the other
+                proxies still got it.
+            RuntimeError: GRIP is configured but the stream was not entered
+                with ``async with`` (nothing was sent to anyone).
 
         Cancellation: if cancelled while waiting for full subscribers, the
-        event may have reached some subscribers and not others.
+        event may have reached some subscribers and not others; an event
+        already queued for the proxies is still sent to them.
         """
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
-        await self._hub.publish(channel, encode(message))
+        payload = encode(message)
+        if self._grip is None:
+            await self._hub.publish(channel, payload)
+            return
+        pending = self._grip.submit(self.grip_prefix + channel, payload)
+        await self._hub.publish(channel, payload)
+        await self._grip.wait_published(pending)
 
     def get_channel_publisher(self, channel: str) -> ChannelPublisher:
         """Return a publisher bound to ``channel``.
@@ -252,8 +316,11 @@ class EventStream:
     # -- state -----------------------------------------------------------
 
     def statistics(self) -> EventStreamStatistics:
-        """Return a snapshot of subscriber counts and event counters."""
-        return self._hub.statistics()
+        """Return a snapshot of subscriber counts and event counters (and GRIP proxies')."""
+        stats = self._hub.statistics()
+        if self._grip is not None:
+            stats = dataclasses.replace(stats, grip=self._grip.statistics())
+        return stats
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
@@ -287,13 +354,27 @@ class EventStream:
 
         Streams end cleanly (the response completes), so servers can shut
         down. Requests after this get 503 and publishes raise
-        ``ClosedResourceError``. Idempotent.
+        ``ClosedResourceError``. A GRIP publisher started by ``async with``
+        sends what is queued and stops. Idempotent.
         """
         self._hub.close()
         self._notify_waiters()
-        await anyio.lowlevel.checkpoint()
+        if self._started_grip and self._grip is not None:
+            self._started_grip = False
+            await self._grip.aclose()
+        else:
+            await anyio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> EventStream:
+        """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
+
+        Exiting calls :meth:`aclose`. A :class:`GripPublisher` that is
+        already running (entered by its owner) is used as it is.
+        """
+        self._hub.closed = False
+        if self._grip is not None and not self._grip.running:
+            await self._grip.__aenter__()
+            self._started_grip = True
         return self
 
     async def __aexit__(

@@ -1,0 +1,42 @@
+"""Exceptions.
+
+Stream semantics reuse anyio's exceptions (``ClosedResourceError`` after
+``aclose()``, ``EndOfStream``, ``WouldBlock``); bad arguments raise
+``ValueError`` or ``TypeError``. The library's own errors are::
+
+    EventStreamError
+    └── GripPublishError      a GRIP proxy did not accept a publish
+"""
+
+from __future__ import annotations
+
+__all__ = ["EventStreamError", "GripPublishError"]
+
+
+class EventStreamError(Exception):
+    """Base class of this library's own errors."""
+
+
+class GripPublishError(EventStreamError):
+    """A GRIP proxy did not accept a publish, after any retries.
+
+    The event was still delivered to local subscribers and to the other
+    proxies. With several failing proxies, :attr:`errors` holds one error per
+    proxy and this one describes the first.
+
+    Attributes:
+        proxy: The proxy's control URI (without credentials).
+        status: The HTTP status it answered, or ``None`` if it could not be reached.
+        reason: What the proxy said (the response body), or the connection error.
+        attempts: How many requests were made.
+    """
+
+    def __init__(self, proxy: str, status: int | None, reason: str, attempts: int = 1) -> None:
+        self.proxy = proxy
+        self.status = status
+        self.reason = reason
+        self.attempts = attempts
+        self.errors: tuple[GripPublishError, ...] = (self,)
+        what = f"answered {status}" if status is not None else "could not be reached"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"GRIP proxy {proxy} {what}{tries}: {reason}")
