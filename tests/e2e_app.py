@@ -10,7 +10,9 @@ Routes:
     GET  /stats              statistics() as JSON
     GET  /rss                the server's resident set size in bytes
 
-``EVENTSTREAM_KEEP_ALIVE`` (seconds) and ``EVENTSTREAM_SEND_TIMEOUT`` configure the hub.
+``EVENTSTREAM_KEEP_ALIVE`` (seconds), ``EVENTSTREAM_SEND_TIMEOUT`` and
+``EVENTSTREAM_BUFFER_SIZE`` configure the hub; ``EVENTSTREAM_GRIP`` is a GRIP URL
+or a JSON list of them. The hub is entered for the life of the app (lifespan).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qs
 
-from eventstream import EventStream
+from eventstream import EventStream, GripPublishError
 from eventstream.types import Receive, Scope, Send
 
+_grip = os.environ.get("EVENTSTREAM_GRIP")
 stream = EventStream(
+    grip=json.loads(_grip) if _grip and _grip.startswith("[") else _grip,
     keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),
     send_timeout=float(os.environ.get("EVENTSTREAM_SEND_TIMEOUT", "5")),
     buffer_size=int(os.environ.get("EVENTSTREAM_BUFFER_SIZE", "256")),
@@ -66,14 +70,12 @@ def _rss() -> int:
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                await stream.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await receive()  # lifespan.startup
+        async with stream:
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+        return
     path = scope["path"]
     for pattern, endpoint in _ROUTES:
         match = pattern.fullmatch(path)
@@ -91,6 +93,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 await stream.publish_event(request["channel"], request["event"])
         except (TypeError, ValueError) as exc:
             await _reply(send, 400, str(exc).encode())
+            return
+        except GripPublishError as exc:
+            await _reply(send, 502, str(exc).encode())
             return
         await _reply(send, 200, b"ok")
     elif path == "/stats":
