@@ -18,20 +18,14 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from eventstream import get_event_stream_singleton
-from eventstream.types import Receive, Scope, Send
-
-stream = get_event_stream_singleton()
+from eventstream import EventStream, get_event_stream_singleton
+from eventstream.types import ASGIApp, Receive, Scope, Send
 
 CHAT_PAGE = (Path(__file__).parent / "static" / "chat.html").read_bytes()
 
 
 def query_channels(scope: Scope) -> list[str]:
     return parse_qs(scope["query_string"].decode("latin-1")).get("channel", ["test"])
-
-
-events = stream(query_channels)
-events_by_id = stream("{id}")
 
 
 async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
@@ -41,40 +35,53 @@ async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"
     await send({"type": "http.response.body", "body": body})
 
 
-async def publish(receive: Receive, send: Send) -> None:
+async def read_body(receive: Receive) -> bytes:
     body = b""
     more = True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    try:
-        request = json.loads(body)
-        channel = request.pop("channel", "test")
-        await stream.publish_event(channel, request)
-    except (ValueError, TypeError, AttributeError) as exc:
-        await respond(send, 400, f"Bad event: {exc}\n".encode())
-        return
-    await respond(send, 202, b"Published\n")
+    return body
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        await receive()  # lifespan.startup
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-        await stream.aclose()  # end open streams so the server can stop
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    path = scope["path"]
-    if path == "/":
-        await respond(send, 200, CHAT_PAGE, b"text/html; charset=utf-8")
-    elif path == "/api/events":
-        await events(scope, receive, send)
-    elif match := re.fullmatch(r"/api/events/([^/]+)", path):
-        scope["path_params"] = {"id": match[1]}
-        await events_by_id(scope, receive, send)
-    elif path == "/api/publish" and scope["method"] == "POST":
-        await publish(receive, send)
-    else:
-        await respond(send, 404, b"Not found\n")
+def chat_app(stream: EventStream) -> ASGIApp:
+    """The chat app around ``stream``; its lifespan keeps the stream entered (and GRIP publishing on)."""
+    events = stream(query_channels)
+    events_by_id = stream("{id}")
+
+    async def publish(receive: Receive, send: Send) -> None:
+        try:
+            request = json.loads(await read_body(receive))
+            channel = request.pop("channel", "test")
+            await stream.publish_event(channel, request)
+        except (ValueError, TypeError, AttributeError) as exc:
+            await respond(send, 400, f"Bad event: {exc}\n".encode())
+            return
+        await respond(send, 202, b"Published\n")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            async with stream:  # on shutdown: end open streams so the server can stop
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path = scope["path"]
+        if path == "/":
+            await respond(send, 200, CHAT_PAGE, b"text/html; charset=utf-8")
+        elif path == "/api/events":
+            await events(scope, receive, send)
+        elif match := re.fullmatch(r"/api/events/([^/]+)", path):
+            scope["path_params"] = {"id": match[1]}
+            await events_by_id(scope, receive, send)
+        elif path == "/api/publish" and scope["method"] == "POST":
+            await publish(receive, send)
+        else:
+            await respond(send, 404, b"Not found\n")
+
+    return app
+
+
+app = chat_app(get_event_stream_singleton())

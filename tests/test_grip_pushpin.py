@@ -190,3 +190,29 @@ async def test_proxy_back_mid_retry_gets_the_event_once() -> None:
             assert stats.items_published == 1
             assert stats.failures == 0
             assert pushpin.publishes(f"events-{channel}") == 1
+
+
+@pytest.mark.parametrize("worker", ["hypercorn-asyncio", "hypercorn-trio"])
+async def test_grip_example_two_processes_serve_one_stream(worker: str, log_dir: Path) -> None:
+    require_pushpin()
+    control, http = free_port(), free_port()
+    env = {"GRIP_URL": f"http://127.0.0.1:{control}/?verify-iss={SIG_ISS}&verify-key={SIG_KEY}"}
+    with (
+        run_server(worker, "examples.grip.app:app", env=env, log_dir=log_dir) as first,
+        run_server(worker, "examples.grip.app:app", env=env, log_dir=log_dir) as second,
+        run_pushpin(first.port, http_port=http, control_port=control) as pushpin,
+    ):
+        pushpin.wait_holds("/api/events")
+        async with httpx.AsyncClient(timeout=10) as client:
+            page = await client.get(f"{pushpin.url}/")
+            assert "new EventSource(" in page.text
+            async with open_events(client, f"{pushpin.url}/api/events/lobby") as held:
+                assert (await held.next()).event == "stream-open"
+                for app, text in ((second, "from the second process"), (first, "from the first")):
+                    response = await client.post(
+                        f"{app.base_url}/api/publish",
+                        json={"channel": "lobby", "event": "message", "data": {"text": text}},
+                    )
+                    assert response.status_code == 202, response.text
+                received = [(await held.next_not_keep_alive()).json() for _ in range(2)]
+                assert received == [{"text": "from the second process"}, {"text": "from the first"}]

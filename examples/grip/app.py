@@ -1,0 +1,23 @@
+"""The chat app behind a GRIP proxy (Pushpin), so any number of app processes serve one stream.
+
+Pushpin holds the browsers' connections; each app process answers stream
+requests with hold instructions and publishes to Pushpin's control API, so an
+event published by any process reaches every client. ``GRIP_URL`` says where
+the control API is and which key signs Pushpin's requests::
+
+    GRIP_URL='http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme' \\
+        hypercorn examples.grip.app:app --bind 127.0.0.1:8001
+
+See "Multiple instances and serverless" in the README for the whole setup.
+"""
+
+from __future__ import annotations
+
+import os
+
+from eventstream import get_event_stream_singleton
+
+from ..raw_asgi import chat_app
+
+stream = get_event_stream_singleton("grip", grip=os.environ.get("GRIP_URL", "http://127.0.0.1:5561"))
+app = chat_app(stream)
