@@ -26,8 +26,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff: lint and format check."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "src", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
 
 
 @nox.session
@@ -47,3 +47,10 @@ def demo(session: nox.Session) -> None:
         """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""
     )
     session.run("hypercorn", "examples.raw_asgi:app", "--bind", "127.0.0.1:8000", *session.posargs)
+
+
+@nox.session(name="bench_grip")
+def bench_grip(session: nox.Session) -> None:
+    """Publish throughput through a private Pushpin (needs Debian's pushpin), batching on and off."""
+    install(session, "test")
+    session.run("python", "-m", "benchmarks.grip_throughput", *session.posargs)
