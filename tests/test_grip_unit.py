@@ -418,3 +418,17 @@ async def test_proxied_request_gets_hold_instructions_and_forged_sig_403() -> No
     async with open_stream(stream("a")) as response:
         assert response.header("grip-hold") is None
         assert (await response.receive_event()).event == "stream-open"
+
+
+@pytest.mark.anyio
+async def test_channel_writer_and_publisher_publish_to_proxies() -> None:
+    recorder = Recorder()
+    stream = EventStream(grip=publisher(recorder), grip_prefix="app-")
+    async with stream:
+        async with stream.channel_writer("w") as writer:
+            await writer.send(ServerSentEvent(event="tick", data=1))
+        await stream.get_channel_publisher("p").publish_event({"text": "plain"})
+    assert [(item["channel"], item["formats"]["http-stream"]["content"]) for item in recorder.items()] == [
+        ("app-w", "event: tick\ndata: 1\n\n"),
+        ("app-p", "data: plain\n\n"),
+    ]
