@@ -426,9 +426,9 @@ async def test_channel_writer_and_publisher_publish_to_proxies() -> None:
     stream = EventStream(grip=publisher(recorder), grip_prefix="app-")
     async with stream:
         async with stream.channel_writer("w") as writer:
-            await writer.send(ServerSentEvent(event="tick", data=1))
-        await stream.get_channel_publisher("p").publish_event({"text": "plain"})
+            await writer.send(ServerSentEvent(event="tick", data=1, id="t1"))
+        await stream.get_channel_publisher("p").publish_event({"text": "plain", "id": "p1"})
     assert [(item["channel"], item["formats"]["http-stream"]["content"]) for item in recorder.items()] == [
-        ("app-w", "event: tick\ndata: 1\n\n"),
-        ("app-p", "data: plain\n\n"),
+        ("app-w", "event: tick\ndata: 1\nid: t1\n\n"),
+        ("app-p", "data: plain\nid: p1\n\n"),
     ]

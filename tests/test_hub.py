@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import AsyncIterator
 
 import anyio
@@ -71,8 +72,9 @@ async def test_stream_open_bytes_and_headers() -> None:
             await stream.publish_event("test", {"event": "message", "data": {"name": "John"}})
             await response.receive_event()
             await response.receive_event()
-            assert bytes(response.raw) == (
-                b'event: stream-open\ndata: \n\nevent: message\ndata: {"name":"John"}\n\n'
+            assert re.fullmatch(
+                rb'event: stream-open\ndata: \n\nevent: message\ndata: {"name":"John"}\nid: [0-9a-f]{8}-1\n\n',
+                bytes(response.raw),
             )
 
 
@@ -237,7 +239,7 @@ async def test_aclose_ends_streams_and_refuses_new_ones() -> None:
             async with stream:
                 pass
             body = await response.read()
-            assert body.endswith(b'data: "last"\n\n')
+            assert re.search(rb'data: "last"\nid: \S+\n\n$', body)
         async with open_stream(stream("x")) as refused:
             assert refused.status == 503
         with pytest.raises(anyio.ClosedResourceError):
@@ -347,4 +349,6 @@ async def test_oserror_from_send_ends_the_stream_without_disconnect_message() ->
             for i in range(3):
                 await stream.publish_event("x", {"data": i})
             await stream.wait_subscribers(0, "x")
-    assert sent == [b"event: stream-open\ndata: \n\n", b"data: 0\n\n"]
+    assert sent[0] == b"event: stream-open\ndata: \n\n"
+    assert re.match(rb"data: 0\nid: [0-9a-f]{8}-1\n\n", sent[1])
+    assert len(sent) == 2  # nothing was sent after the OSError

@@ -41,9 +41,9 @@ def decode_all(data: bytes, *, chunk: int | None = None) -> list[ServerSentEvent
         (ServerSentEvent(text=" lead"), b"data:  lead\n\n"),
         (
             ServerSentEvent(event="tick", id="7", retry=3000, data=1),
-            b"event: tick\nid: 7\nretry: 3000\ndata: 1\n\n",
+            b"event: tick\nretry: 3000\ndata: 1\nid: 7\n\n",
         ),
-        (ServerSentEvent(id=""), b"id: \ndata: \n\n"),
+        (ServerSentEvent(id=""), b"data: \nid: \n\n"),
     ],
 )
 def test_encode(event: ServerSentEvent, wire: bytes) -> None:

@@ -1,14 +1,22 @@
 """The fan-out core: channels, subscribers and their bounded buffers.
 
-Each subscriber owns a bounded anyio memory object stream of encoded events
-(``bytes``). A publish encodes the event once, then offers the same bytes to
-every subscriber of the channel with ``send_nowait``. Only subscribers whose
-buffer is full are waited on, all together, under one deadline
-(``send_timeout``); a subscriber still full at the deadline is disconnected:
-its stream is closed, so its connection writes what it already holds and ends,
-and the client reconnects. That is the slow-consumer policy: one stalled
-client can delay a publish by at most ``send_timeout``, and never stops the
-others.
+Each subscriber owns a bounded anyio memory object stream of published
+entries (the event encoded once, shared by every subscriber). A publish
+offers the entry to every subscriber of the channel with ``send_nowait``.
+What happens to a subscriber whose buffer is full is the slow-consumer
+policy:
+
+``disconnect`` (default)
+    Full subscribers are waited on, all together, under one deadline
+    (``send_timeout``); one still full at the deadline is disconnected: its
+    stream ends after what it holds, the client reconnects and resumes from
+    history. A stalled client delays a publish by at most ``send_timeout``.
+``drop-oldest``
+    The oldest event in the full buffer is dropped to make room, and the
+    client gets ``stream-reset`` before its next events. Publishers never wait.
+``block``
+    Pure backpressure: the publish waits, without deadline, until every
+    subscriber has room. One stalled client stalls the channel.
 """
 
 from __future__ import annotations
@@ -17,10 +25,15 @@ import math
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from ._history import HistoryEntry
 
 if TYPE_CHECKING:
     from ._grip import GripProxyStatistics
+
+SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
+_POLICIES = ("disconnect", "drop-oldest", "block")
 
 import anyio
 import anyio.lowlevel
@@ -43,6 +56,8 @@ class EventStreamStatistics:
     events_delivered: int
     #: Subscribers disconnected because their buffer stayed full past ``send_timeout``.
     subscribers_dropped: int
+    #: Events dropped from full buffers under the ``drop-oldest`` policy.
+    events_dropped: int = 0
     #: Counters per GRIP proxy, when GRIP is configured.
     grip: tuple[GripProxyStatistics, ...] = field(default=())
 
@@ -50,22 +65,29 @@ class EventStreamStatistics:
 class Subscriber:
     """One connection's subscription: its channels and its buffer of encoded events."""
 
-    __slots__ = ("_send", "cancel_scope", "channels", "receive")
+    __slots__ = ("_send", "cancel_scope", "channels", "receive", "reset_pending")
 
     def __init__(self, channels: tuple[str, ...], buffer_size: int) -> None:
         self.channels = channels
-        send, receive = anyio.create_memory_object_stream[bytes](buffer_size)
-        self._send: MemoryObjectSendStream[bytes] = send
+        send, receive = anyio.create_memory_object_stream[HistoryEntry](buffer_size)
+        self._send: MemoryObjectSendStream[HistoryEntry] = send
         #: Read by the connection that owns this subscription.
-        self.receive: MemoryObjectReceiveStream[bytes] = receive
+        self.receive: MemoryObjectReceiveStream[HistoryEntry] = receive
         #: Set by the connection; the hub shortens its deadline when evicting.
         self.cancel_scope: anyio.CancelScope | None = None
+        #: Events were dropped from the buffer (drop-oldest): send stream-reset first.
+        self.reset_pending = False
 
 
 class Hub:
     """Channels and their subscribers. Not thread-safe: use it from one event loop."""
 
-    def __init__(self, *, buffer_size: int, send_timeout: float) -> None:
+    def __init__(
+        self, *, buffer_size: int, send_timeout: float, policy: SlowConsumerPolicy = "disconnect"
+    ) -> None:
+        if policy not in _POLICIES:
+            raise ValueError(f"slow_consumer must be one of {', '.join(_POLICIES)}, not {policy!r}")
+        self.policy = policy
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size must be an int >= 1, not {buffer_size!r}")
         if not send_timeout > 0 or math.isinf(send_timeout):
@@ -77,6 +99,7 @@ class Hub:
         self._published = 0
         self._delivered = 0
         self._dropped = 0
+        self._events_dropped = 0
         self.closed = False
 
     # -- subscriptions ---------------------------------------------------
@@ -133,6 +156,7 @@ class Hub:
             events_published=self._published,
             events_delivered=self._delivered,
             subscribers_dropped=self._dropped,
+            events_dropped=self._events_dropped,
         )
 
     def close(self) -> None:
@@ -143,7 +167,7 @@ class Hub:
 
     # -- publishing ------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: HistoryEntry) -> None:
         """Put ``payload`` in the buffer of every subscriber of ``channel``.
 
         Returns once every subscriber that is still connected holds it.
@@ -163,6 +187,9 @@ class Hub:
             try:
                 subscriber._send.send_nowait(payload)
             except anyio.WouldBlock:
+                if self.policy == "drop-oldest":
+                    self._drop_oldest(subscriber, payload)
+                    continue
                 if full is None:
                     full = []
                 full.append(subscriber)
@@ -178,7 +205,20 @@ class Hub:
         else:
             await anyio.lowlevel.checkpoint()
 
-    async def _wait_for_room(self, full: list[Subscriber], payload: bytes) -> None:
+    def _drop_oldest(self, subscriber: Subscriber, payload: HistoryEntry) -> None:
+        try:
+            subscriber.receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        else:
+            self._events_dropped += 1
+        subscriber.reset_pending = True
+        try:
+            subscriber._send.send_nowait(payload)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._events_dropped += 1
+
+    async def _wait_for_room(self, full: list[Subscriber], payload: HistoryEntry) -> None:
         pending = set(full)
 
         async def wait_one(subscriber: Subscriber) -> None:
@@ -188,7 +228,7 @@ class Hub:
                 self.unsubscribe(subscriber)
             pending.discard(subscriber)
 
-        with anyio.move_on_after(self.send_timeout):
+        with anyio.move_on_after(math.inf if self.policy == "block" else self.send_timeout):
             async with anyio.create_task_group() as tg:
                 for subscriber in full:
                     tg.start_soon(wait_one, subscriber)

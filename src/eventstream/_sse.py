@@ -85,6 +85,7 @@ class ServerSentEvent:
     text: str | None = None
     id: str | None = None
     retry: int | None = None
+    _body: bytes = field(init=False, repr=False, compare=False, default=b"")
     _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
@@ -94,7 +95,6 @@ class ServerSentEvent:
             parts.append(f"event: {self.event}\n")
         if self.id is not None:
             _check_field("id", self.id, allow_empty=True)
-            parts.append(f"id: {self.id}\n")
         if self.retry is not None:
             if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0:
                 raise ValueError(f"retry must be a non-negative int (milliseconds), not {self.retry!r}")
@@ -110,8 +110,10 @@ class ServerSentEvent:
             parts.append(f"data: {_json_dumps(self.data)}\n")
         else:
             parts.append("data: \n")
-        parts.append("\n")
-        object.__setattr__(self, "_wire", "".join(parts).encode("utf-8"))
+        body = "".join(parts).encode("utf-8")
+        object.__setattr__(self, "_body", body)
+        id_line = b"" if self.id is None else b"id: " + self.id.encode("utf-8") + b"\n"
+        object.__setattr__(self, "_wire", body + id_line + b"\n")
 
     @property
     def payload(self) -> str:
@@ -136,9 +138,16 @@ class ServerSentEvent:
 def encode(event: ServerSentEvent) -> bytes:
     """Return the wire bytes of ``event``, ending with the blank line that dispatches it.
 
-    The bytes are computed when the event is built, so this costs nothing.
+    Fields come in the order ``event``, ``retry``, ``data``, ``id``. The bytes
+    are computed when the event is built, so this costs nothing.
     """
     return event._wire
+
+
+def encode_with_id(event: ServerSentEvent, event_id: str) -> bytes:
+    """The wire bytes of ``event`` with ``event_id`` as its id (checked like ``id``)."""
+    _check_field("id", event_id, allow_empty=True)
+    return event._body + b"id: " + event_id.encode("utf-8") + b"\n\n"
 
 
 class _NeedData(enum.Enum):

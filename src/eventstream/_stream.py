@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
+import os
+import time
+from urllib.parse import parse_qsl
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -16,10 +20,12 @@ from ._channels import BadRequest, ChannelResolver, check_channel_name, normaliz
 from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
 from ._http import accepts_event_stream, header, send_plain
-from ._hub import EventStreamStatistics, Hub, Subscriber
+from ._connection import Connection
+from ._history import HistoryEntry, HistoryStore, MemoryHistory
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
-from .types import ChannelSpec, EventLike, Receive, Scope, Send
+from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
@@ -29,10 +35,21 @@ _STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
+_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
 
 GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
+_DEFAULT: Any = object()
+
+
+def _query_param(scope: Scope, name: str) -> str | None:
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            return str(value)
+    return None
 
 
 def _as_event(event: EventLike) -> ServerSentEvent:
@@ -71,6 +88,22 @@ class EventStream:
             Publishing then needs the stream entered with ``async with``
             (for example in the app's lifespan), which runs the publisher.
         grip_prefix: Prepended to channel names on the proxies.
+        history: Where recent events are kept for clients that reconnect
+            with ``Last-Event-ID``: a :class:`MemoryHistory` by default (256
+            events, 256 KiB and 5 minutes per channel), any
+            :class:`HistoryStore`, or ``None`` to keep none (a reconnecting
+            client then always gets ``stream-reset``).
+        slow_consumer: What to do with a subscriber whose buffer is full:
+            ``"disconnect"`` (after ``send_timeout``; it resumes from history
+            when it reconnects), ``"drop-oldest"`` (drop its oldest event and
+            send it ``stream-reset``), or ``"block"`` (the publisher waits).
+        retry: The reconnection delay (ms) sent to clients in ``stream-open``;
+            endpoints may override it.
+        authorize: Called with the request scope and its channels before
+            anything is streamed (sync or async); a false answer gets 403 and
+            nothing is subscribed. It applies to requests through GRIP too.
+        max_subscribers: The most concurrent streams; beyond it, 503 with
+            ``Retry-After``.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -87,6 +120,11 @@ class EventStream:
         max_channel_name_length: int = 256,
         grip: GripConfig | None = None,
         grip_prefix: str = "events-",
+        history: HistoryStore | None = _DEFAULT,
+        slow_consumer: SlowConsumerPolicy = "disconnect",
+        retry: int | None = None,
+        authorize: Authorize | None = None,
+        max_subscribers: int | None = None,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -101,7 +139,17 @@ class EventStream:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-        self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout)
+        self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
+        if retry is not None:
+            ServerSentEvent(retry=retry)  # validates
+        if max_subscribers is not None and max_subscribers < 1:
+            raise ValueError(f"max_subscribers must be >= 1 or None, not {max_subscribers!r}")
+        self._history: HistoryStore | None = MemoryHistory() if history is _DEFAULT else history
+        self._epoch = self._history.epoch if self._history is not None else os.urandom(4).hex()
+        self._seq = 0
+        self.retry = retry
+        self.authorize = authorize
+        self.max_subscribers = max_subscribers
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
@@ -121,17 +169,26 @@ class EventStream:
 
     # -- endpoints -------------------------------------------------------
 
-    def __call__(self, channels: ChannelSpec) -> EventStreamEndpoint:
+    def __call__(self, channels: ChannelSpec, *, retry: int | None = _DEFAULT) -> EventStreamEndpoint:
         """Return an ASGI app that streams ``channels`` to each GET request.
 
         ``channels`` is a channel name, a list of names, or a callable that
         takes the ASGI scope and returns names (it may be async). In names,
         ``{token}`` is replaced by the route parameter ``token`` from
         ``scope["path_params"]`` (Starlette and FastAPI routers set it).
+        ``retry`` overrides the stream's reconnection delay for this endpoint.
         """
-        return EventStreamEndpoint(self, channels)
+        return EventStreamEndpoint(self, channels, retry=self.retry if retry is _DEFAULT else retry)
 
-    async def run(self, scope: Scope, receive: Receive, send: Send, channels: str | Iterable[str]) -> None:
+    async def run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        channels: str | Iterable[str],
+        *,
+        retry: int | None = _DEFAULT,
+    ) -> None:
         """Serve one HTTP request as an event stream of ``channels``.
 
         The direct form of an endpoint, for use inside your own ASGI app. It
@@ -139,10 +196,15 @@ class EventStream:
         subscriber was too slow, or :meth:`aclose` was called), or at once for
         requests that get an error status: 405 for methods other than GET and
         HEAD, 406 when ``Accept`` excludes ``text/event-stream``, 400 for
-        invalid channels or ``Last-Event-ID: error``, 503 after :meth:`aclose`.
+        invalid channels or ``Last-Event-ID: error``, 403 when ``authorize``
+        refuses, 503 after :meth:`aclose` or beyond ``max_subscribers``.
+
+        A client that sends ``Last-Event-ID`` (or the ``lastEventId`` query
+        parameter) first gets every event it missed, from history, then live
+        events; if history cannot tell, it gets ``stream-reset`` instead.
         """
         names = (channels,) if isinstance(channels, str) else tuple(channels)
-        await self._serve(scope, receive, send, names)
+        await self._serve(scope, receive, send, names, self.retry if retry is _DEFAULT else retry)
 
     async def _serve(
         self,
@@ -150,6 +212,7 @@ class EventStream:
         receive: Receive,
         send: Send,
         channels: Iterable[str] | ChannelResolver,
+        retry: int | None,
     ) -> None:
         method = scope.get("method", "GET")
         head = method == "HEAD"
@@ -171,28 +234,36 @@ class EventStream:
             names = normalize_channels(
                 channels, max_channels=self.max_channels, max_length=self.max_channel_name_length
             )
+            if self.authorize is not None:
+                allowed = self.authorize(scope, list(names))
+                if inspect.isawaitable(allowed):
+                    allowed = await allowed
+                if not allowed:
+                    raise BadRequest("Forbidden: not authorized for these channels", status=403)
             if self._hub.closed:
                 raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
+            if self.max_subscribers is not None and self._hub.subscriber_count() >= self.max_subscribers:
+                raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
         except BadRequest as exc:
+            extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
             with contextlib.suppress(OSError):  # the client left before reading the answer
-                await send_plain(send, exc.status, exc.reason, _ALLOW if exc.status == 405 else (), head=head)
+                await send_plain(send, exc.status, exc.reason, extra, head=head)
             return
         if head or proxied:
             await self._answer_without_subscribing(send, names, head=head, proxied=proxied)
             return
+        last_event_id = header(scope, b"last-event-id")
+        if last_event_id is None:
+            last_event_id = _query_param(scope, "lastEventId")
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
+        connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
         try:
             async with anyio.create_task_group() as tg:
                 subscriber.cancel_scope = tg.cancel_scope
                 tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
                 try:
-                    await send(
-                        {"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)}
-                    )
-                    await send({"type": "http.response.body", "body": _STREAM_OPEN, "more_body": True})
-                    await self._pump(subscriber, send)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await self._stream_response(connection, send, last_event_id, retry)
                 except OSError:
                     pass  # the client is gone: ASGI 2.4 servers raise OSError from send
                 tg.cancel_scope.cancel()
@@ -200,6 +271,23 @@ class EventStream:
             self._hub.unsubscribe(subscriber)
             subscriber.receive.close()
             self._notify_waiters()
+
+    async def _stream_response(
+        self, connection: Connection, send: Send, last_event_id: str | None, retry: int | None
+    ) -> None:
+        replay, reset = connection.start(last_event_id)  # no await since subscribing
+        opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+        if reset:
+            opening += connection.reset_event()
+        await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        try:
+            await connection.write(send, replay)
+        except OSError:
+            raise
+        except Exception as exc:
+            await connection.send_stream_error(send, exc)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer_without_subscribing(
         self, send: Send, names: Sequence[str], *, head: bool, proxied: bool
@@ -217,45 +305,6 @@ class EventStream:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
 
-    async def _pump(self, subscriber: Subscriber, send: Send) -> None:
-        # Writes everything a subscriber's buffer holds in one ASGI message, so
-        # a client that fell behind catches up with one socket write.
-        receive_nowait = subscriber.receive.receive_nowait
-        receive = subscriber.receive.receive
-        interval = self.keep_alive_interval
-        hub = self._hub
-        while True:
-            try:
-                first = receive_nowait()
-            except anyio.WouldBlock:
-                try:
-                    if interval is None:
-                        first = await receive()
-                    else:
-                        with anyio.move_on_after(interval) as idle:
-                            first = await receive()
-                        if idle.cancelled_caught:
-                            await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                            continue
-                except anyio.EndOfStream:
-                    return
-            except anyio.EndOfStream:
-                return
-            batch = [first]
-            ended = False
-            try:
-                while True:
-                    batch.append(receive_nowait())
-            except anyio.WouldBlock:
-                pass
-            except anyio.EndOfStream:
-                ended = True
-            body = first if len(batch) == 1 else b"".join(batch)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            hub.count_delivered(len(batch))
-            if ended:
-                return
-
     # -- publishing ------------------------------------------------------
 
     async def publish_event(self, channel: str, event: EventLike) -> None:
@@ -263,8 +312,10 @@ class EventStream:
 
         ``event`` is a :class:`ServerSentEvent` or a mapping of its fields
         (``{"event": "message", "data": {...}}``). It is encoded once,
-        whatever the number of subscribers. Returns when the event is in the
-        buffer of every subscriber still connected; a subscriber whose buffer
+        whatever the number of subscribers. It gets an id (its own, or one
+        assigned, monotonic per channel) and is kept in history for clients
+        that reconnect. Returns when the event is in the buffer of every
+        subscriber still connected; a subscriber whose buffer
         stays full for ``send_timeout`` seconds is disconnected instead.
 
         With GRIP configured, the same bytes are also published to every
@@ -289,13 +340,35 @@ class EventStream:
         check_channel_name(channel, self.max_channel_name_length)
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
-        payload = encode(message)
+        entry = self._record(channel, message)
         if self._grip is None:
-            await self._hub.publish(channel, payload)
+            await self._hub.publish(channel, entry)
             return
-        pending = self._grip.submit(self.grip_prefix + channel, payload)
-        await self._hub.publish(channel, payload)
+        pending = self._grip.submit(self.grip_prefix + channel, entry.wire)
+        await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
+
+    def _record(self, channel: str, message: ServerSentEvent) -> HistoryEntry:
+        # Numbered and kept in history before any subscriber sees it, without
+        # awaiting, so publish order, sequence order and history order agree.
+        self._seq += 1
+        seq = self._seq
+        event_id = message.id if message.id is not None else f"{self._epoch}-{seq}"
+        history = self._history
+        last = history.last(channel) if history is not None else None
+        body = message._body
+        entry = HistoryEntry(
+            channel=channel,
+            seq=seq,
+            prev_seq=last.seq if last is not None else 0,
+            id=event_id,
+            body=body,
+            wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+            time=time.monotonic(),
+        )
+        if history is not None:
+            history.append(entry)
+        return entry
 
     def get_channel_publisher(self, channel: str) -> ChannelPublisher:
         """Return a publisher bound to ``channel``.
@@ -404,14 +477,17 @@ class EventStreamEndpoint:
     closes ``websocket`` connections.
     """
 
-    def __init__(self, stream: EventStream, channels: ChannelSpec) -> None:
+    def __init__(self, stream: EventStream, channels: ChannelSpec, *, retry: int | None = None) -> None:
+        if retry is not None:
+            ServerSentEvent(retry=retry)  # validates
         self.stream = stream
+        self.retry = retry
         self._resolver = ChannelResolver(channels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.stream._serve(scope, receive, send, self._resolver)
+            await self.stream._serve(scope, receive, send, self._resolver, self.retry)
         elif kind == "lifespan":
             while True:
                 message = await receive()

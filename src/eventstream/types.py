@@ -9,6 +9,7 @@ from ._sse import ServerSentEvent
 
 __all__ = [
     "ASGIApp",
+    "Authorize",
     "ChannelSpec",
     "EventLike",
     "Message",
@@ -25,6 +26,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+
+#: ``EventStream(authorize=...)``: takes the request scope and its channels,
+#: returns (or awaits to) whether the request may stream them.
+Authorize = Callable[[Scope, list[str]], bool | Awaitable[bool]]
 
 #: What a publish accepts: an event, or a mapping of its fields.
 EventLike = ServerSentEvent | Mapping[str, Any]

@@ -1,0 +1,199 @@
+"""One streaming response: where it resumes from, its replay, ids and writes.
+
+A connection on one channel sends each event with the event's own id. A
+connection on several channels sends an id that records its position in
+each channel::
+
+    {epoch}-{digest}-{seq_1}.{seq_2}...{seq_n}
+
+``epoch`` identifies the history store (so ids from before a restart are
+recognised), ``digest`` is a hash of the channel list (the same URL gives the
+same list), and ``seq_k`` is the sequence number of the last event seen on
+the k-th channel (0: none yet). It contains only ASCII letters, digits, ``-``
+and ``.``, so browsers echo it back intact in ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+
+import anyio
+
+from ._history import HistoryEntry, HistoryStore
+from ._hub import Hub, Subscriber
+from ._sse import ServerSentEvent, encode
+from .types import Send
+
+__all__ = ["Connection"]
+
+logger = logging.getLogger("eventstream")
+
+_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
+_STREAM_ERROR = encode(ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"}))
+_MAX_ID = 4096
+
+
+def channels_digest(channels: Sequence[str]) -> str:
+    return hashlib.blake2b("\n".join(channels).encode("utf-8"), digest_size=4).hexdigest()
+
+
+class Connection:
+    """The state of one event stream response (created right after subscribing)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscriber: Subscriber,
+        history: HistoryStore | None,
+        epoch: str,
+        keep_alive_interval: float | None,
+    ) -> None:
+        self.hub = hub
+        self.subscriber = subscriber
+        self.history = history
+        self.epoch = epoch
+        self.keep_alive_interval = keep_alive_interval
+        self.channels = subscriber.channels
+        self.multi = len(self.channels) > 1
+        self._prefix = f"{epoch}-{channels_digest(self.channels)}-" if self.multi else ""
+        #: The last sequence number delivered (or deliberately skipped) per channel.
+        self.positions: dict[str, int] = {}
+
+    # -- where to start --------------------------------------------------
+
+    def start(self, last_event_id: str | None) -> tuple[list[HistoryEntry], bool]:
+        """The events to replay first, and whether the client must be told to reset.
+
+        Must run right after the subscription was registered, without
+        awaiting in between: live events published from then on are in the
+        subscriber's buffer, and those before are in the replay, so there is
+        neither gap nor duplicate (duplicates are also skipped by position).
+        """
+        current = {name: self._last_seq(name) for name in self.channels}
+        if last_event_id is None:
+            self.positions = current
+            return [], False
+        wanted = self._parse(last_event_id)
+        if wanted is not None and self.history is not None:
+            replay: list[HistoryEntry] = []
+            for name in self.channels:
+                entries = self.history.since(name, wanted[name])
+                if entries is None:
+                    break
+                replay.extend(entries)
+            else:
+                self.positions = wanted
+                replay.sort(key=lambda entry: entry.seq)
+                return replay, False
+        self.positions = current
+        return [], True
+
+    def _last_seq(self, channel: str) -> int:
+        last = self.history.last(channel) if self.history is not None else None
+        return last.seq if last is not None else 0
+
+    def _parse(self, last_event_id: str) -> dict[str, int] | None:
+        if len(last_event_id) > _MAX_ID:
+            return None
+        if self.multi:
+            if not last_event_id.startswith(self._prefix):
+                return None
+            parts = last_event_id[len(self._prefix) :].split(".")
+            if len(parts) != len(self.channels) or not all(p.isascii() and p.isdigit() for p in parts):
+                return None
+            return dict(zip(self.channels, map(int, parts)))
+        (channel,) = self.channels
+        match = re.fullmatch(rf"{re.escape(self.epoch)}-(\d+)", last_event_id)
+        if match:
+            return {channel: int(match[1])}
+        seq = self.history.find(channel, last_event_id) if self.history is not None else None
+        return None if seq is None else {channel: seq}
+
+    # -- what to write ---------------------------------------------------
+
+    def current_id(self) -> str:
+        """The id that records this connection's positions (for ``stream-reset``)."""
+        if self.multi:
+            return self._prefix + ".".join(str(self.positions[name]) for name in self.channels)
+        (channel,) = self.channels
+        last = self.history.last(channel) if self.history is not None else None
+        return last.id if last is not None and last.seq == self.positions[channel] else ""
+
+    def reset_event(self) -> bytes:
+        return encode(ServerSentEvent(event="stream-reset", id=self.current_id()))
+
+    def _render(self, batch: Sequence[HistoryEntry]) -> bytes:
+        positions = self.positions
+        parts: list[bytes] = []
+        for entry in batch:
+            if entry.seq <= positions.get(entry.channel, 0):
+                continue  # already replayed
+            positions[entry.channel] = entry.seq
+            if self.multi:
+                connection_id = self._prefix + ".".join(str(positions[name]) for name in self.channels)
+                parts.append(entry.body + b"id: " + connection_id.encode("ascii") + b"\n\n")
+            else:
+                parts.append(entry.wire)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def write(self, send: Send, replay: list[HistoryEntry]) -> None:
+        """Write the replay, then live events until the subscription ends.
+
+        Everything queued is written in one ASGI message, so a client that
+        fell behind catches up with one socket write.
+
+        Raises:
+            OSError: the client is gone (ASGI 2.4 servers).
+        """
+        for start in range(0, len(replay), 256):
+            body = self._render(replay[start : start + 256])
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        subscriber = self.subscriber
+        receive_nowait = subscriber.receive.receive_nowait
+        receive = subscriber.receive.receive
+        interval = self.keep_alive_interval
+        while True:
+            try:
+                first = receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    if interval is None:
+                        first = await receive()
+                    else:
+                        with anyio.move_on_after(interval) as idle:
+                            first = await receive()
+                        if idle.cancelled_caught:
+                            await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
+                            continue
+                except anyio.EndOfStream:
+                    return
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            ended = False
+            try:
+                while True:
+                    batch.append(receive_nowait())
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                ended = True
+            body = self._render(batch)
+            if subscriber.reset_pending:
+                subscriber.reset_pending = False
+                body = self.reset_event() + body
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            self.hub.count_delivered(len(batch))
+            if ended:
+                return
+
+    @staticmethod
+    async def send_stream_error(send: Send, exc: BaseException) -> None:
+        """Report a server-side failure to the client (its browser then stops reconnecting)."""
+        logger.error("event stream ended on a server error", exc_info=exc)
+        await send({"type": "http.response.body", "body": _STREAM_ERROR, "more_body": True})

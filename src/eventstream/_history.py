@@ -1,0 +1,191 @@
+"""Event ids and per-channel history, so a reconnecting client misses nothing.
+
+Every published event gets a *sequence number* from a counter shared by all
+channels of an :class:`~eventstream.EventStream` (so it is monotonic per
+channel), and an *id*: the caller's own, or ``"{epoch}-{seq}"``. The epoch is
+random per store, so ids from before a restart are recognised as unknown.
+
+A history store keeps recent events per channel. Entries are linked by
+``prev_seq`` (the sequence number of the previous event on the same channel),
+so the store can tell whether it still holds *every* event after a position
+or whether there is a gap, in which case the client gets ``stream-reset``.
+
+The interface (:class:`HistoryStore`) is synchronous on purpose: it is called
+on the publish path and right after a subscription is registered, and no
+other task may run in between, or an event could fall between the replay and
+the live stream. A persistent store implements the same methods against an
+in-process copy of recent events and persists writes in the background (for
+example to a Redis stream), loading its copy and its ``epoch`` at start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["HistoryEntry", "HistoryStore", "MemoryHistory"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One published event as stored and as queued for subscribers."""
+
+    #: The channel it was published on.
+    channel: str
+    #: Its sequence number (monotonic per event stream, so per channel).
+    seq: int
+    #: The sequence number of the previous event on this channel (0: unknown or none).
+    prev_seq: int
+    #: The event id on the wire.
+    id: str
+    #: The event's fields without the ``id`` line and the final blank line.
+    body: bytes
+    #: The complete event, as a connection on this one channel sends it.
+    wire: bytes
+    #: When it was published (``time.monotonic()``).
+    time: float = field(compare=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.wire)
+
+
+class HistoryStore:
+    """The interface of a history store. Subclass it to plug in another store.
+
+    Every method runs on the event loop and must not block.
+    """
+
+    #: Distinguishes this store's assigned ids from those of another process or run.
+    epoch: str
+
+    def append(self, entry: HistoryEntry) -> None:
+        """Keep ``entry`` (the newest event of its channel)."""
+        raise NotImplementedError
+
+    def last(self, channel: str) -> HistoryEntry | None:
+        """The newest entry of ``channel``, or ``None``."""
+        raise NotImplementedError
+
+    def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
+        """Every entry of ``channel`` published after position ``seq``, oldest first.
+
+        ``[]`` when ``seq`` is the channel's newest entry; ``None`` when the
+        store cannot prove it holds every event after ``seq`` (trimmed, or
+        never seen): the client must then be told to reset.
+        """
+        raise NotImplementedError
+
+    def find(self, channel: str, event_id: str) -> int | None:
+        """The sequence number of the newest entry of ``channel`` with id ``event_id``."""
+        raise NotImplementedError
+
+
+class MemoryHistory(HistoryStore):
+    """The default store: a bounded ring of recent events per channel, in memory.
+
+    Args:
+        max_events: Events kept per channel.
+        max_bytes: Encoded bytes kept per channel.
+        max_age: Seconds an event is kept.
+
+    Raises:
+        ValueError: a limit is not positive.
+    """
+
+    def __init__(self, *, max_events: int = 256, max_bytes: int = 256 * 1024, max_age: float = 300.0) -> None:
+        if max_events < 1 or max_bytes < 1 or not max_age > 0:
+            raise ValueError("history limits must be positive")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.epoch = os.urandom(4).hex()
+        self._rings: dict[str, _Ring] = {}
+        self._sweep: Iterator[str] = iter(())
+        self._appends = 0
+        self._forgotten = 0
+
+    def append(self, entry: HistoryEntry) -> None:
+        ring = self._rings.get(entry.channel)
+        if ring is None:
+            ring = self._rings[entry.channel] = _Ring(self._forgotten)
+        ring.entries.append(entry)
+        ring.size += entry.size
+        while len(ring.entries) > self.max_events or ring.size > self.max_bytes:
+            self._forget(ring)
+        self._appends += 1
+        if self._appends % 64 == 0:
+            self._sweep_some(entry.time)
+
+    def _sweep_some(self, now: float) -> None:
+        # Amortised: age out a few other channels on every 64th append, so
+        # channels that went quiet do not keep their events forever.
+        for _ in range(64):
+            name = next(self._sweep, None)
+            if name is None:
+                self._sweep = iter(list(self._rings))
+                return
+            ring = self._rings.get(name)
+            if ring is not None:
+                self._expire(name, ring, now)
+
+    def _expire(self, channel: str, ring: _Ring, now: float) -> None:
+        horizon = now - self.max_age
+        while ring.entries and ring.entries[0].time < horizon:
+            self._forget(ring)
+        if not ring.entries:
+            del self._rings[channel]
+
+    def _forget(self, ring: _Ring) -> None:
+        entry = ring.entries.popleft()
+        ring.size -= entry.size
+        self._forgotten = max(self._forgotten, entry.seq)
+
+    def _ring(self, channel: str) -> _Ring | None:
+        ring = self._rings.get(channel)
+        if ring is not None:
+            self._expire(channel, ring, time.monotonic())
+        return self._rings.get(channel)
+
+    def last(self, channel: str) -> HistoryEntry | None:
+        ring = self._ring(channel)
+        return ring.entries[-1] if ring else None
+
+    def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
+        ring = self._ring(channel)
+        if ring is None:
+            return None
+        entries = ring.entries
+        if entries[-1].seq == seq:
+            return []
+        for index, entry in enumerate(entries):
+            if entry.prev_seq == seq:
+                if seq < ring.floor:
+                    return None  # the channel's earlier events were forgotten
+                return list(entries)[index:]
+            if entry.seq > seq:
+                break
+        return None
+
+    def find(self, channel: str, event_id: str) -> int | None:
+        ring = self._ring(channel)
+        if ring is None:
+            return None
+        for entry in reversed(ring.entries):
+            if entry.id == event_id:
+                return entry.seq
+        return None
+
+
+class _Ring:
+    __slots__ = ("entries", "floor", "size")
+
+    def __init__(self, floor: int) -> None:
+        self.entries: deque[HistoryEntry] = deque()
+        self.size = 0
+        #: The newest sequence number forgotten anywhere when this ring started:
+        #: a client older than that may have missed events of this channel.
+        self.floor = floor
