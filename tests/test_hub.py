@@ -73,7 +73,8 @@ async def test_stream_open_bytes_and_headers() -> None:
             await response.receive_event()
             await response.receive_event()
             assert re.fullmatch(
-                rb'event: stream-open\ndata: \n\nevent: message\ndata: {"name":"John"}\nid: [0-9a-f]{8}-1\n\n',
+                rb"event: stream-open\ndata: \n\n"
+                rb'event: message\ndata: {"name":"John"}\nid: [0-9a-f]{8}-1\n\n',
                 bytes(response.raw),
             )
 

@@ -104,7 +104,7 @@ class Connection:
             parts = last_event_id[len(self._prefix) :].split(".")
             if len(parts) != len(self.channels) or not all(p.isascii() and p.isdigit() for p in parts):
                 return None
-            return dict(zip(self.channels, map(int, parts)))
+            return dict(zip(self.channels, map(int, parts), strict=True))
         (channel,) = self.channels
         match = re.fullmatch(rf"{re.escape(self.epoch)}-(\d+)", last_event_id)
         if match:

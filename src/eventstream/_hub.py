@@ -27,6 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
 from ._history import HistoryEntry
 
 if TYPE_CHECKING:
@@ -34,10 +38,6 @@ if TYPE_CHECKING:
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _POLICIES = ("disconnect", "drop-oldest", "block")
-
-import anyio
-import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["EventStreamStatistics", "Hub", "Subscriber"]
 

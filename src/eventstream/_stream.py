@@ -8,20 +8,20 @@ import inspect
 import math
 import os
 import time
-from urllib.parse import parse_qsl
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.lowlevel
 
 from ._channels import BadRequest, ChannelResolver, check_channel_name, normalize_channels
+from ._connection import Connection
 from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
-from ._http import accepts_event_stream, header, send_plain
-from ._connection import Connection
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
+from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
@@ -262,10 +262,9 @@ class EventStream:
             async with anyio.create_task_group() as tg:
                 subscriber.cancel_scope = tg.cancel_scope
                 tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
-                try:
+                # OSError: the client is gone (ASGI 2.4 servers raise it from send)
+                with contextlib.suppress(OSError):
                     await self._stream_response(connection, send, last_event_id, retry)
-                except OSError:
-                    pass  # the client is gone: ASGI 2.4 servers raise OSError from send
                 tg.cancel_scope.cancel()
         finally:
             self._hub.unsubscribe(subscriber)
