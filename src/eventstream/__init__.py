@@ -6,6 +6,7 @@ The public API is re-exported here; the modules behind it are private.
 from ._exceptions import EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher
 from ._grip_config import parse_grip_uri
+from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
@@ -23,6 +24,9 @@ __all__ = [
     "GripProxyStatistics",
     "GripPublishError",
     "GripPublisher",
+    "HistoryEntry",
+    "HistoryStore",
+    "MemoryHistory",
     "SSEDecoder",
     "ServerSentEvent",
     "encode",

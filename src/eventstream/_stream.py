@@ -255,6 +255,7 @@ class EventStream:
         last_event_id = header(scope, b"last-event-id")
         if last_event_id is None:
             last_event_id = _query_param(scope, "lastEventId")
+        last_event_id = last_event_id or None  # an empty id means "none" (as browsers treat it)
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -274,18 +275,26 @@ class EventStream:
     async def _stream_response(
         self, connection: Connection, send: Send, last_event_id: str | None, retry: int | None
     ) -> None:
-        replay, reset = connection.start(last_event_id)  # no await since subscribing
+        failure: Exception | None = None
+        replay: list[HistoryEntry] = []
         opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-        if reset:
-            opening += connection.reset_event()
+        try:
+            replay, reset = connection.start(last_event_id)  # no await since subscribing
+            if reset:
+                opening += connection.reset_event()
+        except Exception as exc:
+            failure = exc
         await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         try:
-            await connection.write(send, replay)
+            if failure is None:
+                await connection.write(send, replay)
         except OSError:
             raise
         except Exception as exc:
-            await connection.send_stream_error(send, exc)
+            failure = exc
+        if failure is not None:
+            await connection.send_stream_error(send, failure)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer_without_subscribing(

@@ -185,11 +185,11 @@ async def open_stream(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run_app)
-        await start_event.wait()
-        if not started:
-            raise RuntimeError("the app returned without starting a response")
-        response = StreamResponse(started[0]["status"], list(started[0].get("headers", [])), body_receive)
         try:
+            await start_event.wait()
+            if not started:
+                raise RuntimeError("the app returned without starting a response")
+            response = StreamResponse(started[0]["status"], list(started[0].get("headers", [])), body_receive)
             yield response
         finally:
             disconnected.set()
