@@ -209,3 +209,58 @@ async def test_500_disconnects_leave_no_subscriber_and_no_growth(server: Server)
     print(f"{server.kind}: server RSS after each round of 500 connections: {rss}")
     # The first round warms up allocators and caches; later rounds must not keep growing.
     assert rss[2] - rss[0] < 8 * 1024 * 1024, rss
+
+
+async def test_1000_forced_reconnects_during_a_steady_publish_lose_nothing(server: Server) -> None:
+    """A client that drops its connection 1,000 times, resuming with Last-Event-ID, sees every event once."""
+    channel = unique("steady")
+    total_reconnects = 1000
+    received: list[int] = []
+    async with httpx.AsyncClient(timeout=10) as client, httpx.AsyncClient(timeout=10) as publisher:
+        stop = anyio.Event()
+        published = 0
+
+        async def publish_steadily() -> None:
+            nonlocal published
+            while not stop.is_set():
+                response = await publisher.post(
+                    f"{server.base_url}/publish",
+                    json={"channel": channel, "values": list(range(published, published + 5))},
+                )
+                assert response.status_code == 200
+                published += 5
+                await anyio.sleep(0.005)  # pacing the load (about 1,000 events/s at most)
+
+        last_id: str | None = None
+        async with anyio.create_task_group() as tg:
+            async with open_events(client, f"{server.base_url}/events/{channel}") as reader:
+                await reader.next()
+                tg.start_soon(publish_steadily)
+                event = await reader.next_not_keep_alive()
+                received.append(event.json())
+                last_id = event.id
+            for _ in range(total_reconnects):
+                headers = {"last-event-id": str(last_id)}
+                target = published  # catch up with what was published when connecting
+                async with open_events(
+                    client, f"{server.base_url}/events/{channel}", headers=headers
+                ) as reader:
+                    assert (await reader.next()).event == "stream-open"
+                    while True:  # at least one event per connection, then drop it
+                        event = await reader.next_not_keep_alive()
+                        assert event.event != "stream-reset"
+                        received.append(event.json())
+                        last_id = event.id
+                        if received[-1] >= target - 1:
+                            break
+            stop.set()
+        # Drain what was published up to the end, once more through a resume.
+        async with open_events(
+            client, f"{server.base_url}/events/{channel}", headers={"last-event-id": str(last_id)}
+        ) as reader:
+            await reader.next()
+            while received[-1] != published - 1:
+                received.append((await reader.next_not_keep_alive()).json())
+    lost = sorted(set(range(published)) - set(received))
+    print(f"{server.kind}: {total_reconnects} reconnects, {published} events, lost {len(lost)}")
+    assert received == list(range(published))
