@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +108,38 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait(timeout)
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any) -> AsyncIterator[int]:
+    """Serve ``app`` with hypercorn inside this event loop (asyncio or trio); yield its port."""
+    import anyio
+    import sniffio
+    from hypercorn.config import Config
+
+    config = Config()
+    port = free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = 1
+    shutdown = anyio.Event()
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve  # type: ignore[assignment]
+
+    async def shutdown_trigger() -> None:
+        await shutdown.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve(app, config, shutdown_trigger=shutdown_trigger))
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.02)  # polling readiness under a deadline
+        try:
+            yield port
+        finally:
+            shutdown.set()

@@ -112,13 +112,13 @@ def test_short_hmac_key_validates_without_warning() -> None:
     proxy = GripProxy.from_config("http://h/?verify-iss=pushpin&verify-key=changeme")
     with pytest.warns(jwt.InsecureKeyLengthWarning):
         token = sign({"iss": "pushpin", "exp": future()}, "changeme")
-    assert check_grip_sig(token, [proxy]) is SigCheck.PROXIED
+    assert check_grip_sig(token, [proxy]) is SigCheck.SIGNED
 
 
 @pytest.mark.parametrize(
     ("claims", "key", "expected"),
     [
-        ({"iss": "pushpin", "exp": "future"}, "a-long-enough-signing-key-0123456789", SigCheck.PROXIED),
+        ({"iss": "pushpin", "exp": "future"}, "a-long-enough-signing-key-0123456789", SigCheck.SIGNED),
         ({"iss": "pushpin", "exp": "past"}, "a-long-enough-signing-key-0123456789", SigCheck.FORBIDDEN),
         ({"iss": "pushpin"}, "a-long-enough-signing-key-0123456789", SigCheck.FORBIDDEN),
         ({"iss": "someone", "exp": "future"}, "a-long-enough-signing-key-0123456789", SigCheck.FORBIDDEN),
@@ -149,7 +149,7 @@ def test_grip_sig_rules() -> None:
     # With iss and a shared publish key, the key verifies too.
     shared = GripProxy.from_config("http://c/?iss=realm&key=a-long-enough-signing-key-0123456789")
     assert check_grip_sig(sign({"exp": future()}, "a-long-enough-signing-key-0123456789"), [shared]) is (
-        SigCheck.PROXIED
+        SigCheck.SIGNED
     )
 
 
@@ -173,7 +173,7 @@ def test_public_key_grip_sig(kind: str) -> None:
         {"control_uri": "http://h", "verify_iss": "fastly:1", "verify_key": verify_key}
     )
     good = sign({"iss": "fastly:1", "exp": future()}, private, algorithm)
-    assert check_grip_sig(good, [proxy]) is SigCheck.PROXIED
+    assert check_grip_sig(good, [proxy]) is SigCheck.SIGNED
     # An HS256 token keyed with the public key's text must not pass (algorithm confusion).
     assert check_grip_sig(
         hs256_by_hand({"iss": "fastly:1", "exp": future()}, verify_key.encode()), [proxy]

@@ -287,7 +287,7 @@ def test_memory_history_limits() -> None:
 
     def entry(seq: int, prev: int, size: int = 10, at: float = 0.0) -> HistoryEntry:
         body = b"x" * size
-        return HistoryEntry("c", seq, prev, f"id{seq}", body, body + b"\n\n", time=at or 1e12)
+        return HistoryEntry("c", seq, prev, f"id{seq}", f"id{prev}", body, body + b"\n\n", time=at or 1e12)
 
     for seq in range(1, 6):
         history.append(entry(seq, seq - 1))

@@ -309,13 +309,27 @@ def _keep_alive_value(data: bytes) -> str:
 
 
 def hold_headers(
-    channels: Sequence[str], keep_alive: bytes | None, keep_alive_interval: float | None
+    channels: Sequence[str | tuple[str, str | None]],
+    keep_alive: bytes | None,
+    keep_alive_interval: float | None,
+    next_link: str | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """The GRIP instruction headers that make a proxy hold a stream on ``channels``."""
+    """The GRIP instruction headers that make a proxy hold a stream on ``channels``.
+
+    A channel may come with the id of the last event the client has
+    (``prev-id``); that needs ``next_link``, where the proxy fetches what it
+    missed (reliable mode).
+    """
+    values = []
+    for channel in channels:
+        name, prev_id = (channel, None) if isinstance(channel, str) else channel
+        values.append(name if prev_id is None else f"{name}; prev-id={prev_id}")
     headers = [
         (b"grip-hold", b"stream"),
-        (b"grip-channel", ", ".join(channels).encode("utf-8")),
+        (b"grip-channel", ", ".join(values).encode("utf-8")),
     ]
+    if next_link is not None:
+        headers.append((b"grip-link", f"<{next_link}>; rel=next".encode("latin-1")))
     if keep_alive is not None and keep_alive_interval is not None:
         timeout = max(1, round(keep_alive_interval))
         value = f"{_keep_alive_value(keep_alive)}; timeout={timeout}"

@@ -230,7 +230,8 @@ class SigCheck(enum.Enum):
     """What a request's ``Grip-Sig`` says about it."""
 
     DIRECT = "direct"  #: not proxied: serve the stream directly
-    PROXIED = "proxied"  #: came through a GRIP proxy: answer with hold instructions
+    PROXIED = "proxied"  #: came through a GRIP proxy (not verified: a proxy has no verify key)
+    SIGNED = "signed"  #: came through a GRIP proxy, and its signature validated
     FORBIDDEN = "forbidden"  #: claims a proxy but no signature validates: 403
 
 
@@ -246,8 +247,8 @@ def check_grip_sig(token: str | None, proxies: Sequence[GripProxy]) -> SigCheck:
     """
     if token is None or not proxies:
         return SigCheck.DIRECT
-    if any(proxy._verifier is None for proxy in proxies):
-        return SigCheck.PROXIED
     if any(proxy.validates(token) for proxy in proxies):
+        return SigCheck.SIGNED
+    if any(proxy._verifier is None for proxy in proxies):
         return SigCheck.PROXIED
     return SigCheck.FORBIDDEN

@@ -41,6 +41,9 @@ class HistoryEntry:
     prev_seq: int
     #: The event id on the wire.
     id: str
+    #: The id of the previous event on this channel (GRIP's ``prev-id``); for the
+    #: first one, an id that stands for the start of the channel.
+    prev_id: str
     #: The event's fields without the ``id`` line and the final blank line.
     body: bytes
     #: The complete event, as a connection on this one channel sends it.

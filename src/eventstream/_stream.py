@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -40,6 +41,31 @@ _ALLOW = [(b"allow", b"GET, HEAD")]
 
 GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
 _DEFAULT: Any = object()
+_NEXT_LINK_PARAM = "grip-next-link"
+_UNSAFE_GRIP_ID = re.compile(r'[\s,;"]')
+
+
+def _parse_grip_last(value: str | None) -> dict[str, str] | None:
+    # "events-a; last-id=7, events-b; last-id=9" (one per channel, maybe joined)
+    if value is None:
+        return None
+    result = {}
+    for item in value.split(","):
+        name, *params = item.split(";")
+        for param in params:
+            key, _, last_id = param.strip().partition("=")
+            if key == "last-id":
+                result[name.strip()] = last_id.strip().strip('"')
+    return result
+
+
+def _next_link(scope: Scope) -> str:
+    # The same endpoint (so the same channels), marked as a next-link request.
+    path = (scope.get("raw_path") or scope.get("path", "/").encode("utf-8")).decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if _query_param(scope, _NEXT_LINK_PARAM) is None:
+        query = f"{query}&{_NEXT_LINK_PARAM}=1" if query else f"{_NEXT_LINK_PARAM}=1"
+    return f"{path}?{query}"
 
 
 def _query_param(scope: Scope, name: str) -> str | None:
@@ -88,6 +114,13 @@ class EventStream:
             Publishing then needs the stream entered with ``async with``
             (for example in the app's lifespan), which runs the publisher.
         grip_prefix: Prepended to channel names on the proxies.
+        grip_reliable: GRIP reliable mode: published items carry ``id`` and
+            ``prev-id``, and held streams carry the client's position and a
+            next link, so the proxy notices a missed publish and fetches it
+            from this app's history. It needs history, and every event of a
+            channel published by one process (or a history store they share):
+            publishes from several processes break the chain of ids, and the
+            proxy then delays them (Pushpin: ``message_wait``).
         history: Where recent events are kept for clients that reconnect
             with ``Last-Event-ID``: a :class:`MemoryHistory` by default (256
             events, 256 KiB and 5 minutes per channel), any
@@ -120,6 +153,7 @@ class EventStream:
         max_channel_name_length: int = 256,
         grip: GripConfig | None = None,
         grip_prefix: str = "events-",
+        grip_reliable: bool = False,
         history: HistoryStore | None = _DEFAULT,
         slow_consumer: SlowConsumerPolicy = "disconnect",
         retry: int | None = None,
@@ -147,6 +181,12 @@ class EventStream:
         self._history: HistoryStore | None = MemoryHistory() if history is _DEFAULT else history
         self._epoch = self._history.epoch if self._history is not None else os.urandom(4).hex()
         self._seq = 0
+        # The "previous id" of a channel's first event, so that even a stream
+        # held before anything was published knows where it stands (GRIP prev-id).
+        self._origin_id = f"{self._epoch}-0"
+        if grip_reliable and (grip is None or self._history is None):
+            raise ValueError("grip_reliable needs grip and a history store")
+        self.grip_reliable = grip_reliable
         self.retry = retry
         self.authorize = authorize
         self.max_subscribers = max_subscribers
@@ -223,18 +263,21 @@ class EventStream:
                 raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
             if header(scope, b"last-event-id") == "error":
                 raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
-            proxied = False
+            proxied = signed = False
             if self._grip is not None:
                 verdict = self._grip.check_signature(header(scope, b"grip-sig"))
                 if verdict is SigCheck.FORBIDDEN:
                     raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
-                proxied = verdict is SigCheck.PROXIED
+                proxied = verdict is not SigCheck.DIRECT
+                signed = verdict is SigCheck.SIGNED
+            # A proxy fetching a next link sends none of the client's headers.
+            next_link_request = proxied and _query_param(scope, _NEXT_LINK_PARAM) is not None
             if isinstance(channels, ChannelResolver):
                 channels = await channels.resolve(scope)
             names = normalize_channels(
                 channels, max_channels=self.max_channels, max_length=self.max_channel_name_length
             )
-            if self.authorize is not None:
+            if self.authorize is not None and not (next_link_request and signed):
                 allowed = self.authorize(scope, list(names))
                 if inspect.isawaitable(allowed):
                     allowed = await allowed
@@ -249,13 +292,18 @@ class EventStream:
             with contextlib.suppress(OSError):  # the client left before reading the answer
                 await send_plain(send, exc.status, exc.reason, extra, head=head)
             return
-        if head or proxied:
-            await self._answer_without_subscribing(send, names, head=head, proxied=proxied)
-            return
         last_event_id = header(scope, b"last-event-id")
         if last_event_id is None:
             last_event_id = _query_param(scope, "lastEventId")
         last_event_id = last_event_id or None  # an empty id means "none" (as browsers treat it)
+        if head:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if proxied:
+            await self._answer_proxy(scope, send, names, last_event_id, retry)
+            return
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -297,21 +345,59 @@ class EventStream:
             await connection.send_stream_error(send, failure)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _answer_without_subscribing(
-        self, send: Send, names: Sequence[str], *, head: bool, proxied: bool
+    async def _answer_proxy(
+        self, scope: Scope, send: Send, names: Sequence[str], last_event_id: str | None, retry: int | None
     ) -> None:
-        # HEAD gets the headers of a stream; a request from a GRIP proxy gets
-        # hold instructions and the opening event, and the proxy holds the client.
-        headers = list(_STREAM_HEADERS)
+        # The proxy holds the client: answer with hold instructions and what
+        # the client must see first. In reliable mode (history kept), each
+        # channel carries the id of the last event the client has (prev-id),
+        # and a next link where the proxy fetches what it missed.
+        next_link_request = _query_param(scope, _NEXT_LINK_PARAM) is not None
+        grip_last = _parse_grip_last(header(scope, b"grip-last")) if next_link_request else None
         body = b""
-        if proxied:
-            channels = [self.grip_prefix + name for name in names]
-            headers += hold_headers(channels, _KEEP_ALIVE, self.keep_alive_interval)
-            body = _STREAM_OPEN
-            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        if not next_link_request:
+            body = (
+                _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+            )
+        else:
+            last_event_id = None  # the proxy says per channel what the client has (Grip-Last)
+        channels: list[tuple[str, str | None]] = []
+        history = self._history
+        replay: list[HistoryEntry] = []
+        reset = False
+        for name in names:
+            last = history.last(name) if history is not None else None
+            known = grip_last.get(self.grip_prefix + name) if grip_last else last_event_id
+            prev_id = last.id if last is not None else self._origin_id
+            if known is not None and known != prev_id:
+                entries = self._entries_after(name, known) if history is not None else None
+                if entries is None:
+                    reset = True
+                else:
+                    replay.extend(entries)
+            channels.append((self.grip_prefix + name, prev_id if self.grip_reliable else None))
+        replay.sort(key=lambda entry: entry.seq)
+        if reset:
+            body += encode(ServerSentEvent(event="stream-reset"))
+        body += b"".join(entry.wire for entry in replay)
+        link = _next_link(scope) if self.grip_reliable else None
+        headers = list(_STREAM_HEADERS)
+        headers += hold_headers(channels, _KEEP_ALIVE, self.keep_alive_interval, link)
+        headers.append((b"content-length", str(len(body)).encode("ascii")))
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": b"" if head else body, "more_body": False})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _entries_after(self, channel: str, event_id: str) -> list[HistoryEntry] | None:
+        history = self._history
+        assert history is not None
+        prefix = f"{self._epoch}-"
+        seq: int | None = None
+        if event_id.startswith(prefix) and event_id[len(prefix) :].isdigit():
+            seq = int(event_id[len(prefix) :])
+        else:
+            seq = history.find(channel, event_id)
+        return None if seq is None else history.since(channel, seq)
 
     # -- publishing ------------------------------------------------------
 
@@ -346,13 +432,21 @@ class EventStream:
         """
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
+        if self.grip_reliable and message.id is not None and _UNSAFE_GRIP_ID.search(message.id):
+            raise ValueError(
+                f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
+            )
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         entry = self._record(channel, message)
         if self._grip is None:
             await self._hub.publish(channel, entry)
             return
-        pending = self._grip.submit(self.grip_prefix + channel, entry.wire)
+        fields = {}
+        if self.grip_reliable:  # the proxy checks the chain of ids
+            fields["id"] = entry.id
+            fields["prev-id"] = entry.prev_id
+        pending = self._grip.submit(self.grip_prefix + channel, entry.wire, **fields)
         await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
 
@@ -369,6 +463,7 @@ class EventStream:
             channel=channel,
             seq=seq,
             prev_seq=last.seq if last is not None else 0,
+            prev_id=last.id if last is not None else self._origin_id,
             id=event_id,
             body=body,
             wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",

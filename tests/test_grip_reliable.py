@@ -1,0 +1,130 @@
+"""GRIP reliable mode against real Pushpin: a publish lost on its way to the proxy is recovered.
+
+The app runs in this event loop (hypercorn's asyncio or trio serve), so the
+test can make one publish never reach the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+
+from eventstream import EventStream, GripPublisher
+from eventstream.types import Receive, Scope, Send
+
+from .helpers import EventReader, open_events
+from .pushpin import SIG_ISS, SIG_KEY, run_pushpin
+from .servers import free_port, serve_in_process
+
+pytestmark = [pytest.mark.anyio, pytest.mark.server]
+
+
+class LosingTransport(httpx.AsyncBaseTransport):
+    """Forwards publishes to the proxy, except items whose content holds ``marker``: those are lost."""
+
+    def __init__(self, marker: str) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.marker = marker
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        kept = [
+            item for item in body["items"] if self.marker not in item["formats"]["http-stream"]["content"]
+        ]
+        self.lost += len(body["items"]) - len(kept)
+        if not kept:
+            return httpx.Response(200, text="Published")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        forwarded = httpx.Request(
+            request.method, request.url, headers=headers, content=json.dumps({"items": kept})
+        )
+        return await self.inner.handle_async_request(forwarded)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def routed(stream: EventStream) -> object:
+    endpoint = stream("{id}")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["path_params"] = {"id": scope["path"].rsplit("/", 1)[-1]}
+        await endpoint(scope, receive, send)
+
+    return app
+
+
+@asynccontextmanager
+async def held(client: httpx.AsyncClient, url: str, **kwargs: object) -> AsyncIterator[EventReader]:
+    """A stream held by the proxy; retried while a just-started Pushpin warms up."""
+    deadline = anyio.current_time() + 10
+    while True:
+        async with open_events(client, url, **kwargs) as reader:
+            if reader.response.status_code == 200:
+                yield reader
+                return
+            status = reader.response.status_code
+        if anyio.current_time() > deadline:
+            raise TimeoutError(f"{url} still answers {status}")
+        await anyio.sleep(0.05)  # polling readiness under a deadline
+
+
+async def data_events(reader: EventReader, count: int) -> list[str]:
+    values: list[str] = []
+    while len(values) < count:
+        event = await reader.next()
+        if event.event == "m":
+            values.append(event.text or "")
+    return values
+
+
+async def test_a_publish_lost_on_the_way_is_recovered_through_the_next_link() -> None:
+    control = free_port()
+    transport = LosingTransport("GAP")
+    grip_url = f"http://127.0.0.1:{control}/?verify-iss={SIG_ISS}&verify-key={SIG_KEY}"
+    stream = EventStream(grip=GripPublisher(grip_url, transport=transport), grip_reliable=True)
+    async with stream, serve_in_process(routed(stream)) as origin:
+        with run_pushpin(origin, control_port=control, message_wait_ms=500) as pushpin:
+            async with httpx.AsyncClient(timeout=20) as client:
+                async with held(client, f"{pushpin.url}/events/rel") as reader:
+                    assert (await reader.next()).event == "stream-open"
+                    assert reader.response.headers.get("grip-link") is None  # instructions stay at the proxy
+                    for text in ("one", "two", "GAP three", "four", "five"):
+                        await stream.publish_event("rel", {"event": "m", "text": text})
+                    with anyio.fail_after(15):
+                        received = await data_events(reader, 5)
+            assert transport.lost == 1
+            assert received == ["one", "two", "GAP three", "four", "five"]
+            assert "Grip-Last" not in pushpin.log()  # (headers are not logged; the fetch is)
+            assert "/events/rel" in pushpin.log()
+
+
+async def test_a_client_reconnecting_through_the_proxy_resumes_with_last_event_id() -> None:
+    control = free_port()
+    grip_url = f"http://127.0.0.1:{control}/?verify-iss={SIG_ISS}&verify-key={SIG_KEY}"
+    stream = EventStream(grip=grip_url, grip_reliable=True)
+    async with stream, serve_in_process(routed(stream)) as origin:
+        with run_pushpin(origin, control_port=control, message_wait_ms=500) as pushpin:
+            async with httpx.AsyncClient(timeout=20) as client:
+                async with held(client, f"{pushpin.url}/events/res") as reader:
+                    await reader.next()
+                    for text in ("a", "b", "c"):
+                        await stream.publish_event("res", {"event": "m", "text": text})
+                    await data_events(reader, 3)
+                    last_id = reader.decoder.last_event_id
+                for text in ("d", "e"):  # while the client is away
+                    await stream.publish_event("res", {"event": "m", "text": text})
+                async with held(
+                    client, f"{pushpin.url}/events/res", headers={"Last-Event-ID": last_id}
+                ) as again:
+                    assert (await again.next()).event == "stream-open"
+                    assert await data_events(again, 2) == ["d", "e"]
+                    await stream.publish_event("res", {"event": "m", "text": "f"})
+                    assert await data_events(again, 1) == ["f"]
