@@ -36,7 +36,7 @@ stream = EventStream(
 
 
 async def _query_channels(scope: Scope) -> Iterable[str]:
-    return parse_qs(scope["query_string"].decode())["channel"]
+    return parse_qs(scope["query_string"].decode(), keep_blank_values=True).get("channel", [])
 
 
 _ROUTES = [

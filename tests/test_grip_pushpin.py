@@ -22,7 +22,7 @@ from eventstream import EventStream, GripPublisher, GripPublishError
 from eventstream.testing import open_stream
 
 from .helpers import open_events
-from .pushpin import SIG_ISS, SIG_KEY, Pushpin, require_pushpin, run_pushpin
+from .pushpin import SIG_ISS, SIG_KEY, Pushpin, require_pushpin, run_pushpin, stop_pushpin
 from .servers import Server, free_port, run_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
@@ -216,3 +216,30 @@ async def test_grip_example_two_processes_serve_one_stream(worker: str, log_dir:
                     assert response.status_code == 202, response.text
                 received = [(await held.next_not_keep_alive()).json() for _ in range(2)]
                 assert received == [{"text": "from the second process"}, {"text": "from the first"}]
+
+
+async def test_proxy_going_down_during_a_burst() -> None:
+    require_pushpin()
+    control = free_port()
+    with run_pushpin(free_port(), control_port=control) as pushpin:
+        grip = GripPublisher(f"http://127.0.0.1:{control}", retries=1, backoff=0.02, max_backoff=0.05)
+        stream = EventStream(grip=grip)
+        accepted: list[int] = []
+        refused: list[int] = []
+        with anyio.fail_after(30):
+            async with stream, open_stream(stream("burst")) as local:
+                await stream.wait_subscribers(1, "burst")
+                for i in range(100):
+                    if i == 50:
+                        stop_pushpin(pushpin.process)
+                    try:
+                        await stream.publish_event("burst", {"data": i})
+                        accepted.append(i)
+                    except GripPublishError as exc:
+                        assert exc.status is None
+                        refused.append(i)
+                assert (await local.receive_event()).event == "stream-open"
+                assert [(await local.receive_event()).json() for _ in range(100)] == list(range(100))
+        assert accepted == list(range(50))
+        assert refused == list(range(50, 100))
+        assert pushpin.publishes("events-burst") == 50
