@@ -37,13 +37,13 @@ async def pipe_ticks() -> None:
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        async with anyio.create_task_group() as tg:
-            await receive()  # lifespan.startup
-            tg.start_soon(pipe_ticks)
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
-            tg.cancel_scope.cancel()
-        await stream.aclose()
+        await receive()  # lifespan.startup
+        async with stream, anyio.create_task_group() as tg:
+            with stream.close_on_signals():
+                tg.start_soon(pipe_ticks)
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                tg.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
     elif scope["path"] == "/api/events":
         await events(scope, receive, send)

@@ -63,9 +63,11 @@ def chat_app(stream: EventStream) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await receive()  # lifespan.startup
-            async with stream:  # on shutdown: end open streams so the server can stop
-                await send({"type": "lifespan.startup.complete"})
-                await receive()  # lifespan.shutdown
+            # On SIGTERM or at shutdown: end open streams, so the server can stop.
+            async with stream:
+                with stream.close_on_signals():
+                    await send({"type": "lifespan.startup.complete"})
+                    await receive()  # lifespan.shutdown
             await send({"type": "lifespan.shutdown.complete"})
             return
         path = scope["path"]

@@ -36,8 +36,10 @@ async def publish(request: Request) -> Response:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    yield
-    await stream.aclose()  # end open streams so the server can stop
+    # On SIGTERM or at shutdown: end open streams, so the server can stop.
+    async with stream:
+        with stream.close_on_signals():
+            yield
 
 
 app = Starlette(

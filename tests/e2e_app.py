@@ -28,6 +28,7 @@ from eventstream.types import Receive, Scope, Send
 
 _grip = os.environ.get("EVENTSTREAM_GRIP")
 stream = EventStream(
+    shutdown_event={"event": "shutdown"},
     grip=json.loads(_grip) if _grip and _grip.startswith("[") else _grip,
     keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),
     send_timeout=float(os.environ.get("EVENTSTREAM_SEND_TIMEOUT", "5")),
@@ -72,8 +73,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()  # lifespan.startup
         async with stream:
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
+            with stream.close_on_signals():
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
         await send({"type": "lifespan.shutdown.complete"})
         return
     path = scope["path"]

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,14 @@ def free_port() -> int:
         return port
 
 
-def server_command(kind: str, app: str, port: int) -> list[str]:
+def server_command(kind: str, app: str, port: int, extra: Sequence[str] = ()) -> list[str]:
     if kind.startswith("hypercorn-"):
         worker = kind.removeprefix("hypercorn-")
-        return [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "-k", worker, app]
+        return [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "-k", worker, *extra, app]
     if kind == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2", app,
+            "--no-access-log", "--log-level", "warning", *extra, app,
         ]  # fmt: skip
     raise ValueError(f"unknown server kind {kind!r}")
 
@@ -67,6 +67,7 @@ def run_server(
     env: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
     ready_timeout: float = 20.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Start ``app`` under server ``kind`` on a free port; stop it on exit.
 
@@ -82,7 +83,11 @@ def run_server(
         log_path = log_dir / f"server-{kind}-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                server_command(kind, app, port), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+                server_command(kind, app, port, extra_args),
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         server = Server(kind, port, process, log_path)
         deadline = time.monotonic() + ready_timeout

@@ -66,13 +66,21 @@ async def held(client: httpx.AsyncClient, url: str, **kwargs: object) -> AsyncIt
     """A stream held by the proxy; retried while a just-started Pushpin warms up."""
     deadline = anyio.current_time() + 10
     while True:
-        async with open_events(client, url, **kwargs) as reader:
-            if reader.response.status_code == 200:
-                yield reader
-                return
-            status = reader.response.status_code
+        opened = open_events(client, url, **kwargs)
+        try:
+            reader = await opened.__aenter__()
+        except httpx.TransportError as exc:  # the proxy dropped the request while warming up
+            problem = repr(exc)
+        else:
+            try:
+                if reader.response.status_code == 200:
+                    yield reader
+                    return
+                problem = f"status {reader.response.status_code}"
+            finally:
+                await opened.__aexit__(None, None, None)
         if anyio.current_time() > deadline:
-            raise TimeoutError(f"{url} still answers {status}")
+            raise TimeoutError(f"{url} does not hold streams yet: {problem}")
         await anyio.sleep(0.05)  # polling readiness under a deadline
 
 

@@ -304,3 +304,25 @@ def test_memory_history_limits() -> None:
     assert small.since("c", 4) is None  # trimmed by bytes
     with pytest.raises(ValueError, match="positive"):
         MemoryHistory(max_events=0)
+
+
+async def test_aclose_sends_the_shutdown_event_and_cuts_stuck_clients_after_the_grace() -> None:
+    stream = EventStream(
+        shutdown_event={"event": "bye"}, shutdown_grace=0.2, buffer_size=4, slow_consumer="block"
+    )
+    with anyio.fail_after(10):
+        async with open_stream(stream("s")) as reader, open_stream(stream("stuck")) as stuck:
+            await stream.wait_subscribers(1, "s")
+            await stream.wait_subscribers(1, "stuck")
+            await stream.publish_event("s", {"data": 0})
+            assert [e.json() for e in await receive_data(reader, 1)] == [0]
+            for i in range(12):  # the stuck client reads nothing: its buffers fill up
+                with anyio.move_on_after(0.05):
+                    await stream.publish_event("stuck", {"data": i})
+            started = anyio.current_time()
+            await stream.aclose()
+            assert (await reader.receive_event()).event == "bye"
+            await reader.read()  # then the response ends
+            await stream.wait_subscribers(0)  # the stuck one too, after the grace
+            assert anyio.current_time() - started < 2
+            assert stuck.status == 200

@@ -21,6 +21,7 @@ policy:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 from collections.abc import Iterable, Mapping
@@ -159,11 +160,28 @@ class Hub:
             events_dropped=self._events_dropped,
         )
 
-    def close(self) -> None:
-        """Refuse new subscribers and end every subscription after its buffer is written."""
+    def close(
+        self, grace: float | None = None, final: HistoryEntry | None = None, now: float | None = None
+    ) -> None:
+        """Refuse new subscribers and end every subscription after its buffer is written.
+
+        ``final`` is added to every buffer that has room; connections still
+        writing ``grace`` seconds later are cancelled.
+        """
         self.closed = True
+        deadline = None
+        if grace is not None:
+            deadline = (anyio.current_time() if now is None else now) + grace
         for subscriber in list(self._subscribers):
+            if final is not None:
+                with contextlib.suppress(
+                    anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+                ):
+                    subscriber._send.send_nowait(final)  # best effort: a full buffer skips it
             self.unsubscribe(subscriber)
+            scope = subscriber.cancel_scope
+            if deadline is not None and scope is not None:
+                scope.deadline = min(scope.deadline, deadline)
 
     # -- publishing ------------------------------------------------------
 

@@ -8,9 +8,10 @@ import inspect
 import math
 import os
 import re
+import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -137,6 +138,10 @@ class EventStream:
             nothing is subscribed. It applies to requests through GRIP too.
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
+        shutdown_event: An event sent to every open stream when the stream
+            is closed (for example ``{"event": "shutdown"}``), or ``None``.
+        shutdown_grace: Seconds open streams get, when the stream is closed,
+            to write what they hold; then they are cut.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -159,6 +164,8 @@ class EventStream:
         retry: int | None = None,
         authorize: Authorize | None = None,
         max_subscribers: int | None = None,
+        shutdown_event: EventLike | None = None,
+        shutdown_grace: float = 2.0,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -190,6 +197,10 @@ class EventStream:
         self.retry = retry
         self.authorize = authorize
         self.max_subscribers = max_subscribers
+        self._shutdown_event = None if shutdown_event is None else _as_event(shutdown_event)
+        if not shutdown_grace >= 0 or math.isinf(shutdown_grace):
+            raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
+        self.shutdown_grace = shutdown_grace
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
@@ -450,7 +461,7 @@ class EventStream:
         await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
 
-    def _record(self, channel: str, message: ServerSentEvent) -> HistoryEntry:
+    def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
         # awaiting, so publish order, sequence order and history order agree.
         self._seq += 1
@@ -469,7 +480,7 @@ class EventStream:
             wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
             time=time.monotonic(),
         )
-        if history is not None:
+        if history is not None and keep:
             history.append(entry)
         return entry
 
@@ -533,13 +544,66 @@ class EventStream:
         ``ClosedResourceError``. A GRIP publisher started by ``async with``
         sends what is queued and stops. Idempotent.
         """
-        self._hub.close()
-        self._notify_waiters()
+        self._close_streams()
         if self._started_grip and self._grip is not None:
             self._started_grip = False
             await self._grip.aclose()
         else:
             await anyio.lowlevel.checkpoint()
+
+    def _close_streams(self, now: float | None = None) -> None:
+        final = None
+        if self._shutdown_event is not None and not self._hub.closed:
+            final = self._record("", self._shutdown_event, keep=False)
+        self._hub.close(self.shutdown_grace, final, now)
+        self._notify_waiters()
+
+    @contextlib.contextmanager
+    def close_on_signals(self, *signals: int) -> Iterator[None]:
+        """While in the block, SIGTERM and SIGINT (or ``signals``) also close this stream.
+
+        ASGI servers tell the app they are stopping (lifespan shutdown) only
+        after every connection has ended, which event streams never do by
+        themselves: servers then wait out a graceful timeout (hypercorn) or,
+        without one, forever (uvicorn). Inside this block, the signal first
+        ends every stream cleanly, as :meth:`aclose` does, and then reaches
+        the handler that was installed before (the server's), so shutdown
+        goes on at once. Use it in the lifespan, inside ``async with stream``::
+
+            async with stream:
+                with stream.close_on_signals():
+                    yield
+
+        A signal without a Python handler (default action) is left alone. Must
+        be used in the main thread, in the event loop that serves the app.
+        """
+        token = anyio.lowlevel.current_token()
+        native: Any = token.native_token
+        # Signal-safe ways back into the event loop: trio's run_sync_soon, asyncio's call_soon_threadsafe.
+        schedule = getattr(native, "run_sync_soon", None) or native.call_soon_threadsafe
+        clock = token.backend_class.current_time
+        previous: dict[int, Any] = {}
+
+        def close() -> None:
+            self._close_streams(clock())
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            schedule(close)
+            chained = previous.get(signum)
+            if callable(chained):
+                chained(signum, frame)
+
+        for sig in signals or (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(sig)
+            if callable(current):
+                previous[sig] = current
+                signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, chained in previous.items():
+                if signal.getsignal(sig) is handler:
+                    signal.signal(sig, chained)
 
     async def __aenter__(self) -> EventStream:
         """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
