@@ -287,7 +287,9 @@ def test_memory_history_limits() -> None:
 
     def entry(seq: int, prev: int, size: int = 10, at: float = 0.0) -> HistoryEntry:
         body = b"x" * size
-        return HistoryEntry("c", seq, prev, f"id{seq}", f"id{prev}", body, body + b"\n\n", time=at or 1e12)
+        return HistoryEntry(
+            "c", seq, prev, f"id{seq}", f"id{prev}", body + b"\n\n", len(body), time=at or 1e12
+        )
 
     for seq in range(1, 6):
         history.append(entry(seq, seq - 1))
@@ -297,7 +299,7 @@ def test_memory_history_limits() -> None:
     assert history.find("c", "id4") == 4
     assert history.find("c", "id1") is None
     assert history.since("other", 0) is None
-    small = MemoryHistory(max_events=100, max_bytes=50)
+    small = MemoryHistory(max_events=100, max_bytes=4 * (12 + 400))  # four entries
     for seq in range(1, 10):
         small.append(entry(seq, seq - 1, size=10))
     assert small.since("c", 5) is not None

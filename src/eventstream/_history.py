@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["HistoryEntry", "HistoryStore", "MemoryHistory"]
 
+# Bytes of Python objects around one entry's payload (measured with tracemalloc).
+_ENTRY_OVERHEAD = 400
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
@@ -44,16 +47,23 @@ class HistoryEntry:
     #: The id of the previous event on this channel (GRIP's ``prev-id``); for the
     #: first one, an id that stands for the start of the channel.
     prev_id: str
-    #: The event's fields without the ``id`` line and the final blank line.
-    body: bytes
-    #: The complete event, as a connection on this one channel sends it.
+    #: The complete event, as a connection on this one channel sends it: the
+    #: event's fields, then its ``id`` line, then the blank line.
     wire: bytes
+    #: How many bytes of ``wire`` come before the ``id`` line.
+    body_length: int
     #: When it was published (``time.monotonic()``).
     time: float = field(compare=False)
 
     @property
+    def body(self) -> bytes:
+        """The event's fields without the ``id`` line and the final blank line."""
+        return self.wire[: self.body_length]
+
+    @property
     def size(self) -> int:
-        return len(self.wire)
+        """What the entry counts against ``max_bytes``: its bytes and its bookkeeping."""
+        return len(self.wire) + _ENTRY_OVERHEAD
 
 
 class HistoryStore:

@@ -476,8 +476,8 @@ class EventStream:
             prev_seq=last.seq if last is not None else 0,
             prev_id=last.id if last is not None else self._origin_id,
             id=event_id,
-            body=body,
             wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+            body_length=len(body),
             time=time.monotonic(),
         )
         if history is not None and keep:
