@@ -432,3 +432,37 @@ async def test_channel_writer_and_publisher_publish_to_proxies() -> None:
         ("app-w", "event: tick\ndata: 1\nid: t1\n\n"),
         ("app-p", "data: plain\nid: p1\n\n"),
     ]
+
+
+@pytest.mark.anyio
+async def test_authorize_applies_to_proxied_requests_but_not_to_signed_next_links() -> None:
+    key = "a-long-enough-signing-key-0123456789"
+    calls: list[list[str]] = []
+
+    def authorize(scope: object, channels: list[str]) -> bool:
+        calls.append(channels)
+        return False
+
+    stream = EventStream(
+        grip=f"http://proxy:5561/?verify-iss=pushpin&verify-key={key}",
+        grip_reliable=True,
+        authorize=authorize,
+    )
+    signed = {"grip-sig": sign({"iss": "pushpin", "exp": future()}, key)}
+    async with open_stream(stream("a"), headers=signed) as refused:
+        assert refused.status == 403
+        assert refused.header("grip-hold") is None
+    # The proxy's own next-link request carries no client headers: its signature vouches for it.
+    last = {**signed, "grip-last": f"events-a; last-id={stream._epoch}-0"}
+    async with open_stream(stream("a"), "/?grip-next-link=1", headers=last) as next_link:
+        assert next_link.status == 200
+        assert next_link.header("grip-hold") == "stream"
+        assert await next_link.read() == b""  # no stream-open: the stream is already open
+    # A client's request through the proxy can name the next link, but cannot carry
+    # Grip-Last (the proxy strips Grip-* headers): it is authorized like any request.
+    async with open_stream(stream("a"), "/?grip-next-link=1", headers=signed) as crafted:
+        assert crafted.status == 403
+    # Without a valid signature it is refused for the signature already.
+    async with open_stream(stream("a"), "/?grip-next-link=1", headers={"grip-sig": "forged"}) as forged:
+        assert forged.status == 403
+    assert calls == [["a"], ["a"]]

@@ -60,6 +60,14 @@ def _parse_grip_last(value: str | None) -> dict[str, str] | None:
     return result
 
 
+def _is_next_link_request(scope: Scope, proxied: bool) -> bool:
+    return (
+        proxied
+        and header(scope, b"grip-last") is not None
+        and _query_param(scope, _NEXT_LINK_PARAM) is not None
+    )
+
+
 def _next_link(scope: Scope) -> str:
     # The same endpoint (so the same channels), marked as a next-link request.
     path = (scope.get("raw_path") or scope.get("path", "/").encode("utf-8")).decode("latin-1")
@@ -281,8 +289,11 @@ class EventStream:
                     raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
                 proxied = verdict is not SigCheck.DIRECT
                 signed = verdict is SigCheck.SIGNED
-            # A proxy fetching a next link sends none of the client's headers.
-            next_link_request = proxied and _query_param(scope, _NEXT_LINK_PARAM) is not None
+            # A proxy fetching a next link sends none of the client's headers. It
+            # sends Grip-Last, which a client's request through the proxy cannot
+            # carry (the proxy strips Grip-* headers), so a client cannot pass a
+            # request for a next link to skip authorization.
+            next_link_request = _is_next_link_request(scope, proxied)
             if isinstance(channels, ChannelResolver):
                 channels = await channels.resolve(scope)
             names = normalize_channels(
@@ -363,7 +374,7 @@ class EventStream:
         # the client must see first. In reliable mode (history kept), each
         # channel carries the id of the last event the client has (prev-id),
         # and a next link where the proxy fetches what it missed.
-        next_link_request = _query_param(scope, _NEXT_LINK_PARAM) is not None
+        next_link_request = _is_next_link_request(scope, proxied=True)
         grip_last = _parse_grip_last(header(scope, b"grip-last")) if next_link_request else None
         body = b""
         if not next_link_request:
