@@ -20,7 +20,7 @@ def worker(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-@pytest.fixture(scope="module", params=["raw_asgi", "starlette_app"])
+@pytest.fixture(scope="module", params=["raw_asgi", "starlette_app", "fastapi_app"])
 def chat_server(request: pytest.FixtureRequest, worker: str, log_dir: Path) -> Iterator[Server]:
     with run_server(worker, f"examples.{request.param}:app", log_dir=log_dir) as server:
         yield server
@@ -49,13 +49,23 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
                 response = await client.post(
                     "/api/publish", json={"channel": channel, "event": "message", "data": data}
                 )
-                assert response.status_code == 202
+                assert response.status_code == 202, response.text
             assert (await default.next()).json() == {"text": "hello"}
             assert (await room.next()).json() == {"text": "in the room"}
             assert [(await both.next()).json() for _ in range(2)] == [{"text": "on a"}, {"text": "on b"}]
             bad = await client.post("/api/publish", json={"event": "bad\nname", "data": 1})
             assert bad.status_code == 400
             assert "CR, LF or NUL" in bad.text
+
+
+async def test_fastapi_mount(worker: str, log_dir: Path) -> None:
+    with run_server(worker, "examples.fastapi_app:app", log_dir=log_dir) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            async with open_events(client, "/api/lobby/anything") as reader:
+                assert (await reader.next()).event == "stream-open"
+                response = await client.post("/api/publish", json={"channel": "lobby", "data": "mounted"})
+                assert response.status_code == 202
+                assert (await reader.next()).json() == "mounted"
 
 
 async def test_pipe_example(worker: str, log_dir: Path) -> None:

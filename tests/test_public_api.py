@@ -1,0 +1,73 @@
+"""The public surface: what ``eventstream`` exports, and that it type-checks from a user's side.
+
+mypy --strict runs over this file in the ``typing`` session.
+"""
+
+from __future__ import annotations
+
+import eventstream
+from eventstream import (
+    EventStream,
+    GripPublisher,
+    HistoryStore,
+    MemoryHistory,
+    ServerSentEvent,
+    get_event_stream_singleton,
+)
+from eventstream.testing import open_stream
+from eventstream.types import Receive, Scope, Send
+
+EXPECTED = {
+    "NEED_DATA",
+    "ChannelPublisher",
+    "ChannelWriter",
+    "EventStream",
+    "EventStreamEndpoint",
+    "EventStreamError",
+    "EventStreamStatistics",
+    "GripProxyStatistics",
+    "GripPublishError",
+    "GripPublisher",
+    "HistoryEntry",
+    "HistoryStore",
+    "MemoryHistory",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "encode",
+    "get_event_stream_singleton",
+    "parse_grip_uri",
+}
+
+
+def test_all_is_the_public_surface() -> None:
+    assert set(eventstream.__all__) == EXPECTED
+    for name in eventstream.__all__:
+        assert getattr(eventstream, name).__module__.startswith("eventstream")
+    public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
+    assert public_modules <= {"testing", "types", "annotations"}
+
+
+def test_private_modules_stay_private() -> None:
+    for name in eventstream.__all__:
+        assert not name.startswith("_")
+
+
+# What follows is type-checked, not run: a user's code using the API.
+
+
+async def _user_code(scope: Scope, receive: Receive, send: Send) -> None:
+    stream: EventStream = get_event_stream_singleton("typed", buffer_size=64)
+    store: HistoryStore = MemoryHistory(max_events=10)
+    other = EventStream(history=store, grip=GripPublisher("http://127.0.0.1:5561"), slow_consumer="block")
+    app = stream("{id}", retry=1000)
+    await app(scope, receive, send)
+    await stream.run(scope, receive, send, ["a", "b"])
+    await stream.publish_event("a", ServerSentEvent(event="message", data={"n": 1}))
+    await stream.publish_event("a", {"event": "message", "data": [1, 2]})
+    async with stream.channel_writer("a") as writer:
+        await writer.send(ServerSentEvent(text="plain"))
+    async with other, open_stream(app, "/x", path_params={"id": "x"}) as response:
+        event: ServerSentEvent = await response.receive_event()
+        assert event.payload is not None
+    stats = stream.statistics()
+    assert stats.subscribers >= 0
