@@ -86,4 +86,5 @@ def chat_app(stream: EventStream) -> ASGIApp:
     return app
 
 
-app = chat_app(get_event_stream_singleton())
+# Browsers reconnect after 1 s (instead of their default 3 s) and resume with Last-Event-ID.
+app = chat_app(get_event_stream_singleton(retry=1000))
