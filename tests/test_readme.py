@@ -1,0 +1,32 @@
+"""Every Python code block of the README runs, in order, in one namespace (top-level await allowed)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from typing import Any
+
+import pytest
+
+from .servers import ROOT
+
+pytestmark = pytest.mark.anyio
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+
+
+def test_the_readme_has_python_blocks() -> None:
+    assert len(BLOCKS) >= 10
+
+
+async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIP_URL", "http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme")
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    for number, block in enumerate(BLOCKS, 1):
+        code = compile(
+            block, f"README.md python block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        )
+        result = eval(code, namespace)  # the project's own README
+        if inspect.isawaitable(result):
+            await result
