@@ -130,7 +130,8 @@ class Pushpin:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with httpx.stream("GET", self.url + path, timeout=5) as response:
+                # A fresh instance may drop a request or never finish answering it: retry.
+                with httpx.stream("GET", self.url + path, timeout=2) as response:
                     if response.status_code == 200:
                         return
                     problem = f"{response.status_code} {response.read()!r}"
