@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from eventstream import get_event_stream_singleton
 
@@ -48,6 +48,7 @@ app = Starlette(
         Route("/api/events", stream(query_channels)),
         Route("/api/events/{id}", stream("{id}")),
         Route("/api/publish", publish, methods=["POST"]),
+        Mount("/api/lobby", app=stream("lobby")),  # every path below /api/lobby streams "lobby"
     ],
     lifespan=lifespan,
 )

@@ -58,8 +58,9 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
             assert "CR, LF or NUL" in bad.text
 
 
-async def test_fastapi_mount(worker: str, log_dir: Path) -> None:
-    with run_server(worker, "examples.fastapi_app:app", log_dir=log_dir) as server:
+@pytest.mark.parametrize("example", ["starlette_app", "fastapi_app"])
+async def test_mounted_endpoint(worker: str, example: str, log_dir: Path) -> None:
+    with run_server(worker, f"examples.{example}:app", log_dir=log_dir) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
             async with open_events(client, "/api/lobby/anything") as reader:
                 assert (await reader.next()).event == "stream-open"
