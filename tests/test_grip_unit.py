@@ -388,8 +388,12 @@ async def test_failing_proxy_does_not_stop_the_others_or_local_subscribers() -> 
 async def test_publishing_needs_the_stream_entered() -> None:
     stream = EventStream(grip="http://proxy:5561")
     with pytest.raises(RuntimeError, match="async with"):
-        await stream.publish_event("a", {"data": 1})
+        await stream.publish_event("a", {"data": 1, "id": "lost?"})
     assert stream.statistics().events_published == 0
+    # Nothing was kept either: a client resuming from that id is told to reset.
+    async with open_stream(stream("a"), headers={"last-event-id": "lost?"}) as response:
+        assert (await response.receive_event()).event == "stream-open"
+        assert (await response.receive_event()).event == "stream-reset"
 
 
 @pytest.mark.anyio

@@ -199,13 +199,21 @@ class GripPublisher:
         """
         await self.wait_published(self.submit(channel, content, **fields))
 
-    def submit(self, channel: str, content: bytes, **fields: str) -> list[_Item]:
-        """Queue one item for every proxy without waiting; see :meth:`wait_published`."""
+    def check_running(self) -> None:
+        """Raise ``RuntimeError`` unless the publisher is running (inside ``async with``)."""
         if self._stack is None or self._closing:
             raise RuntimeError(
                 "GRIP publishing needs a running publisher: enter the EventStream (or the "
                 "GripPublisher) with 'async with', for example in your app's lifespan"
             )
+
+    def submit(self, channel: str, content: bytes, **fields: str) -> list[_Item]:
+        """Queue one item for every proxy without waiting; see :meth:`wait_published`.
+
+        Raises:
+            RuntimeError: the publisher is not running.
+        """
+        self.check_running()
         try:
             text = content.decode("utf-8")
             stream_format: dict[str, str] = {"content": text}

@@ -460,6 +460,8 @@ class EventStream:
             )
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
+        if self._grip is not None:
+            self._grip.check_running()  # before the event is numbered and kept
         entry = self._record(channel, message)
         if self._grip is None:
             await self._hub.publish(channel, entry)
