@@ -349,6 +349,7 @@ async def test_oserror_from_send_ends_the_stream_without_disconnect_message() ->
             await stream.wait_subscribers(1, "x")
             for i in range(3):
                 await stream.publish_event("x", {"data": i})
+                await anyio.wait_all_tasks_blocked()  # one body message per event
             await stream.wait_subscribers(0, "x")
     assert sent[0] == b"event: stream-open\ndata: \n\n"
     assert re.match(rb"data: 0\nid: [0-9a-f]{8}-1\n\n", sent[1])
