@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 
 from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
@@ -56,3 +57,10 @@ async def open_events(client: httpx.AsyncClient, url: str, **kwargs: Any) -> Asy
             yield reader
         finally:
             await reader.aclose()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        while not await predicate():
+            await anyio.sleep(0.02)

@@ -11,7 +11,7 @@ import itertools
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from .helpers import open_events
+from .helpers import open_events, wait_until
 from .pushpin import SIG_ISS, SIG_KEY
 from .servers import Server, free_port, run_server
 
@@ -45,12 +45,6 @@ def fault_server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Serv
 async def subscribers(client: httpx.AsyncClient, server: Server, channel: str) -> int:
     count: int = (await client.get(f"{server.base_url}/stats")).json()["channels"].get(channel, 0)
     return count
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not await predicate():
-            await anyio.sleep(0.02)
 
 
 async def publish(
