@@ -189,6 +189,10 @@ async def test_proxy_back_mid_retry_gets_the_event_once() -> None:
             (stats,) = grip.statistics()
             assert stats.items_published == 1
             assert stats.failures == 0
+            # Pushpin answers the publish before it logs it: wait for the line, then count.
+            with anyio.fail_after(5):
+                while pushpin.publishes(f"events-{channel}") == 0:
+                    await anyio.sleep(0.02)
             assert pushpin.publishes(f"events-{channel}") == 1
 
 
