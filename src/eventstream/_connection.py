@@ -157,22 +157,27 @@ class Connection:
         receive = subscriber.receive.receive
         interval = self.keep_alive_interval
         while True:
+            first: HistoryEntry | None
             try:
                 first = receive_nowait()
             except anyio.WouldBlock:
+                first = None
+            except anyio.EndOfStream:
+                return
+            if first is None:
+                # Wait outside the except block: an idle connection then keeps
+                # no WouldBlock (and its traceback) alive.
                 try:
                     if interval is None:
                         first = await receive()
                     else:
-                        with anyio.move_on_after(interval) as idle:
+                        with anyio.move_on_after(interval):
                             first = await receive()
-                        if idle.cancelled_caught:
-                            await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                            continue
                 except anyio.EndOfStream:
                     return
-            except anyio.EndOfStream:
-                return
+                if first is None:  # idle for the whole interval
+                    await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
+                    continue
             batch = [first]
             ended = False
             try:
