@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``demo``."""
+"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``demo``, ``bench``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ def demo(session: nox.Session) -> None:
         """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""
     )
     session.run("hypercorn", "examples.raw_asgi:app", "--bind", "127.0.0.1:8000", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The performance harness: fan-out through real servers beside its peers, then in-process.
+
+    ``nox -s bench`` runs every scenario (3 interleaved rounds, about 20 minutes on 2 cores)
+    and writes benchmarks/results/fanout.json and fanout.md; pass options through, e.g.
+    ``nox -s bench -- --rounds 1 --scenario 100x2000x100B``.
+    """
+    install(session, "bench")
+    session.run("python", "-m", "benchmarks.fanout", *session.posargs)
+    if not session.posargs:
+        session.run("python", "-m", "benchmarks.inprocess_fanout")
+        session.run("python", "-m", "benchmarks.empty_publish")
 
 
 @nox.session(name="bench_grip")

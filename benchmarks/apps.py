@@ -1,0 +1,213 @@
+"""The ASGI apps the fan-out benchmark serves, one per contender.
+
+Every app serves the same three routes, so the load client and the harness
+treat them alike:
+
+- ``GET /events``: an event stream subscribed to the one channel ``bench``;
+  each app sends something (stream-open, a comment) as soon as the
+  subscription exists, so the client knows the stream is open;
+- ``POST /publish?count=M&size=S&rate=R``: publishes M events in the server's
+  own event loop (R events per second, 0 = as fast as possible) and answers
+  when the last one is published;
+- ``GET /stats``: ``{"subscribers": n, "traced": {...}}`` (``traced``, with
+  ``?traced=1`` when the server runs with ``BENCH_TRACEMALLOC=1``: bytes held
+  by allocations made in eventstream's own lines, and with its code anywhere
+  on the stack; see :func:`traced_bytes`).
+
+Each event's data is ``"{seq} {monotonic_ns} xxx..."``, padded to S bytes, and
+its timestamp is taken just before it is published; the load client reads
+``time.monotonic_ns()`` (the same clock, system-wide) when the bytes arrive.
+
+Contenders:
+
+- ``eventstream_app``: this library with its defaults (history, ids).
+- ``sse_starlette_app``: Starlette + sse-starlette as its users write it: one
+  unbounded ``asyncio.Queue`` per subscriber, an ``EventSourceResponse`` over
+  an async generator that yields a dict per event.
+- ``naive_app``: a plain anyio ASGI endpoint: one anyio memory stream per
+  subscriber, one ``http.response.body`` message per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from eventstream import EventStream, ServerSentEvent
+from eventstream.types import Receive, Scope, Send
+
+CHANNEL = "bench"
+TRACING = os.environ.get("BENCH_TRACEMALLOC") == "1"
+if TRACING:
+    tracemalloc.start(8)
+
+
+def payload(seq: int, size: int) -> str:
+    """One event's data: sequence number, send time, padding up to ``size`` bytes."""
+    head = f"{seq} {time.monotonic_ns()} "
+    return head + "x" * max(0, size - len(head))
+
+
+async def publish_loop(count: int, size: int, rate: float, publish: Callable[[int], Awaitable[None]]) -> None:
+    """Call ``publish(seq)`` ``count`` times, paced at ``rate`` per second (0: unpaced)."""
+    if rate <= 0:
+        for seq in range(count):
+            await publish(seq)
+        return
+    started = anyio.current_time()
+    for seq in range(count):
+        due = started + seq / rate
+        delay = due - anyio.current_time()
+        if delay > 0:
+            await anyio.sleep(delay)
+        await publish(seq)
+
+
+def traced_bytes() -> dict[str, int]:
+    """Live allocations made in eventstream's own lines (``own``), and with its code anywhere
+    on the stack (``stack``: also the anyio streams, tasks and scopes it creates)."""
+    if not TRACING:
+        return {"own": 0, "stack": 0}
+    snapshot = tracemalloc.take_snapshot()
+    pattern = f"*{os.sep}eventstream{os.sep}*"
+    own = snapshot.filter_traces([tracemalloc.Filter(True, pattern)])
+    stack = snapshot.filter_traces([tracemalloc.Filter(True, pattern, all_frames=True)])
+    return {
+        "own": sum(stat.size for stat in own.statistics("filename")),
+        "stack": sum(stat.size for stat in stack.statistics("filename")),
+    }
+
+
+async def answer(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def control_app(
+    events: Callable[[Scope, Receive, Send], Awaitable[None]],
+    publish: Callable[[int, int], Awaitable[None]],
+    subscribers: Callable[[], int],
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Route ``/events`` to ``events`` and serve ``/publish`` and ``/stats``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        if path == "/events":
+            await events(scope, receive, send)
+        elif path == "/publish":
+            query = {key: values[0] for key, values in parse_qs(scope["query_string"].decode()).items()}
+            count, size, rate = int(query["count"]), int(query["size"]), float(query.get("rate", 0))
+            started = time.perf_counter()
+            await publish_loop(count, size, rate, lambda seq: publish(seq, size))
+            await answer(send, 200, {"published": count, "seconds": time.perf_counter() - started})
+        elif path == "/stats":
+            traced = traced_bytes() if b"traced=1" in scope["query_string"] else {}
+            await answer(send, 200, {"subscribers": subscribers(), "traced": traced})
+        else:
+            await answer(send, 404, {})
+
+    return app
+
+
+# -- eventstream -------------------------------------------------------------
+
+_stream = EventStream()
+_endpoint = _stream(CHANNEL)
+
+
+async def _eventstream_publish(seq: int, size: int) -> None:
+    await _stream.publish_event(CHANNEL, ServerSentEvent(text=payload(seq, size)))
+
+
+eventstream_app = control_app(_endpoint, _eventstream_publish, lambda: _stream.statistics().subscribers)
+
+
+# -- Starlette + sse-starlette --------------------------------------------------
+
+
+def _make_sse_starlette_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    from sse_starlette import EventSourceResponse
+
+    queues: set[asyncio.Queue[dict[str, str]]] = set()
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        async def generate() -> AsyncIterator[dict[str, str]]:
+            queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+            queues.add(queue)
+            try:
+                yield {"comment": "open"}
+                while True:
+                    yield await queue.get()
+            finally:
+                queues.discard(queue)
+
+        await EventSourceResponse(generate())(scope, receive, send)
+
+    async def publish(seq: int, size: int) -> None:
+        message = {"data": payload(seq, size)}
+        for queue in queues:
+            queue.put_nowait(message)
+        await asyncio.sleep(0)
+
+    return control_app(endpoint, publish, lambda: len(queues))
+
+
+# -- naive anyio endpoint ------------------------------------------------------
+
+
+def _make_naive_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    senders: set[MemoryObjectSendStream[bytes]] = set()
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        sender, receiver = anyio.create_memory_object_stream[bytes](math.inf)
+        senders.add(sender)
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect)
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
+                async for chunk in receiver:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:
+            pass
+        finally:
+            senders.discard(sender)
+
+    async def publish(seq: int, size: int) -> None:
+        chunk = f"data: {payload(seq, size)}\n\n".encode()
+        for sender in senders:
+            sender.send_nowait(chunk)
+        await anyio.lowlevel.checkpoint()
+
+    return control_app(endpoint, publish, lambda: len(senders))
+
+
+sse_starlette_app = _make_sse_starlette_app()
+naive_app = _make_naive_app()

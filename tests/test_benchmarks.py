@@ -1,0 +1,50 @@
+"""The benchmark harness itself: its load client counts what it must, and loses nothing.
+
+Small workloads, no timing: the figures come from ``nox -s bench``; these
+tests keep the harness honest (a client that miscounted would make every
+ratio meaningless).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import fanout
+
+
+@pytest.mark.parametrize(
+    ("peer", "server"),
+    [
+        ("eventstream", "uvicorn"),
+        ("eventstream", "hypercorn-trio"),
+        ("bare", "asyncio"),
+        ("naive", "uvicorn"),
+    ],
+)
+def test_every_event_reaches_every_client_once_in_order(peer: str, server: str) -> None:
+    scenario = fanout.Scenario("small", connections=20, events=300, size=200)
+    run = fanout.run_once(scenario, peer, server)
+    assert run["received"] == 20 * 300
+    assert (run["lost"], run["duplicated"], run["out_of_order"]) == (0, 0, 0)
+    assert run["events_per_s"] > 0
+    assert run["latency_p50_ms"] <= run["latency_p99_ms"] <= run["latency_max_ms"]
+    assert run["first_finish_s"] <= run["last_finish_s"]
+    assert run["rss_idle"] > 0
+    assert run["unsubscribed_after_s"] < 30
+
+
+def test_sse_starlette_events_are_decoded_too() -> None:
+    # sse-starlette ends lines with CRLF: the client must still count its events.
+    run = fanout.run_once(fanout.Scenario("small", 5, 200, 100), "sse-starlette", "uvicorn")
+    assert run["received"] == 5 * 200
+    assert run["lost"] == 0
+
+
+def test_half_the_clients_vanish_and_the_rest_lose_nothing() -> None:
+    scenario = fanout.Scenario("vanish", connections=20, events=2000, size=100, vanish_half=True)
+    run = fanout.run_once(scenario, "eventstream", "uvicorn")
+    assert run["vanished"] == 10
+    assert run["incomplete_survivors"] == 0
+    assert run["lost"] == 0
+    assert run["received"] >= 10 * 2000 + 10 * (2000 // 2)
+    assert run["dead_gone_s"] is not None
