@@ -73,6 +73,12 @@ async def publish_loop(count: int, size: int, rate: float, publish: Callable[[in
         await publish(seq)
 
 
+def publish_request(query_string: str) -> tuple[int, int, float]:
+    """``count``, ``size`` and ``rate`` from a ``/publish`` query string."""
+    query = {key: values[0] for key, values in parse_qs(query_string).items()}
+    return int(query["count"]), int(query["size"]), float(query.get("rate", 0))
+
+
 def traced_bytes() -> dict[str, int]:
     """Live allocations made in eventstream's own lines (``own``), and with its code anywhere
     on the stack (``stack``: also the anyio streams, tasks and scopes it creates)."""
@@ -115,8 +121,7 @@ def control_app(
         if path == "/events":
             await events(scope, receive, send)
         elif path == "/publish":
-            query = {key: values[0] for key, values in parse_qs(scope["query_string"].decode()).items()}
-            count, size, rate = int(query["count"]), int(query["size"]), float(query.get("rate", 0))
+            count, size, rate = publish_request(scope["query_string"].decode())
             started = time.perf_counter()
             await publish_loop(count, size, rate, lambda seq: publish(seq, size))
             await answer(send, 200, {"published": count, "seconds": time.perf_counter() - started})

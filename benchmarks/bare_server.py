@@ -14,9 +14,9 @@ import asyncio
 import json
 import sys
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from .apps import payload
+from .apps import payload, publish_loop, publish_request
 
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
@@ -44,13 +44,12 @@ class Server:
             await self.stream(reader, writer)
             return
         if url.path == "/publish" and method == "POST":
-            query = {key: values[0] for key, values in parse_qs(url.query).items()}
-            count, size, rate = int(query["count"]), int(query["size"]), float(query.get("rate", 0))
+            count, size, rate = publish_request(url.query)
             started = time.perf_counter()
-            await self.publish(count, size, rate)
-            body = {"published": count, "seconds": time.perf_counter() - started}
+            await publish_loop(count, size, rate, lambda seq: self.publish(seq, size))
+            body: dict[str, object] = {"published": count, "seconds": time.perf_counter() - started}
         else:
-            body = {"subscribers": len(self.subscribers), "traced": {}}  # type: ignore[dict-item]
+            body = {"subscribers": len(self.subscribers), "traced": {}}
         data = json.dumps(body).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -70,19 +69,12 @@ class Server:
             self.subscribers.discard(writer)
             writer.close()
 
-    async def publish(self, count: int, size: int, rate: float) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for seq in range(count):
-            if rate > 0:
-                delay = started + seq / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            data = chunk(f"data: {payload(seq, size)}\n\n".encode())
-            for writer in self.subscribers:
-                if not writer.is_closing():
-                    writer.write(data)
-            await asyncio.sleep(0)
+    async def publish(self, seq: int, size: int) -> None:
+        data = chunk(f"data: {payload(seq, size)}\n\n".encode())
+        for writer in self.subscribers:
+            if not writer.is_closing():
+                writer.write(data)
+        await asyncio.sleep(0)
 
 
 async def main(port: int) -> None:
