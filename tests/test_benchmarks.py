@@ -29,8 +29,6 @@ def test_every_event_reaches_every_client_once_in_order(peer: str, server: str) 
     assert run["events_per_s"] > 0
     assert run["latency_p50_ms"] <= run["latency_p99_ms"] <= run["latency_max_ms"]
     assert run["first_finish_s"] <= run["last_finish_s"]
-    assert run["rss_idle"] > 0
-    assert run["unsubscribed_after_s"] < 30
 
 
 def test_sse_starlette_events_are_decoded_too() -> None:
