@@ -178,7 +178,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 @contextlib.contextmanager
 def serve(peer: str, server: str, log: IO[bytes], tracemalloc: bool) -> Iterator[tuple[int, int]]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))), "PYTHONUNBUFFERED": "1"}
     if tracemalloc:
         env["BENCH_TRACEMALLOC"] = "1"
     process = subprocess.Popen(
@@ -241,7 +241,7 @@ def run_once(scenario: Scenario, peer: str, server: str) -> dict[str, Any]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))},
         )
         assert client.stdin is not None
         assert client.stdout is not None
