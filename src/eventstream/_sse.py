@@ -182,9 +182,31 @@ class SSEDecoder:
     none; :attr:`last_event_id` keeps the id a browser would report), and
     ``retry`` the reconnection time given in that event. An ``event`` field
     containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
+
+    :attr:`last_event_id` moves only when a blank line ends an event, as the
+    WHATWG "dispatch the event" steps say: an ``id:`` line whose event never
+    ended (the stream was cut before its blank line) does not count, so a
+    client that reconnects with it loses nothing. A blank line ending an event
+    that has an ``id`` but no ``data`` moves it too (such an event is not
+    dispatched, but its id is taken), again as browsers do.
+
+    Args:
+        last_event_id: The id to start from, for a decoder that reads the
+            stream of a reconnection: the ``Last-Event-ID`` that was sent. A
+            browser keeps its last event id across reconnections; an event
+            without an ``id:`` line leaves it as it is.
+
+    Raises:
+        TypeError: ``last_event_id`` is not a str.
+        ValueError: ``last_event_id`` contains CR, LF or NUL (no stream can
+            set such an id).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_event_id: str = "") -> None:
+        if not isinstance(last_event_id, str):
+            raise TypeError(f"last_event_id must be a str, not {type(last_event_id).__name__}")
+        if any(char in last_event_id for char in _FORBIDDEN_IN_FIELD):
+            raise ValueError(f"last_event_id must not contain CR, LF or NUL characters: {last_event_id!r}")
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
         self._started = False
@@ -193,9 +215,10 @@ class SSEDecoder:
         self._data: list[str] = []
         self._id: str | None = None
         self._retry: int | None = None
+        self._id_buffer = last_event_id  # WHATWG's "last event ID buffer"
         self._ready: collections.deque[ServerSentEvent] = collections.deque()
-        self.last_event_id: str = ""
-        """The last event id seen, as a browser would send it in ``Last-Event-ID``."""
+        self.last_event_id: str = last_event_id
+        """The id of the last event that ended, as a browser would send it in ``Last-Event-ID``."""
         self.retry: int | None = None
         """The last reconnection time (ms) the stream asked for, or ``None``."""
 
@@ -253,7 +276,7 @@ class SSEDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._id = value
-                self.last_event_id = value
+                self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
             self._retry = int(value)
             self.retry = self._retry
@@ -261,6 +284,9 @@ class SSEDecoder:
     def _dispatch(self) -> None:
         event, data, id_, retry = self._event, self._data, self._id, self._retry
         self._event, self._data, self._id, self._retry = None, [], None, None
+        # WHATWG: the last event ID string is set from the buffer first, then an
+        # event without data is dropped. The buffer is kept for the next event.
+        self.last_event_id = self._id_buffer
         if not data:
             return
         self._ready.append(ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry))
