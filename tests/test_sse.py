@@ -255,6 +255,8 @@ def test_last_event_id_byte_at_a_time_moves_only_on_blank_lines() -> None:
     seen: list[str] = []
     for byte in wire:
         decoder.feed(bytes([byte]))
+        while decoder.next_event() is not NEED_DATA:
+            pass
         seen.append(decoder.last_event_id)
     first_blank = wire.index(b"\n\n") + 1
     second_blank = wire.index(b"\n\n", first_blank + 1) + 1
@@ -274,9 +276,31 @@ def test_an_id_only_event_moves_last_event_id_without_dispatching() -> None:
 def test_an_event_without_id_keeps_the_previous_id() -> None:
     decoder = SSEDecoder()
     decoder.feed(b"id: 1\ndata: a\n\ndata: b\n\n")
+    assert [decoder.next_event(), decoder.next_event(), decoder.next_event()][2] is NEED_DATA
     assert decoder.last_event_id == "1"
     decoder.feed(b"id:\ndata: c\n\n")  # an empty id resets it
+    assert decoder.next_event() is not NEED_DATA
     assert decoder.last_event_id == ""
+
+
+def test_last_event_id_moves_as_events_are_taken_not_as_they_arrive() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\ndata: a\n\nid: 2\n\ndata: b\n\nid: 3\ndata: c\n\nid: 4\n\n")
+    assert decoder.last_event_id == ""  # nothing taken yet
+    taken: list[tuple[str | None, str]] = []
+    while (event := decoder.next_event()) is not NEED_DATA:
+        taken.append((event.text, decoder.last_event_id))
+    # "b" has no id of its own: a browser reports the id before it, "2".
+    assert taken == [("a", "1"), ("b", "2"), ("c", "3")]
+    assert decoder.last_event_id == "4"
+
+
+def test_blank_lines_without_events_queue_nothing() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\n" + b"\n" * 10_000)
+    assert len(decoder._ready) == 1
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.last_event_id == "1"
 
 
 def test_a_decoder_for_a_reconnection_starts_from_the_id_it_sent() -> None:

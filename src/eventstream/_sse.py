@@ -183,12 +183,13 @@ class SSEDecoder:
     ``retry`` the reconnection time given in that event. An ``event`` field
     containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
 
-    :attr:`last_event_id` moves only when a blank line ends an event, as the
-    WHATWG "dispatch the event" steps say: an ``id:`` line whose event never
-    ended (the stream was cut before its blank line) does not count, so a
-    client that reconnects with it loses nothing. A blank line ending an event
-    that has an ``id`` but no ``data`` moves it too (such an event is not
-    dispatched, but its id is taken), again as browsers do.
+    :attr:`last_event_id` follows the WHATWG "dispatch the event" steps: it
+    moves when :meth:`next_event` hands out an event (to the id a browser's
+    ``MessageEvent.lastEventId`` would hold), never for an ``id:`` line whose
+    event has not ended with its blank line (a stream cut there loses nothing
+    when the client resumes from it), nor for events still waiting to be
+    taken. An event with an ``id`` but no ``data`` is not dispatched, yet its
+    id is taken once the events before it have been, as browsers do.
 
     Args:
         last_event_id: The id to start from, for a decoder that reads the
@@ -216,9 +217,11 @@ class SSEDecoder:
         self._id: str | None = None
         self._retry: int | None = None
         self._id_buffer = last_event_id  # WHATWG's "last event ID buffer"
-        self._ready: collections.deque[ServerSentEvent] = collections.deque()
+        # Each ended event, with the last event ID buffer when it ended; None
+        # stands for an event with no data: not dispatched, but its id counts.
+        self._ready: collections.deque[tuple[ServerSentEvent | None, str]] = collections.deque()
         self.last_event_id: str = last_event_id
-        """The id of the last event that ended, as a browser would send it in ``Last-Event-ID``."""
+        """The id a browser would send in ``Last-Event-ID`` after the events taken so far."""
         self.retry: int | None = None
         """The last reconnection time (ms) the stream asked for, or ``None``."""
 
@@ -255,9 +258,11 @@ class SSEDecoder:
         self._buffer = buffer[start:]
 
     def next_event(self) -> ServerSentEvent | Literal[_NeedData.NEED_DATA]:
-        """Return the next complete event, or :data:`NEED_DATA`."""
-        if self._ready:
-            return self._ready.popleft()
+        """Return the next complete event, or :data:`NEED_DATA`; update :attr:`last_event_id`."""
+        while self._ready:
+            event, self.last_event_id = self._ready.popleft()
+            if event is not None:
+                return event
         return NEED_DATA
 
     def _line(self, line: str) -> None:
@@ -286,7 +291,10 @@ class SSEDecoder:
         self._event, self._data, self._id, self._retry = None, [], None, None
         # WHATWG: the last event ID string is set from the buffer first, then an
         # event without data is dropped. The buffer is kept for the next event.
-        self.last_event_id = self._id_buffer
         if not data:
+            if self._id_buffer != (self._ready[-1][1] if self._ready else self.last_event_id):
+                self._ready.append((None, self._id_buffer))
             return
-        self._ready.append(ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry))
+        self._ready.append(
+            (ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry), self._id_buffer)
+        )
