@@ -7,6 +7,7 @@ the client sends (Last-Event-ID above all) is recorded.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -109,15 +110,21 @@ async def test_a_stream_cut_inside_an_event_resumes_from_the_last_whole_one() ->
     ) as server:
         async with EventSource(server.url) as source:
             events: list[ServerSentEvent] = []
-            with pytest.raises(EventSourceError) as raised, anyio.fail_after(10):
+            ids: list[str] = []
+
+            async def read_all() -> None:
                 async for event in source:
                     events.append(event)
-                    assert source.last_event_id == (event.id or "2")
+                    ids.append(source.last_event_id)
+
+            with pytest.raises(EventSourceError) as raised, anyio.fail_after(10):
+                await read_all()
             assert [(e.event, e.text, e.id) for e in events] == [
                 (None, "a", "1"),
                 (None, "b", "2"),
                 ("note", "c", None),
             ]
+            assert ids == ["1", "2", "2"]
             assert source.last_event_id == "2"
             assert source.reconnect_delay == 0.01  # the server's retry, in seconds
             assert source.connections == 2
@@ -191,12 +198,13 @@ async def test_repeated_failures_back_off_exponentially_with_jitter_up_to_the_ca
 
                 await wait_until(enough, timeout=30)
                 tg.cancel_scope.cancel()
-    gaps = [b - a for a, b in zip(server.accepted_at, server.accepted_at[1:])]
+    times = server.accepted_at[:attempts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # After the n-th failure in a row the wait is min(cap, base * 2**(n-1)), times
     # a jitter in [0.5, 1], never below the base: these are lower bounds.
     floors = [max(base, 0.5 * min(cap, base * 2 ** (n - 1))) for n in range(1, attempts)]
     slack = 0.005
-    assert all(gap >= floor - slack for gap, floor in zip(gaps, floors)), (gaps, floors)
+    assert all(gap >= floor - slack for gap, floor in zip(gaps, floors, strict=True)), (gaps, floors)
     assert gaps[-1] >= cap / 2 - slack  # it grew from 0.02 to the cap's range
     assert source.last_event_id == ""
 
