@@ -262,3 +262,29 @@ async def test_iterating_without_entering_is_an_error() -> None:
     source = EventSource("http://127.0.0.1:9/events")
     with pytest.raises(RuntimeError, match="async with"):
         await source.__anext__()
+
+
+@pytest.mark.parametrize("while_", ["reading", "waiting to reconnect"])
+async def test_aclose_from_another_task_ends_the_iteration(while_: str) -> None:
+    script = send(head(), b"data: x\n\n", stall=True) if while_ == "reading" else hang_up
+    async with raw_server(script) as server:
+        source = EventSource(server.url, reconnect_delay=60)
+        ended = anyio.Event()
+        received: list[ServerSentEvent] = []
+
+        async def consume() -> None:
+            async for event in source:
+                received.append(event)
+            ended.set()
+
+        async with source, anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+
+            async def started() -> bool:
+                return bool(received) if while_ == "reading" else bool(server.requests)
+
+            await wait_until(started)
+            await source.aclose()
+            with anyio.fail_after(5):
+                await ended.wait()
+    assert len(server.requests) == 1

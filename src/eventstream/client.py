@@ -158,6 +158,8 @@ class EventSource:
         self._random = random.Random()
         self._entered = False
         self._closed = False
+        self._wakeup: anyio.Event | None = None  # made in __aenter__, inside the event loop
+        self._reading = False
         self._response: httpx.Response | None = None
         self._chunks: AsyncGenerator[bytes] | None = None
         self._decoder: SSEDecoder | None = None
@@ -189,6 +191,7 @@ class EventSource:
         if self._entered:
             raise RuntimeError("an EventSource can be entered only once")
         self._entered = True
+        self._wakeup = anyio.Event()
         if self._client is None:
             self._client = httpx.AsyncClient()
         return self
@@ -201,9 +204,13 @@ class EventSource:
     async def aclose(self) -> None:
         """Close the connection (and the client, when this object made it). Iteration then ends.
 
-        Safe to call more than once; runs to the end even when cancelled.
+        May be called from another task than the one iterating: that iteration
+        ends (``StopAsyncIteration``) instead of waiting to reconnect. Safe to
+        call more than once; runs to the end even when cancelled.
         """
         self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()  # ends an iteration waiting to reconnect
         with anyio.CancelScope(shield=True):
             await self._drop()
             if self._own_client and self._client is not None:
@@ -230,31 +237,43 @@ class EventSource:
         """
         if not self._entered:
             raise RuntimeError("use the EventSource in `async with EventSource(...) as source:`")
-        while not self._closed:
+        while not self._is_closed():
             decoder = self._decoder
             if decoder is not None:
                 event = decoder.next_event()
                 self._last_event_id = decoder.last_event_id
                 if event is not NEED_DATA:
                     return event
-            if self._chunks is None:
+            chunks = self._chunks
+            if chunks is None:
                 await self._connect()
                 continue
             try:
-                chunk = await self._chunks.__anext__()
+                self._reading = True
+                try:
+                    chunk = await chunks.__anext__()
+                finally:
+                    self._reading = False
             except (StopAsyncIteration, httpx.TransportError, httpx.DecodingError):
                 await self._drop()
                 continue
-            except BaseException:
+            except BaseException as exc:
                 with anyio.CancelScope(shield=True):
                     await self._drop()
+                if self._is_closed() and isinstance(exc, Exception):
+                    break  # aclose() from another task closed the response under us
                 raise
             if chunk and decoder is not None:
                 self._failures = 0
                 decoder.feed(chunk)
                 if decoder.retry is not None:
                     self._delay = decoder.retry / 1000
+        with anyio.CancelScope(shield=True):
+            await self._drop()
         raise StopAsyncIteration
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _next_delay(self) -> float:
         if self._failures <= 1:
@@ -266,7 +285,11 @@ class EventSource:
     async def _connect(self) -> None:
         assert self._client is not None
         if self._attempts:
-            await anyio.sleep(self._next_delay())
+            assert self._wakeup is not None
+            with anyio.move_on_after(self._next_delay()):
+                await self._wakeup.wait()
+            if self._is_closed():
+                return
         self._attempts += 1
         self._failures += 1  # until a byte of body arrives
         headers = self._headers.copy()
@@ -278,6 +301,14 @@ class EventSource:
         except httpx.UnsupportedProtocol:
             raise
         except httpx.TransportError:
+            return
+        except Exception:
+            if self._is_closed():  # aclose() from another task closed the client
+                return
+            raise
+        if self._is_closed():
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
             return
         try:
             self._check(response)
@@ -306,8 +337,15 @@ class EventSource:
 
     async def _drop(self) -> None:
         chunks, response = self._chunks, self._response
-        self._chunks = self._response = None
-        self._decoder = None
+        self._response = self._decoder = None
+        if self._reading:
+            # aclose() from another task, which is inside chunks.__anext__(): closing
+            # the response ends that read; the reading task then drops the rest.
+            with contextlib.suppress(Exception):
+                if response is not None:
+                    await response.aclose()
+            return
+        self._chunks = None
         with contextlib.suppress(httpx.TransportError):
             if chunks is not None:
                 await chunks.aclose()
