@@ -288,3 +288,14 @@ async def test_aclose_from_another_task_ends_the_iteration(while_: str) -> None:
             with anyio.fail_after(5):
                 await ended.wait()
     assert len(server.requests) == 1
+
+
+async def test_a_non_ascii_id_is_sent_back_as_utf8() -> None:
+    async with raw_server(
+        send(head(), "id: \u00e9t\u00e9 \u2603\ndata: one\n\n".encode()),
+        send(head(), b"data: two\n\n", stall=True),
+    ) as server:
+        async with EventSource(server.url, reconnect_delay=0) as source:
+            assert [e.text for e in await collect(source, 2)] == ["one", "two"]
+            assert source.last_event_id == "\u00e9t\u00e9 \u2603"
+    assert server.requests[1]["last-event-id"].encode("latin-1").decode() == "\u00e9t\u00e9 \u2603"

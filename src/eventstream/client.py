@@ -293,8 +293,8 @@ class EventSource:
         self._attempts += 1
         self._failures += 1  # until a byte of body arrives
         headers = self._headers.copy()
-        if self._last_event_id:
-            headers["last-event-id"] = self._last_event_id
+        if self._last_event_id:  # as browsers send it: UTF-8, whatever the characters
+            headers = httpx.Headers([*headers.raw, (b"last-event-id", self._last_event_id.encode())])
         request = self._client.build_request("GET", self.url, headers=headers, timeout=self._timeout)
         try:
             response = await self._client.send(request, stream=True, follow_redirects=True)
