@@ -33,7 +33,7 @@ from eventstream.client import EventSource
 
 from .helpers import wait_until
 from .servers import Server, run_server
-from .test_browser import CHROMIUM, FLAGS
+from .test_browser import CHROMIUM, FLAGS, _missing
 
 pytestmark = pytest.mark.server
 
@@ -95,10 +95,11 @@ def tls_server(request: pytest.FixtureRequest, certificate: Certificate, log_dir
 @pytest.fixture  # not module-scoped: Playwright's loop must be gone before the async tests run
 def h2_browser(certificate: Certificate) -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium not found at {CHROMIUM}")
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+        _missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
 
     flags = [*FLAGS, f"--ignore-certificate-errors-spki-list={certificate.spki_sha256}"]
     with sync_playwright() as playwright:
