@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -360,3 +362,58 @@ def test_last_event_id_is_the_id_of_the_last_event_received_whole(
         received.append(event)
     assert received == events
     assert resumed.last_event_id == _expected_last_id(events, len(events))
+
+
+_pieces = st.sampled_from(
+    [
+        *(b"data: ", b"data:", b"id: ", b"id: 7", b"event: e", b"retry: 5", b":c", b"x"),
+        *(b"\r", b"\n", b"\r\n", b"\xc3\xa9", b"\xef\xbb\xbf", b"\x00"),
+    ]
+)
+
+
+def _decode_in_pieces(
+    wire: bytes, cuts: list[int]
+) -> tuple[list[ServerSentEvent], list[str], int, int | None]:
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    ids: list[str] = []
+    bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
+    for start, end in itertools.pairwise(bounds):
+        decoder.feed(wire[start:end])
+        while (event := decoder.next_event()) is not NEED_DATA:
+            events.append(event)
+            ids.append(decoder.last_event_id)
+    return events, ids, decoder.buffered, decoder.retry
+
+
+@given(st.lists(_pieces, max_size=40).map(b"".join), st.lists(st.integers(min_value=0), max_size=12))
+def test_any_chunking_decodes_like_one_chunk(wire: bytes, cuts: list[int]) -> None:
+    assert _decode_in_pieces(wire, cuts) == _decode_in_pieces(wire, [])
+
+
+def test_buffered_counts_the_event_being_received() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: abc\ndata: de")
+    assert decoder.buffered == len("abc\n") + len("data: de")
+    for _ in range(1000):
+        decoder.feed(b"x")
+    assert decoder.buffered == len("abc\n") + len("data: de") + 1000
+    decoder.feed(b"\n\n")
+    assert decoder.buffered == 0
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "abc\nde" + "x" * 1000
+
+
+def test_a_long_line_in_small_chunks_takes_linear_time() -> None:
+    # Joining the pending line on every feed would take minutes for this.
+    line = b"data: " + b"x" * 4_000_000 + b"\n\n"
+    decoder = SSEDecoder()
+    deadline = time.monotonic() + 20  # linear: well under a second; quadratic: minutes
+    for start in range(0, len(line), 64):
+        decoder.feed(line[start : start + 64])
+        assert time.monotonic() < deadline, f"fed {start} bytes"
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "x" * 4_000_000

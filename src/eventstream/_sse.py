@@ -209,7 +209,9 @@ class SSEDecoder:
         if any(char in last_event_id for char in _FORBIDDEN_IN_FIELD):
             raise ValueError(f"last_event_id must not contain CR, LF or NUL characters: {last_event_id!r}")
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._pending: list[str] = []  # the unfinished line, in pieces
+        self._pending_size = 0
+        self._data_size = 0
         self._started = False
         self._skip_lf = False
         self._event: str | None = None
@@ -236,12 +238,23 @@ class SSEDecoder:
             self._skip_lf = False
             if text[0] == "\n":
                 text = text[1:]
-        buffer = self._buffer + text if self._buffer else text
+        if "\r" not in text and "\n" not in text:
+            # No line ends: keep the piece (joining every time would be quadratic).
+            if text:
+                self._pending.append(text)
+                self._pending_size += len(text)
+            return
+        buffer = "".join(self._pending) + text if self._pending else text
         start = 0
         length = len(buffer)
+        # Each search result is kept until passed, so the buffer is scanned once.
+        cr = buffer.find("\r")
+        lf = buffer.find("\n")
         while start < length:
-            cr = buffer.find("\r", start)
-            lf = buffer.find("\n", start)
+            if 0 <= cr < start:
+                cr = buffer.find("\r", start)
+            if 0 <= lf < start:
+                lf = buffer.find("\n", start)
             if cr < 0 and lf < 0:
                 break
             if cr < 0 or (0 <= lf < cr):
@@ -255,7 +268,18 @@ class SSEDecoder:
                     self._skip_lf = True
             self._line(buffer[start:end])
             start = nxt
-        self._buffer = buffer[start:]
+        rest = buffer[start:]
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+
+    @property
+    def buffered(self) -> int:
+        """Characters held for the event being received: its data lines and its unfinished line.
+
+        A client reading from a server it does not trust can bound this, as
+        nothing else limits the size of one event.
+        """
+        return self._pending_size + self._data_size
 
     def next_event(self) -> ServerSentEvent | Literal[_NeedData.NEED_DATA]:
         """Return the next complete event, or :data:`NEED_DATA`; update :attr:`last_event_id`."""
@@ -276,6 +300,7 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value) + 1
         elif name == "event":
             self._event = value if "\0" not in value else self._event
         elif name == "id":
@@ -289,6 +314,7 @@ class SSEDecoder:
     def _dispatch(self) -> None:
         event, data, id_, retry = self._event, self._data, self._id, self._retry
         self._event, self._data, self._id, self._retry = None, [], None, None
+        self._data_size = 0
         # WHATWG: the last event ID string is set from the buffer first, then an
         # event without data is dropped. The buffer is kept for the next event.
         if not data:
