@@ -249,6 +249,7 @@ async def test_given_last_event_id_headers_and_client_are_used() -> None:
         ({"reconnect_delay": math.inf}, "reconnect_delay"),
         ({"max_reconnect_delay": 0}, "max_reconnect_delay"),
         ({"read_timeout": 0}, "read_timeout"),
+        ({"max_event_size": 0}, "max_event_size"),
         ({"connect_timeout": math.nan}, "connect_timeout"),
     ],
 )
@@ -299,3 +300,18 @@ async def test_a_non_ascii_id_is_sent_back_as_utf8() -> None:
             assert [e.text for e in await collect(source, 2)] == ["one", "two"]
             assert source.last_event_id == "\u00e9t\u00e9 \u2603"
     assert server.requests[1]["last-event-id"].encode("latin-1").decode() == "\u00e9t\u00e9 \u2603"
+
+
+async def test_an_event_larger_than_max_event_size_stops_the_source() -> None:
+    async with raw_server(
+        send(head(), b"data: small\n\ndata: " + b"x" * 3000, b"\ndata: " + b"y" * 3000, stall=True)
+    ) as server:
+        async with EventSource(server.url, max_event_size=4000) as source:
+            assert [e.text for e in await collect(source, 1)] == ["small"]
+            with pytest.raises(EventSourceError, match="max_event_size") as raised, anyio.fail_after(10):
+                await source.__anext__()
+            assert raised.value.status_code == 200
+            assert source.response is None
+            with pytest.raises(StopAsyncIteration):
+                await source.__anext__()
+    assert len(server.requests) == 1

@@ -26,7 +26,7 @@ import math
 import random
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
-from typing import Final
+from typing import Final, NoReturn
 
 import anyio
 import httpx
@@ -42,7 +42,7 @@ _BACKOFF_UNIT: Final = 0.1
 
 
 class EventSourceError(Exception):
-    """The server refused the stream; :class:`EventSource` does not reconnect.
+    """The server refused the stream, or sent an event too large; :class:`EventSource` stops.
 
     Attributes:
         url: The URL that answered (after redirects).
@@ -107,6 +107,10 @@ class EventSource:
             connection is taken as dead and reopened. Keep it above the
             server's keep-alive interval (eventstream's default is 20 s);
             ``None`` waits forever.
+        max_event_size: The most characters one event may hold while it is
+            received (its data lines and unfinished line): a server that sends
+            more without ending the event gets :class:`EventSourceError`
+            instead of filling the memory. ``None`` sets no limit.
 
     Raises:
         ValueError: a bad ``url`` scheme, delay, timeout or
@@ -133,6 +137,7 @@ class EventSource:
         max_reconnect_delay: float = 30.0,
         connect_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        max_event_size: int | None = 16 * 1024 * 1024,
     ) -> None:
         self.url = httpx.URL(url)
         if self.url.scheme not in ("http", "https"):
@@ -147,6 +152,11 @@ class EventSource:
         _positive("max_reconnect_delay", max_reconnect_delay)
         _positive("connect_timeout", connect_timeout)
         _positive("read_timeout", read_timeout, allow_none=True)
+        if max_event_size is not None and (
+            isinstance(max_event_size, bool) or not isinstance(max_event_size, int) or max_event_size < 1
+        ):
+            raise ValueError(f"max_event_size must be a positive int or None, not {max_event_size!r}")
+        self._max_event_size = max_event_size
         self._client = client
         self._own_client = client is None
         self._last_event_id = last_event_id
@@ -225,7 +235,8 @@ class EventSource:
         Raises:
             EventSourceError: the server answered a status other than 200
                 (204 included) or a ``Content-Type`` other than
-                ``text/event-stream``; the source is then closed.
+                ``text/event-stream``, or sent an event larger than
+                ``max_event_size``; the source is then closed.
             StopAsyncIteration: the source was closed.
             RuntimeError: the source is not entered (``async with``).
             httpx.HTTPError: errors that reconnecting cannot cure, such as
@@ -268,9 +279,25 @@ class EventSource:
                 decoder.feed(chunk)
                 if decoder.retry is not None:
                     self._delay = decoder.retry / 1000
+                if self._max_event_size is not None and decoder.buffered > self._max_event_size:
+                    await self._refuse_event()
         with anyio.CancelScope(shield=True):
             await self._drop()
         raise StopAsyncIteration
+
+    async def _refuse_event(self) -> NoReturn:
+        response = self._response
+        assert response is not None
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._drop()
+        raise EventSourceError(
+            f"{response.url} sent an event of more than {self._max_event_size} characters"
+            " (max_event_size) without ending it",
+            url=str(response.url),
+            status_code=response.status_code,
+            content_type=response.headers.get("content-type"),
+        )
 
     def _is_closed(self) -> bool:
         return self._closed
