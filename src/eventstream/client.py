@@ -255,6 +255,8 @@ class EventSource:
                 self._last_event_id = decoder.last_event_id
                 if event is not NEED_DATA:
                     return event
+                if self._max_event_size is not None and decoder.buffered > self._max_event_size:
+                    await self._refuse_event()  # only once the events before it were taken
             chunks = self._chunks
             if chunks is None:
                 await self._connect()
@@ -279,8 +281,6 @@ class EventSource:
                 decoder.feed(chunk)
                 if decoder.retry is not None:
                     self._delay = decoder.retry / 1000
-                if self._max_event_size is not None and decoder.buffered > self._max_event_size:
-                    await self._refuse_event()
         with anyio.CancelScope(shield=True):
             await self._drop()
         raise StopAsyncIteration
