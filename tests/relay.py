@@ -11,7 +11,16 @@ from .servers import free_port
 
 
 class Relay:
-    """Forwards connections on ``port`` to ``127.0.0.1:target``; ``stop()`` cuts them all."""
+    """Forwards connections on ``port`` to ``127.0.0.1:target``; ``stop()`` cuts them all.
+
+    ``cut()`` cuts the open connections but keeps accepting new ones (to the
+    current ``target``, which a test may change). ``cut_after_line(marker)``
+    arms a cut inside the server's byte stream: the next server-to-client
+    data holding ``marker`` is forwarded up to the end of the line containing
+    it, then that connection is cut (for instance right after an event's
+    ``id:`` line, before the blank line that would end the event).
+    ``cuts_inside`` counts the cuts done that way.
+    """
 
     def __init__(self, target: int, port: int | None = None) -> None:
         self.target = target
@@ -20,6 +29,9 @@ class Relay:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._marker: bytes | None = None
+        self.cuts_inside = 0
+        self.connections = 0
 
     def start(self) -> None:
         listener = socket.socket()
@@ -35,15 +47,24 @@ class Relay:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+        self.cut()
+        for thread in self._threads:
+            thread.join(5)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def cut(self) -> None:
+        """Cut every open connection; new ones are still accepted while started."""
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        for thread in self._threads:
-            thread.join(5)
-        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def cut_after_line(self, marker: bytes) -> None:
+        """Arm one cut after the end of the next server line containing ``marker``."""
+        with self._lock:
+            self._marker = marker
 
     def _spawn(self, target: object, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
@@ -63,13 +84,35 @@ class Relay:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
+                self.connections += 1
             self._spawn(self._pipe, client, upstream)
-            self._spawn(self._pipe, upstream, client)
+            self._spawn(self._pipe, upstream, client, True)
 
-    def _pipe(self, source: socket.socket, destination: socket.socket) -> None:
+    def _take_cut(self, data: bytes) -> int | None:
+        """Where to cut ``data`` (after the armed marker's line), disarming; or None."""
+        with self._lock:
+            if self._marker is None:
+                return None
+            at = data.find(self._marker)
+            end = data.find(b"\n", at + len(self._marker)) if at >= 0 else -1
+            if end < 0:
+                return None
+            self._marker = None
+            self.cuts_inside += 1
+            return end + 1
+
+    def _pipe(self, source: socket.socket, destination: socket.socket, from_server: bool = False) -> None:
         try:
             while data := source.recv(65536):
-                destination.sendall(data)
+                cut = self._take_cut(data) if from_server else None
+                if cut is None:
+                    destination.sendall(data)
+                    continue
+                destination.sendall(data[:cut])
+                for sock in (source, destination):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
         except OSError:
             pass
         finally:

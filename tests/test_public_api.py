@@ -6,6 +6,7 @@ mypy --strict runs over this file in the ``typing`` session.
 from __future__ import annotations
 
 import eventstream
+import eventstream.client
 from eventstream import (
     EventStream,
     GripPublisher,
@@ -14,6 +15,7 @@ from eventstream import (
     ServerSentEvent,
     get_event_stream_singleton,
 )
+from eventstream.client import EventSource, EventSourceError
 from eventstream.testing import open_stream
 from eventstream.types import Receive, Scope, Send
 
@@ -44,7 +46,14 @@ def test_all_is_the_public_surface() -> None:
     for name in eventstream.__all__:
         assert getattr(eventstream, name).__module__.startswith("eventstream")
     public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
-    assert public_modules <= {"testing", "types", "annotations"}
+    assert public_modules <= {"client", "testing", "types", "annotations"}
+
+
+def test_the_client_module_surface() -> None:
+    assert set(eventstream.client.__all__) == {"EventSource", "EventSourceError", "ServerSentEvent"}
+    for name in eventstream.client.__all__:
+        assert getattr(eventstream.client, name).__module__.startswith("eventstream")
+    assert eventstream.client.ServerSentEvent is ServerSentEvent
 
 
 def test_private_modules_stay_private() -> None:
@@ -71,3 +80,17 @@ async def _user_code(scope: Scope, receive: Receive, send: Send) -> None:
         assert event.payload is not None
     stats = stream.statistics()
     assert stats.subscribers >= 0
+
+
+async def _client_code() -> None:
+    async with EventSource("http://127.0.0.1/events", headers={"a": "b"}, last_event_id="1") as source:
+        async for event in source:
+            received: ServerSentEvent = event
+            assert received.text is not None
+            last: str = source.last_event_id
+            assert last
+        try:
+            await source.__anext__()
+        except EventSourceError as exc:
+            status: int = exc.status_code
+            assert status

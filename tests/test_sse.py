@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -229,3 +231,189 @@ def test_round_trip_json(event: str | None, data: Any) -> None:
 def test_round_trip_sequence(events: list[ServerSentEvent], chunk: int) -> None:
     wire = b"".join(encode(e) for e in events)
     assert decode_all(wire, chunk=chunk) == events
+
+
+# last_event_id follows the WHATWG "dispatch the event" steps: the id buffer is
+# set by an ``id:`` line, the last event ID string only when a blank line ends
+# the event (even one without data), and the bytes after the last blank line
+# are discarded at the end of the stream.
+
+CUT_INSIDE = b"data: a\nid: 1\n\ndata: b\nid: 2\n"
+
+
+def test_last_event_id_ignores_an_event_cut_before_its_blank_line() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(CUT_INSIDE)
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert (event.text, event.id) == ("a", "1")
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.last_event_id == "1"
+
+
+def test_last_event_id_byte_at_a_time_moves_only_on_blank_lines() -> None:
+    wire = b"data: a\nid: 1\n\nid: 2\ndata: b\n\ndata: c\nid: 3\n"
+    decoder = SSEDecoder()
+    seen: list[str] = []
+    for byte in wire:
+        decoder.feed(bytes([byte]))
+        while decoder.next_event() is not NEED_DATA:
+            pass
+        seen.append(decoder.last_event_id)
+    first_blank = wire.index(b"\n\n") + 1
+    second_blank = wire.index(b"\n\n", first_blank + 1) + 1
+    assert set(seen[:first_blank]) == {""}
+    assert set(seen[first_blank:second_blank]) == {"1"}
+    assert set(seen[second_blank:]) == {"2"}  # "3" never ended
+
+
+def test_an_id_only_event_moves_last_event_id_without_dispatching() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\nid: 1\n\nid: 2\n\n")
+    assert decoder.next_event() is not NEED_DATA
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.last_event_id == "2"
+
+
+def test_an_event_without_id_keeps_the_previous_id() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\ndata: a\n\ndata: b\n\n")
+    assert [decoder.next_event(), decoder.next_event(), decoder.next_event()][2] is NEED_DATA
+    assert decoder.last_event_id == "1"
+    decoder.feed(b"id:\ndata: c\n\n")  # an empty id resets it
+    assert decoder.next_event() is not NEED_DATA
+    assert decoder.last_event_id == ""
+
+
+def test_last_event_id_moves_as_events_are_taken_not_as_they_arrive() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\ndata: a\n\nid: 2\n\ndata: b\n\nid: 3\ndata: c\n\nid: 4\n\n")
+    assert decoder.last_event_id == ""  # nothing taken yet
+    taken: list[tuple[str | None, str]] = []
+    while (event := decoder.next_event()) is not NEED_DATA:
+        taken.append((event.text, decoder.last_event_id))
+    # "b" has no id of its own: a browser reports the id before it, "2".
+    assert taken == [("a", "1"), ("b", "2"), ("c", "3")]
+    assert decoder.last_event_id == "4"
+
+
+def test_blank_lines_without_events_queue_nothing() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\n" + b"\n" * 10_000)
+    assert len(decoder._ready) == 1
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.last_event_id == "1"
+
+
+def test_a_decoder_for_a_reconnection_starts_from_the_id_it_sent() -> None:
+    decoder = SSEDecoder(last_event_id="7")
+    decoder.feed(b"data: a\n\n")
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.id is None
+    assert decoder.last_event_id == "7"
+    decoder.feed(b"id: 8\ndata: b\n")
+    assert decoder.last_event_id == "7"
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
+def test_a_starting_id_with_line_breaks_or_nul_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="last_event_id"):
+        SSEDecoder(last_event_id=bad)
+    with pytest.raises(TypeError, match="last_event_id"):
+        SSEDecoder(last_event_id=b"1")  # type: ignore[arg-type]
+
+
+def _expected_last_id(events: list[ServerSentEvent], ended: int) -> str:
+    last = ""
+    for event in events[:ended]:
+        if event.id is not None:
+            last = event.id
+    return last
+
+
+@given(
+    st.lists(
+        st.builds(ServerSentEvent, text=texts, id=st.none() | field_text),
+        min_size=1,
+        max_size=6,
+    ),
+    st.data(),
+)
+def test_last_event_id_is_the_id_of_the_last_event_received_whole(
+    events: list[ServerSentEvent], data: st.DataObject
+) -> None:
+    wire = b"".join(encode(e) for e in events)
+    cut = data.draw(st.integers(min_value=0, max_value=len(wire)), label="cut")
+    chunk = data.draw(st.integers(min_value=1, max_value=16), label="chunk")
+    decoder = SSEDecoder()
+    received: list[ServerSentEvent] = []
+    for start in range(0, cut, chunk):
+        decoder.feed(wire[start : min(start + chunk, cut)])
+        while (event := decoder.next_event()) is not NEED_DATA:
+            received.append(event)
+    assert received == events[: len(received)]
+    assert decoder.last_event_id == _expected_last_id(events, len(received))
+    # A reconnection sending that id and getting the rest of the events loses none.
+    resumed = SSEDecoder(last_event_id=decoder.last_event_id)
+    rest = b"".join(encode(e) for e in events[len(received) :])
+    resumed.feed(rest)
+    while (event := resumed.next_event()) is not NEED_DATA:
+        received.append(event)
+    assert received == events
+    assert resumed.last_event_id == _expected_last_id(events, len(events))
+
+
+_pieces = st.sampled_from(
+    [
+        *(b"data: ", b"data:", b"id: ", b"id: 7", b"event: e", b"retry: 5", b":c", b"x"),
+        *(b"\r", b"\n", b"\r\n", b"\xc3\xa9", b"\xef\xbb\xbf", b"\x00"),
+    ]
+)
+
+
+def _decode_in_pieces(
+    wire: bytes, cuts: list[int]
+) -> tuple[list[ServerSentEvent], list[str], int, int | None]:
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    ids: list[str] = []
+    bounds = [0, *sorted(c % (len(wire) + 1) for c in cuts), len(wire)]
+    for start, end in itertools.pairwise(bounds):
+        decoder.feed(wire[start:end])
+        while (event := decoder.next_event()) is not NEED_DATA:
+            events.append(event)
+            ids.append(decoder.last_event_id)
+    return events, ids, decoder.buffered, decoder.retry
+
+
+@given(st.lists(_pieces, max_size=40).map(b"".join), st.lists(st.integers(min_value=0), max_size=12))
+def test_any_chunking_decodes_like_one_chunk(wire: bytes, cuts: list[int]) -> None:
+    assert _decode_in_pieces(wire, cuts) == _decode_in_pieces(wire, [])
+
+
+def test_buffered_counts_the_event_being_received() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: abc\ndata: de")
+    assert decoder.buffered == len("abc\n") + len("data: de")
+    for _ in range(1000):
+        decoder.feed(b"x")
+    assert decoder.buffered == len("abc\n") + len("data: de") + 1000
+    decoder.feed(b"\n\n")
+    assert decoder.buffered == 0
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "abc\nde" + "x" * 1000
+
+
+def test_a_long_line_in_small_chunks_takes_linear_time() -> None:
+    # Joining the pending line on every feed would take minutes for this.
+    line = b"data: " + b"x" * 4_000_000 + b"\n\n"
+    decoder = SSEDecoder()
+    deadline = time.monotonic() + 20  # linear: well under a second; quadratic: minutes
+    for start in range(0, len(line), 64):
+        decoder.feed(line[start : start + 64])
+        assert time.monotonic() < deadline, f"fed {start} bytes"
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert event.text == "x" * 4_000_000

@@ -182,20 +182,48 @@ class SSEDecoder:
     none; :attr:`last_event_id` keeps the id a browser would report), and
     ``retry`` the reconnection time given in that event. An ``event`` field
     containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
+
+    :attr:`last_event_id` follows the WHATWG "dispatch the event" steps: it
+    moves when :meth:`next_event` hands out an event (to the id a browser's
+    ``MessageEvent.lastEventId`` would hold), never for an ``id:`` line whose
+    event has not ended with its blank line (a stream cut there loses nothing
+    when the client resumes from it), nor for events still waiting to be
+    taken. An event with an ``id`` but no ``data`` is not dispatched, yet its
+    id is taken once the events before it have been, as browsers do.
+
+    Args:
+        last_event_id: The id to start from, for a decoder that reads the
+            stream of a reconnection: the ``Last-Event-ID`` that was sent. A
+            browser keeps its last event id across reconnections; an event
+            without an ``id:`` line leaves it as it is.
+
+    Raises:
+        TypeError: ``last_event_id`` is not a str.
+        ValueError: ``last_event_id`` contains CR, LF or NUL (no stream can
+            set such an id).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_event_id: str = "") -> None:
+        if not isinstance(last_event_id, str):
+            raise TypeError(f"last_event_id must be a str, not {type(last_event_id).__name__}")
+        if any(char in last_event_id for char in _FORBIDDEN_IN_FIELD):
+            raise ValueError(f"last_event_id must not contain CR, LF or NUL characters: {last_event_id!r}")
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._pending: list[str] = []  # the unfinished line, in pieces
+        self._pending_size = 0
+        self._data_size = 0
         self._started = False
         self._skip_lf = False
         self._event: str | None = None
         self._data: list[str] = []
         self._id: str | None = None
         self._retry: int | None = None
-        self._ready: collections.deque[ServerSentEvent] = collections.deque()
-        self.last_event_id: str = ""
-        """The last event id seen, as a browser would send it in ``Last-Event-ID``."""
+        self._id_buffer = last_event_id  # WHATWG's "last event ID buffer"
+        # Each ended event, with the last event ID buffer when it ended; None
+        # stands for an event with no data: not dispatched, but its id counts.
+        self._ready: collections.deque[tuple[ServerSentEvent | None, str]] = collections.deque()
+        self.last_event_id: str = last_event_id
+        """The id a browser would send in ``Last-Event-ID`` after the events taken so far."""
         self.retry: int | None = None
         """The last reconnection time (ms) the stream asked for, or ``None``."""
 
@@ -210,12 +238,23 @@ class SSEDecoder:
             self._skip_lf = False
             if text[0] == "\n":
                 text = text[1:]
-        buffer = self._buffer + text if self._buffer else text
+        if "\r" not in text and "\n" not in text:
+            # No line ends: keep the piece (joining every time would be quadratic).
+            if text:
+                self._pending.append(text)
+                self._pending_size += len(text)
+            return
+        buffer = "".join(self._pending) + text if self._pending else text
         start = 0
         length = len(buffer)
+        # Each search result is kept until passed, so the buffer is scanned once.
+        cr = buffer.find("\r")
+        lf = buffer.find("\n")
         while start < length:
-            cr = buffer.find("\r", start)
-            lf = buffer.find("\n", start)
+            if 0 <= cr < start:
+                cr = buffer.find("\r", start)
+            if 0 <= lf < start:
+                lf = buffer.find("\n", start)
             if cr < 0 and lf < 0:
                 break
             if cr < 0 or (0 <= lf < cr):
@@ -229,12 +268,25 @@ class SSEDecoder:
                     self._skip_lf = True
             self._line(buffer[start:end])
             start = nxt
-        self._buffer = buffer[start:]
+        rest = buffer[start:]
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+
+    @property
+    def buffered(self) -> int:
+        """Characters held for the event being received: its data lines and its unfinished line.
+
+        A client reading from a server it does not trust can bound this, as
+        nothing else limits the size of one event.
+        """
+        return self._pending_size + self._data_size
 
     def next_event(self) -> ServerSentEvent | Literal[_NeedData.NEED_DATA]:
-        """Return the next complete event, or :data:`NEED_DATA`."""
-        if self._ready:
-            return self._ready.popleft()
+        """Return the next complete event, or :data:`NEED_DATA`; update :attr:`last_event_id`."""
+        while self._ready:
+            event, self.last_event_id = self._ready.popleft()
+            if event is not None:
+                return event
         return NEED_DATA
 
     def _line(self, line: str) -> None:
@@ -248,12 +300,13 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value) + 1
         elif name == "event":
             self._event = value if "\0" not in value else self._event
         elif name == "id":
             if "\0" not in value:
                 self._id = value
-                self.last_event_id = value
+                self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
             self._retry = int(value)
             self.retry = self._retry
@@ -261,6 +314,13 @@ class SSEDecoder:
     def _dispatch(self) -> None:
         event, data, id_, retry = self._event, self._data, self._id, self._retry
         self._event, self._data, self._id, self._retry = None, [], None, None
+        self._data_size = 0
+        # WHATWG: the last event ID string is set from the buffer first, then an
+        # event without data is dropped. The buffer is kept for the next event.
         if not data:
+            if self._id_buffer != (self._ready[-1][1] if self._ready else self.last_event_id):
+                self._ready.append((None, self._id_buffer))
             return
-        self._ready.append(ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry))
+        self._ready.append(
+            (ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry), self._id_buffer)
+        )
