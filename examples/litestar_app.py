@@ -44,10 +44,11 @@ async def events(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 # A route with a path parameter: the handler returns the endpoint, which Litestar then
-# calls with the request's scope, where it put ``{"token": ...}`` in "path_params".
-# (An ``@asgi`` handler cannot take one: Litestar 2.25 fails to route it, KeyError 'GET'.)
+# calls with the request's scope, where it put ``{"token": ...}`` in "path_params" (the
+# handler need not take it as an argument). An ``@asgi`` handler cannot have a path
+# parameter: Litestar 2.25 fails to route it (KeyError 'GET').
 @get("/api/rooms/{token:str}")
-async def room(token: str) -> ASGIApp:
+async def room() -> ASGIApp:
     return _room  # type: ignore[return-value]
 
 
