@@ -10,12 +10,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .firefox import FIREFOX, Firefox, run_firefox
 from .relay import relay
 from .servers import ROOT, run_server
-from .test_browser import publish
 
 pytestmark = pytest.mark.server
 
@@ -33,6 +33,15 @@ def firefox(log_dir: Path) -> Iterator[Firefox]:
     with run_firefox(log_dir / "firefox.log") as browser:
         print(f"browser: {browser.version}")
         yield browser
+
+
+def publish(base_url: str, text: str, channel: str = "test") -> None:
+    response = httpx.post(
+        f"{base_url}/api/publish",
+        json={"channel": channel, "event": "message", "data": {"user": "test", "text": text}},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
 
 
 def messages(page: Firefox) -> list[str]:
