@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Response, asgi, get, post
-from litestar.exceptions import HTTPException
+from litestar import Litestar, Request, Response, asgi, get, post
+from litestar.exceptions import HTTPException, SerializationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from eventstream import get_event_stream_singleton
@@ -38,7 +38,7 @@ async def homepage() -> bytes:
 
 
 # Litestar checks the handlers' annotations, so the endpoint gets a small typed wrapper.
-@asgi("/api/events")
+@asgi("/api/events", copy_scope=True)
 async def events(scope: Scope, receive: Receive, send: Send) -> None:
     await _events(scope, receive, send)  # type: ignore[arg-type]
 
@@ -53,15 +53,16 @@ async def room() -> ASGIApp:
 
 
 # A mount: every path below /api/lobby streams "lobby".
-lobby = asgi("/api/lobby", is_mount=True)(stream("lobby"))
+lobby = asgi("/api/lobby", is_mount=True, copy_scope=True)(stream("lobby"))
 
 
 @post("/api/publish", status_code=202)
-async def publish(data: dict[str, Any]) -> Response[str]:
-    channel = data.pop("channel", "test")
+async def publish(request: Request[Any, Any, Any]) -> Response[str]:
     try:
-        await stream.publish_event(channel, data)
-    except (ValueError, TypeError) as exc:
+        body = await request.json()
+        channel = body.pop("channel", "test")
+        await stream.publish_event(channel, body)
+    except (SerializationException, ValueError, TypeError, AttributeError) as exc:
         raise HTTPException(status_code=400, detail=f"Bad event: {exc}") from None
     return Response("Published\n", media_type="text/plain", status_code=202)
 

@@ -3,14 +3,18 @@ framework supports) and do what their docstrings say."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from eventstream import get_event_stream_singleton
+
 from .helpers import open_events
-from .servers import Server, run_server
+from .servers import Server, run_server, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -130,7 +134,12 @@ async def test_framework_example(example: str, kind: str, log_dir: Path) -> None
                 bad = await client.post("/api/publish", json={"event": "bad\nname", "data": 1})
                 assert bad.status_code == 400
                 assert "CR, LF or NUL" in bad.text
-                await publish("room-blue", "after the bad one")  # the bad request broke nothing
+                for body in (b"{not json", b"[1, 2]", b'"a string"'):
+                    malformed = await client.post(
+                        "/api/publish", content=body, headers={"content-type": "application/json"}
+                    )
+                    assert malformed.status_code == 400, (body, malformed.status_code, malformed.text)
+                await publish("room-blue", "after the bad one")  # the bad requests broke nothing
                 assert (await room.next()).json() == "after the bad one"
             # A path parameter is checked like any channel name before anything is subscribed.
             refused = await client.get("/api/rooms/a%3Bb")
@@ -138,3 +147,37 @@ async def test_framework_example(example: str, kind: str, log_dir: Path) -> None
             assert "Invalid channel" in refused.text
             too_long = await client.get("/api/rooms/" + "x" * 300)
             assert too_long.status_code == 400
+
+
+@pytest.mark.parametrize("example", ["django_app.asgi", "litestar_app", "quart_app"])
+async def test_framework_lets_go_of_streams_whose_clients_left(example: str, anyio_backend: str) -> None:
+    """Through the framework's routing, a client that leaves is unsubscribed (served in this
+    process by hypercorn, so the test can read the hub's subscriber count)."""
+    if anyio_backend == "trio" and example != "litestar_app":
+        pytest.skip(f"{example} runs on asyncio only")
+    module = importlib.import_module(f"examples.{example}")
+    stream = get_event_stream_singleton()
+    channel = f"room-leave-{example.split('.')[0]}"
+    limits = httpx.Limits(max_connections=60, max_keepalive_connections=0)
+    async with serve_in_process(module.app) as port:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=20, limits=limits
+        ) as client:
+            opened = anyio.Semaphore(0)
+            leave = anyio.Event()
+
+            async def hold() -> None:
+                async with open_events(client, f"/api/rooms/{channel.removeprefix('room-')}") as reader:
+                    assert (await reader.next()).event == "stream-open"
+                    opened.release()
+                    await leave.wait()
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(50):
+                        tg.start_soon(hold)
+                    for _ in range(50):
+                        await opened.acquire()
+                    assert stream.subscriber_count(channel) == 50
+                    leave.set()  # every client closes its connection
+                await stream.wait_subscribers(0, channel)
