@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from eventstream import get_event_stream_singleton
+from eventstream import EventStream, get_event_stream_singleton
 
 from .helpers import open_events
 from .servers import Server, run_server, serve_in_process
@@ -158,8 +159,17 @@ async def test_framework_lets_go_of_streams_whose_clients_left(example: str, any
     module = importlib.import_module(f"examples.{example}")
     stream = get_event_stream_singleton()
     channel = f"room-leave-{example.split('.')[0]}"
+    try:
+        await held_and_dropped_through(module.app, stream, channel)
+    finally:
+        # The example's lifespan closed the process-wide hub on its way out: open it again
+        # (as its ``async with`` does) for the tests that follow in this process.
+        await stream.__aenter__()
+
+
+async def held_and_dropped_through(app: Any, stream: EventStream, channel: str) -> None:
     limits = httpx.Limits(max_connections=60, max_keepalive_connections=0)
-    async with serve_in_process(module.app) as port:
+    async with serve_in_process(app) as port:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=20, limits=limits
         ) as client:
