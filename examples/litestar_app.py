@@ -1,8 +1,13 @@
-"""The chat app with Litestar: eventstream endpoints as ``@asgi`` route handlers and a mount.
+"""The chat app with Litestar: endpoints as an ``@asgi`` handler, a route and a mount.
 
-Litestar routes the request, puts ``{token}`` into ``scope["path_params"]`` and hands the
-raw ASGI call to the endpoint, which fills its channel name from it. Run it with
-``uvicorn examples.litestar_app:app`` (or hypercorn, granian).
+    GET  /                    the chat page
+    GET  /api/events          channel "test", or the channels in ?channel=...
+    GET  /api/rooms/{token}   channel "room-{token}": Litestar routes the request, puts
+                              ``token`` into ``scope["path_params"]`` and calls the endpoint
+    GET  /api/lobby/...       channel "lobby" (a mount)
+    POST /api/publish         {"channel": "test", "event": "message", "data": {...}}
+
+Run it with ``uvicorn examples.litestar_app:app`` (or hypercorn, with either worker, or granian).
 """
 
 from __future__ import annotations
