@@ -1,4 +1,4 @@
-"""The ASGI app that end-to-end tests run under real servers (hypercorn, uvicorn).
+"""The ASGI app that end-to-end tests run under real servers (hypercorn, uvicorn, granian, daphne).
 
 Routes:
     GET  /events/{id}        stream("{id}")

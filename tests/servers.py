@@ -17,7 +17,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Every server kind the end-to-end tests run against.
-SERVER_KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn")
+SERVER_KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn", "granian", "daphne")
+#: Servers whose ``send()`` never waits for the client: daphne writes every body into
+#: Twisted's transport buffer, which grows without bound (it registers no producer), so
+#: a client that stops reading is never detected as slow and its bytes pile up in memory.
+UNBOUNDED_SEND_KINDS = frozenset({"daphne"})
 
 
 @dataclass
@@ -51,6 +55,13 @@ def server_command(kind: str, app: str, port: int, extra: Sequence[str] = ()) ->
             sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--log-level", "warning", *extra, app,
         ]  # fmt: skip
+    if kind == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--no-ws", "--log-level", "warning", *extra, app,
+        ]  # fmt: skip
+    if kind == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", *extra, app]
     raise ValueError(f"unknown server kind {kind!r}")
 
 
@@ -77,12 +88,8 @@ def run_server(
     """
     log_dir = log_dir or Path(os.environ.get("EVENTSTREAM_TEST_LOGS", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
-        "PYTHONUNBUFFERED": "1",
-        **(env or {}),
-    }
+    pythonpath = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **(env or {})}
     for _attempt in range(3):
         port = free_port()
         log_path = log_dir / f"server-{kind}-{port}.log"

@@ -1,4 +1,4 @@
-"""End to end: real servers (hypercorn asyncio and trio workers, uvicorn) and a real client (httpx)."""
+"""End to end: real servers (hypercorn asyncio and trio workers, uvicorn, granian, daphne), real httpx."""
 
 from __future__ import annotations
 

@@ -1,15 +1,21 @@
-"""The examples run under hypercorn's asyncio and trio workers and do what their docstrings say."""
+"""The examples run under real servers (hypercorn asyncio and trio workers, and the servers each
+framework supports) and do what their docstrings say."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
+from eventstream import EventStream, get_event_stream_singleton
+
 from .helpers import open_events
-from .servers import Server, run_server
+from .servers import Server, run_server, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -58,7 +64,7 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
             assert "CR, LF or NUL" in bad.text
 
 
-@pytest.mark.parametrize("example", ["starlette_app", "fastapi_app"])
+@pytest.mark.parametrize("example", ["starlette_app", "fastapi_app", "litestar_app"])
 async def test_mounted_endpoint(worker: str, example: str, log_dir: Path) -> None:
     with run_server(worker, f"examples.{example}:app", log_dir=log_dir) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
@@ -78,3 +84,110 @@ async def test_pipe_example(worker: str, log_dir: Path) -> None:
                 assert {tick.event for tick in ticks} == {"tick"}
                 counts = [tick.json()["count"] for tick in ticks]
                 assert counts == list(range(counts[0], counts[0] + 3))
+
+
+# Frameworks beside Starlette and FastAPI, each under servers it supports (Django and Quart
+# run on asyncio only; Litestar also on trio).
+FRAMEWORKS = [
+    ("django_app.asgi", "uvicorn"),
+    ("django_app.asgi", "daphne"),
+    ("litestar_app", "hypercorn-trio"),
+    ("litestar_app", "granian"),
+    ("quart_app", "hypercorn-asyncio"),
+    ("quart_app", "uvicorn"),
+]
+
+
+@pytest.mark.parametrize(
+    ("example", "kind"), FRAMEWORKS, ids=[f"{e.split('.')[0]}-{k}" for e, k in FRAMEWORKS]
+)
+async def test_framework_example(example: str, kind: str, log_dir: Path) -> None:
+    """The framework serves the page and publishes; its router hands ``{token}`` to the endpoint."""
+    with run_server(kind, f"examples.{example}:app", log_dir=log_dir) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            page = await client.get("/")
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            assert "new EventSource(" in page.text
+            async with (
+                open_events(client, "/api/events") as default,
+                open_events(client, "/api/rooms/blue") as room,
+                open_events(client, "/api/events?channel=a&channel=b") as both,
+            ):
+                for reader in (default, room, both):
+                    assert reader.response.headers["content-type"] == "text/event-stream"
+                    assert (await reader.next()).event == "stream-open"
+
+                async def publish(channel: str, data: object) -> None:
+                    response = await client.post(
+                        "/api/publish", json={"channel": channel, "event": "message", "data": data}
+                    )
+                    assert response.status_code == 202, response.text
+
+                await publish("room-red", "not for blue")
+                await publish("room-blue", "for blue")
+                await publish("test", "hello")
+                await publish("a", "on a")
+                await publish("b", "on b")
+                assert (await room.next()).json() == "for blue"  # the path parameter named the channel
+                assert (await default.next()).json() == "hello"
+                assert [(await both.next()).json() for _ in range(2)] == ["on a", "on b"]
+                bad = await client.post("/api/publish", json={"event": "bad\nname", "data": 1})
+                assert bad.status_code == 400
+                assert "CR, LF or NUL" in bad.text
+                for body in (b"{not json", b"[1, 2]", b'"a string"'):
+                    malformed = await client.post(
+                        "/api/publish", content=body, headers={"content-type": "application/json"}
+                    )
+                    assert malformed.status_code == 400, (body, malformed.status_code, malformed.text)
+                await publish("room-blue", "after the bad one")  # the bad requests broke nothing
+                assert (await room.next()).json() == "after the bad one"
+            # A path parameter is checked like any channel name before anything is subscribed.
+            refused = await client.get("/api/rooms/a%3Bb")
+            assert refused.status_code == 400
+            assert "Invalid channel" in refused.text
+            too_long = await client.get("/api/rooms/" + "x" * 300)
+            assert too_long.status_code == 400
+
+
+@pytest.mark.parametrize("example", ["django_app.asgi", "litestar_app", "quart_app"])
+async def test_framework_lets_go_of_streams_whose_clients_left(example: str, anyio_backend: str) -> None:
+    """Through the framework's routing, a client that leaves is unsubscribed (served in this
+    process by hypercorn, so the test can read the hub's subscriber count)."""
+    if anyio_backend == "trio" and example != "litestar_app":
+        pytest.skip(f"{example} runs on asyncio only")
+    module = importlib.import_module(f"examples.{example}")
+    stream = get_event_stream_singleton()
+    channel = f"room-leave-{example.split('.')[0]}"
+    try:
+        await held_and_dropped_through(module.app, stream, channel)
+    finally:
+        # The example's lifespan closed the process-wide hub on its way out: open it again
+        # (as its ``async with`` does) for the tests that follow in this process.
+        await stream.__aenter__()
+
+
+async def held_and_dropped_through(app: Any, stream: EventStream, channel: str) -> None:
+    limits = httpx.Limits(max_connections=60, max_keepalive_connections=0)
+    async with serve_in_process(app) as port:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=20, limits=limits
+        ) as client:
+            opened = anyio.Semaphore(0)
+            leave = anyio.Event()
+
+            async def hold() -> None:
+                async with open_events(client, f"/api/rooms/{channel.removeprefix('room-')}") as reader:
+                    assert (await reader.next()).event == "stream-open"
+                    opened.release()
+                    await leave.wait()
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(50):
+                        tg.start_soon(hold)
+                    for _ in range(50):
+                        await opened.acquire()
+                    assert stream.subscriber_count(channel) == 50
+                    leave.set()  # every client closes its connection
+                await stream.wait_subscribers(0, channel)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-from typing import Any
+import sys
+import types
 
 import pytest
 
@@ -22,7 +23,11 @@ def test_the_readme_has_python_blocks() -> None:
 
 async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRIP_URL", "http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme")
-    namespace: dict[str, Any] = {"__name__": "readme"}
+    # A real module, as the code would be in an app (frameworks such as Litestar look up
+    # a handler's module in sys.modules to resolve its annotations).
+    module = types.ModuleType("readme")
+    monkeypatch.setitem(sys.modules, "readme", module)
+    namespace = module.__dict__
     for number, block in enumerate(BLOCKS, 1):
         code = compile(
             block, f"README.md python block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT

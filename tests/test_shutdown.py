@@ -26,6 +26,8 @@ STREAMS = 200
         ("hypercorn-trio", ["--workers", "0"], False),
         ("hypercorn-asyncio", [], False),
         ("hypercorn-trio", [], False),
+        ("granian", [], True),
+        ("daphne", [], False),
     ],
     ids=[
         "uvicorn",
@@ -33,6 +35,8 @@ STREAMS = 200
         "hypercorn-trio-single",
         "hypercorn-asyncio",
         "hypercorn-trio",
+        "granian",
+        "daphne",
     ],
 )
 async def test_sigterm_with_open_streams(
@@ -40,7 +44,8 @@ async def test_sigterm_with_open_streams(
 ) -> None:
     """``clean``: the server lets the app see the signal (one process with a Python handler), so
     streams end with the shutdown event and a complete response; otherwise the server's own
-    graceful timeout (hypercorn: 3 s) or the signal's default action cuts them."""
+    graceful timeout (hypercorn: 3 s) or the signal's default action cuts them. daphne speaks no
+    lifespan protocol, so the app cannot hook the signal: Twisted stops and cuts the streams."""
     with run_server(kind, log_dir=log_dir, extra_args=extra_args) as server:
         last: dict[int, object] = {}
         endings: dict[int, str] = {}
