@@ -11,6 +11,7 @@ import math
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
@@ -34,6 +36,7 @@ from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
 logger = logging.getLogger("eventstream")
+_get_ident = threading.get_ident
 
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -229,6 +232,10 @@ class EventStream:
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
         self._waiters: list[anyio.Event] = []
+        # The thread (and its event loop) the stream serves its streams in: publishing
+        # from another one would touch the buffers and tasks of a foreign event loop.
+        self._loop_thread: int | None = None
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
         self._grip: GripPublisher | None = None
         if grip is not None:
             self._grip = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
@@ -366,6 +373,7 @@ class EventStream:
         if proxied:
             await self._answer_proxy(scope, send, names, last_event_id, retry)
             return
+        self._bind_to_current_loop()
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -486,12 +494,17 @@ class EventStream:
                 reached after retries. Local subscribers and the other
                 proxies still got it.
             RuntimeError: GRIP is configured but the stream was not entered
-                with ``async with`` (nothing was sent to anyone).
+                with ``async with`` (nothing was sent to anyone); or it was
+                called from a thread other than the one whose event loop
+                serves the stream's connections (use
+                :meth:`publish_event_threadsafe` there).
 
         Cancellation: if cancelled while waiting for full subscribers, the
         event may have reached some subscribers and not others; an event
         already queued for the proxies is still sent to them.
         """
+        if _get_ident() != self._loop_thread:  # ~50 ns: a thread id compare
+            self._check_thread()
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         if self.grip_reliable and message.id is not None and _UNSAFE_GRIP_ID.search(message.id):
@@ -513,6 +526,65 @@ class EventStream:
         pending = self._grip.submit(self.grip_prefix + channel, entry.wire, **fields)
         await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
+
+    def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
+        """Publish from a thread that is not the event loop's: blocks until published.
+
+        Runs :meth:`publish_event` in the event loop that serves this stream
+        (the one its latest connection, or ``async with stream``, ran in) and
+        returns its result in the calling thread: once the event is in every
+        subscriber's buffer (and accepted by the GRIP proxies). Call it from a
+        plain thread; from another event loop, run it in a worker thread
+        (``await anyio.to_thread.run_sync(stream.publish_event_threadsafe, ...)``)
+        so that loop is not blocked.
+
+        Raises:
+            RuntimeError: called from the event loop's own thread (``await
+                publish_event`` there), or no event loop has used the stream
+                yet; ``anyio.RunFinishedError`` (a ``RuntimeError``) when
+                that event loop has ended.
+            ValueError, TypeError, anyio.ClosedResourceError, GripPublishError:
+                as :meth:`publish_event`, raised in the calling thread.
+
+        Cancellation: it cannot be cancelled from the calling thread; the
+        publish runs to its end in the event loop.
+        """
+        token = self._loop_token
+        if token is None:
+            raise RuntimeError(
+                "no event loop has used this EventStream yet: publish_event_threadsafe sends the event "
+                "to the loop that serves the streams, once a connection or 'async with stream' ran in it"
+            )
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError(
+                "publish_event_threadsafe was called in the event loop's own thread, where it would "
+                "deadlock: use 'await stream.publish_event(channel, event)' there"
+            )
+        anyio.from_thread.run(self.publish_event, channel, event, token=token)
+
+    def _bind_to_current_loop(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._loop_token = anyio.lowlevel.current_token()
+
+    def _check_thread(self) -> None:
+        # The slow path of the thread check in publish_event: first use, or another thread.
+        grip_running = self._grip is not None and self._grip.running
+        if self._loop_thread is None or (
+            self._hub.subscriber_count() == 0 and not grip_running and not self._waiters
+        ):
+            # Nothing belongs to another event loop (no buffer, no task, no waiter): move here.
+            self._bind_to_current_loop()
+            return
+        owner = next((t for t in threading.enumerate() if t.ident == self._loop_thread), None)
+        owner_name = repr(owner.name) if owner is not None else f"#{self._loop_thread}"
+        raise RuntimeError(
+            f"publish_event was called from thread {threading.current_thread().name!r}, but this "
+            f"EventStream serves its streams in the event loop of thread {owner_name}: a publish from "
+            "another thread would touch that loop's buffers and tasks. From a plain thread, call "
+            "stream.publish_event_threadsafe(channel, event); or run it in that loop with "
+            "anyio.from_thread.run(stream.publish_event, channel, event, token=token), 'token' being "
+            "anyio.lowlevel.current_token() taken in that loop"
+        )
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
@@ -665,6 +737,7 @@ class EventStream:
         already running (entered by its owner) is used as it is.
         """
         self._hub.closed = False
+        self._bind_to_current_loop()
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
             self._started_grip = True
