@@ -11,7 +11,6 @@ import math
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
@@ -19,7 +18,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
@@ -29,6 +27,7 @@ from ._grip_config import SigCheck
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._loop import LoopBinding, current_thread_id
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
@@ -36,7 +35,6 @@ from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
 logger = logging.getLogger("eventstream")
-_get_ident = threading.get_ident
 
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -232,10 +230,8 @@ class EventStream:
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
         self._waiters: list[anyio.Event] = []
-        # The thread (and its event loop) the stream serves its streams in: publishing
-        # from another one would touch the buffers and tasks of a foreign event loop.
-        self._loop_thread: int | None = None
-        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        # The thread and event loop that serve the connections (publishes must run there).
+        self._loop = LoopBinding()
         self._grip: GripPublisher | None = None
         if grip is not None:
             self._grip = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
@@ -290,8 +286,12 @@ class EventStream:
         subscriber was too slow, or :meth:`aclose` was called), or at once for
         requests that get an error status: 405 for methods other than GET and
         HEAD, 406 when ``Accept`` excludes ``text/event-stream``, 400 for
-        invalid channels or ``Last-Event-ID: error`` (or ``?lastEventId=error``), 403 when ``authorize``
-        refuses, 503 after :meth:`aclose` or beyond ``max_subscribers``.
+        invalid channels or ``Last-Event-ID: error`` (or ``?lastEventId=error``),
+        403 when ``authorize`` refuses, 503 after :meth:`aclose` or beyond
+        ``max_subscribers``.
+
+        Raises:
+            TypeError: ``channels`` is neither a str nor an iterable of str.
 
         A client that sends ``Last-Event-ID`` (or the ``lastEventId`` query
         parameter) first gets every event it missed, from history, then live
@@ -373,7 +373,8 @@ class EventStream:
         if proxied:
             await self._answer_proxy(scope, send, names, last_event_id, retry)
             return
-        self._bind_to_current_loop()
+        if current_thread_id() != self._loop.thread or not self._hub.subscriber_count():
+            self._loop.bind()  # the first connection in this thread or this event loop
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -503,7 +504,7 @@ class EventStream:
         event may have reached some subscribers and not others; an event
         already queued for the proxies is still sent to them.
         """
-        if _get_ident() != self._loop_thread:  # ~50 ns: a thread id compare
+        if current_thread_id() != self._loop.thread:  # ~50 ns
             self._check_thread()
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
@@ -549,42 +550,13 @@ class EventStream:
         Cancellation: it cannot be cancelled from the calling thread; the
         publish runs to its end in the event loop.
         """
-        token = self._loop_token
-        if token is None:
-            raise RuntimeError(
-                "no event loop has used this EventStream yet: publish_event_threadsafe sends the event "
-                "to the loop that serves the streams, once a connection or 'async with stream' ran in it"
-            )
-        if threading.get_ident() == self._loop_thread:
-            raise RuntimeError(
-                "publish_event_threadsafe was called in the event loop's own thread, where it would "
-                "deadlock: use 'await stream.publish_event(channel, event)' there"
-            )
-        anyio.from_thread.run(self.publish_event, channel, event, token=token)
-
-    def _bind_to_current_loop(self) -> None:
-        self._loop_thread = threading.get_ident()
-        self._loop_token = anyio.lowlevel.current_token()
+        self._loop.run_from_thread(self.publish_event, channel, event)
 
     def _check_thread(self) -> None:
         # The slow path of the thread check in publish_event: first use, or another thread.
         grip_running = self._grip is not None and self._grip.running
-        if self._loop_thread is None or (
-            self._hub.subscriber_count() == 0 and not grip_running and not self._waiters
-        ):
-            # Nothing belongs to another event loop (no buffer, no task, no waiter): move here.
-            self._bind_to_current_loop()
-            return
-        owner = next((t for t in threading.enumerate() if t.ident == self._loop_thread), None)
-        owner_name = repr(owner.name) if owner is not None else f"#{self._loop_thread}"
-        raise RuntimeError(
-            f"publish_event was called from thread {threading.current_thread().name!r}, but this "
-            f"EventStream serves its streams in the event loop of thread {owner_name}: a publish from "
-            "another thread would touch that loop's buffers and tasks. From a plain thread, call "
-            "stream.publish_event_threadsafe(channel, event); or run it in that loop with "
-            "anyio.from_thread.run(stream.publish_event, channel, event, token=token), 'token' being "
-            "anyio.lowlevel.current_token() taken in that loop"
-        )
+        movable = self._hub.subscriber_count() == 0 and not grip_running and not self._waiters
+        self._loop.claim(movable=movable)
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
@@ -737,7 +709,7 @@ class EventStream:
         already running (entered by its owner) is used as it is.
         """
         self._hub.closed = False
-        self._bind_to_current_loop()
+        self._loop.bind()
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
             self._started_grip = True
