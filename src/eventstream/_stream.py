@@ -118,7 +118,9 @@ class EventStream:
     One instance per process is the usual setup (see
     :func:`~eventstream.get_event_stream_singleton`). It starts no task and
     needs no setup: endpoints subscribe on demand, and publishing works from
-    any task of the event loop the endpoints run in.
+    any task of the event loop the endpoints run in. Other threads publish
+    with :meth:`publish_event_threadsafe` (``publish_event`` raises
+    ``RuntimeError`` there).
 
     Args:
         buffer_size: How many events each subscriber may hold before a
