@@ -147,19 +147,32 @@ def test_threadsafe_before_any_event_loop_is_refused() -> None:
         EventStream().publish_event_threadsafe("c", {"event": "m"})
 
 
-async def test_a_stream_nothing_holds_moves_to_the_next_loop(anyio_backend: str) -> None:
-    # A stream used by one thread's event loop, then (once it holds no subscriber)
-    # by another's: nothing ties it to the first loop any more, so that is allowed.
+async def test_a_running_loop_keeps_the_stream_even_without_subscribers(anyio_backend: str) -> None:
+    # Whether it fails does not depend on who happens to be connected.
     stream = EventStream()
     with anyio.fail_after(15):
-        await stream.publish_event("c", {"event": "m", "data": 0})
+        await stream.publish_event("c", {"event": "m", "data": 0})  # binds to this loop
 
         def publish_in_own_loop() -> None:
             anyio.run(stream.publish_event, "c", {"event": "m", "data": 1}, backend=anyio_backend)
 
+        with pytest.raises(RuntimeError, match="publish_event_threadsafe"):
+            await in_thread(publish_in_own_loop)
+    assert stream.statistics().events_published == 1
+
+
+async def test_a_stream_whose_loop_ended_moves_to_the_next(anyio_backend: str) -> None:
+    # Used by a thread's event loop that has ended since: nothing ties the stream to it.
+    stream = EventStream()
+    with anyio.fail_after(15):
+
+        def publish_in_own_loop() -> None:
+            anyio.run(stream.publish_event, "c", {"event": "m", "data": 0}, backend=anyio_backend)
+
         await in_thread(publish_in_own_loop)
+        await stream.publish_event("c", {"event": "m", "data": 1})
         async with open_stream(stream("c"), headers={"last-event-id": f"{stream._epoch}-1"}) as response:
-            # The subscription moved the stream back to this loop; history kept both events.
+            # History kept both events, numbered in order across the two loops.
             assert (await next_message(response)).json() == 1
             await stream.publish_event("c", {"event": "m", "data": 2})
             assert (await next_message(response)).json() == 2

@@ -39,17 +39,17 @@ class LoopBinding:
         self.thread = current_thread_id()
         self.token = anyio.lowlevel.current_token()
 
-    def claim(self, *, movable: bool) -> None:
+    def claim(self) -> None:
         """The slow path of the publish check: the caller is not in the bound thread.
 
-        ``movable`` says that nothing ties the stream to its loop any more (no
-        subscriber, no waiter, no task): it then moves to the caller's loop.
+        A stream whose event loop has ended (or that no loop has used yet)
+        moves to the caller's; one whose loop still runs stays there.
 
         Raises:
-            RuntimeError: the stream belongs to another thread's event loop;
-                the message says how to publish from a thread.
+            RuntimeError: the stream belongs to another thread's running
+                event loop; the message says how to publish from a thread.
         """
-        if self.thread is None or movable:
+        if self.token is None or not _is_running(self.token):
             self.bind()
             return
         owner = next((t for t in threading.enumerate() if t.ident == self.thread), None)
@@ -85,3 +85,20 @@ class LoopBinding:
                 "deadlock: use 'await stream.publish_event(channel, event)' there"
             )
         anyio.from_thread.run(func, *args, token=token)
+
+
+def _is_running(token: anyio.lowlevel.EventLoopToken) -> bool:
+    # Whether the event loop behind ``token`` still runs; callable from any thread.
+    native: Any = token.native_token
+    is_running = getattr(native, "is_running", None)
+    if callable(is_running):  # an asyncio event loop
+        return bool(is_running())
+    try:  # a trio token: scheduling a no-op fails once the run has finished
+        native.run_sync_soon(_nothing)
+    except RuntimeError:  # trio.RunFinishedError
+        return False
+    return True
+
+
+def _nothing() -> None:
+    pass

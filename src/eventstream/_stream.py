@@ -507,7 +507,7 @@ class EventStream:
         already queued for the proxies is still sent to them.
         """
         if current_thread_id() != self._loop.thread:  # ~50 ns
-            self._check_thread()
+            self._loop.claim()  # first use, or another thread: raises unless its loop has ended
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         if self.grip_reliable and message.id is not None and _UNSAFE_GRIP_ID.search(message.id):
@@ -553,12 +553,6 @@ class EventStream:
         publish runs to its end in the event loop.
         """
         self._loop.run_from_thread(self.publish_event, channel, event)
-
-    def _check_thread(self) -> None:
-        # The slow path of the thread check in publish_event: first use, or another thread.
-        grip_running = self._grip is not None and self._grip.running
-        movable = self._hub.subscriber_count() == 0 and not grip_running and not self._waiters
-        self._loop.claim(movable=movable)
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
