@@ -102,8 +102,6 @@ class ChannelResolver:
         self._templates: tuple[str, ...] | None = None
         self._func: Callable[[Scope], Any] | None = None
         self.spec: ChannelSpec = spec
-        self.max_channels = max_channels
-        self.max_length = max_length
         if isinstance(spec, str):
             templates: tuple[str, ...] = (spec,)
         elif callable(spec):
