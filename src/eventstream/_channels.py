@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .types import ChannelSpec, Scope
 
-__all__ = ["BadRequest", "ChannelResolver", "check_channel_name", "normalize_channels"]
+__all__ = ["BadChannelsResult", "BadRequest", "ChannelResolver", "check_channel_name", "normalize_channels"]
 
 _TOKEN = re.compile(r"\{([^{}]*)\}")
 # Control characters would corrupt logs and headers; , ; and " cannot appear in
@@ -73,39 +74,83 @@ def normalize_channels(names: Iterable[str], *, max_channels: int, max_length: i
     return tuple(result)
 
 
-class ChannelResolver:
-    """Computes the channels of a request from what was given to ``EventStream(...)``."""
+class BadChannelsResult(Exception):
+    """A channels callable returned something that is not channel names (a server error)."""
 
-    def __init__(self, spec: ChannelSpec) -> None:
+
+def _describe(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if isinstance(qualname, str):
+        return f"{module}.{qualname}" if isinstance(module, str) else qualname
+    return repr(func)
+
+
+class ChannelResolver:
+    """Computes the channels of a request from what was given to ``stream(channels)``.
+
+    Names and templates are checked here, once, when the endpoint is built: a
+    ``{token}`` stands for any valid text, so what is left must be a valid
+    channel list. A callable is checked on each request.
+
+    Raises:
+        TypeError: ``spec`` is neither a str, an iterable of str nor a callable.
+        ValueError: the names give no channel, too many, or an invalid one.
+    """
+
+    def __init__(self, spec: ChannelSpec, *, max_channels: int, max_length: int) -> None:
         self._templates: tuple[str, ...] | None = None
         self._func: Callable[[Scope], Any] | None = None
+        self.spec: ChannelSpec = spec
         if isinstance(spec, str):
-            self._templates = (spec,)
+            templates: tuple[str, ...] = (spec,)
         elif callable(spec):
             self._func = spec
-        else:
+            return
+        elif isinstance(spec, Iterable) and not isinstance(spec, bytes | bytearray | memoryview):
             templates = tuple(spec)
-            for template in templates:
-                if not isinstance(template, str):
-                    raise TypeError(
-                        f"channels must be str, an iterable of str or a callable; got an item {template!r}"
-                    )
-            self._templates = templates
-        self.spec = spec
+        else:
+            raise TypeError(
+                "channels must be a channel name, an iterable of names or a callable "
+                f"that takes the scope and returns names, not {type(spec).__name__}"
+            )
+        for template in templates:
+            if not isinstance(template, str):
+                raise TypeError(f"a channel name must be a str, not {type(template).__name__}: {template!r}")
+        try:
+            # A token is filled from the route: check what surrounds it with a stand-in.
+            normalize_channels(
+                (_TOKEN.sub("x", template) for template in templates),
+                max_channels=max_channels,
+                max_length=max_length,
+            )
+        except BadRequest as exc:
+            raise ValueError(f"channels {reprlib.repr(spec)}: {exc.reason}") from None
+        self._templates = templates
 
     async def resolve(self, scope: Scope) -> Iterable[str]:
         """The raw channel names for the request ``scope``.
 
         Raises:
             BadRequest: a ``{token}`` has no route parameter.
+            BadChannelsResult: the callable returned neither a str nor an
+                iterable of str (the message names the callable).
         """
-        if self._func is not None:
-            result = self._func(scope)
+        func = self._func
+        if func is not None:
+            result = func(scope)
             if inspect.isawaitable(result):
                 result = await result
             if isinstance(result, str):
                 return (result,)
-            return tuple(result)
+            if isinstance(result, Iterable) and not isinstance(result, bytes | bytearray | memoryview):
+                names = tuple(result)
+                if all(isinstance(name, str) for name in names):
+                    return names
+            raise BadChannelsResult(
+                f"the channels callable {_describe(func)} returned {reprlib.repr(result)}: "
+                "expected a channel name or an iterable of names"
+            )
         assert self._templates is not None
         params = scope.get("path_params") or {}
         return tuple(_fill(template, params) for template in self._templates)

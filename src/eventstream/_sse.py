@@ -24,6 +24,7 @@ import codecs
 import collections
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -32,11 +33,39 @@ __all__ = ["NEED_DATA", "SSEDecoder", "ServerSentEvent", "encode"]
 _FORBIDDEN_IN_FIELD: Final = ("\r", "\n", "\0")
 
 
+# A UTF-16 surrogate pair held as two code points, or a lone surrogate.
+_SURROGATES: Final = re.compile(r"[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
+
+
+def _surrogate_to_json(match: re.Match[str]) -> str:
+    text = match[0]
+    if len(text) == 2:  # a pair: the character it stands for, as JavaScript reads it
+        return chr(0x10000 + ((ord(text[0]) - 0xD800) << 10) + (ord(text[1]) - 0xDC00))
+    return f"\\u{ord(text):04x}"  # a lone surrogate: escaped, as JSON.stringify writes it
+
+
 def _json_dumps(value: object) -> str:
     # Same text as JavaScript's JSON.stringify(value): no whitespace, non-ASCII
     # characters left as they are. NaN and Infinity are not JSON; JSON.stringify
     # would silently turn them into null, we refuse them instead.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _well_formed(json_text: str) -> str:
+    # JSON.stringify escapes a lone surrogate (\ud800), which UTF-8 cannot carry.
+    # Surrogates can only be inside JSON strings, where an escape is valid.
+    return _SURROGATES.sub(_surrogate_to_json, json_text)
+
+
+class _NoData(enum.Enum):
+    NO_DATA = "NO_DATA"
+
+    def __repr__(self) -> str:
+        return "<no data>"
+
+
+_NO_DATA: Final = _NoData.NO_DATA
+"""The default of ``ServerSentEvent.data``: the event carries one empty ``data:`` line."""
 
 
 def _check_field(name: str, value: object, *, allow_empty: bool) -> None:
@@ -58,12 +87,15 @@ class ServerSentEvent:
     Args:
         event: The event type (``event:`` field). ``None`` means the browser's
             default type, ``message``.
-        data: Any JSON-serialisable value. It is encoded compactly, as
-            JavaScript's ``JSON.stringify`` does, on one ``data:`` line.
+        data: Any JSON-serialisable value, ``None`` included (sent as
+            ``null``). It is encoded as JavaScript's ``JSON.stringify`` does:
+            compact, on one ``data:`` line, non-ASCII characters as they are
+            and a lone surrogate escaped (``\\ud800``).
         text: Text sent as it is, for clients that do not want JSON. A text
             with line breaks (CR, LF or CRLF) becomes several ``data:`` lines;
             the client sees them joined by LF. Give ``data`` or ``text``, not
-            both; with neither the event carries one empty ``data:`` line.
+            both; with neither the event carries one empty ``data:`` line
+            (browsers dispatch no event without one).
         id: The event id (``id:`` field), echoed by browsers in
             ``Last-Event-ID`` when they reconnect.
         retry: The reconnection delay in milliseconds the client should use.
@@ -72,7 +104,9 @@ class ServerSentEvent:
         ValueError: ``event`` or ``id`` contains CR, LF or NUL (they would let
             one field inject others, so they are refused, never stripped);
             ``event`` is empty; ``retry`` is not a non-negative integer; both
-            ``data`` and ``text`` are given; ``data`` holds NaN or infinity.
+            ``data`` and ``text`` are given; ``data`` holds NaN or infinity;
+            ``event``, ``id`` or ``text`` holds a lone surrogate, which UTF-8
+            cannot encode.
         TypeError: ``data`` is not JSON-serialisable, or a field has the
             wrong type.
 
@@ -81,7 +115,7 @@ class ServerSentEvent:
     """
 
     event: str | None = None
-    data: Any = None
+    data: Any = _NO_DATA
     text: str | None = None
     id: str | None = None
     retry: int | None = None
@@ -100,37 +134,54 @@ class ServerSentEvent:
                 raise ValueError(f"retry must be a non-negative int (milliseconds), not {self.retry!r}")
             parts.append(f"retry: {self.retry}\n")
         if self.text is not None:
-            if self.data is not None:
+            if self.data is not _NO_DATA:
                 raise ValueError("give either data (sent as JSON) or text (sent as is), not both")
             if not isinstance(self.text, str):
                 raise TypeError(f"text must be a str or None, not {type(self.text).__name__}")
             for line in self.text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
                 parts.append(f"data: {line}\n")
-        elif self.data is not None:
+        elif self.data is not _NO_DATA:
             parts.append(f"data: {_json_dumps(self.data)}\n")
         else:
             parts.append("data: \n")
-        body = "".join(parts).encode("utf-8")
+        text = "".join(parts)
+        try:
+            body = text.encode("utf-8")
+            id_line = b"" if self.id is None else b"id: " + self.id.encode("utf-8") + b"\n"
+        except UnicodeEncodeError:
+            body, id_line = self._encode_surrogates(text)
         object.__setattr__(self, "_body", body)
-        id_line = b"" if self.id is None else b"id: " + self.id.encode("utf-8") + b"\n"
         object.__setattr__(self, "_wire", body + id_line + b"\n")
+
+    def _encode_surrogates(self, text: str) -> tuple[bytes, bytes]:
+        # The rare path: some field holds a surrogate code point. In JSON data it
+        # is escaped as JSON.stringify does; anywhere else it cannot be sent.
+        for name in ("event", "id", "text"):
+            value = getattr(self, name)
+            if value is not None and _SURROGATES.search(value):
+                raise ValueError(
+                    f"{name} contains a surrogate code point ({value!r}), which UTF-8 cannot encode"
+                )
+        body = _well_formed(text).encode("utf-8")
+        return body, b"" if self.id is None else b"id: " + self.id.encode("utf-8") + b"\n"
 
     @property
     def payload(self) -> str:
         """The text a browser's ``MessageEvent.data`` holds for this event."""
         if self.text is not None:
             return self.text.replace("\r\n", "\n").replace("\r", "\n")
-        if self.data is not None:
-            return _json_dumps(self.data)
+        if self.data is not _NO_DATA:
+            return _well_formed(_json_dumps(self.data))
         return ""
 
     def json(self) -> Any:
         """The payload parsed as JSON (``data`` itself when the event was built with it).
 
         Raises:
-            ValueError: the payload is not valid JSON.
+            ValueError: the payload is not valid JSON (an event built with
+                neither ``data`` nor ``text`` has an empty payload).
         """
-        if self.data is not None:
+        if self.data is not _NO_DATA:
             return self.data
         return json.loads(self.payload)
 

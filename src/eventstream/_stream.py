@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import inspect
+import logging
 import math
 import os
 import re
@@ -18,18 +20,21 @@ from urllib.parse import parse_qsl
 import anyio
 import anyio.lowlevel
 
-from ._channels import BadRequest, ChannelResolver, check_channel_name, normalize_channels
+from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
 from ._connection import Connection
 from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._http import accepts_event_stream, header, send_plain
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._loop import LoopBinding, current_thread_id
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
+
+logger = logging.getLogger("eventstream")
 
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -41,7 +46,19 @@ _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Gri
 _ALLOW = [(b"allow", b"GET, HEAD")]
 
 GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
-_DEFAULT: Any = object()
+
+
+class _Default(enum.Enum):
+    # Stands for "not given" in signatures, and reads well in help().
+    DEFAULT_HISTORY = "MemoryHistory()"
+    STREAM_RETRY = "the stream's retry"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+_DEFAULT_HISTORY: Any = _Default.DEFAULT_HISTORY
+_STREAM_RETRY: Any = _Default.STREAM_RETRY
 _NEXT_LINK_PARAM = "grip-next-link"
 _UNSAFE_GRIP_ID = re.compile(r'[\s,;"]')
 
@@ -101,7 +118,9 @@ class EventStream:
     One instance per process is the usual setup (see
     :func:`~eventstream.get_event_stream_singleton`). It starts no task and
     needs no setup: endpoints subscribe on demand, and publishing works from
-    any task of the event loop the endpoints run in.
+    any task of the event loop the endpoints run in. Other threads publish
+    with :meth:`publish_event_threadsafe` (``publish_event`` raises
+    ``RuntimeError`` there).
 
     Args:
         buffer_size: How many events each subscriber may hold before a
@@ -167,7 +186,7 @@ class EventStream:
         grip: GripConfig | None = None,
         grip_prefix: str = "events-",
         grip_reliable: bool = False,
-        history: HistoryStore | None = _DEFAULT,
+        history: HistoryStore | None = _DEFAULT_HISTORY,
         slow_consumer: SlowConsumerPolicy = "disconnect",
         retry: int | None = None,
         authorize: Authorize | None = None,
@@ -193,7 +212,7 @@ class EventStream:
             ServerSentEvent(retry=retry)  # validates
         if max_subscribers is not None and max_subscribers < 1:
             raise ValueError(f"max_subscribers must be >= 1 or None, not {max_subscribers!r}")
-        self._history: HistoryStore | None = MemoryHistory() if history is _DEFAULT else history
+        self._history: HistoryStore | None = MemoryHistory() if history is _DEFAULT_HISTORY else history
         self._epoch = self._history.epoch if self._history is not None else os.urandom(4).hex()
         self._seq = 0
         # The "previous id" of a channel's first event, so that even a stream
@@ -213,6 +232,8 @@ class EventStream:
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
         self._waiters: list[anyio.Event] = []
+        # The thread and event loop that serve the connections (publishes must run there).
+        self._loop = LoopBinding()
         self._grip: GripPublisher | None = None
         if grip is not None:
             self._grip = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
@@ -228,7 +249,7 @@ class EventStream:
 
     # -- endpoints -------------------------------------------------------
 
-    def __call__(self, channels: ChannelSpec, *, retry: int | None = _DEFAULT) -> EventStreamEndpoint:
+    def __call__(self, channels: ChannelSpec, *, retry: int | None = _STREAM_RETRY) -> EventStreamEndpoint:
         """Return an ASGI app that streams ``channels`` to each GET request.
 
         ``channels`` is a channel name, a list of names, or a callable that
@@ -236,8 +257,20 @@ class EventStream:
         ``{token}`` is replaced by the route parameter ``token`` from
         ``scope["path_params"]`` (Starlette and FastAPI routers set it).
         ``retry`` overrides the stream's reconnection delay for this endpoint.
+
+        Names are checked here, with each ``{token}`` standing for a valid
+        name, so an endpoint that could never stream fails now, not on each
+        request. A callable is checked on each request: when it returns
+        neither a name nor an iterable of names, the request gets 500 and the
+        ``eventstream`` logger an error naming the callable.
+
+        Raises:
+            TypeError: ``channels`` is not a str, an iterable of str or a callable.
+            ValueError: ``channels`` gives no channel, more than
+                ``max_channels``, or an invalid name (empty, too long,
+                a control character, ``,``, ``;`` or ``"``); ``retry`` is invalid.
         """
-        return EventStreamEndpoint(self, channels, retry=self.retry if retry is _DEFAULT else retry)
+        return EventStreamEndpoint(self, channels, retry=self.retry if retry is _STREAM_RETRY else retry)
 
     async def run(
         self,
@@ -246,7 +279,7 @@ class EventStream:
         send: Send,
         channels: str | Iterable[str],
         *,
-        retry: int | None = _DEFAULT,
+        retry: int | None = _STREAM_RETRY,
     ) -> None:
         """Serve one HTTP request as an event stream of ``channels``.
 
@@ -255,15 +288,24 @@ class EventStream:
         subscriber was too slow, or :meth:`aclose` was called), or at once for
         requests that get an error status: 405 for methods other than GET and
         HEAD, 406 when ``Accept`` excludes ``text/event-stream``, 400 for
-        invalid channels or ``Last-Event-ID: error``, 403 when ``authorize``
-        refuses, 503 after :meth:`aclose` or beyond ``max_subscribers``.
+        invalid channels or ``Last-Event-ID: error`` (or ``?lastEventId=error``),
+        403 when ``authorize`` refuses, 503 after :meth:`aclose` or beyond
+        ``max_subscribers``.
+
+        Raises:
+            TypeError: ``channels`` is neither a str nor an iterable of str.
 
         A client that sends ``Last-Event-ID`` (or the ``lastEventId`` query
         parameter) first gets every event it missed, from history, then live
         events; if history cannot tell, it gets ``stream-reset`` instead.
         """
-        names = (channels,) if isinstance(channels, str) else tuple(channels)
-        await self._serve(scope, receive, send, names, self.retry if retry is _DEFAULT else retry)
+        if isinstance(channels, str):
+            names: tuple[str, ...] = (channels,)
+        elif isinstance(channels, Iterable) and not isinstance(channels, bytes | bytearray | memoryview):
+            names = tuple(channels)
+        else:
+            raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
+        await self._serve(scope, receive, send, names, self.retry if retry is _STREAM_RETRY else retry)
 
     async def _serve(
         self,
@@ -275,12 +317,16 @@ class EventStream:
     ) -> None:
         method = scope.get("method", "GET")
         head = method == "HEAD"
+        # Browsers send Last-Event-ID; polyfills send the lastEventId query parameter.
+        last_event_id = header(scope, b"last-event-id")
+        if last_event_id is None:
+            last_event_id = _query_param(scope, "lastEventId")
         try:
             if method not in ("GET", "HEAD"):
                 raise BadRequest("Method not allowed: use GET", status=405)
             if not accepts_event_stream(header(scope, b"accept")):
                 raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
-            if header(scope, b"last-event-id") == "error":
+            if last_event_id == "error":
                 raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
             proxied = signed = False
             if self._grip is not None:
@@ -314,9 +360,12 @@ class EventStream:
             with contextlib.suppress(OSError):  # the client left before reading the answer
                 await send_plain(send, exc.status, exc.reason, extra, head=head)
             return
-        last_event_id = header(scope, b"last-event-id")
-        if last_event_id is None:
-            last_event_id = _query_param(scope, "lastEventId")
+        except BadChannelsResult as exc:
+            # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
+            logger.error("%s; answering 500 to %s %r", exc, method, scope.get("path", ""))
+            with contextlib.suppress(OSError):
+                await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
+            return
         last_event_id = last_event_id or None  # an empty id means "none" (as browsers treat it)
         if head:
             with contextlib.suppress(OSError):
@@ -326,6 +375,8 @@ class EventStream:
         if proxied:
             await self._answer_proxy(scope, send, names, last_event_id, retry)
             return
+        if current_thread_id() != self._loop.thread or not self._hub.subscriber_count():
+            self._loop.bind()  # the first connection in this thread or this event loop
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -446,12 +497,17 @@ class EventStream:
                 reached after retries. Local subscribers and the other
                 proxies still got it.
             RuntimeError: GRIP is configured but the stream was not entered
-                with ``async with`` (nothing was sent to anyone).
+                with ``async with`` (nothing was sent to anyone); or it was
+                called from a thread other than the one whose event loop
+                serves the stream's connections (use
+                :meth:`publish_event_threadsafe` there).
 
         Cancellation: if cancelled while waiting for full subscribers, the
         event may have reached some subscribers and not others; an event
         already queued for the proxies is still sent to them.
         """
+        if current_thread_id() != self._loop.thread:  # ~50 ns
+            self._loop.claim()  # first use, or another thread: raises unless its loop has ended
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         if self.grip_reliable and message.id is not None and _UNSAFE_GRIP_ID.search(message.id):
@@ -473,6 +529,30 @@ class EventStream:
         pending = self._grip.submit(self.grip_prefix + channel, entry.wire, **fields)
         await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
+
+    def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
+        """Publish from a thread that is not the event loop's: blocks until published.
+
+        Runs :meth:`publish_event` in the event loop that serves this stream
+        (the one its latest connection, or ``async with stream``, ran in) and
+        returns its result in the calling thread: once the event is in every
+        subscriber's buffer (and accepted by the GRIP proxies). Call it from a
+        plain thread; from another event loop, run it in a worker thread
+        (``await anyio.to_thread.run_sync(stream.publish_event_threadsafe, ...)``)
+        so that loop is not blocked.
+
+        Raises:
+            RuntimeError: called from the event loop's own thread (``await
+                publish_event`` there), or no event loop has used the stream
+                yet; ``anyio.RunFinishedError`` (a ``RuntimeError``) when
+                that event loop has ended.
+            ValueError, TypeError, anyio.ClosedResourceError, GripPublishError:
+                as :meth:`publish_event`, raised in the calling thread.
+
+        Cancellation: it cannot be cancelled from the calling thread; the
+        publish runs to its end in the event loop.
+        """
+        self._loop.run_from_thread(self.publish_event, channel, event)
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
@@ -625,6 +705,7 @@ class EventStream:
         already running (entered by its owner) is used as it is.
         """
         self._hub.closed = False
+        self._loop.bind()
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
             self._started_grip = True
@@ -662,7 +743,9 @@ class EventStreamEndpoint:
             ServerSentEvent(retry=retry)  # validates
         self.stream = stream
         self.retry = retry
-        self._resolver = ChannelResolver(channels)
+        self._resolver = ChannelResolver(
+            channels, max_channels=stream.max_channels, max_length=stream.max_channel_name_length
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
