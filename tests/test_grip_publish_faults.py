@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -80,7 +81,8 @@ class ControlAPI:
                         assert response.status_code == 200, response.text
                     if self.delay is None:
                         await anyio.sleep_forever()  # accepts, reads, never answers
-                    await anyio.sleep(self.delay)  # answers, but too late
+                    else:
+                        await anyio.sleep(self.delay)  # answers, but too late
                     await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nPublished\n")
 
 
@@ -161,8 +163,9 @@ async def test_a_control_api_that_never_answers_holds_no_publish_past_publish_ti
 @pytest.mark.parametrize("option", ["timeout", "publish_timeout"])
 @pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan")])
 def test_publish_time_bounds_are_checked(option: str, value: float) -> None:
+    options: dict[str, Any] = {option: value}
     with pytest.raises(ValueError, match=option):
-        GripPublisher("http://proxy:5561/", **{option: value})
+        GripPublisher("http://proxy:5561/", **options)
 
 
 def test_the_default_bound() -> None:

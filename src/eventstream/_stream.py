@@ -87,7 +87,12 @@ class EventStream:
             from this app's history. It needs history, and every event of a
             channel published by one process (or a history store they share):
             publishes from several processes break the chain of ids, and the
-            proxy then delays them (Pushpin: ``message_wait``).
+            proxy then delays them (Pushpin: ``message_wait``). The next link
+            is a query-only relative link (it cannot name another host or
+            path); a request through the proxy whose path has ``.`` or ``..``
+            segments gets 400, since the proxy would fetch its next link
+            elsewhere. Use it with a verify key, so that next-link requests
+            are recognised by their signature.
         history: Where recent events are kept for clients that reconnect
             with ``Last-Event-ID``: a :class:`MemoryHistory` by default (256
             events, 256 KiB and 5 minutes per channel), any
@@ -101,7 +106,10 @@ class EventStream:
             endpoints may override it.
         authorize: Called with the request scope and its channels before
             anything is streamed (sync or async); a false answer gets 403 and
-            nothing is subscribed. It applies to requests through GRIP too.
+            nothing is subscribed. It applies to requests through GRIP too,
+            except the proxy's signed next-link requests (reliable mode):
+            those are held on the channels the proxy names in ``Grip-Last``,
+            the channels of the original, authorized request.
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
         shutdown_event: An event sent to every open stream when the stream
@@ -379,9 +387,11 @@ class EventStream:
             ValueError, TypeError: the channel name or the event is invalid
                 (nothing was sent to anyone).
             anyio.ClosedResourceError: the event stream has been closed.
-            GripPublishError: a GRIP proxy refused the event or could not be
-                reached after retries. Local subscribers and the other
-                proxies still got it.
+            GripPublishError: a GRIP proxy refused the event, could not be
+                reached after retries, or did not accept it within the
+                publisher's ``publish_timeout`` (15 s by default; its
+                ``maybe_published`` says whether the proxy may have it).
+                Local subscribers and the other proxies still got it.
             RuntimeError: GRIP is configured but the stream was not entered
                 with ``async with`` (nothing was sent to anyone).
 
