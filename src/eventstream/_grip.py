@@ -188,7 +188,9 @@ class GripPublisher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Send what is queued (with its retries), then stop. Idempotent.
+        """Send what is queued (with its retries, each item within its ``publish_timeout``), then stop.
+
+        Idempotent.
 
         Cancellation: if cancelled, stops at once; the events still queued
         fail with ``GripPublishError`` in their publishers.
