@@ -255,15 +255,15 @@ class EventStream:
                     raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
                 if verdict is not SigCheck.DIRECT:
                     grip_request = GripRequest.parse(scope, signed=verdict is SigCheck.SIGNED)
-            trusted_next_link = grip_request is not None and grip_request.trusted_next_link
             if grip_request is not None and self.grip_reliable and has_dot_segments(scope):
                 # The proxy would resolve the next link to another path (it removes dot segments).
                 raise BadRequest("Bad request: the path has '.' or '..' segments")
-            if trusted_next_link:
+            trusted_next_link = False
+            if grip_request is not None and grip_request.trusted_next_link:
                 # The proxy's next-link request: its channels are those the proxy holds the
                 # client on (Grip-Last), i.e. those of the original, authorized request. The
                 # path adds nothing: the proxy normalised it, so it may name other channels.
-                assert grip_request is not None
+                trusted_next_link = True
                 channels = grip_request.held_channels(self.grip_prefix)
             elif isinstance(channels, ChannelResolver):
                 channels = await channels.resolve(scope)
