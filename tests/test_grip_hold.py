@@ -229,3 +229,9 @@ async def test_odd_last_event_ids_through_the_proxy_are_unknown_ids(kind: str) -
         async with open_stream(stream("c"), "/?grip-next-link=1", headers=last) as response:
             assert response.status == 200
             assert await response.read() == b"event: stream-reset\ndata: \n\n"
+
+
+@pytest.mark.parametrize("link", ["/a?x=1,2", "?a=<b>", "?a=1\r\nX: y", '?a="', "?a b", "", "?é"])
+def test_hold_headers_refuse_a_link_that_is_not_percent_encoded(link: str) -> None:
+    with pytest.raises(ValueError, match="percent-encoded"):
+        hold_headers([("events-x", "e-0")], None, None, link)

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -39,6 +40,8 @@ from ._grip_config import GripProxy, SigCheck, check_grip_sig, proxies_from_conf
 
 __all__ = ["GripProxyStatistics", "GripPublisher", "hold_headers"]
 
+# URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
+_SAFE_LINK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+=:@/?%]+")
 # Pushpin refuses request bodies over 1,000,000 bytes.
 _MAX_BODY = 900_000
 
@@ -400,7 +403,14 @@ def hold_headers(
     A channel may come with the id of the last event the client has
     (``prev-id``); that needs ``next_link``, where the proxy fetches what it
     missed (reliable mode).
+
+    Raises:
+        ValueError: ``next_link`` has a character that is not allowed in a
+            URI, or one that would end the link (``,``, ``;``, ``<``, ``>``,
+            quotes, white space, control characters): percent-encode it.
     """
+    if next_link is not None and not _SAFE_LINK.fullmatch(next_link):
+        raise ValueError(f"next link {next_link!r} is not a percent-encoded URI reference")
     values = []
     for channel in channels:
         name, prev_id = (channel, None) if isinstance(channel, str) else channel
