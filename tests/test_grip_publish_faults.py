@@ -19,6 +19,7 @@ import pytest
 from eventstream import EventStream, GripPublisher, GripPublishError
 from eventstream.testing import open_stream
 
+from .helpers import wait_until
 from .pushpin import run_pushpin
 from .servers import free_port, serve_in_process
 from .test_grip_reliable import FRESH_CONNECTIONS, data_events, held, routed
@@ -109,8 +110,11 @@ async def test_a_publish_retried_after_a_lost_answer_reaches_clients_once() -> N
                     # Pushpin got the item three times, with one id.
                     assert len(late.bodies) == 3
                     assert len(set(late.bodies)) == 1
-                    log = pushpin.log()
-                    assert log.count("control: POST /publish/ code=200") == 3
+
+                    async def forwarded_three_times() -> bool:
+                        return pushpin.log().count("control: POST /publish/ code=200") == 3
+
+                    await wait_until(forwarded_three_times)
                     assert pushpin.publishes("events-dup") == 1  # the repeats were dropped
                     # A marker published straight to Pushpin: the client has "once" once, then the marker.
                     marker = {
@@ -147,7 +151,7 @@ async def test_a_control_api_that_never_answers_holds_no_publish_past_publish_ti
             assert [(await local.receive_event()).text for _ in range(2)] == ["first", "second"]
     for text in ("first", "second"):
         error, elapsed = outcomes[text]
-        assert elapsed < 1.0 + 0.5, (text, elapsed)  # the bound, plus scheduling slack on a loaded machine
+        assert elapsed < 1.0 + 1.0, (text, elapsed)  # the bound, plus scheduling slack on a loaded machine
         assert "publish_timeout (1 s)" in str(error)
         assert error.status is None
     first = outcomes["first"][0]
