@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -283,9 +284,13 @@ async def test_publish_auth_headers(url: str, check: str) -> None:
         assert auth == "Basic " + base64.b64encode(b"alice:s3cret").decode()
     else:
         assert auth is None
-    assert json.loads(request.content) == {
-        "items": [{"channel": "events-a", "formats": {"http-stream": {"content": "data: 1\n\n"}}}]
+    (item,) = json.loads(request.content)["items"]
+    assert item == {
+        "channel": "events-a",
+        "id": item["id"],  # unique per item, so the proxy drops a retried copy
+        "formats": {"http-stream": {"content": "data: 1\n\n"}},
     }
+    assert re.fullmatch(r"[0-9a-f]{12}-1", item["id"])
 
 
 @pytest.mark.anyio
@@ -341,7 +346,23 @@ async def test_retry_budget_exhausted_raises_with_proxy_and_reason() -> None:
     assert error.status is None
     assert error.attempts == 3
     assert "All connection attempts failed" in str(error)
+    assert "could not be reached" in str(error)
+    assert not error.maybe_published  # nothing was sent
     assert len(recorder.requests) == 3
+
+
+@pytest.mark.anyio
+async def test_a_request_without_answer_may_have_been_published() -> None:
+    recorder = Recorder([httpx.ConnectError("refused"), httpx.ReadTimeout("timed out"), 503])
+    async with publisher(recorder, retries=2) as grip:
+        with pytest.raises(GripPublishError) as caught:
+            await grip.publish("events-a", b"data: 1\n\n")
+    error = caught.value
+    assert error.maybe_published  # the second request may have reached the proxy
+    assert error.status == 503
+    assert "answered 503 after 3 attempts (it may have published the event)" in str(error)
+    # Every attempt carried the same item, with the same id.
+    assert len({item["id"] for item in recorder.items()}) == 1
 
 
 @pytest.mark.anyio
@@ -351,6 +372,7 @@ async def test_4xx_is_not_retried() -> None:
         with pytest.raises(GripPublishError, match="answered 400: Invalid format") as caught:
             await grip.publish("events-a", b"data: 1\n\n")
     assert caught.value.status == 400
+    assert not caught.value.maybe_published
     assert len(recorder.requests) == 1
     assert grip.statistics()[0].failures == 1
 

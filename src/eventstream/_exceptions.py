@@ -26,17 +26,30 @@ class GripPublishError(EventStreamError):
 
     Attributes:
         proxy: The proxy's control URI (without credentials).
-        status: The HTTP status it answered, or ``None`` if it could not be reached.
+        status: The HTTP status it answered last, or ``None`` if no answer came.
         reason: What the proxy said (the response body), or the connection error.
         attempts: How many requests were made.
+        maybe_published: A request reached the proxy (or may have) but no
+            answer came: the proxy may have published the event. Its clients
+            then have it once (repeats of an item are dropped by its id).
+            ``False`` when the proxy was never reached or answered an error.
     """
 
-    def __init__(self, proxy: str, status: int | None, reason: str, attempts: int = 1) -> None:
+    def __init__(
+        self, proxy: str, status: int | None, reason: str, attempts: int = 1, *, maybe_published: bool = False
+    ) -> None:
         self.proxy = proxy
         self.status = status
         self.reason = reason
         self.attempts = attempts
+        self.maybe_published = maybe_published
         self.errors: tuple[GripPublishError, ...] = (self,)
-        what = f"answered {status}" if status is not None else "could not be reached"
+        if status is not None:
+            what = f"answered {status}"
+        elif maybe_published:
+            what = "did not answer"
+        else:
+            what = "could not be reached"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        super().__init__(f"GRIP proxy {proxy} {what}{tries}: {reason}")
+        maybe = " (it may have published the event)" if maybe_published else ""
+        super().__init__(f"GRIP proxy {proxy} {what}{tries}{maybe}: {reason}")

@@ -7,14 +7,23 @@ it. A sender posts what is queued in one request; what is published while
 that request is in flight goes out together in the next one, so a busy
 channel costs one round trip per batch, not per event, and each proxy sees
 the events in publish order.
+
+Every item carries an ``id`` (the event's in reliable mode, a unique one
+otherwise), so a proxy that got a request whose answer was lost drops the
+retried copy instead of delivering the event twice. Every publish is bounded
+in time: it returns or raises ``publish_timeout`` seconds after it was made,
+at the latest, however the proxy behaves.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
+import os
 import random
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -31,6 +40,8 @@ from ._grip_config import GripProxy, SigCheck, check_grip_sig, proxies_from_conf
 
 __all__ = ["GripProxyStatistics", "GripPublisher", "hold_headers"]
 
+# URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
+_SAFE_LINK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+=:@/?%]+")
 # Pushpin refuses request bodies over 1,000,000 bytes.
 _MAX_BODY = 900_000
 
@@ -52,11 +63,12 @@ class GripProxyStatistics:
 
 
 class _Item:
-    __slots__ = ("body", "done", "error", "size")
+    __slots__ = ("body", "deadline", "done", "error", "size")
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], deadline: float) -> None:
         self.body = body
         self.size = len(json.dumps(body))
+        self.deadline = deadline
         self.done = anyio.Event()
         self.error: GripPublishError | None = None
 
@@ -95,7 +107,15 @@ class GripPublisher:
         backoff: The first retry delay in seconds; each retry doubles it, up
             to ``max_backoff``, and a random part (jitter) is taken off.
         max_backoff: The longest delay between two attempts.
-        timeout: The HTTP timeout of one request, in seconds.
+        timeout: The HTTP timeout of one request, in seconds (each of
+            connecting, sending and waiting for the answer).
+        publish_timeout: The longest a publish may take, in seconds, from
+            the call to the last proxy's answer, retries and the time spent
+            queued behind an earlier request included. A proxy that has not
+            accepted the event by then fails it with
+            :class:`~eventstream.GripPublishError`. This bounds every
+            publish, however the proxy behaves (one that accepts connections
+            and never answers included).
         transport: An httpx transport to use instead of the network (tests).
 
     Raises:
@@ -110,7 +130,8 @@ class GripPublisher:
         retries: int = 4,
         backoff: float = 0.2,
         max_backoff: float = 2.0,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
+        publish_timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if max_batch < 1:
@@ -119,12 +140,19 @@ class GripPublisher:
             raise ValueError(f"retries must be >= 0, not {retries!r}")
         if not (0 < backoff <= max_backoff) or math.isinf(max_backoff):
             raise ValueError("backoff and max_backoff must be positive with backoff <= max_backoff")
+        for name, value in (("timeout", timeout), ("publish_timeout", publish_timeout)):
+            if not value > 0 or math.isinf(value):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         self.proxies: tuple[GripProxy, ...] = proxies_from_config(proxies)
         self.max_batch = max_batch
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
+        self.publish_timeout = publish_timeout
+        # Item ids: unique per publisher, the same for every retry of an item.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
         self._transport = transport
         self._senders = [_Sender(proxy) for proxy in self.proxies]
         self._client: httpx.AsyncClient | None = None
@@ -163,7 +191,9 @@ class GripPublisher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Send what is queued (with its retries), then stop. Idempotent.
+        """Send what is queued (with its retries, each item within its ``publish_timeout``), then stop.
+
+        Idempotent.
 
         Cancellation: if cancelled, stops at once; the events still queued
         fail with ``GripPublishError`` in their publishers.
@@ -188,11 +218,14 @@ class GripPublisher:
     async def publish(self, channel: str, content: bytes, **fields: str) -> None:
         """Publish ``content`` (SSE bytes) on ``channel`` to every proxy, and wait until all accepted.
 
-        ``fields`` are added to the item (``id``, ``prev-id``).
+        ``fields`` are added to the item (``id``, ``prev-id``); without an
+        ``id``, the item gets a unique one, so the proxy drops repeats.
 
         Raises:
-            GripPublishError: a proxy refused or could not be reached after
-                the retries (the others still got the item).
+            GripPublishError: a proxy refused, could not be reached or did
+                not answer within ``publish_timeout`` (the others still got
+                the item); its ``maybe_published`` tells whether it may
+                have the item anyway.
             RuntimeError: the publisher is not running.
 
         Cancellation: the item stays queued and is sent anyway.
@@ -219,9 +252,12 @@ class GripPublisher:
             stream_format: dict[str, str] = {"content": text}
         except UnicodeDecodeError:
             stream_format = {"content-bin": base64.b64encode(content).decode("ascii")}
+        if "id" not in fields:
+            fields = {"id": f"{self._id_prefix}-{next(self._ids)}", **fields}
+        deadline = anyio.current_time() + self.publish_timeout
         items = []
         for sender in self._senders:
-            item = _Item({"channel": channel, **fields, "formats": {"http-stream": stream_format}})
+            item = _Item({"channel": channel, **fields, "formats": {"http-stream": stream_format}}, deadline)
             sender.queue.append(item)
             sender.wakeup.set()
             items.append(item)
@@ -245,13 +281,34 @@ class GripPublisher:
                 sender.wakeup = anyio.Event()
                 await sender.wakeup.wait()
                 continue
-            batch = [sender.queue.popleft()]
-            size = batch[0].size
-            while sender.queue and len(batch) < self.max_batch and size + sender.queue[0].size < _MAX_BODY:
-                size += sender.queue[0].size
+            now = anyio.current_time()
+            batch: list[_Item] = []
+            size = 0
+            while sender.queue and len(batch) < self.max_batch:
+                item = sender.queue[0]
+                if item.deadline <= now:  # waited its whole publish_timeout behind earlier requests
+                    sender.queue.popleft()
+                    sender.failures += 1
+                    item.error = GripPublishError(
+                        sender.proxy.control_uri,
+                        None,
+                        f"not sent: the proxy did not answer earlier requests within "
+                        f"publish_timeout ({self.publish_timeout:g} s)",
+                        attempts=0,
+                    )
+                    item.done.set()
+                    continue
+                if batch and size + item.size >= _MAX_BODY:
+                    break
+                size += item.size
                 batch.append(sender.queue.popleft())
+            if not batch:
+                continue
             failure: GripPublishError | None = GripPublishError(
-                sender.proxy.control_uri, None, "the publisher was closed before the proxy answered"
+                sender.proxy.control_uri,
+                None,
+                "the publisher was closed before the proxy answered",
+                maybe_published=True,
             )
             try:
                 await self._post(sender, batch)
@@ -270,28 +327,47 @@ class GripPublisher:
         status: int | None = None
         reason = ""
         attempt = 0
-        while True:
-            attempt += 1
-            sender.requests += 1
-            headers = {"Content-Type": "application/json", **proxy.auth_headers()}
-            try:
-                response = await self._client.post(proxy.publish_url, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                status, reason = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
-            else:
-                if response.is_success:
-                    sender.items_published += len(batch)
-                    return
-                status, reason = response.status_code, response.text.strip()[:500] or response.reason_phrase
-                if status < 500:
+        maybe_published = False  # a request may have reached the proxy without an answer
+        in_flight = False
+        with anyio.CancelScope(deadline=min(item.deadline for item in batch)) as scope:
+            while True:
+                attempt += 1
+                sender.requests += 1
+                headers = {"Content-Type": "application/json", **proxy.auth_headers()}
+                try:
+                    in_flight = True
+                    response = await self._client.post(proxy.publish_url, content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    in_flight = False
+                    status, reason = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    # Before connecting nothing was sent; after, the proxy may have the items.
+                    if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+                        maybe_published = True
+                else:
+                    in_flight = False
+                    if response.is_success:
+                        sender.items_published += len(batch)
+                        return
+                    status, reason = (
+                        response.status_code,
+                        response.text.strip()[:500] or response.reason_phrase,
+                    )
+                    if status < 500:
+                        break
+                if attempt > self.retries:
                     break
-            if attempt > self.retries:
-                break
-            sender.retries += 1
-            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                sender.retries += 1
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+        if scope.cancelled_caught:
+            if in_flight:  # cut while waiting for an answer
+                status, maybe_published = None, True
+            last = f"; last error: {reason}" if reason else ""
+            reason = f"no success within publish_timeout ({self.publish_timeout:g} s){last}"
         sender.failures += 1
-        raise GripPublishError(proxy.control_uri, status, reason, attempts=attempt)
+        raise GripPublishError(
+            proxy.control_uri, status, reason, attempts=attempt, maybe_published=maybe_published
+        )
 
     # -- serving ---------------------------------------------------------
 
@@ -327,7 +403,14 @@ def hold_headers(
     A channel may come with the id of the last event the client has
     (``prev-id``); that needs ``next_link``, where the proxy fetches what it
     missed (reliable mode).
+
+    Raises:
+        ValueError: ``next_link`` has a character that is not allowed in a
+            URI, or one that would end the link (``,``, ``;``, ``<``, ``>``,
+            quotes, white space, control characters): percent-encode it.
     """
+    if next_link is not None and not _SAFE_LINK.fullmatch(next_link):
+        raise ValueError(f"next link {next_link!r} is not a percent-encoded URI reference")
     values = []
     for channel in channels:
         name, prev_id = (channel, None) if isinstance(channel, str) else channel

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 from .types import Scope, Send
 
-__all__ = ["accepts_event_stream", "header", "send_plain"]
+__all__ = ["accepts_event_stream", "header", "query_param", "send_plain"]
 
 _SPECIFICITY = {"text/event-stream": 2, "text/*": 1, "*/*": 0}
 
@@ -17,6 +18,17 @@ def header(scope: Scope, name: bytes) -> str | None:
     if not values:
         return None
     return b",".join(values).decode("latin-1")
+
+
+def query_param(scope: Scope, name: str) -> str | None:
+    """The first value of query parameter ``name`` (percent-decoded as UTF-8), or ``None``."""
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            return str(value)
+    return None
 
 
 def accepts_event_stream(accept: str | None) -> bool:

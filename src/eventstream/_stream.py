@@ -15,17 +15,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import parse_qsl
 
 import anyio
 import anyio.lowlevel
 
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
 from ._connection import Connection
-from ._grip import GripPublisher, hold_headers
+from ._grip import GripPublisher
 from ._grip_config import SigCheck
+from ._grip_hold import GripRequest, has_dot_segments, hold_response
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._http import accepts_event_stream, header, send_plain
+from ._http import accepts_event_stream, header, query_param, send_plain
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
 from ._loop import LoopBinding, current_thread_id
 from ._sse import ServerSentEvent, encode
@@ -59,49 +59,7 @@ class _Default(enum.Enum):
 
 _DEFAULT_HISTORY: Any = _Default.DEFAULT_HISTORY
 _STREAM_RETRY: Any = _Default.STREAM_RETRY
-_NEXT_LINK_PARAM = "grip-next-link"
 _UNSAFE_GRIP_ID = re.compile(r'[\s,;"]')
-
-
-def _parse_grip_last(value: str | None) -> dict[str, str] | None:
-    # "events-a; last-id=7, events-b; last-id=9" (one per channel, maybe joined)
-    if value is None:
-        return None
-    result = {}
-    for item in value.split(","):
-        name, *params = item.split(";")
-        for param in params:
-            key, _, last_id = param.strip().partition("=")
-            if key == "last-id":
-                result[name.strip()] = last_id.strip().strip('"')
-    return result
-
-
-def _is_next_link_request(scope: Scope, proxied: bool) -> bool:
-    return (
-        proxied
-        and header(scope, b"grip-last") is not None
-        and _query_param(scope, _NEXT_LINK_PARAM) is not None
-    )
-
-
-def _next_link(scope: Scope) -> str:
-    # The same endpoint (so the same channels), marked as a next-link request.
-    path = (scope.get("raw_path") or scope.get("path", "/").encode("utf-8")).decode("latin-1")
-    query = scope.get("query_string", b"").decode("latin-1")
-    if _query_param(scope, _NEXT_LINK_PARAM) is None:
-        query = f"{query}&{_NEXT_LINK_PARAM}=1" if query else f"{_NEXT_LINK_PARAM}=1"
-    return f"{path}?{query}"
-
-
-def _query_param(scope: Scope, name: str) -> str | None:
-    query = scope.get("query_string", b"")
-    if not query:
-        return None
-    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key == name:
-            return str(value)
-    return None
 
 
 def _as_event(event: EventLike) -> ServerSentEvent:
@@ -148,7 +106,12 @@ class EventStream:
             from this app's history. It needs history, and every event of a
             channel published by one process (or a history store they share):
             publishes from several processes break the chain of ids, and the
-            proxy then delays them (Pushpin: ``message_wait``).
+            proxy then delays them (Pushpin: ``message_wait``). The next link
+            is a query-only relative link (it cannot name another host or
+            path); a request through the proxy whose path has ``.`` or ``..``
+            segments gets 400, since the proxy would fetch its next link
+            elsewhere. Use it with a verify key, so that next-link requests
+            are recognised by their signature.
         history: Where recent events are kept for clients that reconnect
             with ``Last-Event-ID``: a :class:`MemoryHistory` by default (256
             events, 256 KiB and 5 minutes per channel), any
@@ -162,7 +125,10 @@ class EventStream:
             endpoints may override it.
         authorize: Called with the request scope and its channels before
             anything is streamed (sync or async); a false answer gets 403 and
-            nothing is subscribed. It applies to requests through GRIP too.
+            nothing is subscribed. It applies to requests through GRIP too,
+            except the proxy's signed next-link requests (reliable mode):
+            those are held on the channels the proxy names in ``Grip-Last``,
+            the channels of the original, authorized request.
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
         shutdown_event: An event sent to every open stream when the stream
@@ -320,7 +286,7 @@ class EventStream:
         # Browsers send Last-Event-ID; polyfills send the lastEventId query parameter.
         last_event_id = header(scope, b"last-event-id")
         if last_event_id is None:
-            last_event_id = _query_param(scope, "lastEventId")
+            last_event_id = query_param(scope, "lastEventId")
         try:
             if method not in ("GET", "HEAD"):
                 raise BadRequest("Method not allowed: use GET", status=405)
@@ -328,24 +294,29 @@ class EventStream:
                 raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
             if last_event_id == "error":
                 raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
-            proxied = signed = False
+            grip_request: GripRequest | None = None
             if self._grip is not None:
                 verdict = self._grip.check_signature(header(scope, b"grip-sig"))
                 if verdict is SigCheck.FORBIDDEN:
                     raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
-                proxied = verdict is not SigCheck.DIRECT
-                signed = verdict is SigCheck.SIGNED
-            # A proxy fetching a next link sends none of the client's headers. It
-            # sends Grip-Last, which a client's request through the proxy cannot
-            # carry (the proxy strips Grip-* headers), so a client cannot pass a
-            # request for a next link to skip authorization.
-            next_link_request = _is_next_link_request(scope, proxied)
-            if isinstance(channels, ChannelResolver):
+                if verdict is not SigCheck.DIRECT:
+                    grip_request = GripRequest.parse(scope, signed=verdict is SigCheck.SIGNED)
+            if grip_request is not None and self.grip_reliable and has_dot_segments(scope):
+                # The proxy would resolve the next link to another path (it removes dot segments).
+                raise BadRequest("Bad request: the path has '.' or '..' segments")
+            trusted_next_link = False
+            if grip_request is not None and grip_request.trusted_next_link:
+                # The proxy's next-link request: its channels are those the proxy holds the
+                # client on (Grip-Last), i.e. those of the original, authorized request. The
+                # path adds nothing: the proxy normalised it, so it may name other channels.
+                trusted_next_link = True
+                channels = grip_request.held_channels(self.grip_prefix)
+            elif isinstance(channels, ChannelResolver):
                 channels = await channels.resolve(scope)
             names = normalize_channels(
                 channels, max_channels=self.max_channels, max_length=self.max_channel_name_length
             )
-            if self.authorize is not None and not (next_link_request and signed):
+            if self.authorize is not None and not trusted_next_link:
                 allowed = self.authorize(scope, list(names))
                 if inspect.isawaitable(allowed):
                     allowed = await allowed
@@ -372,8 +343,8 @@ class EventStream:
                 await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        if proxied:
-            await self._answer_proxy(scope, send, names, last_event_id, retry)
+        if grip_request is not None:
+            await self._answer_proxy(scope, grip_request, send, names, last_event_id, retry)
             return
         if current_thread_id() != self._loop.thread or not self._hub.subscriber_count():
             self._loop.bind()  # the first connection in this thread or this event loop
@@ -419,58 +390,32 @@ class EventStream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer_proxy(
-        self, scope: Scope, send: Send, names: Sequence[str], last_event_id: str | None, retry: int | None
+        self,
+        scope: Scope,
+        request: GripRequest,
+        send: Send,
+        names: Sequence[str],
+        last_event_id: str | None,
+        retry: int | None,
     ) -> None:
-        # The proxy holds the client: answer with hold instructions and what
-        # the client must see first. In reliable mode (history kept), each
-        # channel carries the id of the last event the client has (prev-id),
-        # and a next link where the proxy fetches what it missed.
-        next_link_request = _is_next_link_request(scope, proxied=True)
-        grip_last = _parse_grip_last(header(scope, b"grip-last")) if next_link_request else None
-        body = b""
-        if not next_link_request:
-            body = (
-                _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-            )
-        else:
-            last_event_id = None  # the proxy says per channel what the client has (Grip-Last)
-        channels: list[tuple[str, str | None]] = []
-        history = self._history
-        replay: list[HistoryEntry] = []
-        reset = False
-        for name in names:
-            last = history.last(name) if history is not None else None
-            known = grip_last.get(self.grip_prefix + name) if grip_last else last_event_id
-            prev_id = last.id if last is not None else self._origin_id
-            if known is not None and known != prev_id:
-                entries = self._entries_after(name, known) if history is not None else None
-                if entries is None:
-                    reset = True
-                else:
-                    replay.extend(entries)
-            channels.append((self.grip_prefix + name, prev_id if self.grip_reliable else None))
-        replay.sort(key=lambda entry: entry.seq)
-        if reset:
-            body += encode(ServerSentEvent(event="stream-reset"))
-        body += b"".join(entry.wire for entry in replay)
-        link = _next_link(scope) if self.grip_reliable else None
-        headers = list(_STREAM_HEADERS)
-        headers += hold_headers(channels, _KEEP_ALIVE, self.keep_alive_interval, link)
-        headers.append((b"content-length", str(len(body)).encode("ascii")))
+        # The proxy holds the client: answer with hold instructions and what it must see first.
+        grip_headers, body = hold_response(
+            scope,
+            request,
+            names,
+            last_event_id=last_event_id,
+            retry=retry,
+            history=self._history,
+            epoch=self._epoch,
+            prefix=self.grip_prefix,
+            reliable=self.grip_reliable,
+            keep_alive=_KEEP_ALIVE,
+            keep_alive_interval=self.keep_alive_interval,
+        )
+        headers = [*_STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    def _entries_after(self, channel: str, event_id: str) -> list[HistoryEntry] | None:
-        history = self._history
-        assert history is not None
-        prefix = f"{self._epoch}-"
-        seq: int | None = None
-        if event_id.startswith(prefix) and event_id[len(prefix) :].isdigit():
-            seq = int(event_id[len(prefix) :])
-        else:
-            seq = history.find(channel, event_id)
-        return None if seq is None else history.since(channel, seq)
 
     # -- publishing ------------------------------------------------------
 
@@ -493,9 +438,11 @@ class EventStream:
             ValueError, TypeError: the channel name or the event is invalid
                 (nothing was sent to anyone).
             anyio.ClosedResourceError: the event stream has been closed.
-            GripPublishError: a GRIP proxy refused the event or could not be
-                reached after retries. Local subscribers and the other
-                proxies still got it.
+            GripPublishError: a GRIP proxy refused the event, could not be
+                reached after retries, or did not accept it within the
+                publisher's ``publish_timeout`` (15 s by default; its
+                ``maybe_published`` says whether the proxy may have it).
+                Local subscribers and the other proxies still got it.
             RuntimeError: GRIP is configured but the stream was not entered
                 with ``async with`` (nothing was sent to anyone); or it was
                 called from a thread other than the one whose event loop

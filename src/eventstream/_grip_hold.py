@@ -1,0 +1,210 @@
+"""Answering requests that came through a GRIP proxy: hold instructions and the next link.
+
+A request through the proxy is parsed once into a :class:`GripRequest`;
+:func:`hold_response` then builds the answer (headers and body) without I/O.
+
+Reliable mode's security rests on two rules:
+
+- The next link is a query-only relative reference (``?...&grip-next-link=1``):
+  it names the path the proxy already requested, so it cannot leave the
+  origin (a path starting with ``//`` is not copied into it) and carries no
+  path of the client's choosing. Its query is percent-encoded, so nothing in
+  it can end the link or the header.
+- A next-link request signed by the proxy is served the channels the proxy
+  says the client holds (``Grip-Last``), which are the channels of the
+  original, authorized request. Its path adds nothing: proxies normalise dot
+  segments when they resolve the link (``/a/pub/../secret`` becomes
+  ``/a/secret``), so the path may name other channels than the original.
+  Requests whose path has dot segments are refused in reliable mode anyway,
+  because the proxy would fetch their next link somewhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from ._grip import hold_headers
+from ._history import HistoryEntry, HistoryStore
+from ._http import header, query_param
+from ._sse import ServerSentEvent, encode
+from .types import Scope
+
+__all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_response", "next_link"]
+
+NEXT_LINK_PARAM = "grip-next-link"
+# Ids longer than this are not ours: do not even look them up.
+_MAX_ID = 4096
+_OWN_SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only: int() accepts '²', '٣' and refuses 5,000 digits
+# Kept as they are in the next link's query: unreserved characters, '&', '=',
+# '+' and valid percent-escapes. Everything else is percent-encoded.
+_QUERY_KEPT = re.compile(rb"%[0-9A-Fa-f]{2}|[A-Za-z0-9\-._~&=+]")
+_QUERY_BYTE = re.compile(rb"%[0-9A-Fa-f]{2}|.", re.DOTALL)
+
+
+def parse_grip_last(value: str | None) -> dict[str, str]:
+    """``Grip-Last`` values (``events-a; last-id=7``, one per channel, maybe joined by ``,``) by channel.
+
+    Malformed items are skipped.
+    """
+    result: dict[str, str] = {}
+    if value is None:
+        return result
+    for item in value.split(","):
+        name, *params = item.split(";")
+        name = name.strip()
+        for param in params:
+            key, _, last_id = param.strip().partition("=")
+            if name and key.strip() == "last-id":
+                result[name] = last_id.strip().strip('"')
+    return result
+
+
+@dataclass(frozen=True)
+class GripRequest:
+    """What a request through a GRIP proxy says about itself, parsed once.
+
+    Attributes:
+        signed: Its ``Grip-Sig`` validated with a proxy's verify key.
+        next_link: It is the proxy fetching a next link: it has the
+            ``grip-next-link`` query parameter and a ``Grip-Last`` header
+            (which a client's request through the proxy cannot carry: the
+            proxy strips ``Grip-*`` request headers).
+        grip_last: The proxy's channels (prefixed) and the id of the last
+            event the client has on each, from ``Grip-Last``.
+    """
+
+    signed: bool
+    next_link: bool
+    grip_last: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, scope: Scope, *, signed: bool) -> GripRequest:
+        raw_last = header(scope, b"grip-last")
+        next_link = raw_last is not None and query_param(scope, NEXT_LINK_PARAM) is not None
+        return cls(signed, next_link, parse_grip_last(raw_last) if next_link else {})
+
+    @property
+    def trusted_next_link(self) -> bool:
+        """A next-link request the proxy signed: its ``Grip-Last`` is the proxy's word."""
+        return self.signed and self.next_link
+
+    def held_channels(self, prefix: str) -> list[str]:
+        """The channels (``prefix`` removed) the proxy says the client holds, in its order.
+
+        Channels without ``prefix`` are not this app's and are left out.
+        """
+        return [name[len(prefix) :] for name in self.grip_last if name.startswith(prefix)]
+
+
+def has_dot_segments(scope: Scope) -> bool:
+    """Whether the request path has a ``.`` or ``..`` segment, literal or percent-encoded."""
+    raw = scope.get("raw_path")
+    path: bytes = raw if isinstance(raw, bytes) else scope.get("path", "/").encode("utf-8")
+    path = path.split(b"?", 1)[0]
+    return any(unquote_to_bytes(segment) in (b".", b"..") for segment in path.split(b"/"))
+
+
+def next_link(scope: Scope) -> str:
+    """The next link: the request's own query, percent-encoded, marked with ``grip-next-link=1``.
+
+    A query-only relative reference: the proxy resolves it against the
+    path it requested, so the link can name neither another host nor a
+    path of the client's choosing.
+    """
+    query: bytes = scope.get("query_string", b"")
+    kept = []
+    for pair in query.split(b"&") if query else ():
+        name = pair.split(b"=", 1)[0].replace(b"+", b" ")
+        if not pair or unquote_to_bytes(name) == NEXT_LINK_PARAM.encode():
+            continue
+        kept.append(_encode_query(pair))
+    kept.append(f"{NEXT_LINK_PARAM}=1")
+    return "?" + "&".join(kept)
+
+
+def _encode_query(part: bytes) -> str:
+    return "".join(
+        chunk.decode("ascii") if _QUERY_KEPT.fullmatch(chunk) else "".join(f"%{byte:02X}" for byte in chunk)
+        for chunk in _QUERY_BYTE.findall(part)
+    )
+
+
+def _own_seq(event_id: str, epoch: str) -> int | None:
+    prefix = f"{epoch}-"
+    if event_id.startswith(prefix) and _OWN_SEQ.fullmatch(event_id, len(prefix)):
+        return int(event_id[len(prefix) :])
+    return None
+
+
+def entries_after(
+    history: HistoryStore, epoch: str, channel: str, event_id: str
+) -> list[HistoryEntry] | None:
+    """The events of ``channel`` after ``event_id``, or ``None`` when history cannot tell.
+
+    An id that is not a valid id of this history (wrong epoch, not digits,
+    too long) is unknown: ``None``, never an exception.
+    """
+    if len(event_id) > _MAX_ID:
+        return None
+    seq = _own_seq(event_id, epoch)
+    if seq is None:
+        seq = history.find(channel, event_id)
+    return None if seq is None else history.since(channel, seq)
+
+
+_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
+_STREAM_RESET = encode(ServerSentEvent(event="stream-reset"))
+
+
+def hold_response(
+    scope: Scope,
+    request: GripRequest,
+    names: Sequence[str],
+    *,
+    last_event_id: str | None,
+    retry: int | None,
+    history: HistoryStore | None,
+    epoch: str,
+    prefix: str,
+    reliable: bool,
+    keep_alive: bytes,
+    keep_alive_interval: float | None,
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The GRIP headers and the body that make the proxy hold the client on ``names``.
+
+    The body is what the client must see first: ``stream-open`` (not on a
+    next link: the stream is already open), then ``stream-reset`` if history
+    cannot tell what the client missed, or the missed events. In reliable
+    mode each channel carries the id of its last event (``prev-id``) and the
+    answer a next link where the proxy fetches what it missed.
+    """
+    body = b""
+    if not request.next_link:
+        body = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+    else:
+        last_event_id = None  # the proxy says per channel what the client has (Grip-Last)
+    channels: list[tuple[str, str | None]] = []
+    replay: list[HistoryEntry] = []
+    reset = False
+    origin_id = f"{epoch}-0"  # the "previous id" of a channel's first event
+    for name in names:
+        last = history.last(name) if history is not None else None
+        known = request.grip_last.get(prefix + name) if request.next_link else last_event_id
+        prev_id = last.id if last is not None else origin_id
+        if known is not None and known != prev_id:
+            entries = entries_after(history, epoch, name, known) if history is not None else None
+            if entries is None:
+                reset = True
+            else:
+                replay.extend(entries)
+        channels.append((prefix + name, prev_id if reliable else None))
+    replay.sort(key=lambda entry: entry.seq)
+    if reset:
+        body += _STREAM_RESET
+    body += b"".join(entry.wire for entry in replay)
+    link = next_link(scope) if reliable else None
+    headers = hold_headers(channels, keep_alive, keep_alive_interval, link)
+    return headers, body
