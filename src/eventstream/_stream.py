@@ -8,10 +8,9 @@ import inspect
 import math
 import os
 import re
-import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,7 +23,8 @@ from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._http import accepts_event_stream, header, send_plain
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
+from ._signals import SignalRelay, chain_close, release, watch
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
@@ -150,6 +150,15 @@ class EventStream:
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
             to write what they hold; then they are cut.
+        handle_signals: Close the stream on SIGINT and SIGTERM, so that the
+            server can stop: the first request served in the main thread
+            (or the first lifespan startup of an endpoint) installs handlers
+            that end every open stream, wait until their responses are
+            complete (at most ``shutdown_grace``), then pass the signal on
+            to the handler installed before (the server's), or to the
+            default action. A second signal is passed on at once. The
+            handlers are given back when the stream is closed. ``False``
+            for apps that manage signals themselves.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -174,6 +183,7 @@ class EventStream:
         max_subscribers: int | None = None,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
+        handle_signals: bool = True,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -209,6 +219,9 @@ class EventStream:
         if not shutdown_grace >= 0 or math.isinf(shutdown_grace):
             raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
         self.shutdown_grace = shutdown_grace
+        self.handle_signals = handle_signals
+        self._relay: SignalRelay | None = None
+        self._ending: list[Subscriber] = []  # ended by a close, their responses maybe not finished
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
@@ -263,6 +276,7 @@ class EventStream:
         events; if history cannot tell, it gets ``stream-reset`` instead.
         """
         names = (channels,) if isinstance(channels, str) else tuple(channels)
+        self._watch_signals()
         await self._serve(scope, receive, send, names, self.retry if retry is _DEFAULT else retry)
 
     async def _serve(
@@ -546,6 +560,8 @@ class EventStream:
             waiters, self._waiters = self._waiters, []
             for event in waiters:
                 event.set()
+        if self._relay is not None and self._relay.received:
+            self._relay.check()  # a signal waits for the streams to end
 
     # -- closing ---------------------------------------------------------
 
@@ -558,6 +574,8 @@ class EventStream:
         sends what is queued and stops. Idempotent.
         """
         self._close_streams()
+        release(self, self._relay)
+        self._relay = None
         if self._started_grip and self._grip is not None:
             self._started_grip = False
             await self._grip.aclose()
@@ -568,8 +586,23 @@ class EventStream:
         final = None
         if self._shutdown_event is not None and not self._hub.closed:
             final = self._record("", self._shutdown_event, keep=False)
-        self._hub.close(self.shutdown_grace, final, now)
+        self._ending += self._hub.close(self.shutdown_grace, final, now)
         self._notify_waiters()
+
+    # -- signals (see _signals.py) -----------------------------------------
+
+    def _watch_signals(self) -> None:
+        # Per request: a no-op once registered with this event loop's relay.
+        if self.handle_signals and not self._hub.closed:
+            self._relay = watch(self, self._relay)
+
+    def _signal_close(self, now: float) -> None:
+        self._close_streams(now)
+
+    def _signal_done(self) -> bool:
+        # A connection closes its subscriber's receive stream when its response is over.
+        self._ending = [s for s in self._ending if s.receive.statistics().open_receive_streams]
+        return not self._ending
 
     @contextlib.contextmanager
     def close_on_signals(self, *signals: int) -> Iterator[None]:
@@ -589,34 +622,11 @@ class EventStream:
 
         A signal without a Python handler (default action) is left alone. Must
         be used in the main thread, in the event loop that serves the app.
+        Since ``handle_signals`` (on by default) does this without any code,
+        it is only needed for other signals, or with ``handle_signals=False``.
         """
-        token = anyio.lowlevel.current_token()
-        native: Any = token.native_token
-        # Signal-safe ways back into the event loop: trio's run_sync_soon, asyncio's call_soon_threadsafe.
-        schedule = getattr(native, "run_sync_soon", None) or native.call_soon_threadsafe
-        clock = token.backend_class.current_time
-        previous: dict[int, Any] = {}
-
-        def close() -> None:
-            self._close_streams(clock())
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            schedule(close)
-            chained = previous.get(signum)
-            if callable(chained):
-                chained(signum, frame)
-
-        for sig in signals or (signal.SIGTERM, signal.SIGINT):
-            current = signal.getsignal(sig)
-            if callable(current):
-                previous[sig] = current
-                signal.signal(sig, handler)
-        try:
+        with chain_close(self._close_streams, signals):
             yield
-        finally:
-            for sig, chained in previous.items():
-                if signal.getsignal(sig) is handler:
-                    signal.signal(sig, chained)
 
     async def __aenter__(self) -> EventStream:
         """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
@@ -667,11 +677,13 @@ class EventStreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            self.stream._watch_signals()
             await self.stream._serve(scope, receive, send, self._resolver, self.retry)
         elif kind == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    self.stream._watch_signals()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
