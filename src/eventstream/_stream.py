@@ -635,6 +635,7 @@ class EventStream:
         already running (entered by its owner) is used as it is.
         """
         self._hub.closed = False
+        self._watch_signals()
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
             self._started_grip = True
