@@ -163,7 +163,7 @@ def watch(stream: Closable, relay: SignalRelay | None) -> SignalRelay | None:
     with _lock:
         current = _relay
         if current is None or current.loop.native is not loop_native or not current.installed:
-            if current is not None and current.installed:
+            if current is not None:
                 current.uninstall()  # a loop that has stopped (only one runs in the main thread)
             current = _relay = SignalRelay(_Loop())
             current.install()
@@ -179,8 +179,8 @@ def release(stream: Closable, relay: SignalRelay | None) -> None:
     relay.streams.discard(stream)
     if relay.received:
         relay.check()  # a signal is being handled: this stream has ended too
-    elif not relay.streams and relay.installed:
-        relay.uninstall()
+    elif not relay.streams:
+        relay.uninstall()  # also where a handler chained over ours has since put ours back
         with _lock:
             if _relay is relay:
                 _relay = None

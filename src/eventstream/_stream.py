@@ -346,7 +346,7 @@ class EventStream:
         try:
             async with anyio.create_task_group() as tg:
                 subscriber.cancel_scope = tg.cancel_scope
-                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
                 # OSError: the client is gone (ASGI 2.4 servers raise it from send)
                 with contextlib.suppress(OSError):
                     await self._stream_response(connection, send, last_event_id, retry)
@@ -379,6 +379,10 @@ class EventStream:
             failure = exc
         if failure is not None:
             await connection.send_stream_error(send, failure)
+        # Servers report the end of the response to the app as http.disconnect,
+        # from inside this send (hypercorn); cancelling it then would cut the
+        # server's own bookkeeping short (the connection would never go idle).
+        connection.completing = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer_proxy(
@@ -650,14 +654,15 @@ class EventStream:
         await self.aclose()
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
     # Servers that do not raise from send() report a gone client here.
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
     except OSError:
         pass
-    scope.cancel()
+    if not connection.completing:
+        scope.cancel()
 
 
 class EventStreamEndpoint:
