@@ -135,14 +135,21 @@ class SignalRelay:
     def _pass_on(self, signum: int, frame: FrameType | None) -> None:
         previous = self.previous.get(signum, signal.SIG_DFL)
         if callable(previous):
-            previous(signum, frame)
+            try:
+                previous(signum, frame)
+            except RuntimeError:
+                # The handler of an event loop that has ended (trio: RunFinishedError),
+                # left behind in a process that goes on (a test run): Ctrl+C still interrupts.
+                if signum != signal.SIGINT:
+                    raise
+                raise KeyboardInterrupt from None
         elif previous == signal.SIG_DFL:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)  # the default action: the process ends
 
 
+# The relay of the event loop running in the main thread (signals only reach that thread).
 _relay: SignalRelay | None = None
-_lock = threading.Lock()
 
 
 def watch(stream: Closable, relay: SignalRelay | None) -> SignalRelay | None:
@@ -160,15 +167,14 @@ def watch(stream: Closable, relay: SignalRelay | None) -> SignalRelay | None:
     loop_native = anyio.lowlevel.current_token().native_token
     if relay is not None and relay.installed and relay.loop.native is loop_native:
         return relay
-    with _lock:
-        current = _relay
-        if current is None or current.loop.native is not loop_native or not current.installed:
-            if current is not None:
-                current.uninstall()  # a loop that has stopped (only one runs in the main thread)
-            current = _relay = SignalRelay(_Loop())
-            current.install()
-        current.streams.add(stream)
-        return current
+    current = _relay
+    if current is None or current.loop.native is not loop_native or not current.installed:
+        if current is not None:
+            current.uninstall()  # a loop that has stopped (only one runs in the main thread)
+        current = _relay = SignalRelay(_Loop())
+        current.install()
+    current.streams.add(stream)
+    return current
 
 
 def release(stream: Closable, relay: SignalRelay | None) -> None:
@@ -181,9 +187,8 @@ def release(stream: Closable, relay: SignalRelay | None) -> None:
         relay.check()  # a signal is being handled: this stream has ended too
     elif not relay.streams:
         relay.uninstall()  # also where a handler chained over ours has since put ours back
-        with _lock:
-            if _relay is relay:
-                _relay = None
+        if _relay is relay:
+            _relay = None
 
 
 @contextlib.contextmanager

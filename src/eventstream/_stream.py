@@ -635,8 +635,10 @@ class EventStream:
     async def __aenter__(self) -> EventStream:
         """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
 
-        Exiting calls :meth:`aclose`. A :class:`GripPublisher` that is
-        already running (entered by its owner) is used as it is.
+        In the main thread, with ``handle_signals``, it also installs the
+        SIGINT and SIGTERM handlers (see the option). Exiting calls
+        :meth:`aclose`. A :class:`GripPublisher` that is already running
+        (entered by its owner) is used as it is.
         """
         self._hub.closed = False
         self._watch_signals()
