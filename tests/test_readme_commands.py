@@ -46,11 +46,11 @@ COMMANDS = {
     "python3 -m pip install -e '.[examples]'": RUN,
     "python3 -m pip install build && python3 -m build": RUN,
     "python3 -m pip install dist/eventstream-*.whl": RUN,
-    "hypercorn examples.raw_asgi:app": RUN,
-    "hypercorn -k trio examples.starlette_app:app": RUN,
+    "hypercorn --workers 0 examples.raw_asgi:app": RUN,
+    "hypercorn --workers 0 -k trio examples.starlette_app:app": RUN,
     "uvicorn examples.fastapi_app:app": RUN,
     """curl -X POST http://127.0.0.1:8000/api/publish -d '{"event": "message", "data": {"text": "hi"}}'""": RUN,  # noqa: E501
-    "hypercorn examples.pipe:app": RUN,
+    "hypercorn --workers 0 examples.pipe:app": RUN,
     "curl -N http://127.0.0.1:8000/api/events": RUN,
     "sudo apt-get install -y pushpin": "not run (root); require_pushpin checks pushpin, condure and zurl",
     "pushpin --config examples/grip/pushpin.conf &": RUN,
@@ -237,8 +237,8 @@ def test_install_commands(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     [
-        "hypercorn examples.raw_asgi:app",
-        "hypercorn -k trio examples.starlette_app:app",
+        "hypercorn --workers 0 examples.raw_asgi:app",
+        "hypercorn --workers 0 -k trio examples.starlette_app:app",
         "uvicorn examples.fastapi_app:app",
     ],
 )
@@ -275,7 +275,8 @@ def test_pipe_example_commands(
 ) -> None:
     port = free_port()
     log = tmp_path / "server.log"
-    server = examples_checkout.start(f"hypercorn examples.pipe:app --bind 127.0.0.1:{port}", log=log)
+    command = f"hypercorn --workers 0 examples.pipe:app --bind 127.0.0.1:{port}"
+    server = examples_checkout.start(command, log=log)
     processes.append(server)
     wait_http(f"http://127.0.0.1:{port}/", server, log)
     curl = adapt("curl -N http://127.0.0.1:8000/api/events", {8000: port})
