@@ -33,6 +33,10 @@ class Recorder:
         self.called.set()
 
 
+def current_handler_is(handler: object) -> bool:
+    return signal.getsignal(signal.SIGTERM) is handler
+
+
 @pytest.fixture
 def sigterm() -> Iterator[None]:
     original = signal.getsignal(signal.SIGTERM)
@@ -65,7 +69,7 @@ async def test_sigterm_closes_every_hub_then_reaches_the_previous_handler(sigter
             await chat.wait_subscribers(2, "room")
             await alerts.wait_subscribers(1, "all")
             # The first request installed the handlers, chained to the recorder.
-            assert signal.getsignal(signal.SIGTERM) is not recorder
+            assert not current_handler_is(recorder)
             await chat.publish_event("room", {"event": "message", "data": "last"})
             signal.raise_signal(signal.SIGTERM)
             assert recorder.calls == []  # not before the streams have ended
@@ -77,7 +81,7 @@ async def test_sigterm_closes_every_hub_then_reaches_the_previous_handler(sigter
         ["stream-open", "shutdown"],
     ]
     assert recorder.calls == [(signal.SIGTERM, 0)]  # once, after every stream had ended
-    assert signal.getsignal(signal.SIGTERM) is recorder  # given back
+    assert current_handler_is(recorder)  # given back
     with pytest.raises(anyio.ClosedResourceError):
         await chat.publish_event("room", {"data": "too late"})
 
@@ -97,7 +101,7 @@ async def test_a_second_signal_is_passed_on_at_once(sigterm: None) -> None:
             assert recorder.calls == []  # waiting for the stuck stream (up to shutdown_grace)
             signal.raise_signal(signal.SIGTERM)  # the user insists
             assert recorder.calls == [(signal.SIGTERM, 0), (signal.SIGTERM, 0)]
-            assert signal.getsignal(signal.SIGTERM) is recorder
+            assert current_handler_is(recorder)
             assert (await response.receive_event()).event == "stream-open"
 
 
@@ -107,17 +111,17 @@ async def test_handlers_are_given_back_when_the_stream_is_closed(sigterm: None) 
     stream = EventStream()
     with anyio.fail_after(10):
         async with stream:
-            assert signal.getsignal(signal.SIGTERM) is not recorder
+            assert not current_handler_is(recorder)
             async with open_stream(stream("a")) as response:
                 assert (await response.receive_event()).event == "stream-open"
-        assert signal.getsignal(signal.SIGTERM) is recorder
+        assert current_handler_is(recorder)
         # Entered again: installed again; the signal closes it and goes on to the recorder.
         async with stream:
-            assert signal.getsignal(signal.SIGTERM) is not recorder
+            assert not current_handler_is(recorder)
             signal.raise_signal(signal.SIGTERM)
             await recorder.called.wait()
             assert recorder.calls == [(signal.SIGTERM, 0)]
-            assert signal.getsignal(signal.SIGTERM) is recorder
+            assert current_handler_is(recorder)
 
 
 async def test_handle_signals_false_installs_nothing(sigterm: None) -> None:
@@ -127,7 +131,7 @@ async def test_handle_signals_false_installs_nothing(sigterm: None) -> None:
     with anyio.fail_after(10):
         async with stream, open_stream(stream("a")) as response:
             assert (await response.receive_event()).event == "stream-open"
-            assert signal.getsignal(signal.SIGTERM) is recorder
+            assert current_handler_is(recorder)
             signal.raise_signal(signal.SIGTERM)
             assert recorder.calls == [(signal.SIGTERM, 1)]  # the stream is still open
             assert stream.subscriber_count() == 1
@@ -139,7 +143,7 @@ async def test_ignored_signals_are_left_alone(sigterm: None) -> None:
     with anyio.fail_after(10):
         async with stream, open_stream(stream("a")) as response:
             assert (await response.receive_event()).event == "stream-open"
-            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            assert current_handler_is(signal.SIG_IGN)
 
 
 async def test_close_on_signals_still_chains(sigterm: None) -> None:
@@ -156,4 +160,4 @@ async def test_close_on_signals_still_chains(sigterm: None) -> None:
                     assert await read_to_end(response) == ["stream-open", "shutdown"]
                     await recorder.called.wait()
     assert recorder.calls == [(signal.SIGTERM, 0)]
-    assert signal.getsignal(signal.SIGTERM) is recorder
+    assert current_handler_is(recorder)
