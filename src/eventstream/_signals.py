@@ -17,6 +17,18 @@ the event loop.
 
 Signals a process ignores (``SIG_IGN``, as hypercorn's worker processes do
 with SIGINT) are left alone.
+
+What the servers do (uvicorn 0.54, hypercorn 0.18): uvicorn installs its
+handlers with ``signal.signal`` before the lifespan starts, and at its end
+restores the handlers it found and raises the signals it caught again.
+Hypercorn's asyncio worker uses ``loop.add_signal_handler``: its handler runs
+through the loop's wake-up fd whatever the Python-level handler is (that is
+asyncio's no-op, which the relay chains to), so hypercorn begins stopping at
+once while the streams end. Hypercorn's trio worker installs none: SIGINT
+reaches trio's KeyboardInterrupt handler (called from a callback of the run,
+so it is delivered to the main task, which hypercorn treats as a shutdown),
+SIGTERM its default action once the streams have ended. With hypercorn's
+default supervisor and worker processes, the workers never see the signal.
 """
 
 from __future__ import annotations

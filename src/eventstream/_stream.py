@@ -590,6 +590,7 @@ class EventStream:
         final = None
         if self._shutdown_event is not None and not self._hub.closed:
             final = self._record("", self._shutdown_event, keep=False)
+        self._signal_done()  # forget connections of an earlier close that have ended
         self._ending += self._hub.close(self.shutdown_grace, final, now)
         self._notify_waiters()
 
