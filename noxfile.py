@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typing"]
@@ -37,16 +39,26 @@ def typing(session: nox.Session) -> None:
     session.run("mypy", *session.posargs)
 
 
+def demo_command(bind: str, *args: str) -> list[str]:
+    """The server the demo session runs: one process (``--workers 0``), so Ctrl+C reaches the app."""
+    return ["hypercorn", "examples.raw_asgi:app", "--bind", bind, "--workers", "0", *args]
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Serve the chat example on http://127.0.0.1:8000/ (pass ``-- -k trio`` for the trio worker)."""
+    """Serve the chat example on http://127.0.0.1:8000/ (pass ``-- -k trio`` for the trio worker).
+
+    Ctrl+C stops it at once, open streams included. ``EVENTSTREAM_DEMO_BIND``
+    (default ``127.0.0.1:8000``) changes the address.
+    """
     install(session, "demo")
-    session.log("Open http://127.0.0.1:8000/ and publish with:")
+    bind = os.environ.get("EVENTSTREAM_DEMO_BIND", "127.0.0.1:8000")
+    session.log(f"Open http://{bind}/ and publish with:")
     session.log(
-        "  curl -X POST http://127.0.0.1:8000/api/publish "
+        f"  curl -X POST http://{bind}/api/publish "
         """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""
     )
-    session.run("hypercorn", "examples.raw_asgi:app", "--bind", "127.0.0.1:8000", *session.posargs)
+    session.run(*demo_command(bind, *session.posargs))
 
 
 @nox.session

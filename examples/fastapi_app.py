@@ -1,15 +1,15 @@
-"""The chat app with FastAPI: endpoints are added as routes (or mounted), the hub lives in the lifespan.
+"""The chat app with FastAPI: endpoints are added as routes (or mounted).
 
-Run it with ``hypercorn examples.fastapi_app:app`` (or ``-k trio``).
+Run it with ``hypercorn examples.fastapi_app:app`` (or ``-k trio``, or
+``uvicorn examples.fastapi_app:app``). ``POST /api/publish`` takes a JSON body
+whatever its ``Content-Type`` (``curl -d`` sends a form type).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+import json
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from eventstream import get_event_stream_singleton
@@ -18,16 +18,7 @@ from .raw_asgi import CHAT_PAGE, query_channels
 
 stream = get_event_stream_singleton()
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # On SIGTERM or at shutdown: end open streams, so the server can stop.
-    async with stream:
-        with stream.close_on_signals():
-            yield
-
-
-app = FastAPI(lifespan=lifespan)
+app = FastAPI()  # no shutdown code: Ctrl+C and SIGTERM end open streams (handle_signals)
 # add_route takes ASGI apps at run time; its annotation only names request handlers.
 app.add_route("/api/events", stream(query_channels))  # type: ignore[arg-type]
 app.add_route("/api/events/{id}", stream("{id}"))  # type: ignore[arg-type]
@@ -40,10 +31,11 @@ async def homepage() -> bytes:
 
 
 @app.post("/api/publish", status_code=202)
-async def publish(body: dict[str, Any]) -> dict[str, str]:
-    channel = body.pop("channel", "test")
+async def publish(request: Request) -> dict[str, str]:
     try:
+        body = json.loads(await request.body())
+        channel = body.pop("channel", "test")
         await stream.publish_event(channel, body)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise HTTPException(status_code=400, detail=f"Bad event: {exc}") from None
     return {"status": "published"}

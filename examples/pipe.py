@@ -2,6 +2,8 @@
 
 A ticker runs for the life of the app, inside the lifespan's task group, and
 is piped into channel "ticks": it moves only as fast as events are dispatched.
+On Ctrl+C or SIGTERM the stream closes (handle_signals), ``pipe()`` returns,
+open streams end, and the server stops: no shutdown code.
 
     hypercorn examples.pipe:app            # then: curl -N localhost:8000/api/events
 """
@@ -39,11 +41,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()  # lifespan.startup
         async with stream, anyio.create_task_group() as tg:
-            with stream.close_on_signals():
-                tg.start_soon(pipe_ticks)
-                await send({"type": "lifespan.startup.complete"})
-                await receive()  # lifespan.shutdown
-                tg.cancel_scope.cancel()
+            tg.start_soon(pipe_ticks)  # returns when the stream is closed
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            tg.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
     elif scope["path"] == "/api/events":
         await events(scope, receive, send)

@@ -63,11 +63,12 @@ def chat_app(stream: EventStream) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await receive()  # lifespan.startup
-            # On SIGTERM or at shutdown: end open streams, so the server can stop.
+            # The stream is entered for the life of the app: that runs GRIP
+            # publishing when it is configured (examples/grip). Ctrl+C and
+            # SIGTERM end open streams by themselves (handle_signals).
             async with stream:
-                with stream.close_on_signals():
-                    await send({"type": "lifespan.startup.complete"})
-                    await receive()  # lifespan.shutdown
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
             await send({"type": "lifespan.shutdown.complete"})
             return
         path = scope["path"]

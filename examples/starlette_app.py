@@ -1,12 +1,10 @@
 """The same app with Starlette: ``Route(path, stream(...))`` mounts an endpoint directly.
 
-Run it with ``hypercorn examples.starlette_app:app`` (or ``-k trio``).
+Run it with ``hypercorn examples.starlette_app:app`` (or ``-k trio``, or
+``uvicorn examples.starlette_app:app``).
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,14 +32,6 @@ async def publish(request: Request) -> Response:
     return PlainTextResponse("Published\n", status_code=202)
 
 
-@asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    # On SIGTERM or at shutdown: end open streams, so the server can stop.
-    async with stream:
-        with stream.close_on_signals():
-            yield
-
-
 app = Starlette(
     routes=[
         Route("/", homepage),
@@ -50,5 +40,4 @@ app = Starlette(
         Route("/api/publish", publish, methods=["POST"]),
         Mount("/api/lobby", app=stream("lobby")),  # every path below /api/lobby streams "lobby"
     ],
-    lifespan=lifespan,
-)
+)  # no shutdown code: Ctrl+C and SIGTERM end open streams (handle_signals)

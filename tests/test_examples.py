@@ -59,6 +59,14 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
             assert (await default.next()).json() == {"text": "hello"}
             assert (await room.next()).json() == {"text": "in the room"}
             assert [(await both.next()).json() for _ in range(2)] == [{"text": "on a"}, {"text": "on b"}]
+            # What `curl -d` sends: a JSON body with a form content type (FastAPI answered 422).
+            form = await client.post(
+                "/api/publish",
+                content=b'{"event": "message", "data": "as curl sends it"}',
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert form.status_code == 202, form.text
+            assert (await default.next()).json() == "as curl sends it"
             bad = await client.post("/api/publish", json={"event": "bad\nname", "data": 1})
             assert bad.status_code == 400
             assert "CR, LF or NUL" in bad.text

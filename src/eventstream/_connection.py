@@ -61,6 +61,8 @@ class Connection:
         self._prefix = f"{epoch}-{channels_digest(self.channels)}-" if self.multi else ""
         #: The last sequence number delivered (or deliberately skipped) per channel.
         self.positions: dict[str, int] = {}
+        #: The response's last message is being sent: a disconnect no longer cancels anything.
+        self.completing = False
 
     # -- where to start --------------------------------------------------
 

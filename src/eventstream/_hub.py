@@ -164,17 +164,19 @@ class Hub:
 
     def close(
         self, grace: float | None = None, final: HistoryEntry | None = None, now: float | None = None
-    ) -> None:
+    ) -> list[Subscriber]:
         """Refuse new subscribers and end every subscription after its buffer is written.
 
         ``final`` is added to every buffer that has room; connections still
-        writing ``grace`` seconds later are cancelled.
+        writing ``grace`` seconds later are cancelled. Returns the subscribers
+        it ended (their connections close their ``receive`` when they are done).
         """
+        ended = list(self._subscribers)
         self.closed = True
         deadline = None
         if grace is not None:
             deadline = (anyio.current_time() if now is None else now) + grace
-        for subscriber in list(self._subscribers):
+        for subscriber in ended:
             if final is not None:
                 with contextlib.suppress(
                     anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
@@ -184,6 +186,7 @@ class Hub:
             scope = subscriber.cancel_scope
             if deadline is not None and scope is not None:
                 scope.deadline = min(scope.deadline, deadline)
+        return ended
 
     # -- publishing ------------------------------------------------------
 

@@ -10,10 +10,9 @@ import logging
 import math
 import os
 import re
-import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -26,8 +25,9 @@ from ._grip_config import SigCheck
 from ._grip_hold import GripRequest, has_dot_segments, hold_response
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._http import accepts_event_stream, header, query_param, send_plain
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
 from ._loop import LoopBinding, current_thread_id
+from ._signals import SignalRelay, chain_close, release, watch
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
@@ -135,6 +135,15 @@ class EventStream:
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
             to write what they hold; then they are cut.
+        handle_signals: Close the stream on SIGINT and SIGTERM, so that the
+            server can stop: the first request served in the main thread
+            (or the first lifespan startup of an endpoint) installs handlers
+            that end every open stream, wait until their responses are
+            complete (at most ``shutdown_grace``), then pass the signal on
+            to the handler installed before (the server's), or to the
+            default action. A second signal is passed on at once. The
+            handlers are given back when the stream is closed. ``False``
+            for apps that manage signals themselves.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -159,6 +168,7 @@ class EventStream:
         max_subscribers: int | None = None,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
+        handle_signals: bool = True,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -194,6 +204,9 @@ class EventStream:
         if not shutdown_grace >= 0 or math.isinf(shutdown_grace):
             raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
         self.shutdown_grace = shutdown_grace
+        self.handle_signals = handle_signals
+        self._relay: SignalRelay | None = None
+        self._ending: list[Subscriber] = []  # ended by a close, their responses maybe not finished
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
@@ -271,6 +284,7 @@ class EventStream:
             names = tuple(channels)
         else:
             raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
+        self._watch_signals()
         await self._serve(scope, receive, send, names, self.retry if retry is _STREAM_RETRY else retry)
 
     async def _serve(
@@ -354,7 +368,7 @@ class EventStream:
         try:
             async with anyio.create_task_group() as tg:
                 subscriber.cancel_scope = tg.cancel_scope
-                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
                 # OSError: the client is gone (ASGI 2.4 servers raise it from send)
                 with contextlib.suppress(OSError):
                     await self._stream_response(connection, send, last_event_id, retry)
@@ -387,6 +401,10 @@ class EventStream:
             failure = exc
         if failure is not None:
             await connection.send_stream_error(send, failure)
+        # Servers report the end of the response to the app as http.disconnect,
+        # from inside this send (hypercorn); cancelling it then would cut the
+        # server's own bookkeeping short (the connection would never go idle).
+        connection.completing = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer_proxy(
@@ -573,6 +591,8 @@ class EventStream:
             waiters, self._waiters = self._waiters, []
             for event in waiters:
                 event.set()
+        if self._relay is not None and self._relay.received:
+            self._relay.check()  # a signal waits for the streams to end
 
     # -- closing ---------------------------------------------------------
 
@@ -585,6 +605,8 @@ class EventStream:
         sends what is queued and stops. Idempotent.
         """
         self._close_streams()
+        release(self, self._relay)
+        self._relay = None
         if self._started_grip and self._grip is not None:
             self._started_grip = False
             await self._grip.aclose()
@@ -595,8 +617,24 @@ class EventStream:
         final = None
         if self._shutdown_event is not None and not self._hub.closed:
             final = self._record("", self._shutdown_event, keep=False)
-        self._hub.close(self.shutdown_grace, final, now)
+        self._signal_done()  # forget connections of an earlier close that have ended
+        self._ending += self._hub.close(self.shutdown_grace, final, now)
         self._notify_waiters()
+
+    # -- signals (see _signals.py) -----------------------------------------
+
+    def _watch_signals(self) -> None:
+        # Per request: a no-op once registered with this event loop's relay.
+        if self.handle_signals and not self._hub.closed:
+            self._relay = watch(self, self._relay)
+
+    def _signal_close(self, now: float) -> None:
+        self._close_streams(now)
+
+    def _signal_done(self) -> bool:
+        # A connection closes its subscriber's receive stream when its response is over.
+        self._ending = [s for s in self._ending if s.receive.statistics().open_receive_streams]
+        return not self._ending
 
     @contextlib.contextmanager
     def close_on_signals(self, *signals: int) -> Iterator[None]:
@@ -616,43 +654,23 @@ class EventStream:
 
         A signal without a Python handler (default action) is left alone. Must
         be used in the main thread, in the event loop that serves the app.
+        Since ``handle_signals`` (on by default) does this without any code,
+        it is only needed for other signals, or with ``handle_signals=False``.
         """
-        token = anyio.lowlevel.current_token()
-        native: Any = token.native_token
-        # Signal-safe ways back into the event loop: trio's run_sync_soon, asyncio's call_soon_threadsafe.
-        schedule = getattr(native, "run_sync_soon", None) or native.call_soon_threadsafe
-        clock = token.backend_class.current_time
-        previous: dict[int, Any] = {}
-
-        def close() -> None:
-            self._close_streams(clock())
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            schedule(close)
-            chained = previous.get(signum)
-            if callable(chained):
-                chained(signum, frame)
-
-        for sig in signals or (signal.SIGTERM, signal.SIGINT):
-            current = signal.getsignal(sig)
-            if callable(current):
-                previous[sig] = current
-                signal.signal(sig, handler)
-        try:
+        with chain_close(self._close_streams, signals):
             yield
-        finally:
-            for sig, chained in previous.items():
-                if signal.getsignal(sig) is handler:
-                    signal.signal(sig, chained)
 
     async def __aenter__(self) -> EventStream:
         """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
 
-        Exiting calls :meth:`aclose`. A :class:`GripPublisher` that is
-        already running (entered by its owner) is used as it is.
+        In the main thread, with ``handle_signals``, it also installs the
+        SIGINT and SIGTERM handlers (see the option). Exiting calls
+        :meth:`aclose`. A :class:`GripPublisher` that is already running
+        (entered by its owner) is used as it is.
         """
         self._hub.closed = False
         self._loop.bind()
+        self._watch_signals()
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
             self._started_grip = True
@@ -667,14 +685,15 @@ class EventStream:
         await self.aclose()
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
     # Servers that do not raise from send() report a gone client here.
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
     except OSError:
         pass
-    scope.cancel()
+    if not connection.completing:
+        scope.cancel()
 
 
 class EventStreamEndpoint:
@@ -697,11 +716,13 @@ class EventStreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            self.stream._watch_signals()
             await self.stream._serve(scope, receive, send, self._resolver, self.retry)
         elif kind == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    self.stream._watch_signals()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})

@@ -63,15 +63,33 @@ class ChannelWriter(ObjectSendStream[EventLike]):
         await self._stream.publish_event(self.channel, item)
 
     async def pipe(self, source: AsyncIterable[EventLike]) -> int:
-        """Publish every event of ``source``, in order, and return how many there were.
+        """Publish every event of ``source``, in order, and return how many were published.
 
-        The source is read only as fast as events are dispatched. An error
-        from the source or from a publish propagates, and the rest of the
-        source is not read. The writer stays open.
+        The source is read only as fast as events are dispatched. When the
+        event stream is closed (shutdown: a signal, ``aclose()``), it returns
+        without error and closes the source (an async generator's
+        ``aclose()``): a publish loop in the app's lifespan then simply ends.
+        The event that met the closed stream was not published.
+
+        Raises:
+            anyio.ClosedResourceError: this writer was closed.
+            Exception: an error from the source or from a publish (invalid
+                event, GRIP) propagates, and the rest of the source is not read.
+
+        The writer stays open. Cancellation stops reading the source; an
+        event being published may have reached some subscribers.
         """
         count = 0
         async for item in source:
-            await self.send(item)
+            try:
+                await self.send(item)
+            except anyio.ClosedResourceError:
+                if self._closed:
+                    raise
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                return count
             count += 1
         return count
 

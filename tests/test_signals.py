@@ -1,0 +1,163 @@
+"""handle_signals, in process: SIGTERM closes every stream, then reaches the handler installed before.
+
+The signals are raised in this process with ``signal.raise_signal``; a
+recording handler stands for the server's (so the test process survives),
+and is put back, with the original, at the end of each test.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import anyio
+import pytest
+
+from eventstream import EventStream
+from eventstream.testing import StreamResponse, open_stream
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A stand-in for a server's signal handler: records the signals and what the streams looked like."""
+
+    def __init__(self, *streams: EventStream) -> None:
+        self.streams = streams
+        self.calls: list[tuple[int, int]] = []  # (signal, open subscribers of every stream then)
+        self.called = anyio.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.calls.append((signum, sum(s.subscriber_count() for s in self.streams)))
+        self.called.set()
+
+
+def current_handler_is(handler: object) -> bool:
+    return signal.getsignal(signal.SIGTERM) is handler
+
+
+@pytest.fixture
+def sigterm() -> Iterator[None]:
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+async def read_to_end(response: StreamResponse) -> list[str | None]:
+    events = []
+    while True:
+        try:
+            events.append((await response.receive_event()).event)
+        except anyio.EndOfStream:
+            return events
+
+
+async def test_sigterm_closes_every_hub_then_reaches_the_previous_handler(sigterm: None) -> None:
+    chat = EventStream(shutdown_event={"event": "shutdown"})
+    alerts = EventStream(shutdown_event={"event": "shutdown"})
+    recorder = Recorder(chat, alerts)
+    signal.signal(signal.SIGTERM, recorder)
+    with anyio.fail_after(10):
+        async with (
+            open_stream(chat("room")) as first,
+            open_stream(chat("room")) as second,
+            open_stream(alerts("all")) as third,
+        ):
+            await chat.wait_subscribers(2, "room")
+            await alerts.wait_subscribers(1, "all")
+            # The first request installed the handlers, chained to the recorder.
+            assert not current_handler_is(recorder)
+            await chat.publish_event("room", {"event": "message", "data": "last"})
+            signal.raise_signal(signal.SIGTERM)
+            assert recorder.calls == []  # not before the streams have ended
+            endings = [await read_to_end(response) for response in (first, second, third)]
+            await recorder.called.wait()
+    assert endings == [
+        ["stream-open", "message", "shutdown"],
+        ["stream-open", "message", "shutdown"],
+        ["stream-open", "shutdown"],
+    ]
+    assert recorder.calls == [(signal.SIGTERM, 0)]  # once, after every stream had ended
+    assert current_handler_is(recorder)  # given back
+    with pytest.raises(anyio.ClosedResourceError):
+        await chat.publish_event("room", {"data": "too late"})
+
+
+async def test_a_second_signal_is_passed_on_at_once(sigterm: None) -> None:
+    chat = EventStream(shutdown_grace=60)
+    recorder = Recorder(chat)
+    signal.signal(signal.SIGTERM, recorder)
+    with anyio.fail_after(10):
+        async with open_stream(chat("room")) as response:
+            await chat.wait_subscribers(1, "room")
+            for n in range(20):  # the client reads nothing: the connection is stuck writing
+                await chat.publish_event("room", {"data": n})
+                await anyio.wait_all_tasks_blocked()
+            signal.raise_signal(signal.SIGTERM)
+            await anyio.wait_all_tasks_blocked()
+            assert recorder.calls == []  # waiting for the stuck stream (up to shutdown_grace)
+            signal.raise_signal(signal.SIGTERM)  # the user insists
+            assert recorder.calls == [(signal.SIGTERM, 0), (signal.SIGTERM, 0)]
+            assert current_handler_is(recorder)
+            assert (await response.receive_event()).event == "stream-open"
+
+
+async def test_handlers_are_given_back_when_the_stream_is_closed(sigterm: None) -> None:
+    recorder = Recorder()
+    signal.signal(signal.SIGTERM, recorder)
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with stream:
+            assert not current_handler_is(recorder)
+            async with open_stream(stream("a")) as response:
+                assert (await response.receive_event()).event == "stream-open"
+        assert current_handler_is(recorder)
+        # Entered again: installed again; the signal closes it and goes on to the recorder.
+        async with stream:
+            assert not current_handler_is(recorder)
+            signal.raise_signal(signal.SIGTERM)
+            await recorder.called.wait()
+            assert recorder.calls == [(signal.SIGTERM, 0)]
+            assert current_handler_is(recorder)
+
+
+async def test_handle_signals_false_installs_nothing(sigterm: None) -> None:
+    stream = EventStream(handle_signals=False)
+    recorder = Recorder(stream)
+    signal.signal(signal.SIGTERM, recorder)
+    with anyio.fail_after(10):
+        async with stream, open_stream(stream("a")) as response:
+            assert (await response.receive_event()).event == "stream-open"
+            assert current_handler_is(recorder)
+            signal.raise_signal(signal.SIGTERM)
+            assert recorder.calls == [(signal.SIGTERM, 1)]  # the stream is still open
+            assert stream.subscriber_count() == 1
+
+
+async def test_ignored_signals_are_left_alone(sigterm: None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with stream, open_stream(stream("a")) as response:
+            assert (await response.receive_event()).event == "stream-open"
+            assert current_handler_is(signal.SIG_IGN)
+
+
+async def test_close_on_signals_still_chains(sigterm: None) -> None:
+    # The explicit form, inside the automatic one: both close, the recorder runs once.
+    stream = EventStream(shutdown_event={"event": "shutdown"})
+    recorder = Recorder(stream)
+    signal.signal(signal.SIGTERM, recorder)
+    with anyio.fail_after(10):
+        async with stream:
+            with stream.close_on_signals():
+                async with open_stream(stream("a")) as response:
+                    await stream.wait_subscribers(1, "a")
+                    signal.raise_signal(signal.SIGTERM)
+                    assert await read_to_end(response) == ["stream-open", "shutdown"]
+                    await recorder.called.wait()
+    assert recorder.calls == [(signal.SIGTERM, 0)]
+    assert current_handler_is(recorder)
