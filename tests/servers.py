@@ -90,7 +90,7 @@ def run_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     pythonpath = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
     full_env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **(env or {})}
-    for _attempt in range(3):
+    for _attempt in range(5):
         port = free_port()
         log_path = log_dir / f"server-{kind}-{port}.log"
         with open(log_path, "wb") as log:

@@ -34,7 +34,7 @@ STREAMS = 200
         ("hypercorn-asyncio", [], False),
         ("hypercorn-trio", [], False),
         ("granian", [], True),
-        ("daphne", [], False),
+        ("daphne", [], True),
     ],
     ids=[
         "uvicorn",
@@ -52,7 +52,8 @@ async def test_sigterm_with_open_streams(
     """``clean``: the app sees the signal (one process with a Python handler), so streams end
     with the shutdown event and a complete response; otherwise (hypercorn's supervisor and worker
     processes: the workers never see the signal) the server's own graceful timeout (3 s) cuts
-    them. daphne speaks no lifespan protocol and Twisted stops on its own: it cuts the streams."""
+    them. daphne speaks no lifespan protocol, but the handlers installed at the first request
+    end its streams cleanly too."""
     with run_server(kind, log_dir=log_dir, extra_args=extra_args) as server:
         last: dict[int, object] = {}
         endings: dict[int, str] = {}
