@@ -164,6 +164,9 @@ async def test_the_next_link_stays_on_the_origin_and_survives_any_query() -> Non
 async def test_odd_last_event_ids_through_the_proxy_get_stream_reset() -> None:
     async with reliable_behind_pushpin(routed) as (stream, _, pushpin, client):
         await stream.publish_event("odd", {"event": "m", "text": "before"})
+        # A fresh Pushpin may answer its very first requests with its own 500 while it
+        # connects to the origin: only what the cases below make it log counts.
+        log_start = len(pushpin.log())
         epoch = stream._epoch.encode()
         cases: list[dict[str, Any]] = [
             {"headers": [(b"last-event-id", epoch + b"-\xb2")]},
@@ -174,7 +177,7 @@ async def test_odd_last_event_ids_through_the_proxy_get_stream_reset() -> None:
         for case in cases:
             async with held(client, f"{pushpin.url}/events/odd", pushpin, **case) as reader:
                 assert (await reader.next()).event == "stream-reset"
-        log = pushpin.log()
+        log = pushpin.log()[log_start:]
         # A known id still resumes.
         last_id = stream._history.last("odd").id  # type: ignore[union-attr]
         await stream.publish_event("odd", {"event": "m", "text": "missed"})

@@ -58,6 +58,13 @@ COMMANDS = {
     "hypercorn examples.grip.app:app --bind 127.0.0.1:8001 &": RUN,
     "hypercorn examples.grip.app:app --bind 127.0.0.1:8002 &": RUN,
     """curl -X POST http://127.0.0.1:8002/api/publish -d '{"event": "message", "data": {"text": "hi"}}'""": RUN,  # noqa: E501
+    "hypercorn --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
+        "not run as written (port 443 needs root, cert.pem is yours): tests/test_http2.py runs "
+        "hypercorn with the same --certfile/--keyfile flags, a test certificate and a free port"
+    ),
+    "hypercorn -k trio --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
+        "not run as written: tests/test_http2.py runs the trio worker with the same flags"
+    ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
     "python3 -m nox -s bench": "not run: 20 minutes; tests/test_benchmarks.py runs the harness briefly",
