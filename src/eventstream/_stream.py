@@ -24,7 +24,7 @@ from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._http import accepts_event_stream, header, send_plain
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
 from ._sse import ServerSentEvent, encode
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
@@ -332,14 +332,13 @@ class EventStream:
         try:
             async with anyio.create_task_group() as tg:
                 subscriber.cancel_scope = tg.cancel_scope
-                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, self._hub, subscriber)
                 # OSError: the client is gone (ASGI 2.4 servers raise it from send)
                 with contextlib.suppress(OSError):
                     await self._stream_response(connection, send, last_event_id, retry)
                 tg.cancel_scope.cancel()
         finally:
             self._hub.unsubscribe(subscriber)
-            subscriber.receive.close()
             self._notify_waiters()
 
     async def _stream_response(
@@ -639,13 +638,19 @@ class EventStream:
         await self.aclose()
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+async def _watch_disconnect(
+    receive: Receive, scope: anyio.CancelScope, hub: Hub, subscriber: Subscriber
+) -> None:
     # Servers that do not raise from send() report a gone client here.
     try:
         while (await receive())["type"] != "http.disconnect":
             pass
     except OSError:
         pass
+    finally:
+        # Cancelled at a left-behind subscriber's deadline: free the subscription
+        # even if the connection is stuck in a send() the server shields.
+        hub.drop_if_overdue(subscriber)
     scope.cancel()
 
 
