@@ -125,7 +125,7 @@ class _TrioWaiter:
         if deadline == math.inf:
             await lowlevel.wait_task_rescheduled(self._abort)
             return True
-        with self._trio.move_on_at(deadline) as scope:
+        with self._trio.CancelScope(deadline=deadline) as scope:
             await lowlevel.wait_task_rescheduled(self._abort)
         return not scope.cancelled_caught
 
