@@ -156,7 +156,6 @@ class Connection:
         """
         await self._write_entries(send, replay, count=False)
         subscriber = self.subscriber
-        queue = subscriber.queue
         waiter = current_waiter()
         subscriber.waiter = waiter
         clock = waiter.time
@@ -165,7 +164,7 @@ class Connection:
         count_delivered = self.hub.count_delivered
         try:
             while True:
-                if queue:
+                if subscriber.queue:
                     batch = subscriber.take()
                     body = self._render(batch)
                     if subscriber.reset_pending:
