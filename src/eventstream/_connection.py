@@ -127,6 +127,12 @@ class Connection:
 
     def _render(self, batch: Sequence[HistoryEntry]) -> bytes:
         positions = self.positions
+        if len(batch) == 1 and not self.multi:  # the steady state: one event per wake-up
+            entry = batch[0]
+            if entry.seq <= positions.get(entry.channel, 0):
+                return b""
+            positions[entry.channel] = entry.seq
+            return entry.wire
         parts: list[bytes] = []
         for entry in batch:
             if entry.seq <= positions.get(entry.channel, 0):
@@ -156,6 +162,7 @@ class Connection:
         """
         await self._write_entries(send, replay, count=False)
         subscriber = self.subscriber
+        queue = subscriber.queue  # the same list for the subscription's life
         waiter = current_waiter()
         subscriber.waiter = waiter
         clock = waiter.time
@@ -164,15 +171,18 @@ class Connection:
         count_delivered = self.hub.count_delivered
         try:
             while True:
-                if subscriber.queue:
-                    batch = subscriber.take()
-                    body = self._render(batch)
+                if queue:
+                    # Rendered and cleared before any await: what a publish adds
+                    # during the send is in the queue for the next round.
+                    body = self._render(queue)
+                    count = len(queue)
+                    subscriber.took()
                     if subscriber.reset_pending:
                         subscriber.reset_pending = False
                         body = self.reset_event() + body
                     if body:
                         await send({"type": "http.response.body", "body": body, "more_body": True})
-                    count_delivered(len(batch))
+                    count_delivered(count)
                     if interval is not None:
                         deadline = clock() + interval
                 elif subscriber.closed:

@@ -108,7 +108,7 @@ class Subscriber:
         self.channels = channels
         #: Entries to write, oldest first (at most ``buffer_size``, plus one per publish in
         #: flight). A list, not a deque: an empty one is 56 bytes, not 600, and the
-        #: connection takes it whole.
+        #: connection renders it whole, then clears it (the same list for life).
         self.queue: list[HistoryEntry] = []
         #: Set by the connection while it reads; woken after every append.
         self.waiter: Waiter | None = None
@@ -129,13 +129,17 @@ class Subscriber:
         self._room: list[anyio.Event] | None = None
 
     def take(self) -> list[HistoryEntry]:
-        """Everything queued, oldest first (empty if nothing is)."""
-        batch = self.queue
-        self.queue = []
+        """Everything queued, oldest first (empty if nothing is); the queue is emptied."""
+        batch = self.queue[:]
+        self.took()
+        return batch
+
+    def took(self) -> None:
+        """The connection has taken (and cleared) the whole queue: wake waiting publishers."""
+        self.queue.clear()
         self.taken += 1
         if self._room is not None:
             self._wake_publishers()
-        return batch
 
     def _wake_publishers(self) -> None:
         room, self._room = self._room, None
