@@ -1,6 +1,6 @@
 """CPU per delivery through the endpoint, in process: one event at a time, no server.
 
-    python -m benchmarks.delivery_cpu [--subscribers 100] [--events 2000] [--backend asyncio trio]
+    python -m benchmarks.delivery_cpu [--subscribers 100] [--events 2000] [--per-user] [--backend ...]
 
 Opens N streams with :meth:`EventStream.run` on ASGI callables that count the
 bytes they are sent (no socket, no server), then publishes M events one at a
@@ -26,7 +26,9 @@ from eventstream import EventStream, ServerSentEvent
 _SCOPE = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []}
 
 
-async def _open(stream: EventStream, count: int, tg: anyio.abc.TaskGroup, sink: Any) -> None:
+async def _open(
+    stream: EventStream, count: int, tg: anyio.abc.TaskGroup, sink: Any, per_user: bool = False
+) -> None:
     gone = anyio.Event()
 
     async def receive() -> dict[str, Any]:
@@ -34,14 +36,14 @@ async def _open(stream: EventStream, count: int, tg: anyio.abc.TaskGroup, sink: 
         return {"type": "http.disconnect"}
 
     total = stream.subscriber_count() + count
-    for _ in range(count):
-        tg.start_soon(stream.run, dict(_SCOPE), receive, sink, "bench")
+    for user in range(count):
+        tg.start_soon(stream.run, dict(_SCOPE), receive, sink, f"user-{user}" if per_user else "bench")
     with anyio.fail_after(60):
-        await stream.wait_subscribers(total, "bench")
+        await stream.wait_subscribers(total)
     await anyio.wait_all_tasks_blocked()
 
 
-async def cpu_per_delivery(subscribers: int, events: int) -> float:
+async def cpu_per_delivery(subscribers: int, events: int, per_user: bool = False) -> float:
     stream = EventStream(keep_alive_interval=20.0)
     written = 0
     target = 0
@@ -56,12 +58,16 @@ async def cpu_per_delivery(subscribers: int, events: int) -> float:
 
     message = ServerSentEvent(event="tick", data="x" * 80)
     async with anyio.create_task_group() as tg:
-        await _open(stream, subscribers, tg, sink)
+        await _open(stream, subscribers, tg, sink, per_user)
         started = time.process_time()
         for i in range(events):
             target = subscribers * (i + 1)
             reached = anyio.Event()
-            await stream.publish_event("bench", message)
+            if per_user:  # one event to each user's own channel
+                for user in range(subscribers):
+                    await stream.publish_event(f"user-{user}", message)
+            else:
+                await stream.publish_event("bench", message)
             await reached.wait()
         used = time.process_time() - started
         tg.cancel_scope.cancel()
@@ -96,10 +102,14 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--per-user", action="store_true", help="each stream on its own channel")
     parser.add_argument("--backend", choices=["asyncio", "trio"], nargs="*", default=["asyncio", "trio"])
     args = parser.parse_args()
     for backend in args.backend:
-        runs = [anyio.run(cpu_per_delivery, args.subscribers, args.events, backend=backend) for _ in range(3)]
+        runs = [
+            anyio.run(cpu_per_delivery, args.subscribers, args.events, args.per_user, backend=backend)
+            for _ in range(3)
+        ]
         idle = anyio.run(idle_bytes, args.idle, backend=backend)
         print(
             f"{backend}: {statistics.median(runs) * 1e6:.2f} µs CPU per delivery "
