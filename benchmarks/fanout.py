@@ -202,6 +202,18 @@ def server_command(peer: str, server: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def file_limit_allows(wanted: int) -> bool:
+    """Whether processes started from here can open ``wanted`` files (raising the limit if need be)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted <= hard:
+        return True
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), wanted))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def _raise_file_limit() -> None:
     # In the server process, before it starts: room for 100,000 sockets if the
     # system allows it (fs.nr_open), else the hard limit.
@@ -580,6 +592,11 @@ def main() -> None:
     started = time.time()
     for name in args.scenario:
         scenario = SCENARIOS[name]
+        if not file_limit_allows(scenario.connections + 1000):
+            needed = scenario.connections + 1000
+            print(f"{name}: SKIPPED: it needs {needed:,} open files per process", flush=True)
+            failures.append({"scenario": name, "error": "RLIMIT_NOFILE cannot be raised that far"})
+            continue
         rounds = scenario.rounds or args.rounds
         for round_number in range(rounds):
             # rotate the order each round so no contender always runs first
