@@ -350,8 +350,14 @@ class Hub:
                 else:
                     subscriber._room.append(event)
             deadline = math.inf if block else min(since for _, since in progress.values()) + self.stall_after
-            with anyio.move_on_at(deadline):
-                await event.wait()
+            try:
+                with anyio.move_on_at(deadline):
+                    await event.wait()
+            finally:
+                for subscriber in progress:  # those that did not wake it still hold it
+                    room = subscriber._room
+                    if room is not None and event in room:
+                        room.remove(event)
             now = anyio.current_time()
 
     def _leave_behind(self, subscriber: Subscriber, since: float) -> None:
