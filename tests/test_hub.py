@@ -169,6 +169,29 @@ async def test_slow_subscriber_is_evicted_while_fast_ones_keep_receiving() -> No
             assert stream.subscriber_count("c") == 1
 
 
+async def test_concurrent_publishers_into_a_full_buffer_keep_their_order() -> None:
+    # Publishes that find the buffer full queue behind it and wait their turn:
+    # nothing is lost and each publisher's events arrive in its own order.
+    stream = EventStream(buffer_size=2, slow_consumer="block")
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as response, anyio.create_task_group() as tg:
+            await stream.wait_subscribers(1, "c")
+
+            async def publisher(name: str) -> None:
+                for i in range(50):
+                    await stream.publish_event("c", {"data": [name, i]})
+
+            tg.start_soon(publisher, "a")
+            tg.start_soon(publisher, "b")
+            received: list[list[object]] = []
+            for _ in range(100):
+                data = await next_data(response)
+                assert isinstance(data, list)
+                received.append(data)
+    for name in ("a", "b"):
+        assert [item[1] for item in received if item[0] == name] == list(range(50))
+
+
 async def test_left_behind_subscriber_catches_up_from_history() -> None:
     # A client that reads nothing while 200 events are published does not hold
     # the publisher (it waits for it at most 0.1 s), and once it reads it gets
