@@ -9,6 +9,9 @@ treat them alike:
 - ``POST /publish?count=M&size=S&rate=R``: publishes M events in the server's
   own event loop (R events per second, 0 = as fast as possible) and answers
   when the last one is published;
+- per user: ``GET /events?user=k`` subscribes to the channel of user k alone,
+  and ``POST /publish?...&users=U`` publishes M events to each of the U user
+  channels (R events per second to each), round by round;
 - ``GET /stats``: ``{"subscribers": n, "traced": {...}}`` (``traced``, with
   ``?traced=1`` when the server runs with ``BENCH_TRACEMALLOC=1``: bytes held
   by allocations made in eventstream's own lines, and with its code anywhere
@@ -59,24 +62,38 @@ def payload(seq: int, size: int) -> str:
 
 
 async def publish_loop(count: int, size: int, rate: float, publish: Callable[[int], Awaitable[None]]) -> None:
-    """Call ``publish(seq)`` ``count`` times, paced at ``rate`` per second (0: unpaced)."""
+    """Call ``publish(i)`` for i in ``range(count)``, paced at ``rate`` per second (0: unpaced).
+
+    Paced, it publishes whatever is due, then sleeps until the next is (so a
+    high rate costs one sleep per tick, not one per event).
+    """
     if rate <= 0:
         for seq in range(count):
             await publish(seq)
         return
     started = anyio.current_time()
-    for seq in range(count):
-        due = started + seq / rate
-        delay = due - anyio.current_time()
-        if delay > 0:
-            await anyio.sleep(delay)
-        await publish(seq)
+    seq = 0
+    while seq < count:
+        due = min(count, int((anyio.current_time() - started) * rate) + 1)
+        while seq < due:
+            await publish(seq)
+            seq += 1
+        if seq < count:
+            delay = started + seq / rate - anyio.current_time()
+            if delay > 0:
+                await anyio.sleep(delay)
 
 
-def publish_request(query_string: str) -> tuple[int, int, float]:
-    """``count``, ``size`` and ``rate`` from a ``/publish`` query string."""
+def publish_request(query_string: str) -> tuple[int, int, float, int]:
+    """``count``, ``size``, ``rate`` and ``users`` (0: the one shared channel) of a ``/publish``."""
     query = {key: values[0] for key, values in parse_qs(query_string).items()}
-    return int(query["count"]), int(query["size"]), float(query.get("rate", 0))
+    return int(query["count"]), int(query["size"]), float(query.get("rate", 0)), int(query.get("users", 0))
+
+
+def user_of(scope: Scope) -> int | None:
+    """The ``user`` query parameter of an ``/events`` request, if any."""
+    values = parse_qs(scope["query_string"].decode()).get("user")
+    return int(values[0]) if values else None
 
 
 def traced_bytes() -> dict[str, int]:
@@ -103,10 +120,14 @@ async def answer(send: Send, status: int, body: dict[str, Any]) -> None:
 
 def control_app(
     events: Callable[[Scope, Receive, Send], Awaitable[None]],
-    publish: Callable[[int, int], Awaitable[None]],
+    publish: Callable[[int, int, int | None], Awaitable[None]],
     subscribers: Callable[[], int],
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """Route ``/events`` to ``events`` and serve ``/publish`` and ``/stats``."""
+    """Route ``/events`` to ``events`` and serve ``/publish`` and ``/stats``.
+
+    ``publish(seq, size, user)`` publishes one event to the shared channel
+    (``user`` None) or to one user's channel.
+    """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -121,9 +142,14 @@ def control_app(
         if path == "/events":
             await events(scope, receive, send)
         elif path == "/publish":
-            count, size, rate = publish_request(scope["query_string"].decode())
+            count, size, rate, users = publish_request(scope["query_string"].decode())
             started = time.perf_counter()
-            await publish_loop(count, size, rate, lambda seq: publish(seq, size))
+            if users:
+                await publish_loop(
+                    count * users, size, rate * users, lambda i: publish(i // users, size, i % users)
+                )
+            else:
+                await publish_loop(count, size, rate, lambda seq: publish(seq, size, None))
             await answer(send, 200, {"published": count, "seconds": time.perf_counter() - started})
         elif path == "/stats":
             traced = traced_bytes() if b"traced=1" in scope["query_string"] else {}
@@ -137,11 +163,19 @@ def control_app(
 # -- eventstream -------------------------------------------------------------
 
 _stream = EventStream()
-_endpoint = _stream(CHANNEL)
 
 
-async def _eventstream_publish(seq: int, size: int) -> None:
-    await _stream.publish_event(CHANNEL, ServerSentEvent(text=payload(seq, size)))
+def _eventstream_channel(scope: Scope) -> str:
+    user = user_of(scope)
+    return CHANNEL if user is None else f"user-{user}"
+
+
+_endpoint = _stream(_eventstream_channel)
+
+
+async def _eventstream_publish(seq: int, size: int, user: int | None) -> None:
+    channel = CHANNEL if user is None else f"user-{user}"
+    await _stream.publish_event(channel, ServerSentEvent(text=payload(seq, size)))
 
 
 eventstream_app = control_app(_endpoint, _eventstream_publish, lambda: _stream.statistics().subscribers)
@@ -153,40 +187,44 @@ eventstream_app = control_app(_endpoint, _eventstream_publish, lambda: _stream.s
 def _make_sse_starlette_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     from sse_starlette import EventSourceResponse
 
-    queues: set[asyncio.Queue[dict[str, str]]] = set()
+    # One set of queues per channel (None: the shared one, else a user's).
+    queues: dict[int | None, set[asyncio.Queue[dict[str, str]]]] = {}
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        user = user_of(scope)
+
         async def generate() -> AsyncIterator[dict[str, str]]:
             queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-            queues.add(queue)
+            queues.setdefault(user, set()).add(queue)
             try:
                 yield {"comment": "open"}
                 while True:
                     yield await queue.get()
             finally:
-                queues.discard(queue)
+                queues[user].discard(queue)
 
         await EventSourceResponse(generate())(scope, receive, send)
 
-    async def publish(seq: int, size: int) -> None:
+    async def publish(seq: int, size: int, user: int | None) -> None:
         message = {"data": payload(seq, size)}
-        for queue in queues:
+        for queue in queues.get(user, ()):
             queue.put_nowait(message)
         await asyncio.sleep(0)
 
-    return control_app(endpoint, publish, lambda: len(queues))
+    return control_app(endpoint, publish, lambda: sum(map(len, queues.values())))
 
 
 # -- naive anyio endpoint ------------------------------------------------------
 
 
 def _make_naive_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    senders: set[MemoryObjectSendStream[bytes]] = set()
+    senders: dict[int | None, set[MemoryObjectSendStream[bytes]]] = {}
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        user = user_of(scope)
         sender, receiver = anyio.create_memory_object_stream[bytes](math.inf)
-        senders.add(sender)
+        senders.setdefault(user, set()).add(sender)
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -203,15 +241,15 @@ def _make_naive_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         except OSError:
             pass
         finally:
-            senders.discard(sender)
+            senders[user].discard(sender)
 
-    async def publish(seq: int, size: int) -> None:
+    async def publish(seq: int, size: int, user: int | None) -> None:
         chunk = f"data: {payload(seq, size)}\n\n".encode()
-        for sender in senders:
+        for sender in senders.get(user, ()):
             sender.send_nowait(chunk)
         await anyio.lowlevel.checkpoint()
 
-    return control_app(endpoint, publish, lambda: len(senders))
+    return control_app(endpoint, publish, lambda: sum(map(len, senders.values())))
 
 
 sse_starlette_app = _make_sse_starlette_app()

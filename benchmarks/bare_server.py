@@ -16,7 +16,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from .apps import payload, publish_loop, publish_request
+from .apps import payload, publish_loop, publish_request, user_of
 
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
@@ -30,7 +30,8 @@ def chunk(body: bytes) -> bytes:
 
 class Server:
     def __init__(self) -> None:
-        self.subscribers: set[asyncio.StreamWriter] = set()
+        # One set of writers per channel (None: the shared one, else a user's).
+        self.subscribers: dict[int | None, set[asyncio.StreamWriter]] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -41,15 +42,20 @@ class Server:
         method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
         url = urlsplit(target)
         if url.path == "/events":
-            await self.stream(reader, writer)
+            await self.stream(reader, writer, user_of({"query_string": url.query.encode()}))
             return
         if url.path == "/publish" and method == "POST":
-            count, size, rate = publish_request(url.query)
+            count, size, rate, users = publish_request(url.query)
             started = time.perf_counter()
-            await publish_loop(count, size, rate, lambda seq: self.publish(seq, size))
+            if users:
+                await publish_loop(
+                    count * users, size, rate * users, lambda i: self.publish(i // users, size, i % users)
+                )
+            else:
+                await publish_loop(count, size, rate, lambda seq: self.publish(seq, size, None))
             body: dict[str, object] = {"published": count, "seconds": time.perf_counter() - started}
         else:
-            body = {"subscribers": len(self.subscribers), "traced": {}}
+            body = {"subscribers": sum(map(len, self.subscribers.values())), "traced": {}}
         data = json.dumps(body).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -58,20 +64,22 @@ class Server:
         await writer.drain()
         writer.close()
 
-    async def stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: int | None
+    ) -> None:
         writer.write(STREAM_HEAD + chunk(b": open\n\n"))
-        self.subscribers.add(writer)
+        self.subscribers.setdefault(user, set()).add(writer)
         try:
             await reader.read()  # until the client goes
         except ConnectionError:
             pass
         finally:
-            self.subscribers.discard(writer)
+            self.subscribers[user].discard(writer)
             writer.close()
 
-    async def publish(self, seq: int, size: int) -> None:
+    async def publish(self, seq: int, size: int, user: int | None) -> None:
         data = chunk(f"data: {payload(seq, size)}\n\n".encode())
-        for writer in self.subscribers:
+        for writer in self.subscribers.get(user, ()):
             if not writer.is_closing():
                 writer.write(data)
         await asyncio.sleep(0)

@@ -12,11 +12,20 @@ process. Contenders:
   ceiling (one encode per event, one socket write per event per subscriber);
 - ``sse-starlette``: Starlette + sse-starlette, one queue per subscriber, on
   uvicorn and hypercorn's asyncio worker;
-- ``naive``: an anyio ASGI endpoint, one ASGI send per event, on all three.
+- ``naive``: an anyio ASGI endpoint, one ASGI send per event, on all three;
+- ``eventstream-js``: the project this one ports, ``@fanoutio/eventstream``
+  2.0.1 on Express (Node), the anchor (``benchmarks/node``; ``npm ci`` there
+  first).
 
-uvicorn runs with ``--loop asyncio --http h11`` and hypercorn with
+``uvicorn`` runs with ``--loop asyncio --http h11`` and hypercorn with
 ``--workers 0`` (one process), so every server runs the same event loop and
-is one process whose CPU and memory can be read.
+is one process whose CPU and memory can be read. What users deploy runs too,
+in the scenarios that list it: ``uvicorn-uvloop`` (``uvicorn[standard]``:
+uvloop and httptools) and ``granian`` (Rust, one worker), each with the
+peers on the same server.
+
+Paced scenarios report CPU per delivery: the server process's CPU time over
+the run (from /proc) divided by the events delivered.
 
 Prints, per scenario, the medians and eventstream's ratios, and writes every
 run as JSON.
@@ -30,6 +39,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import socket
 import statistics
 import subprocess
@@ -51,7 +61,9 @@ APPS = {
     "sse-starlette": "benchmarks.apps:sse_starlette_app",
     "naive": "benchmarks.apps:naive_app",
 }
-SERVERS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+SERVERS = ("uvicorn", "uvicorn-uvloop", "hypercorn-asyncio", "hypercorn-trio", "granian")
+NODE_SERVER = ROOT / "benchmarks" / "node" / "server.js"
+ANCHOR = ("eventstream-js", "express")
 CONTENDERS: list[tuple[str, str]] = [
     ("eventstream", "uvicorn"),
     ("eventstream", "hypercorn-asyncio"),
@@ -62,6 +74,13 @@ CONTENDERS: list[tuple[str, str]] = [
     ("naive", "uvicorn"),
     ("naive", "hypercorn-asyncio"),
     ("naive", "hypercorn-trio"),
+    ANCHOR,
+]
+#: What users deploy, beside the peers on the same server.
+DEPLOYED: list[tuple[str, str]] = [
+    (peer, server)
+    for server in ("uvicorn-uvloop", "granian")
+    for peer in ("eventstream", "sse-starlette", "naive")
 ]
 
 
@@ -76,16 +95,38 @@ class Scenario:
     contenders: tuple[tuple[str, str], ...] = tuple(CONTENDERS)
     rounds: int | None = None  # None: the --rounds option
     tracemalloc: bool = False
+    per_user: bool = False  # each connection on its own channel; ``rate`` per channel
+    idle: bool = False  # no events: how many streams one process holds, and one event to all
 
 
 SCENARIOS = {
     s.name: s
     for s in [
-        Scenario("100x2000x100B", 100, 2000, 100),
+        Scenario("100x2000x100B", 100, 2000, 100, contenders=(*CONTENDERS, *DEPLOYED)),
         Scenario("1000x200x100B", 1000, 200, 100),
         Scenario("10x20000x100B", 10, 20000, 100),
         Scenario("100x2000x4KB", 100, 2000, 4096),
-        Scenario("paced-20k", 100, 1000, 100, rate=200.0),
+        Scenario("paced-20k", 100, 1000, 100, rate=200.0, contenders=(*CONTENDERS, *DEPLOYED)),
+        Scenario(
+            "per-user-10k",
+            10_000,
+            10,
+            100,
+            rate=2.0,
+            per_user=True,
+            contenders=(
+                ("eventstream", "uvicorn"),
+                ("eventstream", "uvicorn-uvloop"),
+                ("eventstream", "hypercorn-asyncio"),
+                ("eventstream", "hypercorn-trio"),
+                ("eventstream", "granian"),
+                ("sse-starlette", "uvicorn"),
+                ("sse-starlette", "uvicorn-uvloop"),
+                ("sse-starlette", "granian"),
+                ("naive", "uvicorn"),
+                ("bare", "asyncio"),
+            ),
+        ),
         Scenario("vanish-half", 100, 2000, 100, vanish_half=True),
         Scenario(
             "10000-connections",
@@ -98,6 +139,7 @@ SCENARIOS = {
                 ("eventstream", "hypercorn-trio"),
             ),
             rounds=1,
+            idle=True,
         ),
         Scenario(
             "idle-memory-tracemalloc",
@@ -107,9 +149,21 @@ SCENARIOS = {
             contenders=(("eventstream", "uvicorn"),),
             rounds=1,
             tracemalloc=True,
+            idle=True,
+        ),
+        Scenario(
+            "100000-idle-streams",
+            100_000,
+            1,
+            100,
+            contenders=(("eventstream", "uvicorn"),),
+            rounds=1,
+            idle=True,
         ),
     ]
 }
+#: Scenarios left out unless named (``--scenario 100000-idle-streams``): they need the machine.
+OPT_IN = ("100000-idle-streams",)
 
 
 # -- processes -------------------------------------------------------------------
@@ -125,18 +179,49 @@ def free_port() -> int:
 def server_command(peer: str, server: str, port: int) -> list[str]:
     if peer == "bare":
         return [sys.executable, "-m", "benchmarks.bare_server", str(port)]
+    if peer == "eventstream-js":
+        return ["node", str(NODE_SERVER), str(port)]
     app = APPS[peer]
-    if server == "uvicorn":
+    if server in ("uvicorn", "uvicorn-uvloop"):
+        loop, http = ("uvloop", "httptools") if server == "uvicorn-uvloop" else ("asyncio", "h11")
         return [
             sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "asyncio", "--http", "h11", "--no-access-log", "--log-level", "warning",
+            "--loop", loop, "--http", http, "--no-access-log", "--log-level", "warning",
             "--backlog", "4096", "--timeout-graceful-shutdown", "1",
+        ]  # fmt: skip
+    if server == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--backlog", "16384", "--backpressure", "200000",
+            "--log-level", "warning", app,
         ]  # fmt: skip
     worker = server.removeprefix("hypercorn-")
     return [
         sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}", "-k", worker,
         "--workers", "0", "--backlog", "4096", "--graceful-timeout", "1",
     ]  # fmt: skip
+
+
+def file_limit_allows(wanted: int) -> bool:
+    """Whether processes started from here can open ``wanted`` files (raising the limit if need be)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted <= hard:
+        return True
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), wanted))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _raise_file_limit() -> None:
+    # In the server process, before it starts: room for 100,000 sockets if the
+    # system allows it (fs.nr_open), else the hard limit.
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (250_000, 250_000))
+    except (ValueError, OSError):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def request(port: int, method: str, path: str, timeout: float = 600.0) -> dict[str, Any]:
@@ -153,16 +238,46 @@ def request(port: int, method: str, path: str, timeout: float = 600.0) -> dict[s
         connection.close()
 
 
-def rss_bytes(pid: int) -> int:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (granian serves from a worker process of its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
+
+
+def _rss_one(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the server: the process and its children."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += _rss_one(member)
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """CPU time (user + system) of the server: the process and its children."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.01) -> float:
@@ -186,7 +301,12 @@ def serve(peer: str, server: str, log: IO[bytes], tracemalloc: bool) -> Iterator
     if tracemalloc:
         env["BENCH_TRACEMALLOC"] = "1"
     process = subprocess.Popen(
-        server_command(peer, server, port), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        server_command(peer, server, port),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=_raise_file_limit if os.geteuid() == 0 else None,
     )
     try:
 
@@ -240,6 +360,10 @@ def run_once(scenario: Scenario, peer: str, server: str) -> dict[str, Any]:
         ]  # fmt: skip
         if scenario.vanish_half:
             client_command.append("--vanish-half")
+        if scenario.per_user:
+            client_command.append("--per-user")
+        if peer == "eventstream-js":
+            client_command.append("--quoted")
         client = subprocess.Popen(
             client_command,
             stdin=subprocess.PIPE,
@@ -251,7 +375,7 @@ def run_once(scenario: Scenario, peer: str, server: str) -> dict[str, Any]:
         assert client.stdout is not None
         try:
             ready = read_line(client.stdout, 300)
-            wait_for(lambda: subscribers() == scenario.connections, 60, "every subscription", interval=0.05)
+            wait_for(lambda: subscribers() == scenario.connections, 300, "every subscription", interval=0.05)
             time.sleep(0.5)  # let the server settle before reading its idle memory
             rss_idle = rss_bytes(pid)
             traced_idle = request(port, "GET", "/stats?traced=1")["traced"]
@@ -270,6 +394,8 @@ def run_once(scenario: Scenario, peer: str, server: str) -> dict[str, Any]:
                 sampler.start()
             cpu_before = cpu_seconds(pid)
             path = f"/publish?count={scenario.events}&size={scenario.size}&rate={scenario.rate}"
+            if scenario.per_user:
+                path += f"&users={scenario.connections}"
             published = request(port, "POST", path)
             client.stdin.write(b"finish\n")
             client.stdin.flush()
@@ -302,6 +428,7 @@ def run_once(scenario: Scenario, peer: str, server: str) -> dict[str, Any]:
         "duration_s": duration,
         "events_per_s": (survivors * scenario.events / duration) if duration else None,
         "server_cpu_s": cpu_server,
+        "cpu_us_per_delivery": cpu_server / result["received"] * 1e6 if result["received"] else None,
         "rss_before": rss_before,
         "rss_idle": rss_idle,
         "rss_after": rss_after,
@@ -346,6 +473,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 "events_per_s", "latency_p50_ms", "latency_p99_ms", "fairness", "server_cpu_s",
                 "client_cpu_s", "duration_s", "rss_before", "rss_idle", "rss_after", "rss_per_connection",
                 "traced_own_per_connection", "traced_stack_per_connection", "dead_gone_s", "connect_seconds",
+                "cpu_us_per_delivery",
             ):  # fmt: skip
                 entry[key] = median(group, key)
             for key in ("lost", "duplicated", "out_of_order", "incomplete_survivors", "log_lines"):
@@ -357,33 +485,68 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "-"
 
 
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}" if value else "-"
+
+
 def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
-    lines = [
-        "| scenario | server | eventstream ev/s | sse-starlette | naive anyio | bare asyncio "
-        "| x sse-starlette | x naive | x bare | p50 / p99 ms | fairness | lost/dup/ooo |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    """The report: bursts (events/s), paced runs (CPU per delivery), idle streams (memory)."""
+    bursts = [
+        "| scenario | server | eventstream ev/s | sse-starlette | naive anyio | bare asyncio | JS original "
+        "| x sse-starlette | x naive | x bare | x JS | p50 / p99 ms | fairness | lost/dup/ooo |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for scenario, contenders in summary.items():
-        bare = contenders.get("bare@asyncio", {}).get("events_per_s")
+    paced = [
+        "| scenario | server | eventstream µs CPU/delivery | sse-starlette | naive anyio | bare asyncio "
+        "| JS original | x cheapest peer | x JS | p50 / p99 ms | lost/dup/ooo |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    idle = [
+        "| scenario | server | streams | RSS idle MiB | RSS per stream KiB | one event reaches all, s "
+        "| library objects per stream KiB (tracemalloc) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, contenders in summary.items():
+        scenario = SCENARIOS.get(name)
+        bare = contenders.get("bare@asyncio", {})
+        anchor = contenders.get("@".join(ANCHOR), {})
         for server in SERVERS:
             ours = contenders.get(f"eventstream@{server}")
             if ours is None:
                 continue
-            sse = contenders.get(f"sse-starlette@{server}", {}).get("events_per_s")
-            naive = contenders.get(f"naive@{server}", {}).get("events_per_s")
-            rate = ours["events_per_s"]
-
-            def fmt(value: float | None) -> str:
-                return f"{value:,.0f}" if value else "-"
-
-            fairness = f"{ours['fairness']:.2f}" if ours.get("fairness") else "-"
-            lines.append(
-                f"| {scenario} | {server} | {fmt(rate)} | {fmt(sse)} | {fmt(naive)} | {fmt(bare)} "
-                f"| {ratio(rate, sse)} | {ratio(rate, naive)} | {ratio(rate, bare)} "
-                f"| {ours['latency_p50_ms']:.1f} / {ours['latency_p99_ms']:.1f} | {fairness} "
-                f"| {ours['lost']}/{ours['duplicated']}/{ours['out_of_order']} |"
-            )
-    return "\n".join(lines)
+            sse = contenders.get(f"sse-starlette@{server}", {})
+            naive = contenders.get(f"naive@{server}", {})
+            counts = f"{ours['lost']}/{ours['duplicated']}/{ours['out_of_order']}"
+            latency = f"{ours['latency_p50_ms']:.1f} / {ours['latency_p99_ms']:.1f}"
+            if scenario is not None and scenario.idle:
+                traced = ours.get("traced_stack_per_connection")
+                idle.append(
+                    f"| {name} | {server} | {scenario.connections:,} | {_fmt(ours['rss_idle'] / 2**20)} "
+                    f"| {_fmt(ours['rss_per_connection'] / 1024, 1)} | {_fmt(ours['duration_s'], 2)} "
+                    f"| {_fmt(traced / 1024 if traced else None, 1)} |"
+                )
+            elif scenario is not None and scenario.rate:
+                key = "cpu_us_per_delivery"
+                peers = [float(entry[key]) for entry in (sse, naive) if entry.get(key)]
+                cheapest = min(peers) if peers else None
+                paced.append(
+                    f"| {name} | {server} | {_fmt(ours.get(key), 1)} | {_fmt(sse.get(key), 1)} "
+                    f"| {_fmt(naive.get(key), 1)} | {_fmt(bare.get(key), 1)} | {_fmt(anchor.get(key), 1)} "
+                    f"| {ratio(ours.get(key), cheapest)} | {ratio(ours.get(key), anchor.get(key))} "
+                    f"| {latency} | {counts} |"
+                )
+            else:
+                key = "events_per_s"
+                rate = ours[key]
+                fairness = f"{ours['fairness']:.2f}" if ours.get("fairness") else "-"
+                bursts.append(
+                    f"| {name} | {server} | {_fmt(rate)} | {_fmt(sse.get(key))} | {_fmt(naive.get(key))} "
+                    f"| {_fmt(bare.get(key))} | {_fmt(anchor.get(key))} | {ratio(rate, sse.get(key))} "
+                    f"| {ratio(rate, naive.get(key))} | {ratio(rate, bare.get(key))} "
+                    f"| {ratio(rate, anchor.get(key))} | {latency} | {fairness} | {counts} |"
+                )
+    parts = [lines for lines in (bursts, paced, idle) if len(lines) > 2]
+    return "\n\n".join("\n".join(lines) for lines in parts)
 
 
 def machine() -> dict[str, Any]:
@@ -394,7 +557,10 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for name in ("eventstream", "anyio", "trio", "uvicorn", "hypercorn", "h11", "starlette", "sse-starlette"):
+    for name in (
+        "eventstream", "anyio", "trio", "uvicorn", "hypercorn", "h11", "starlette", "sse-starlette",
+        "uvloop", "httptools", "granian",
+    ):  # fmt: skip
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return {
@@ -412,7 +578,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scenario", nargs="*", choices=sorted(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--scenario",
+        nargs="*",
+        choices=sorted(SCENARIOS),
+        default=[name for name in SCENARIOS if name not in OPT_IN],
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "fanout.json")
     args = parser.parse_args()
 
@@ -421,6 +592,11 @@ def main() -> None:
     started = time.time()
     for name in args.scenario:
         scenario = SCENARIOS[name]
+        if not file_limit_allows(scenario.connections + 1000):
+            needed = scenario.connections + 1000
+            print(f"{name}: SKIPPED: it needs {needed:,} open files per process", flush=True)
+            failures.append({"scenario": name, "error": "RLIMIT_NOFILE cannot be raised that far"})
+            continue
         rounds = scenario.rounds or args.rounds
         for round_number in range(rounds):
             # rotate the order each round so no contender always runs first
@@ -439,6 +615,8 @@ def main() -> None:
                 run["round"] = round_number
                 runs.append(run)
                 rate = f"{run['events_per_s']:,.0f} ev/s" if run["events_per_s"] else "-"
+                if run["cpu_us_per_delivery"]:
+                    rate += f", {run['cpu_us_per_delivery']:.1f} µs CPU/delivery"
                 print(
                     f"{name} round {round_number + 1}/{rounds} {peer}@{server}: {rate}, "
                     f"p99 {run['latency_p99_ms']:.1f} ms, lost {run['lost']}, dup {run['duplicated']}, "

@@ -11,11 +11,14 @@ taken every event out of its buffer).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import anyio
 
 from eventstream import EventStream, ServerSentEvent
+from eventstream._hub import Subscriber
+from eventstream._waiter import current_waiter
 
 
 async def measure(subscribers: int, events: int) -> float:
@@ -25,18 +28,17 @@ async def measure(subscribers: int, events: int) -> float:
     remaining = subscribers
     done = anyio.Event()
 
-    async def drain(receive: anyio.abc.ObjectReceiveStream[object]) -> None:
+    async def drain(subscriber: Subscriber) -> None:
+        # As a connection's writer does: take everything queued, else sleep on the waiter.
         nonlocal remaining
+        waiter = current_waiter()
+        subscriber.waiter = waiter
         received = 0
         while received < events:
-            await receive.receive()
-            received += 1
-            try:  # take what is queued without waiting, as a connection's writer does
-                while received < events:
-                    receive.receive_nowait()  # type: ignore[attr-defined]
-                    received += 1
-            except anyio.WouldBlock:
-                pass
+            if subscriber.queue:
+                received += len(subscriber.take())
+            else:
+                await waiter.wait(math.inf)
         remaining -= 1
         if remaining == 0:
             done.set()
@@ -44,7 +46,7 @@ async def measure(subscribers: int, events: int) -> float:
     message = ServerSentEvent(event="tick", data="x" * 80)
     async with anyio.create_task_group() as tg:
         for sub in subs:
-            tg.start_soon(drain, sub.receive)
+            tg.start_soon(drain, sub)
         await anyio.wait_all_tasks_blocked()
         started = time.perf_counter()
         for _ in range(events):

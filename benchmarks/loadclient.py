@@ -38,8 +38,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-REQUEST = b"GET /events HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n"
-EVENT = re.compile(rb"data: (\d+) (\d+) ")
+REQUEST = b"GET /events%s HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n"
+#: The data line of an event; the JavaScript anchor sends its data as a JSON string (quoted).
+EVENT = re.compile(rb'data: "?(\d+) (\d+) ')
+#: Connections per source address (127.0.0.x) before the next one: each address has ~28,000 ports.
+PER_SOURCE = 25_000
 BATCH = 500
 
 
@@ -73,9 +76,19 @@ def emit(message: dict[str, Any]) -> None:
 
 class Client:
     def __init__(
-        self, port: int, connections: int, events: int, size: int, vanish_half: bool, pause: float
+        self,
+        port: int,
+        connections: int,
+        events: int,
+        size: int,
+        vanish_half: bool,
+        pause: float,
+        *,
+        per_user: bool = False,
+        quoted: bool = False,
     ) -> None:
         self.port = port
+        self.per_user = per_user
         #: bytes per connection: the events with room for ids and chunk framing, and headers
         self.capacity = events * (size + 160) + 4096
         self.pause = pause
@@ -86,8 +99,9 @@ class Client:
         self.epoll = select.epoll()
         self.by_fd: dict[int, Conn] = {}
         self.conns: list[Conn] = []
-        self.last_marker = b"data: %d " % (events - 1)
-        self.middle_marker = b"data: %d " % (events // 2)
+        prefix = b'data: "' if quoted else b"data: "
+        self.last_marker = prefix + b"%d " % (events - 1)
+        self.middle_marker = prefix + b"%d " % (events // 2)
         self.last_byte_at = time.monotonic()
 
     # -- connecting --------------------------------------------------------
@@ -97,9 +111,10 @@ class Client:
         for first in range(0, self.count, BATCH):
             batch = []
             for index in range(first, min(first + BATCH, self.count)):
-                sock = socket.create_connection(("127.0.0.1", self.port))
+                source = (f"127.0.0.{1 + index // PER_SOURCE}", 0)
+                sock = socket.create_connection(("127.0.0.1", self.port), source_address=source)
                 sock.setblocking(False)
-                sock.sendall(REQUEST)
+                sock.sendall(REQUEST % (b"?user=%d" % index if self.per_user else b""))
                 conn = Conn(index, sock, bytearray(b"\0") * self.capacity)
                 self.conns.append(conn)
                 batch.append(conn)
@@ -267,6 +282,16 @@ def percentile(values: list[int], fraction: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))])
 
 
+def raise_file_limit(wanted: int) -> None:
+    """Raise RLIMIT_NOFILE to ``wanted`` (past the hard limit only with the privilege to)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, hard, wanted)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -277,11 +302,21 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument("--pause", type=float, default=0.001, help="seconds between polls with data")
     parser.add_argument("--deadline", type=float, default=300.0)
+    parser.add_argument("--per-user", action="store_true", help="connection i asks for /events?user=i")
+    parser.add_argument("--quoted", action="store_true", help='data lines are JSON strings: data: "...')
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_file_limit(args.connections + 1000)
 
-    client = Client(args.port, args.connections, args.events, args.size, args.vanish_half, args.pause)
+    client = Client(
+        args.port,
+        args.connections,
+        args.events,
+        args.size,
+        args.vanish_half,
+        args.pause,
+        per_user=args.per_user,
+        quoted=args.quoted,
+    )
     connect_seconds = client.connect_all()
     emit({"ready": True, "connect_seconds": connect_seconds})
     cpu_before, wall_before = cpu_seconds(), time.monotonic()

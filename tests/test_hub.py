@@ -10,11 +10,17 @@ import anyio
 import pytest
 
 import eventstream._singleton
-from eventstream import EventStream, ServerSentEvent, encode, get_event_stream_singleton
+from eventstream import EventStream, MemoryHistory, ServerSentEvent, encode, get_event_stream_singleton
 from eventstream.testing import StreamResponse, open_stream
 from eventstream.types import Message, Scope
 
+from .helpers import wait_until
+
 pytestmark = pytest.mark.anyio
+
+
+async def _is(value: object, expected: object) -> bool:
+    return value == expected
 
 
 async def next_data(response: StreamResponse) -> object:
@@ -110,7 +116,9 @@ async def test_invalid_publish_raises_and_sends_nothing() -> None:
 
 
 async def test_writer_blocks_while_a_subscriber_is_full() -> None:
-    stream = EventStream(buffer_size=2, send_timeout=30)
+    # Backpressure without deadline is the "block" policy; the default one
+    # leaves a subscriber behind when it takes nothing (tested below).
+    stream = EventStream(buffer_size=2, send_timeout=30, slow_consumer="block")
     produced = 0
 
     async def ticker(n: int) -> AsyncIterator[ServerSentEvent]:
@@ -152,12 +160,84 @@ async def test_slow_subscriber_is_evicted_while_fast_ones_keep_receiving() -> No
 
                 tg.start_soon(publish)
                 assert [await next_data(fast) for _ in range(100)] == list(range(100))
-            assert stream.statistics().subscribers_dropped == 1
+            # Left behind after taking nothing for 0.1 s, cut 0.2 s after its last progress.
+            await wait_until(lambda: _is(stream.statistics().subscribers_dropped, 1))
             assert stream.subscriber_count("c") == 1
             # The evicted stream ends after what it held; it never saw all 100.
             body = await slow.read()
             assert body.count(b"\n\n") < 101
             assert stream.subscriber_count("c") == 1
+
+
+async def test_concurrent_publishers_into_a_full_buffer_keep_their_order() -> None:
+    # Publishes that find the buffer full queue behind it and wait their turn:
+    # nothing is lost and each publisher's events arrive in its own order.
+    stream = EventStream(buffer_size=2, slow_consumer="block")
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as response, anyio.create_task_group() as tg:
+            await stream.wait_subscribers(1, "c")
+
+            async def publisher(name: str) -> None:
+                for i in range(50):
+                    await stream.publish_event("c", {"data": [name, i]})
+
+            tg.start_soon(publisher, "a")
+            tg.start_soon(publisher, "b")
+            received: list[list[object]] = []
+            for _ in range(100):
+                data = await next_data(response)
+                assert isinstance(data, list)
+                received.append(data)
+    for name in ("a", "b"):
+        assert [item[1] for item in received if item[0] == name] == list(range(50))
+
+
+async def test_left_behind_subscriber_catches_up_from_history() -> None:
+    # A client that reads nothing while 200 events are published does not hold
+    # the publisher (it waits for it at most 0.1 s), and once it reads it gets
+    # every event, in order, from its queue and then from history.
+    stream = EventStream(buffer_size=4, send_timeout=30)
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as paused:
+            await stream.wait_subscribers(1, "c")
+            started = anyio.current_time()
+            for i in range(200):
+                await stream.publish_event("c", {"data": i})
+            assert anyio.current_time() - started < 5  # not 200 x send_timeout, nor one
+            received: list[object] = []
+            while len(received) < 200:
+                event = await paused.receive_event()
+                assert event.event not in ("stream-reset", "stream-error")
+                if event.event is None:
+                    received.append(event.json())
+            assert received == list(range(200))
+            # Rejoined: live events come through the queue again.
+            await stream.publish_event("c", {"data": "live"})
+            assert await next_data(paused) == "live"
+    stats = stream.statistics()
+    assert stats.subscribers_dropped == 0
+    assert stats.events_delivered == 201
+
+
+async def test_left_behind_subscriber_gets_reset_when_history_is_short() -> None:
+    stream = EventStream(buffer_size=4, send_timeout=30, history=MemoryHistory(max_events=10))
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as paused:
+            await stream.wait_subscribers(1, "c")
+            for i in range(100):
+                await stream.publish_event("c", {"data": i})
+            seen: list[object] = []
+            while True:
+                event = await paused.receive_event()
+                if event.event == "stream-reset":
+                    break
+                if event.event is None:
+                    seen.append(event.json())
+            # What it held, in order, then the reset (events 10..89 are gone).
+            assert seen == list(range(len(seen)))
+            assert len(seen) < 90
+            await stream.publish_event("c", {"data": "after"})
+            assert await next_data(paused) == "after"
 
 
 async def test_unsubscribe_on_disconnect() -> None:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 from collections.abc import Sequence
-
-import anyio
 
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._sse import ServerSentEvent, encode
+from ._waiter import current_waiter
 from .types import Send
 
 __all__ = ["Connection"]
@@ -129,6 +129,12 @@ class Connection:
 
     def _render(self, batch: Sequence[HistoryEntry]) -> bytes:
         positions = self.positions
+        if len(batch) == 1 and not self.multi:  # the steady state: one event per wake-up
+            entry = batch[0]
+            if entry.seq <= positions.get(entry.channel, 0):
+                return b""
+            positions[entry.channel] = entry.seq
+            return entry.wire
         parts: list[bytes] = []
         for entry in batch:
             if entry.seq <= positions.get(entry.channel, 0):
@@ -145,59 +151,77 @@ class Connection:
         """Write the replay, then live events until the subscription ends.
 
         Everything queued is written in one ASGI message, so a client that
-        fell behind catches up with one socket write.
+        fell behind catches up with one socket write. Waits on the
+        subscriber's reusable waiter; after ``keep_alive_interval`` seconds
+        without a write it sends a ``keep-alive`` event.
 
         Raises:
             OSError: the client is gone (ASGI 2.4 servers).
+
+        Cancellation: the subscription stays registered (the caller
+        unsubscribes); what was taken from the queue and not yet sent is lost
+        with the connection.
         """
-        for start in range(0, len(replay), 256):
-            body = self._render(replay[start : start + 256])
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+        await self._write_entries(send, replay, count=False)
         subscriber = self.subscriber
-        receive_nowait = subscriber.receive.receive_nowait
-        receive = subscriber.receive.receive
+        queue = subscriber.queue  # the same list for the subscription's life
+        waiter = current_waiter()
+        subscriber.waiter = waiter
+        clock = waiter.time
         interval = self.keep_alive_interval
-        while True:
-            first: HistoryEntry | None
-            try:
-                first = receive_nowait()
-            except anyio.WouldBlock:
-                first = None
-            except anyio.EndOfStream:
-                return
-            if first is None:
-                # Wait outside the except block: an idle connection then keeps
-                # no WouldBlock (and its traceback) alive.
-                try:
-                    if interval is None:
-                        first = await receive()
-                    else:
-                        with anyio.move_on_after(interval):
-                            first = await receive()
-                except anyio.EndOfStream:
+        deadline = math.inf if interval is None else clock() + interval
+        count_delivered = self.hub.count_delivered
+        try:
+            while True:
+                if queue:
+                    # Rendered and cleared before any await: what a publish adds
+                    # during the send is in the queue for the next round.
+                    body = self._render(queue)
+                    count = len(queue)
+                    subscriber.took()
+                    if subscriber.reset_pending:
+                        subscriber.reset_pending = False
+                        body = self.reset_event() + body
+                    if body:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                    count_delivered(count)
+                    if interval is not None:
+                        deadline = clock() + interval
+                elif subscriber.closed:
                     return
-                if first is None:  # idle for the whole interval
+                elif subscriber.stalled is not None:
+                    await self._catch_up(send)
+                elif not await waiter.wait(deadline):  # idle for the whole interval
                     await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                    continue
-            batch = [first]
-            ended = False
-            try:
-                while True:
-                    batch.append(receive_nowait())
-            except anyio.WouldBlock:
-                pass
-            except anyio.EndOfStream:
-                ended = True
-            body = self._render(batch)
-            if subscriber.reset_pending:
-                subscriber.reset_pending = False
-                body = self.reset_event() + body
+                    deadline = clock() + (interval or math.inf)
+        finally:
+            subscriber.waiter = None
+            waiter.close()
+
+    async def _catch_up(self, send: Send) -> None:
+        # Left behind (its queue stayed full and it took nothing): publishes
+        # skipped it. Its queue is written now; what it missed is in history.
+        if not self.hub.rejoin(self.subscriber):
+            return
+        missed: list[HistoryEntry] = []
+        for name in self.channels:
+            entries = self.history.since(name, self.positions[name]) if self.history is not None else None
+            if entries is None:  # history no longer has every event it missed
+                self.positions = {name: self._last_seq(name) for name in self.channels}
+                body = self.reset_event()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                return
+            missed.extend(entries)
+        missed.sort(key=lambda entry: entry.seq)
+        await self._write_entries(send, missed)
+
+    async def _write_entries(self, send: Send, entries: list[HistoryEntry], *, count: bool = True) -> None:
+        for start in range(0, len(entries), 256):
+            body = self._render(entries[start : start + 256])
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-            self.hub.count_delivered(len(batch))
-            if ended:
-                return
+            if count:
+                self.hub.count_delivered(len(entries[start : start + 256]))
 
     @staticmethod
     async def send_stream_error(send: Send, exc: BaseException) -> None:

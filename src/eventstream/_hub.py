@@ -1,27 +1,44 @@
 """The fan-out core: channels, subscribers and their bounded buffers.
 
-Each subscriber owns a bounded anyio memory object stream of published
-entries (the event encoded once, shared by every subscriber). A publish
-offers the entry to every subscriber of the channel with ``send_nowait``.
-What happens to a subscriber whose buffer is full is the slow-consumer
-policy:
+Each subscriber owns a bounded queue of published entries (the event encoded
+once, shared by every subscriber) and one reusable :class:`~._waiter.Waiter`
+that its connection sleeps on. A publish appends the entry to every
+subscriber's queue and wakes the connections that wait; nothing is created
+per event or per wait. What happens to a subscriber whose queue is full is the
+slow-consumer policy:
 
 ``disconnect`` (default)
-    Full subscribers are waited on, all together, under one deadline
-    (``send_timeout``); one still full at the deadline is disconnected: its
-    stream ends after what it holds, the client reconnects and resumes from
-    history. A stalled client delays a publish by at most ``send_timeout``.
+    The publish waits for full subscribers, all together, *as long as they
+    make progress* (their connection takes what is queued, so honest readers
+    get backpressure and lose nothing). A subscriber that takes nothing for
+    ``stall_after`` seconds (``min(send_timeout, 0.1)``) is *left behind*:
+    publishes stop waiting for it and skip it (the events are in history),
+    and its connection, once it has written what it holds, catches up from
+    history (``stream-reset`` if history no longer has every event it missed)
+    and joins the live stream again. One left behind for ``send_timeout``
+    seconds without taking anything is disconnected: its connection is
+    cancelled, the client reconnects and resumes from history.
+
+    The trade-off: a client that stops reading costs each publisher at most
+    ``stall_after`` once, not ``send_timeout`` per publish, so a stream of new
+    non-reading clients cannot throttle publishing; a reading client that
+    pauses longer than ``stall_after`` (a slow link) catches up from history
+    instead of holding the publisher, and gets ``stream-reset`` if the pause
+    outlasts history.
 ``drop-oldest``
     The oldest event in the full buffer is dropped to make room, and the
     client gets ``stream-reset`` before its next events. Publishers never wait.
 ``block``
     Pure backpressure: the publish waits, without deadline, until every
     subscriber has room. One stalled client stalls the channel.
+
+Cancellation of a waiting publish leaves its entry queued for the subscribers
+it was offered to (the queue may then hold a few entries beyond
+``buffer_size``: at most one per publish in flight).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import types
 from collections.abc import Iterable, Mapping
@@ -30,16 +47,18 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._history import HistoryEntry
 
 if TYPE_CHECKING:
     from ._grip import GripProxyStatistics
+    from ._waiter import Waiter
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
 _POLICIES = ("disconnect", "drop-oldest", "block")
+#: The longest a publish waits for a full subscriber that takes nothing (disconnect policy).
+STALL_AFTER = 0.1
 
 __all__ = ["EventStreamStatistics", "Hub", "Subscriber"]
 
@@ -65,20 +84,76 @@ class EventStreamStatistics:
 
 
 class Subscriber:
-    """One connection's subscription: its channels and its buffer of encoded events."""
+    """One connection's subscription: its channels and its queue of encoded events.
 
-    __slots__ = ("_send", "cancel_scope", "channels", "receive", "reset_pending")
+    The hub appends to :attr:`queue` and wakes :attr:`waiter`; the connection
+    takes everything queued with :meth:`take`.
+    """
 
-    def __init__(self, channels: tuple[str, ...], buffer_size: int) -> None:
+    __slots__ = (
+        "_room",
+        "cancel_scope",
+        "channels",
+        "close_deadline",
+        "closed",
+        "finished",
+        "queue",
+        "reset_pending",
+        "skipped",
+        "stalled",
+        "taken",
+        "waiter",
+    )
+
+    def __init__(self, channels: tuple[str, ...]) -> None:
         self.channels = channels
-        send, receive = anyio.create_memory_object_stream[HistoryEntry](buffer_size)
-        self._send: MemoryObjectSendStream[HistoryEntry] = send
-        #: Read by the connection that owns this subscription.
-        self.receive: MemoryObjectReceiveStream[HistoryEntry] = receive
-        #: Set by the connection; the hub shortens its deadline when evicting.
+        #: Entries to write, oldest first (at most ``buffer_size``, plus one per publish in
+        #: flight). A list, not a deque: an empty one is 56 bytes, not 600, and the
+        #: connection renders it whole, then clears it (the same list for life).
+        self.queue: list[HistoryEntry] = []
+        #: Set by the connection while it reads; woken after every append.
+        self.waiter: Waiter | None = None
+        #: No more entries will come: the stream ends once the queue is written.
+        self.closed = False
+        #: Set by the connection once its response is over (shutdown waits for it).
+        self.finished = False
+        #: Set by the connection; the hub moves its deadline to disconnect it.
         self.cancel_scope: anyio.CancelScope | None = None
+        #: The deadline set when the stream was closed (shutdown grace).
+        self.close_deadline = math.inf
         #: Events were dropped from the buffer (drop-oldest): send stream-reset first.
         self.reset_pending = False
+        #: When it was left behind (its last progress), while publishes skip it; else None.
+        self.stalled: float | None = None
+        #: A publish skipped it while it was left behind: catch up from history.
+        self.skipped = False
+        #: How many times the connection took from the queue (its progress).
+        self.taken = 0
+        self._room: list[anyio.Event] | None = None
+
+    def take(self) -> list[HistoryEntry]:
+        """Everything queued, oldest first (empty if nothing is); the queue is emptied."""
+        batch = self.queue[:]
+        self.took()
+        return batch
+
+    def took(self) -> None:
+        """The connection has taken (and cleared) the whole queue: wake waiting publishers."""
+        self.queue.clear()
+        self.taken += 1
+        if self._room is not None:
+            self._wake_publishers()
+
+    def _wake_publishers(self) -> None:
+        room, self._room = self._room, None
+        for event in room or ():
+            event.set()
+
+    def _end(self) -> None:
+        self.closed = True
+        self._wake_publishers()
+        if self.waiter is not None:
+            self.waiter.wake()
 
 
 class Hub:
@@ -96,6 +171,8 @@ class Hub:
             raise ValueError(f"send_timeout must be a positive number of seconds, not {send_timeout!r}")
         self.buffer_size = buffer_size
         self.send_timeout = float(send_timeout)
+        #: How long a publish waits for a full subscriber that takes nothing.
+        self.stall_after = min(self.send_timeout, STALL_AFTER)
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
@@ -115,14 +192,14 @@ class Hub:
         """
         if self.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
-        subscriber = Subscriber(tuple(channels), self.buffer_size)
+        subscriber = Subscriber(tuple(channels))
         for channel in subscriber.channels:
             self._channels.setdefault(channel, {})[subscriber] = None
         self._subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        """Remove ``subscriber`` from its channels and close its buffer. Idempotent."""
+        """Remove ``subscriber`` from its channels; its stream ends after its queue. Idempotent."""
         if subscriber not in self._subscribers:
             return
         self._subscribers.discard(subscriber)
@@ -132,16 +209,21 @@ class Hub:
                 members.pop(subscriber, None)
                 if not members:
                     del self._channels[channel]
-        subscriber._send.close()
+        stalled = subscriber.stalled
+        if stalled is not None and anyio.current_time() >= stalled + self.send_timeout:
+            self._dropped += 1  # disconnected for taking nothing
+        subscriber._end()
 
-    def _evict(self, subscriber: Subscriber) -> None:
-        self._dropped += 1
-        self.unsubscribe(subscriber)
-        scope = subscriber.cancel_scope
-        if scope is not None:
-            # Let the connection flush what it holds, but not forever: its
-            # client has already failed to keep up for send_timeout seconds.
-            scope.deadline = min(scope.deadline, anyio.current_time() + self.send_timeout)
+    def drop_if_overdue(self, subscriber: Subscriber) -> None:
+        """Unsubscribe ``subscriber`` if it was left behind ``send_timeout`` ago or more.
+
+        Its connection is cancelled at that deadline; this also frees the
+        subscription when the server does not let the connection's ``send``
+        be cancelled (hypercorn's trio worker shields socket writes).
+        """
+        stalled = subscriber.stalled
+        if stalled is not None and anyio.current_time() >= stalled + self.send_timeout:
+            self.unsubscribe(subscriber)
 
     def count_delivered(self, count: int) -> None:
         self._delivered += count
@@ -165,38 +247,36 @@ class Hub:
     def close(
         self, grace: float | None = None, final: HistoryEntry | None = None, now: float | None = None
     ) -> list[Subscriber]:
-        """Refuse new subscribers and end every subscription after its buffer is written.
+        """Refuse new subscribers and end every subscription after its queue is written.
 
-        ``final`` is added to every buffer that has room; connections still
+        ``final`` is added to every queue that has room; connections still
         writing ``grace`` seconds later are cancelled. Returns the subscribers
-        it ended (their connections close their ``receive`` when they are done).
+        it ended.
         """
         ended = list(self._subscribers)
         self.closed = True
-        deadline = None
+        deadline = math.inf
         if grace is not None:
             deadline = (anyio.current_time() if now is None else now) + grace
         for subscriber in ended:
-            if final is not None:
-                with contextlib.suppress(
-                    anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
-                ):
-                    subscriber._send.send_nowait(final)  # best effort: a full buffer skips it
+            if final is not None and len(subscriber.queue) < self.buffer_size and subscriber.stalled is None:
+                subscriber.queue.append(final)  # best effort: a full buffer skips it
             self.unsubscribe(subscriber)
+            subscriber.close_deadline = deadline
             scope = subscriber.cancel_scope
-            if deadline is not None and scope is not None:
+            if scope is not None:
                 scope.deadline = min(scope.deadline, deadline)
         return ended
 
     # -- publishing ------------------------------------------------------
 
     async def publish(self, channel: str, payload: HistoryEntry) -> None:
-        """Put ``payload`` in the buffer of every subscriber of ``channel``.
+        """Put ``payload`` in the queue of every subscriber of ``channel``.
 
-        Returns once every subscriber that is still connected holds it.
-        Subscribers whose buffer stays full for ``send_timeout`` seconds are
-        disconnected. Cancelling the call may leave the payload in some
-        buffers and not in others.
+        Returns once every subscriber that is still connected holds it, or
+        was left behind (see the module's docstring: it then catches up from
+        history). Cancelling the call while it waits for full subscribers
+        leaves the payload queued for them.
         """
         self._published += 1
         members = self._channels.get(channel)
@@ -204,69 +284,107 @@ class Hub:
             # Nobody listens: constant time, whatever else is connected.
             await self._checkpoint()
             return
+        capacity = self.buffer_size
         full: list[Subscriber] | None = None
-        gone: list[Subscriber] | None = None
+        overdue: list[Subscriber] | None = None
         for subscriber in members:
-            try:
-                subscriber._send.send_nowait(payload)
-            except anyio.WouldBlock:
+            if subscriber.stalled is not None:
+                subscriber.skipped = True  # left behind: it catches up from history
+                if overdue is None:
+                    overdue = [subscriber]
+                else:
+                    overdue.append(subscriber)
+                continue
+            queue = subscriber.queue
+            if len(queue) >= capacity:
                 if self.policy == "drop-oldest":
-                    self._drop_oldest(subscriber, payload)
-                    continue
-                if full is None:
-                    full = []
-                full.append(subscriber)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                if gone is None:
-                    gone = []
-                gone.append(subscriber)
-        if gone:
-            for subscriber in gone:
-                self.unsubscribe(subscriber)
+                    del queue[0]  # drop-oldest only: at most buffer_size entries to move
+                    self._events_dropped += 1
+                    subscriber.reset_pending = True
+                elif full is None:
+                    full = [subscriber]
+                else:
+                    full.append(subscriber)
+            queue.append(payload)
+            waiter = subscriber.waiter
+            if waiter is not None:
+                waiter.wake()
+        for subscriber in overdue or ():
+            self.drop_if_overdue(subscriber)
         if full:
-            await self._wait_for_room(full, payload)
+            await self._wait_for_room(full)
         else:
             await self._checkpoint()
 
     async def _checkpoint(self) -> None:
-        # Every publish checks for cancellation, but yields to other tasks only
-        # every _YIELD_EVERY publishes: a burst then reaches subscribers' buffers
-        # before their connections wake, and each connection wakes once for many
-        # events instead of once per event. A publisher that never waits still
-        # lets the rest of the program run.
+        # A publish yields to other tasks (and checks for cancellation) only every
+        # _YIELD_EVERY publishes: a burst then reaches subscribers' buffers before
+        # their connections wake, and each connection wakes once for many events
+        # instead of once per event. A publisher that never waits still lets the
+        # rest of the program run, and a cancelled one stops within _YIELD_EVERY
+        # publishes. In between, no check at all: anyio's checkpoint_if_cancelled
+        # costs, on asyncio, as much as a delivery to one subscriber (per-user
+        # channels publish one event per subscriber).
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
             await anyio.lowlevel.checkpoint()
-        else:
-            await anyio.lowlevel.checkpoint_if_cancelled()
 
-    def _drop_oldest(self, subscriber: Subscriber, payload: HistoryEntry) -> None:
-        try:
-            subscriber.receive.receive_nowait()
-        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-            pass
-        else:
-            self._events_dropped += 1
-        subscriber.reset_pending = True
-        try:
-            subscriber._send.send_nowait(payload)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._events_dropped += 1
-
-    async def _wait_for_room(self, full: list[Subscriber], payload: HistoryEntry) -> None:
-        pending = set(full)
-
-        async def wait_one(subscriber: Subscriber) -> None:
+    async def _wait_for_room(self, full: list[Subscriber]) -> None:
+        # Wait until each full subscriber's connection has taken its queue. Under
+        # "disconnect", give up on one that takes nothing for stall_after seconds.
+        capacity = self.buffer_size
+        block = self.policy == "block"
+        now = anyio.current_time()
+        progress = {subscriber: (subscriber.taken, now) for subscriber in full}
+        while True:
+            for subscriber in list(progress):
+                taken, since = progress[subscriber]
+                if subscriber.closed or len(subscriber.queue) <= capacity or subscriber.stalled is not None:
+                    del progress[subscriber]
+                elif subscriber.taken != taken:
+                    progress[subscriber] = (subscriber.taken, now)
+                elif not block and now - since >= self.stall_after:
+                    del progress[subscriber]
+                    self._leave_behind(subscriber, since)
+            if not progress:
+                return
+            event = anyio.Event()
+            for subscriber in progress:
+                if subscriber._room is None:
+                    subscriber._room = [event]
+                else:
+                    subscriber._room.append(event)
+            deadline = math.inf if block else min(since for _, since in progress.values()) + self.stall_after
             try:
-                await subscriber._send.send(payload)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.unsubscribe(subscriber)
-            pending.discard(subscriber)
+                with anyio.move_on_at(deadline):
+                    await event.wait()
+            finally:
+                for subscriber in progress:  # those that did not wake it still hold it
+                    room = subscriber._room
+                    if room is not None and event in room:
+                        room.remove(event)
+            now = anyio.current_time()
 
-        with anyio.move_on_after(math.inf if self.policy == "block" else self.send_timeout):
-            async with anyio.create_task_group() as tg:
-                for subscriber in full:
-                    tg.start_soon(wait_one, subscriber)
-        for subscriber in pending:
-            self._evict(subscriber)
+    def _leave_behind(self, subscriber: Subscriber, since: float) -> None:
+        # Publishes skip it from now on; its connection catches up from history
+        # once it has written its queue, or is cancelled send_timeout after its
+        # last progress.
+        subscriber.stalled = since
+        scope = subscriber.cancel_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, since + self.send_timeout)
+
+    def rejoin(self, subscriber: Subscriber) -> bool:
+        """Called by a left-behind subscriber's connection once its queue is written.
+
+        Publishes no longer skip it. Returns whether any were skipped (the
+        connection must then catch up from history). Does not await, so no
+        event can fall between the catch-up and the live queue.
+        """
+        subscriber.stalled = None
+        skipped, subscriber.skipped = subscriber.skipped, False
+        scope = subscriber.cancel_scope
+        if scope is not None:
+            scope.deadline = subscriber.close_deadline
+        return skipped

@@ -83,11 +83,12 @@ class EventStream:
     Args:
         buffer_size: How many events each subscriber may hold before a
             publish has to wait for it.
-        send_timeout: How long (seconds) a publish waits for a subscriber
-            whose buffer is full. A subscriber still full after that is
-            disconnected (its stream ends after what it holds is written; the
-            client reconnects) and counted in
-            :attr:`EventStreamStatistics.subscribers_dropped`.
+        send_timeout: How long (seconds) a subscriber whose buffer is full
+            may take nothing before it is disconnected (the client reconnects
+            and resumes from history) and counted in
+            :attr:`EventStreamStatistics.subscribers_dropped`. Publishes wait
+            for such a subscriber at most 0.1 s (or ``send_timeout`` if
+            shorter); then they skip it and it catches up from history.
         keep_alive_interval: Seconds of silence after which a ``keep-alive``
             event is sent, so proxies and clients keep an idle stream open.
             ``None`` disables it.
@@ -118,8 +119,9 @@ class EventStream:
             :class:`HistoryStore`, or ``None`` to keep none (a reconnecting
             client then always gets ``stream-reset``).
         slow_consumer: What to do with a subscriber whose buffer is full:
-            ``"disconnect"`` (after ``send_timeout``; it resumes from history
-            when it reconnects), ``"drop-oldest"`` (drop its oldest event and
+            ``"disconnect"`` (wait while it makes progress; leave it behind to
+            catch up from history after 0.1 s without, disconnect it after
+            ``send_timeout``), ``"drop-oldest"`` (drop its oldest event and
             send it ``stream-reset``), or ``"block"`` (the publisher waits).
         retry: The reconnection delay (ms) sent to clients in ``stream-open``;
             endpoints may override it.
@@ -375,7 +377,7 @@ class EventStream:
                 tg.cancel_scope.cancel()
         finally:
             self._hub.unsubscribe(subscriber)
-            subscriber.receive.close()
+            subscriber.finished = True
             self._notify_waiters()
 
     async def _stream_response(
@@ -445,8 +447,9 @@ class EventStream:
         whatever the number of subscribers. It gets an id (its own, or one
         assigned, monotonic per channel) and is kept in history for clients
         that reconnect. Returns when the event is in the buffer of every
-        subscriber still connected; a subscriber whose buffer
-        stays full for ``send_timeout`` seconds is disconnected instead.
+        subscriber still connected, or the subscriber was left behind (its
+        buffer full and nothing taken for 0.1 s: it catches up from history,
+        see ``slow_consumer``).
 
         With GRIP configured, the same bytes are also published to every
         proxy (on channel ``grip_prefix + channel``), and the call returns
@@ -467,9 +470,9 @@ class EventStream:
                 serves the stream's connections (use
                 :meth:`publish_event_threadsafe` there).
 
-        Cancellation: if cancelled while waiting for full subscribers, the
-        event may have reached some subscribers and not others; an event
-        already queued for the proxies is still sent to them.
+        Cancellation: the event is queued for every local subscriber before
+        the call waits for full ones, so cancelling the wait does not take it
+        back; an event already queued for the proxies is still sent to them.
         """
         if current_thread_id() != self._loop.thread:  # ~50 ns
             self._loop.claim()  # first use, or another thread: raises unless its loop has ended
@@ -632,8 +635,8 @@ class EventStream:
         self._close_streams(now)
 
     def _signal_done(self) -> bool:
-        # A connection closes its subscriber's receive stream when its response is over.
-        self._ending = [s for s in self._ending if s.receive.statistics().open_receive_streams]
+        # A connection marks its subscriber finished when its response is over.
+        self._ending = [s for s in self._ending if not s.finished]
         return not self._ending
 
     @contextlib.contextmanager
@@ -692,6 +695,10 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connecti
             pass
     except OSError:
         pass
+    finally:
+        # Cancelled at a left-behind subscriber's deadline: free the subscription
+        # even if the connection is stuck in a send() the server shields.
+        connection.hub.drop_if_overdue(connection.subscriber)
     if not connection.completing:
         scope.cancel()
 

@@ -1,0 +1,141 @@
+"""One task's reusable wake-up, with a deadline that moves.
+
+A streaming connection spends its life waiting for its next event. Creating an
+``anyio.Event`` and a cancel scope for each wait costs more CPU than the rest
+of a delivery, and keeps both alive for as long as the connection is idle. A
+:class:`Waiter` belongs to one task and is reused for every wait:
+
+- :meth:`Waiter.wait` returns when another task calls :meth:`Waiter.wake`, or
+  when the deadline passes (the keep-alive), whichever comes first;
+- :meth:`Waiter.wake` is a no-op when nobody waits, so publishers may call it
+  after each ``append`` without checking;
+- on asyncio the deadline is one loop timer per connection that is re-armed
+  lazily: moving the deadline later (after every delivery) costs nothing, and
+  the timer fires at most once per keep-alive interval while idle;
+- on trio the wait parks the task with ``wait_task_rescheduled`` and bounds it
+  with a trio cancel scope only when the deadline is finite.
+
+Cancellation (an anyio cancel scope around the waiting task, the server
+cancelling the request) interrupts :meth:`Waiter.wait` at once on both
+backends, and leaves the waiter ready for another wait. Not thread-safe: wake
+it from the event loop it waits in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Protocol
+
+import anyio.lowlevel
+
+__all__ = ["Waiter", "current_waiter"]
+
+
+class Waiter(Protocol):
+    def time(self) -> float:
+        """The event loop's clock (the one deadlines are on)."""
+
+    def wake(self) -> None:
+        """Wake the waiting task, if any (it then returns ``True`` from :meth:`wait`)."""
+
+    async def wait(self, deadline: float) -> bool:
+        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never)."""
+
+    def close(self) -> None:
+        """Release the timer. The waiter must not be used afterwards."""
+
+
+class _AsyncioWaiter:
+    __slots__ = ("_armed", "_deadline", "_future", "_loop", "_timer", "time")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.time = loop.time
+        self._future: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf  # when the timer fires
+        self._deadline = math.inf  # when the current wait ends
+
+    def wake(self) -> None:
+        future = self._future
+        if future is not None:
+            self._future = None
+            if not future.done():
+                future.set_result(True)
+
+    async def wait(self, deadline: float) -> bool:
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._future = future
+        self._deadline = deadline
+        if deadline < self._armed:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed = deadline
+            self._timer = self._loop.call_at(deadline, self._expire) if deadline != math.inf else None
+        try:
+            return await future
+        finally:
+            self._future = None
+
+    def _expire(self) -> None:
+        armed, self._armed, self._timer = self._armed, math.inf, None
+        future = self._future
+        if future is None:
+            return  # not waiting: the next wait arms the timer again
+        if self._deadline <= armed:
+            self._future = None
+            if not future.done():
+                future.set_result(False)
+        elif self._deadline != math.inf:  # the deadline moved since the timer was armed
+            self._armed = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = math.inf
+        self.wake()
+
+
+class _TrioWaiter:
+    __slots__ = ("_task", "_trio", "time")
+
+    def __init__(self) -> None:
+        import trio  # only when running on trio
+
+        self._trio: Any = trio
+        self.time = trio.current_time
+        self._task: Any = None
+
+    def wake(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            self._trio.lowlevel.reschedule(task)
+
+    def _abort(self, raise_cancel: Any) -> Any:
+        self._task = None
+        return self._trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self, deadline: float) -> bool:
+        lowlevel = self._trio.lowlevel
+        self._task = lowlevel.current_task()
+        if deadline == math.inf:
+            await lowlevel.wait_task_rescheduled(self._abort)
+            return True
+        with self._trio.CancelScope(deadline=deadline) as scope:
+            await lowlevel.wait_task_rescheduled(self._abort)
+        return not scope.cancelled_caught
+
+    def close(self) -> None:
+        self.wake()
+
+
+def current_waiter() -> Waiter:
+    """A waiter for the calling task, on the event loop it runs in (asyncio or trio)."""
+    native = anyio.lowlevel.current_token().native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return _AsyncioWaiter(native)
+    return _TrioWaiter()
