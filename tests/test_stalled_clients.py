@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from .helpers import open_events, wait_until
-from .servers import Server
+from .servers import UNBOUNDED_SEND_KINDS, Server
 from .test_e2e import publish_many, stats, unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
@@ -68,8 +68,10 @@ async def test_stalled_clients_neither_throttle_publishing_nor_cost_honest_reade
                 # (5 s): this took 12-13 s. Left behind after 0.1 s, they cost little
                 # (1.2 s in all on a loaded 2-core machine): less than one send_timeout.
                 assert publishing < 5, publishing
-            # The non-readers are cut send_timeout after they stopped taking events.
-            await wait_until(lambda: _more_dropped(client, server, dropped_before), timeout=30)
+            if server.kind not in UNBOUNDED_SEND_KINDS:
+                # The non-readers are cut send_timeout after they stopped taking events.
+                # (daphne buffers without bound: its sends never wait, so nobody is full.)
+                await wait_until(lambda: _more_dropped(client, server, dropped_before), timeout=30)
             await publish_many(client, server, channel, range(1))  # the stream still works
 
 
