@@ -77,7 +77,12 @@ def run_server(
     """
     log_dir = log_dir or Path(os.environ.get("EVENTSTREAM_TEST_LOGS", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     for _attempt in range(3):
         port = free_port()
         log_path = log_dir / f"server-{kind}-{port}.log"

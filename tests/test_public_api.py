@@ -19,6 +19,8 @@ from eventstream.types import Receive, Scope, Send
 
 EXPECTED = {
     "NEED_DATA",
+    "Broker",
+    "BrokerError",
     "ChannelPublisher",
     "ChannelWriter",
     "EventStream",
@@ -31,6 +33,7 @@ EXPECTED = {
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
     "encode",

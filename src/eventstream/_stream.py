@@ -18,8 +18,10 @@ from urllib.parse import parse_qsl
 import anyio
 import anyio.lowlevel
 
+from ._broker import Broker
 from ._channels import BadRequest, ChannelResolver, check_channel_name, normalize_channels
 from ._connection import Connection
+from ._exceptions import BrokerError
 from ._grip import GripPublisher, hold_headers
 from ._grip_config import SigCheck
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
@@ -150,6 +152,12 @@ class EventStream:
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
             to write what they hold; then they are cut.
+        broker: A shared engine for several processes: a ``redis://`` or
+            ``rediss://`` URL (Valkey or Redis, through valkey-glide), or a
+            :class:`Broker` such as a tuned :class:`RedisBroker`. Events are
+            then numbered and kept by the engine, and every process sharing
+            it delivers them; the stream must be entered (``async with``),
+            which runs the broker. ``None`` (default): this process only.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -174,6 +182,7 @@ class EventStream:
         max_subscribers: int | None = None,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
+        broker: str | Broker | None = None,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -220,6 +229,14 @@ class EventStream:
             raise TypeError(f"grip_prefix must be a str, not {type(grip_prefix).__name__}")
         self.grip_prefix = grip_prefix
         self._started_grip = False
+        self._broker = _make_broker(broker)
+        self._started_broker = False
+        if self._broker is not None:
+            if history is not _DEFAULT:
+                raise ValueError("with a broker, history is kept by the broker: set its limits there")
+            if grip is not None:
+                raise ValueError("grip together with a broker is not supported yet")
+            self._broker.bind(self._hub)
 
     @property
     def grip(self) -> GripPublisher | None:
@@ -326,6 +343,8 @@ class EventStream:
         if proxied:
             await self._answer_proxy(scope, send, names, last_event_id, retry)
             return
+        if self._broker is not None and not await self._prepare_broker(self._broker, names, send):
+            return
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
         connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
@@ -341,6 +360,20 @@ class EventStream:
             self._hub.unsubscribe(subscriber)
             subscriber.receive.close()
             self._notify_waiters()
+
+    async def _prepare_broker(self, broker: Broker, names: Sequence[str], send: Send) -> bool:
+        # Bring the broker's history up to date for these channels before
+        # subscribing; the connection then replays from it with no await.
+        try:
+            await broker.prepare(names)
+        except (BrokerError, RuntimeError) as exc:
+            reason = f"Service unavailable: the event broker cannot be reached ({exc})"
+            with contextlib.suppress(OSError):
+                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+            return False
+        self._epoch = broker.epoch
+        self._history = broker.history
+        return True
 
     async def _stream_response(
         self, connection: Connection, send: Send, last_event_id: str | None, retry: int | None
@@ -445,6 +478,11 @@ class EventStream:
             GripPublishError: a GRIP proxy refused the event or could not be
                 reached after retries. Local subscribers and the other
                 proxies still got it.
+            BrokerError: with a broker, the engine refused the event or could
+                not be reached within the broker's publish timeout (no
+                subscriber got it). With a broker, the call returns once the
+                engine has the event; subscribers of every process, this one
+                included, get it from the engine's feed.
             RuntimeError: GRIP is configured but the stream was not entered
                 with ``async with`` (nothing was sent to anyone).
 
@@ -460,6 +498,9 @@ class EventStream:
             )
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
+        if self._broker is not None:
+            await self._broker.publish(channel, message)  # delivered here through the broker's feed
+            return
         if self._grip is not None:
             self._grip.check_running()  # before the event is numbered and kept
         entry = self._record(channel, message)
@@ -563,6 +604,9 @@ class EventStream:
             await self._grip.aclose()
         else:
             await anyio.lowlevel.checkpoint()
+        if self._started_broker and self._broker is not None:
+            self._started_broker = False
+            await self._broker.__aexit__(None, None, None)
 
     def _close_streams(self, now: float | None = None) -> None:
         final = None
@@ -624,6 +668,12 @@ class EventStream:
         Exiting calls :meth:`aclose`. A :class:`GripPublisher` that is
         already running (entered by its owner) is used as it is.
         """
+        if self._broker is not None and not self._started_broker:
+            await self._broker.__aenter__()  # BrokerError: the engine cannot be reached
+            self._started_broker = True
+            self._epoch = self._broker.epoch
+            self._origin_id = f"{self._epoch}-0"
+            self._history = self._broker.history
         self._hub.closed = False
         if self._grip is not None and not self._grip.running:
             await self._grip.__aenter__()
@@ -637,6 +687,16 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _make_broker(broker: str | Broker | None) -> Broker | None:
+    if broker is None or isinstance(broker, Broker):
+        return broker
+    if isinstance(broker, str):
+        from ._redis_broker import RedisBroker
+
+        return RedisBroker(broker)  # ValueError: a malformed URL
+    raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
 
 
 async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
