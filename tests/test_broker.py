@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream import BrokerError, EventStream, Publisher, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
 from .redis_engine import RedisEngine, run_redis
@@ -260,3 +260,39 @@ async def test_not_entered_refuses_streams_and_publishes(engine: RedisEngine, pr
             assert response.status == 503
         with pytest.raises(RuntimeError, match="not running"):
             await stream.publish_event("news", {"data": 1})
+
+
+async def test_publisher_reaches_streams_async_and_from_a_thread(engine: RedisEngine, prefix: str) -> None:
+    stream = make_stream(engine, prefix)
+    with anyio.fail_after(30):
+        async with stream, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            async with Publisher(broker=RedisBroker(engine.url, key_prefix=prefix)) as publisher:
+                first_id = await publisher.publish_event("news", {"event": "message", "data": "async"})
+                with pytest.raises(ValueError, match="channel"):
+                    await publisher.publish_event("bad,name", {"data": 1})
+            blocking = Publisher(broker=RedisBroker(engine.url, key_prefix=prefix))
+            try:
+                ids = [
+                    await anyio.to_thread.run_sync(blocking.publish_event_sync, "news", {"data": n})
+                    for n in range(3)
+                ]
+            finally:
+                await anyio.to_thread.run_sync(blocking.close)
+            received = await receive_data(response, 4)
+    assert [e.json() for e in received] == ["async", 0, 1, 2]
+    assert [e.id for e in received] == [first_id, *ids]
+
+
+async def test_publisher_must_be_entered(engine: RedisEngine, prefix: str) -> None:
+    publisher = Publisher(broker=engine.url)
+    with pytest.raises(RuntimeError, match="enter"):
+        await publisher.publish_event("news", {"data": 1})
+
+
+def test_sync_publisher_reports_an_unreachable_engine() -> None:
+    from .servers import free_port
+
+    publisher = Publisher(broker=RedisBroker(f"redis://127.0.0.1:{free_port()}/0", publish_timeout=2))
+    with publisher, pytest.raises(BrokerError, match=r"cannot connect|timed out"):
+        publisher.publish_event_sync("news", {"data": 1})

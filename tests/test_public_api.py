@@ -33,6 +33,7 @@ EXPECTED = {
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "Publisher",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",

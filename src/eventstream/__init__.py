@@ -9,6 +9,7 @@ from ._grip import GripProxyStatistics, GripPublisher
 from ._grip_config import parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
+from ._publisher import Publisher
 from ._redis_broker import RedisBroker
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
@@ -31,6 +32,7 @@ __all__ = [
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "Publisher",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
