@@ -296,3 +296,87 @@ def test_sync_publisher_reports_an_unreachable_engine() -> None:
     publisher = Publisher(broker=RedisBroker(f"redis://127.0.0.1:{free_port()}/0", publish_timeout=2))
     with publisher, pytest.raises(BrokerError, match=r"cannot connect|timed out"):
         publisher.publish_event_sync("news", {"data": 1})
+
+
+async def test_engine_restart_mid_burst_loses_nothing_acknowledged(prefix: str) -> None:
+    with run_redis() as own:
+        stream, other = make_stream(own, prefix), make_stream(own, prefix)
+        acknowledged: list[int] = []
+        failures: list[BrokerError] = []
+        with anyio.fail_after(60):
+            async with stream, other, open_stream(stream("news")) as response:
+                await stream.wait_subscribers(1, "news")
+
+                done = anyio.Event()
+
+                async def burst() -> None:
+                    n = 0
+                    while not done.is_set():
+                        try:
+                            await other.publish_event("news", {"data": n})
+                        except BrokerError as exc:
+                            failures.append(exc)
+                        else:
+                            acknowledged.append(n)
+                        n += 1
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(burst)
+                    received: list[ServerSentEvent] = []
+                    received += await receive_data(response, 50)
+                    await anyio.to_thread.run_sync(own.stop)  # SIGTERM: the append-only file is written
+                    before = len(acknowledged)
+                    await anyio.to_thread.run_sync(own.start)
+                    while len(acknowledged) < before + 50:  # the burst goes on after the restart
+                        await anyio.sleep(0.01)  # polled under the test's deadline
+                    done.set()
+                await other.publish_event("news", {"data": "end"})
+                while not received or received[-1].json() != "end":
+                    event = await response.receive_event()
+                    assert event.event not in ("stream-reset", "stream-error")
+                    if event.event is None:
+                        received.append(event)
+    values = [e.json() for e in received[:-1]]
+    assert len(values) == len(set(values)), "duplicates"
+    assert set(acknowledged) <= set(values), "an acknowledged event is missing"
+    seqs = [int(str(e.id).rsplit("-", 1)[1]) for e in received]
+    assert seqs == sorted(seqs)
+    for failure in failures:
+        assert own.url.rsplit("/", 1)[0] in str(failure)
+
+
+async def test_engine_down_publish_fails_within_the_timeout_and_streams_stay_open(prefix: str) -> None:
+    with run_redis() as own:
+        stream = EventStream(
+            broker=RedisBroker(own.url, key_prefix=prefix, publish_timeout=1.5, request_timeout=0.5),
+            keep_alive_interval=0.2,
+        )
+        with anyio.fail_after(60):
+            async with stream, open_stream(stream("news")) as response:
+                await stream.wait_subscribers(1, "news")
+                await anyio.to_thread.run_sync(own.stop)
+                started = anyio.current_time()
+                with pytest.raises(BrokerError) as info:
+                    await stream.publish_event("news", {"data": "lost"})
+                elapsed = anyio.current_time() - started
+                assert own.url.rsplit("/", 1)[0] in str(info.value)
+                assert info.value.attempts > 1
+                assert 1.5 <= elapsed < 5
+                # The stream stays open: keep-alives go on.
+                events = [await response.receive_event() for _ in range(3)]
+                assert [e.event for e in events][-2:] == ["keep-alive", "keep-alive"]
+                await anyio.to_thread.run_sync(own.start)
+                await wait_published(stream, "back")
+                while (event := await response.receive_event()).event == "keep-alive":
+                    pass
+                assert event.json() == "back"
+
+
+async def wait_published(stream: EventStream, data: str) -> None:
+    """Publish once the engine is back (the client reconnects with backoff)."""
+    while True:
+        try:
+            await stream.publish_event("news", {"data": data})
+            return
+        except BrokerError:
+            await anyio.sleep(0.1)  # retried under the caller's deadline
