@@ -1,25 +1,43 @@
-"""A TCP relay on 127.0.0.1 that a test can stop and start, to cut client connections."""
+"""A TCP relay on 127.0.0.1 that a test can stop and start, to cut client connections.
+
+Given several targets, it spreads connections round-robin across them (a load balancer).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .servers import free_port
 
 
 class Relay:
-    """Forwards connections on ``port`` to ``127.0.0.1:target``; ``stop()`` cuts them all."""
+    """Forwards connections on ``port`` to ``127.0.0.1:target``; ``stop()`` cuts them all.
 
-    def __init__(self, target: int, port: int | None = None) -> None:
-        self.target = target
+    ``target`` may be a list of ports: each new connection goes to the next one.
+    """
+
+    def __init__(self, target: int | Sequence[int], port: int | None = None) -> None:
+        self.targets = [target] if isinstance(target, int) else list(target)
+        self._next_target = itertools.cycle(self.targets)
         self.port = port or free_port()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+
+    @property
+    def target(self) -> int:
+        """The first target; setting it sends every new connection there."""
+        return self.targets[0]
+
+    @target.setter
+    def target(self, port: int) -> None:
+        self.targets = [port]
+        self._next_target = itertools.cycle(self.targets)
 
     def start(self) -> None:
         listener = socket.socket()
@@ -57,7 +75,7 @@ class Relay:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
+                upstream = socket.create_connection(("127.0.0.1", next(self._next_target)))
             except OSError:
                 client.close()
                 continue
@@ -78,7 +96,7 @@ class Relay:
 
 
 @contextlib.contextmanager
-def relay(target: int) -> Iterator[Relay]:
+def relay(target: int | Sequence[int]) -> Iterator[Relay]:
     instance = Relay(target)
     instance.start()
     try:
