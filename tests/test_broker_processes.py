@@ -247,7 +247,7 @@ async def test_uvicorn_workers_share_channels_through_the_engine(engine: RedisEn
     ) as server:
         async with httpx.AsyncClient(timeout=30) as client, contextlib.AsyncExitStack() as stack:
             with anyio.fail_after(120):
-                readers = []
+                readers: list[EventReader] = []
                 # Open streams until at least two workers hold some (workers
                 # start one by one; the kernel hands connections to any of them).
                 while len(workers_holding_connections(server)) < 2:
