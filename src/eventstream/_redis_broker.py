@@ -41,7 +41,9 @@ import anyio
 from ._broker import Broker
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
-from ._history import HistoryEntry, HistoryStore
+from ._history import HistoryStore
+from ._redis_follow import EngineFollower
+from ._redis_scripts import PUBLISH, READ
 from ._redis_url import RedisAddress, parse_redis_url
 from ._shared_history import SharedHistory
 from ._sse import ServerSentEvent
@@ -54,81 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
-
-# KEYS: epoch, seq, last-id, stream. ARGV: candidate epoch, pub/sub channel, event fields,
-# has-own-id flag, own id, max entries, max age (ms), token, retry flag.
-_PUBLISH = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-if ARGV[9] == '1' then
-  local recent = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 512)
-  for _, item in ipairs(recent) do
-    local fields = item[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'k' and fields[i + 1] == ARGV[8] then
-        return {epoch, string.match(item[1], '^(%d+)'), 1}
-      end
-    end
-  end
-end
-local seq = redis.call('INCR', KEYS[2])
-local id = epoch .. '-' .. seq
-if ARGV[4] == '1' then id = ARGV[5] end
-local prev = redis.call('GET', KEYS[3]) or (epoch .. '-0')
-redis.call('SET', KEYS[3], id)
-local now = redis.call('TIME')
-local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. '\\n' .. ARGV[3]
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', message, 't', ms, 'k', ARGV[8])
-local cutoff = tonumber(ms) - tonumber(ARGV[7])
-local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 8)
-local keep = nil
-for _, item in ipairs(oldest) do
-  local fields = item[2]
-  local t = nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 't' then t = tonumber(fields[i + 1]) end
-  end
-  if t == nil or t >= cutoff then
-    keep = item[1]
-    break
-  end
-end
-if keep == nil and #oldest > 0 then
-  keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
-end
-if keep ~= nil then redis.call('XTRIM', KEYS[4], 'MINID', keep) end
-redis.call('PEXPIRE', KEYS[4], ARGV[7])
-redis.call('PUBLISH', ARGV[2], message)
-return {epoch, tostring(seq), 0}
-"""
-
-# KEYS: epoch, seq, stream. ARGV: after (-1: the newest entries), count.
-# Returns {epoch or '', newest seq, {message, ...} oldest first}.
-_READ = """
-local epoch = redis.call('GET', KEYS[1]) or ''
-local seq = redis.call('GET', KEYS[2]) or '0'
-local items
-if ARGV[1] == '-1' then
-  items = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
-  local reversed = {}
-  for i = #items, 1, -1 do reversed[#reversed + 1] = items[i] end
-  items = reversed
-else
-  items = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
-end
-local messages = {}
-for _, item in ipairs(items) do
-  local fields = item[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'm' then messages[#messages + 1] = fields[i + 1] end
-  end
-end
-return {epoch, seq, messages}
-"""
 
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
@@ -211,10 +138,8 @@ class RedisBroker(Broker):
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
         self._feed: GlideClient | None = None
-        self._history: SharedHistory | None = None
+        self._follower: EngineFollower | None = None
         self._epoch = ""
-        self._loaded: set[str] = set()
-        self._lock = anyio.Lock()
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
         self._read_script: Any = None
@@ -223,13 +148,13 @@ class RedisBroker(Broker):
 
     @property
     def epoch(self) -> str:
-        return self._epoch
+        return self._follower.epoch if self._follower is not None else self._epoch
 
     @property
     def history(self) -> HistoryStore:
-        if self._history is None:
-            raise RuntimeError("the broker is not running: enter it (async with) first")
-        return self._history
+        if self._follower is None:
+            raise RuntimeError("the broker is not running with a hub: enter the stream (async with) first")
+        return self._follower.history
 
     @property
     def description(self) -> str:
@@ -300,8 +225,8 @@ class RedisBroker(Broker):
         if self._exit is not None:
             raise RuntimeError("the broker is already running")
         glide = _glide()
-        self._publish_script = glide.Script(_PUBLISH)
-        self._read_script = glide.Script(_READ)
+        self._publish_script = glide.Script(PUBLISH)
+        self._read_script = glide.Script(READ)
         async with contextlib.AsyncExitStack() as stack:
             client = await self._connect(feed=False)
             stack.push_async_callback(client.close)
@@ -312,25 +237,27 @@ class RedisBroker(Broker):
             except glide.GlideError as exc:
                 raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
             self._epoch = bytes(epoch).decode("ascii")
-            self._history = SharedHistory(
-                self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
-            )
-            self._loaded = set()
+            self._client = client
+            stack.callback(self._stopped)
             if self._hub is not None:
+                history = SharedHistory(
+                    self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
+                )
+                follower = EngineFollower(self._hub, history, self._read, engine=self.description)
                 feed = await self._connect(feed=True)
                 stack.push_async_callback(feed.close)
                 self._feed = feed
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
-                tg.start_soon(self._read_feed, feed)
-                tg.start_soon(self._check_periodically)
-            self._client = client
-            stack.callback(self._stopped)
+                self._follower = follower
+                tg.start_soon(self._read_feed, feed, follower)
+                tg.start_soon(self._check_periodically, follower)
             self._exit = stack.pop_all()
         return self
 
     def _stopped(self) -> None:
         self._client = self._feed = None
+        self._follower = None
 
     async def _connect(self, *, feed: bool) -> GlideClient:
         glide = _glide()
@@ -419,7 +346,7 @@ class RedisBroker(Broker):
 
     # -- receiving -------------------------------------------------------------
 
-    async def _read_feed(self, feed: GlideClient) -> None:
+    async def _read_feed(self, feed: GlideClient, follower: EngineFollower) -> None:
         prefix = f"{self.key_prefix}ch:".encode()
         while True:
             message = await feed.get_pubsub_message()
@@ -434,57 +361,7 @@ class RedisBroker(Broker):
                     "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
                 )
                 continue
-            async with self._lock:
-                await self._receive(channel, entry)
-
-    async def _receive(self, channel: str, entry: EngineEntry) -> None:
-        history = self._history
-        assert history is not None
-        if entry.epoch != self._epoch:
-            await self._new_epoch(entry.epoch)
-        known = history.last_seq.get(channel)
-        if known is not None and entry.seq <= known:
-            return  # already delivered (filled from history, or loaded)
-        if known is not None and entry.seq > known + 1:
-            await self._catch_up(channel, known)
-            known = history.last_seq.get(channel)
-            if known is not None and entry.seq <= known:
-                return
-        await self._deliver(channel, entry.to_history(channel, time.monotonic()))
-
-    async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
-        history = self._history
-        assert history is not None
-        assert self._hub is not None
-        # Kept and queued with no await in between: a connection that
-        # subscribes meanwhile finds it either in history or in its buffer.
-        history.append(entry)
-        await self._hub.publish(channel, entry)
-
-    async def _new_epoch(self, epoch: str) -> None:
-        # The engine lost its data (a restart without persistence, a flush):
-        # every position held by clients is meaningless now.
-        logger.error(
-            "broker engine %s has a new epoch (%s, was %s): its history was lost; "
-            "every open stream ends and its client gets stream-reset when it reconnects",
-            self.description, epoch, self._epoch,
-        )  # fmt: skip
-        self._epoch = epoch
-        assert self._history is not None
-        self._history.clear(epoch)
-        self._loaded.clear()
-        hub = self._hub
-        if hub is not None:
-            for channel in list(hub.statistics().channels):
-                self._end_streams(channel)
-
-    def _end_streams(self, channel: str) -> None:
-        hub = self._hub
-        assert hub is not None
-        # Ending a stream (after what it holds is written) makes its client
-        # reconnect with its last id; history then tells it to reset.
-        for subscriber in list(hub._channels.get(channel, ())):
-            hub.unsubscribe(subscriber)
+            await follower.receive(channel, entry)
 
     async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         client = self._client
@@ -506,97 +383,29 @@ class RedisBroker(Broker):
                 logger.warning("ignoring a history entry of %r: %s", channel, exc)
         return bytes(epoch).decode("ascii"), int(seq), entries
 
-    def _as_history(self, channel: str, entry: EngineEntry) -> HistoryEntry:
-        # Place the entry on this process's clock by its age on the engine's.
-        age = max(0.0, time.time() - entry.published_ms / 1000)
-        return entry.to_history(channel, time.monotonic() - age)
-
-    async def _catch_up(self, channel: str, known: int) -> None:
-        """Deliver what the engine has after ``known``; end the channel's streams where it has not."""
-        history = self._history
-        assert history is not None
-        while True:
-            epoch, newest, entries = await self._read(channel, known, self.max_events)
-            if epoch and epoch != self._epoch:
-                await self._new_epoch(epoch)
-                return
-            if newest <= known:
-                return
-            if not entries or entries[0].seq != known + 1:
-                logger.warning(
-                    "broker: events %d..%d of channel %r are no longer in the engine's history; "
-                    "its streams end and their clients get stream-reset",
-                    known + 1, (entries[0].seq - 1) if entries else newest, channel,
-                )  # fmt: skip
-                history.replace(channel, [], entries[0].seq - 1 if entries else newest)
-                if self._hub is not None:
-                    self._end_streams(channel)
-                if not entries:
-                    return
-            for entry in entries:
-                if entry.seq == history.last_seq.get(channel, 0) + 1:
-                    await self._deliver(channel, self._as_history(channel, entry))
-            known = history.last_seq.get(channel, 0)
-            if known >= newest:
-                return
-
     async def prepare(self, channels: Sequence[str]) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
         Raises:
             BrokerError: the engine could not be reached and a channel was never loaded.
-            RuntimeError: the broker is not running.
+            RuntimeError: the broker is not running, or runs without a hub (publishing only).
         """
-        if self._client is None:
+        follower = self._follower
+        if self._client is None or follower is None:
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
-        async with self._lock:
-            for channel in channels:
-                try:
-                    await self._prepare_one(channel)
-                except BrokerError:
-                    if channel not in self._loaded:
-                        raise
-                    # Serve from what this process has; the periodic check fills in later.
+        await follower.prepare(channels)
 
-    async def _prepare_one(self, channel: str) -> None:
-        history = self._history
-        assert history is not None
-        if channel in self._loaded:
-            await self._catch_up(channel, history.last_seq.get(channel, 0))
-            return
-        epoch, newest, entries = await self._read(channel, -1, self.max_events)
-        if epoch and epoch != self._epoch:
-            await self._new_epoch(epoch)
-        run: list[HistoryEntry] = []
-        for entry in entries:
-            if run and entry.seq != run[-1].seq + 1:
-                run = []
-            run.append(self._as_history(channel, entry))
-        known = history.last_seq.get(channel, 0)
-        if newest > known:
-            # The feed has not brought these yet: queue them for current
-            # subscribers too, in order; the feed skips them later.
-            fresh = [loaded for loaded in run if loaded.seq > known]
-            if fresh and known and fresh[0].seq == known + 1 and self._hub is not None:
-                for loaded in fresh:
-                    await self._deliver(channel, loaded)
-        history.replace(channel, run, newest)
-        self._loaded.add(channel)
-
-    async def _check_periodically(self) -> None:
+    async def _check_periodically(self, follower: EngineFollower) -> None:
         while True:
             await anyio.sleep(self.check_interval)
-            hub = self._hub
-            if hub is None:
-                continue
-            channels = [name for name in hub.statistics().channels if name in self._loaded]
             try:
-                await self._check(channels)
+                await self._check(follower)
             except BrokerError as exc:
                 logger.warning("broker: cannot check for missed events: %s", exc)
 
-    async def _check(self, channels: list[str]) -> None:
+    async def _check(self, follower: EngineFollower) -> None:
         client = self._client
+        channels = follower.channels_to_check()
         if client is None or not channels:
             return
         glide = _glide()
@@ -607,18 +416,12 @@ class RedisBroker(Broker):
                 values = await client.custom_command(["MGET", *keys])
             except glide.GlideError as exc:
                 raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-            async with self._lock:
-                history = self._history
-                assert history is not None
-                epoch = values[0]
-                if epoch is not None and bytes(epoch).decode("ascii") != self._epoch:
-                    await self._new_epoch(bytes(epoch).decode("ascii"))
-                    return
-                for name, value in zip(chunk, values[1:], strict=True):
-                    newest = int(value) if value is not None else 0
-                    known = history.last_seq.get(name, 0)
-                    if newest > known:
-                        await self._catch_up(name, known)
+            epoch = bytes(values[0]).decode("ascii") if values[0] is not None else None
+            newest = {
+                name: int(value) if value is not None else 0
+                for name, value in zip(chunk, values[1:], strict=True)
+            }
+            await follower.check(epoch, newest)
 
 
 def _transient(exc: Exception, glide: Any) -> bool:
