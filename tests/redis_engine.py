@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from .servers import _accepting, free_port
 
 
 def require_redis() -> None:
     """Skip when redis-server is not installed, except under CI, where that is a failure."""
+    import pytest
+
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed: apt-get install redis-server"
         if os.environ.get("CI"):
@@ -97,9 +97,13 @@ class RedisEngine:
 
 
 @contextlib.contextmanager
-def run_redis() -> Iterator[RedisEngine]:
-    """Start a private redis-server in a temporary directory; stop it and remove the directory."""
-    require_redis()
+def run_redis(*, check: bool = True) -> Iterator[RedisEngine]:
+    """Start a private redis-server in a temporary directory; stop it and remove the directory.
+
+    ``check``: skip (or fail under CI) the calling test when the engine or the client is missing.
+    """
+    if check:
+        require_redis()
     with tempfile.TemporaryDirectory(prefix="eventstream-redis-") as directory:
         for _attempt in range(3):
             engine = RedisEngine(Path(directory), free_port())

@@ -57,6 +57,8 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
 
+#: Publishes sent in one script call at most.
+_BATCH = 256
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
 
@@ -139,6 +141,8 @@ class RedisBroker(Broker):
         self._client: GlideClient | None = None
         self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
+        self._pending: list[_Pending] = []
+        self._sending = False
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
@@ -296,72 +300,128 @@ class RedisBroker(Broker):
                 credentials) or could not be reached within ``publish_timeout``.
             RuntimeError: the broker is not running.
 
-        Cancellation: the event may or may not have been published.
+        Concurrent calls are sent together (one script call for up to 256
+        events), the next batch while the previous one is in flight.
+
+        Cancellation: the event may or may not have been published; a call
+        that is sending a batch for others finishes sending it first.
         """
         return await self._publish(channel, event, self._key("ch", channel))
 
     async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> str:
-        client = self._client
-        if client is None:
+        if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
+        item = _Pending(channel, feed_channel, event._body, event.id)
+        self._pending.append(item)
+        if self._sending:
+            # Another call is sending: it (or the call it hands over to) sends this one too.
+            try:
+                await item.wake.wait()
+            except BaseException:
+                if item.leads:  # made the sender just now: send before leaving
+                    with anyio.CancelScope(shield=True):
+                        await self._send_pending()
+                raise
+            if not item.done:
+                await self._send_pending()
+        else:
+            self._sending = True
+            await self._send_pending()
+        if item.error is not None:
+            raise item.error
+        return item.id if item.id is not None else f"{item.epoch}-{item.seq}"
+
+    async def _send_pending(self) -> None:
+        # One batch (one script call) at a time; then the next waiting call
+        # takes over, so that no caller keeps sending for others forever.
+        # Shielded: the waiting calls depend on it (bounded by publish_timeout).
+        try:
+            with anyio.CancelScope(shield=True):
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                await self._send_batch(batch)
+        finally:
+            if self._pending:
+                successor = self._pending[0]
+                successor.leads = True
+                successor.wake.set()
+            else:
+                self._sending = False
+
+    async def _send_batch(self, batch: list[_Pending]) -> None:
+        client = self._client
         glide = _glide()
-        token = os.urandom(8).hex()
-        own_id = event.id
-        keys = [
-            f"{self.key_prefix}epoch",
-            self._key("seq", channel),
-            self._key("last", channel),
-            self._key("h", channel),
-        ]
-        body = event._body
+        keys = [f"{self.key_prefix}epoch"]
+        per_event: list[str | bytes] = []
+        for item in batch:
+            keys += [
+                self._key("seq", item.channel),
+                self._key("last", item.channel),
+                self._key("h", item.channel),
+            ]
+            per_event += [
+                item.feed_channel,
+                item.body,
+                "0" if item.id is None else "1",
+                item.id or "",
+                item.token,
+            ]
         deadline = time.monotonic() + self.publish_timeout
         attempt = 0
-        while True:
+        error: BrokerError | None = None
+        result: Any = None
+        while client is not None:
             args: list[str | bytes] = [
                 os.urandom(4).hex(),
-                feed_channel,
-                body,
-                "0" if own_id is None else "1",
-                own_id or "",
                 str(self.max_events),
                 str(max(1, round(self.max_age * 1000))),
-                token,
                 "1" if attempt else "0",
+                *per_event,
             ]
             attempt += 1
             try:
                 result = await client.invoke_script(self._publish_script, keys=keys, args=args)
+                break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if not _transient(exc, glide):
-                    raise BrokerError(self.description, reason, attempt) from exc
-                if time.monotonic() >= deadline:
-                    raise BrokerError(self.description, reason, attempt) from exc
+                if not _transient(exc, glide) or time.monotonic() >= deadline:
+                    error = BrokerError(self.description, reason, attempt)
+                    break
                 delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
                 await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                continue
-            epoch, seq, _duplicate = result
-            epoch_text = bytes(epoch).decode("ascii")
-            return own_id if own_id is not None else f"{epoch_text}-{int(seq)}"
+        else:
+            error = BrokerError(self.description, "the broker was stopped")
+        for index, item in enumerate(batch):
+            if error is not None:
+                item.error = error
+            else:
+                item.epoch = bytes(result[0]).decode("ascii")
+                item.seq = int(result[index + 1])
+            item.done = True
+            item.wake.set()
 
     # -- receiving -------------------------------------------------------------
 
     async def _read_feed(self, feed: GlideClient, follower: EngineFollower) -> None:
         prefix = f"{self.key_prefix}ch:".encode()
         while True:
-            message = await feed.get_pubsub_message()
-            channel_name = bytes(message.channel)
-            if not channel_name.startswith(prefix):
-                continue
-            try:
-                channel = channel_name[len(prefix) :].decode("utf-8")
-                entry = decode_entry(bytes(message.message))
-            except ValueError as exc:
-                logger.warning(
-                    "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
-                )
-                continue
-            await follower.receive(channel, entry)
+            # Wait for one message, then take every one already received: a
+            # burst reaches the hub as a burst (subscribers wake once for many).
+            messages = [await feed.get_pubsub_message()]
+            while len(messages) < 1024 and (more := feed.try_get_pubsub_message()) is not None:
+                messages.append(more)
+            batch: list[tuple[str, EngineEntry]] = []
+            for message in messages:
+                channel_name = bytes(message.channel)
+                if not channel_name.startswith(prefix):
+                    continue
+                try:
+                    channel = channel_name[len(prefix) :].decode("utf-8")
+                    batch.append((channel, decode_entry(bytes(message.message))))
+                except ValueError as exc:
+                    logger.warning(
+                        "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
+                    )
+            await follower.receive(batch)
 
     async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         client = self._client
@@ -422,6 +482,37 @@ class RedisBroker(Broker):
                 for name, value in zip(chunk, values[1:], strict=True)
             }
             await follower.check(epoch, newest)
+
+
+class _Pending:
+    """One publish waiting for its batch."""
+
+    __slots__ = (
+        "body",
+        "channel",
+        "done",
+        "epoch",
+        "error",
+        "feed_channel",
+        "id",
+        "leads",
+        "seq",
+        "token",
+        "wake",
+    )
+
+    def __init__(self, channel: str, feed_channel: str, body: bytes, event_id: str | None) -> None:
+        self.channel = channel
+        self.feed_channel = feed_channel
+        self.body = body
+        self.id = event_id
+        self.token = os.urandom(8).hex()
+        self.wake = anyio.Event()
+        self.leads = False
+        self.done = False
+        self.epoch = ""
+        self.seq = 0
+        self.error: BrokerError | None = None
 
 
 def _transient(exc: Exception, glide: Any) -> bool:

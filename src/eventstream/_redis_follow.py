@@ -57,20 +57,24 @@ class EngineFollower:
 
     # -- entries from the feed ----------------------------------------------------
 
-    async def receive(self, channel: str, entry: EngineEntry) -> None:
-        """Handle one entry of the pub/sub feed (gaps first filled from history)."""
+    async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
+        """Handle entries of the pub/sub feed, in order (gaps first filled from history)."""
         async with self._lock:
-            if entry.epoch != self.epoch:
-                self._new_epoch(entry.epoch)
+            for channel, entry in entries:
+                await self._receive_one(channel, entry)
+
+    async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
+        if entry.epoch != self.epoch:
+            self._new_epoch(entry.epoch)
+        known = self.history.last_seq.get(channel)
+        if known is not None and entry.seq <= known:
+            return  # already delivered (read from history meanwhile)
+        if known is not None and entry.seq > known + 1:
+            await self._catch_up(channel, known)
             known = self.history.last_seq.get(channel)
             if known is not None and entry.seq <= known:
-                return  # already delivered (read from history meanwhile)
-            if known is not None and entry.seq > known + 1:
-                await self._catch_up(channel, known)
-                known = self.history.last_seq.get(channel)
-                if known is not None and entry.seq <= known:
-                    return
-            await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+                return
+        await self._deliver(channel, entry.to_history(channel, time.monotonic()))
 
     async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
         self.history.append(entry)

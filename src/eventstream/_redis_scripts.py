@@ -9,55 +9,75 @@ from __future__ import annotations
 
 __all__ = ["PUBLISH", "READ"]
 
-# KEYS: epoch, seq, last-id, stream. ARGV: candidate epoch, pub/sub channel, event fields,
-# has-own-id flag, own id, max entries, max age (ms), token, retry flag.
+# A batch of publishes. KEYS: epoch, then per event: seq, last-id, stream.
+# ARGV: candidate epoch, max entries, max age (ms), retry flag, then per event
+# (5 each): pub/sub channel, event fields, has-own-id flag, own id, token.
+# Returns {epoch, seq of each event}. On a retry, an event whose token is in
+# its channel's recent history was published by the failed attempt: its seq
+# is returned and it is not published again.
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
 end
-if ARGV[9] == '1' then
-  local recent = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 512)
-  for _, item in ipairs(recent) do
-    local fields = item[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'k' and fields[i + 1] == ARGV[8] then
-        return {epoch, string.match(item[1], '^(%d+)'), 1}
-      end
-    end
-  end
-end
-local seq = redis.call('INCR', KEYS[2])
-local id = epoch .. '-' .. seq
-if ARGV[4] == '1' then id = ARGV[5] end
-local prev = redis.call('GET', KEYS[3]) or (epoch .. '-0')
-redis.call('SET', KEYS[3], id)
+local max_age = tonumber(ARGV[3])
 local now = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. '\\n' .. ARGV[3]
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', message, 't', ms, 'k', ARGV[8])
-local cutoff = tonumber(ms) - tonumber(ARGV[7])
-local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 8)
-local keep = nil
-for _, item in ipairs(oldest) do
-  local fields = item[2]
-  local t = nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+local result = {epoch}
+local count = (#KEYS - 1) / 3
+for e = 0, count - 1 do
+  local seq_key, last_key, stream = KEYS[2 + 3 * e], KEYS[3 + 3 * e], KEYS[4 + 3 * e]
+  local a = 4 + 5 * e
+  local found = nil
+  if ARGV[4] == '1' then
+    local recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 512)
+    for _, item in ipairs(recent) do
+      local fields = item[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'k' and fields[i + 1] == ARGV[a + 5] then found = string.match(item[1], '^(%d+)') end
+      end
+      if found then break end
+    end
   end
-  if t == nil or t >= cutoff then
-    keep = item[1]
-    break
+  if found then
+    result[#result + 1] = found
+  else
+    local seq = redis.call('INCR', seq_key)
+    local id = epoch .. '-' .. seq
+    if ARGV[a + 3] == '1' then id = ARGV[a + 4] end
+    local prev = redis.call('GET', last_key) or (epoch .. '-0')
+    redis.call('SET', last_key, id)
+    local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
+    message = message .. '\\n' .. ARGV[a + 2]
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', message, 't', ms, 'k', ARGV[a + 5])
+    if seq % 16 == 0 then
+      -- Age: drop expired entries from the front, a few at a time.
+      local cutoff = tonumber(ms) - max_age
+      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 32)
+      local keep = nil
+      for _, item in ipairs(oldest) do
+        local fields = item[2]
+        local t = nil
+        for i = 1, #fields, 2 do
+          if fields[i] == 't' then t = tonumber(fields[i + 1]) end
+        end
+        if t == nil or t >= cutoff then
+          keep = item[1]
+          break
+        end
+      end
+      if keep == nil and #oldest > 0 then
+        keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
+      end
+      if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
+    end
+    redis.call('PEXPIRE', stream, ARGV[3])
+    redis.call('PUBLISH', ARGV[a + 1], message)
+    result[#result + 1] = tostring(seq)
   end
 end
-if keep == nil and #oldest > 0 then
-  keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
-end
-if keep ~= nil then redis.call('XTRIM', KEYS[4], 'MINID', keep) end
-redis.call('PEXPIRE', KEYS[4], ARGV[7])
-redis.call('PUBLISH', ARGV[2], message)
-return {epoch, tostring(seq), 0}
+return result
 """
 
 # KEYS: epoch, seq, stream. ARGV: after (-1: the newest entries), count.
