@@ -50,7 +50,11 @@ async def publish_throughput(url: str, events: int, concurrency: int) -> float:
 
 
 async def cross_process_latency(url: str, rate: int, seconds: float) -> list[float]:
-    env = {"EVENTSTREAM_BROKER": url, "EVENTSTREAM_BROKER_PREFIX": "bench-lat:", "EVENTSTREAM_KEEP_ALIVE": "5"}
+    env = {
+        "EVENTSTREAM_BROKER": url,
+        "EVENTSTREAM_BROKER_PREFIX": "bench-lat:",
+        "EVENTSTREAM_KEEP_ALIVE": "5",
+    }
     latencies: list[float] = []
     count = int(rate * seconds)
     with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
@@ -134,7 +138,9 @@ async def engine_memory(engine: RedisEngine, url: str, events: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     args = parser.parse_args()
@@ -145,7 +151,9 @@ def main() -> None:
         try:
             url = engine.url
             for concurrency in (1, 16, 64, 256):
-                rate = anyio.run(publish_throughput, url, int(40_000 * scale) or 256, concurrency, backend=args.backend)
+                rate = anyio.run(
+                    publish_throughput, url, int(40_000 * scale) or 256, concurrency, backend=args.backend
+                )
                 print(f"publish throughput, {concurrency:>3} concurrent publishers: {rate:10,.0f} events/s")
             latencies = anyio.run(cross_process_latency, url, 1000, 10 * scale, backend=args.backend)
             ms = sorted(value * 1000 for value in latencies)
