@@ -12,7 +12,9 @@ Starts a private redis-server (Debian's ``redis-server``) on a free port and mea
    httpx client here (p50 / p99 / max);
 3. a burst (16 concurrent publishers) to in-process subscribers, with the
    broker and without it (deliveries/s, from the first publish to the last delivery);
-4. the engine's memory per 1,000 history events of 100 bytes (``INFO memory``).
+4. how many events per second one process takes in from the feed (it receives
+   every channel's traffic), published by 64 concurrent publishers;
+5. the engine's memory per 1,000 history events of 100 bytes (``INFO memory``).
 """
 
 from __future__ import annotations
@@ -123,6 +125,28 @@ async def burst_fanout(url: str | None, subscribers: int, events: int) -> float:
     return subscribers * (events // 16 * 16) / elapsed
 
 
+async def feed_rate(url: str, events: int) -> float:
+    """Events per second one process takes in from the feed (every channel's traffic)."""
+    prefix = f"bench-feed{free_port()}:"
+    broker = RedisBroker(url, key_prefix=prefix)
+    stream = EventStream(broker=broker)
+    async with stream, Publisher(broker=RedisBroker(url, key_prefix=prefix)) as publisher:
+        history = broker.history
+
+        async def worker(index: int) -> None:
+            for _ in range(events // 64):
+                await publisher.publish_event(f"c{index}", {"data": PAYLOAD})
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for index in range(64):
+                tg.start_soon(worker, index)
+        total = events // 64 * 64
+        while sum(history.last_seq.values()) < total:  # type: ignore[attr-defined]  # noqa: ASYNC110 (a poll)
+            await anyio.sleep(0.001)
+        return total / (time.perf_counter() - started)
+
+
 async def engine_memory(engine: RedisEngine, url: str, events: int) -> float:
     def used() -> int:
         for line in engine.command("INFO", "memory").decode().splitlines():
@@ -169,6 +193,8 @@ def main() -> None:
                 f"burst of {events} events to {subscribers} subscribers: without broker {without:,.0f}, "
                 f"with broker {with_broker:,.0f} deliveries/s ({with_broker / without:.2f}x)"
             )
+            taken = anyio.run(feed_rate, url, int(40_000 * scale) or 640, backend=args.backend)
+            print(f"one process following the feed (64 channels, 64 publishers): {taken:,.0f} events/s")
             per_thousand = anyio.run(engine_memory, engine, url, 10_000, backend=args.backend)
             print(f"engine memory: {per_thousand / 1024:.1f} KiB per 1,000 history events of 100 B of data")
         finally:

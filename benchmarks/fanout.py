@@ -178,7 +178,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 @contextlib.contextmanager
 def serve(peer: str, server: str, log: IO[bytes], tracemalloc: bool) -> Iterator[tuple[int, int]]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+        "PYTHONUNBUFFERED": "1",
+    }
     if tracemalloc:
         env["BENCH_TRACEMALLOC"] = "1"
     process = subprocess.Popen(

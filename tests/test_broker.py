@@ -380,3 +380,10 @@ async def wait_published(stream: EventStream, data: str) -> None:
             return
         except BrokerError:
             await anyio.sleep(0.1)  # retried under the caller's deadline
+
+
+async def test_sync_publish_is_refused_inside_an_event_loop(engine: RedisEngine) -> None:
+    publisher = Publisher(broker=engine.url)
+    with pytest.raises(RuntimeError, match="await publish_event"):
+        publisher.publish_event_sync("news", {"data": 1})
+    publisher.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from .redis_engine import run_redis
 from .servers import ROOT
 
 pytestmark = pytest.mark.anyio
@@ -20,8 +22,16 @@ def test_the_readme_has_python_blocks() -> None:
     assert len(BLOCKS) >= 10
 
 
-async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private engine for the broker's examples (REDIS_URL)."""
+    with run_redis() as engine:
+        yield engine.url
+
+
+async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     monkeypatch.setenv("GRIP_URL", "http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme")
+    monkeypatch.setenv("REDIS_URL", redis_url)
     namespace: dict[str, Any] = {"__name__": "readme"}
     for number, block in enumerate(BLOCKS, 1):
         code = compile(

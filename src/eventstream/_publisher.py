@@ -7,6 +7,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+import sniffio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._broker import Broker
@@ -113,10 +114,21 @@ class Publisher:
             BrokerError: the engine refused the event or could not be reached
                 within the broker's publish timeout (or, on the first call,
                 could not be connected to).
-            RuntimeError: called from inside an event loop's thread (use
-                ``await publish_event`` there), or the publisher is entered
-                with ``async with`` already.
+            RuntimeError: called from a thread that runs an event loop (it
+                would block that loop, and valkey-glide delivers every
+                client's replies through the first event loop that used it:
+                use ``await publish_event``, or run this in a worker thread),
+                or the publisher is entered with ``async with`` already.
         """
+        try:
+            library = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            pass
+        else:
+            raise RuntimeError(
+                f"publish_event_sync called from {library} code: use await publish_event, "
+                "or call it in a worker thread (anyio.to_thread.run_sync)"
+            )
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         portal = self._start_portal()
