@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 import threading
 from types import TracebackType
 from typing import Any
 
-import sniffio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._broker import Broker
@@ -120,11 +121,8 @@ class Publisher:
                 use ``await publish_event``, or run this in a worker thread),
                 or the publisher is entered with ``async with`` already.
         """
-        try:
-            library = sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            pass
-        else:
+        library = _running_event_loop()
+        if library is not None:
             raise RuntimeError(
                 f"publish_event_sync called from {library} code: use await publish_event, "
                 "or call it in a worker thread (anyio.to_thread.run_sync)"
@@ -173,3 +171,22 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _running_event_loop() -> str | None:
+    """The async library running in this thread, if any."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return "asyncio"
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    return None
