@@ -41,6 +41,8 @@ class RedisEngine:
     directory: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    #: More redis-server options, e.g. ("--requirepass", "secret").
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -57,7 +59,7 @@ class RedisEngine:
                 "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
                 "--logfile", str(self.directory / "redis.log"), "--daemonize", "no",
-                "--protected-mode", "yes",
+                "--protected-mode", "yes", *self.options,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -73,7 +75,8 @@ class RedisEngine:
             return False
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            answer = sock.recv(64)
+            return answer.startswith((b"+PONG", b"-NOAUTH"))
         return False
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
@@ -97,7 +100,7 @@ class RedisEngine:
 
 
 @contextlib.contextmanager
-def run_redis(*, check: bool = True) -> Iterator[RedisEngine]:
+def run_redis(*, check: bool = True, options: tuple[str, ...] = ()) -> Iterator[RedisEngine]:
     """Start a private redis-server in a temporary directory; stop it and remove the directory.
 
     ``check``: skip (or fail under CI) the calling test when the engine or the client is missing.
@@ -106,7 +109,7 @@ def run_redis(*, check: bool = True) -> Iterator[RedisEngine]:
         require_redis()
     with tempfile.TemporaryDirectory(prefix="eventstream-redis-") as directory:
         for _attempt in range(3):
-            engine = RedisEngine(Path(directory), free_port())
+            engine = RedisEngine(Path(directory), free_port(), options=options)
             try:
                 engine.start()
                 break

@@ -387,3 +387,41 @@ async def test_sync_publish_is_refused_inside_an_event_loop(engine: RedisEngine)
     with pytest.raises(RuntimeError, match="await publish_event"):
         publisher.publish_event_sync("news", {"data": 1})
     publisher.close()
+
+
+async def test_credentials_from_the_url(prefix: str) -> None:
+    with run_redis() as own:
+        own.command("ACL", "SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all")
+        own.command("CONFIG", "SET", "requirepass", "other")  # the default user needs a password now
+        url = f"redis://app:s3cret@127.0.0.1:{own.port}/0"
+        stream = make_stream_url(url, prefix)
+        with anyio.fail_after(30):
+            async with stream, open_stream(stream("news")) as response:
+                await stream.wait_subscribers(1, "news")
+                await stream.publish_event("news", {"data": "authenticated"})
+                assert (await receive_data(response, 1))[0].json() == "authenticated"
+            wrong = make_stream_url(f"redis://app:wrong@127.0.0.1:{own.port}/0", prefix)
+            with pytest.raises(BrokerError) as info:
+                async with wrong:
+                    pass
+            assert "wrong" not in str(info.value)
+
+
+def make_stream_url(url: str, prefix: str) -> EventStream:
+    return EventStream(broker=RedisBroker(url, key_prefix=prefix, publish_timeout=3))
+
+
+async def test_engine_down_new_streams_on_followed_channels_only(prefix: str) -> None:
+    with run_redis() as own:
+        stream = EventStream(broker=RedisBroker(own.url, key_prefix=prefix, request_timeout=0.5))
+        with anyio.fail_after(60):
+            async with stream:
+                async with open_stream(stream("followed")) as response:
+                    assert response.status == 200
+                await anyio.to_thread.run_sync(own.stop)
+                async with open_stream(stream("followed")) as response:
+                    assert response.status == 200  # served from this process's copy
+                async with open_stream(stream("never-seen")) as response:
+                    assert response.status == 503
+                    assert response.header("retry-after") == "5"
+                    assert f"127.0.0.1:{own.port}" in (await response.read()).decode()
