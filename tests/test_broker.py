@@ -425,3 +425,38 @@ async def test_engine_down_new_streams_on_followed_channels_only(prefix: str) ->
                     assert response.status == 503
                     assert response.header("retry-after") == "5"
                     assert f"127.0.0.1:{own.port}" in (await response.read()).decode()
+
+
+async def test_concurrent_publishes_batched_some_cancelled(engine: RedisEngine, prefix: str) -> None:
+    stream = make_stream(engine, prefix)
+    acknowledged: list[str] = []
+    with anyio.fail_after(60):
+        async with stream, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+
+            async def publisher(name: str) -> None:
+                for n in range(5):
+                    await stream.publish_event("news", {"data": f"{name}:{n}"})
+                    acknowledged.append(f"{name}:{n}")
+
+            async with anyio.create_task_group() as tg:
+                with anyio.CancelScope() as doomed:
+                    async with anyio.create_task_group() as cancelled:
+                        for index in range(100):
+                            cancelled.start_soon(publisher, f"c{index}")
+                        for index in range(200):
+                            tg.start_soon(publisher, f"p{index}")
+                        await anyio.sleep(0)
+                        doomed.cancel()
+            # Every call returned (none was left waiting for a batch), and the
+            # engine numbered what it got without holes.
+            assert all(f"p{index}:4" in acknowledged for index in range(200))
+            await stream.publish_event("news", {"data": "end"})
+            received: list[ServerSentEvent] = []
+            while not received or received[-1].json() != "end":
+                received += await receive_data(response, 1)
+    values = [e.json() for e in received[:-1]]
+    assert len(values) == len(set(values))
+    assert set(acknowledged) <= set(values)
+    seqs = [int(str(e.id).rsplit("-", 1)[1]) for e in received]
+    assert seqs == list(range(1, len(seqs) + 1))

@@ -57,8 +57,9 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
 
-#: Publishes sent in one script call at most.
+#: Publishes sent in one script call at most, and calls sending batches at once.
 _BATCH = 256
+_SENDERS = 4
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
 
@@ -142,7 +143,7 @@ class RedisBroker(Broker):
         self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._pending: list[_Pending] = []
-        self._sending = False
+        self._senders = 0
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
@@ -303,8 +304,9 @@ class RedisBroker(Broker):
         Concurrent calls are sent together (one script call for up to 256
         events), the next batch while the previous one is in flight.
 
-        Cancellation: the event may or may not have been published; a call
-        that is sending a batch for others finishes sending it first.
+        Cancellation: the event may or may not have been published (it is
+        not, if it was still waiting for a batch); a call that is sending a
+        batch for others finishes sending it first.
         """
         return await self._publish(channel, event, self._key("ch", channel))
 
@@ -313,39 +315,50 @@ class RedisBroker(Broker):
             raise RuntimeError("the broker is not running: enter it (async with) first")
         item = _Pending(channel, feed_channel, event._body, event.id)
         self._pending.append(item)
-        if self._sending:
-            # Another call is sending: it (or the call it hands over to) sends this one too.
+        if self._senders < _SENDERS:
+            self._senders += 1
+            await self._send_until_done(item)
+        else:
+            # Enough calls are sending: one of them sends this one, or asks
+            # this call to send (wake without done) when it stops.
             try:
                 await item.wake.wait()
-            except BaseException:
-                if item.leads:  # made the sender just now: send before leaving
-                    with anyio.CancelScope(shield=True):
-                        await self._send_pending()
+            except BaseException:  # cancelled while waiting
+                if item in self._pending:
+                    self._pending.remove(item)  # not sent
+                if item.leads and self._pending:  # asked to send: pass that on
+                    successor = self._pending[0]
+                    successor.leads = True
+                    successor.wake.set()
                 raise
             if not item.done:
-                await self._send_pending()
-        else:
-            self._sending = True
-            await self._send_pending()
+                self._senders += 1
+                await self._send_until_done(item)
         if item.error is not None:
             raise item.error
         return item.id if item.id is not None else f"{item.epoch}-{item.seq}"
 
-    async def _send_pending(self) -> None:
-        # One batch (one script call) at a time; then the next waiting call
-        # takes over, so that no caller keeps sending for others forever.
-        # Shielded: the waiting calls depend on it (bounded by publish_timeout).
+    async def _send_until_done(self, item: _Pending) -> None:
+        # Send batches (one script call each) until this call's own event is
+        # done, then ask a waiting call to go on: no caller sends for others
+        # forever. Up to _SENDERS calls send at once; their batches are
+        # pipelined on one connection, which the engine runs in order.
+        # Shielded: waiting calls depend on it (bounded by publish_timeout).
         try:
             with anyio.CancelScope(shield=True):
-                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                await self._send_batch(batch)
+                while not item.done:
+                    if self._pending:
+                        batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                        await self._send_batch(batch)
+                    else:  # in another call's batch, in flight
+                        item.wake = anyio.Event()
+                        await item.wake.wait()
         finally:
-            if self._pending:
+            self._senders -= 1
+            if self._pending and self._senders < _SENDERS:
                 successor = self._pending[0]
                 successor.leads = True
                 successor.wake.set()
-            else:
-                self._sending = False
 
     async def _send_batch(self, batch: list[_Pending]) -> None:
         client = self._client
@@ -406,9 +419,18 @@ class RedisBroker(Broker):
         while True:
             # Wait for one message, then take every one already received: a
             # burst reaches the hub as a burst (subscribers wake once for many).
-            messages = [await feed.get_pubsub_message()]
-            while len(messages) < 1024 and (more := feed.try_get_pubsub_message()) is not None:
-                messages.append(more)
+            glide = _glide()
+            try:
+                messages = [await feed.get_pubsub_message()]
+                while len(messages) < 1024 and (more := feed.try_get_pubsub_message()) is not None:
+                    messages.append(more)
+            except glide.ClosingError as exc:
+                # The feed connection is gone for good: the periodic check
+                # still brings every event, within check_interval.
+                logger.error(
+                    "broker: the feed from %s stopped (%s); following by polling", self.description, exc
+                )
+                return
             batch: list[tuple[str, EngineEntry]] = []
             for message in messages:
                 channel_name = bytes(message.channel)
@@ -421,7 +443,12 @@ class RedisBroker(Broker):
                     logger.warning(
                         "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
                     )
-            await follower.receive(batch)
+            try:
+                await follower.receive(batch)
+            except BrokerError as exc:
+                # A gap could not be filled now: the next entry of that channel,
+                # or the periodic check, fills it (nothing is delivered out of order).
+                logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
 
     async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         client = self._client
