@@ -59,7 +59,7 @@ logger = logging.getLogger("eventstream")
 
 #: Publishes sent in one script call at most, and calls sending batches at once.
 _BATCH = 256
-_SENDERS = 4
+_SENDERS = 2
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
 
@@ -314,6 +314,15 @@ class RedisBroker(Broker):
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         item = _Pending(channel, feed_channel, event._body, event.id)
+        if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
+            await self._send_batch([item])
+        else:
+            await self._publish_batched(item)
+        if item.error is not None:
+            raise item.error
+        return item.id if item.id is not None else f"{item.epoch}-{item.seq}"
+
+    async def _publish_batched(self, item: _Pending) -> None:
         self._pending.append(item)
         if self._senders < _SENDERS:
             self._senders += 1
@@ -334,9 +343,6 @@ class RedisBroker(Broker):
             if not item.done:
                 self._senders += 1
                 await self._send_until_done(item)
-        if item.error is not None:
-            raise item.error
-        return item.id if item.id is not None else f"{item.epoch}-{item.seq}"
 
     async def _send_until_done(self, item: _Pending) -> None:
         # Send batches (one script call each) until this call's own event is
@@ -371,13 +377,11 @@ class RedisBroker(Broker):
                 self._key("last", item.channel),
                 self._key("h", item.channel),
             ]
-            per_event += [
-                item.feed_channel,
-                item.body,
-                "0" if item.id is None else "1",
-                item.id or "",
-                item.token,
-            ]
+            per_event += [item.body, "" if item.id is None else "=" + item.id]
+        # The script derives each event's pub/sub channel, unless told (a batch of one).
+        first = batch[0]
+        override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""
+        token = os.urandom(8).hex()
         deadline = time.monotonic() + self.publish_timeout
         attempt = 0
         error: BrokerError | None = None
@@ -388,6 +392,9 @@ class RedisBroker(Broker):
                 str(self.max_events),
                 str(max(1, round(self.max_age * 1000))),
                 "1" if attempt else "0",
+                token,
+                self.key_prefix,
+                override,
                 *per_event,
             ]
             attempt += 1
@@ -524,7 +531,6 @@ class _Pending:
         "id",
         "leads",
         "seq",
-        "token",
         "wake",
     )
 
@@ -533,7 +539,6 @@ class _Pending:
         self.feed_channel = feed_channel
         self.body = body
         self.id = event_id
-        self.token = os.urandom(8).hex()
         self.wake = anyio.Event()
         self.leads = False
         self.done = False

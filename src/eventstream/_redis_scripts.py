@@ -10,8 +10,10 @@ from __future__ import annotations
 __all__ = ["PUBLISH", "READ"]
 
 # A batch of publishes. KEYS: epoch, then per event: seq, last-id, stream.
-# ARGV: candidate epoch, max entries, max age (ms), retry flag, then per event
-# (5 each): pub/sub channel, event fields, has-own-id flag, own id, token.
+# ARGV: candidate epoch, max entries, max age (ms), retry flag, batch token,
+# key prefix, pub/sub channel override ('' = {prefix}ch:{channel}), then per
+# event (2 each): event fields, own id ('' = none, else '=' .. id). Each event
+# is marked with the token "{batch token}:{index}".
 # Returns {epoch, seq of each event}. On a retry, an event whose token is in
 # its channel's recent history was published by the failed attempt: its seq
 # is returned and it is not published again.
@@ -28,14 +30,15 @@ local result = {epoch}
 local count = (#KEYS - 1) / 3
 for e = 0, count - 1 do
   local seq_key, last_key, stream = KEYS[2 + 3 * e], KEYS[3 + 3 * e], KEYS[4 + 3 * e]
-  local a = 4 + 5 * e
+  local a = 7 + 2 * e
+  local token = ARGV[5] .. ':' .. e
   local found = nil
   if ARGV[4] == '1' then
     local recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 512)
     for _, item in ipairs(recent) do
       local fields = item[2]
       for i = 1, #fields, 2 do
-        if fields[i] == 'k' and fields[i + 1] == ARGV[a + 5] then found = string.match(item[1], '^(%d+)') end
+        if fields[i] == 'k' and fields[i + 1] == token then found = string.match(item[1], '^(%d+)') end
       end
       if found then break end
     end
@@ -45,12 +48,12 @@ for e = 0, count - 1 do
   else
     local seq = redis.call('INCR', seq_key)
     local id = epoch .. '-' .. seq
-    if ARGV[a + 3] == '1' then id = ARGV[a + 4] end
+    if ARGV[a + 2] ~= '' then id = string.sub(ARGV[a + 2], 2) end
     local prev = redis.call('GET', last_key) or (epoch .. '-0')
     redis.call('SET', last_key, id)
     local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
-    message = message .. '\\n' .. ARGV[a + 2]
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', message, 't', ms, 'k', ARGV[a + 5])
+    message = message .. '\\n' .. ARGV[a + 1]
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', message, 't', ms, 'k', token)
     if seq % 16 == 0 then
       -- Age: drop expired entries from the front, a few at a time.
       local cutoff = tonumber(ms) - max_age
@@ -73,7 +76,9 @@ for e = 0, count - 1 do
       if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
     end
     redis.call('PEXPIRE', stream, ARGV[3])
-    redis.call('PUBLISH', ARGV[a + 1], message)
+    local feed = ARGV[7]
+    if feed == '' then feed = ARGV[6] .. 'ch:' .. string.sub(seq_key, #ARGV[6] + 5) end
+    redis.call('PUBLISH', feed, message)
     result[#result + 1] = tostring(seq)
   end
 end
