@@ -39,6 +39,11 @@ class Relay:
         self.targets = [port]
         self._next_target = itertools.cycle(self.targets)
 
+    def set_targets(self, ports: Sequence[int]) -> None:
+        """Send new connections round-robin to ``ports`` (open connections stay)."""
+        self.targets = list(ports)
+        self._next_target = itertools.cycle(self.targets)
+
     def start(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
