@@ -16,6 +16,7 @@ engine, so that several processes serve the same channels:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,17 @@ from ._sse import ServerSentEvent
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "PublishedEvent"]
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """What the engine assigned to a published event."""
+
+    #: Its id (its own, or ``{epoch}-{n}``).
+    id: str
+    #: The id of the channel's previous event (``{epoch}-0`` for the first): GRIP's ``prev-id``.
+    prev_id: str
 
 
 class Broker:
@@ -59,8 +70,8 @@ class Broker:
         """Deliver the engine's events to ``hub`` while the broker runs (before entering it)."""
         raise NotImplementedError
 
-    async def publish(self, channel: str, event: ServerSentEvent) -> str:
-        """Have the engine number, keep and fan out ``event``; return its id.
+    async def publish(self, channel: str, event: ServerSentEvent) -> PublishedEvent:
+        """Have the engine number, keep and fan out ``event``; return its id and the previous one.
 
         Raises:
             BrokerError: the engine refused the event, or could not be reached

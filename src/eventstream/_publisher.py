@@ -81,7 +81,7 @@ class Publisher:
         check_channel_name(channel, self.max_channel_name_length)
         if not self._entered:
             raise RuntimeError("enter the Publisher (async with) before publish_event")
-        return await self.broker.publish(channel, message)
+        return (await self.broker.publish(channel, message)).id
 
     async def __aenter__(self) -> Publisher:
         """Connect to the engine.
@@ -130,7 +130,7 @@ class Publisher:
         message = _as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         portal = self._start_portal()
-        return portal.call(self.broker.publish, channel, message)
+        return portal.call(self.broker.publish, channel, message).id
 
     def _start_portal(self) -> BlockingPortal:
         with self._lock:

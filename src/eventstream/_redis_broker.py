@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._broker import Broker
+from ._broker import Broker, PublishedEvent
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
 from ._history import HistoryStore
@@ -288,8 +288,8 @@ class RedisBroker(Broker):
 
     # -- publishing ------------------------------------------------------------
 
-    async def publish(self, channel: str, event: ServerSentEvent) -> str:
-        """Have the engine number, keep and fan out ``event``; return its id.
+    async def publish(self, channel: str, event: ServerSentEvent) -> PublishedEvent:
+        """Have the engine number, keep and fan out ``event``; return its id and the previous one.
 
         Connection failures and an engine that is loading or busy are retried
         with capped, jittered backoff for ``publish_timeout`` seconds. A retry
@@ -310,7 +310,7 @@ class RedisBroker(Broker):
         """
         return await self._publish(channel, event, self._key("ch", channel))
 
-    async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> str:
+    async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         item = _Pending(channel, feed_channel, event._body, event.id)
@@ -320,7 +320,8 @@ class RedisBroker(Broker):
             await self._publish_batched(item)
         if item.error is not None:
             raise item.error
-        return item.id if item.id is not None else f"{item.epoch}-{item.seq}"
+        event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
+        return PublishedEvent(event_id, item.prev_id)
 
     async def _publish_batched(self, item: _Pending) -> None:
         self._pending.append(item)
@@ -415,7 +416,8 @@ class RedisBroker(Broker):
                 item.error = error
             else:
                 item.epoch = bytes(result[0]).decode("ascii")
-                item.seq = int(result[index + 1])
+                item.seq = int(result[2 * index + 1])
+                item.prev_id = bytes(result[2 * index + 2]).decode("utf-8")
             item.done = True
             item.wake.set()
 
@@ -530,6 +532,7 @@ class _Pending:
         "feed_channel",
         "id",
         "leads",
+        "prev_id",
         "seq",
         "wake",
     )
@@ -544,6 +547,7 @@ class _Pending:
         self.done = False
         self.epoch = ""
         self.seq = 0
+        self.prev_id = ""
         self.error: BrokerError | None = None
 
 

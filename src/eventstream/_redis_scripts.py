@@ -14,9 +14,9 @@ __all__ = ["PUBLISH", "READ"]
 # key prefix, pub/sub channel override ('' = {prefix}ch:{channel}), then per
 # event (2 each): event fields, own id ('' = none, else '=' .. id). Each event
 # is marked with the token "{batch token}:{index}".
-# Returns {epoch, seq of each event}. On a retry, an event whose token is in
-# its channel's recent history was published by the failed attempt: its seq
-# is returned and it is not published again.
+# Returns {epoch, then each event's seq and the id of the event before it}.
+# On a retry, an event whose token is in its channel's recent history was
+# published by the failed attempt: its seq is returned, not published again.
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -33,18 +33,26 @@ for e = 0, count - 1 do
   local a = 7 + 2 * e
   local token = ARGV[5] .. ':' .. e
   local found = nil
+  local found_prev = ''
+
   if ARGV[4] == '1' then
     local recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 512)
     for _, item in ipairs(recent) do
       local fields = item[2]
+      local message = ''
       for i = 1, #fields, 2 do
+        if fields[i] == 'm' then message = fields[i + 1] end
         if fields[i] == 'k' and fields[i + 1] == token then found = string.match(item[1], '^(%d+)') end
       end
-      if found then break end
+      if found then
+        found_prev = string.match(message, '^[^\\n]*\\n[^\\n]*\\n[^\\n]*\\n([^\\n]*)\\n') or ''
+        break
+      end
     end
   end
   if found then
     result[#result + 1] = found
+    result[#result + 1] = found_prev
   else
     local seq = redis.call('INCR', seq_key)
     local id = epoch .. '-' .. seq
@@ -80,6 +88,7 @@ for e = 0, count - 1 do
     if feed == '' then feed = ARGV[6] .. 'ch:' .. string.sub(seq_key, #ARGV[6] + 5) end
     redis.call('PUBLISH', feed, message)
     result[#result + 1] = tostring(seq)
+    result[#result + 1] = prev
   end
 end
 return result

@@ -129,9 +129,9 @@ class EventStream:
             ``prev-id``, and held streams carry the client's position and a
             next link, so the proxy notices a missed publish and fetches it
             from this app's history. It needs history, and every event of a
-            channel published by one process (or a history store they share):
-            publishes from several processes break the chain of ids, and the
-            proxy then delays them (Pushpin: ``message_wait``).
+            channel published by one process, or a ``broker`` they share:
+            otherwise publishes from several processes break the chain of
+            ids, and the proxy then delays them (Pushpin: ``message_wait``).
         history: Where recent events are kept for clients that reconnect
             with ``Last-Event-ID``: a :class:`MemoryHistory` by default (256
             events, 256 KiB and 5 minutes per channel), any
@@ -234,8 +234,6 @@ class EventStream:
         if self._broker is not None:
             if history is not _DEFAULT:
                 raise ValueError("with a broker, history is kept by the broker: set its limits there")
-            if grip is not None:
-                raise ValueError("grip together with a broker is not supported yet")
             self._broker.bind(self._hub)
 
     @property
@@ -340,10 +338,10 @@ class EventStream:
                 await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        if self._broker is not None and not await self._prepare_broker(self._broker, names, send):
+            return
         if proxied:
             await self._answer_proxy(scope, send, names, last_event_id, retry)
-            return
-        if self._broker is not None and not await self._prepare_broker(self._broker, names, send):
             return
         subscriber = self._hub.subscribe(names)
         self._notify_waiters()
@@ -499,7 +497,7 @@ class EventStream:
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         if self._broker is not None:
-            await self._broker.publish(channel, message)  # delivered here through the broker's feed
+            await self._publish_through_broker(self._broker, channel, message)
             return
         if self._grip is not None:
             self._grip.check_running()  # before the event is numbered and kept
@@ -514,6 +512,20 @@ class EventStream:
         pending = self._grip.submit(self.grip_prefix + channel, entry.wire, **fields)
         await self._hub.publish(channel, entry)
         await self._grip.wait_published(pending)
+
+    async def _publish_through_broker(self, broker: Broker, channel: str, message: ServerSentEvent) -> None:
+        # The engine numbers and keeps the event; this process's subscribers
+        # get it from the engine's feed, like every other process's. With
+        # GRIP, the proxies get it from here, with the engine's id and prev-id,
+        # so the chain holds whichever process publishes.
+        if self._grip is not None:
+            self._grip.check_running()
+        published = await broker.publish(channel, message)
+        if self._grip is None:
+            return
+        fields = {"id": published.id, "prev-id": published.prev_id} if self.grip_reliable else {}
+        wire = message._body + b"id: " + published.id.encode("utf-8") + b"\n\n"
+        await self._grip.wait_published(self._grip.submit(self.grip_prefix + channel, wire, **fields))
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
