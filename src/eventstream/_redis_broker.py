@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._batching import BatchQueue, Pending
 from ._broker import Broker, PublishedEvent
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
@@ -57,9 +58,6 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
 
-#: Publishes sent in one script call at most, and calls sending batches at once.
-_BATCH = 256
-_SENDERS = 2
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
 
@@ -142,8 +140,7 @@ class RedisBroker(Broker):
         self._client: GlideClient | None = None
         self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
-        self._pending: list[_Pending] = []
-        self._senders = 0
+        self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
@@ -313,61 +310,17 @@ class RedisBroker(Broker):
     async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
-        item = _Pending(channel, feed_channel, event._body, event.id)
+        item = Pending(channel, feed_channel, event._body, event.id)
         if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
             await self._send_batch([item])
         else:
-            await self._publish_batched(item)
+            await self._queue.submit(item)
         if item.error is not None:
             raise item.error
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
         return PublishedEvent(event_id, item.prev_id)
 
-    async def _publish_batched(self, item: _Pending) -> None:
-        self._pending.append(item)
-        if self._senders < _SENDERS:
-            self._senders += 1
-            await self._send_until_done(item)
-        else:
-            # Enough calls are sending: one of them sends this one, or asks
-            # this call to send (wake without done) when it stops.
-            try:
-                await item.wake.wait()
-            except BaseException:  # cancelled while waiting
-                if item in self._pending:
-                    self._pending.remove(item)  # not sent
-                if item.leads and self._pending:  # asked to send: pass that on
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.wake.set()
-                raise
-            if not item.done:
-                self._senders += 1
-                await self._send_until_done(item)
-
-    async def _send_until_done(self, item: _Pending) -> None:
-        # Send batches (one script call each) until this call's own event is
-        # done, then ask a waiting call to go on: no caller sends for others
-        # forever. Up to _SENDERS calls send at once; their batches are
-        # pipelined on one connection, which the engine runs in order.
-        # Shielded: waiting calls depend on it (bounded by publish_timeout).
-        try:
-            with anyio.CancelScope(shield=True):
-                while not item.done:
-                    if self._pending:
-                        batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
-                        await self._send_batch(batch)
-                    else:  # in another call's batch, in flight
-                        item.wake = anyio.Event()
-                        await item.wake.wait()
-        finally:
-            self._senders -= 1
-            if self._pending and self._senders < _SENDERS:
-                successor = self._pending[0]
-                successor.leads = True
-                successor.wake.set()
-
-    async def _send_batch(self, batch: list[_Pending]) -> None:
+    async def _send_batch(self, batch: list[Pending]) -> None:
         client = self._client
         glide = _glide()
         keys = [f"{self.key_prefix}epoch"]
@@ -518,37 +471,6 @@ class RedisBroker(Broker):
                 for name, value in zip(chunk, values[1:], strict=True)
             }
             await follower.check(epoch, newest)
-
-
-class _Pending:
-    """One publish waiting for its batch."""
-
-    __slots__ = (
-        "body",
-        "channel",
-        "done",
-        "epoch",
-        "error",
-        "feed_channel",
-        "id",
-        "leads",
-        "prev_id",
-        "seq",
-        "wake",
-    )
-
-    def __init__(self, channel: str, feed_channel: str, body: bytes, event_id: str | None) -> None:
-        self.channel = channel
-        self.feed_channel = feed_channel
-        self.body = body
-        self.id = event_id
-        self.wake = anyio.Event()
-        self.leads = False
-        self.done = False
-        self.epoch = ""
-        self.seq = 0
-        self.prev_id = ""
-        self.error: BrokerError | None = None
 
 
 def _transient(exc: Exception, glide: Any) -> bool:
