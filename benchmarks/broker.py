@@ -129,9 +129,12 @@ async def feed_rate(url: str, events: int) -> float:
     """Events per second one process takes in from the feed (every channel's traffic)."""
     prefix = f"bench-feed{free_port()}:"
     broker = RedisBroker(url, key_prefix=prefix)
-    stream = EventStream(broker=broker)
+    stream = EventStream(broker=broker, slow_consumer="drop-oldest")
     async with stream, Publisher(broker=RedisBroker(url, key_prefix=prefix)) as publisher:
         history = broker.history
+        channels = [f"c{index}" for index in range(64)]
+        await broker.prepare(channels)  # as a connection on every channel would
+        stream._hub.subscribe(channels)
 
         async def worker(index: int) -> None:
             for _ in range(events // 64):

@@ -460,3 +460,29 @@ async def test_concurrent_publishes_batched_some_cancelled(engine: RedisEngine, 
     assert set(acknowledged) <= set(values)
     seqs = [int(str(e.id).rsplit("-", 1)[1]) for e in received]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_channels_nobody_asked_for_are_not_copied_and_idle_ones_are_forgotten(
+    engine: RedisEngine, prefix: str
+) -> None:
+    stream = make_stream(engine, prefix, max_age=0.5, check_interval=0.1)
+    other = make_stream(engine, prefix)
+    with anyio.fail_after(20):
+        async with stream, other:
+            broker = stream._broker
+            assert isinstance(broker, RedisBroker)
+            history = broker.history
+            await other.publish_event("unwatched", {"data": 1})
+            async with open_stream(stream("watched")) as response:
+                await stream.wait_subscribers(1, "watched")
+                await other.publish_event("watched", {"data": 2})
+                assert [e.json() for e in await receive_data(response, 1)] == [2]
+            assert history.last("unwatched") is None  # never followed: no copy
+            assert history.last("watched") is not None
+            while "watched" in history.last_seq:  # aged out and idle: forgotten
+                await anyio.sleep(0.05)  # polled under the deadline
+            async with open_stream(
+                stream("watched"), headers={"last-event-id": f"{stream._epoch}-0"}
+            ) as response:
+                assert (await response.receive_event()).event == "stream-open"
+                assert (await response.receive_event()).event == "stream-reset"  # the engine aged it out too

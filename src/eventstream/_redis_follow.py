@@ -52,8 +52,18 @@ class EngineFollower:
         return self.history.epoch
 
     def channels_to_check(self) -> list[str]:
-        """Channels with local subscribers whose history is followed."""
-        return [name for name in self.hub.statistics().channels if name in self._loaded]
+        """Channels with local subscribers whose history is followed; forgets idle others.
+
+        A followed channel without subscribers whose newest event is older
+        than the history's ``max_age`` is no longer followed (its copy is
+        dropped; a connection that asks for it again reads it from the engine).
+        """
+        subscribed = self.hub.statistics().channels
+        for name in [name for name in self._loaded if name not in subscribed]:
+            if self.history.last(name) is None:
+                self._loaded.discard(name)
+                self.history.forget(name)
+        return [name for name in subscribed if name in self._loaded]
 
     # -- entries from the feed ----------------------------------------------------
 
@@ -66,6 +76,10 @@ class EngineFollower:
     async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
         if entry.epoch != self.epoch:
             self._new_epoch(entry.epoch)
+        if channel not in self._loaded:
+            # No connection here ever asked for it: nobody to deliver to, and
+            # its history is read from the engine when one does.
+            return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
             return  # already delivered (read from history meanwhile)

@@ -59,6 +59,12 @@ class SharedHistory(HistoryStore):
         while len(run) > self.max_events or self._sizes[channel] > self.max_bytes:
             self._sizes[channel] -= run.popleft().size
 
+    def forget(self, channel: str) -> None:
+        """Drop everything about ``channel``."""
+        self._runs.pop(channel, None)
+        self._sizes.pop(channel, None)
+        self.last_seq.pop(channel, None)
+
     def replace(self, channel: str, entries: list[HistoryEntry], last_seq: int) -> None:
         """Set the channel's run to ``entries`` (consecutive, oldest first), loaded from the engine."""
         self._runs.pop(channel, None)
