@@ -129,7 +129,7 @@ async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
 
 
 async def test_round_robin_relay_many_reconnects_lose_and_duplicate_nothing(apps: list[Server]) -> None:
-    # Each connection goes to the next process; before each one, a publish is
+    # Each connection goes to the next process; on each one, a publish is
     # fired at the next process too, so all three publish while the client
     # hangs up after every event and resumes with Last-Event-ID.
     channel = unique("relay")
@@ -145,11 +145,16 @@ async def test_round_robin_relay_many_reconnects_lose_and_duplicate_nothing(apps
                 last_id: str | None = None
                 async with anyio.create_task_group() as tg:
                     for n in range(reconnects + 1):
-                        if n < reconnects:
-                            server = apps[n % 3]
-                            tg.start_soon(publish_values, client, server, channel, [f"{server.kind}:{n}"])
                         headers = {"last-event-id": last_id} if last_id else {}
                         async with open_events(client, url, headers=headers) as reader:
+                            # Subscribed once stream-open arrives: then fire the next
+                            # publish (at the next process), so even the first
+                            # connection, which has no Last-Event-ID, cannot miss it.
+                            assert (await reader.next_not_keep_alive()).event == "stream-open"
+                            if n < reconnects:
+                                server = apps[n % 3]
+                                values = [f"{server.kind}:{n}"]
+                                tg.start_soon(publish_values, client, server, channel, values)
                             # One event per connection; the last one reads to the end.
                             wanted = 1 if n < reconnects else reconnects - len(got)
                             while wanted > 0:
