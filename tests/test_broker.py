@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, Publisher, RedisBroker, ServerSentEvent
+from eventstream._shared_history import SharedHistory
 from eventstream.testing import StreamResponse, open_stream
 
 from .redis_engine import RedisEngine, run_redis
@@ -472,6 +473,7 @@ async def test_channels_nobody_asked_for_are_not_copied_and_idle_ones_are_forgot
             broker = stream._broker
             assert isinstance(broker, RedisBroker)
             history = broker.history
+            assert isinstance(history, SharedHistory)
             await other.publish_event("unwatched", {"data": 1})
             async with open_stream(stream("watched")) as response:
                 await stream.wait_subscribers(1, "watched")
