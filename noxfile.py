@@ -80,6 +80,13 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "benchmarks.empty_publish")
 
 
+@nox.session(name="bench_broker")
+def bench_broker(session: nox.Session) -> None:
+    """The Valkey/Redis broker (needs Debian's redis-server): throughput, latency, fan-out, memory."""
+    install(session, "test")
+    session.run("python", "-m", "benchmarks.broker", *session.posargs)
+
+
 @nox.session(name="bench_grip")
 def bench_grip(session: nox.Session) -> None:
     """Publish throughput through a private Pushpin (needs Debian's pushpin), batching on and off."""

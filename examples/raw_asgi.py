@@ -9,16 +9,21 @@ Run it with ``hypercorn examples.raw_asgi:app`` (or ``-k trio``), open
 http://127.0.0.1:8000/ and publish::
 
     curl -X POST localhost:8000/api/publish -d '{"data": {"user": "curl", "text": "hello"}}'
+
+With ``REDIS_URL`` set (``redis://127.0.0.1:6379/0``), the processes that run it
+share their channels through that engine: ``uvicorn examples.raw_asgi:app --workers 4``.
+The Starlette and FastAPI examples use the same hub, so the same holds for them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from eventstream import EventStream, get_event_stream_singleton
+from eventstream import BrokerError, EventStream, get_event_stream_singleton
 from eventstream.types import ASGIApp, Receive, Scope, Send
 
 CHAT_PAGE = (Path(__file__).parent / "static" / "chat.html").read_bytes()
@@ -58,6 +63,9 @@ def chat_app(stream: EventStream) -> ASGIApp:
         except (ValueError, TypeError, AttributeError) as exc:
             await respond(send, 400, f"Bad event: {exc}\n".encode())
             return
+        except BrokerError as exc:  # the engine refused it, or was unreachable for too long
+            await respond(send, 503, f"Not published: {exc}\n".encode())
+            return
         await respond(send, 202, b"Published\n")
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,4 +96,5 @@ def chat_app(stream: EventStream) -> ASGIApp:
 
 
 # Browsers reconnect after 1 s (instead of their default 3 s) and resume with Last-Event-ID.
-app = chat_app(get_event_stream_singleton(retry=1000))
+# With REDIS_URL, every process running this app shares its channels through that engine.
+app = chat_app(get_event_stream_singleton(retry=1000, broker=os.environ.get("REDIS_URL") or None))

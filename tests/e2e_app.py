@@ -12,7 +12,9 @@ Routes:
 
 ``EVENTSTREAM_KEEP_ALIVE`` (seconds), ``EVENTSTREAM_SEND_TIMEOUT`` and
 ``EVENTSTREAM_BUFFER_SIZE`` configure the hub; ``EVENTSTREAM_GRIP`` is a GRIP URL
-or a JSON list of them. The hub is entered for the life of the app (lifespan).
+or a JSON list of them; ``EVENTSTREAM_BROKER`` a broker URL (with the key prefix
+``EVENTSTREAM_BROKER_PREFIX``): a publish the engine refuses gets 503. The hub
+is entered for the life of the app (lifespan).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qs
 
-from eventstream import EventStream, GripPublishError
+from eventstream import BrokerError, EventStream, GripPublishError, RedisBroker
 from eventstream.types import Receive, Scope, Send
 
 _grip = os.environ.get("EVENTSTREAM_GRIP")
+_broker = os.environ.get("EVENTSTREAM_BROKER")
 stream = EventStream(
+    broker=RedisBroker(_broker, key_prefix=os.environ.get("EVENTSTREAM_BROKER_PREFIX", "eventstream:"))
+    if _broker
+    else None,
     shutdown_event={"event": "shutdown"},
     grip=json.loads(_grip) if _grip and _grip.startswith("[") else _grip,
     keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),
@@ -98,6 +104,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             return
         except GripPublishError as exc:
             await _reply(send, 502, str(exc).encode())
+            return
+        except BrokerError as exc:
+            await _reply(send, 503, str(exc).encode())
             return
         await _reply(send, 200, b"ok")
     elif path == "/stats":

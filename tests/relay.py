@@ -1,11 +1,15 @@
-"""A TCP relay on 127.0.0.1 that a test can stop and start, to cut client connections."""
+"""A TCP relay on 127.0.0.1 that a test can stop and start, to cut client connections.
+
+Given several targets, it spreads connections round-robin across them (a load balancer).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .servers import free_port
 
@@ -20,10 +24,13 @@ class Relay:
     it, then that connection is cut (for instance right after an event's
     ``id:`` line, before the blank line that would end the event).
     ``cuts_inside`` counts the cuts done that way.
+
+    ``target`` may be a list of ports: each new connection goes to the next one.
     """
 
-    def __init__(self, target: int, port: int | None = None) -> None:
-        self.target = target
+    def __init__(self, target: int | Sequence[int], port: int | None = None) -> None:
+        self.targets = [target] if isinstance(target, int) else list(target)
+        self._next_target = itertools.cycle(self.targets)
         self.port = port or free_port()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -32,6 +39,21 @@ class Relay:
         self._marker: bytes | None = None
         self.cuts_inside = 0
         self.connections = 0
+
+    @property
+    def target(self) -> int:
+        """The first target; setting it sends every new connection there."""
+        return self.targets[0]
+
+    @target.setter
+    def target(self, port: int) -> None:
+        self.targets = [port]
+        self._next_target = itertools.cycle(self.targets)
+
+    def set_targets(self, ports: Sequence[int]) -> None:
+        """Send new connections round-robin to ``ports`` (open connections stay)."""
+        self.targets = list(ports)
+        self._next_target = itertools.cycle(self.targets)
 
     def start(self) -> None:
         listener = socket.socket()
@@ -78,7 +100,7 @@ class Relay:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
+                upstream = socket.create_connection(("127.0.0.1", next(self._next_target)))
             except OSError:
                 client.close()
                 continue
@@ -121,7 +143,7 @@ class Relay:
 
 
 @contextlib.contextmanager
-def relay(target: int) -> Iterator[Relay]:
+def relay(target: int | Sequence[int]) -> Iterator[Relay]:
     instance = Relay(target)
     instance.start()
     try:

@@ -6,6 +6,7 @@ Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import httpx
 import pytest
 
 from .pushpin import SIG_ISS, SIG_KEY, require_pushpin, run_pushpin
+from .redis_engine import require_redis, run_redis
 from .relay import relay
-from .servers import ROOT, free_port, run_server
+from .servers import ROOT, free_port, run_server, stop_process
 
 pytestmark = pytest.mark.server
 
@@ -180,3 +182,49 @@ def test_page_through_pushpin_in_front_of_two_processes(browser: Any, log_dir: P
             screenshot(page, "pushpin")
         finally:
             page.close()
+
+
+def test_page_through_a_round_robin_relay_while_processes_restart(browser: Any, log_dir: Path) -> None:
+    # Three app processes share a broker behind a round-robin relay; each is
+    # restarted in turn (the page's stream moves to another one). The page
+    # shows every message once, in order, and is never told to reset.
+    require_redis()
+    kinds = ["hypercorn-asyncio", "hypercorn-trio", "uvicorn"]
+    with run_redis() as engine, contextlib.ExitStack() as stack:
+        env = {"REDIS_URL": engine.url}
+
+        def start(kind: str) -> Any:
+            return stack.enter_context(run_server(kind, "examples.raw_asgi:app", env=env, log_dir=log_dir))
+
+        servers = [start(kind) for kind in kinds]
+        with relay([server.port for server in servers]) as balancer:
+            page = browser.new_page()
+            try:
+                page.goto(f"http://127.0.0.1:{balancer.port}/")
+                wait_connected(page)
+                expected: list[str] = []
+                for turn, kind in enumerate(kinds):
+                    for index, server in enumerate(servers):
+                        publish(server.base_url, f"turn {turn} via {index}")
+                        expected.append(f"test:turn {turn} via {index}")
+                    assert wait_for_messages(page, len(expected)) == expected
+                    # Restart one process: new connections go to the others meanwhile.
+                    balancer.set_targets([s.port for i, s in enumerate(servers) if i != turn])
+                    balancer.stop()  # cut the page's stream, wherever it was
+                    balancer.start()
+                    stop_process(servers[turn].process)
+                    survivor = servers[(turn + 1) % len(servers)]
+                    publish(survivor.base_url, f"while {kind} restarts")  # the page is away: resumed later
+                    expected.append(f"test:while {kind} restarts")
+                    servers[turn] = start(kind)
+                    balancer.set_targets([server.port for server in servers])
+                    wait_connected(page)
+                    assert wait_for_messages(page, len(expected)) == expected
+                for index, server in enumerate(servers):
+                    publish(server.base_url, f"after the restarts via {index}")
+                    expected.append(f"test:after the restarts via {index}")
+                assert wait_for_messages(page, len(expected)) == expected
+                assert "(some messages were missed)" not in messages(page)
+                screenshot(page, "broker-relay")
+            finally:
+                page.close()

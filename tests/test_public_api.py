@@ -21,6 +21,8 @@ from eventstream.types import Receive, Scope, Send
 
 EXPECTED = {
     "NEED_DATA",
+    "Broker",
+    "BrokerError",
     "ChannelPublisher",
     "ChannelWriter",
     "EventStream",
@@ -33,6 +35,8 @@ EXPECTED = {
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "Publisher",
+    "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
     "encode",

@@ -65,6 +65,15 @@ COMMANDS = {
     "hypercorn -k trio --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
         "not run as written: tests/test_http2.py runs the trio worker with the same flags"
     ),
+    "python3 -m pip install '.[valkey]'": RUN,
+    "sudo apt-get install redis-server": (
+        "not run (root); .ci/run installs it and tests/redis_engine.py runs private instances"
+    ),
+    "python3 -m pip install -e '.[valkey]' uvicorn": RUN,
+    "REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.raw_asgi:app --workers 4": (
+        "not run as written (6379 is the system's engine): tests/test_broker_processes.py runs "
+        "this command with REDIS_URL pointing at a private engine on a free port"
+    ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
     "python3 -m nox -s bench": "not run: 20 minutes; tests/test_benchmarks.py runs the harness briefly",
@@ -239,6 +248,9 @@ def test_install_commands(tmp_path: Path) -> None:
     assert list((checkout.path / "dist").glob("eventstream-*-py3-none-any.whl"))
     checkout.bash("python3 -m pip install dist/eventstream-*.whl")
     assert "site-packages" in checkout.bash(where).splitlines()[-1]
+    checkout.bash("python3 -m pip install '.[valkey]'")
+    checkout.bash("python3 -m pip install -e '.[valkey]' uvicorn")
+    assert "GlideClient" in checkout.bash("python3 -c 'import glide; print(glide.GlideClient.__name__)'")
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,14 @@
 The public API is re-exported here; the modules behind it are private.
 """
 
-from ._exceptions import EventStreamError, GripPublishError
+from ._broker import Broker
+from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher
 from ._grip_config import parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
+from ._publisher import Publisher
+from ._redis_broker import RedisBroker
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
 from ._stream import EventStream, EventStreamEndpoint
@@ -15,6 +18,8 @@ from ._writer import ChannelPublisher, ChannelWriter
 
 __all__ = [
     "NEED_DATA",
+    "Broker",
+    "BrokerError",
     "ChannelPublisher",
     "ChannelWriter",
     "EventStream",
@@ -27,6 +32,8 @@ __all__ = [
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "Publisher",
+    "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
     "encode",

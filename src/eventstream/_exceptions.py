@@ -5,12 +5,13 @@ Stream semantics reuse anyio's exceptions (``ClosedResourceError`` after
 ``ValueError`` or ``TypeError``. The library's own errors are::
 
     EventStreamError
-    └── GripPublishError      a GRIP proxy did not accept a publish
+    ├── GripPublishError      a GRIP proxy did not accept a publish
+    └── BrokerError           the broker's engine refused a request or was unreachable
 """
 
 from __future__ import annotations
 
-__all__ = ["EventStreamError", "GripPublishError"]
+__all__ = ["BrokerError", "EventStreamError", "GripPublishError"]
 
 
 class EventStreamError(Exception):
@@ -53,3 +54,20 @@ class GripPublishError(EventStreamError):
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         maybe = " (it may have published the event)" if maybe_published else ""
         super().__init__(f"GRIP proxy {proxy} {what}{tries}{maybe}: {reason}")
+
+
+class BrokerError(EventStreamError):
+    """The broker's engine refused a request, or could not be reached in time.
+
+    Attributes:
+        engine: The engine's URL (without credentials).
+        reason: What went wrong (the engine's error or the connection error).
+        attempts: How many times the request was tried.
+    """
+
+    def __init__(self, engine: str, reason: str, attempts: int = 1) -> None:
+        self.engine = engine
+        self.reason = reason
+        self.attempts = attempts
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"broker engine {engine} failed{tries}: {reason}")

@@ -18,8 +18,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
 from ._connection import Connection
+from ._exceptions import BrokerError
 from ._grip import GripPublisher
 from ._grip_config import SigCheck
 from ._grip_hold import GripRequest, has_dot_segments, hold_response
@@ -105,9 +107,9 @@ class EventStream:
             ``prev-id``, and held streams carry the client's position and a
             next link, so the proxy notices a missed publish and fetches it
             from this app's history. It needs history, and every event of a
-            channel published by one process (or a history store they share):
-            publishes from several processes break the chain of ids, and the
-            proxy then delays them (Pushpin: ``message_wait``). The next link
+            channel published by one process, or a ``broker`` they share:
+            otherwise publishes from several processes break the chain of
+            ids, and the proxy then delays them (Pushpin: ``message_wait``). The next link
             is a query-only relative link (it cannot name another host or
             path); a request through the proxy whose path has ``.`` or ``..``
             segments gets 400, since the proxy would fetch its next link
@@ -146,6 +148,12 @@ class EventStream:
             default action. A second signal is passed on at once. The
             handlers are given back when the stream is closed. ``False``
             for apps that manage signals themselves.
+        broker: A shared engine for several processes: a ``redis://`` or
+            ``rediss://`` URL (Valkey or Redis, through valkey-glide), or a
+            :class:`Broker` such as a tuned :class:`RedisBroker`. Events are
+            then numbered and kept by the engine, and every process sharing
+            it delivers them; the stream must be entered (``async with``),
+            which runs the broker. ``None`` (default): this process only.
 
     Raises:
         ValueError: an option is out of range, or a GRIP configuration is
@@ -171,6 +179,7 @@ class EventStream:
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
         handle_signals: bool = True,
+        broker: str | Broker | None = None,
     ) -> None:
         if keep_alive_interval is not None and (
             not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
@@ -222,6 +231,12 @@ class EventStream:
             raise TypeError(f"grip_prefix must be a str, not {type(grip_prefix).__name__}")
         self.grip_prefix = grip_prefix
         self._started_grip = False
+        self._broker = _make_broker(broker)
+        self._started_broker = False
+        if self._broker is not None:
+            if history is not _DEFAULT_HISTORY:
+                raise ValueError("with a broker, history is kept by the broker: set its limits there")
+            self._broker.bind(self._hub)
 
     @property
     def grip(self) -> GripPublisher | None:
@@ -359,6 +374,8 @@ class EventStream:
                 await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        if self._broker is not None and not await self._prepare_broker(self._broker, names, send):
+            return
         if grip_request is not None:
             await self._answer_proxy(scope, grip_request, send, names, last_event_id, retry)
             return
@@ -379,6 +396,20 @@ class EventStream:
             self._hub.unsubscribe(subscriber)
             subscriber.finished = True
             self._notify_waiters()
+
+    async def _prepare_broker(self, broker: Broker, names: Sequence[str], send: Send) -> bool:
+        # Bring the broker's history up to date for these channels before
+        # subscribing; the connection then replays from it with no await.
+        try:
+            await broker.prepare(names)
+        except (BrokerError, RuntimeError) as exc:
+            reason = f"Service unavailable: the event broker cannot be reached ({exc})"
+            with contextlib.suppress(OSError):
+                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+            return False
+        self._epoch = broker.epoch
+        self._history = broker.history
+        return True
 
     async def _stream_response(
         self, connection: Connection, send: Send, last_event_id: str | None, retry: int | None
@@ -464,6 +495,11 @@ class EventStream:
                 publisher's ``publish_timeout`` (15 s by default; its
                 ``maybe_published`` says whether the proxy may have it).
                 Local subscribers and the other proxies still got it.
+            BrokerError: with a broker, the engine refused the event or could
+                not be reached within the broker's publish timeout (no
+                subscriber got it). With a broker, the call returns once the
+                engine has the event; subscribers of every process, this one
+                included, get it from the engine's feed.
             RuntimeError: GRIP is configured but the stream was not entered
                 with ``async with`` (nothing was sent to anyone); or it was
                 called from a thread other than the one whose event loop
@@ -484,6 +520,9 @@ class EventStream:
             )
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
+        if self._broker is not None:
+            await self._publish_through_broker(self._broker, channel, message)
+            return
         if self._grip is not None:
             self._grip.check_running()  # before the event is numbered and kept
         entry = self._record(channel, message)
@@ -521,6 +560,20 @@ class EventStream:
         publish runs to its end in the event loop.
         """
         self._loop.run_from_thread(self.publish_event, channel, event)
+
+    async def _publish_through_broker(self, broker: Broker, channel: str, message: ServerSentEvent) -> None:
+        # The engine numbers and keeps the event; this process's subscribers
+        # get it from the engine's feed, like every other process's. With
+        # GRIP, the proxies get it from here, with the engine's id and prev-id,
+        # so the chain holds whichever process publishes.
+        if self._grip is not None:
+            self._grip.check_running()
+        published = await broker.publish(channel, message)
+        if self._grip is None:
+            return
+        fields = {"id": published.id, "prev-id": published.prev_id} if self.grip_reliable else {}
+        wire = message._body + b"id: " + published.id.encode("utf-8") + b"\n\n"
+        await self._grip.wait_published(self._grip.submit(self.grip_prefix + channel, wire, **fields))
 
     def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
         # Numbered and kept in history before any subscriber sees it, without
@@ -615,6 +668,9 @@ class EventStream:
             await self._grip.aclose()
         else:
             await anyio.lowlevel.checkpoint()
+        if self._started_broker and self._broker is not None:
+            self._started_broker = False
+            await self._broker.__aexit__(None, None, None)
 
     def _close_streams(self, now: float | None = None) -> None:
         final = None
@@ -671,6 +727,12 @@ class EventStream:
         :meth:`aclose`. A :class:`GripPublisher` that is already running
         (entered by its owner) is used as it is.
         """
+        if self._broker is not None and not self._started_broker:
+            await self._broker.__aenter__()  # BrokerError: the engine cannot be reached
+            self._started_broker = True
+            self._epoch = self._broker.epoch
+            self._origin_id = f"{self._epoch}-0"
+            self._history = self._broker.history
         self._hub.closed = False
         self._loop.bind()
         self._watch_signals()
@@ -686,6 +748,16 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _make_broker(broker: str | Broker | None) -> Broker | None:
+    if broker is None or isinstance(broker, Broker):
+        return broker
+    if isinstance(broker, str):
+        from ._redis_broker import RedisBroker
+
+        return RedisBroker(broker)  # ValueError: a malformed URL
+    raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
 
 
 async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:

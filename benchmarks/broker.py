@@ -1,0 +1,217 @@
+"""The Redis broker: publish throughput, cross-process latency, fan-out cost, engine memory.
+
+    python -m benchmarks.broker [--quick]
+
+Starts a private redis-server (Debian's ``redis-server``) on a free port and measures:
+
+1. publish throughput from one process with many concurrent publishers
+   (events accepted by the engine per second; concurrent calls share one
+   connection, which valkey-glide pipelines);
+2. publish-to-delivery latency across processes at 1,000 events/s: this
+   process publishes (``Publisher``), an app process (uvicorn) delivers to an
+   httpx client here (p50 / p99 / max);
+3. a burst (16 concurrent publishers) to in-process subscribers, with the
+   broker and without it (deliveries/s, from the first publish to the last delivery);
+4. how many events per second one process takes in from the feed (it receives
+   every channel's traffic), published by 64 concurrent publishers;
+5. the engine's memory per 1,000 history events of 100 bytes (``INFO memory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+
+from eventstream import EventStream, Publisher, RedisBroker
+from eventstream._waiter import current_waiter
+from tests.redis_engine import RedisEngine
+from tests.servers import free_port, run_server
+
+PAYLOAD = "x" * 100
+
+
+async def publish_throughput(url: str, events: int, concurrency: int) -> float:
+    async with Publisher(broker=RedisBroker(url, key_prefix="bench-tp:")) as publisher:
+        per_task = events // concurrency
+
+        async def worker(index: int) -> None:
+            for _ in range(per_task):
+                await publisher.publish_event(f"c{index % 10}", {"data": PAYLOAD})
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for index in range(concurrency):
+                tg.start_soon(worker, index)
+        return per_task * concurrency / (time.perf_counter() - started)
+
+
+async def cross_process_latency(url: str, rate: int, seconds: float) -> list[float]:
+    env = {
+        "EVENTSTREAM_BROKER": url,
+        "EVENTSTREAM_BROKER_PREFIX": "bench-lat:",
+        "EVENTSTREAM_KEEP_ALIVE": "5",
+    }
+    latencies: list[float] = []
+    count = int(rate * seconds)
+    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            Publisher(broker=RedisBroker(url, key_prefix="bench-lat:")) as publisher,
+            client.stream("GET", f"{server.base_url}/events/lat") as response,
+        ):
+            lines = response.aiter_lines()
+            async for line in lines:  # stream-open
+                if line == "":
+                    break
+
+            async def publish_paced() -> None:
+                start = time.perf_counter()
+                for n in range(count):
+                    delay = start + n / rate - time.perf_counter()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    await publisher.publish_event("lat", {"data": time.time()})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish_paced)
+                async for line in lines:
+                    if line.startswith("data: "):
+                        latencies.append(time.time() - json.loads(line[6:]))
+                        if len(latencies) == count:
+                            break
+    return latencies
+
+
+async def publish_some(stream: EventStream, count: int) -> None:
+    for _ in range(count):
+        await stream.publish_event("burst", {"data": PAYLOAD})
+
+
+async def burst_fanout(url: str | None, subscribers: int, events: int) -> float:
+    broker = RedisBroker(url, key_prefix=f"bench-fan{free_port()}:") if url else None
+    stream = EventStream(buffer_size=events, keep_alive_interval=None, broker=broker)
+    async with stream:
+        hub = stream._hub
+        subs = [hub.subscribe(("burst",)) for _ in range(subscribers)]
+        remaining = subscribers
+        done = anyio.Event()
+
+        async def drain(index: int) -> None:
+            # As a connection's writer does: take everything queued, else sleep on the waiter.
+            nonlocal remaining
+            subscriber = subs[index]
+            waiter = current_waiter()
+            subscriber.waiter = waiter
+            received = 0
+            while received < events // 16 * 16:
+                if subscriber.queue:
+                    received += len(subscriber.take())
+                else:
+                    await waiter.wait(math.inf)
+            remaining -= 1
+            if remaining == 0:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            for index in range(subscribers):
+                tg.start_soon(drain, index)
+            started = time.perf_counter()
+            async with anyio.create_task_group() as publishers:  # a burst from 16 concurrent publishers
+                for _ in range(16):
+                    publishers.start_soon(publish_some, stream, events // 16)
+            await done.wait()
+            elapsed = time.perf_counter() - started
+        for sub in subs:
+            hub.unsubscribe(sub)
+    return subscribers * (events // 16 * 16) / elapsed
+
+
+async def feed_rate(url: str, events: int) -> float:
+    """Events per second one process takes in from the feed (every channel's traffic)."""
+    prefix = f"bench-feed{free_port()}:"
+    broker = RedisBroker(url, key_prefix=prefix)
+    stream = EventStream(broker=broker, slow_consumer="drop-oldest")
+    async with stream, Publisher(broker=RedisBroker(url, key_prefix=prefix)) as publisher:
+        history = broker.history
+        channels = [f"c{index}" for index in range(64)]
+        await broker.prepare(channels)  # as a connection on every channel would
+        stream._hub.subscribe(channels)
+
+        async def worker(index: int) -> None:
+            for _ in range(events // 64):
+                await publisher.publish_event(f"c{index}", {"data": PAYLOAD})
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for index in range(64):
+                tg.start_soon(worker, index)
+        total = events // 64 * 64
+        while sum(history.last_seq.values()) < total:  # type: ignore[attr-defined]  # noqa: ASYNC110 (a poll)
+            await anyio.sleep(0.001)
+        return total / (time.perf_counter() - started)
+
+
+async def engine_memory(engine: RedisEngine, url: str, events: int) -> float:
+    def used() -> int:
+        for line in engine.command("INFO", "memory").decode().splitlines():
+            if line.startswith("used_memory:"):
+                return int(line.split(":")[1])
+        raise RuntimeError("no used_memory in INFO")
+
+    before = used()
+    async with Publisher(broker=RedisBroker(url, key_prefix="bench-mem:", max_events=events)) as publisher:
+        for _ in range(events):
+            await publisher.publish_event("mem", {"data": PAYLOAD})
+    return (used() - before) / (events / 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    with tempfile.TemporaryDirectory(prefix="eventstream-bench-redis-") as directory:
+        engine = RedisEngine(Path(directory), free_port())
+        engine.start()
+        try:
+            url = engine.url
+            for concurrency in (1, 16, 64, 256):
+                rate = anyio.run(
+                    publish_throughput, url, int(40_000 * scale) or 256, concurrency, backend=args.backend
+                )
+                print(f"publish throughput, {concurrency:>3} concurrent publishers: {rate:10,.0f} events/s")
+            latencies = anyio.run(cross_process_latency, url, 1000, 10 * scale, backend=args.backend)
+            ms = sorted(value * 1000 for value in latencies)
+            p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+            print(
+                f"cross-process latency at 1,000 events/s ({len(ms)} events): "
+                f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
+            )
+            subscribers, events = 1000, int(1000 * scale) or 100
+            without = anyio.run(burst_fanout, None, subscribers, events, backend=args.backend)
+            with_broker = anyio.run(burst_fanout, url, subscribers, events, backend=args.backend)
+            print(
+                f"burst of {events} events to {subscribers} subscribers: without broker {without:,.0f}, "
+                f"with broker {with_broker:,.0f} deliveries/s ({with_broker / without:.2f}x)"
+            )
+            taken = anyio.run(feed_rate, url, int(40_000 * scale) or 640, backend=args.backend)
+            print(f"one process following the feed (64 channels, 64 publishers): {taken:,.0f} events/s")
+            per_thousand = anyio.run(engine_memory, engine, url, 10_000, backend=args.backend)
+            print(f"engine memory: {per_thousand / 1024:.1f} KiB per 1,000 history events of 100 B of data")
+        finally:
+            engine.stop(kill=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Sending concurrent publishes together: batches, and who sends them.
+
+Calls that publish at the same time queue their events; a few of them (the
+senders) each send a batch of what is queued in one request, the others wait
+for their event's outcome. A sender stops once its own event is done and
+asks a waiting call to take over, so no caller keeps sending for others
+forever. Requests of several senders are pipelined on one connection, which
+the engine runs in order. No task is started: the callers do the sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+__all__ = ["BatchQueue", "Pending"]
+
+
+class Pending:
+    """One publish waiting for its batch; the sender fills in its outcome."""
+
+    __slots__ = (
+        "body",
+        "channel",
+        "done",
+        "epoch",
+        "error",
+        "feed_channel",
+        "id",
+        "leads",
+        "prev_id",
+        "seq",
+        "wake",
+    )
+
+    def __init__(self, channel: str, feed_channel: str, body: bytes, event_id: str | None) -> None:
+        self.channel = channel
+        self.feed_channel = feed_channel
+        self.body = body
+        self.id = event_id
+        self.wake = anyio.Event()
+        self.leads = False
+        self.done = False
+        self.epoch = ""
+        self.seq = 0
+        self.prev_id = ""
+        #: A BrokerError from the engine (or, from a bug, any exception).
+        self.error: Exception | None = None
+
+
+class BatchQueue:
+    """Queued publishes and the calls sending them in batches of up to ``batch_size``."""
+
+    def __init__(
+        self, send: Callable[[list[Pending]], Awaitable[None]], *, batch_size: int, senders: int
+    ) -> None:
+        #: Sends one batch and marks every item done (with its outcome); must not raise.
+        self._send = send
+        self.batch_size = batch_size
+        self.senders = senders
+        self._pending: list[Pending] = []
+        self._senders = 0
+
+    async def submit(self, item: Pending) -> None:
+        """Return once ``item`` was sent (``item.done``; its outcome is on it).
+
+        Cancellation: an item still waiting is withdrawn (not sent); a call
+        that is sending a batch for others finishes sending it first.
+        """
+        self._pending.append(item)
+        if self._senders < self.senders:
+            self._senders += 1
+            await self._send_until_done(item)
+        else:
+            # Enough calls are sending: one of them sends this one, or asks
+            # this call to send (wake without done) when it stops.
+            try:
+                await item.wake.wait()
+            except BaseException:  # cancelled while waiting
+                if item in self._pending:
+                    self._pending.remove(item)  # not sent
+                if item.leads and self._pending:  # asked to send: pass that on
+                    successor = self._pending[0]
+                    successor.leads = True
+                    successor.wake.set()
+                raise
+            if not item.done:
+                self._senders += 1
+                await self._send_until_done(item)
+
+    async def _send_until_done(self, item: Pending) -> None:
+        # Send batches (one script call each) until this call's own event is
+        # done, then ask a waiting call to go on: no caller sends for others
+        # forever. Up to `senders` calls send at once; their batches are
+        # pipelined on one connection, which the engine runs in order.
+        # Shielded: waiting calls depend on it (bounded by publish_timeout).
+        try:
+            with anyio.CancelScope(shield=True):
+                while not item.done:
+                    if self._pending:
+                        batch, self._pending = (
+                            self._pending[: self.batch_size],
+                            self._pending[self.batch_size :],
+                        )
+                        try:
+                            await self._send(batch)
+                        except Exception as exc:  # a bug: fail the batch, strand no waiter
+                            for queued in batch:
+                                if not queued.done:
+                                    queued.error, queued.done = exc, True
+                                    queued.wake.set()
+                            raise
+                    else:  # in another call's batch, in flight
+                        item.wake = anyio.Event()
+                        await item.wake.wait()
+        finally:
+            self._senders -= 1
+            if self._pending and self._senders < self.senders:
+                successor = self._pending[0]
+                successor.leads = True
+                successor.wake.set()

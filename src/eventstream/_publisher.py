@@ -1,0 +1,192 @@
+"""Publishing into a broker's channels from code that serves no streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from types import TracebackType
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._broker import Broker
+from ._channels import check_channel_name
+from ._stream import _as_event, _make_broker
+from .types import EventLike
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    """Publishes to the channels of every :class:`~eventstream.EventStream` sharing a broker.
+
+    For code that serves no streams: a Celery task, a cron job, a sync Django
+    or Flask view. Events get their ids from the engine and reach the
+    subscribers of every process, exactly as with ``stream.publish_event``.
+
+    Async code enters it::
+
+        async with Publisher(broker="redis://localhost:6379/0") as publisher:
+            await publisher.publish_event("news", {"event": "message", "data": "hi"})
+
+    Blocking code calls :meth:`publish_event_sync`, which runs the broker in a
+    thread of its own (an anyio blocking portal, started on first use) until
+    :meth:`close` (or the end of a ``with`` block)::
+
+        with Publisher(broker="redis://localhost:6379/0") as publisher:
+            publisher.publish_event_sync("news", {"event": "message", "data": "hi"})
+
+    A process-wide instance may be shared by threads; call :meth:`close` at exit.
+
+    Args:
+        broker: A ``redis://`` / ``rediss://`` URL, or a :class:`Broker`
+            (such as a tuned :class:`RedisBroker`, with the same
+            ``key_prefix`` as the streams).
+        max_channel_name_length: The longest channel name accepted.
+
+    Raises:
+        ValueError: the URL is malformed.
+        TypeError: ``broker`` is neither a URL nor a broker.
+    """
+
+    def __init__(self, *, broker: str | Broker, max_channel_name_length: int = 256) -> None:
+        made = _make_broker(broker)
+        if made is None:
+            raise TypeError("Publisher needs a broker")
+        self.broker: Broker = made
+        self.max_channel_name_length = max_channel_name_length
+        self._entered = False
+        self._lock = threading.Lock()
+        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._broker_cm: contextlib.AbstractContextManager[Any] | None = None
+
+    # -- async -----------------------------------------------------------------
+
+    async def publish_event(self, channel: str, event: EventLike) -> str:
+        """Publish ``event`` on ``channel``; return its id once the engine has it.
+
+        Raises:
+            ValueError, TypeError: the channel name or the event is invalid
+                (nothing was published).
+            BrokerError: the engine refused the event or could not be reached
+                within the broker's publish timeout.
+            RuntimeError: the publisher was not entered (``async with``).
+
+        Cancellation: the event may or may not have been published.
+        """
+        message = _as_event(event)
+        check_channel_name(channel, self.max_channel_name_length)
+        if not self._entered:
+            raise RuntimeError("enter the Publisher (async with) before publish_event")
+        return (await self.broker.publish(channel, message)).id
+
+    async def __aenter__(self) -> Publisher:
+        """Connect to the engine.
+
+        Raises:
+            BrokerError: the engine cannot be reached.
+        """
+        await self.broker.__aenter__()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entered = False
+        await self.broker.__aexit__(exc_type, exc, tb)
+
+    # -- blocking --------------------------------------------------------------
+
+    def publish_event_sync(self, channel: str, event: EventLike) -> str:
+        """Publish from blocking code (any thread, no event loop); return the event's id.
+
+        The first call starts a thread running the broker (and connects);
+        later calls reuse it. Thread-safe.
+
+        Raises:
+            ValueError, TypeError: the channel name or the event is invalid.
+            BrokerError: the engine refused the event or could not be reached
+                within the broker's publish timeout (or, on the first call,
+                could not be connected to).
+            RuntimeError: called from a thread that runs an event loop (it
+                would block that loop, and valkey-glide delivers every
+                client's replies through the first event loop that used it:
+                use ``await publish_event``, or run this in a worker thread),
+                or the publisher is entered with ``async with`` already.
+        """
+        library = _running_event_loop()
+        if library is not None:
+            raise RuntimeError(
+                f"publish_event_sync called from {library} code: use await publish_event, "
+                "or call it in a worker thread (anyio.to_thread.run_sync)"
+            )
+        message = _as_event(event)
+        check_channel_name(channel, self.max_channel_name_length)
+        portal = self._start_portal()
+        return portal.call(self.broker.publish, channel, message).id
+
+    def _start_portal(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is not None:
+                return self._portal
+            if self._entered:
+                raise RuntimeError("this Publisher is entered with async with: use await publish_event")
+            portal_cm = start_blocking_portal()
+            portal = portal_cm.__enter__()
+            try:
+                broker_cm = portal.wrap_async_context_manager(self.broker)
+                broker_cm.__enter__()
+            except BaseException:
+                portal_cm.__exit__(None, None, None)
+                raise
+            self._portal_cm, self._portal, self._broker_cm = portal_cm, portal, broker_cm
+            return portal
+
+    def close(self) -> None:
+        """Stop the thread started by :meth:`publish_event_sync` and disconnect. Idempotent."""
+        with self._lock:
+            portal_cm, broker_cm = self._portal_cm, self._broker_cm
+            self._portal_cm = self._portal = self._broker_cm = None
+        if portal_cm is not None:
+            try:
+                if broker_cm is not None:
+                    broker_cm.__exit__(None, None, None)
+            finally:
+                portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _running_event_loop() -> str | None:
+    """The async library running in this thread, if any."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return "asyncio"
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            return "trio"
+    return None

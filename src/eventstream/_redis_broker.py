@@ -1,0 +1,481 @@
+"""A broker on a Redis-protocol engine (Valkey, Redis), through valkey-glide.
+
+Keys, under ``key_prefix`` (default ``eventstream:``)::
+
+    {prefix}epoch        random, set once (SET NX): the prefix of every assigned id
+    {prefix}seq:{ch}     the channel's sequence number (INCR per publish; never expires)
+    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id)
+    {prefix}h:{ch}       the channel's history: a stream, entry ids "{seq}-0",
+                         capped by count (MAXLEN ~) and age (oldest entries
+                         trimmed on publish; the key expires max_age after the
+                         last publish)
+    {prefix}ch:{ch}      the pub/sub channel that carries each entry
+
+One Lua script per publish numbers, keeps and publishes the event atomically,
+so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
+same everywhere and survive app restarts.
+
+Each process subscribes once, to the pattern ``{prefix}ch:*``: it receives
+every channel's traffic (simple and free of subscribe/unsubscribe races; it
+stops scaling when one process cannot read the whole publish rate). Each
+entry's sequence number tells whether the process missed one (the feed was
+interrupted); it then reads the missing ones from the stream before
+delivering newer ones, or, where history is gone, ends the affected streams
+so that their clients reconnect and get ``stream-reset``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._batching import BatchQueue, Pending
+from ._broker import Broker, PublishedEvent
+from ._broker_wire import EngineEntry, decode_entry
+from ._exceptions import BrokerError
+from ._history import HistoryStore
+from ._redis_follow import EngineFollower
+from ._redis_scripts import PUBLISH, READ
+from ._redis_url import RedisAddress, parse_redis_url
+from ._shared_history import SharedHistory
+from ._sse import ServerSentEvent
+
+if TYPE_CHECKING:
+    from glide import GlideClient, GlideClientConfiguration
+
+    from ._hub import Hub
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("eventstream")
+
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
+
+
+def _glide() -> Any:
+    try:
+        import glide
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("the Redis broker needs valkey-glide: pip install 'eventstream[valkey]'") from None
+    return glide
+
+
+class RedisBroker(Broker):
+    """A broker on a Valkey or Redis server, shared by every process that uses the same keys.
+
+    Args:
+        url: ``redis://[user:password@]host[:port][/db]``, or ``rediss://``
+            for TLS. Either this or ``configuration``.
+        configuration: A ``glide.GlideClientConfiguration`` you built (TLS
+            settings, credentials, timeouts); the broker makes its two
+            clients (commands, and the pub/sub feed) from it.
+        key_prefix: Prefix of every key and pub/sub channel; streams that
+            share a prefix (and an engine) share their channels.
+        max_events: History kept per channel (the engine keeps at least this
+            many, trimming in whole blocks; each process keeps exactly this many).
+        max_bytes: Encoded bytes of history each process keeps per channel
+            (the engine has no byte cap for streams: it keeps count and age).
+        max_age: Seconds an event is kept in history.
+        request_timeout: Seconds one request to the engine may take.
+        publish_timeout: Seconds a publish keeps retrying while the engine
+            cannot be reached, before raising :class:`BrokerError`.
+        check_interval: Seconds between checks that the process has every
+            event of the channels it serves (they catch a feed that was cut
+            while a channel went quiet).
+
+    Raises:
+        ValueError: the URL is malformed, both or neither of ``url`` and
+            ``configuration`` were given, or a limit is out of range.
+        ImportError: valkey-glide is not installed.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        configuration: GlideClientConfiguration | None = None,
+        key_prefix: str = "eventstream:",
+        max_events: int = 256,
+        max_bytes: int = 256 * 1024,
+        max_age: float = 300.0,
+        request_timeout: float = 2.0,
+        publish_timeout: float = 10.0,
+        check_interval: float = 1.0,
+    ) -> None:
+        if (url is None) == (configuration is None):
+            raise ValueError("give the engine's url or a glide configuration (one of them)")
+        self._address: RedisAddress | None = parse_redis_url(url) if url is not None else None
+        _glide()
+        self._configuration = configuration
+        if not isinstance(key_prefix, str) or any(c in key_prefix for c in "*?[]\\"):
+            raise ValueError(f"key_prefix must be a str without glob characters, not {key_prefix!r}")
+        for name, value in (("max_events", max_events), ("max_bytes", max_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+        for name, number in (
+            ("max_age", max_age),
+            ("request_timeout", request_timeout),
+            ("publish_timeout", publish_timeout),
+            ("check_interval", check_interval),
+        ):
+            if not number > 0 or math.isinf(number):
+                raise ValueError(f"{name} must be a positive number of seconds, not {number!r}")
+        self.key_prefix = key_prefix
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.request_timeout = request_timeout
+        self.publish_timeout = publish_timeout
+        self.check_interval = check_interval
+        self._hub: Hub | None = None
+        self._client: GlideClient | None = None
+        self._feed: GlideClient | None = None
+        self._follower: EngineFollower | None = None
+        self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
+        self._epoch = ""
+        self._exit: contextlib.AsyncExitStack | None = None
+        self._publish_script: Any = None
+        self._read_script: Any = None
+
+    # -- the interface ---------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._follower.epoch if self._follower is not None else self._epoch
+
+    @property
+    def history(self) -> HistoryStore:
+        if self._follower is None:
+            raise RuntimeError("the broker is not running with a hub: enter the stream (async with) first")
+        return self._follower.history
+
+    @property
+    def description(self) -> str:
+        if self._address is not None:
+            return self._address.display
+        assert self._configuration is not None
+        hosts = ", ".join(f"{a.host}:{a.port}" for a in self._configuration.addresses)
+        return f"redis://{hosts}"
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    def bind(self, hub: Hub) -> None:
+        if self._exit is not None:
+            raise RuntimeError("bind the hub before entering the broker")
+        self._hub = hub
+
+    def _key(self, kind: str, channel: str) -> str:
+        return f"{self.key_prefix}{kind}:{channel}"
+
+    def _config(self, *, feed: bool) -> GlideClientConfiguration:
+        glide = _glide()
+        config_class = glide.GlideClientConfiguration
+        timeout_ms = max(1, round(self.request_timeout * 1000))
+        subscriptions = None
+        if feed:
+            subscriptions = config_class.PubSubSubscriptions(
+                {config_class.PubSubChannelModes.Pattern: {f"{self.key_prefix}ch:*"}}, None, None
+            )
+        if self._configuration is not None:
+            base = self._configuration
+            config: GlideClientConfiguration = config_class(
+                addresses=base.addresses,
+                use_tls=base.use_tls,
+                credentials=base.credentials,
+                request_timeout=base.request_timeout or timeout_ms,
+                reconnect_strategy=base.reconnect_strategy,
+                database_id=base.database_id,
+                client_name=base.client_name,
+                advanced_config=base.advanced_config,
+                pubsub_subscriptions=subscriptions,
+            )
+            return config
+        address = self._address
+        assert address is not None
+        credentials = None
+        if address.password is not None or address.username is not None:
+            credentials = glide.ServerCredentials(password=address.password, username=address.username)
+        result: GlideClientConfiguration = config_class(
+            [glide.NodeAddress(address.host, address.port)],
+            use_tls=address.tls,
+            credentials=credentials,
+            request_timeout=timeout_ms,
+            database_id=address.database or None,
+            reconnect_strategy=glide.BackoffStrategy(num_of_retries=6, factor=50, exponent_base=2),
+            pubsub_subscriptions=subscriptions,
+        )
+        return result
+
+    async def __aenter__(self) -> RedisBroker:
+        """Connect to the engine, read (or set) its epoch and start the feed.
+
+        Raises:
+            BrokerError: the engine cannot be reached (the message names it and the reason).
+            RuntimeError: the broker is already running.
+        """
+        if self._exit is not None:
+            raise RuntimeError("the broker is already running")
+        glide = _glide()
+        self._publish_script = glide.Script(PUBLISH)
+        self._read_script = glide.Script(READ)
+        async with contextlib.AsyncExitStack() as stack:
+            client = await self._connect(feed=False)
+            stack.push_async_callback(client.close)
+            candidate = os.urandom(4).hex()
+            try:
+                await client.custom_command(["SET", f"{self.key_prefix}epoch", candidate, "NX"])
+                epoch = await client.custom_command(["GET", f"{self.key_prefix}epoch"])
+            except glide.GlideError as exc:
+                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+            self._epoch = bytes(epoch).decode("ascii")
+            self._client = client
+            stack.callback(self._stopped)
+            if self._hub is not None:
+                history = SharedHistory(
+                    self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
+                )
+                follower = EngineFollower(self._hub, history, self._read, engine=self.description)
+                feed = await self._connect(feed=True)
+                stack.push_async_callback(feed.close)
+                self._feed = feed
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(tg.cancel_scope.cancel)
+                self._follower = follower
+                tg.start_soon(self._read_feed, feed, follower)
+                tg.start_soon(self._check_periodically, follower)
+            self._exit = stack.pop_all()
+        return self
+
+    def _stopped(self) -> None:
+        self._client = self._feed = None
+        self._follower = None
+
+    async def _connect(self, *, feed: bool) -> GlideClient:
+        glide = _glide()
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                client: GlideClient = await glide.GlideClient.create(self._config(feed=feed))
+        except TimeoutError:
+            raise BrokerError(self.description, "connecting timed out") from None
+        except glide.GlideError as exc:
+            raise BrokerError(self.description, f"cannot connect: {exc}".strip()) from exc
+        return client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the feed and close the connections."""
+        stack, self._exit = self._exit, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- publishing ------------------------------------------------------------
+
+    async def publish(self, channel: str, event: ServerSentEvent) -> PublishedEvent:
+        """Have the engine number, keep and fan out ``event``; return its id and the previous one.
+
+        Connection failures and an engine that is loading or busy are retried
+        with capped, jittered backoff for ``publish_timeout`` seconds. A retry
+        first looks for its event in the channel's recent history, so an
+        event whose first attempt did reach the engine is not published twice.
+
+        Raises:
+            BrokerError: the engine refused the event (a script error, wrong
+                credentials) or could not be reached within ``publish_timeout``.
+            RuntimeError: the broker is not running.
+
+        Concurrent calls are sent together (one script call for up to 256
+        events), the next batch while the previous one is in flight.
+
+        Cancellation: the event may or may not have been published (it is
+        not, if it was still waiting for a batch); a call that is sending a
+        batch for others finishes sending it first.
+        """
+        return await self._publish(channel, event, self._key("ch", channel))
+
+    async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
+        if self._client is None:
+            raise RuntimeError("the broker is not running: enter it (async with) first")
+        item = Pending(channel, feed_channel, event._body, event.id)
+        if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
+            await self._send_batch([item])
+        else:
+            await self._queue.submit(item)
+        if item.error is not None:
+            raise item.error
+        event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
+        return PublishedEvent(event_id, item.prev_id)
+
+    async def _send_batch(self, batch: list[Pending]) -> None:
+        client = self._client
+        glide = _glide()
+        keys = [f"{self.key_prefix}epoch"]
+        per_event: list[str | bytes] = []
+        for item in batch:
+            keys += [
+                self._key("seq", item.channel),
+                self._key("last", item.channel),
+                self._key("h", item.channel),
+            ]
+            per_event += [item.body, "" if item.id is None else "=" + item.id]
+        # The script derives each event's pub/sub channel, unless told (a batch of one).
+        first = batch[0]
+        override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""
+        token = os.urandom(8).hex()
+        deadline = time.monotonic() + self.publish_timeout
+        attempt = 0
+        error: BrokerError | None = None
+        result: Any = None
+        while client is not None:
+            args: list[str | bytes] = [
+                os.urandom(4).hex(),
+                str(self.max_events),
+                str(max(1, round(self.max_age * 1000))),
+                "1" if attempt else "0",
+                token,
+                self.key_prefix,
+                override,
+                *per_event,
+            ]
+            attempt += 1
+            try:
+                result = await client.invoke_script(self._publish_script, keys=keys, args=args)
+                break
+            except glide.GlideError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not _transient(exc, glide) or time.monotonic() >= deadline:
+                    error = BrokerError(self.description, reason, attempt)
+                    break
+                delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+                await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        else:
+            error = BrokerError(self.description, "the broker was stopped")
+        for index, item in enumerate(batch):
+            if error is not None:
+                item.error = error
+            else:
+                item.epoch = bytes(result[0]).decode("ascii")
+                item.seq = int(result[2 * index + 1])
+                item.prev_id = bytes(result[2 * index + 2]).decode("utf-8")
+            item.done = True
+            item.wake.set()
+
+    # -- receiving -------------------------------------------------------------
+
+    async def _read_feed(self, feed: GlideClient, follower: EngineFollower) -> None:
+        prefix = f"{self.key_prefix}ch:".encode()
+        while True:
+            # Wait for one message, then take every one already received: a
+            # burst reaches the hub as a burst (subscribers wake once for many).
+            glide = _glide()
+            try:
+                messages = [await feed.get_pubsub_message()]
+                while len(messages) < 1024 and (more := feed.try_get_pubsub_message()) is not None:
+                    messages.append(more)
+            except glide.ClosingError as exc:
+                # The feed connection is gone for good: the periodic check
+                # still brings every event, within check_interval.
+                logger.error(
+                    "broker: the feed from %s stopped (%s); following by polling", self.description, exc
+                )
+                return
+            batch: list[tuple[str, EngineEntry]] = []
+            for message in messages:
+                channel_name = bytes(message.channel)
+                if not channel_name.startswith(prefix):
+                    continue
+                try:
+                    channel = channel_name[len(prefix) :].decode("utf-8")
+                    batch.append((channel, decode_entry(bytes(message.message))))
+                except ValueError as exc:
+                    logger.warning(
+                        "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
+                    )
+            try:
+                await follower.receive(batch)
+            except BrokerError as exc:
+                # A gap could not be filled now: the next entry of that channel,
+                # or the periodic check, fills it (nothing is delivered out of order).
+                logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
+
+    async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
+        client = self._client
+        glide = _glide()
+        if client is None:
+            raise BrokerError(self.description, "not connected")
+        keys = [f"{self.key_prefix}epoch", self._key("seq", channel), self._key("h", channel)]
+        try:
+            epoch, seq, messages = await client.invoke_script(
+                self._read_script, keys=keys, args=[str(after), str(count)]
+            )
+        except glide.GlideError as exc:
+            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+        entries = []
+        for message in messages:
+            try:
+                entries.append(decode_entry(bytes(message)))
+            except ValueError as exc:
+                logger.warning("ignoring a history entry of %r: %s", channel, exc)
+        return bytes(epoch).decode("ascii"), int(seq), entries
+
+    async def prepare(self, channels: Sequence[str]) -> None:
+        """Load the history of channels seen for the first time, and catch up on the others.
+
+        Raises:
+            BrokerError: the engine could not be reached and a channel was never loaded.
+            RuntimeError: the broker is not running, or runs without a hub (publishing only).
+        """
+        follower = self._follower
+        if self._client is None or follower is None:
+            raise RuntimeError("the broker is not running: enter the stream (async with) first")
+        await follower.prepare(channels)
+
+    async def _check_periodically(self, follower: EngineFollower) -> None:
+        while True:
+            await anyio.sleep(self.check_interval)
+            try:
+                await self._check(follower)
+            except BrokerError as exc:
+                logger.warning("broker: cannot check for missed events: %s", exc)
+
+    async def _check(self, follower: EngineFollower) -> None:
+        client = self._client
+        channels = follower.channels_to_check()
+        if client is None or not channels:
+            return
+        glide = _glide()
+        for start in range(0, len(channels), 256):
+            chunk = channels[start : start + 256]
+            keys = [f"{self.key_prefix}epoch", *(self._key("seq", name) for name in chunk)]
+            try:
+                values = await client.custom_command(["MGET", *keys])
+            except glide.GlideError as exc:
+                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+            epoch = bytes(values[0]).decode("ascii") if values[0] is not None else None
+            newest = {
+                name: int(value) if value is not None else 0
+                for name, value in zip(chunk, values[1:], strict=True)
+            }
+            await follower.check(epoch, newest)
+
+
+def _transient(exc: Exception, glide: Any) -> bool:
+    if isinstance(exc, glide.ConnectionError | glide.TimeoutError):
+        return True
+    if isinstance(exc, glide.ClosingError):
+        return False
+    return any(word in str(exc) for word in _TRANSIENT_REPLIES)

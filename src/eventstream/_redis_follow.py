@@ -1,0 +1,193 @@
+"""Following the engine: this process's copy of history, kept in step and fed to the hub.
+
+Entries come from the pub/sub feed, from reads of a channel's history when a
+connection needs it, and from catch-up reads when a gap shows. They are
+handled one at a time (under one lock), and each is kept in history and
+queued for subscribers with no await in between, so a connection that
+subscribes meanwhile finds it in one place or the other.
+
+Because sequence numbers are per channel and without holes, an entry whose
+number is not the next one reveals a gap: the missing entries are read from
+the engine's history and delivered first. Where the engine no longer has
+them, the channel's open streams are ended (after what they hold is
+written): their clients reconnect with their last id, and get ``stream-reset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from ._broker_wire import EngineEntry
+from ._exceptions import BrokerError
+from ._history import HistoryEntry
+from ._hub import Hub
+from ._shared_history import SharedHistory
+
+__all__ = ["EngineFollower", "Reader"]
+
+logger = logging.getLogger("eventstream")
+
+#: ``read(channel, after, count)``: the engine's epoch, the channel's newest
+#: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
+Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+
+
+class EngineFollower:
+    """Keeps :attr:`history` in step with the engine and delivers new entries to ``hub``."""
+
+    def __init__(self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str) -> None:
+        self.hub = hub
+        self.history = history
+        self._read = read
+        self.engine = engine
+        self._loaded: set[str] = set()
+        self._lock = anyio.Lock()
+
+    @property
+    def epoch(self) -> str:
+        return self.history.epoch
+
+    def channels_to_check(self) -> list[str]:
+        """Channels with local subscribers whose history is followed; forgets idle others.
+
+        A followed channel without subscribers whose newest event is older
+        than the history's ``max_age`` is no longer followed (its copy is
+        dropped; a connection that asks for it again reads it from the engine).
+        """
+        subscribed = self.hub.statistics().channels
+        for name in [name for name in self._loaded if name not in subscribed]:
+            if self.history.last(name) is None:
+                self._loaded.discard(name)
+                self.history.forget(name)
+        return [name for name in subscribed if name in self._loaded]
+
+    # -- entries from the feed ----------------------------------------------------
+
+    async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
+        """Handle entries of the pub/sub feed, in order (gaps first filled from history)."""
+        async with self._lock:
+            for channel, entry in entries:
+                await self._receive_one(channel, entry)
+
+    async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
+        if entry.epoch != self.epoch:
+            self._new_epoch(entry.epoch)
+        if channel not in self._loaded:
+            # No connection here ever asked for it: nobody to deliver to, and
+            # its history is read from the engine when one does.
+            return
+        known = self.history.last_seq.get(channel)
+        if known is not None and entry.seq <= known:
+            return  # already delivered (read from history meanwhile)
+        if known is not None and entry.seq > known + 1:
+            await self._catch_up(channel, known)
+            known = self.history.last_seq.get(channel)
+            if known is not None and entry.seq <= known:
+                return
+        await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+
+    async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
+        self.history.append(entry)
+        await self.hub.publish(channel, entry)
+
+    def _new_epoch(self, epoch: str) -> None:
+        # The engine lost its data (a restart without persistence, a flush):
+        # every position clients hold is meaningless now.
+        logger.error(
+            "broker engine %s has a new epoch (%s, was %s): its history was lost; "
+            "every open stream ends and its client gets stream-reset when it reconnects",
+            self.engine, epoch, self.epoch,
+        )  # fmt: skip
+        self.history.clear(epoch)
+        self._loaded.clear()
+        for channel in list(self.hub.statistics().channels):
+            self._end_streams(channel)
+
+    def _end_streams(self, channel: str) -> None:
+        # Ending a stream (after what it holds is written) makes its client
+        # reconnect with its last id; history then tells it to reset.
+        for subscriber in list(self.hub._channels.get(channel, ())):
+            self.hub.unsubscribe(subscriber)
+
+    def _as_history(self, channel: str, entry: EngineEntry) -> HistoryEntry:
+        # Place the entry on this process's clock by its age on the engine's.
+        age = max(0.0, time.time() - entry.published_ms / 1000)
+        return entry.to_history(channel, time.monotonic() - age)
+
+    async def _catch_up(self, channel: str, known: int) -> None:
+        """Deliver what the engine has after ``known``; end the channel's streams where it has not."""
+        history = self.history
+        while True:
+            epoch, newest, entries = await self._read(channel, known, history.max_events)
+            if epoch and epoch != self.epoch:
+                self._new_epoch(epoch)
+                return
+            if newest <= known:
+                return
+            if not entries or entries[0].seq != known + 1:
+                logger.warning(
+                    "broker: events %d..%d of channel %r are no longer in the engine's history; "
+                    "its streams end and their clients get stream-reset",
+                    known + 1, (entries[0].seq - 1) if entries else newest, channel,
+                )  # fmt: skip
+                history.replace(channel, [], entries[0].seq - 1 if entries else newest)
+                self._end_streams(channel)
+                if not entries:
+                    return
+            for entry in entries:
+                if entry.seq == history.last_seq.get(channel, 0) + 1:
+                    await self._deliver(channel, self._as_history(channel, entry))
+            known = history.last_seq.get(channel, 0)
+            if known >= newest:
+                return
+
+    # -- before a connection subscribes ----------------------------------------
+
+    async def prepare(self, channels: Sequence[str]) -> None:
+        """Load the history of channels seen for the first time, and catch up on the others.
+
+        Raises:
+            BrokerError: the engine could not be reached and a channel was
+                never loaded (a channel loaded before is served from this
+                process's copy; the periodic check fills it in later).
+        """
+        async with self._lock:
+            for channel in channels:
+                try:
+                    await self._prepare_one(channel)
+                except BrokerError:
+                    if channel not in self._loaded:
+                        raise
+
+    async def _prepare_one(self, channel: str) -> None:
+        history = self.history
+        if channel in self._loaded:
+            await self._catch_up(channel, history.last_seq.get(channel, 0))
+            return
+        epoch, newest, entries = await self._read(channel, -1, history.max_events)
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+        run: list[HistoryEntry] = []
+        for entry in entries:
+            if run and entry.seq != run[-1].seq + 1:
+                run = []
+            run.append(self._as_history(channel, entry))
+        history.replace(channel, run, newest)
+        self._loaded.add(channel)
+
+    # -- the periodic check ------------------------------------------------------
+
+    async def check(self, epoch: str | None, newest: dict[str, int]) -> None:
+        """Catch up on channels whose newest sequence number on the engine is ahead of ours."""
+        async with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                self._new_epoch(epoch)
+                return
+            for name, seq in newest.items():
+                known = self.history.last_seq.get(name, 0)
+                if seq > known and name in self._loaded:
+                    await self._catch_up(name, known)
