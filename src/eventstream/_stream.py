@@ -1,12 +1,13 @@
-"""The :class:`EventStream` hub and its ASGI endpoint."""
+"""The :class:`EventStream` hub: options, publishing, numbering, state, closing, signals.
+
+Serving a request (and :class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import enum
-import inspect
-import logging
 import math
 import os
 import re
@@ -19,33 +20,18 @@ import anyio
 import anyio.lowlevel
 
 from ._broker import Broker
-from ._channels import BadChannelsResult, BadRequest, ChannelResolver, check_channel_name, normalize_channels
-from ._connection import Connection
-from ._exceptions import BrokerError
+from ._channels import check_channel_name
+from ._endpoint import EventStreamEndpoint, serve
 from ._grip import GripPublisher
-from ._grip_config import SigCheck
-from ._grip_hold import GripRequest, has_dot_segments, hold_response
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._http import accepts_event_stream, header, query_param, send_plain
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
 from ._loop import LoopBinding, current_thread_id
 from ._signals import SignalRelay, chain_close, release, watch
-from ._sse import ServerSentEvent, encode
+from ._sse import ServerSentEvent
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
-
-logger = logging.getLogger("eventstream")
-
-_STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
-_ALLOW = [(b"allow", b"GET, HEAD")]
 
 GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
 
@@ -302,171 +288,7 @@ class EventStream:
         else:
             raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
         self._watch_signals()
-        await self._serve(scope, receive, send, names, self.retry if retry is _STREAM_RETRY else retry)
-
-    async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        channels: Iterable[str] | ChannelResolver,
-        retry: int | None,
-    ) -> None:
-        method = scope.get("method", "GET")
-        head = method == "HEAD"
-        # Browsers send Last-Event-ID; polyfills send the lastEventId query parameter.
-        last_event_id = header(scope, b"last-event-id")
-        if last_event_id is None:
-            last_event_id = query_param(scope, "lastEventId")
-        try:
-            if method not in ("GET", "HEAD"):
-                raise BadRequest("Method not allowed: use GET", status=405)
-            if not accepts_event_stream(header(scope, b"accept")):
-                raise BadRequest("Not acceptable: this endpoint only serves text/event-stream", status=406)
-            if last_event_id == "error":
-                raise BadRequest("Last-Event-ID is 'error': the previous stream ended on an error")
-            grip_request: GripRequest | None = None
-            if self._grip is not None:
-                verdict = self._grip.check_signature(header(scope, b"grip-sig"))
-                if verdict is SigCheck.FORBIDDEN:
-                    raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
-                if verdict is not SigCheck.DIRECT:
-                    grip_request = GripRequest.parse(scope, signed=verdict is SigCheck.SIGNED)
-            if grip_request is not None and self.grip_reliable and has_dot_segments(scope):
-                # The proxy would resolve the next link to another path (it removes dot segments).
-                raise BadRequest("Bad request: the path has '.' or '..' segments")
-            trusted_next_link = False
-            if grip_request is not None and grip_request.trusted_next_link:
-                # The proxy's next-link request: its channels are those the proxy holds the
-                # client on (Grip-Last), i.e. those of the original, authorized request. The
-                # path adds nothing: the proxy normalised it, so it may name other channels.
-                trusted_next_link = True
-                channels = grip_request.held_channels(self.grip_prefix)
-            elif isinstance(channels, ChannelResolver):
-                channels = await channels.resolve(scope)
-            names = normalize_channels(
-                channels, max_channels=self.max_channels, max_length=self.max_channel_name_length
-            )
-            if self.authorize is not None and not trusted_next_link:
-                allowed = self.authorize(scope, list(names))
-                if inspect.isawaitable(allowed):
-                    allowed = await allowed
-                if not allowed:
-                    raise BadRequest("Forbidden: not authorized for these channels", status=403)
-            if self._hub.closed:
-                raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
-            if self.max_subscribers is not None and self._hub.subscriber_count() >= self.max_subscribers:
-                raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
-        except BadRequest as exc:
-            extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
-            with contextlib.suppress(OSError):  # the client left before reading the answer
-                await send_plain(send, exc.status, exc.reason, extra, head=head)
-            return
-        except BadChannelsResult as exc:
-            # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
-            logger.error("%s; answering 500 to %s %r", exc, method, scope.get("path", ""))
-            with contextlib.suppress(OSError):
-                await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
-            return
-        last_event_id = last_event_id or None  # an empty id means "none" (as browsers treat it)
-        if head:
-            with contextlib.suppress(OSError):
-                await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if self._broker is not None and not await self._prepare_broker(self._broker, names, send):
-            return
-        if grip_request is not None:
-            await self._answer_proxy(scope, grip_request, send, names, last_event_id, retry)
-            return
-        if current_thread_id() != self._loop.thread or not self._hub.subscriber_count():
-            self._loop.bind()  # the first connection in this thread or this event loop
-        subscriber = self._hub.subscribe(names)
-        self._notify_waiters()
-        connection = Connection(self._hub, subscriber, self._history, self._epoch, self.keep_alive_interval)
-        try:
-            async with anyio.create_task_group() as tg:
-                subscriber.cancel_scope = tg.cancel_scope
-                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
-                # OSError: the client is gone (ASGI 2.4 servers raise it from send)
-                with contextlib.suppress(OSError):
-                    await self._stream_response(connection, send, last_event_id, retry)
-                tg.cancel_scope.cancel()
-        finally:
-            self._hub.unsubscribe(subscriber)
-            subscriber.finished = True
-            self._notify_waiters()
-
-    async def _prepare_broker(self, broker: Broker, names: Sequence[str], send: Send) -> bool:
-        # Bring the broker's history up to date for these channels before
-        # subscribing; the connection then replays from it with no await.
-        try:
-            await broker.prepare(names)
-        except (BrokerError, RuntimeError) as exc:
-            reason = f"Service unavailable: the event broker cannot be reached ({exc})"
-            with contextlib.suppress(OSError):
-                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
-            return False
-        self._epoch = broker.epoch
-        self._history = broker.history
-        return True
-
-    async def _stream_response(
-        self, connection: Connection, send: Send, last_event_id: str | None, retry: int | None
-    ) -> None:
-        failure: Exception | None = None
-        replay: list[HistoryEntry] = []
-        opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-        try:
-            replay, reset = connection.start(last_event_id)  # no await since subscribing
-            if reset:
-                opening += connection.reset_event()
-        except Exception as exc:
-            failure = exc
-        await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-        try:
-            if failure is None:
-                await connection.write(send, replay)
-        except OSError:
-            raise
-        except Exception as exc:
-            failure = exc
-        if failure is not None:
-            await connection.send_stream_error(send, failure)
-        # Servers report the end of the response to the app as http.disconnect,
-        # from inside this send (hypercorn); cancelling it then would cut the
-        # server's own bookkeeping short (the connection would never go idle).
-        connection.completing = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _answer_proxy(
-        self,
-        scope: Scope,
-        request: GripRequest,
-        send: Send,
-        names: Sequence[str],
-        last_event_id: str | None,
-        retry: int | None,
-    ) -> None:
-        # The proxy holds the client: answer with hold instructions and what it must see first.
-        grip_headers, body = hold_response(
-            scope,
-            request,
-            names,
-            last_event_id=last_event_id,
-            retry=retry,
-            history=self._history,
-            epoch=self._epoch,
-            prefix=self.grip_prefix,
-            reliable=self.grip_reliable,
-            keep_alive=_KEEP_ALIVE,
-            keep_alive_interval=self.keep_alive_interval,
-        )
-        headers = [*_STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
-        with contextlib.suppress(OSError):  # the client left before reading the answer
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+        await serve(self, scope, receive, send, names, self.retry if retry is _STREAM_RETRY else retry)
 
     # -- publishing ------------------------------------------------------
 
@@ -758,53 +580,3 @@ def _make_broker(broker: str | Broker | None) -> Broker | None:
 
         return RedisBroker(broker)  # ValueError: a malformed URL
     raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
-
-
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
-    # Servers that do not raise from send() report a gone client here.
-    try:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    except OSError:
-        pass
-    finally:
-        # Cancelled at a left-behind subscriber's deadline: free the subscription
-        # even if the connection is stuck in a send() the server shields.
-        connection.hub.drop_if_overdue(connection.subscriber)
-    if not connection.completing:
-        scope.cancel()
-
-
-class EventStreamEndpoint:
-    """The ASGI app returned by ``EventStream(...)(channels)``.
-
-    It serves HTTP requests with :meth:`EventStream.run`, answers the
-    ``lifespan`` protocol (so it can be the top-level app of a server), and
-    closes ``websocket`` connections.
-    """
-
-    def __init__(self, stream: EventStream, channels: ChannelSpec, *, retry: int | None = None) -> None:
-        if retry is not None:
-            ServerSentEvent(retry=retry)  # validates
-        self.stream = stream
-        self.retry = retry
-        self._resolver = ChannelResolver(
-            channels, max_channels=stream.max_channels, max_length=stream.max_channel_name_length
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            self.stream._watch_signals()
-            await self.stream._serve(scope, receive, send, self._resolver, self.retry)
-        elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    self.stream._watch_signals()
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})

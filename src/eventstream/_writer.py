@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -11,10 +11,14 @@ from anyio.abc import ObjectSendStream
 
 from .types import EventLike
 
-if TYPE_CHECKING:
-    from ._stream import EventStream
+__all__ = ["ChannelPublisher", "ChannelWriter", "EventSink"]
 
-__all__ = ["ChannelPublisher", "ChannelWriter"]
+
+class EventSink(Protocol):
+    """What publishers and writers feed: an :class:`~eventstream.EventStream`, for one."""
+
+    async def publish_event(self, channel: str, event: EventLike) -> None:
+        """Publish ``event`` to ``channel``; see :meth:`EventStream.publish_event`."""
 
 
 class ChannelPublisher:
@@ -25,7 +29,7 @@ class ChannelPublisher:
 
     __slots__ = ("_stream", "channel")
 
-    def __init__(self, stream: EventStream, channel: str) -> None:
+    def __init__(self, stream: EventSink, channel: str) -> None:
         self._stream = stream
         #: The channel this publisher feeds.
         self.channel = channel
@@ -44,7 +48,7 @@ class ChannelWriter(ObjectSendStream[EventLike]):
     async context manager, or call :meth:`aclose` when done.
     """
 
-    def __init__(self, stream: EventStream, channel: str) -> None:
+    def __init__(self, stream: EventSink, channel: str) -> None:
         self._stream = stream
         self._closed = False
         #: The channel this writer feeds.

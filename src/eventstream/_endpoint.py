@@ -1,0 +1,273 @@
+"""Serving one HTTP request of an event stream: decide from the parsed request, then respond.
+
+The hub facade (:class:`~eventstream.EventStream`, in ``_stream.py``) owns the
+options and the state; this module reads a request once (``_request.py``),
+refuses it, answers a GRIP proxy with hold instructions, or streams it
+directly, and holds :class:`EventStreamEndpoint`, the ASGI app of an endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import anyio
+
+from ._broker import Broker
+from ._channels import BadChannelsResult, BadRequest, ChannelResolver
+from ._connection import Connection
+from ._exceptions import BrokerError
+from ._grip import GripPublisher
+from ._grip_hold import GripRequest, hold_response
+from ._history import HistoryEntry, HistoryStore
+from ._http import send_plain
+from ._hub import Hub
+from ._loop import LoopBinding, current_thread_id
+from ._request import StreamRequest, parse_request
+from ._sse import ServerSentEvent, encode
+from .types import Authorize, ChannelSpec, Receive, Scope, Send
+
+__all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
+
+logger = logging.getLogger("eventstream")
+
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
+_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
+_ALLOW = [(b"allow", b"GET, HEAD")]
+
+
+class StreamHost(Protocol):
+    """What serving a request needs of an :class:`~eventstream.EventStream`: its options and state."""
+
+    _hub: Hub
+    _grip: GripPublisher | None
+    _broker: Broker | None
+    _loop: LoopBinding
+    _epoch: str
+    _history: HistoryStore | None
+    grip_prefix: str
+    grip_reliable: bool
+    max_channels: int
+    max_channel_name_length: int
+    authorize: Authorize | None
+    max_subscribers: int | None
+    keep_alive_interval: float | None
+    retry: int | None
+
+    def _notify_waiters(self) -> None:
+        """Wake ``wait_subscribers`` (and a signal waiting for the streams to end)."""
+
+    def _watch_signals(self) -> None:
+        """Register with this event loop's signal relay (a no-op once registered)."""
+
+
+async def serve(
+    stream: StreamHost,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    channels: Iterable[str] | ChannelResolver,
+    retry: int | None,
+) -> None:
+    """Serve one HTTP request of ``stream`` as an event stream of ``channels``.
+
+    See :meth:`EventStream.run` for the answers. It returns when the response
+    is complete; a client that is gone (``OSError`` from ``send``) is not an error.
+
+    Raises:
+        Exception: what an ``authorize`` callable or the channels callable raises.
+
+    Cancellation: the subscription (if any) is removed and waiters are woken.
+    """
+    try:
+        request = await parse_request(
+            scope,
+            channels,
+            grip=stream._grip,
+            grip_prefix=stream.grip_prefix,
+            grip_reliable=stream.grip_reliable,
+            max_channels=stream.max_channels,
+            max_channel_name_length=stream.max_channel_name_length,
+        )
+        await _admit(stream, scope, request)
+    except BadRequest as exc:
+        extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
+        head = scope.get("method", "GET") == "HEAD"  # the request may not have parsed
+        with contextlib.suppress(OSError):  # the client left before reading the answer
+            await send_plain(send, exc.status, exc.reason, extra, head=head)
+        return
+    except BadChannelsResult as exc:
+        # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
+        logger.error("%s; answering 500 to %s %r", exc, scope.get("method", "GET"), scope.get("path", ""))
+        with contextlib.suppress(OSError):
+            await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
+        return
+    if request.head:
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    broker = stream._broker
+    if broker is not None and not await _prepare_broker(stream, broker, request.channels, send):
+        return
+    if request.grip is not None:
+        await _answer_proxy(stream, scope, request.grip, request, send, retry)
+        return
+    if current_thread_id() != stream._loop.thread or not stream._hub.subscriber_count():
+        stream._loop.bind()  # the first connection in this thread or this event loop
+    hub = stream._hub
+    subscriber = hub.subscribe(request.channels)
+    stream._notify_waiters()
+    connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
+    try:
+        async with anyio.create_task_group() as tg:
+            subscriber.cancel_scope = tg.cancel_scope
+            tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
+            # OSError: the client is gone (ASGI 2.4 servers raise it from send)
+            with contextlib.suppress(OSError):
+                await _stream_response(connection, send, request.last_event_id, retry)
+            tg.cancel_scope.cancel()
+    finally:
+        hub.unsubscribe(subscriber)
+        subscriber.finished = True
+        stream._notify_waiters()
+
+
+async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> None:
+    # Raises BadRequest: authorize refuses (403), the stream is closed or full (503).
+    if stream.authorize is not None and not request.trusted_next_link:
+        allowed = stream.authorize(scope, list(request.channels))
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise BadRequest("Forbidden: not authorized for these channels", status=403)
+    if stream._hub.closed:
+        raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
+    if stream.max_subscribers is not None and stream._hub.subscriber_count() >= stream.max_subscribers:
+        raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
+
+
+async def _prepare_broker(stream: StreamHost, broker: Broker, names: Sequence[str], send: Send) -> bool:
+    # Bring the broker's history up to date for these channels before
+    # subscribing; the connection then replays from it with no await.
+    try:
+        await broker.prepare(names)
+    except (BrokerError, RuntimeError) as exc:
+        reason = f"Service unavailable: the event broker cannot be reached ({exc})"
+        with contextlib.suppress(OSError):
+            await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+        return False
+    stream._epoch = broker.epoch
+    stream._history = broker.history
+    return True
+
+
+async def _stream_response(
+    connection: Connection, send: Send, last_event_id: str | None, retry: int | None
+) -> None:
+    failure: Exception | None = None
+    replay: list[HistoryEntry] = []
+    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+    try:
+        replay, reset = connection.start(last_event_id)  # no await since subscribing
+        if reset:
+            opening += connection.reset_event()
+    except Exception as exc:
+        failure = exc
+    await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+    await send({"type": "http.response.body", "body": opening, "more_body": True})
+    try:
+        if failure is None:
+            await connection.write(send, replay)
+    except OSError:
+        raise
+    except Exception as exc:
+        failure = exc
+    if failure is not None:
+        await connection.send_stream_error(send, failure)
+    # Servers report the end of the response to the app as http.disconnect,
+    # from inside this send (hypercorn); cancelling it then would cut the
+    # server's own bookkeeping short (the connection would never go idle).
+    connection.completing = True
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _answer_proxy(
+    stream: StreamHost, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
+) -> None:
+    # The proxy holds the client: answer with hold instructions and what it must see first.
+    grip_headers, body = hold_response(
+        scope,
+        grip,
+        request.channels,
+        last_event_id=request.last_event_id,
+        retry=retry,
+        history=stream._history,
+        epoch=stream._epoch,
+        prefix=stream.grip_prefix,
+        reliable=stream.grip_reliable,
+        keep_alive=_KEEP_ALIVE,
+        keep_alive_interval=stream.keep_alive_interval,
+    )
+    headers = [*_STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
+    with contextlib.suppress(OSError):  # the client left before reading the answer
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
+    # Servers that do not raise from send() report a gone client here.
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except OSError:
+        pass
+    finally:
+        # Cancelled at a left-behind subscriber's deadline: free the subscription
+        # even if the connection is stuck in a send() the server shields.
+        connection.hub.drop_if_overdue(connection.subscriber)
+    if not connection.completing:
+        scope.cancel()
+
+
+class EventStreamEndpoint:
+    """The ASGI app returned by ``EventStream(...)(channels)``.
+
+    It serves HTTP requests with :meth:`EventStream.run`, answers the
+    ``lifespan`` protocol (so it can be the top-level app of a server), and
+    closes ``websocket`` connections.
+    """
+
+    def __init__(self, stream: StreamHost, channels: ChannelSpec, *, retry: int | None = None) -> None:
+        if retry is not None:
+            ServerSentEvent(retry=retry)  # validates
+        self.stream = stream
+        self.retry = retry
+        self._resolver = ChannelResolver(
+            channels, max_channels=stream.max_channels, max_length=stream.max_channel_name_length
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            self.stream._watch_signals()
+            await serve(self.stream, scope, receive, send, self._resolver, self.retry)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.stream._watch_signals()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})

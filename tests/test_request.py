@@ -1,0 +1,97 @@
+"""StreamRequest: a request read once from the ASGI scope, and the value's own checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eventstream import GripPublisher
+from eventstream._channels import BadRequest, ChannelResolver
+from eventstream._request import StreamRequest, parse_request
+from eventstream.types import Scope
+
+pytestmark = pytest.mark.anyio
+
+
+def scope_of(
+    *, method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b""
+) -> Scope:
+    return {
+        "type": "http",
+        "method": method,
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": query,
+        "headers": headers or [],
+    }
+
+
+async def parse(scope: Scope, channels: Any = ("a",), **options: Any) -> StreamRequest:
+    settings: dict[str, Any] = {
+        "grip": None,
+        "grip_prefix": "events-",
+        "grip_reliable": False,
+        "max_channels": 4,
+        "max_channel_name_length": 16,
+        **options,
+    }
+    return await parse_request(scope, channels, **settings)
+
+
+async def test_a_plain_get_is_read_into_the_value() -> None:
+    request = await parse(scope_of(), [" b ", "a", "b"])
+    assert request == StreamRequest("GET", ("b", "a"), None, None)
+    assert not request.head
+    assert not request.trusted_next_link
+
+
+async def test_head_and_the_last_event_id_from_header_or_query() -> None:
+    from_header = await parse(
+        scope_of(method="HEAD", headers=[(b"last-event-id", b"e-3")], query=b"lastEventId=e-9")
+    )
+    assert from_header.head
+    assert from_header.last_event_id == "e-3"  # the header wins over the query
+    assert (await parse(scope_of(query=b"lastEventId=e-9"))).last_event_id == "e-9"
+    assert (await parse(scope_of(headers=[(b"last-event-id", b"")]))).last_event_id is None
+
+
+async def test_channels_of_a_resolver_are_resolved_for_the_request() -> None:
+    resolver = ChannelResolver("room-{id}", max_channels=4, max_length=16)
+    scope = {**scope_of(), "path_params": {"id": "7"}}
+    assert (await parse(scope, resolver)).channels == ("room-7",)
+
+
+@pytest.mark.parametrize(
+    ("scope", "channels", "status"),
+    [
+        (scope_of(method="POST"), ("a",), 405),
+        (scope_of(headers=[(b"accept", b"text/html")]), ("a",), 406),
+        (scope_of(query=b"lastEventId=error"), ("a",), 400),
+        (scope_of(), ("a", "b", "c", "d", "e"), 400),
+        (scope_of(), ("x" * 17,), 400),
+    ],
+)
+async def test_bad_requests_raise_with_their_status(scope: Scope, channels: Any, status: int) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await parse(scope, channels)
+    assert caught.value.status == status
+
+
+async def test_requests_through_a_proxy_carry_the_grip_verdict() -> None:
+    grip = GripPublisher({"control_uri": "http://127.0.0.1:1", "verify_key": "secret"})
+    with pytest.raises(BadRequest) as caught:
+        await parse(scope_of(headers=[(b"grip-sig", b"forged")]), grip=grip)
+    assert caught.value.status == 403
+    direct = await parse(scope_of(), grip=grip)
+    assert direct.grip is None
+
+
+def test_the_value_refuses_contradictions() -> None:
+    with pytest.raises(ValueError, match="method"):
+        StreamRequest("POST", ("a",), None, None)
+    with pytest.raises(ValueError, match="channel"):
+        StreamRequest("GET", (), None, None)
+    for position in ("", "error"):
+        with pytest.raises(ValueError, match="not a position"):
+            StreamRequest("GET", ("a",), position, None)
