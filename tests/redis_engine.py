@@ -23,15 +23,21 @@ from .servers import _accepting, free_port
 
 
 def require_redis() -> None:
-    """Skip when redis-server is not installed, except under CI, where that is a failure."""
+    """Skip when redis-server or valkey-glide is missing, except under CI, where that is a failure."""
+    import importlib.util
+
     import pytest
 
+    missing = []
     if shutil.which("redis-server") is None:
-        message = "redis-server is not installed: apt-get install redis-server"
+        missing.append("redis-server is not installed: apt-get install redis-server")
+    if importlib.util.find_spec("glide") is None:
+        missing.append("valkey-glide is not installed: pip install '.[valkey]'")
+    if missing:
+        message = "; ".join(missing)
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    pytest.importorskip("glide", reason="valkey-glide is not installed: pip install eventstream[valkey]")
 
 
 @dataclass
