@@ -99,6 +99,8 @@ async def burst_fanout(url: str | None, subscribers: int, events: int) -> float:
     broker = RedisBroker(url, key_prefix=f"bench-fan{free_port()}:") if url else None
     stream = EventStream(buffer_size=events, keep_alive_interval=None, broker=broker)
     async with stream:
+        if broker is not None:
+            await broker.prepare(("burst",))  # as a connection on the channel would
         hub = stream._hub
         subs = [hub.subscribe(("burst",)) for _ in range(subscribers)]
         remaining = subscribers
