@@ -323,15 +323,22 @@ class RedisBroker(Broker):
     async def _send_batch(self, batch: list[Pending]) -> None:
         client = self._client
         glide = _glide()
+        # Keys once per channel of the batch; one argument per event (the
+        # engine parses it), so a batch costs few strings to pass on.
         keys = [f"{self.key_prefix}epoch"]
+        index: dict[str, bytes] = {}
         per_event: list[str | bytes] = []
         for item in batch:
-            keys += [
-                self._key("seq", item.channel),
-                self._key("last", item.channel),
-                self._key("h", item.channel),
-            ]
-            per_event += [item.body, "" if item.id is None else "=" + item.id]
+            k = index.get(item.channel)
+            if k is None:
+                k = index[item.channel] = b"%d\n" % len(index)
+                keys += [
+                    self._key("seq", item.channel),
+                    self._key("last", item.channel),
+                    self._key("h", item.channel),
+                ]
+            own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
+            per_event.append(k + own + item.body)
         # The script derives each event's pub/sub channel, unless told (a batch of one).
         first = batch[0]
         override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""

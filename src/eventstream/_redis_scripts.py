@@ -9,14 +9,17 @@ from __future__ import annotations
 
 __all__ = ["PUBLISH", "READ"]
 
-# A batch of publishes. KEYS: epoch, then per event: seq, last-id, stream.
-# ARGV: candidate epoch, max entries, max age (ms), retry flag, batch token,
-# key prefix, pub/sub channel override ('' = {prefix}ch:{channel}), then per
-# event (2 each): event fields, own id ('' = none, else '=' .. id). Each event
-# is marked with the token "{batch token}:{index}".
+# A batch of publishes. KEYS: epoch, then per channel of the batch: seq,
+# last-id, stream. ARGV: candidate epoch, max entries, max age (ms), retry
+# flag, batch token, key prefix, pub/sub channel override ('' =
+# {prefix}ch:{channel}), then one per event: "{channel index}\n{own id mark}\n{event fields}"
+# (channel index from 0 in KEYS order; own id mark '' = none, else '=' .. id).
+# Each event is marked with the token "{batch token}:{index}".
 # Returns {epoch, then each event's seq and the id of the event before it}.
 # On a retry, an event whose token is in its channel's recent history was
 # published by the failed attempt: its seq is returned, not published again.
+# Each channel's last id is read and written, and its stream's expiry set,
+# once per batch.
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -27,10 +30,14 @@ local max_age = tonumber(ARGV[3])
 local now = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
-local count = (#KEYS - 1) / 3
-for e = 0, count - 1 do
-  local seq_key, last_key, stream = KEYS[2 + 3 * e], KEYS[3 + 3 * e], KEYS[4 + 3 * e]
-  local a = 7 + 2 * e
+local last = {}
+for e = 0, #ARGV - 8 do
+  local arg = ARGV[8 + e]
+  local cut1 = string.find(arg, '\\n', 1, true)
+  local cut2 = string.find(arg, '\\n', cut1 + 1, true)
+  local k = tonumber(string.sub(arg, 1, cut1 - 1))
+  local own = string.sub(arg, cut1 + 1, cut2 - 1)
+  local seq_key, last_key, stream = KEYS[2 + 3 * k], KEYS[3 + 3 * k], KEYS[4 + 3 * k]
   local token = ARGV[5] .. ':' .. e
   local found = nil
   local found_prev = ''
@@ -56,11 +63,12 @@ for e = 0, count - 1 do
   else
     local seq = redis.call('INCR', seq_key)
     local id = epoch .. '-' .. seq
-    if ARGV[a + 2] ~= '' then id = string.sub(ARGV[a + 2], 2) end
-    local prev = redis.call('GET', last_key) or (epoch .. '-0')
-    redis.call('SET', last_key, id)
+    if own ~= '' then id = string.sub(own, 2) end
+    local prev = last[k]
+    if prev == nil then prev = redis.call('GET', last_key) or (epoch .. '-0') end
+    last[k] = id
     local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
-    message = message .. '\\n' .. ARGV[a + 1]
+    message = message .. '\\n' .. string.sub(arg, cut2 + 1)
     redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', message, 't', ms, 'k', token)
     if seq % 16 == 0 then
       -- Age: drop expired entries from the front, a few at a time.
@@ -83,13 +91,16 @@ for e = 0, count - 1 do
       end
       if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
     end
-    redis.call('PEXPIRE', stream, ARGV[3])
     local feed = ARGV[7]
     if feed == '' then feed = ARGV[6] .. 'ch:' .. string.sub(seq_key, #ARGV[6] + 5) end
     redis.call('PUBLISH', feed, message)
     result[#result + 1] = tostring(seq)
     result[#result + 1] = prev
   end
+end
+for k, id in pairs(last) do
+  redis.call('SET', KEYS[3 + 3 * k], id)
+  redis.call('PEXPIRE', KEYS[4 + 3 * k], ARGV[3])
 end
 return result
 """
