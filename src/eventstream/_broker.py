@@ -34,7 +34,7 @@ from ._sse import ServerSentEvent
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["Broker", "Numbered", "PublishedEvent"]
+__all__ = ["Broker", "Numbered", "PublishedEvent", "unkept_entry"]
 
 #: Called by :meth:`Broker.dispatch` with the event's id, its channel's previous
 #: id (GRIP's ``prev-id``) and its bytes as a one-channel connection sends them.
@@ -129,18 +129,7 @@ class Broker:
         It is neither kept nor sent to other processes. This default numbers
         it ``{epoch}-1`` (or keeps the event's own id) on no channel.
         """
-        event_id = event.id if event.id is not None else f"{self.epoch}-1"
-        body = event._body
-        return HistoryEntry(
-            channel="",
-            seq=1,
-            prev_seq=0,
-            prev_id=f"{self.epoch}-0",
-            id=event_id,
-            wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
-            body_length=len(body),
-            time=time.monotonic(),
-        )
+        return unkept_entry(event, self.epoch, 1)
 
     async def prepare(self, channels: Sequence[str]) -> None:
         """Bring :attr:`history` up to date for ``channels`` (before a connection subscribes).
@@ -162,3 +151,19 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         raise NotImplementedError
+
+
+def unkept_entry(event: ServerSentEvent, epoch: str, seq: int) -> HistoryEntry:
+    """``event`` numbered ``seq`` on no channel (``""``), for every open stream and no history."""
+    event_id = event.id if event.id is not None else f"{epoch}-{seq}"
+    body = event._body
+    return HistoryEntry(
+        channel="",
+        seq=seq,
+        prev_seq=0,
+        prev_id=f"{epoch}-0",
+        id=event_id,
+        wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+        body_length=len(body),
+        time=time.monotonic(),
+    )

@@ -20,7 +20,7 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._broker import Broker, Numbered, PublishedEvent
+from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
 from ._history import HistoryEntry, HistoryStore
 from ._sse import ServerSentEvent
 
@@ -63,15 +63,29 @@ class LocalBroker(Broker):
     def bind(self, hub: Hub) -> None:
         self._hub = hub
 
-    def record(self, channel: str, event: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
-        """Number ``event`` on ``channel`` and keep it in history (unless ``keep`` is false).
+    def dispatch(
+        self, channel: str, event: ServerSentEvent, numbered: Numbered | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Number and keep ``event``, call ``numbered``, and return the delivery to await.
+
+        Everything but the delivery happens before this returns, with no
+        await: concurrent publishers number, keep and report their events
+        in the order they call it, whatever their deliveries then wait for.
+        The delivery returns as :meth:`Hub.publish` does (once every
+        subscriber holds the event, or was left behind).
 
         Raises:
-            Exception: what the history store raises (the event then has a
-                number but was neither kept nor delivered).
+            RuntimeError: no hub was bound.
+            Exception: what the history store or ``numbered`` raises (the
+                event is then not delivered).
+
+        Cancellation: the awaited delivery leaves the event queued for the
+        subscribers it was offered to; numbering and keeping are done.
         """
-        # Numbered and kept in history before any subscriber sees it, without
-        # awaiting, so publish order, sequence order and history order agree.
+        hub = self._hub
+        if hub is None:
+            raise RuntimeError("the in-process broker has no hub: bind one first")
+        # The hot path of every publish: numbering inline, no call of its own.
         self._seq += 1
         seq = self._seq
         event_id = event.id if event.id is not None else f"{self._epoch}-{seq}"
@@ -88,34 +102,10 @@ class LocalBroker(Broker):
             body_length=len(body),
             time=time.monotonic(),
         )
-        if history is not None and keep:
+        if history is not None:
             history.append(entry)
-        return entry
-
-    def dispatch(
-        self, channel: str, event: ServerSentEvent, numbered: Numbered | None = None
-    ) -> Coroutine[Any, Any, None]:
-        """Number and keep ``event``, call ``numbered``, and return the delivery to await.
-
-        Everything but the delivery happens before this returns, with no
-        await: concurrent publishers number, keep and report their events
-        in the order they call it, whatever their deliveries then wait for.
-        The delivery returns as :meth:`Hub.publish` does (once every
-        subscriber holds the event, or was left behind).
-
-        Raises:
-            RuntimeError: no hub was bound.
-            Exception: what the history store or ``numbered`` raises.
-
-        Cancellation: the awaited delivery leaves the event queued for the
-        subscribers it was offered to; numbering and keeping are done.
-        """
-        hub = self._hub
-        if hub is None:
-            raise RuntimeError("the in-process broker has no hub: bind one first")
-        entry = self.record(channel, event)
         if numbered is not None:
-            numbered(entry.id, entry.prev_id, entry.wire)
+            numbered(event_id, entry.prev_id, entry.wire)
         return hub.publish(channel, entry)
 
     async def publish(self, channel: str, event: ServerSentEvent) -> PublishedEvent:
@@ -130,7 +120,8 @@ class LocalBroker(Broker):
 
     def closing_entry(self, event: ServerSentEvent) -> HistoryEntry:
         """The stream's last event: numbered after everything published, kept nowhere."""
-        return self.record("", event, keep=False)
+        self._seq += 1
+        return unkept_entry(event, self._epoch, self._seq)
 
     async def prepare(self, channels: Sequence[str]) -> None:
         """Nothing to do: the history is this process's own (and it does not yield)."""
