@@ -15,6 +15,8 @@ from typing import Any
 
 from ._broker import Broker
 from ._grip import GripPublisher
+from ._history import HistoryStore, MemoryHistory
+from ._local_broker import LocalBroker
 from ._sse import ServerSentEvent
 from .types import EventLike
 
@@ -114,18 +116,27 @@ def make_grip(grip: GripConfig | None, grip_prefix: str) -> GripPublisher | None
     return publisher
 
 
-def make_broker(broker: str | Broker) -> Broker:
-    """``broker`` itself, or a :class:`RedisBroker` for a ``redis://`` / ``rediss://`` URL.
+def make_broker(broker: str | Broker | None, history: HistoryStore | None = DEFAULT_HISTORY) -> Broker:
+    """The broker of an event stream.
+
+    ``None`` gives the in-process broker, keeping events in ``history`` (a
+    :class:`MemoryHistory` when not given); a URL gives a
+    :class:`RedisBroker`; a :class:`Broker` is used as it is (``history``
+    must not be given then: the broker keeps the history).
 
     Raises:
-        ValueError: the URL is malformed.
-        TypeError: ``broker`` is neither a str nor a :class:`Broker`.
+        ValueError: the URL is malformed, or ``history`` was given with a broker.
+        TypeError: ``broker`` is neither ``None``, a str nor a :class:`Broker`.
         ImportError: a URL was given and valkey-glide is not installed.
     """
-    if isinstance(broker, Broker):
-        return broker
+    if broker is None:
+        return LocalBroker(MemoryHistory() if history is DEFAULT_HISTORY else history)
     if isinstance(broker, str):
         from ._redis_broker import RedisBroker
 
-        return RedisBroker(broker)  # ValueError: a malformed URL
-    raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
+        broker = RedisBroker(broker)  # ValueError: a malformed URL
+    elif not isinstance(broker, Broker):
+        raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
+    if history is not DEFAULT_HISTORY:
+        raise ValueError("with a broker, history is kept by the broker: set its limits there")
+    return broker

@@ -1,27 +1,26 @@
-"""The :class:`EventStream` facade: options, publishing, state, closing, signals.
+"""The :class:`EventStream` facade: options, endpoints, publishing, state.
 
 Numbering, history and delivery are a broker's (``_local_broker.py`` by
-default, one process); serving a request (and :class:`EventStreamEndpoint`,
-re-exported here) is ``_endpoint.py``; checking the options is ``_options.py``.
+default, for one process); entering, closing and signals are its base
+class's (``_lifecycle.py``); serving a request (and
+:class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``; checking
+the options is ``_options.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator
-from types import TracebackType
+from collections.abc import Iterable
 
 import anyio
-import anyio.lowlevel
 
 from ._broker import Broker
 from ._channels import check_channel_name
 from ._endpoint import EventStreamEndpoint, serve
 from ._grip import GripPublisher, GripSubmission
-from ._history import HistoryStore, MemoryHistory
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
-from ._local_broker import LocalBroker
+from ._history import HistoryStore
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._lifecycle import StreamLifecycle
 from ._loop import LoopBinding, current_thread_id
 from ._options import (
     DEFAULT_HISTORY,
@@ -30,18 +29,16 @@ from ._options import (
     GripConfig,
     as_event,
     check_options,
-    check_shutdown_grace,
     make_broker,
     make_grip,
 )
-from ._signals import SignalRelay, chain_close, release, watch
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
 
-class EventStream:
+class EventStream(StreamLifecycle):
     """A hub of named channels that ASGI endpoints stream to clients as Server-Sent Events.
 
     One instance per process is the usual setup (see
@@ -158,34 +155,24 @@ class EventStream:
             max_subscribers=max_subscribers,
         )
         self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
-        if broker is None:
-            self._broker: Broker = LocalBroker(MemoryHistory() if history is DEFAULT_HISTORY else history)
-        else:
-            self._broker = make_broker(broker)  # ValueError: a malformed URL
-            if history is not DEFAULT_HISTORY:
-                raise ValueError("with a broker, history is kept by the broker: set its limits there")
+        self._broker = make_broker(broker, history)
         if grip_reliable and (grip is None or history is None):
             raise ValueError("grip_reliable needs grip and a history store")
         self.grip_reliable = grip_reliable
         self.retry = retry
         self.authorize = authorize
         self.max_subscribers = max_subscribers
-        self._shutdown_event = None if shutdown_event is None else as_event(shutdown_event)
-        self.shutdown_grace = check_shutdown_grace(shutdown_grace)
-        self.handle_signals = handle_signals
-        self._relay: SignalRelay | None = None
-        self._ending: list[Subscriber] = []  # ended by a close, their responses maybe not finished
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
-        self._waiters: list[anyio.Event] = []
         # The thread and event loop that serve the connections (publishes must run there).
         self._loop = LoopBinding()
         self._grip = make_grip(grip, grip_prefix)
         self.grip_prefix = grip_prefix
-        self._started_grip = False
-        self._started_broker = False
         self._broker.bind(self._hub)
+        super().__init__(
+            shutdown_event=shutdown_event, shutdown_grace=shutdown_grace, handle_signals=handle_signals
+        )
 
     @property
     def grip(self) -> GripPublisher | None:
@@ -378,122 +365,3 @@ class EventStream:
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
-
-    async def wait_subscribers(self, count: int, channel: str | None = None) -> None:
-        """Wait until ``channel`` (or the whole hub) has exactly ``count`` subscribers.
-
-        Useful in tests: publish once the client is subscribed, or check that
-        disconnects were noticed. Wrap it in ``anyio.fail_after`` to bound it.
-        """
-        while self._hub.subscriber_count(channel) != count:
-            event = anyio.Event()
-            self._waiters.append(event)
-            try:
-                await event.wait()
-            finally:
-                if event in self._waiters:
-                    self._waiters.remove(event)
-
-    def _notify_waiters(self) -> None:
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for event in waiters:
-                event.set()
-        if self._relay is not None and self._relay.received:
-            self._relay.check()  # a signal waits for the streams to end
-
-    # -- closing ---------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """End every open stream after what it holds is written, and refuse new ones.
-
-        Streams end cleanly (the response completes), so servers can shut
-        down. Requests after this get 503 and publishes raise
-        ``ClosedResourceError``. A GRIP publisher started by ``async with``
-        sends what is queued and stops. Idempotent.
-        """
-        self._close_streams()
-        release(self, self._relay)
-        self._relay = None
-        if self._started_grip and self._grip is not None:
-            self._started_grip = False
-            await self._grip.aclose()
-        else:
-            await anyio.lowlevel.checkpoint()
-        if self._started_broker:
-            self._started_broker = False
-            await self._broker.__aexit__(None, None, None)
-
-    def _close_streams(self, now: float | None = None) -> None:
-        final = None
-        if self._shutdown_event is not None and not self._hub.closed:
-            final = self._broker.closing_entry(self._shutdown_event)
-        self._signal_done()  # forget connections of an earlier close that have ended
-        self._ending += self._hub.close(self.shutdown_grace, final, now)
-        self._notify_waiters()
-
-    # -- signals (see _signals.py) -----------------------------------------
-
-    def _watch_signals(self) -> None:
-        # Per request: a no-op once registered with this event loop's relay.
-        if self.handle_signals and not self._hub.closed:
-            self._relay = watch(self, self._relay)
-
-    def _signal_close(self, now: float) -> None:
-        self._close_streams(now)
-
-    def _signal_done(self) -> bool:
-        # A connection marks its subscriber finished when its response is over.
-        self._ending = [s for s in self._ending if not s.finished]
-        return not self._ending
-
-    @contextlib.contextmanager
-    def close_on_signals(self, *signals: int) -> Iterator[None]:
-        """While in the block, SIGTERM and SIGINT (or ``signals``) also close this stream.
-
-        ASGI servers tell the app they are stopping (lifespan shutdown) only
-        after every connection has ended, which event streams never do by
-        themselves: servers then wait out a graceful timeout (hypercorn) or,
-        without one, forever (uvicorn). Inside this block, the signal first
-        ends every stream cleanly, as :meth:`aclose` does, and then reaches
-        the handler that was installed before (the server's), so shutdown
-        goes on at once. Use it in the lifespan, inside ``async with stream``::
-
-            async with stream:
-                with stream.close_on_signals():
-                    yield
-
-        A signal without a Python handler (default action) is left alone. Must
-        be used in the main thread, in the event loop that serves the app.
-        Since ``handle_signals`` (on by default) does this without any code,
-        it is only needed for other signals, or with ``handle_signals=False``.
-        """
-        with chain_close(self._close_streams, signals):
-            yield
-
-    async def __aenter__(self) -> EventStream:
-        """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
-
-        In the main thread, with ``handle_signals``, it also installs the
-        SIGINT and SIGTERM handlers (see the option). Exiting calls
-        :meth:`aclose`. A :class:`GripPublisher` that is already running
-        (entered by its owner) is used as it is.
-        """
-        if not self._started_broker:
-            await self._broker.__aenter__()  # BrokerError: a shared engine cannot be reached
-            self._started_broker = True
-        self._hub.closed = False
-        self._loop.bind()
-        self._watch_signals()
-        if self._grip is not None and not self._grip.running:
-            await self._grip.__aenter__()
-            self._started_grip = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
