@@ -93,7 +93,8 @@ class StreamLifecycle:
         Streams end cleanly (the response completes), so servers can shut
         down. Requests after this get 503 and publishes raise
         ``ClosedResourceError``. A GRIP publisher started by ``async with``
-        sends what is queued and stops. Idempotent.
+        sends what is queued and stops; a shared broker started by ``async
+        with`` disconnects. Idempotent.
         """
         self._close_streams()
         release(self, self._relay)
@@ -155,13 +156,14 @@ class StreamLifecycle:
             yield
 
     async def __aenter__(self: _Self) -> _Self:
-        """Open the stream for subscribers (again, after an ``aclose()``); run the broker and GRIP publishing.
+        """Open the stream for subscribers (again, after an ``aclose()``); start the broker and GRIP.
 
-        A shared broker connects here (``BrokerError`` if its engine cannot
-        be reached). In the main thread, with ``handle_signals``, it also installs the
-        SIGINT and SIGTERM handlers (see the option). Exiting calls
-        :meth:`aclose`. A :class:`GripPublisher` that is already running
-        (entered by its owner) is used as it is.
+        A shared broker connects here and starts following its engine
+        (``BrokerError`` when the engine cannot be reached). In the main
+        thread, with ``handle_signals``, it also installs the SIGINT and
+        SIGTERM handlers (see the option). Exiting calls :meth:`aclose`. A
+        :class:`GripPublisher` that is already running (entered by its owner)
+        is used as it is.
         """
         if not self._started_broker:
             await self._broker.__aenter__()  # BrokerError: a shared engine cannot be reached
