@@ -83,6 +83,7 @@ async def test_without_history_nothing_is_kept_and_the_epoch_is_random() -> None
     broker, hub = _bound(None)
     other = LocalBroker(None)
     assert broker.history is None
+    assert broker.description == "this process"
     assert re.fullmatch(r"[0-9a-f]{8}", broker.epoch)
     assert broker.epoch != other.epoch
     subscriber = hub.subscribe(["c"])
