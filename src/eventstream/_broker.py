@@ -1,32 +1,44 @@
 """The broker interface: where published events are numbered, kept and fanned out.
 
-Without a broker, an :class:`~eventstream.EventStream` numbers events
-itself, keeps them in its :class:`~eventstream.HistoryStore` and hands them
-to its local hub (one process, no engine). A broker moves that to a shared
-engine, so that several processes serve the same channels:
+An :class:`~eventstream.EventStream` always publishes through a broker. The
+default one is in-process (``_local_broker.py``): it numbers events, keeps
+them in the stream's :class:`~eventstream.HistoryStore` and hands them to the
+local hub, for one process and no engine. A shared broker (such as
+:class:`~eventstream.RedisBroker`) moves that to an engine, so that several
+processes serve the same channels:
 
-* :meth:`Broker.publish` returns once the engine has numbered and kept the
-  event; it reaches local subscribers through the same feed as remote ones;
+* :meth:`Broker.publish` returns once the broker has numbered and kept the
+  event; a shared engine delivers it to local subscribers through the same
+  feed as to remote ones;
+* :meth:`Broker.dispatch` is what the stream calls: the same, plus a
+  callback as soon as the event has its id (GRIP queues it there, so
+  proxies get events in numbering order);
 * :attr:`Broker.history` is the synchronous view connections replay from;
 * :meth:`Broker.prepare` makes that view current for a connection's
   channels before the connection subscribes;
-* the broker runs (its connections and feed) inside ``async with``.
+* a shared broker runs (its connections and feed) inside ``async with``;
+  the in-process one needs no entering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._history import HistoryStore
+from ._history import HistoryEntry, HistoryStore
 from ._sse import ServerSentEvent
 
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["Broker", "PublishedEvent"]
+__all__ = ["Broker", "Numbered", "PublishedEvent", "unkept_entry"]
+
+#: Called by :meth:`Broker.dispatch` with the event's id, its channel's previous
+#: id (GRIP's ``prev-id``) and its bytes as a one-channel connection sends them.
+Numbered = Callable[[str, str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,12 @@ class PublishedEvent:
 
 
 class Broker:
-    """The interface of a shared engine behind one or more event streams.
+    """The interface of the engine behind one or more event streams.
 
-    Subclasses implement every method. Entering the broker connects it and,
-    when a hub was bound with :meth:`bind`, starts delivering the engine's
-    events to that hub; leaving it stops both.
+    Subclasses implement every method but :meth:`dispatch` and
+    :meth:`closing_entry`, which have defaults built on the others. Entering
+    the broker connects it and, when a hub was bound with :meth:`bind`,
+    starts delivering the engine's events to that hub; leaving it stops both.
     """
 
     @property
@@ -53,8 +66,8 @@ class Broker:
         raise NotImplementedError
 
     @property
-    def history(self) -> HistoryStore:
-        """The synchronous view of the engine's history that connections replay from.
+    def history(self) -> HistoryStore | None:
+        """The synchronous view of the history that connections replay from (``None``: none kept).
 
         Raises:
             RuntimeError: the broker is not running.
@@ -80,12 +93,51 @@ class Broker:
         """
         raise NotImplementedError
 
+    def dispatch(
+        self, channel: str, event: ServerSentEvent, numbered: Numbered | None = None
+    ) -> Awaitable[object]:
+        """Publish ``event`` as :meth:`publish` does; call ``numbered`` once it has its id.
+
+        ``numbered`` (synchronous, called once) gets the event's id, the
+        previous id of its channel and its bytes, before the call waits for
+        anything else (local subscribers with full buffers): an
+        :class:`~eventstream.EventStream` queues GRIP items there, so that
+        proxies get a channel's events in the order they were numbered. This
+        default calls it when :meth:`publish` returns.
+
+        It returns what to await; a broker may raise before returning it.
+
+        Raises:
+            BrokerError, RuntimeError: as :meth:`publish`.
+
+        Cancellation: as :meth:`publish`; ``numbered`` is not called for an
+        event that did not get an id.
+        """
+        if numbered is None:
+            return self.publish(channel, event)
+        return self._publish_then_report(channel, event, numbered)
+
+    async def _publish_then_report(self, channel: str, event: ServerSentEvent, numbered: Numbered) -> None:
+        published = await self.publish(channel, event)
+        numbered(
+            published.id, published.prev_id, event._body + b"id: " + published.id.encode("utf-8") + b"\n\n"
+        )
+
+    def closing_entry(self, event: ServerSentEvent) -> HistoryEntry:
+        """The entry every open stream gets last when the event stream closes (its ``shutdown_event``).
+
+        It is neither kept nor sent to other processes. This default numbers
+        it ``{epoch}-1`` (or keeps the event's own id) on no channel.
+        """
+        return unkept_entry(event, self.epoch, 1)
+
     async def prepare(self, channels: Sequence[str]) -> None:
         """Bring :attr:`history` up to date for ``channels`` (before a connection subscribes).
 
         Raises:
             BrokerError: the engine could not be reached and the local view
                 cannot serve these channels.
+            RuntimeError: the broker is not running.
         """
         raise NotImplementedError
 
@@ -99,3 +151,19 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         raise NotImplementedError
+
+
+def unkept_entry(event: ServerSentEvent, epoch: str, seq: int) -> HistoryEntry:
+    """``event`` numbered ``seq`` on no channel (``""``), for every open stream and no history."""
+    event_id = event.id if event.id is not None else f"{epoch}-{seq}"
+    body = event._body
+    return HistoryEntry(
+        channel="",
+        seq=seq,
+        prev_seq=0,
+        prev_id=f"{epoch}-0",
+        id=event_id,
+        wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+        body_length=len(body),
+        time=time.monotonic(),
+    )

@@ -49,10 +49,8 @@ class StreamHost(Protocol):
 
     _hub: Hub
     _grip: GripPublisher | None
-    _broker: Broker | None
+    _broker: Broker
     _loop: LoopBinding
-    _epoch: str
-    _history: HistoryStore | None
     grip_prefix: str
     grip_reliable: bool
     max_channels: int
@@ -61,6 +59,14 @@ class StreamHost(Protocol):
     max_subscribers: int | None
     keep_alive_interval: float | None
     retry: int | None
+
+    @property
+    def _epoch(self) -> str:
+        """The prefix of assigned ids (the broker's)."""
+
+    @property
+    def _history(self) -> HistoryStore | None:
+        """What connections replay from (the broker's)."""
 
     def _notify_waiters(self) -> None:
         """Wake ``wait_subscribers`` (and a signal waiting for the streams to end)."""
@@ -115,8 +121,7 @@ async def serve(
             await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    broker = stream._broker
-    if broker is not None and not await _prepare_broker(stream, broker, request.channels, send):
+    if not await _prepare_broker(stream._broker, request.channels, send):
         return
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
@@ -155,9 +160,10 @@ async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> No
         raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
 
 
-async def _prepare_broker(stream: StreamHost, broker: Broker, names: Sequence[str], send: Send) -> bool:
+async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> bool:
     # Bring the broker's history up to date for these channels before
-    # subscribing; the connection then replays from it with no await.
+    # subscribing (the in-process broker has nothing to do, and does not
+    # yield); the connection then replays from it with no await.
     try:
         await broker.prepare(names)
     except (BrokerError, RuntimeError) as exc:
@@ -165,8 +171,6 @@ async def _prepare_broker(stream: StreamHost, broker: Broker, names: Sequence[st
         with contextlib.suppress(OSError):
             await send_plain(send, 503, reason, [(b"retry-after", b"5")])
         return False
-    stream._epoch = broker.epoch
-    stream._history = broker.history
     return True
 
 

@@ -21,22 +21,24 @@ Reliable mode's security rests on two rules:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from ._grip import hold_headers
 from ._history import HistoryEntry, HistoryStore
 from ._http import header, query_param
 from ._sse import ServerSentEvent, encode
 from .types import Scope
 
-__all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_response", "next_link"]
+__all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
 NEXT_LINK_PARAM = "grip-next-link"
 # Ids longer than this are not ours: do not even look them up.
 _MAX_ID = 4096
+# URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
+_SAFE_LINK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+=:@/?%]+")
 _OWN_SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only: int() accepts '²', '٣' and refuses 5,000 digits
 # Kept as they are in the next link's query: unreserved characters, '&', '=',
 # '+' and valid percent-escapes. Everything else is percent-encoded.
@@ -208,3 +210,51 @@ def hold_response(
     link = next_link(scope) if reliable else None
     headers = hold_headers(channels, keep_alive, keep_alive_interval, link)
     return headers, body
+
+
+def _keep_alive_value(data: bytes) -> str:
+    # Pushpin trims the value and cuts it at the first ';', and its cstring
+    # format only knows \\ \r \n \xHH: use cstring when that is safe, base64 otherwise.
+    text = data.decode("utf-8")
+    safe = ";" not in text and all(c in "\r\n" or (c >= " " and c != "\x7f") for c in text)
+    if safe:
+        escaped = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+        if escaped == escaped.strip():
+            return f"{escaped}; format=cstring"
+    return f"{base64.b64encode(data).decode('ascii')}; format=base64"
+
+
+def hold_headers(
+    channels: Sequence[str | tuple[str, str | None]],
+    keep_alive: bytes | None,
+    keep_alive_interval: float | None,
+    next_link: str | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """The GRIP instruction headers that make a proxy hold a stream on ``channels``.
+
+    A channel may come with the id of the last event the client has
+    (``prev-id``); that needs ``next_link``, where the proxy fetches what it
+    missed (reliable mode).
+
+    Raises:
+        ValueError: ``next_link`` has a character that is not allowed in a
+            URI, or one that would end the link (``,``, ``;``, ``<``, ``>``,
+            quotes, white space, control characters): percent-encode it.
+    """
+    if next_link is not None and not _SAFE_LINK.fullmatch(next_link):
+        raise ValueError(f"next link {next_link!r} is not a percent-encoded URI reference")
+    values = []
+    for channel in channels:
+        name, prev_id = (channel, None) if isinstance(channel, str) else channel
+        values.append(name if prev_id is None else f"{name}; prev-id={prev_id}")
+    headers = [
+        (b"grip-hold", b"stream"),
+        (b"grip-channel", ", ".join(values).encode("utf-8")),
+    ]
+    if next_link is not None:
+        headers.append((b"grip-link", f"<{next_link}>; rel=next".encode("latin-1")))
+    if keep_alive is not None and keep_alive_interval is not None:
+        timeout = max(1, round(keep_alive_interval))
+        value = f"{_keep_alive_value(keep_alive)}; timeout={timeout}"
+        headers.append((b"grip-keep-alive", value.encode("utf-8")))
+    return headers

@@ -13,7 +13,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._broker import Broker
 from ._channels import check_channel_name
-from ._stream import _as_event, _make_broker
+from ._options import as_event, make_broker
 from .types import EventLike
 
 __all__ = ["Publisher"]
@@ -52,10 +52,9 @@ class Publisher:
     """
 
     def __init__(self, *, broker: str | Broker, max_channel_name_length: int = 256) -> None:
-        made = _make_broker(broker)
-        if made is None:
+        if broker is None:
             raise TypeError("Publisher needs a broker")
-        self.broker: Broker = made
+        self.broker: Broker = make_broker(broker)
         self.max_channel_name_length = max_channel_name_length
         self._entered = False
         self._lock = threading.Lock()
@@ -77,7 +76,7 @@ class Publisher:
 
         Cancellation: the event may or may not have been published.
         """
-        message = _as_event(event)
+        message = as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         if not self._entered:
             raise RuntimeError("enter the Publisher (async with) before publish_event")
@@ -127,7 +126,7 @@ class Publisher:
                 f"publish_event_sync called from {library} code: use await publish_event, "
                 "or call it in a worker thread (anyio.to_thread.run_sync)"
             )
-        message = _as_event(event)
+        message = as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         portal = self._start_portal()
         return portal.call(self.broker.publish, channel, message).id

@@ -1,64 +1,44 @@
-"""The :class:`EventStream` hub: options, publishing, numbering, state, closing, signals.
+"""The :class:`EventStream` facade: options, endpoints, publishing, state.
 
-Serving a request (and :class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``.
+Numbering, history and delivery are a broker's (``_local_broker.py`` by
+default, for one process); entering, closing and signals are its base
+class's (``_lifecycle.py``); serving a request (and
+:class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``; checking
+the options is ``_options.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import enum
-import math
-import os
-import re
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any
+from collections.abc import Iterable
 
 import anyio
-import anyio.lowlevel
 
 from ._broker import Broker
 from ._channels import check_channel_name
 from ._endpoint import EventStreamEndpoint, serve
-from ._grip import GripPublisher
-from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy, Subscriber
+from ._grip import GripPublisher, GripSubmission
+from ._history import HistoryStore
+from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._lifecycle import StreamLifecycle
 from ._loop import LoopBinding, current_thread_id
-from ._signals import SignalRelay, chain_close, release, watch
-from ._sse import ServerSentEvent
+from ._options import (
+    DEFAULT_HISTORY,
+    STREAM_RETRY,
+    UNSAFE_GRIP_ID,
+    GripConfig,
+    as_event,
+    check_options,
+    make_broker,
+    make_grip,
+)
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
-GripConfig = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | GripPublisher
 
-
-class _Default(enum.Enum):
-    # Stands for "not given" in signatures, and reads well in help().
-    DEFAULT_HISTORY = "MemoryHistory()"
-    STREAM_RETRY = "the stream's retry"
-
-    def __repr__(self) -> str:
-        return f"<{self.value}>"
-
-
-_DEFAULT_HISTORY: Any = _Default.DEFAULT_HISTORY
-_STREAM_RETRY: Any = _Default.STREAM_RETRY
-_UNSAFE_GRIP_ID = re.compile(r'[\s,;"]')
-
-
-def _as_event(event: EventLike) -> ServerSentEvent:
-    if isinstance(event, ServerSentEvent):
-        return event
-    if isinstance(event, Mapping):
-        return ServerSentEvent(**event)
-    raise TypeError(f"expected a ServerSentEvent or a mapping of its fields, not {type(event).__name__}")
-
-
-class EventStream:
+class EventStream(StreamLifecycle):
     """A hub of named channels that ASGI endpoints stream to clients as Server-Sent Events.
 
     One instance per process is the usual setup (see
@@ -157,7 +137,7 @@ class EventStream:
         grip: GripConfig | None = None,
         grip_prefix: str = "events-",
         grip_reliable: bool = False,
-        history: HistoryStore | None = _DEFAULT_HISTORY,
+        history: HistoryStore | None = DEFAULT_HISTORY,
         slow_consumer: SlowConsumerPolicy = "disconnect",
         retry: int | None = None,
         authorize: Authorize | None = None,
@@ -167,71 +147,51 @@ class EventStream:
         handle_signals: bool = True,
         broker: str | Broker | None = None,
     ) -> None:
-        if keep_alive_interval is not None and (
-            not keep_alive_interval > 0 or math.isinf(keep_alive_interval)
-        ):
-            raise ValueError(
-                "keep_alive_interval must be a positive number of seconds or None, "
-                f"not {keep_alive_interval!r}"
-            )
-        for name, value in (
-            ("max_channels", max_channels),
-            ("max_channel_name_length", max_channel_name_length),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+        check_options(
+            keep_alive_interval=keep_alive_interval,
+            max_channels=max_channels,
+            max_channel_name_length=max_channel_name_length,
+            retry=retry,
+            max_subscribers=max_subscribers,
+        )
         self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
-        if retry is not None:
-            ServerSentEvent(retry=retry)  # validates
-        if max_subscribers is not None and max_subscribers < 1:
-            raise ValueError(f"max_subscribers must be >= 1 or None, not {max_subscribers!r}")
-        self._history: HistoryStore | None = MemoryHistory() if history is _DEFAULT_HISTORY else history
-        self._epoch = self._history.epoch if self._history is not None else os.urandom(4).hex()
-        self._seq = 0
-        # The "previous id" of a channel's first event, so that even a stream
-        # held before anything was published knows where it stands (GRIP prev-id).
-        self._origin_id = f"{self._epoch}-0"
-        if grip_reliable and (grip is None or self._history is None):
+        self._broker = make_broker(broker, history)
+        if grip_reliable and (grip is None or history is None):
             raise ValueError("grip_reliable needs grip and a history store")
         self.grip_reliable = grip_reliable
         self.retry = retry
         self.authorize = authorize
         self.max_subscribers = max_subscribers
-        self._shutdown_event = None if shutdown_event is None else _as_event(shutdown_event)
-        if not shutdown_grace >= 0 or math.isinf(shutdown_grace):
-            raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
-        self.shutdown_grace = shutdown_grace
-        self.handle_signals = handle_signals
-        self._relay: SignalRelay | None = None
-        self._ending: list[Subscriber] = []  # ended by a close, their responses maybe not finished
         self.keep_alive_interval = keep_alive_interval
         self.max_channels = max_channels
         self.max_channel_name_length = max_channel_name_length
-        self._waiters: list[anyio.Event] = []
         # The thread and event loop that serve the connections (publishes must run there).
         self._loop = LoopBinding()
-        self._grip: GripPublisher | None = None
-        if grip is not None:
-            self._grip = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
-        if not isinstance(grip_prefix, str):
-            raise TypeError(f"grip_prefix must be a str, not {type(grip_prefix).__name__}")
+        self._grip = make_grip(grip, grip_prefix)
         self.grip_prefix = grip_prefix
-        self._started_grip = False
-        self._broker = _make_broker(broker)
-        self._started_broker = False
-        if self._broker is not None:
-            if history is not _DEFAULT_HISTORY:
-                raise ValueError("with a broker, history is kept by the broker: set its limits there")
-            self._broker.bind(self._hub)
+        self._broker.bind(self._hub)
+        super().__init__(
+            shutdown_event=shutdown_event, shutdown_grace=shutdown_grace, handle_signals=handle_signals
+        )
 
     @property
     def grip(self) -> GripPublisher | None:
         """The GRIP publisher, when ``grip`` was configured."""
         return self._grip
 
+    @property
+    def _epoch(self) -> str:
+        # The prefix of assigned ids (a shared broker's is known once it runs).
+        return self._broker.epoch
+
+    @property
+    def _history(self) -> HistoryStore | None:
+        # What connections replay from (RuntimeError: a shared broker that is not running).
+        return self._broker.history
+
     # -- endpoints -------------------------------------------------------
 
-    def __call__(self, channels: ChannelSpec, *, retry: int | None = _STREAM_RETRY) -> EventStreamEndpoint:
+    def __call__(self, channels: ChannelSpec, *, retry: int | None = STREAM_RETRY) -> EventStreamEndpoint:
         """Return an ASGI app that streams ``channels`` to each GET request.
 
         ``channels`` is a channel name, a list of names, or a callable that
@@ -252,7 +212,7 @@ class EventStream:
                 ``max_channels``, or an invalid name (empty, too long,
                 a control character, ``,``, ``;`` or ``"``); ``retry`` is invalid.
         """
-        return EventStreamEndpoint(self, channels, retry=self.retry if retry is _STREAM_RETRY else retry)
+        return EventStreamEndpoint(self, channels, retry=self.retry if retry is STREAM_RETRY else retry)
 
     async def run(
         self,
@@ -261,7 +221,7 @@ class EventStream:
         send: Send,
         channels: str | Iterable[str],
         *,
-        retry: int | None = _STREAM_RETRY,
+        retry: int | None = STREAM_RETRY,
     ) -> None:
         """Serve one HTTP request as an event stream of ``channels``.
 
@@ -288,7 +248,7 @@ class EventStream:
         else:
             raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
         self._watch_signals()
-        await serve(self, scope, receive, send, names, self.retry if retry is _STREAM_RETRY else retry)
+        await serve(self, scope, receive, send, names, self.retry if retry is STREAM_RETRY else retry)
 
     # -- publishing ------------------------------------------------------
 
@@ -334,30 +294,24 @@ class EventStream:
         """
         if current_thread_id() != self._loop.thread:  # ~50 ns
             self._loop.claim()  # first use, or another thread: raises unless its loop has ended
-        message = _as_event(event)
+        message = as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
-        if self.grip_reliable and message.id is not None and _UNSAFE_GRIP_ID.search(message.id):
+        if self.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
             raise ValueError(
                 f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
             )
         if self._hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
-        if self._broker is not None:
-            await self._publish_through_broker(self._broker, channel, message)
+        grip = self._grip
+        if grip is None:
+            await self._broker.dispatch(channel, message)
             return
-        if self._grip is not None:
-            self._grip.check_running()  # before the event is numbered and kept
-        entry = self._record(channel, message)
-        if self._grip is None:
-            await self._hub.publish(channel, entry)
-            return
-        fields = {}
-        if self.grip_reliable:  # the proxy checks the chain of ids
-            fields["id"] = entry.id
-            fields["prev-id"] = entry.prev_id
-        pending = self._grip.submit(self.grip_prefix + channel, entry.wire, **fields)
-        await self._hub.publish(channel, entry)
-        await self._grip.wait_published(pending)
+        grip.check_running()  # before the event is numbered and kept
+        # Queued for the proxies as soon as it is numbered, before delivery
+        # waits for full subscribers: proxies get a channel's ids in order.
+        submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
+        await self._broker.dispatch(channel, message, submission)
+        await submission.wait()
 
     def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
         """Publish from a thread that is not the event loop's: blocks until published.
@@ -382,43 +336,6 @@ class EventStream:
         publish runs to its end in the event loop.
         """
         self._loop.run_from_thread(self.publish_event, channel, event)
-
-    async def _publish_through_broker(self, broker: Broker, channel: str, message: ServerSentEvent) -> None:
-        # The engine numbers and keeps the event; this process's subscribers
-        # get it from the engine's feed, like every other process's. With
-        # GRIP, the proxies get it from here, with the engine's id and prev-id,
-        # so the chain holds whichever process publishes.
-        if self._grip is not None:
-            self._grip.check_running()
-        published = await broker.publish(channel, message)
-        if self._grip is None:
-            return
-        fields = {"id": published.id, "prev-id": published.prev_id} if self.grip_reliable else {}
-        wire = message._body + b"id: " + published.id.encode("utf-8") + b"\n\n"
-        await self._grip.wait_published(self._grip.submit(self.grip_prefix + channel, wire, **fields))
-
-    def _record(self, channel: str, message: ServerSentEvent, *, keep: bool = True) -> HistoryEntry:
-        # Numbered and kept in history before any subscriber sees it, without
-        # awaiting, so publish order, sequence order and history order agree.
-        self._seq += 1
-        seq = self._seq
-        event_id = message.id if message.id is not None else f"{self._epoch}-{seq}"
-        history = self._history
-        last = history.last(channel) if history is not None else None
-        body = message._body
-        entry = HistoryEntry(
-            channel=channel,
-            seq=seq,
-            prev_seq=last.seq if last is not None else 0,
-            prev_id=last.id if last is not None else self._origin_id,
-            id=event_id,
-            wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
-            body_length=len(body),
-            time=time.monotonic(),
-        )
-        if history is not None and keep:
-            history.append(entry)
-        return entry
 
     def get_channel_publisher(self, channel: str) -> ChannelPublisher:
         """Return a publisher bound to ``channel``.
@@ -448,135 +365,3 @@ class EventStream:
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
-
-    async def wait_subscribers(self, count: int, channel: str | None = None) -> None:
-        """Wait until ``channel`` (or the whole hub) has exactly ``count`` subscribers.
-
-        Useful in tests: publish once the client is subscribed, or check that
-        disconnects were noticed. Wrap it in ``anyio.fail_after`` to bound it.
-        """
-        while self._hub.subscriber_count(channel) != count:
-            event = anyio.Event()
-            self._waiters.append(event)
-            try:
-                await event.wait()
-            finally:
-                if event in self._waiters:
-                    self._waiters.remove(event)
-
-    def _notify_waiters(self) -> None:
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for event in waiters:
-                event.set()
-        if self._relay is not None and self._relay.received:
-            self._relay.check()  # a signal waits for the streams to end
-
-    # -- closing ---------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """End every open stream after what it holds is written, and refuse new ones.
-
-        Streams end cleanly (the response completes), so servers can shut
-        down. Requests after this get 503 and publishes raise
-        ``ClosedResourceError``. A GRIP publisher started by ``async with``
-        sends what is queued and stops. Idempotent.
-        """
-        self._close_streams()
-        release(self, self._relay)
-        self._relay = None
-        if self._started_grip and self._grip is not None:
-            self._started_grip = False
-            await self._grip.aclose()
-        else:
-            await anyio.lowlevel.checkpoint()
-        if self._started_broker and self._broker is not None:
-            self._started_broker = False
-            await self._broker.__aexit__(None, None, None)
-
-    def _close_streams(self, now: float | None = None) -> None:
-        final = None
-        if self._shutdown_event is not None and not self._hub.closed:
-            final = self._record("", self._shutdown_event, keep=False)
-        self._signal_done()  # forget connections of an earlier close that have ended
-        self._ending += self._hub.close(self.shutdown_grace, final, now)
-        self._notify_waiters()
-
-    # -- signals (see _signals.py) -----------------------------------------
-
-    def _watch_signals(self) -> None:
-        # Per request: a no-op once registered with this event loop's relay.
-        if self.handle_signals and not self._hub.closed:
-            self._relay = watch(self, self._relay)
-
-    def _signal_close(self, now: float) -> None:
-        self._close_streams(now)
-
-    def _signal_done(self) -> bool:
-        # A connection marks its subscriber finished when its response is over.
-        self._ending = [s for s in self._ending if not s.finished]
-        return not self._ending
-
-    @contextlib.contextmanager
-    def close_on_signals(self, *signals: int) -> Iterator[None]:
-        """While in the block, SIGTERM and SIGINT (or ``signals``) also close this stream.
-
-        ASGI servers tell the app they are stopping (lifespan shutdown) only
-        after every connection has ended, which event streams never do by
-        themselves: servers then wait out a graceful timeout (hypercorn) or,
-        without one, forever (uvicorn). Inside this block, the signal first
-        ends every stream cleanly, as :meth:`aclose` does, and then reaches
-        the handler that was installed before (the server's), so shutdown
-        goes on at once. Use it in the lifespan, inside ``async with stream``::
-
-            async with stream:
-                with stream.close_on_signals():
-                    yield
-
-        A signal without a Python handler (default action) is left alone. Must
-        be used in the main thread, in the event loop that serves the app.
-        Since ``handle_signals`` (on by default) does this without any code,
-        it is only needed for other signals, or with ``handle_signals=False``.
-        """
-        with chain_close(self._close_streams, signals):
-            yield
-
-    async def __aenter__(self) -> EventStream:
-        """Open the stream for subscribers (again, after an ``aclose()``) and start GRIP publishing.
-
-        In the main thread, with ``handle_signals``, it also installs the
-        SIGINT and SIGTERM handlers (see the option). Exiting calls
-        :meth:`aclose`. A :class:`GripPublisher` that is already running
-        (entered by its owner) is used as it is.
-        """
-        if self._broker is not None and not self._started_broker:
-            await self._broker.__aenter__()  # BrokerError: the engine cannot be reached
-            self._started_broker = True
-            self._epoch = self._broker.epoch
-            self._origin_id = f"{self._epoch}-0"
-            self._history = self._broker.history
-        self._hub.closed = False
-        self._loop.bind()
-        self._watch_signals()
-        if self._grip is not None and not self._grip.running:
-            await self._grip.__aenter__()
-            self._started_grip = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-def _make_broker(broker: str | Broker | None) -> Broker | None:
-    if broker is None or isinstance(broker, Broker):
-        return broker
-    if isinstance(broker, str):
-        from ._redis_broker import RedisBroker
-
-        return RedisBroker(broker)  # ValueError: a malformed URL
-    raise TypeError(f"broker must be a redis:// URL or a Broker, not {type(broker).__name__}")
