@@ -100,10 +100,12 @@ async def test_the_closing_entry_takes_the_next_number_and_is_kept_nowhere() -> 
     await broker.publish("c", ServerSentEvent(data="x"))
     final = broker.closing_entry(ServerSentEvent(event="bye"))
     assert (final.channel, final.seq, final.id) == ("", 2, f"{broker.epoch}-2")
-    assert final.wire == b"event: bye\ndata: \nid: " + final.id.encode() + b"\n\n"
+    assert final.wire == b"event: bye\ndata: \n\n"  # no id line: clients keep their last event id
+    own = broker.closing_entry(ServerSentEvent(event="bye", id="the-end"))
+    assert own.wire == b"event: bye\ndata: \nid: the-end\n\n"
     assert history.last("") is None
     after = await broker.publish("c", ServerSentEvent(data="y"))
-    assert after.id == f"{broker.epoch}-3"  # the number is not reused
+    assert after.id == f"{broker.epoch}-4"  # the numbers are not reused
     assert after.prev_id == f"{broker.epoch}-1"  # nor does the chain of c see it
 
 

@@ -126,8 +126,9 @@ class Broker:
     def closing_entry(self, event: ServerSentEvent) -> HistoryEntry:
         """The entry every open stream gets last when the event stream closes (its ``shutdown_event``).
 
-        It is neither kept nor sent to other processes. This default numbers
-        it ``{epoch}-1`` (or keeps the event's own id) on no channel.
+        It is neither kept nor sent to other processes, and is written
+        without an id line unless the event has its own id (see
+        :func:`unkept_entry`), so clients resume from the last event they got.
         """
         return unkept_entry(event, self.epoch, 1)
 
@@ -154,16 +155,22 @@ class Broker:
 
 
 def unkept_entry(event: ServerSentEvent, epoch: str, seq: int) -> HistoryEntry:
-    """``event`` numbered ``seq`` on no channel (``""``), for every open stream and no history."""
+    """``event`` numbered ``seq`` on no channel (``""``), for every open stream and no history.
+
+    Unless the event has an id of its own, it is written without an id line:
+    a client then keeps the id of the last event it got, and resumes from
+    there when it reconnects (to any process).
+    """
     event_id = event.id if event.id is not None else f"{epoch}-{seq}"
     body = event._body
+    id_line = b"" if event.id is None else b"id: " + event_id.encode("utf-8") + b"\n"
     return HistoryEntry(
         channel="",
         seq=seq,
         prev_seq=0,
         prev_id=f"{epoch}-0",
         id=event_id,
-        wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+        wire=body + id_line + b"\n",
         body_length=len(body),
         time=time.monotonic(),
     )
