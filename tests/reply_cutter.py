@@ -1,0 +1,144 @@
+"""A TCP relay to a Redis-protocol engine that can lose the reply to one request.
+
+``arm(marker)``: the next request (client to engine bytes) holding
+``marker`` is forwarded to the engine whole; the engine's next bytes on that
+connection (the start of its reply) are dropped, and the connection is cut.
+The engine has run the request; the client never learns its outcome. Other
+connections (a pub/sub feed through the same relay) are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+from .servers import free_port
+
+
+class _Connection:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client = client
+        self.upstream = upstream
+        #: Set (before the marked request is forwarded): drop the engine's next bytes and cut.
+        self.drop_reply = False
+
+    def close(self) -> None:
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+class ReplyCutter:
+    """Forwards ``port`` to ``127.0.0.1:target``; :meth:`arm` loses one reply."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: list[_Connection] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._marker: bytes | None = None
+        #: The engine bytes dropped by each cut (the start of each lost reply).
+        self.dropped: list[bytes] = []
+        #: Set once a cut was done.
+        self.cut_done = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def arm(self, marker: bytes) -> None:
+        """Lose the reply to the next request that holds ``marker``."""
+        with self._lock:
+            self._marker = marker
+            self.cut_done.clear()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        self._spawn(self._accept, listener)
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            connection = _Connection(client, upstream)
+            with self._lock:
+                self._connections.append(connection)
+            self._spawn(self._requests, connection)
+            self._spawn(self._replies, connection)
+
+    def _requests(self, connection: _Connection) -> None:
+        tail = b""
+        try:
+            while data := connection.client.recv(65536):
+                with self._lock:
+                    marker = self._marker
+                    if marker is not None and marker in tail + data:
+                        self._marker = None
+                        connection.drop_reply = True  # before the engine can answer
+                tail = data[-256:]
+                connection.upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                connection.upstream.shutdown(socket.SHUT_WR)
+
+    def _replies(self, connection: _Connection) -> None:
+        try:
+            while data := connection.upstream.recv(65536):
+                if connection.drop_reply:
+                    self.dropped.append(data)
+                    connection.close()
+                    self.cut_done.set()
+                    return
+                connection.client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                connection.client.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def reply_cutter(target: int) -> Iterator[ReplyCutter]:
+    """A started :class:`ReplyCutter` to ``127.0.0.1:target``, stopped on exit."""
+    cutter = ReplyCutter(target)
+    cutter.start()
+    try:
+        yield cutter
+    finally:
+        cutter.stop()
