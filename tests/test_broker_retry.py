@@ -9,6 +9,7 @@ stands for another process. On asyncio and trio.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
 
@@ -45,9 +46,8 @@ def cutter(engine: RedisEngine) -> Iterator[ReplyCutter]:
 
 
 def publish_sha() -> bytes:
-    from glide import Script
-
-    return Script(PUBLISH).get_hash().encode("ascii")
+    """What EVALSHA names the publish script by."""
+    return hashlib.sha1(PUBLISH.encode("utf-8")).hexdigest().encode("ascii")
 
 
 def make_stream(url: str, prefix: str, **options: object) -> EventStream:
