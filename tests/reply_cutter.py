@@ -1,7 +1,7 @@
 """A TCP relay to a Redis-protocol engine that can lose the reply to one request.
 
-``arm(marker)``: the next request (client to engine bytes) holding
-``marker`` is forwarded to the engine whole; the engine's next bytes on that
+``arm(marker, times)``: the next request (client to engine bytes) holding
+``marker`` (at least ``times`` times) is forwarded to the engine whole; the engine's next bytes on that
 connection (the start of its reply) are dropped, and the connection is cut.
 The engine has run the request; the client never learns its outcome. Other
 connections (a pub/sub feed through the same relay) are left alone.
@@ -42,6 +42,7 @@ class ReplyCutter:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._marker: bytes | None = None
+        self._times = 1
         #: The engine bytes dropped by each cut (the start of each lost reply).
         self.dropped: list[bytes] = []
         #: Set once a cut was done.
@@ -51,10 +52,11 @@ class ReplyCutter:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def arm(self, marker: bytes) -> None:
-        """Lose the reply to the next request that holds ``marker``."""
+    def arm(self, marker: bytes, times: int = 1) -> None:
+        """Lose the reply to the next request that holds ``marker`` at least ``times`` times."""
         with self._lock:
             self._marker = marker
+            self._times = times
             self.cut_done.clear()
 
     def start(self) -> None:
@@ -106,10 +108,11 @@ class ReplyCutter:
             while data := connection.client.recv(65536):
                 with self._lock:
                     marker = self._marker
-                    if marker is not None and marker in tail + data:
+                    if marker is not None and (tail + data).count(marker) >= self._times:
                         self._marker = None
                         connection.drop_reply = True  # before the engine can answer
-                tail = data[-256:]
+                    # What a marker split between two reads needs (a whole one is never in it).
+                    tail = data[-(len(marker) - 1) :] if marker is not None and len(marker) > 1 else b""
                 connection.upstream.sendall(data)
         except OSError:
             pass

@@ -128,7 +128,7 @@ async def test_a_batch_whose_reply_is_lost_is_published_once(
                         await stream.wait_subscribers(1, channel)
                 await near.publish_event("a", {"data": "first"})  # the engine has the script now
                 await near.publish_event("b", {"data": "first"})
-                cutter.arm(b'"b29 ')  # a request holding the last event: in a batch of many
+                cutter.arm(b'xxx"\n', times=2)  # the end of an event's data: a batch of several
 
                 async def publish(name: str) -> None:
                     event = ServerSentEvent(data=f"{name} {padding}")
