@@ -1,9 +1,11 @@
 """A TCP relay to a Redis-protocol engine that can lose the reply to one request.
 
 ``arm(marker, times)``: the next request (client to engine bytes) holding
-``marker`` (at least ``times`` times) is forwarded to the engine whole; the engine's next bytes on that
-connection (the start of its reply) are dropped, and the connection is cut.
-The engine has run the request; the client never learns its outcome. Other
+``marker`` at least ``times`` times is forwarded to the engine whole; the
+replies to the requests before it are forwarded, its own reply is dropped,
+and the connection is cut. The engine has run the request; the client never
+learns its outcome. Requests and replies are counted by reading the
+protocol (RESP2/RESP3), so pipelined requests are told apart. Other
 connections (a pub/sub feed through the same relay) are left alone.
 """
 
@@ -17,12 +19,34 @@ from collections.abc import Iterator
 from .servers import free_port
 
 
+def message_end(buffer: bytes, start: int = 0) -> int | None:
+    """Where the RESP message starting at ``start`` ends, or None if it is not complete yet."""
+    line_end = buffer.find(b"\r\n", start)
+    if line_end < 0:
+        return None
+    kind, head, end = buffer[start : start + 1], buffer[start + 1 : line_end], line_end + 2
+    if kind in b"$=!":  # bulk string, verbatim string, bulk error
+        length = int(head)
+        if length < 0:
+            return end
+        return end + length + 2 if len(buffer) >= end + length + 2 else None
+    if kind in b"*~>%|":  # array, set, push, map, attribute
+        count = int(head) * (2 if kind in b"%|" else 1)
+        for _ in range(max(0, count)):
+            found = message_end(buffer, end)
+            if found is None:
+                return None
+            end = found
+        return message_end(buffer, end) if kind == b"|" else end
+    return end  # a simple string, error, number, null, boolean, double
+
+
 class _Connection:
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.upstream = upstream
-        #: Set (before the marked request is forwarded): drop the engine's next bytes and cut.
-        self.drop_reply = False
+        #: The index of the request whose reply is lost (set before it reaches the engine).
+        self.cut_at: int | None = None
 
     def close(self) -> None:
         for sock in (self.client, self.upstream):
@@ -103,16 +127,18 @@ class ReplyCutter:
             self._spawn(self._replies, connection)
 
     def _requests(self, connection: _Connection) -> None:
-        tail = b""
+        pending, count = b"", 0
         try:
             while data := connection.client.recv(65536):
-                with self._lock:
-                    marker = self._marker
-                    if marker is not None and (tail + data).count(marker) >= self._times:
-                        self._marker = None
-                        connection.drop_reply = True  # before the engine can answer
-                    # What a marker split between two reads needs (a whole one is never in it).
-                    tail = data[-(len(marker) - 1) :] if marker is not None and len(marker) > 1 else b""
+                pending += data
+                while (end := message_end(pending)) is not None:
+                    request, pending = pending[:end], pending[end:]
+                    with self._lock:
+                        marker = self._marker
+                        if marker is not None and request.count(marker) >= self._times:
+                            self._marker = None
+                            connection.cut_at = count  # before the engine has all of it
+                    count += 1
                 connection.upstream.sendall(data)
         except OSError:
             pass
@@ -121,14 +147,20 @@ class ReplyCutter:
                 connection.upstream.shutdown(socket.SHUT_WR)
 
     def _replies(self, connection: _Connection) -> None:
+        pending, count = b"", 0
         try:
             while data := connection.upstream.recv(65536):
-                if connection.drop_reply:
-                    self.dropped.append(data)
+                pending += data
+                start = 0
+                while count != connection.cut_at and (end := message_end(pending, start)) is not None:
+                    start, count = end, count + 1
+                connection.client.sendall(pending[:start])
+                pending = pending[start:]
+                if count == connection.cut_at and pending:
+                    self.dropped.append(pending)  # the start of the lost reply
                     connection.close()
                     self.cut_done.set()
                     return
-                connection.client.sendall(data)
         except OSError:
             pass
         finally:

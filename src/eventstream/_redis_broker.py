@@ -45,8 +45,9 @@ from ._broker import Broker, PublishedEvent
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
 from ._history import HistoryStore
+from ._redis_connect import connect, glide_configuration, glide_module
 from ._redis_follow import EngineFollower
-from ._redis_publish import BatchSender, glide_module
+from ._redis_publish import BatchSender
 from ._redis_scripts import PUBLISH, READ
 from ._redis_url import RedisAddress, parse_redis_url
 from ._shared_history import SharedHistory
@@ -194,45 +195,6 @@ class RedisBroker(Broker):
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.key_prefix}{kind}:{channel}"
 
-    def _config(self, *, feed: bool) -> GlideClientConfiguration:
-        glide = _glide()
-        config_class = glide.GlideClientConfiguration
-        timeout_ms = max(1, round(self.request_timeout * 1000))
-        subscriptions = None
-        if feed:
-            subscriptions = config_class.PubSubSubscriptions(
-                {config_class.PubSubChannelModes.Pattern: {f"{self.key_prefix}ch:*"}}, None, None
-            )
-        if self._configuration is not None:
-            base = self._configuration
-            config: GlideClientConfiguration = config_class(
-                addresses=base.addresses,
-                use_tls=base.use_tls,
-                credentials=base.credentials,
-                request_timeout=base.request_timeout or timeout_ms,
-                reconnect_strategy=base.reconnect_strategy,
-                database_id=base.database_id,
-                client_name=base.client_name,
-                advanced_config=base.advanced_config,
-                pubsub_subscriptions=subscriptions,
-            )
-            return config
-        address = self._address
-        assert address is not None
-        credentials = None
-        if address.password is not None or address.username is not None:
-            credentials = glide.ServerCredentials(password=address.password, username=address.username)
-        result: GlideClientConfiguration = config_class(
-            [glide.NodeAddress(address.host, address.port)],
-            use_tls=address.tls,
-            credentials=credentials,
-            request_timeout=timeout_ms,
-            database_id=address.database or None,
-            reconnect_strategy=glide.BackoffStrategy(num_of_retries=6, factor=50, exponent_base=2),
-            pubsub_subscriptions=subscriptions,
-        )
-        return result
-
     async def __aenter__(self) -> RedisBroker:
         """Connect to the engine, read (or set) its epoch and start the feed.
 
@@ -278,15 +240,13 @@ class RedisBroker(Broker):
         self._follower = None
 
     async def _connect(self, *, feed: bool) -> GlideClient:
-        glide = _glide()
-        try:
-            with anyio.fail_after(self.publish_timeout):
-                client: GlideClient = await glide.GlideClient.create(self._config(feed=feed))
-        except TimeoutError:
-            raise BrokerError(self.description, "connecting timed out") from None
-        except glide.GlideError as exc:
-            raise BrokerError(self.description, f"cannot connect: {exc}".strip()) from exc
-        return client
+        config = glide_configuration(
+            self._address,
+            self._configuration,
+            request_timeout=self.request_timeout,
+            pattern=f"{self.key_prefix}ch:*" if feed else None,
+        )
+        return await connect(config, engine=self.description, within=self.publish_timeout)
 
     async def __aexit__(
         self,

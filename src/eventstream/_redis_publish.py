@@ -24,39 +24,17 @@ import anyio
 from ._batching import Pending
 from ._exceptions import BrokerError
 from ._history import _ENTRY_OVERHEAD
+from ._redis_connect import glide_module, transient
 
 if TYPE_CHECKING:
     from glide import GlideClient
 
-__all__ = ["BatchSender", "glide_module", "transient"]
+__all__ = ["BatchSender"]
 
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 #: The longest id the engine assigns after its epoch: "-" and a 64-bit number.
 _ENGINE_ID_DIGITS = 21
 #: Acknowledged replies deleted per batch, at most.
 _ACKS_PER_BATCH = 64
-
-
-def glide_module() -> Any:
-    """The ``glide`` package.
-
-    Raises:
-        ImportError: valkey-glide is not installed (the message says how to install it).
-    """
-    try:
-        import glide
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("the Redis broker needs valkey-glide: pip install 'eventstream[valkey]'") from None
-    return glide
-
-
-def transient(exc: Exception, glide: Any) -> bool:
-    """Whether a failed request may succeed if sent again (connection lost, engine loading or busy)."""
-    if isinstance(exc, glide.ConnectionError | glide.TimeoutError):
-        return True
-    if isinstance(exc, glide.ClosingError):
-        return False
-    return any(word in str(exc) for word in _TRANSIENT_REPLIES)
 
 
 class BatchSender:
