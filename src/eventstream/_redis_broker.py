@@ -4,7 +4,9 @@ Keys, under ``key_prefix`` (default ``eventstream:``)::
 
     {prefix}epoch        random, set once (SET NX): the prefix of every assigned id
     {prefix}seq:{ch}     the channel's sequence number (INCR per publish; never expires)
-    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id)
+    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id), after
+                         where it ends in the running sum of sizes and a lower
+                         bound of where the oldest kept event starts
     {prefix}h:{ch}       the channel's history: a stream, entry ids "{seq}-0",
                          capped by count (MAXLEN ~), bytes (oldest entries
                          trimmed on publish to max_bytes) and age (oldest

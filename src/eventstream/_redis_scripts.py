@@ -61,7 +61,6 @@ local overhead = tonumber(ARGV[5])
 local now = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
-local ends = {}
 local first = 2 + acked
 local count = (#KEYS - first) / 3
 for e = 0, count - 1 do
@@ -70,14 +69,25 @@ for e = 0, count - 1 do
   local seq = redis.call('INCR', seq_key)
   local id = epoch .. '-' .. seq
   if ARGV[a + 1] ~= '' then id = string.sub(ARGV[a + 1], 2) end
-  local prev = redis.call('GET', last_key) or (epoch .. '-0')
-  redis.call('SET', last_key, id)
+  -- The last-id key holds three lines: where the newest entry ends
+  -- in the running sum of sizes, a lower bound of where the oldest starts
+  -- (trims by count or age only raise it), and the newest entry's id.
+  local last = redis.call('GET', last_key)
+  local prev, finish, front_bound = epoch .. '-0', nil, -1
+  if last then
+    local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n(.*)$')
+    if f then
+      prev, finish, front_bound = i, tonumber(f), tonumber(b)
+    else
+      prev = last
+    end
+  end
   local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
   message = message .. '\\n' .. ARGV[a]
 
   -- Bytes: where this entry starts in the channel's running sum of sizes.
   local size = #ARGV[a] + #id + 6 + overhead
-  local start = ends[stream]
+  local start = finish
   if start == nil then
     start = 0
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
@@ -85,19 +95,20 @@ for e = 0, count - 1 do
       start = (tonumber(field(newest[1][2], 'b')) or 0) + (tonumber(field(newest[1][2], 's')) or 0)
     end
   end
-  ends[stream] = start + size
   local entry = seq .. '-0'
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], entry, 'm', message, 't', ms, 'b', start, 's', size)
   -- Keep the entries that start at or after `floor`: they weigh at most max bytes.
   local floor = start + size - max_bytes
   local after = '-'
   local batch = 1
-  while true do
+  while front_bound < floor do
     local front = redis.call('XRANGE', stream, after, '+', 'COUNT', batch)
     local keep = nil
     for _, item in ipairs(front) do
-      if (tonumber(field(item[2], 'b')) or floor) >= floor or item[1] == entry then
+      local b = tonumber(field(item[2], 'b')) or floor
+      if b >= floor or item[1] == entry then
         keep = item[1]
+        front_bound = b
         break
       end
     end
@@ -127,6 +138,7 @@ for e = 0, count - 1 do
     end
     if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
   end
+  redis.call('SET', last_key, (start + size) .. '\\n' .. front_bound .. '\\n' .. id)
   redis.call('PEXPIRE', stream, ARGV[3])
   local feed = ARGV[10]
   if feed == '' then feed = ARGV[9] .. 'ch:' .. string.sub(seq_key, #ARGV[9] + 5) end
