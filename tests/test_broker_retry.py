@@ -161,3 +161,20 @@ async def test_a_batch_whose_reply_is_lost_is_published_once(
     # The engine numbered each event once: 30 events, the first and the end.
     for channel in "ab":
         assert engine.command("GET", f"{prefix}seq:{channel}").strip() == b"32"
+
+
+async def test_kept_answers_are_deleted_once_acknowledged(engine: RedisEngine, prefix: str) -> None:
+    stream = make_stream(engine.url, prefix, publish_timeout=4, request_timeout=1)
+    with anyio.fail_after(30):
+        async with stream:
+            for n in range(20):
+                await stream.publish_event("news", {"data": n})
+            async with anyio.create_task_group() as tg:
+                for n in range(100):
+                    tg.start_soon(stream.publish_event, "news", {"data": n})
+            await stream.publish_event("news", {"data": "last"})
+    # Only the last batch's answer is left (no later batch acknowledged it),
+    # and it expires after publish_timeout + request_timeout + 1 s.
+    kept = engine.command("KEYS", f"{prefix}batch:*").split()
+    assert len(kept) == 1
+    assert 0 < int(engine.command("PTTL", kept[0].decode())) <= 6000
