@@ -24,11 +24,13 @@ __all__ = ["PUBLISH", "READ"]
 # published twice, even where later events already trimmed these from history.
 #
 # Each entry holds its message 'm', the engine's time 't' (ms), its size 's'
-# (its wire bytes as connections send it, plus the bookkeeping) and 'b', the
-# sum of the sizes of the channel's entries before it: the entries kept weigh
+# (its wire bytes as connections send it, plus the bookkeeping) and 'b', where
+# it starts in the channel's running sum of sizes (the sum so far is kept in
+# the last-id key, with the newest id): the entries kept weigh
 # b(newest) + s(newest) - b(oldest), whatever trimmed the front (count, age,
 # bytes), so no total has to be kept in step. After each XADD the oldest
-# entries are trimmed while they weigh more than max bytes; the new entry is
+# entries are trimmed while they weigh more than max bytes (the stream is read
+# only when a kept lower bound of b(oldest) says they may); the new entry is
 # never trimmed by its own publish (the client refuses an event larger than
 # max bytes before sending it).
 PUBLISH = """
