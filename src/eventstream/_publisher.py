@@ -68,10 +68,12 @@ class Publisher:
         """Publish ``event`` on ``channel``; return its id once the engine has it.
 
         Raises:
-            ValueError, TypeError: the channel name or the event is invalid
+            ValueError, TypeError: the channel name or the event is invalid,
+                or the event alone weighs more than the broker's ``max_bytes``
                 (nothing was published).
             BrokerError: the engine refused the event or could not be reached
-                within the broker's publish timeout.
+                within the broker's publish timeout (if an attempt reached the
+                engine and only its answer was lost, subscribers got it once).
             RuntimeError: the publisher was not entered (``async with``).
 
         Cancellation: the event may or may not have been published.
@@ -110,7 +112,8 @@ class Publisher:
         later calls reuse it. Thread-safe.
 
         Raises:
-            ValueError, TypeError: the channel name or the event is invalid.
+            ValueError, TypeError: the channel name or the event is invalid,
+                or the event alone weighs more than the broker's ``max_bytes``.
             BrokerError: the engine refused the event or could not be reached
                 within the broker's publish timeout (or, on the first call,
                 could not be connected to).

@@ -4,12 +4,18 @@ Keys, under ``key_prefix`` (default ``eventstream:``)::
 
     {prefix}epoch        random, set once (SET NX): the prefix of every assigned id
     {prefix}seq:{ch}     the channel's sequence number (INCR per publish; never expires)
-    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id)
+    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id), after
+                         where it ends in the running sum of sizes and a lower
+                         bound of where the oldest kept event starts
     {prefix}h:{ch}       the channel's history: a stream, entry ids "{seq}-0",
-                         capped by count (MAXLEN ~) and age (oldest entries
-                         trimmed on publish; the key expires max_age after the
-                         last publish)
+                         capped by count (MAXLEN ~), bytes (oldest entries
+                         trimmed on publish to max_bytes) and age (oldest
+                         entries trimmed on publish; the key expires max_age
+                         after the last publish)
     {prefix}ch:{ch}      the pub/sub channel that carries each entry
+    {prefix}batch:{tok}  a batch's reply, kept until acknowledged (for a retry
+                         whose reply was lost), at most publish_timeout +
+                         request_timeout + 1 s
 
 One Lua script per publish numbers, keeps and publishes the event atomically,
 so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
@@ -30,8 +36,6 @@ import contextlib
 import logging
 import math
 import os
-import random
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -43,7 +47,9 @@ from ._broker import Broker, PublishedEvent
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
 from ._history import HistoryStore
+from ._redis_connect import connect, glide_configuration, glide_module
 from ._redis_follow import EngineFollower
+from ._redis_publish import BatchSender
 from ._redis_scripts import PUBLISH, READ
 from ._redis_url import RedisAddress, parse_redis_url
 from ._shared_history import SharedHistory
@@ -58,15 +64,7 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
 
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
-
-
-def _glide() -> Any:
-    try:
-        import glide
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("the Redis broker needs valkey-glide: pip install 'eventstream[valkey]'") from None
-    return glide
+_glide = glide_module
 
 
 class RedisBroker(Broker):
@@ -82,8 +80,16 @@ class RedisBroker(Broker):
             share a prefix (and an engine) share their channels.
         max_events: History kept per channel (the engine keeps at least this
             many, trimming in whole blocks; each process keeps exactly this many).
-        max_bytes: Encoded bytes of history each process keeps per channel
-            (the engine has no byte cap for streams: it keeps count and age).
+        max_bytes: Bytes of history kept per channel, by the engine and by
+            each process's copy alike: each event counts its encoded fields,
+            its ``id:`` line and 400 bytes of bookkeeping. The engine trims
+            the oldest events on each publish, so its stream never weighs
+            more. A client whose position was trimmed gets ``stream-reset``.
+            An event that alone weighs more is refused (``ValueError`` at
+            publish, nothing sent): the engine could not keep it, so a
+            process whose feed was cut could not fill it in. Give every
+            process sharing the engine the same limits (each publish trims
+            by its publisher's).
         max_age: Seconds an event is kept in history.
         request_timeout: Seconds one request to the engine may take.
         publish_timeout: Seconds a publish keeps retrying while the engine
@@ -141,6 +147,19 @@ class RedisBroker(Broker):
         self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
+        self._sender = BatchSender(
+            engine=self.description,
+            key_prefix=key_prefix,
+            max_events=max_events,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            request_timeout=(
+                configuration.request_timeout / 1000
+                if configuration is not None and configuration.request_timeout
+                else request_timeout
+            ),
+            publish_timeout=publish_timeout,
+        )
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
@@ -177,45 +196,6 @@ class RedisBroker(Broker):
 
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.key_prefix}{kind}:{channel}"
-
-    def _config(self, *, feed: bool) -> GlideClientConfiguration:
-        glide = _glide()
-        config_class = glide.GlideClientConfiguration
-        timeout_ms = max(1, round(self.request_timeout * 1000))
-        subscriptions = None
-        if feed:
-            subscriptions = config_class.PubSubSubscriptions(
-                {config_class.PubSubChannelModes.Pattern: {f"{self.key_prefix}ch:*"}}, None, None
-            )
-        if self._configuration is not None:
-            base = self._configuration
-            config: GlideClientConfiguration = config_class(
-                addresses=base.addresses,
-                use_tls=base.use_tls,
-                credentials=base.credentials,
-                request_timeout=base.request_timeout or timeout_ms,
-                reconnect_strategy=base.reconnect_strategy,
-                database_id=base.database_id,
-                client_name=base.client_name,
-                advanced_config=base.advanced_config,
-                pubsub_subscriptions=subscriptions,
-            )
-            return config
-        address = self._address
-        assert address is not None
-        credentials = None
-        if address.password is not None or address.username is not None:
-            credentials = glide.ServerCredentials(password=address.password, username=address.username)
-        result: GlideClientConfiguration = config_class(
-            [glide.NodeAddress(address.host, address.port)],
-            use_tls=address.tls,
-            credentials=credentials,
-            request_timeout=timeout_ms,
-            database_id=address.database or None,
-            reconnect_strategy=glide.BackoffStrategy(num_of_retries=6, factor=50, exponent_base=2),
-            pubsub_subscriptions=subscriptions,
-        )
-        return result
 
     async def __aenter__(self) -> RedisBroker:
         """Connect to the engine, read (or set) its epoch and start the feed.
@@ -262,15 +242,13 @@ class RedisBroker(Broker):
         self._follower = None
 
     async def _connect(self, *, feed: bool) -> GlideClient:
-        glide = _glide()
-        try:
-            with anyio.fail_after(self.publish_timeout):
-                client: GlideClient = await glide.GlideClient.create(self._config(feed=feed))
-        except TimeoutError:
-            raise BrokerError(self.description, "connecting timed out") from None
-        except glide.GlideError as exc:
-            raise BrokerError(self.description, f"cannot connect: {exc}".strip()) from exc
-        return client
+        config = glide_configuration(
+            self._address,
+            self._configuration,
+            request_timeout=self.request_timeout,
+            pattern=f"{self.key_prefix}ch:*" if feed else None,
+        )
+        return await connect(config, engine=self.description, within=self.publish_timeout)
 
     async def __aexit__(
         self,
@@ -289,11 +267,13 @@ class RedisBroker(Broker):
         """Have the engine number, keep and fan out ``event``; return its id and the previous one.
 
         Connection failures and an engine that is loading or busy are retried
-        with capped, jittered backoff for ``publish_timeout`` seconds. A retry
-        first looks for its event in the channel's recent history, so an
-        event whose first attempt did reach the engine is not published twice.
+        with capped, jittered backoff for ``publish_timeout`` seconds. The
+        engine keeps each batch's reply until it is acknowledged, so a retry
+        whose first attempt did run (its reply was lost) gets that reply, and
+        the event is not published twice.
 
         Raises:
+            ValueError: the event alone weighs more than ``max_bytes`` (nothing was sent).
             BrokerError: the engine refused the event (a script error, wrong
                 credentials) or could not be reached within ``publish_timeout``.
             RuntimeError: the broker is not running.
@@ -310,6 +290,7 @@ class RedisBroker(Broker):
     async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
+        self._sender.check_size(event._body, event.id, self.epoch)
         item = Pending(channel, feed_channel, event._body, event.id)
         if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
             await self._send_batch([item])
@@ -321,65 +302,7 @@ class RedisBroker(Broker):
         return PublishedEvent(event_id, item.prev_id)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        client = self._client
-        glide = _glide()
-        # Keys once per channel of the batch; one argument per event (the
-        # engine parses it), so a batch costs few strings to pass on.
-        keys = [f"{self.key_prefix}epoch"]
-        index: dict[str, bytes] = {}
-        per_event: list[str | bytes] = []
-        for item in batch:
-            k = index.get(item.channel)
-            if k is None:
-                k = index[item.channel] = b"%d\n" % len(index)
-                keys += [
-                    self._key("seq", item.channel),
-                    self._key("last", item.channel),
-                    self._key("h", item.channel),
-                ]
-            own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
-            per_event.append(k + own + item.body)
-        # The script derives each event's pub/sub channel, unless told (a batch of one).
-        first = batch[0]
-        override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""
-        token = os.urandom(8).hex()
-        deadline = time.monotonic() + self.publish_timeout
-        attempt = 0
-        error: BrokerError | None = None
-        result: Any = None
-        while client is not None:
-            args: list[str | bytes] = [
-                os.urandom(4).hex(),
-                str(self.max_events),
-                str(max(1, round(self.max_age * 1000))),
-                "1" if attempt else "0",
-                token,
-                self.key_prefix,
-                override,
-                *per_event,
-            ]
-            attempt += 1
-            try:
-                result = await client.invoke_script(self._publish_script, keys=keys, args=args)
-                break
-            except glide.GlideError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if not _transient(exc, glide) or time.monotonic() >= deadline:
-                    error = BrokerError(self.description, reason, attempt)
-                    break
-                delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
-                await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        else:
-            error = BrokerError(self.description, "the broker was stopped")
-        for index, item in enumerate(batch):
-            if error is not None:
-                item.error = error
-            else:
-                item.epoch = bytes(result[0]).decode("ascii")
-                item.seq = int(result[2 * index + 1])
-                item.prev_id = bytes(result[2 * index + 2]).decode("utf-8")
-            item.done = True
-            item.wake.set()
+        await self._sender.send(self._client, self._publish_script, batch)
 
     # -- receiving -------------------------------------------------------------
 
@@ -478,11 +401,3 @@ class RedisBroker(Broker):
                 for name, value in zip(chunk, values[1:], strict=True)
             }
             await follower.check(epoch, newest)
-
-
-def _transient(exc: Exception, glide: Any) -> bool:
-    if isinstance(exc, glide.ConnectionError | glide.TimeoutError):
-        return True
-    if isinstance(exc, glide.ClosingError):
-        return False
-    return any(word in str(exc) for word in _TRANSIENT_REPLIES)

@@ -9,99 +9,163 @@ from __future__ import annotations
 
 __all__ = ["PUBLISH", "READ"]
 
-# A batch of publishes. KEYS: epoch, then per channel of the batch: seq,
-# last-id, stream. ARGV: candidate epoch, max entries, max age (ms), retry
-# flag, batch token, key prefix, pub/sub channel override ('' =
-# {prefix}ch:{channel}), then one per event: "{channel index}\n{own id mark}\n{event fields}"
-# (channel index from 0 in KEYS order; own id mark '' = none, else '=' .. id).
-# Each event is marked with the token "{batch token}:{index}".
+# A batch of publishes.
+# KEYS: epoch, this batch's result key, the result keys of n acknowledged
+# batches (deleted), then per channel of the batch: seq, last-id, stream.
+# ARGV: candidate epoch, max entries, max age (ms), max bytes, bytes counted
+# per entry besides its wire bytes, retry flag, result lifetime (ms), n, key
+# prefix, pub/sub channel override ('' = {prefix}ch:{channel}), then one per
+# event: "{channel index}\n{own id mark}\n{event fields}" (channel index from
+# 0 in KEYS order; own id mark '' = none, else '=' .. id).
 # Returns {epoch, then each event's seq and the id of the event before it}.
-# On a retry, an event whose token is in its channel's recent history was
-# published by the failed attempt: its seq is returned, not published again.
-# Each channel's last id is read and written, and its stream's expiry set,
-# once per batch.
+#
+# The reply is also kept under the batch's result key for the result lifetime
+# (until the client acknowledges it, in a later batch): a retry whose first
+# attempt ran (its reply was lost) gets that reply again, and nothing is
+# published twice, even where later events already trimmed these from history.
+#
+# Each entry holds its message 'm', the engine's time 't' (ms), its size 's'
+# (its wire bytes as connections send it, plus the bookkeeping) and 'b', where
+# it starts in the channel's running sum of sizes (the sum so far is kept in
+# the last-id key, with the newest id): the entries kept weigh
+# b(newest) + s(newest) - b(oldest), whatever trimmed the front (count, age,
+# bytes), so no total has to be kept in step. After each XADD the oldest
+# entries are trimmed while they weigh more than max bytes (the stream is read
+# only when a kept lower bound of b(oldest) says they may); the new entry is
+# never trimmed by its own publish (the client refuses an event larger than
+# max bytes before sending it). Each channel's last-id key is read and written,
+# and its stream's expiry set, once per batch.
 PUBLISH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
 end
+local acked = tonumber(ARGV[8])
+for k = 3, 2 + acked do redis.call('DEL', KEYS[k]) end
+if ARGV[6] == '1' then
+  local done = redis.call('GET', KEYS[2])
+  if done then
+    local again = {}
+    for part in string.gmatch(done .. '\\n', '([^\\n]*)\\n') do again[#again + 1] = part end
+    return again
+  end
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
 local max_age = tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+local overhead = tonumber(ARGV[5])
 local now = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
-local last = {}
-for e = 0, #ARGV - 8 do
-  local arg = ARGV[8 + e]
+local first = 2 + acked
+local state = {}
+for e = 0, #ARGV - 11 do
+  local arg = ARGV[11 + e]
   local cut1 = string.find(arg, '\\n', 1, true)
   local cut2 = string.find(arg, '\\n', cut1 + 1, true)
   local k = tonumber(string.sub(arg, 1, cut1 - 1))
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
-  local seq_key, last_key, stream = KEYS[2 + 3 * k], KEYS[3 + 3 * k], KEYS[4 + 3 * k]
-  local token = ARGV[5] .. ':' .. e
-  local found = nil
-  local found_prev = ''
-
-  if ARGV[4] == '1' then
-    local recent = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 512)
-    for _, item in ipairs(recent) do
-      local fields = item[2]
-      local message = ''
-      for i = 1, #fields, 2 do
-        if fields[i] == 'm' then message = fields[i + 1] end
-        if fields[i] == 'k' and fields[i + 1] == token then found = string.match(item[1], '^(%d+)') end
+  local fields_ = string.sub(arg, cut2 + 1)
+  local seq_key, stream = KEYS[first + 1 + 3 * k], KEYS[first + 3 + 3 * k]
+  local seq = redis.call('INCR', seq_key)
+  local id = epoch .. '-' .. seq
+  if own ~= '' then id = string.sub(own, 2) end
+  -- The last-id key holds three lines: where the newest entry ends
+  -- in the running sum of sizes, a lower bound of where the oldest starts
+  -- (trims by count or age only raise it), and the newest entry's id. It is
+  -- read at a channel's first event of the batch and written after the last.
+  local st = state[k]
+  if st == nil then
+    st = {prev = epoch .. '-0', finish = nil, front_bound = -1}
+    local last = redis.call('GET', KEYS[first + 2 + 3 * k])
+    if last then
+      local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n(.*)$')
+      if f then
+        st.prev, st.finish, st.front_bound = i, tonumber(f), tonumber(b)
+      else
+        st.prev = last
       end
-      if found then
-        found_prev = string.match(message, '^[^\\n]*\\n[^\\n]*\\n[^\\n]*\\n([^\\n]*)\\n') or ''
+    end
+    state[k] = st
+  end
+  local prev = st.prev
+  local front_bound = st.front_bound
+  local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
+  message = message .. '\\n' .. fields_
+
+  -- Bytes: where this entry starts in the channel's running sum of sizes.
+  local size = #fields_ + #id + 6 + overhead
+  local start = st.finish
+  if start == nil then
+    start = 0
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if #newest > 0 then
+      start = (tonumber(field(newest[1][2], 'b')) or 0) + (tonumber(field(newest[1][2], 's')) or 0)
+    end
+  end
+  local entry = seq .. '-0'
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], entry, 'm', message, 't', ms, 'b', start, 's', size)
+  -- Keep the entries that start at or after `floor`: they weigh at most max bytes.
+  local floor = start + size - max_bytes
+  local after = '-'
+  local batch = 1
+  while front_bound < floor do
+    local front = redis.call('XRANGE', stream, after, '+', 'COUNT', batch)
+    local keep = nil
+    for _, item in ipairs(front) do
+      local b = tonumber(field(item[2], 'b')) or floor
+      if b >= floor or item[1] == entry then
+        keep = item[1]
+        front_bound = b
         break
       end
     end
-  end
-  if found then
-    result[#result + 1] = found
-    result[#result + 1] = found_prev
-  else
-    local seq = redis.call('INCR', seq_key)
-    local id = epoch .. '-' .. seq
-    if own ~= '' then id = string.sub(own, 2) end
-    local prev = last[k]
-    if prev == nil then prev = redis.call('GET', last_key) or (epoch .. '-0') end
-    last[k] = id
-    local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
-    message = message .. '\\n' .. string.sub(arg, cut2 + 1)
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', message, 't', ms, 'k', token)
-    if seq % 16 == 0 then
-      -- Age: drop expired entries from the front, a few at a time.
-      local cutoff = tonumber(ms) - max_age
-      local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 32)
-      local keep = nil
-      for _, item in ipairs(oldest) do
-        local fields = item[2]
-        local t = nil
-        for i = 1, #fields, 2 do
-          if fields[i] == 't' then t = tonumber(fields[i + 1]) end
-        end
-        if t == nil or t >= cutoff then
-          keep = item[1]
-          break
-        end
-      end
-      if keep == nil and #oldest > 0 then
-        keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
-      end
-      if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
+    if keep ~= nil then
+      if after ~= '-' or keep ~= front[1][1] then redis.call('XTRIM', stream, 'MINID', keep) end
+      break
     end
-    local feed = ARGV[7]
-    if feed == '' then feed = ARGV[6] .. 'ch:' .. string.sub(seq_key, #ARGV[6] + 5) end
-    redis.call('PUBLISH', feed, message)
-    result[#result + 1] = tostring(seq)
-    result[#result + 1] = prev
+    if #front == 0 then break end
+    after = '(' .. front[#front][1]
+    batch = 32
   end
+
+  if seq % 16 == 0 then
+    -- Age: drop expired entries from the front, a few at a time.
+    local cutoff = tonumber(ms) - max_age
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 32)
+    local keep = nil
+    for _, item in ipairs(oldest) do
+      local t = tonumber(field(item[2], 't'))
+      if t == nil or t >= cutoff or item[1] == entry then
+        keep = item[1]
+        break
+      end
+    end
+    if keep == nil and #oldest > 0 then
+      keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
+    end
+    if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
+  end
+  st.prev, st.finish, st.front_bound = id, start + size, front_bound
+  local feed = ARGV[10]
+  if feed == '' then feed = ARGV[9] .. 'ch:' .. string.sub(seq_key, #ARGV[9] + 5) end
+  redis.call('PUBLISH', feed, message)
+  result[#result + 1] = tostring(seq)
+  result[#result + 1] = prev
 end
-for k, id in pairs(last) do
-  redis.call('SET', KEYS[3 + 3 * k], id)
-  redis.call('PEXPIRE', KEYS[4 + 3 * k], ARGV[3])
+for k, st in pairs(state) do
+  redis.call('SET', KEYS[first + 2 + 3 * k], st.finish .. '\\n' .. st.front_bound .. '\\n' .. st.prev)
+  redis.call('PEXPIRE', KEYS[first + 3 + 3 * k], ARGV[3])
 end
+redis.call('SET', KEYS[2], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
 """
 

@@ -1,0 +1,167 @@
+"""Sending publishes to a Redis-protocol engine: batches, retries, and the byte cap.
+
+One call of the publish script (see ``_redis_scripts.PUBLISH``) numbers,
+keeps and announces a whole batch atomically. A batch that fails on the way
+(a cut connection, an engine that is loading) is sent again, with capped,
+jittered backoff, until ``publish_timeout``; every attempt carries the same
+batch token. The engine keeps each batch's reply under that token for a
+while, so a retry whose first attempt did run gets the same reply, and no
+event is published twice. Replies that arrived are acknowledged in the next
+batch (the engine deletes their keys), so the engine holds a reply only
+while it may still be asked for again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._batching import Pending
+from ._exceptions import BrokerError
+from ._history import _ENTRY_OVERHEAD
+from ._redis_connect import glide_module, transient
+
+if TYPE_CHECKING:
+    from glide import GlideClient
+
+__all__ = ["BatchSender"]
+
+#: The longest id the engine assigns after its epoch: "-" and a 64-bit number.
+_ENGINE_ID_DIGITS = 21
+#: Acknowledged replies deleted per batch, at most.
+_ACKS_PER_BATCH = 64
+
+
+class BatchSender:
+    """Runs the publish script for batches of :class:`~eventstream._batching.Pending` events.
+
+    Args:
+        engine: The engine's description (for errors).
+        key_prefix, max_events, max_bytes, max_age, publish_timeout: As in
+            :class:`~eventstream.RedisBroker`.
+        request_timeout: Seconds one request may take (bounds how long a
+            reply must be kept for a retry).
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: str,
+        key_prefix: str,
+        max_events: int,
+        max_bytes: int,
+        max_age: float,
+        request_timeout: float,
+        publish_timeout: float,
+    ) -> None:
+        self.engine = engine
+        self.key_prefix = key_prefix
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.publish_timeout = publish_timeout
+        # A retry is sent at most publish_timeout after the first attempt and
+        # runs within request_timeout: the reply is kept a second longer.
+        self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)
+        #: Result keys of batches whose replies arrived, to delete with the next batch.
+        self._acknowledged: list[str] = []
+
+    def _key(self, kind: str, channel: str) -> str:
+        return f"{self.key_prefix}{kind}:{channel}"
+
+    def check_size(self, body: bytes, event_id: str | None, epoch: str) -> None:
+        """Refuse an event that the engine's history could not keep.
+
+        The size counted is the one every copy of history counts: the encoded
+        fields, the ``id:`` line and a fixed allowance for bookkeeping; an id
+        the engine assigns counts at its longest (``{epoch}-`` and 20 digits).
+
+        Raises:
+            ValueError: the event alone weighs more than ``max_bytes``.
+        """
+        id_length = len(event_id.encode("utf-8")) if event_id is not None else len(epoch) + _ENGINE_ID_DIGITS
+        size = len(body) + id_length + 6 + _ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            raise ValueError(
+                f"the event weighs {size} bytes (its fields, id line and {_ENTRY_OVERHEAD} bytes of "
+                f"bookkeeping), more than the history the broker keeps per channel "
+                f"(max_bytes={self.max_bytes}); it was not published"
+            )
+
+    async def send(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
+        """Publish ``batch`` in one script call, retried while the failure is transient.
+
+        Never raises: each item gets its outcome (``seq`` and ``prev_id``, or
+        ``error``, a :class:`BrokerError`), ``done`` and its ``wake`` event set.
+        """
+        glide = glide_module()
+        token = os.urandom(8).hex()
+        result_key = f"{self.key_prefix}batch:{token}"
+        acknowledged = self._acknowledged[:_ACKS_PER_BATCH]
+        del self._acknowledged[:_ACKS_PER_BATCH]
+        keys = [f"{self.key_prefix}epoch", result_key, *acknowledged]
+        # Keys once per channel of the batch; one argument per event (the
+        # engine parses it), so a batch costs few strings to pass on.
+        index: dict[str, bytes] = {}
+        per_event: list[str | bytes] = []
+        for item in batch:
+            k = index.get(item.channel)
+            if k is None:
+                k = index[item.channel] = b"%d\n" % len(index)
+                keys += [
+                    self._key("seq", item.channel),
+                    self._key("last", item.channel),
+                    self._key("h", item.channel),
+                ]
+            own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
+            per_event.append(k + own + item.body)
+        # The script derives each event's pub/sub channel, unless told (a batch of one).
+        first = batch[0]
+        override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""
+        deadline = time.monotonic() + self.publish_timeout
+        attempt = 0
+        error: BrokerError | None = None
+        result: Any = None
+        while client is not None:
+            args: list[str | bytes] = [
+                os.urandom(4).hex(),
+                str(self.max_events),
+                str(max(1, round(self.max_age * 1000))),
+                str(self.max_bytes),
+                str(_ENTRY_OVERHEAD),
+                "1" if attempt else "0",
+                str(self.reply_lifetime_ms),
+                str(len(acknowledged)),
+                self.key_prefix,
+                override,
+                *per_event,
+            ]
+            attempt += 1
+            try:
+                result = await client.invoke_script(script, keys=keys, args=args)
+                break
+            except glide.GlideError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not transient(exc, glide) or time.monotonic() >= deadline:
+                    error = BrokerError(self.engine, reason, attempt)
+                    break
+                delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+                await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        else:
+            error = BrokerError(self.engine, "the broker was stopped")
+        if error is None:
+            self._acknowledged.append(result_key)
+        for index, item in enumerate(batch):
+            if error is not None:
+                item.error = error
+            else:
+                item.epoch = bytes(result[0]).decode("ascii")
+                item.seq = int(result[2 * index + 1])
+                item.prev_id = bytes(result[2 * index + 2]).decode("utf-8")
+            item.done = True
+            item.wake.set()
