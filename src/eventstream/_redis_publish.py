@@ -107,12 +107,12 @@ class BatchSender:
         keys = [f"{self.key_prefix}epoch", result_key, *acknowledged]
         # Keys once per channel of the batch; one argument per event (the
         # engine parses it), so a batch costs few strings to pass on.
-        index: dict[str, bytes] = {}
+        channel_marks: dict[str, bytes] = {}
         per_event: list[str | bytes] = []
         for item in batch:
-            k = index.get(item.channel)
+            k = channel_marks.get(item.channel)
             if k is None:
-                k = index[item.channel] = b"%d\n" % len(index)
+                k = channel_marks[item.channel] = b"%d\n" % len(channel_marks)
                 keys += [
                     self._key("seq", item.channel),
                     self._key("last", item.channel),
