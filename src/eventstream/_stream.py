@@ -269,8 +269,10 @@ class EventStream(StreamLifecycle):
         once every proxy accepted them too.
 
         Raises:
-            ValueError, TypeError: the channel name or the event is invalid
-                (nothing was sent to anyone).
+            ValueError, TypeError: the channel name or the event is invalid,
+                or, with a shared broker, the event alone weighs more than the
+                history it keeps per channel (``max_bytes``); nothing was sent
+                to anyone.
             anyio.ClosedResourceError: the event stream has been closed.
             GripPublishError: a GRIP proxy refused the event, could not be
                 reached after retries, or did not accept it within the
@@ -278,8 +280,10 @@ class EventStream(StreamLifecycle):
                 ``maybe_published`` says whether the proxy may have it).
                 Local subscribers and the other proxies still got it.
             BrokerError: with a broker, the engine refused the event or could
-                not be reached within the broker's publish timeout (no
-                subscriber got it). With a broker, the call returns once the
+                not be reached within the broker's publish timeout. Usually no
+                subscriber got it; if an attempt reached the engine and only
+                its answer was lost, the engine may have published it (once).
+                With a broker, the call returns once the
                 engine has the event; subscribers of every process, this one
                 included, get it from the engine's feed.
             RuntimeError: GRIP is configured but the stream was not entered
