@@ -27,10 +27,16 @@ from ._sse import ServerSentEvent, encode
 from ._waiter import current_waiter
 from .types import Send
 
-__all__ = ["Connection"]
+__all__ = ["STREAM_HEADERS", "Connection"]
 
 logger = logging.getLogger("eventstream")
 
+#: The headers of a streaming response.
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
 _STREAM_ERROR = encode(ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"}))
 _MAX_ID = 4096
@@ -42,6 +48,19 @@ def channels_digest(channels: Sequence[str]) -> str:
 
 class Connection:
     """The state of one event stream response (created right after subscribing)."""
+
+    __slots__ = (
+        "_prefix",
+        "channels",
+        "completing",
+        "epoch",
+        "history",
+        "hub",
+        "keep_alive_interval",
+        "multi",
+        "positions",
+        "subscriber",
+    )
 
     def __init__(
         self,
@@ -147,13 +166,20 @@ class Connection:
                 parts.append(entry.wire)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def write(self, send: Send, replay: list[HistoryEntry]) -> None:
-        """Write the replay, then live events until the subscription ends.
+    async def run(self, send: Send, last_event_id: str | None, opening: bytes) -> None:
+        """Send the whole response: headers, ``opening``, the replay, live events, the end.
 
-        Everything queued is written in one ASGI message, so a client that
-        fell behind catches up with one socket write. Waits on the
-        subscriber's reusable waiter; after ``keep_alive_interval`` seconds
-        without a write it sends a ``keep-alive`` event.
+        Must be called right after subscribing, without awaiting in between
+        (see :meth:`start`). Then it writes live events until the
+        subscription ends. Everything queued is written in one ASGI message,
+        so a client that fell behind catches up with one socket write. Waits
+        on the subscriber's reusable waiter; after ``keep_alive_interval``
+        seconds without a write it sends a ``keep-alive`` event. A failure of
+        the server's own (an exception other than ``OSError``) is logged and
+        reported to the client as a ``stream-error`` event.
+
+        The live loop runs in this coroutine itself, not in one it awaits: a
+        parked connection keeps one frame fewer.
 
         Raises:
             OSError: the client is gone (ASGI 2.4 servers).
@@ -162,41 +188,64 @@ class Connection:
         unsubscribes); what was taken from the queue and not yet sent is lost
         with the connection.
         """
-        await self._write_entries(send, replay, count=False)
-        subscriber = self.subscriber
-        queue = subscriber.queue  # the same list for the subscription's life
-        waiter = current_waiter()
-        subscriber.waiter = waiter
-        clock = waiter.time
-        interval = self.keep_alive_interval
-        deadline = math.inf if interval is None else clock() + interval
-        count_delivered = self.hub.count_delivered
+        failure: Exception | None = None
+        replay: list[HistoryEntry] = []
         try:
-            while True:
-                if queue:
-                    # Rendered and cleared before any await: what a publish adds
-                    # during the send is in the queue for the next round.
-                    body = self._render(queue)
-                    count = len(queue)
-                    subscriber.took()
-                    if subscriber.reset_pending:
-                        subscriber.reset_pending = False
-                        body = self.reset_event() + body
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                    count_delivered(count)
-                    if interval is not None:
-                        deadline = clock() + interval
-                elif subscriber.closed:
-                    return
-                elif subscriber.stalled is not None:
-                    await self._catch_up(send)
-                elif not await waiter.wait(deadline):  # idle for the whole interval
-                    await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                    deadline = clock() + (interval or math.inf)
-        finally:
-            subscriber.waiter = None
-            waiter.close()
+            replay, reset = self.start(last_event_id)  # no await since subscribing
+            if reset:
+                opening += self.reset_event()
+        except Exception as exc:
+            failure = exc
+        await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        if failure is None:
+            subscriber = self.subscriber
+            waiter = current_waiter()
+            subscriber.waiter = waiter
+            try:
+                await self._write_entries(send, replay, count=False)
+                del replay
+                queue = subscriber.queue  # the same list for the subscription's life
+                clock = waiter.time
+                interval = self.keep_alive_interval
+                deadline = math.inf if interval is None else clock() + interval
+                count_delivered = self.hub.count_delivered
+                while True:
+                    if queue:
+                        # Rendered and cleared before any await: what a publish adds
+                        # during the send is in the queue for the next round.
+                        body = self._render(queue)
+                        count = len(queue)
+                        subscriber.took()
+                        if subscriber.reset_pending:
+                            subscriber.reset_pending = False
+                            body = self.reset_event() + body
+                        if body:
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
+                        count_delivered(count)
+                        if interval is not None:
+                            deadline = clock() + interval
+                    elif subscriber.closed:
+                        break
+                    elif subscriber.stalled is not None:
+                        await self._catch_up(send)
+                    elif not await waiter.wait(deadline):  # idle for the whole interval
+                        await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
+                        deadline = clock() + (interval or math.inf)
+            except OSError:
+                raise
+            except Exception as exc:
+                failure = exc
+            finally:
+                subscriber.waiter = None
+                waiter.close()
+        if failure is not None:
+            await self.send_stream_error(send, failure)
+        # Servers report the end of the response to the app as http.disconnect,
+        # from inside this send (hypercorn); cancelling it then would cut the
+        # server's own bookkeeping short (the connection would never go idle).
+        self.completing = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes

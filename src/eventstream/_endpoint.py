@@ -14,15 +14,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-import anyio
-
 from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
-from ._connection import Connection
+from ._connection import STREAM_HEADERS, Connection
+from ._disconnect import DisconnectWatch
 from ._exceptions import BrokerError
 from ._grip import GripPublisher
 from ._grip_hold import GripRequest, hold_response
-from ._history import HistoryEntry, HistoryStore
+from ._history import HistoryStore
 from ._http import send_plain
 from ._hub import Hub
 from ._loop import LoopBinding, current_thread_id
@@ -34,11 +33,6 @@ __all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
 
 logger = logging.getLogger("eventstream")
 
-_STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
@@ -112,7 +106,7 @@ async def serve(
         return
     if request.head:
         with contextlib.suppress(OSError):
-            await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+            await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
     broker = stream._broker
@@ -127,14 +121,14 @@ async def serve(
     subscriber = hub.subscribe(request.channels)
     stream._notify_waiters()
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
+    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
     try:
-        async with anyio.create_task_group() as tg:
-            subscriber.cancel_scope = tg.cancel_scope
-            tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
+        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
+        async with DisconnectWatch(receive, connection) as watch:
+            subscriber.cancel_scope = watch.scope
             # OSError: the client is gone (ASGI 2.4 servers raise it from send)
             with contextlib.suppress(OSError):
-                await _stream_response(connection, send, request.last_event_id, retry)
-            tg.cancel_scope.cancel()
+                await connection.run(send, request.last_event_id, opening)
     finally:
         hub.unsubscribe(subscriber)
         subscriber.finished = True
@@ -170,36 +164,6 @@ async def _prepare_broker(stream: StreamHost, broker: Broker, names: Sequence[st
     return True
 
 
-async def _stream_response(
-    connection: Connection, send: Send, last_event_id: str | None, retry: int | None
-) -> None:
-    failure: Exception | None = None
-    replay: list[HistoryEntry] = []
-    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-    try:
-        replay, reset = connection.start(last_event_id)  # no await since subscribing
-        if reset:
-            opening += connection.reset_event()
-    except Exception as exc:
-        failure = exc
-    await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
-    await send({"type": "http.response.body", "body": opening, "more_body": True})
-    try:
-        if failure is None:
-            await connection.write(send, replay)
-    except OSError:
-        raise
-    except Exception as exc:
-        failure = exc
-    if failure is not None:
-        await connection.send_stream_error(send, failure)
-    # Servers report the end of the response to the app as http.disconnect,
-    # from inside this send (hypercorn); cancelling it then would cut the
-    # server's own bookkeeping short (the connection would never go idle).
-    connection.completing = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def _answer_proxy(
     stream: StreamHost, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
 ) -> None:
@@ -217,25 +181,10 @@ async def _answer_proxy(
         keep_alive=_KEEP_ALIVE,
         keep_alive_interval=stream.keep_alive_interval,
     )
-    headers = [*_STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
+    headers = [*STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
     with contextlib.suppress(OSError):  # the client left before reading the answer
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
-    # Servers that do not raise from send() report a gone client here.
-    try:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    except OSError:
-        pass
-    finally:
-        # Cancelled at a left-behind subscriber's deadline: free the subscription
-        # even if the connection is stuck in a send() the server shields.
-        connection.hub.drop_if_overdue(connection.subscriber)
-    if not connection.completing:
-        scope.cancel()
 
 
 class EventStreamEndpoint:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import anyio.lowlevel
@@ -39,8 +40,11 @@ class Waiter(Protocol):
     def wake(self) -> None:
         """Wake the waiting task, if any (it then returns ``True`` from :meth:`wait`)."""
 
-    async def wait(self, deadline: float) -> bool:
-        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never)."""
+    def wait(self, deadline: float) -> Awaitable[bool]:
+        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never).
+
+        Cancellation: the wait ends at once; the waiter can wait again.
+        """
 
     def close(self) -> None:
         """Release the timer. The waiter must not be used afterwards."""
@@ -64,7 +68,10 @@ class _AsyncioWaiter:
             if not future.done():
                 future.set_result(True)
 
-    async def wait(self, deadline: float) -> bool:
+    def wait(self, deadline: float) -> asyncio.Future[bool]:
+        # The future itself is awaited, no coroutine around it: a parked connection
+        # keeps one frame fewer. A cancelled future stays in _future until the next
+        # wait; wake() and _expire() skip it (done).
         future: asyncio.Future[bool] = self._loop.create_future()
         self._future = future
         self._deadline = deadline
@@ -73,10 +80,7 @@ class _AsyncioWaiter:
                 self._timer.cancel()
             self._armed = deadline
             self._timer = self._loop.call_at(deadline, self._expire) if deadline != math.inf else None
-        try:
-            return await future
-        finally:
-            self._future = None
+        return future
 
     def _expire(self) -> None:
         armed, self._armed, self._timer = self._armed, math.inf, None

@@ -1,0 +1,136 @@
+"""Noticing that a streaming response's client is gone, at the cost of one small task.
+
+ASGI servers report a gone client as an ``http.disconnect`` message from
+``receive()`` (some also raise ``OSError`` from ``send``), so a streaming
+response must keep a ``receive()`` pending beside its writes. An anyio task
+group with a watcher task costs about 4 KiB per idle connection (the group,
+its cancel scopes, the task's handle, its done event, the wrapper coroutine);
+:class:`DisconnectWatch` does the same with less:
+
+- on asyncio, the response's task enters one anyio cancel scope, and the
+  server's ``receive()`` coroutine runs as a bare ``asyncio`` task whose done
+  callback reads the message (and starts the next ``receive()`` if it was not
+  a disconnect): no wrapper coroutine, no task group;
+- on trio, a trio nursery with one watcher task (trio needs a nursery to run
+  anything beside the response).
+
+When the client is gone the scope is cancelled, unless the response is already
+sending its last message (:attr:`Connection.completing`); the subscription is
+also dropped at once if it was left behind ``send_timeout`` ago (a send the
+server shields from cancellation then cannot hold it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from .types import Receive
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["DisconnectWatch"]
+
+
+class DisconnectWatch:
+    """An async context manager: inside it, the client's disconnect cancels :attr:`scope`.
+
+    The scope is also the subscriber's (the hub moves its deadline to drop a
+    client that takes nothing). Leaving the block stops watching.
+
+    Raises:
+        Exception: on leaving the block, what ``receive()`` raised other than
+            ``OSError`` (the server's fault; ``OSError`` means the client is gone).
+
+    Cancellation: cancelling the enclosing scope cancels the block as usual;
+    the pending ``receive()`` is cancelled when the block is left.
+    """
+
+    __slots__ = ("_connection", "_error", "_nursery", "_receive", "_task", "scope")
+
+    def __init__(self, receive: Receive, connection: Connection) -> None:
+        self._receive = receive
+        self._connection = connection
+        self._task: asyncio.Future[Any] | None = None
+        self._nursery: Any = None  # trio's nursery manager
+        self._error: BaseException | None = None
+        self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
+
+    async def __aenter__(self) -> DisconnectWatch:
+        native = anyio.lowlevel.current_token().native_token
+        if isinstance(native, asyncio.AbstractEventLoop):
+            scope = anyio.CancelScope()
+            scope.__enter__()
+            self.scope = scope
+            self._listen(native)
+        else:
+            import trio  # only when running on trio
+
+            self._nursery = manager = trio.open_nursery()
+            nursery = await manager.__aenter__()
+            self.scope = nursery.cancel_scope
+            nursery.start_soon(self._watch)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if self._nursery is not None:
+            self.scope.cancel()
+            return bool(await self._nursery.__aexit__(kind, exc, tb))
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        swallowed = bool(self.scope.__exit__(kind, exc, tb))
+        if self._error is not None and (exc is None or swallowed):
+            raise self._error
+        return swallowed
+
+    # -- asyncio: a bare task per receive() ---------------------------------
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        # ensure_future: a server's receive() may return a future or another awaitable.
+        task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        self._task = task
+        task.add_done_callback(self._received)
+
+    def _received(self, task: asyncio.Future[Any]) -> None:
+        if task is not self._task:
+            return  # cancelled on leaving the block
+        self._task = None
+        if task.cancelled():  # by someone else: the server tearing the connection down
+            self._gone()
+            return
+        error = task.exception()
+        if error is None and task.result()["type"] != "http.disconnect":
+            self._listen(task.get_loop())
+            return
+        if error is not None and not isinstance(error, OSError):
+            self._error = error
+        self._gone()
+
+    # -- trio: a watcher task in a nursery -----------------------------------
+
+    async def _watch(self) -> None:
+        try:
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
+        except OSError:
+            pass
+        finally:
+            # Cancelled at a left-behind subscriber's deadline: free the subscription
+            # even if the response is stuck in a send() the server shields.
+            self._connection.hub.drop_if_overdue(self._connection.subscriber)
+        if not self._connection.completing:
+            self.scope.cancel()
+
+    def _gone(self) -> None:
+        connection = self._connection
+        connection.hub.drop_if_overdue(connection.subscriber)
+        if not connection.completing or self._error is not None:
+            self.scope.cancel()
