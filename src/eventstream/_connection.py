@@ -209,7 +209,7 @@ class Connection:
                 clock = waiter.time
                 interval = self.keep_alive_interval
                 deadline = math.inf if interval is None else clock() + interval
-                count_delivered = self.hub.count_delivered
+                hub = self.hub
                 while True:
                     if queue:
                         # Rendered and cleared before any await: what a publish adds
@@ -222,7 +222,7 @@ class Connection:
                             body = self.reset_event() + body
                         if body:
                             await send({"type": "http.response.body", "body": body, "more_body": True})
-                        count_delivered(count)
+                        hub.count_delivered(count)
                         if interval is not None:
                             deadline = clock() + interval
                     elif subscriber.closed:

@@ -81,6 +81,33 @@ async def serve(
 
     Cancellation: the subscription (if any) is removed and waiters are woken.
     """
+    # The parked connection keeps this frame: what only the start needs is in _open's.
+    opened = await _open(stream, scope, send, channels, retry)
+    if opened is None:
+        return
+    connection, last_event_id, opening = opened
+    del opened
+    subscriber = connection.subscriber
+    try:
+        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
+        async with DisconnectWatch(receive, connection) as watch:
+            subscriber.cancel_scope = watch.scope
+            # Not contextlib.suppress: its object would stay alive, 192 bytes, while parked.
+            try:  # noqa: SIM105
+                await connection.run(send, last_event_id, opening)
+            except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
+                pass
+    finally:
+        connection.hub.unsubscribe(subscriber)
+        subscriber.finished = True
+        stream._notify_waiters()
+
+
+async def _open(
+    stream: StreamHost, scope: Scope, send: Send, channels: Iterable[str] | ChannelResolver, retry: int | None
+) -> tuple[Connection, str | None, bytes] | None:
+    # Read the request and subscribe: the new connection, the Last-Event-ID and
+    # the opening bytes. None: the request was answered (refused, HEAD, GRIP hold).
     try:
         request = await parse_request(
             scope,
@@ -97,42 +124,33 @@ async def serve(
         head = scope.get("method", "GET") == "HEAD"  # the request may not have parsed
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send_plain(send, exc.status, exc.reason, extra, head=head)
-        return
+        return None
     except BadChannelsResult as exc:
         # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
         logger.error("%s; answering 500 to %s %r", exc, scope.get("method", "GET"), scope.get("path", ""))
         with contextlib.suppress(OSError):
             await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
-        return
+        return None
     if request.head:
         with contextlib.suppress(OSError):
             await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
+        return None
     broker = stream._broker
     if broker is not None and not await _prepare_broker(stream, broker, request.channels, send):
-        return
+        return None
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
-        return
+        return None
     if current_thread_id() != stream._loop.thread or not stream._hub.subscriber_count():
         stream._loop.bind()  # the first connection in this thread or this event loop
     hub = stream._hub
     subscriber = hub.subscribe(request.channels)
     stream._notify_waiters()
+    # From here to Connection.start (in run), no await: see Connection.start.
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
     opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-    try:
-        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
-        async with DisconnectWatch(receive, connection) as watch:
-            subscriber.cancel_scope = watch.scope
-            # OSError: the client is gone (ASGI 2.4 servers raise it from send)
-            with contextlib.suppress(OSError):
-                await connection.run(send, request.last_event_id, opening)
-    finally:
-        hub.unsubscribe(subscriber)
-        subscriber.finished = True
-        stream._notify_waiters()
+    return connection, request.last_event_id, opening
 
 
 async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> None:
