@@ -21,11 +21,12 @@ import math
 import re
 from collections.abc import Sequence
 
+from ._disconnect import DisconnectWatch
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._sse import ServerSentEvent, encode
 from ._waiter import current_waiter
-from .types import Send
+from .types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]
 
@@ -166,7 +167,7 @@ class Connection:
                 parts.append(entry.wire)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def run(self, send: Send, last_event_id: str | None, opening: bytes) -> None:
+    async def run(self, receive: Receive, send: Send, last_event_id: str | None, opening: bytes) -> None:
         """Send the whole response: headers, ``opening``, the replay, live events, the end.
 
         Must be called right after subscribing, without awaiting in between
@@ -176,76 +177,89 @@ class Connection:
         on the subscriber's reusable waiter; after ``keep_alive_interval``
         seconds without a write it sends a ``keep-alive`` event. A failure of
         the server's own (an exception other than ``OSError``) is logged and
-        reported to the client as a ``stream-error`` event.
+        reported to the client as a ``stream-error`` event. The client's
+        disconnect (``receive()``, or ``OSError`` from ``send``) ends it
+        quietly, and so does the subscriber's cancel scope, which it sets.
 
-        The live loop runs in this coroutine itself, not in one it awaits: a
-        parked connection keeps one frame fewer.
+        The whole response runs in this one coroutine, not in others it
+        awaits: a parked connection keeps one frame.
 
         Raises:
-            OSError: the client is gone (ASGI 2.4 servers).
+            Exception: what the server's ``receive()`` raises, other than ``OSError``.
 
         Cancellation: the subscription stays registered (the caller
         unsubscribes); what was taken from the queue and not yet sent is lost
         with the connection.
         """
-        failure: Exception | None = None
-        replay: list[HistoryEntry] = []
-        try:
-            replay, reset = self.start(last_event_id)  # no await since subscribing
-            if reset:
-                opening += self.reset_event()
-        except Exception as exc:
-            failure = exc
-        await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-        if failure is None:
-            subscriber = self.subscriber
-            waiter = current_waiter()
-            subscriber.waiter = waiter
+        subscriber = self.subscriber
+        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
+        async with DisconnectWatch(receive, self) as watch:
+            subscriber.cancel_scope = watch.scope
+            # Not contextlib.suppress: its object would stay alive, 192 bytes, while parked.
             try:
-                await self._write_entries(send, replay, count=False)
-                del replay
-                queue = subscriber.queue  # the same list for the subscription's life
-                clock = waiter.time
-                interval = self.keep_alive_interval
-                deadline = math.inf if interval is None else clock() + interval
-                hub = self.hub
-                while True:
-                    if queue:
-                        # Rendered and cleared before any await: what a publish adds
-                        # during the send is in the queue for the next round.
-                        body = self._render(queue)
-                        count = len(queue)
-                        subscriber.took()
-                        if subscriber.reset_pending:
-                            subscriber.reset_pending = False
-                            body = self.reset_event() + body
-                        if body:
-                            await send({"type": "http.response.body", "body": body, "more_body": True})
-                        hub.count_delivered(count)
-                        if interval is not None:
-                            deadline = clock() + interval
-                    elif subscriber.closed:
-                        break
-                    elif subscriber.stalled is not None:
-                        await self._catch_up(send)
-                    elif not await waiter.wait(deadline):  # idle for the whole interval
-                        await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                        deadline = clock() + (interval or math.inf)
-            except OSError:
-                raise
-            except Exception as exc:
-                failure = exc
-            finally:
-                subscriber.waiter = None
-                waiter.close()
-        if failure is not None:
-            await self.send_stream_error(send, failure)
-        # Servers report the end of the response to the app as http.disconnect,
-        # from inside this send (hypercorn); cancelling it then would cut the
-        # server's own bookkeeping short (the connection would never go idle).
-        self.completing = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                failure: Exception | None = None
+                replay: list[HistoryEntry] = []
+                try:
+                    replay, reset = self.start(last_event_id)  # no await since subscribing
+                    if reset:
+                        opening += self.reset_event()
+                except Exception as exc:
+                    failure = exc
+                await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
+                await send({"type": "http.response.body", "body": opening, "more_body": True})
+                if failure is None:
+                    waiter = current_waiter()
+                    subscriber.waiter = waiter
+                    try:
+                        await self._write_entries(send, replay, count=False)
+                        del replay
+                        queue = subscriber.queue  # the same list for the subscription's life
+                        clock = waiter.time
+                        interval = self.keep_alive_interval
+                        deadline = math.inf if interval is None else clock() + interval
+                        hub = self.hub
+                        while True:
+                            if queue:
+                                # Rendered and cleared before any await: what a publish adds
+                                # during the send is in the queue for the next round.
+                                body = self._render(queue)
+                                count = len(queue)
+                                subscriber.took()
+                                if subscriber.reset_pending:
+                                    subscriber.reset_pending = False
+                                    body = self.reset_event() + body
+                                if body:
+                                    await send(
+                                        {"type": "http.response.body", "body": body, "more_body": True}
+                                    )
+                                hub.count_delivered(count)
+                                if interval is not None:
+                                    deadline = clock() + interval
+                            elif subscriber.closed:
+                                break
+                            elif subscriber.stalled is not None:
+                                await self._catch_up(send)
+                            elif not await waiter.wait(deadline):  # idle for the whole interval
+                                await send(
+                                    {"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True}
+                                )
+                                deadline = clock() + (interval or math.inf)
+                    except OSError:
+                        raise
+                    except Exception as exc:
+                        failure = exc
+                    finally:
+                        subscriber.waiter = None
+                        waiter.close()
+                if failure is not None:
+                    await self.send_stream_error(send, failure)
+                # Servers report the end of the response to the app as http.disconnect,
+                # from inside this send (hypercorn); cancelling it then would cut the
+                # server's own bookkeeping short (the connection would never go idle).
+                self.completing = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
+                pass
 
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes

@@ -26,18 +26,25 @@ from __future__ import annotations
 import asyncio
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 
+from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
 from .types import Receive
 
-if TYPE_CHECKING:
-    from ._connection import Connection
-
 __all__ = ["DisconnectWatch"]
+
+
+class Connection(Protocol):
+    """What the watch needs of the response (``_connection.Connection``)."""
+
+    hub: Hub
+    subscriber: Subscriber
+    #: The response's last message is being sent: a disconnect no longer cancels anything.
+    completing: bool
 
 
 class DisconnectWatch:

@@ -17,7 +17,6 @@ from typing import Protocol
 from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
-from ._disconnect import DisconnectWatch
 from ._exceptions import BrokerError
 from ._grip import GripPublisher
 from ._grip_hold import GripRequest, hold_response
@@ -81,26 +80,21 @@ async def serve(
 
     Cancellation: the subscription (if any) is removed and waiters are woken.
     """
-    # The parked connection keeps this frame: what only the start needs is in _open's.
     opened = await _open(stream, scope, send, channels, retry)
     if opened is None:
         return
-    connection, last_event_id, opening = opened
-    del opened
-    subscriber = connection.subscriber
+    connection = opened[0]
     try:
-        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
-        async with DisconnectWatch(receive, connection) as watch:
-            subscriber.cancel_scope = watch.scope
-            # Not contextlib.suppress: its object would stay alive, 192 bytes, while parked.
-            try:  # noqa: SIM105
-                await connection.run(send, last_event_id, opening)
-            except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
-                pass
+        await connection.run(receive, send, opened[1], opened[2])
     finally:
-        connection.hub.unsubscribe(subscriber)
-        subscriber.finished = True
-        stream._notify_waiters()
+        _finish(stream, connection)
+
+
+def _finish(stream: StreamHost, connection: Connection) -> None:
+    subscriber = connection.subscriber
+    connection.hub.unsubscribe(subscriber)
+    subscriber.finished = True
+    stream._notify_waiters()
 
 
 async def _open(
@@ -225,8 +219,17 @@ class EventStreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            self.stream._watch_signals()
-            await serve(self.stream, scope, receive, send, self._resolver, self.retry)
+            # serve(), inlined: a parked connection then keeps one frame fewer.
+            stream = self.stream
+            stream._watch_signals()
+            opened = await _open(stream, scope, send, self._resolver, self.retry)
+            if opened is None:
+                return
+            connection = opened[0]
+            try:
+                await connection.run(receive, send, opened[1], opened[2])
+            finally:
+                _finish(stream, connection)
         elif kind == "lifespan":
             while True:
                 message = await receive()
