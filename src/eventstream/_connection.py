@@ -214,9 +214,8 @@ class Connection:
                         await self._write_entries(send, replay, count=False)
                         del replay
                         queue = subscriber.queue  # the same list for the subscription's life
-                        clock = waiter.time
                         interval = self.keep_alive_interval
-                        deadline = math.inf if interval is None else clock() + interval
+                        deadline = math.inf if interval is None else waiter.time() + interval
                         hub = self.hub
                         while True:
                             if queue:
@@ -234,7 +233,7 @@ class Connection:
                                     )
                                 hub.count_delivered(count)
                                 if interval is not None:
-                                    deadline = clock() + interval
+                                    deadline = waiter.time() + interval
                             elif subscriber.closed:
                                 break
                             elif subscriber.stalled is not None:
@@ -243,7 +242,7 @@ class Connection:
                                 await send(
                                     {"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True}
                                 )
-                                deadline = clock() + (interval or math.inf)
+                                deadline = waiter.time() + (interval or math.inf)
                     except OSError:
                         raise
                     except Exception as exc:

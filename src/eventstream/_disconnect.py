@@ -47,7 +47,7 @@ class Connection(Protocol):
     completing: bool
 
 
-class DisconnectWatch:
+class DisconnectWatch(TaskScope):
     """An async context manager: inside it, the client's disconnect cancels :attr:`scope`.
 
     The scope is also the subscriber's (the hub moves its deadline to drop a
@@ -61,12 +61,13 @@ class DisconnectWatch:
     the pending ``receive()`` is cancelled when the block is left.
     """
 
-    __slots__ = ("_connection", "_error", "_nursery", "_receive", "_task", "scope")
+    __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "scope")
 
     def __init__(self, receive: Receive, connection: Connection) -> None:
+        super().__init__()  # its own cancel scope, on asyncio (Python 3.11+): one object fewer
         self._receive = receive
         self._connection = connection
-        self._task: asyncio.Future[Any] | None = None
+        self._pending: asyncio.Future[Any] | None = None
         self._nursery: Any = None  # trio's nursery manager
         self._error: BaseException | None = None
         self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
@@ -75,9 +76,11 @@ class DisconnectWatch:
         native = anyio.lowlevel.current_token().native_token
         if isinstance(native, asyncio.AbstractEventLoop):
             # Task.uncancel() came with Python 3.11; before, anyio's scope.
-            scope = TaskScope() if sys.version_info >= (3, 11) else anyio.CancelScope()
-            scope.__enter__()
-            self.scope = scope
+            if sys.version_info >= (3, 11):
+                TaskScope.__enter__(self)
+                self.scope = self
+            else:
+                self.scope = anyio.CancelScope().__enter__()
             self._listen(native)
         else:
             import trio  # only when running on trio
@@ -91,13 +94,17 @@ class DisconnectWatch:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        scope, self.scope = self.scope, None  # no cycle through self
         if self._nursery is not None:
-            self.scope.cancel()
+            scope.cancel()
             return bool(await self._nursery.__aexit__(kind, exc, tb))
-        task, self._task = self._task, None
+        task, self._pending = self._pending, None
         if task is not None:
             task.cancel()
-        swallowed = bool(self.scope.__exit__(kind, exc, tb))
+        if scope is self:
+            swallowed = TaskScope.__exit__(self, kind, exc, tb)
+        else:
+            swallowed = bool(scope.__exit__(kind, exc, tb))
         if self._error is not None and (exc is None or swallowed):
             raise self._error
         return swallowed
@@ -107,13 +114,13 @@ class DisconnectWatch:
     def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         # ensure_future: a server's receive() may return a future or another awaitable.
         task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
-        self._task = task
+        self._pending = task
         task.add_done_callback(self._received)
 
     def _received(self, task: asyncio.Future[Any]) -> None:
-        if task is not self._task:
+        if task is not self._pending:
             return  # cancelled on leaving the block
-        self._task = None
+        self._pending = None
         if task.cancelled():  # by someone else: the server tearing the connection down
             self._gone()
             return
@@ -137,11 +144,11 @@ class DisconnectWatch:
             # Cancelled at a left-behind subscriber's deadline: free the subscription
             # even if the response is stuck in a send() the server shields.
             self._connection.hub.drop_if_overdue(self._connection.subscriber)
-        if not self._connection.completing:
+        if not self._connection.completing and self.scope is not None:  # None: the block is over
             self.scope.cancel()
 
     def _gone(self) -> None:
         connection = self._connection
         connection.hub.drop_if_overdue(connection.subscriber)
-        if not connection.completing or self._error is not None:
+        if (not connection.completing or self._error is not None) and self.scope is not None:
             self.scope.cancel()

@@ -93,6 +93,7 @@ async def serve(
 def _finish(stream: StreamHost, connection: Connection) -> None:
     subscriber = connection.subscriber
     connection.hub.unsubscribe(subscriber)
+    subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
     subscriber.finished = True
     stream._notify_waiters()
 
@@ -225,9 +226,10 @@ class EventStreamEndpoint:
             opened = await _open(stream, scope, send, self._resolver, self.retry)
             if opened is None:
                 return
-            connection = opened[0]
+            connection, last_event_id, opening = opened
+            del opened
             try:
-                await connection.run(receive, send, opened[1], opened[2])
+                await connection.run(receive, send, last_event_id, opening)
             finally:
                 _finish(stream, connection)
         elif kind == "lifespan":
