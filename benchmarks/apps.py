@@ -114,17 +114,21 @@ def traced_bytes() -> dict[str, int]:
 
 
 _marked: list[tracemalloc.Snapshot] = []
+#: Allocations made in these packages' own lines are the server's, even when eventstream called it.
+_SERVER_PACKAGES = ("uvicorn", "h11", "hypercorn", "h2", "wsproto", "httptools", "granian")
 
 
 def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
     """Allocations alive now and not at ``?traced=mark``, grouped by the innermost ``frames`` lines.
 
     ``total``: every allocation in the process; ``stack``: those with eventstream's code
-    anywhere on the stack (as in :func:`traced_bytes`); ``sites``: the ``limit`` largest
-    groups of ``stack``, each ``[bytes, count, "file:line < file:line ..."]``.
+    anywhere on the stack (as in :func:`traced_bytes`); ``own``: ``stack`` without what the
+    server's own lines allocate when eventstream calls it (its ``send()`` bookkeeping; the
+    coroutine of its ``receive()`` stays in, created by eventstream's call); ``sites``: the
+    ``limit`` largest groups of ``stack``, each ``[bytes, count, "file:line < file:line ..."]``.
     """
     if not TRACING or not _marked:
-        return {"total": 0, "stack": 0, "sites": []}
+        return {"total": 0, "stack": 0, "own": 0, "sites": []}
     before, after = _marked[-1], tracemalloc.take_snapshot()
     pattern = f"*{os.sep}eventstream{os.sep}*"
     total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
@@ -137,7 +141,15 @@ def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
             for frame in list(stat.traceback)[::-1][:frames]
         )
         sites.append([stat.size_diff, stat.count_diff, where])
-    return {"total": total, "stack": sum(stat.size_diff for stat in stack), "sites": sites}
+    server = [tracemalloc.Filter(False, f"*{os.sep}{name}{os.sep}*") for name in _SERVER_PACKAGES]
+    own = after.filter_traces(keep).filter_traces(server)
+    own_diff = own.compare_to(before.filter_traces(keep).filter_traces(server), "filename")
+    return {
+        "total": total,
+        "stack": sum(stat.size_diff for stat in stack),
+        "own": sum(stat.size_diff for stat in own_diff),
+        "sites": sites,
+    }
 
 
 async def answer(send: Send, status: int, body: dict[str, Any]) -> None:

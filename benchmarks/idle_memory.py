@@ -14,7 +14,10 @@ With ``--sites`` the servers run under tracemalloc (8 frames) instead, and
 the report lists, per stream, what was allocated after the first connections
 warmed the server up: everything (``total``), what has eventstream's code
 anywhere on the stack (``stack``: the objects the library creates, anyio's
-included), and the largest of those grouped by their three innermost lines.
+included, and what the server allocates when the library calls it), the same
+without the allocations in the server's own lines (``own``: only the coroutine
+of the server's ``receive()`` stays, created by the library's call), and the
+largest of ``stack`` grouped by their three innermost lines.
 Memory is not timing: the figures hold on a loaded machine.
 """
 
@@ -98,7 +101,8 @@ def main() -> None:
                 n = args.connections
                 print(
                     f"{peer} on {server}: {result['total'] / n:,.0f} B per stream in all, "
-                    f"{result['stack'] / n:,.0f} B with eventstream on the stack"
+                    f"{result['stack'] / n:,.0f} B with eventstream on the stack, "
+                    f"{result['own'] / n:,.0f} B of it not in the server's own lines"
                 )
                 for size, count, where in result["sites"]:
                     if size / n >= 8:

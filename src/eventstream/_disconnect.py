@@ -33,6 +33,7 @@ import anyio.lowlevel
 
 from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
+from ._waiter import no_context
 from .types import Receive
 
 __all__ = ["DisconnectWatch"]
@@ -115,7 +116,7 @@ class DisconnectWatch(TaskScope):
         # ensure_future: a server's receive() may return a future or another awaitable.
         task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
         self._pending = task
-        task.add_done_callback(self._received)
+        task.add_done_callback(self._received, context=no_context())
 
     def _received(self, task: asyncio.Future[Any]) -> None:
         if task is not self._pending:
