@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
@@ -49,17 +48,20 @@ class Connection(Protocol):
 
 
 class DisconnectWatch(TaskScope):
-    """An async context manager: inside it, the client's disconnect cancels :attr:`scope`.
+    """Between :meth:`start` and :meth:`stop`, the client's disconnect cancels :attr:`scope`.
 
     The scope is also the subscriber's (the hub moves its deadline to drop a
-    client that takes nothing). Leaving the block stops watching.
+    client that takes nothing). Start it in the response's task, and stop it
+    there with what the response raised, as ``async with`` would (it is not an
+    async context manager: ``async with`` keeps its bound ``__aexit__`` alive,
+    64 bytes, for as long as the connection is open).
 
     Raises:
-        Exception: on leaving the block, what ``receive()`` raised other than
+        Exception: from :meth:`stop`, what ``receive()`` raised other than
             ``OSError`` (the server's fault; ``OSError`` means the client is gone).
 
-    Cancellation: cancelling the enclosing scope cancels the block as usual;
-    the pending ``receive()`` is cancelled when the block is left.
+    Cancellation: cancelling the enclosing scope cancels the response as
+    usual; the pending ``receive()`` is cancelled by :meth:`stop`.
     """
 
     __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "scope")
@@ -73,7 +75,8 @@ class DisconnectWatch(TaskScope):
         self._error: BaseException | None = None
         self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
 
-    async def __aenter__(self) -> DisconnectWatch:
+    async def start(self) -> Any:
+        """Start watching (what ``async with`` does on entering); returns :attr:`scope`."""
         native = anyio.lowlevel.current_token().native_token
         if isinstance(native, asyncio.AbstractEventLoop):
             # Task.uncancel() came with Python 3.11; before, anyio's scope.
@@ -90,11 +93,14 @@ class DisconnectWatch(TaskScope):
             nursery = await manager.__aenter__()
             self.scope = nursery.cancel_scope
             nursery.start_soon(self._watch)
-        return self
+        return self.scope
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    async def stop(self, exc: BaseException | None) -> bool:
+        """Stop watching (what ``async with`` does on leaving, ``exc`` raised in the block).
+
+        Returns whether ``exc`` is swallowed (the cancellation the watch caused).
+        """
+        kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
         scope, self.scope = self.scope, None  # no cycle through self
         if self._nursery is not None:
             scope.cancel()
