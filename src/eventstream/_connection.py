@@ -199,26 +199,15 @@ class Connection:
         subscriber.cancel_scope = await watch.start()
         try:
             try:
-                failure: Exception | None = None
-                replay: list[HistoryEntry] = []
-                try:
-                    replay, reset = self.start(last_event_id)  # no await since subscribing
-                    if reset:
-                        opening += self.reset_event()
-                except Exception as exc:
-                    failure = exc
-                await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
-                await send({"type": "http.response.body", "body": opening, "more_body": True})
+                # The start runs in a coroutine of its own: its frame is gone once it returns.
+                failure = await self._begin(send, last_event_id, opening)
                 if failure is None:
                     waiter = current_waiter()
                     subscriber.waiter = waiter
                     try:
-                        await self._write_entries(send, replay, count=False)
-                        del replay
                         queue = subscriber.queue  # the same list for the subscription's life
                         interval = self.keep_alive_interval
                         deadline = math.inf if interval is None else waiter.time() + interval
-                        hub = self.hub
                         while True:
                             if queue:
                                 # Rendered and cleared before any await: what a publish adds
@@ -233,7 +222,7 @@ class Connection:
                                     await send(
                                         {"type": "http.response.body", "body": body, "more_body": True}
                                     )
-                                hub.count_delivered(count)
+                                self.hub.count_delivered(count)
                                 if interval is not None:
                                     deadline = waiter.time() + interval
                             elif subscriber.closed:
@@ -266,6 +255,28 @@ class Connection:
                 raise
         else:
             await watch.stop(None)
+
+    async def _begin(self, send: Send, last_event_id: str | None, opening: bytes) -> Exception | None:
+        # The headers, the opening and the replay. Returns the server's own failure
+        # (then no live events follow), if any; raises OSError (the client is gone).
+        failure: Exception | None = None
+        replay: list[HistoryEntry] = []
+        try:
+            replay, reset = self.start(last_event_id)  # no await since subscribing
+            if reset:
+                opening += self.reset_event()
+        except Exception as exc:
+            failure = exc
+        await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        if failure is None:
+            try:
+                await self._write_entries(send, replay, count=False)
+            except OSError:
+                raise
+            except Exception as exc:
+                failure = exc
+        return failure
 
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes
