@@ -52,9 +52,10 @@ class DisconnectWatch(TaskScope):
 
     The scope is also the subscriber's (the hub moves its deadline to drop a
     client that takes nothing). Start it in the response's task, and stop it
-    there with what the response raised, as ``async with`` would (it is not an
-    async context manager: ``async with`` keeps its bound ``__aexit__`` alive,
-    64 bytes, for as long as the connection is open).
+    there with what the response raised: ``async with`` does that, and so does
+    :meth:`Connection.run <eventstream._connection.Connection.run>` by hand
+    (``async with`` keeps its bound ``__aexit__`` alive, 64 bytes, for as long
+    as the connection is open).
 
     Raises:
         Exception: from :meth:`stop`, what ``receive()`` raised other than
@@ -74,6 +75,15 @@ class DisconnectWatch(TaskScope):
         self._nursery: Any = None  # trio's nursery manager
         self._error: BaseException | None = None
         self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
+
+    async def __aenter__(self) -> DisconnectWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return await self.stop(exc)
 
     async def start(self) -> Any:
         """Start watching (what ``async with`` does on entering); returns :attr:`scope`."""
@@ -119,19 +129,26 @@ class DisconnectWatch(TaskScope):
     # -- asyncio: a bare task per receive() ---------------------------------
 
     def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
-        # ensure_future: a server's receive() may return a future or another awaitable.
-        task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        try:
+            # ensure_future: a server's receive() may return a future or another awaitable.
+            task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        except Exception as exc:  # receive() failed before returning an awaitable
+            if not isinstance(exc, OSError):
+                self._error = exc
+            self._gone()
+            return
         self._pending = task
         task.add_done_callback(self._received, context=no_context())
 
     def _received(self, task: asyncio.Future[Any]) -> None:
+        # Read the outcome first, even when stopped: a failure is then never "unretrieved".
+        error = None if task.cancelled() else task.exception()
         if task is not self._pending:
-            return  # cancelled on leaving the block
+            return  # cancelled by stop()
         self._pending = None
         if task.cancelled():  # by someone else: the server tearing the connection down
             self._gone()
             return
-        error = task.exception()
         if error is None and task.result()["type"] != "http.disconnect":
             self._listen(task.get_loop())
             return
