@@ -76,6 +76,8 @@ def bench(session: nox.Session) -> None:
     if not session.posargs:
         session.run("python", "-m", "benchmarks.stalled_publish")
         session.run("python", "-m", "benchmarks.delivery_cpu")
+        session.run("python", "-m", "benchmarks.idle_memory")
+        session.run("python", "-m", "benchmarks.idle_memory", "--sites", "--servers", "uvicorn")
         session.run("python", "-m", "benchmarks.inprocess_fanout")
         session.run("python", "-m", "benchmarks.empty_publish")
 

@@ -15,7 +15,9 @@ treat them alike:
 - ``GET /stats``: ``{"subscribers": n, "traced": {...}}`` (``traced``, with
   ``?traced=1`` when the server runs with ``BENCH_TRACEMALLOC=1``: bytes held
   by allocations made in eventstream's own lines, and with its code anywhere
-  on the stack; see :func:`traced_bytes`).
+  on the stack; see :func:`traced_bytes`); ``?traced=mark`` keeps a snapshot,
+  and ``?traced=sites`` answers what was allocated since, grouped by site (see
+  :func:`traced_sites`).
 
 Each event's data is ``"{seq} {monotonic_ns} xxx..."``, padded to S bytes, and
 its timestamp is taken just before it is published; the load client reads
@@ -111,6 +113,45 @@ def traced_bytes() -> dict[str, int]:
     }
 
 
+_marked: list[tracemalloc.Snapshot] = []
+#: Allocations made in these packages' own lines are the server's, even when eventstream called it.
+_SERVER_PACKAGES = ("uvicorn", "h11", "hypercorn", "h2", "wsproto", "httptools", "granian")
+
+
+def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
+    """Allocations alive now and not at ``?traced=mark``, grouped by the innermost ``frames`` lines.
+
+    ``total``: every allocation in the process; ``stack``: those with eventstream's code
+    anywhere on the stack (as in :func:`traced_bytes`); ``own``: ``stack`` without what the
+    server's own lines allocate when eventstream calls it (its ``send()`` bookkeeping; the
+    coroutine of its ``receive()`` stays in, created by eventstream's call); ``sites``: the
+    ``limit`` largest groups of ``stack``, each ``[bytes, count, "file:line < file:line ..."]``.
+    """
+    if not TRACING or not _marked:
+        return {"total": 0, "stack": 0, "own": 0, "sites": []}
+    before, after = _marked[-1], tracemalloc.take_snapshot()
+    pattern = f"*{os.sep}eventstream{os.sep}*"
+    total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    keep = [tracemalloc.Filter(True, pattern, all_frames=True)]
+    stack = after.filter_traces(keep).compare_to(before.filter_traces(keep), "traceback")
+    sites = []
+    for stat in sorted(stack, key=lambda stat: -stat.size_diff)[:limit]:
+        where = " < ".join(
+            f"{os.path.basename(frame.filename)}:{frame.lineno}"
+            for frame in list(stat.traceback)[::-1][:frames]
+        )
+        sites.append([stat.size_diff, stat.count_diff, where])
+    server = [tracemalloc.Filter(False, f"*{os.sep}{name}{os.sep}*") for name in _SERVER_PACKAGES]
+    own = after.filter_traces(keep).filter_traces(server)
+    own_diff = own.compare_to(before.filter_traces(keep).filter_traces(server), "filename")
+    return {
+        "total": total,
+        "stack": sum(stat.size_diff for stat in stack),
+        "own": sum(stat.size_diff for stat in own_diff),
+        "sites": sites,
+    }
+
+
 async def answer(send: Send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
@@ -152,7 +193,12 @@ def control_app(
                 await publish_loop(count, size, rate, lambda seq: publish(seq, size, None))
             await answer(send, 200, {"published": count, "seconds": time.perf_counter() - started})
         elif path == "/stats":
-            traced = traced_bytes() if b"traced=1" in scope["query_string"] else {}
+            query = scope["query_string"]
+            traced: dict[str, Any] = traced_bytes() if b"traced=1" in query else {}
+            if b"traced=mark" in query and TRACING:
+                _marked[:] = [tracemalloc.take_snapshot()]
+            elif b"traced=sites" in query:
+                traced = traced_sites()
             await answer(send, 200, {"subscribers": subscribers(), "traced": traced})
         else:
             await answer(send, 404, {})

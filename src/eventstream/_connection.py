@@ -21,16 +21,23 @@ import math
 import re
 from collections.abc import Sequence
 
+from ._disconnect import DisconnectWatch
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._sse import ServerSentEvent, encode
 from ._waiter import current_waiter
-from .types import Send
+from .types import Receive, Send
 
-__all__ = ["Connection"]
+__all__ = ["STREAM_HEADERS", "Connection"]
 
 logger = logging.getLogger("eventstream")
 
+#: The headers of a streaming response.
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
 _STREAM_ERROR = encode(ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"}))
 _MAX_ID = 4096
@@ -42,6 +49,19 @@ def channels_digest(channels: Sequence[str]) -> str:
 
 class Connection:
     """The state of one event stream response (created right after subscribing)."""
+
+    __slots__ = (
+        "_prefix",
+        "channels",
+        "completing",
+        "epoch",
+        "history",
+        "hub",
+        "keep_alive_interval",
+        "multi",
+        "positions",
+        "subscriber",
+    )
 
     def __init__(
         self,
@@ -147,56 +167,116 @@ class Connection:
                 parts.append(entry.wire)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def write(self, send: Send, replay: list[HistoryEntry]) -> None:
-        """Write the replay, then live events until the subscription ends.
+    async def run(self, receive: Receive, send: Send, last_event_id: str | None, opening: bytes) -> None:
+        """Send the whole response: headers, ``opening``, the replay, live events, the end.
 
-        Everything queued is written in one ASGI message, so a client that
-        fell behind catches up with one socket write. Waits on the
-        subscriber's reusable waiter; after ``keep_alive_interval`` seconds
-        without a write it sends a ``keep-alive`` event.
+        Must be called right after subscribing, without awaiting in between
+        (see :meth:`start`). Then it writes live events until the
+        subscription ends. Everything queued is written in one ASGI message,
+        so a client that fell behind catches up with one socket write. Waits
+        on the subscriber's reusable waiter; after ``keep_alive_interval``
+        seconds without a write it sends a ``keep-alive`` event. A failure of
+        the server's own (an exception other than ``OSError``) is logged and
+        reported to the client as a ``stream-error`` event. The client's
+        disconnect (``receive()``, or ``OSError`` from ``send``) ends it
+        quietly, and so does the subscriber's cancel scope, which it sets.
+
+        The whole response runs in this one coroutine, not in others it
+        awaits: a parked connection keeps one frame.
 
         Raises:
-            OSError: the client is gone (ASGI 2.4 servers).
+            Exception: what the server's ``receive()`` raises, other than ``OSError``.
 
         Cancellation: the subscription stays registered (the caller
         unsubscribes); what was taken from the queue and not yet sent is lost
         with the connection.
         """
-        await self._write_entries(send, replay, count=False)
         subscriber = self.subscriber
-        queue = subscriber.queue  # the same list for the subscription's life
-        waiter = current_waiter()
-        subscriber.waiter = waiter
-        clock = waiter.time
-        interval = self.keep_alive_interval
-        deadline = math.inf if interval is None else clock() + interval
-        count_delivered = self.hub.count_delivered
+        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
+        # Its start and stop are called, not "async with": the bound __aexit__ would stay
+        # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
+        watch = DisconnectWatch(receive, self)
+        subscriber.cancel_scope = await watch.start()
         try:
-            while True:
-                if queue:
-                    # Rendered and cleared before any await: what a publish adds
-                    # during the send is in the queue for the next round.
-                    body = self._render(queue)
-                    count = len(queue)
-                    subscriber.took()
-                    if subscriber.reset_pending:
-                        subscriber.reset_pending = False
-                        body = self.reset_event() + body
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                    count_delivered(count)
-                    if interval is not None:
-                        deadline = clock() + interval
-                elif subscriber.closed:
-                    return
-                elif subscriber.stalled is not None:
-                    await self._catch_up(send)
-                elif not await waiter.wait(deadline):  # idle for the whole interval
-                    await send({"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True})
-                    deadline = clock() + (interval or math.inf)
-        finally:
-            subscriber.waiter = None
-            waiter.close()
+            try:
+                # The start runs in a coroutine of its own: its frame is gone once it returns.
+                failure = await self._begin(send, last_event_id, opening)
+                if failure is None:
+                    waiter = current_waiter()
+                    subscriber.waiter = waiter
+                    try:
+                        queue = subscriber.queue  # the same list for the subscription's life
+                        interval = self.keep_alive_interval
+                        deadline = math.inf if interval is None else waiter.time() + interval
+                        while True:
+                            if queue:
+                                # Rendered and cleared before any await: what a publish adds
+                                # during the send is in the queue for the next round.
+                                body = self._render(queue)
+                                count = len(queue)
+                                subscriber.took()
+                                if subscriber.reset_pending:
+                                    subscriber.reset_pending = False
+                                    body = self.reset_event() + body
+                                if body:
+                                    await send(
+                                        {"type": "http.response.body", "body": body, "more_body": True}
+                                    )
+                                self.hub.count_delivered(count)
+                                if interval is not None:
+                                    deadline = waiter.time() + interval
+                            elif subscriber.closed:
+                                break
+                            elif subscriber.stalled is not None:
+                                await self._catch_up(send)
+                            elif not await waiter.wait(deadline):  # idle for the whole interval
+                                await send(
+                                    {"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True}
+                                )
+                                deadline = waiter.time() + (interval or math.inf)
+                    except OSError:
+                        raise
+                    except Exception as exc:
+                        failure = exc
+                    finally:
+                        subscriber.waiter = None
+                        waiter.close()
+                if failure is not None:
+                    await self.send_stream_error(send, failure)
+                # Servers report the end of the response to the app as http.disconnect,
+                # from inside this send (hypercorn); cancelling it then would cut the
+                # server's own bookkeeping short (the connection would never go idle).
+                self.completing = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
+                pass
+        except BaseException as exc:
+            if not await watch.stop(exc):
+                raise
+        else:
+            await watch.stop(None)
+
+    async def _begin(self, send: Send, last_event_id: str | None, opening: bytes) -> Exception | None:
+        # The headers, the opening and the replay. Returns the server's own failure
+        # (then no live events follow), if any; raises OSError (the client is gone).
+        failure: Exception | None = None
+        replay: list[HistoryEntry] = []
+        try:
+            replay, reset = self.start(last_event_id)  # no await since subscribing
+            if reset:
+                opening += self.reset_event()
+        except Exception as exc:
+            failure = exc
+        await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        if failure is None:
+            try:
+                await self._write_entries(send, replay, count=False)
+            except OSError:
+                raise
+            except Exception as exc:
+                failure = exc
+        return failure
 
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes

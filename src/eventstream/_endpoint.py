@@ -14,15 +14,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-import anyio
-
 from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
-from ._connection import Connection
+from ._connection import STREAM_HEADERS, Connection
 from ._exceptions import BrokerError
 from ._grip import GripPublisher
 from ._grip_hold import GripRequest, hold_response
-from ._history import HistoryEntry, HistoryStore
+from ._history import HistoryStore
 from ._http import send_plain
 from ._hub import Hub
 from ._loop import LoopBinding, current_thread_id
@@ -34,11 +32,6 @@ __all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
 
 logger = logging.getLogger("eventstream")
 
-_STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
@@ -93,6 +86,29 @@ async def serve(
 
     Cancellation: the subscription (if any) is removed and waiters are woken.
     """
+    opened = await _open(stream, scope, send, channels, retry)
+    if opened is None:
+        return
+    connection = opened[0]
+    try:
+        await connection.run(receive, send, opened[1], opened[2])
+    finally:
+        _finish(stream, connection)
+
+
+def _finish(stream: StreamHost, connection: Connection) -> None:
+    subscriber = connection.subscriber
+    connection.hub.unsubscribe(subscriber)
+    subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
+    subscriber.finished = True
+    stream._notify_waiters()
+
+
+async def _open(
+    stream: StreamHost, scope: Scope, send: Send, channels: Iterable[str] | ChannelResolver, retry: int | None
+) -> tuple[Connection, str | None, bytes] | None:
+    # Read the request and subscribe: the new connection, the Last-Event-ID and
+    # the opening bytes. None: the request was answered (refused, HEAD, GRIP hold).
     try:
         request = await parse_request(
             scope,
@@ -109,41 +125,32 @@ async def serve(
         head = scope.get("method", "GET") == "HEAD"  # the request may not have parsed
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send_plain(send, exc.status, exc.reason, extra, head=head)
-        return
+        return None
     except BadChannelsResult as exc:
         # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
         logger.error("%s; answering 500 to %s %r", exc, scope.get("method", "GET"), scope.get("path", ""))
         with contextlib.suppress(OSError):
             await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
-        return
+        return None
     if request.head:
         with contextlib.suppress(OSError):
-            await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
+            await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
+        return None
     if not await _prepare_broker(stream._broker, request.channels, send):
-        return
+        return None
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
-        return
+        return None
     if current_thread_id() != stream._loop.thread or not stream._hub.subscriber_count():
         stream._loop.bind()  # the first connection in this thread or this event loop
     hub = stream._hub
     subscriber = hub.subscribe(request.channels)
     stream._notify_waiters()
+    # From here to Connection.start (in run), no await: see Connection.start.
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
-    try:
-        async with anyio.create_task_group() as tg:
-            subscriber.cancel_scope = tg.cancel_scope
-            tg.start_soon(_watch_disconnect, receive, tg.cancel_scope, connection)
-            # OSError: the client is gone (ASGI 2.4 servers raise it from send)
-            with contextlib.suppress(OSError):
-                await _stream_response(connection, send, request.last_event_id, retry)
-            tg.cancel_scope.cancel()
-    finally:
-        hub.unsubscribe(subscriber)
-        subscriber.finished = True
-        stream._notify_waiters()
+    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+    return connection, request.last_event_id, opening
 
 
 async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> None:
@@ -174,36 +181,6 @@ async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> b
     return True
 
 
-async def _stream_response(
-    connection: Connection, send: Send, last_event_id: str | None, retry: int | None
-) -> None:
-    failure: Exception | None = None
-    replay: list[HistoryEntry] = []
-    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-    try:
-        replay, reset = connection.start(last_event_id)  # no await since subscribing
-        if reset:
-            opening += connection.reset_event()
-    except Exception as exc:
-        failure = exc
-    await send({"type": "http.response.start", "status": 200, "headers": list(_STREAM_HEADERS)})
-    await send({"type": "http.response.body", "body": opening, "more_body": True})
-    try:
-        if failure is None:
-            await connection.write(send, replay)
-    except OSError:
-        raise
-    except Exception as exc:
-        failure = exc
-    if failure is not None:
-        await connection.send_stream_error(send, failure)
-    # Servers report the end of the response to the app as http.disconnect,
-    # from inside this send (hypercorn); cancelling it then would cut the
-    # server's own bookkeeping short (the connection would never go idle).
-    connection.completing = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def _answer_proxy(
     stream: StreamHost, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
 ) -> None:
@@ -221,25 +198,10 @@ async def _answer_proxy(
         keep_alive=_KEEP_ALIVE,
         keep_alive_interval=stream.keep_alive_interval,
     )
-    headers = [*_STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
+    headers = [*STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
     with contextlib.suppress(OSError):  # the client left before reading the answer
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, connection: Connection) -> None:
-    # Servers that do not raise from send() report a gone client here.
-    try:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    except OSError:
-        pass
-    finally:
-        # Cancelled at a left-behind subscriber's deadline: free the subscription
-        # even if the connection is stuck in a send() the server shields.
-        connection.hub.drop_if_overdue(connection.subscriber)
-    if not connection.completing:
-        scope.cancel()
 
 
 class EventStreamEndpoint:
@@ -262,8 +224,18 @@ class EventStreamEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            self.stream._watch_signals()
-            await serve(self.stream, scope, receive, send, self._resolver, self.retry)
+            # serve(), inlined: a parked connection then keeps one frame fewer.
+            stream = self.stream
+            stream._watch_signals()
+            opened = await _open(stream, scope, send, self._resolver, self.retry)
+            if opened is None:
+                return
+            connection, last_event_id, opening = opened
+            del opened
+            try:
+                await connection.run(receive, send, last_event_id, opening)
+            finally:
+                _finish(stream, connection)
         elif kind == "lifespan":
             while True:
                 message = await receive()

@@ -43,7 +43,7 @@ import math
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -60,7 +60,16 @@ _POLICIES = ("disconnect", "drop-oldest", "block")
 #: The longest a publish waits for a full subscriber that takes nothing (disconnect policy).
 STALL_AFTER = 0.1
 
-__all__ = ["EventStreamStatistics", "Hub", "Subscriber"]
+__all__ = ["CancelScopeLike", "EventStreamStatistics", "Hub", "Subscriber"]
+
+
+class CancelScopeLike(Protocol):
+    """What the hub needs of a connection's cancel scope (anyio's, or trio's on trio)."""
+
+    deadline: float
+
+    def cancel(self) -> None:
+        """Cancel the connection now."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ class Subscriber:
         #: Set by the connection once its response is over (shutdown waits for it).
         self.finished = False
         #: Set by the connection; the hub moves its deadline to disconnect it.
-        self.cancel_scope: anyio.CancelScope | None = None
+        self.cancel_scope: CancelScopeLike | None = None
         #: The deadline set when the stream was closed (shutdown grace).
         self.close_deadline = math.inf
         #: Events were dropped from the buffer (drop-oldest): send stream-reset first.

@@ -15,7 +15,7 @@ from .types import Scope
 __all__ = ["StreamRequest", "parse_request"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StreamRequest:
     """What a valid event-stream request asks for; the endpoint decides from it alone.
 

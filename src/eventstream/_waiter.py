@@ -24,12 +24,15 @@ it from the event loop it waits in.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
+import threading
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import anyio.lowlevel
 
-__all__ = ["Waiter", "current_waiter"]
+__all__ = ["Waiter", "current_waiter", "no_context"]
 
 
 class Waiter(Protocol):
@@ -39,23 +42,44 @@ class Waiter(Protocol):
     def wake(self) -> None:
         """Wake the waiting task, if any (it then returns ``True`` from :meth:`wait`)."""
 
-    async def wait(self, deadline: float) -> bool:
-        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never)."""
+    def wait(self, deadline: float) -> Awaitable[bool]:
+        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never).
+
+        Cancellation: the wait ends at once; the waiter can wait again.
+        """
 
     def close(self) -> None:
         """Release the timer. The waiter must not be used afterwards."""
 
 
+_local = threading.local()
+
+
+def no_context() -> contextvars.Context:
+    """An empty context for loop callbacks that read no context variable (this thread's).
+
+    ``call_at`` and ``add_done_callback`` otherwise copy the caller's context:
+    64 bytes per idle connection for each. One per thread: a context runs one
+    callback at a time, and each event loop runs in one thread.
+    """
+    context: contextvars.Context | None = getattr(_local, "context", None)
+    if context is None:
+        context = _local.context = contextvars.Context()
+    return context
+
+
 class _AsyncioWaiter:
-    __slots__ = ("_armed", "_deadline", "_future", "_loop", "_timer", "time")
+    __slots__ = ("_armed", "_deadline", "_future", "_loop", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.time = loop.time
         self._future: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed = math.inf  # when the timer fires
         self._deadline = math.inf  # when the current wait ends
+
+    def time(self) -> float:
+        return self._loop.time()
 
     def wake(self) -> None:
         future = self._future
@@ -64,7 +88,10 @@ class _AsyncioWaiter:
             if not future.done():
                 future.set_result(True)
 
-    async def wait(self, deadline: float) -> bool:
+    def wait(self, deadline: float) -> asyncio.Future[bool]:
+        # The future itself is awaited, no coroutine around it: a parked connection
+        # keeps one frame fewer. A cancelled future stays in _future until the next
+        # wait; wake() and _expire() skip it (done).
         future: asyncio.Future[bool] = self._loop.create_future()
         self._future = future
         self._deadline = deadline
@@ -72,11 +99,12 @@ class _AsyncioWaiter:
             if self._timer is not None:
                 self._timer.cancel()
             self._armed = deadline
-            self._timer = self._loop.call_at(deadline, self._expire) if deadline != math.inf else None
-        try:
-            return await future
-        finally:
-            self._future = None
+            self._timer = (
+                self._loop.call_at(deadline, self._expire, context=no_context())
+                if deadline != math.inf
+                else None
+            )
+        return future
 
     def _expire(self) -> None:
         armed, self._armed, self._timer = self._armed, math.inf, None
@@ -89,7 +117,7 @@ class _AsyncioWaiter:
                 future.set_result(False)
         elif self._deadline != math.inf:  # the deadline moved since the timer was armed
             self._armed = self._deadline
-            self._timer = self._loop.call_at(self._deadline, self._expire)
+            self._timer = self._loop.call_at(self._deadline, self._expire, context=no_context())
 
     def close(self) -> None:
         if self._timer is not None:
@@ -100,14 +128,17 @@ class _AsyncioWaiter:
 
 
 class _TrioWaiter:
-    __slots__ = ("_task", "_trio", "time")
+    __slots__ = ("_task", "_trio")
 
     def __init__(self) -> None:
         import trio  # only when running on trio
 
         self._trio: Any = trio
-        self.time = trio.current_time
         self._task: Any = None
+
+    def time(self) -> float:
+        now: float = self._trio.current_time()
+        return now
 
     def wake(self) -> None:
         task = self._task

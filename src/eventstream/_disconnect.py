@@ -1,0 +1,178 @@
+"""Noticing that a streaming response's client is gone, at the cost of one small task.
+
+ASGI servers report a gone client as an ``http.disconnect`` message from
+``receive()`` (some also raise ``OSError`` from ``send``), so a streaming
+response must keep a ``receive()`` pending beside its writes. An anyio task
+group with a watcher task costs about 4 KiB per idle connection (the group,
+its cancel scopes, the task's handle, its done event, the wrapper coroutine);
+:class:`DisconnectWatch` does the same with less:
+
+- on asyncio, the response's task enters one :class:`~._task_scope.TaskScope`
+  (80 bytes, where anyio's cancel scope takes about 600), and the
+  server's ``receive()`` coroutine runs as a bare ``asyncio`` task whose done
+  callback reads the message (and starts the next ``receive()`` if it was not
+  a disconnect): no wrapper coroutine, no task group;
+- on trio, a trio nursery with one watcher task (trio needs a nursery to run
+  anything beside the response).
+
+When the client is gone the scope is cancelled, unless the response is already
+sending its last message (:attr:`Connection.completing`); the subscription is
+also dropped at once if it was left behind ``send_timeout`` ago (a send the
+server shields from cancellation then cannot hold it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+
+from ._hub import Hub, Subscriber
+from ._task_scope import TaskScope
+from ._waiter import no_context
+from .types import Receive
+
+__all__ = ["DisconnectWatch"]
+
+
+class Connection(Protocol):
+    """What the watch needs of the response (``_connection.Connection``)."""
+
+    hub: Hub
+    subscriber: Subscriber
+    #: The response's last message is being sent: a disconnect no longer cancels anything.
+    completing: bool
+
+
+class DisconnectWatch(TaskScope):
+    """Between :meth:`start` and :meth:`stop`, the client's disconnect cancels :attr:`scope`.
+
+    The scope is also the subscriber's (the hub moves its deadline to drop a
+    client that takes nothing). Start it in the response's task, and stop it
+    there with what the response raised: ``async with`` does that, and so does
+    :meth:`Connection.run <eventstream._connection.Connection.run>` by hand
+    (``async with`` keeps its bound ``__aexit__`` alive, 64 bytes, for as long
+    as the connection is open).
+
+    Raises:
+        Exception: from :meth:`stop`, what ``receive()`` raised other than
+            ``OSError`` (the server's fault; ``OSError`` means the client is gone).
+
+    Cancellation: cancelling the enclosing scope cancels the response as
+    usual; the pending ``receive()`` is cancelled by :meth:`stop`.
+    """
+
+    __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "scope")
+
+    def __init__(self, receive: Receive, connection: Connection) -> None:
+        super().__init__()  # its own cancel scope, on asyncio (Python 3.11+): one object fewer
+        self._receive = receive
+        self._connection = connection
+        self._pending: asyncio.Future[Any] | None = None
+        self._nursery: Any = None  # trio's nursery manager
+        self._error: BaseException | None = None
+        self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
+
+    async def __aenter__(self) -> DisconnectWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return await self.stop(exc)
+
+    async def start(self) -> Any:
+        """Start watching (what ``async with`` does on entering); returns :attr:`scope`."""
+        native = anyio.lowlevel.current_token().native_token
+        if isinstance(native, asyncio.AbstractEventLoop):
+            # Task.uncancel() came with Python 3.11; before, anyio's scope.
+            if sys.version_info >= (3, 11):
+                TaskScope.__enter__(self)
+                self.scope = self
+            else:
+                self.scope = anyio.CancelScope().__enter__()
+            self._listen(native)
+        else:
+            import trio  # only when running on trio
+
+            self._nursery = manager = trio.open_nursery()
+            nursery = await manager.__aenter__()
+            self.scope = nursery.cancel_scope
+            nursery.start_soon(self._watch)
+        return self.scope
+
+    async def stop(self, exc: BaseException | None) -> bool:
+        """Stop watching (what ``async with`` does on leaving, ``exc`` raised in the block).
+
+        Returns whether ``exc`` is swallowed (the cancellation the watch caused).
+        """
+        kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
+        scope, self.scope = self.scope, None  # no cycle through self
+        if self._nursery is not None:
+            scope.cancel()
+            return bool(await self._nursery.__aexit__(kind, exc, tb))
+        task, self._pending = self._pending, None
+        if task is not None:
+            task.cancel()
+        if scope is self:
+            swallowed = TaskScope.__exit__(self, kind, exc, tb)
+        else:
+            swallowed = bool(scope.__exit__(kind, exc, tb))
+        if self._error is not None and (exc is None or swallowed):
+            raise self._error
+        return swallowed
+
+    # -- asyncio: a bare task per receive() ---------------------------------
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            # ensure_future: a server's receive() may return a future or another awaitable.
+            task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        except Exception as exc:  # receive() failed before returning an awaitable
+            if not isinstance(exc, OSError):
+                self._error = exc
+            self._gone()
+            return
+        self._pending = task
+        task.add_done_callback(self._received, context=no_context())
+
+    def _received(self, task: asyncio.Future[Any]) -> None:
+        # Read the outcome first, even when stopped: a failure is then never "unretrieved".
+        error = None if task.cancelled() else task.exception()
+        if task is not self._pending:
+            return  # cancelled by stop()
+        self._pending = None
+        if task.cancelled():  # by someone else: the server tearing the connection down
+            self._gone()
+            return
+        if error is None and task.result()["type"] != "http.disconnect":
+            self._listen(task.get_loop())
+            return
+        if error is not None and not isinstance(error, OSError):
+            self._error = error
+        self._gone()
+
+    # -- trio: a watcher task in a nursery -----------------------------------
+
+    async def _watch(self) -> None:
+        try:
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
+        except OSError:
+            pass
+        finally:
+            # Cancelled at a left-behind subscriber's deadline: free the subscription
+            # even if the response is stuck in a send() the server shields.
+            self._connection.hub.drop_if_overdue(self._connection.subscriber)
+        if not self._connection.completing and self.scope is not None:  # None: the block is over
+            self.scope.cancel()
+
+    def _gone(self) -> None:
+        connection = self._connection
+        connection.hub.drop_if_overdue(connection.subscriber)
+        if (not connection.completing or self._error is not None) and self.scope is not None:
+            self.scope.cancel()
