@@ -169,7 +169,9 @@ async def engine_memory(engine: RedisEngine, url: str, events: int) -> float:
         raise RuntimeError("no used_memory in INFO")
 
     before = used()
-    async with Publisher(broker=RedisBroker(url, key_prefix="bench-mem:", max_events=events)) as publisher:
+    async with Publisher(
+        broker=RedisBroker(url, key_prefix="bench-mem:", max_events=events, max_bytes=events * 1024)
+    ) as publisher:
         for _ in range(events):
             await publisher.publish_event("mem", {"data": PAYLOAD})
     return (used() - before) / (events / 1000)
