@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .redis_engine import RedisEngine, run_redis
 from .servers import SERVER_KINDS, Server, run_server
+
+_prefixes = itertools.count()
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -24,3 +28,16 @@ def server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server]:
     """The test app under each real server, started once per session."""
     with run_server(request.param, env={"EVENTSTREAM_KEEP_ALIVE": "0.5"}, log_dir=log_dir) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RedisEngine]:
+    """A private redis-server for the test module (its own port and directory), stopped by PID."""
+    with run_redis() as engine:
+        yield engine
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own per test, so tests sharing the engine share no channel."""
+    return f"t{next(_prefixes)}:"

@@ -7,9 +7,7 @@ multi-process tests are in ``test_broker_processes.py``.
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -21,20 +19,6 @@ from eventstream.testing import StreamResponse, open_stream
 from .redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
-
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RedisEngine]:
-    with run_redis() as engine:
-        yield engine
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A key prefix of its own per test, so tests sharing the engine share no channel."""
-    return f"t{next(_prefixes)}:"
 
 
 def make_stream(engine: RedisEngine, prefix: str, **options: object) -> EventStream:

@@ -9,7 +9,6 @@ publisher) stand for three processes; the origin is served in this event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -19,17 +18,11 @@ from eventstream import EventStream, RedisBroker
 
 from .helpers import EventReader
 from .pushpin import SIG_ISS, SIG_KEY, run_pushpin
-from .redis_engine import RedisEngine, run_redis
+from .redis_engine import RedisEngine
 from .servers import free_port, serve_in_process
 from .test_grip_reliable import FRESH_CONNECTIONS, held, routed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RedisEngine]:
-    with run_redis() as engine:
-        yield engine
 
 
 async def test_three_publishers_on_one_channel_keep_the_chain(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -23,20 +23,8 @@ from .redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
 
-_prefixes = itertools.count()
 #: What an entry counts besides its wire bytes (as in MemoryHistory).
 OVERHEAD = 400
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RedisEngine]:
-    with run_redis() as engine:
-        yield engine
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"l{next(_prefixes)}:"
 
 
 def make_stream(engine: RedisEngine, prefix: str, **options: object) -> EventStream:

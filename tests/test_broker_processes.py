@@ -33,12 +33,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}{next(_names)}-{os.getpid()}"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RedisEngine]:
-    with run_redis() as engine:
-        yield engine
-
-
 def app_env(engine: RedisEngine, prefix: str = "e2e:") -> dict[str, str]:
     return {
         "EVENTSTREAM_BROKER": engine.url,

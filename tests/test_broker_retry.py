@@ -10,7 +10,6 @@ stands for another process. On asyncio and trio.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterator
 
 import anyio
@@ -20,23 +19,10 @@ from eventstream import EventStream, RedisBroker, ServerSentEvent
 from eventstream._redis_scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
-from .redis_engine import RedisEngine, run_redis
+from .redis_engine import RedisEngine
 from .reply_cutter import ReplyCutter, reply_cutter
 
 pytestmark = pytest.mark.anyio
-
-_prefixes = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RedisEngine]:
-    with run_redis() as engine:
-        yield engine
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"r{next(_prefixes)}:"
 
 
 @pytest.fixture
