@@ -616,7 +616,7 @@ def main() -> None:
             for peer, server in order:
                 try:
                     run = run_once(scenario, peer, server)
-                except (OSError, RuntimeError, TimeoutError) as exc:
+                except (OSError, RuntimeError, TimeoutError, http.client.HTTPException) as exc:
                     print(
                         f"{name} round {round_number + 1}/{rounds} {peer}@{server}: FAILED: {exc!r}",
                         flush=True,
