@@ -449,6 +449,33 @@ async def test_concurrent_publishes_batched_some_cancelled(engine: RedisEngine, 
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+async def test_a_task_publishing_without_pause_can_be_cancelled(engine: RedisEngine, prefix: str) -> None:
+    # A lone publisher sends each batch itself (shielded, so others' events are
+    # not stranded); it must still see cancellation between publishes.
+    stream = make_stream(engine, prefix)
+    published = 0
+    fifty = anyio.Event()
+    with anyio.fail_after(20):
+        async with stream:
+            async with anyio.create_task_group() as tg:
+
+                async def publish_forever() -> None:
+                    nonlocal published
+                    while True:
+                        await stream.publish_event("news", {"data": published})
+                        published += 1
+                        if published == 50:
+                            fifty.set()
+
+                tg.start_soon(publish_forever)
+                await fifty.wait()
+                tg.cancel_scope.cancel()
+            stopped_at = published
+            # Nothing publishes once the task group is left.
+            await stream.publish_event("news", {"data": "after"})
+            assert published == stopped_at
+
+
 async def test_channels_nobody_asked_for_are_not_copied_and_idle_ones_are_forgotten(
     engine: RedisEngine, prefix: str
 ) -> None:

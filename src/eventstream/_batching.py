@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["BatchQueue", "Pending"]
 
@@ -66,8 +67,11 @@ class BatchQueue:
         """Return once ``item`` was sent (``item.done``; its outcome is on it).
 
         Cancellation: an item still waiting is withdrawn (not sent); a call
-        that is sending a batch for others finishes sending it first.
+        that is sending a batch for others finishes sending it first. A call
+        made in a cancelled scope is cancelled before anything is queued (a
+        loop of publishes that are each sent at once still sees cancellation).
         """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self._pending.append(item)
         if self._senders < self.senders:
             self._senders += 1
