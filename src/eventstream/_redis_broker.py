@@ -48,6 +48,7 @@ from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
 from ._history import HistoryStore
 from ._redis_connect import connect, glide_configuration, glide_module
+from ._redis_feed import FeedInbox
 from ._redis_follow import EngineFollower
 from ._redis_publish import BatchSender
 from ._redis_scripts import PUBLISH, READ
@@ -212,7 +213,7 @@ class RedisBroker(Broker):
         self._publish_script = glide.Script(PUBLISH)
         self._read_script = glide.Script(READ)
         async with contextlib.AsyncExitStack() as stack:
-            client = await self._connect(feed=False)
+            client = await self._connect(feed=None)
             stack.push_async_callback(client.close)
             candidate = os.urandom(4).hex()
             try:
@@ -228,13 +229,14 @@ class RedisBroker(Broker):
                     self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
                 )
                 follower = EngineFollower(self._hub, history, self._read, engine=self.description)
-                feed = await self._connect(feed=True)
+                inbox = FeedInbox()
+                feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
                 self._feed = feed
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._follower = follower
-                tg.start_soon(self._read_feed, feed, follower)
+                tg.start_soon(self._read_feed, inbox, follower)
                 tg.start_soon(self._check_periodically, follower)
             self._exit = stack.pop_all()
         return self
@@ -243,12 +245,13 @@ class RedisBroker(Broker):
         self._client = self._feed = None
         self._follower = None
 
-    async def _connect(self, *, feed: bool) -> GlideClient:
+    async def _connect(self, *, feed: FeedInbox | None) -> GlideClient:
         config = glide_configuration(
             self._address,
             self._configuration,
             request_timeout=self.request_timeout,
-            pattern=f"{self.key_prefix}ch:*" if feed else None,
+            pattern=f"{self.key_prefix}ch:*" if feed is not None else None,
+            on_message=feed.push if feed is not None else None,
         )
         return await connect(config, engine=self.description, within=self.publish_timeout)
 
@@ -308,7 +311,7 @@ class RedisBroker(Broker):
 
     # -- receiving -------------------------------------------------------------
 
-    async def _read_feed(self, feed: GlideClient, follower: EngineFollower) -> None:
+    async def _read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
         prefix = f"{self.key_prefix}ch:".encode()
         burst = False
         while True:
@@ -317,20 +320,10 @@ class RedisBroker(Broker):
             # While messages come several at a time (a burst), wait _GATHER
             # first for the ones on their way: each batch handed to the hub
             # wakes every subscriber once, so bigger batches cost less.
-            glide = _glide()
-            try:
-                messages = [await feed.get_pubsub_message()]
-                if burst:
-                    await anyio.sleep(_GATHER)
-                while len(messages) < 1024 and (more := feed.try_get_pubsub_message()) is not None:
-                    messages.append(more)
-            except glide.ClosingError as exc:
-                # The feed connection is gone for good: the periodic check
-                # still brings every event, within check_interval.
-                logger.error(
-                    "broker: the feed from %s stopped (%s); following by polling", self.description, exc
-                )
-                return
+            await inbox.wait()
+            if burst:
+                await anyio.sleep(_GATHER)
+            messages = inbox.take(1024)
             burst = len(messages) > 1
             batch: list[tuple[str, EngineEntry]] = []
             for message in messages:

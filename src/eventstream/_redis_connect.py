@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,12 +46,13 @@ def glide_configuration(
     *,
     request_timeout: float,
     pattern: str | None,
+    on_message: Callable[[Any, Any], None] | None = None,
 ) -> GlideClientConfiguration:
     """A client configuration from a parsed URL or from the user's own (one of them).
 
     ``pattern``: the pub/sub pattern the client subscribes to (the feed), or
-    None (the command client). ``request_timeout`` (seconds) applies unless
-    ``base`` sets its own.
+    None (the command client); ``on_message`` gets each of its messages.
+    ``request_timeout`` (seconds) applies unless ``base`` sets its own.
     """
     glide = glide_module()
     config_class = glide.GlideClientConfiguration
@@ -58,7 +60,7 @@ def glide_configuration(
     subscriptions = None
     if pattern is not None:
         subscriptions = config_class.PubSubSubscriptions(
-            {config_class.PubSubChannelModes.Pattern: {pattern}}, None, None
+            {config_class.PubSubChannelModes.Pattern: {pattern}}, on_message, None
         )
     if base is not None:
         config: GlideClientConfiguration = config_class(
