@@ -1,6 +1,6 @@
 """The Redis broker: publish throughput, cross-process latency, fan-out cost, engine memory.
 
-    python -m benchmarks.broker [--quick]
+    python -m benchmarks.broker [--quick] [--rounds N] [--backend trio]
 
 Starts a private redis-server (Debian's ``redis-server``) on a free port and measures:
 
@@ -183,6 +183,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the burst comparison")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-redis-") as directory:
@@ -203,11 +204,19 @@ def main() -> None:
                 f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
             )
             subscribers, events = 1000, int(1000 * scale) or 100
-            without = anyio.run(burst_fanout, None, subscribers, events, backend=args.backend)
-            with_broker = anyio.run(burst_fanout, url, subscribers, events, backend=args.backend)
+            rounds: list[tuple[float, float]] = []
+            for _ in range(args.rounds):  # interleaved: without, with, without, with...
+                without = anyio.run(burst_fanout, None, subscribers, events, backend=args.backend)
+                with_broker = anyio.run(burst_fanout, url, subscribers, events, backend=args.backend)
+                rounds.append((without, with_broker))
+            without = statistics.median(pair[0] for pair in rounds)
+            with_broker = statistics.median(pair[1] for pair in rounds)
+            ratio = statistics.median(pair[1] / pair[0] for pair in rounds)
             print(
-                f"burst of {events} events to {subscribers} subscribers: without broker {without:,.0f}, "
-                f"with broker {with_broker:,.0f} deliveries/s ({with_broker / without:.2f}x)"
+                f"burst of {events} events to {subscribers} subscribers, "
+                f"medians of {args.rounds} interleaved rounds: without broker {without:,.0f}, "
+                f"with broker {with_broker:,.0f} deliveries/s ({ratio:.2f}x; "
+                f"rounds {', '.join(f'{b / a:.2f}x' for a, b in rounds)})"
             )
             taken = anyio.run(feed_rate, url, int(40_000 * scale) or 640, backend=args.backend)
             print(f"one process following the feed (64 channels, 64 publishers): {taken:,.0f} events/s")

@@ -2,11 +2,13 @@
 
 Unit tests of the inbox on asyncio and trio, and against a real redis-server:
 a broker that stops while its feed is busy stops cleanly (no event-loop
-callback error) and a running one still gets every message in order.
+callback error) and a running one still gets every message in order; a batch
+from the feed wakes each subscriber once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 
 import anyio
@@ -14,7 +16,9 @@ import anyio.to_thread
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent
+from eventstream._broker_wire import EngineEntry
 from eventstream._redis_feed import FeedInbox
+from eventstream._waiter import current_waiter
 from eventstream.testing import open_stream
 
 from .redis_engine import RedisEngine
@@ -112,3 +116,41 @@ async def test_a_broker_stopping_while_its_feed_is_busy_stops_cleanly(
                     assert event.json() == start + offset
         tg.cancel_scope.cancel()
     assert published > 20
+
+
+async def test_a_feed_batch_wakes_each_subscriber_once(engine: RedisEngine, prefix: str) -> None:
+    """The follower puts a whole feed batch in subscribers' queues before it yields."""
+    broker = RedisBroker(engine.url, key_prefix=prefix)
+    stream = EventStream(broker=broker)
+    async with stream:
+        await broker.prepare(["batch"])
+        hub = stream._hub
+        follower = broker._follower
+        assert follower is not None
+        subscribers = [hub.subscribe(("batch",)) for _ in range(3)]
+        entries = [
+            ("batch", EngineEntry(broker.epoch, seq, f"{broker.epoch}-{seq}", "", 0, b"data: %d\n" % seq))
+            for seq in range(1, 101)
+        ]
+        wakes = [0] * len(subscribers)
+        received: list[list[int]] = [[] for _ in subscribers]
+
+        async def drain(index: int) -> None:
+            subscriber = subscribers[index]
+            waiter = current_waiter()
+            subscriber.waiter = waiter
+            while len(received[index]) < len(entries):
+                if subscriber.queue:
+                    wakes[index] += 1
+                    received[index] += [entry.seq for entry in subscriber.take()]
+                else:
+                    await waiter.wait(math.inf)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for index in range(len(subscribers)):
+                    tg.start_soon(drain, index)
+                await anyio.wait_all_tasks_blocked()
+                await follower.receive(entries)
+        assert received == [list(range(1, 101))] * len(subscribers)
+        assert wakes == [1] * len(subscribers)

@@ -292,12 +292,25 @@ class Hub:
         history). Cancelling the call while it waits for full subscribers
         leaves the payload queued for them.
         """
+        full = self.put(channel, payload)
+        if full:
+            await self.wait_for_room(full)
+        else:
+            await self._checkpoint()
+
+    def put(self, channel: str, payload: HistoryEntry) -> list[Subscriber] | None:
+        """Put ``payload`` in the queue of every subscriber of ``channel``; never waits.
+
+        Returns the subscribers whose buffer was already full (it now holds
+        one entry more), or None: the caller awaits :meth:`wait_for_room` for
+        them before it puts more, as :meth:`publish` does. For a batch taken
+        in at once (the broker's feed): it yields to subscribers once per
+        batch, so each wakes once for the batch.
+        """
         self._published += 1
         members = self._channels.get(channel)
         if not members:
-            # Nobody listens: constant time, whatever else is connected.
-            await self._checkpoint()
-            return
+            return None  # nobody listens: constant time, whatever else is connected
         capacity = self.buffer_size
         full: list[Subscriber] | None = None
         overdue: list[Subscriber] | None = None
@@ -327,10 +340,7 @@ class Hub:
             now = anyio.current_time()  # once per publish: the clock lookup costs as much as a delivery
             for subscriber in overdue:
                 self.drop_if_overdue(subscriber, now)
-        if full:
-            await self._wait_for_room(full)
-        else:
-            await self._checkpoint()
+        return full
 
     async def _checkpoint(self) -> None:
         # A publish yields to other tasks (and checks for cancellation) only every
@@ -346,9 +356,13 @@ class Hub:
             self._since_yield = 0
             await anyio.lowlevel.checkpoint()
 
-    async def _wait_for_room(self, full: list[Subscriber]) -> None:
-        # Wait until each full subscriber's connection has taken its queue. Under
-        # "disconnect", give up on one that takes nothing for stall_after seconds.
+    async def wait_for_room(self, full: list[Subscriber]) -> None:
+        """Wait until each full subscriber's connection has taken its queue.
+
+        Under the default policy, give up on one that takes nothing for
+        ``stall_after`` seconds (it is left behind). Cancellation: the
+        entries stay queued.
+        """
         capacity = self.buffer_size
         block = self.policy == "block"
         now = anyio.current_time()

@@ -66,8 +66,11 @@ __all__ = ["RedisBroker"]
 logger = logging.getLogger("eventstream")
 
 _glide = glide_module
-#: In a burst, how long (seconds) feed messages are gathered before they reach the hub.
-_GATHER = 0.001
+#: In a burst, feed messages are gathered while they keep coming at most _GATHER
+#: seconds apart, or while this process publishes, for at most _GATHER_FOR seconds,
+#: before they reach the hub.
+_GATHER = 0.0005
+_GATHER_FOR = 0.01
 
 
 class RedisBroker(Broker):
@@ -150,6 +153,8 @@ class RedisBroker(Broker):
         self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
+        #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
+        self._publishing = 0
         self._sender = BatchSender(
             engine=self.description,
             key_prefix=key_prefix,
@@ -297,10 +302,14 @@ class RedisBroker(Broker):
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
         item = Pending(channel, feed_channel, event._body, event.id)
-        if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
-            await self._send_batch([item])
-        else:
-            await self._queue.submit(item)
+        self._publishing += 1
+        try:
+            if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
+                await self._send_batch([item])
+            else:
+                await self._queue.submit(item)
+        finally:
+            self._publishing -= 1
         if item.error is not None:
             raise item.error
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
@@ -317,12 +326,13 @@ class RedisBroker(Broker):
         while True:
             # Wait for one message, then take every one already received: a
             # burst reaches the hub as a burst (subscribers wake once for many).
-            # While messages come several at a time (a burst), wait _GATHER
-            # first for the ones on their way: each batch handed to the hub
-            # wakes every subscriber once, so bigger batches cost less.
+            # While messages come several at a time (a burst), first gather
+            # the ones on their way (up to _GATHER_FOR): each batch handed to
+            # the hub wakes every subscriber once, so bigger batches cost less.
+            # One message at a time (paced traffic) is never delayed.
             await inbox.wait()
             if burst:
-                await anyio.sleep(_GATHER)
+                await self._gather(inbox)
             messages = inbox.take(1024)
             burst = len(messages) > 1
             batch: list[tuple[str, EngineEntry]] = []
@@ -343,6 +353,20 @@ class RedisBroker(Broker):
                 # A gap could not be filled now: the next entry of that channel,
                 # or the periodic check, fills it (nothing is delivered out of order).
                 logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
+
+    async def _gather(self, inbox: FeedInbox) -> None:
+        # Wait while messages keep coming (_GATHER apart at most), or while this
+        # process's own publishes are in flight (their events come back through
+        # the feed a round trip later), up to _GATHER_FOR.
+        deadline = anyio.current_time() + _GATHER_FOR
+        while True:
+            before = len(inbox)
+            await anyio.sleep(_GATHER)
+            waiting = len(inbox)
+            if waiting >= 1024 or anyio.current_time() >= deadline:
+                return
+            if waiting == before and not self._publishing:
+                return
 
     async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         client = self._client

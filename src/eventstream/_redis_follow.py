@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
+import anyio.lowlevel
 
 from ._broker_wire import EngineEntry
 from ._exceptions import BrokerError
@@ -68,10 +69,15 @@ class EngineFollower:
     # -- entries from the feed ----------------------------------------------------
 
     async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
-        """Handle entries of the pub/sub feed, in order (gaps first filled from history)."""
+        """Handle entries of the pub/sub feed, in order (gaps first filled from history).
+
+        The entries reach subscribers' queues before it yields (unless one is
+        full, or a gap needs a read): each subscriber wakes once per batch.
+        """
         async with self._lock:
             for channel, entry in entries:
                 await self._receive_one(channel, entry)
+        await anyio.lowlevel.checkpoint()
 
     async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
         if entry.epoch != self.epoch:
@@ -92,7 +98,9 @@ class EngineFollower:
 
     async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
         self.history.append(entry)
-        await self.hub.publish(channel, entry)
+        full = self.hub.put(channel, entry)
+        if full:
+            await self.hub.wait_for_room(full)
 
     def _new_epoch(self, epoch: str) -> None:
         # The engine lost its data (a restart without persistence, a flush):
