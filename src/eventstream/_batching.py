@@ -71,12 +71,16 @@ class BatchQueue:
         made in a cancelled scope is cancelled before anything is queued (a
         loop of publishes that are each sent at once still sees cancellation).
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        self._pending.append(item)
         if self._senders < self.senders:
+            # It sends (shielded) at once: see cancellation first. (A waiting
+            # call sees it in wake.wait(); it raises only if cancelled, so
+            # nothing changed meanwhile.)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._pending.append(item)
             self._senders += 1
             await self._send_until_done(item)
         else:
+            self._pending.append(item)
             # Enough calls are sending: one of them sends this one, or asks
             # this call to send (wake without done) when it stops.
             try:
