@@ -346,6 +346,9 @@ async def test_engine_down_publish_fails_within_the_timeout_and_streams_stay_ope
                 elapsed = anyio.current_time() - started
                 assert own.url.rsplit("/", 1)[0] in str(info.value)
                 assert info.value.attempts > 1
+                # Attempts went unanswered: the engine may have run one.
+                assert info.value.maybe_published
+                assert "may have published" in str(info.value)
                 assert 1.5 <= elapsed < 5
                 # The stream stays open: keep-alives go on.
                 events = [await response.receive_event() for _ in range(3)]
@@ -390,6 +393,21 @@ async def test_credentials_from_the_url(prefix: str) -> None:
                 async with wrong:
                     pass
             assert "wrong" not in str(info.value)
+
+
+async def test_an_event_the_engine_refuses_is_known_unpublished(prefix: str) -> None:
+    with run_redis() as own:
+        # A user that may read and write keys but not run scripts.
+        own.command("ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all", "-@scripting")
+        stream = make_stream_url(f"redis://noscripts:pw@127.0.0.1:{own.port}/0", prefix)
+        with anyio.fail_after(30):
+            async with stream:
+                with pytest.raises(BrokerError) as info:
+                    await stream.publish_event("news", {"data": "refused"})
+        assert info.value.attempts == 1
+        assert not info.value.maybe_published
+        assert "NOPERM" in info.value.reason or "permission" in info.value.reason.lower()
+        assert "may have published" not in str(info.value)
 
 
 def make_stream_url(url: str, prefix: str) -> EventStream:

@@ -63,11 +63,18 @@ class BrokerError(EventStreamError):
         engine: The engine's URL (without credentials).
         reason: What went wrong (the engine's error or the connection error).
         attempts: How many times the request was tried.
+        maybe_published: For a publish: True when an attempt was sent and got
+            no answer (a timeout, a connection lost), so the engine may have
+            published the event (once: a later attempt would have been
+            answered with that outcome); False when the engine refused it
+            or it was never sent.
     """
 
-    def __init__(self, engine: str, reason: str, attempts: int = 1) -> None:
+    def __init__(self, engine: str, reason: str, attempts: int = 1, *, maybe_published: bool = False) -> None:
         self.engine = engine
         self.reason = reason
         self.attempts = attempts
+        self.maybe_published = maybe_published
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        super().__init__(f"broker engine {engine} failed{tries}: {reason}")
+        maybe = " (it may have published the event)" if maybe_published else ""
+        super().__init__(f"broker engine {engine} failed{tries}: {reason}{maybe}")

@@ -73,7 +73,8 @@ class Publisher:
                 (nothing was published).
             BrokerError: the engine refused the event or could not be reached
                 within the broker's publish timeout (if an attempt reached the
-                engine and only its answer was lost, subscribers got it once).
+                engine and only its answer was lost, subscribers got it once:
+                ``maybe_published`` is then True).
             RuntimeError: the publisher was not entered (``async with``).
 
         Cancellation: the event may or may not have been published.

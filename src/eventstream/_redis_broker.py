@@ -285,7 +285,9 @@ class RedisBroker(Broker):
         Raises:
             ValueError: the event alone weighs more than ``max_bytes`` (nothing was sent).
             BrokerError: the engine refused the event (a script error, wrong
-                credentials) or could not be reached within ``publish_timeout``.
+                credentials) or could not be reached within ``publish_timeout``;
+                its ``maybe_published`` tells whether an attempt went unanswered
+                (the event may then have been published, once).
             RuntimeError: the broker is not running.
 
         Concurrent calls are sent together (one script call for up to 256

@@ -127,6 +127,7 @@ class BatchSender:
         attempt = 0
         error: BrokerError | None = None
         result: Any = None
+        unanswered = False  # an attempt was sent and got no answer: it may have run
         while client is not None:
             args: list[str | bytes] = [
                 os.urandom(4).hex(),
@@ -147,8 +148,10 @@ class BatchSender:
                 break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, glide.TimeoutError | glide.ConnectionError | glide.ClosingError):
+                    unanswered = True
                 if not transient(exc, glide) or time.monotonic() >= deadline:
-                    error = BrokerError(self.engine, reason, attempt)
+                    error = BrokerError(self.engine, reason, attempt, maybe_published=unanswered)
                     break
                 delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
                 await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
