@@ -41,8 +41,27 @@ from typing import Any
 REQUEST = b"GET /events%s HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n"
 #: The data line of an event; the JavaScript anchor sends its data as a JSON string (quoted).
 EVENT = re.compile(rb'data: "?(\d+) (\d+) ')
-#: Connections per source address (127.0.0.x) before the next one: each address has ~28,000 ports.
-PER_SOURCE = 25_000
+#: Connections per source address (127.0.0.x) before the next one: each address has ~28,000
+#: ports, some of them held in TIME_WAIT by the previous round's connections.
+PER_SOURCE = 5_000
+#: Linux's IP_BIND_ADDRESS_NO_PORT: bind picks the address only, connect picks the port
+#: (unique per destination, so ports in TIME_WAIT towards another port stay usable).
+_IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def connect_from(source: str, port: int) -> socket.socket:
+    """A TCP connection from ``source`` (an address of 127.0.0.0/8) to 127.0.0.1:``port``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 BATCH = 500
 
 
@@ -111,8 +130,7 @@ class Client:
         for first in range(0, self.count, BATCH):
             batch = []
             for index in range(first, min(first + BATCH, self.count)):
-                source = (f"127.0.0.{1 + index // PER_SOURCE}", 0)
-                sock = socket.create_connection(("127.0.0.1", self.port), source_address=source)
+                sock = connect_from(f"127.0.0.{1 + index // PER_SOURCE}", self.port)
                 sock.setblocking(False)
                 sock.sendall(REQUEST % (b"?user=%d" % index if self.per_user else b""))
                 conn = Conn(index, sock, bytearray(b"\0") * self.capacity)
