@@ -9,7 +9,11 @@ from the feed wakes each subscriber once.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -154,3 +158,21 @@ async def test_a_feed_batch_wakes_each_subscriber_once(engine: RedisEngine, pref
                 await follower.receive(entries)
         assert received == [list(range(1, 101))] * len(subscribers)
         assert wakes == [1] * len(subscribers)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_feed_messages_read_in_another_loops_thread_are_handed_over(
+    engine: RedisEngine, prefix: str, backend: str
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(root / "src"), str(root)))}
+    result = subprocess.run(
+        [sys.executable, str(root / "tests" / "feed_handover.py"), engine.url, prefix, backend],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("handed over")
