@@ -10,10 +10,13 @@ the engine runs in order. No task is started: the callers do the sending.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
+
+from ._waiter import Waiter, waiter_factory
 
 __all__ = ["BatchQueue", "Pending"]
 
@@ -32,7 +35,7 @@ class Pending:
         "leads",
         "prev_id",
         "seq",
-        "wake",
+        "waiter",
     )
 
     def __init__(self, channel: str, feed_channel: str, body: bytes, event_id: str | None) -> None:
@@ -40,7 +43,8 @@ class Pending:
         self.feed_channel = feed_channel
         self.body = body
         self.id = event_id
-        self.wake = anyio.Event()
+        #: The waiting call's waiter, while it waits (made then: most never wait).
+        self.waiter: Waiter | None = None
         self.leads = False
         self.done = False
         self.epoch = ""
@@ -48,6 +52,21 @@ class Pending:
         self.prev_id = ""
         #: A BrokerError from the engine (or, from a bug, any exception).
         self.error: Exception | None = None
+
+    def wake(self) -> None:
+        """Wake the call waiting for this item (done, or asked to send); a no-op if none waits."""
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.wake()
+
+    async def wait(self, new_waiter: Callable[[], Waiter]) -> None:
+        """Wait for :meth:`wake` (nothing may be awaited between queueing and this)."""
+        waiter = self.waiter = new_waiter()
+        await waiter.wait(math.inf)
+
+
+def _unbound() -> Waiter:
+    raise RuntimeError("BatchQueue.bind() was not called in this event loop")
 
 
 class BatchQueue:
@@ -62,6 +81,11 @@ class BatchQueue:
         self.senders = senders
         self._pending: list[Pending] = []
         self._senders = 0
+        self._new_waiter: Callable[[], Waiter] = _unbound
+
+    def bind(self) -> None:
+        """Make waiters for the calling event loop from now on (call when the broker starts)."""
+        self._new_waiter = waiter_factory()
 
     async def submit(self, item: Pending) -> None:
         """Return once ``item`` was sent (``item.done``; its outcome is on it).
@@ -73,7 +97,7 @@ class BatchQueue:
         """
         if self._senders < self.senders:
             # It sends (shielded) at once: see cancellation first. (A waiting
-            # call sees it in wake.wait(); it raises only if cancelled, so
+            # call sees it in item.wait(); it raises only if cancelled, so
             # nothing changed meanwhile.)
             await anyio.lowlevel.checkpoint_if_cancelled()
             self._pending.append(item)
@@ -84,14 +108,14 @@ class BatchQueue:
             # Enough calls are sending: one of them sends this one, or asks
             # this call to send (wake without done) when it stops.
             try:
-                await item.wake.wait()
+                await item.wait(self._new_waiter)
             except BaseException:  # cancelled while waiting
                 if item in self._pending:
                     self._pending.remove(item)  # not sent
                 if item.leads and self._pending:  # asked to send: pass that on
                     successor = self._pending[0]
                     successor.leads = True
-                    successor.wake.set()
+                    successor.wake()
                 raise
             if not item.done:
                 self._senders += 1
@@ -117,14 +141,13 @@ class BatchQueue:
                             for queued in batch:
                                 if not queued.done:
                                     queued.error, queued.done = exc, True
-                                    queued.wake.set()
+                                    queued.wake()
                             raise
                     else:  # in another call's batch, in flight
-                        item.wake = anyio.Event()
-                        await item.wake.wait()
+                        await item.wait(self._new_waiter)
         finally:
             self._senders -= 1
             if self._pending and self._senders < self.senders:
                 successor = self._pending[0]
                 successor.leads = True
-                successor.wake.set()
+                successor.wake()

@@ -215,6 +215,7 @@ class RedisBroker(Broker):
         if self._exit is not None:
             raise RuntimeError("the broker is already running")
         glide = _glide()
+        self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH)
         self._read_script = glide.Script(READ)
         async with contextlib.AsyncExitStack() as stack:

@@ -167,4 +167,4 @@ class BatchSender:
                 item.seq = int(result[2 * index + 1])
                 item.prev_id = bytes(result[2 * index + 2]).decode("utf-8")
             item.done = True
-            item.wake.set()
+            item.wake()

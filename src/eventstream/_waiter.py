@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import math
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio.lowlevel
 
-__all__ = ["Waiter", "current_waiter", "no_context"]
+__all__ = ["Waiter", "current_waiter", "no_context", "waiter_factory"]
 
 
 class Waiter(Protocol):
@@ -166,7 +167,12 @@ class _TrioWaiter:
 
 def current_waiter() -> Waiter:
     """A waiter for the calling task, on the event loop it runs in (asyncio or trio)."""
+    return waiter_factory()()
+
+
+def waiter_factory() -> Callable[[], Waiter]:
+    """What makes waiters for the event loop that calls this (to make many, cheaply)."""
     native = anyio.lowlevel.current_token().native_token
     if isinstance(native, asyncio.AbstractEventLoop):
-        return _AsyncioWaiter(native)
-    return _TrioWaiter()
+        return functools.partial(_AsyncioWaiter, native)
+    return _TrioWaiter
