@@ -44,11 +44,12 @@ def _surrogate_to_json(match: re.Match[str]) -> str:
     return f"\\u{ord(text):04x}"  # a lone surrogate: escaped, as JSON.stringify writes it
 
 
-def _json_dumps(value: object) -> str:
-    # Same text as JavaScript's JSON.stringify(value): no whitespace, non-ASCII
-    # characters left as they are. NaN and Infinity are not JSON; JSON.stringify
-    # would silently turn them into null, we refuse them instead.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Same text as JavaScript's JSON.stringify(value): no whitespace, non-ASCII
+# characters left as they are. NaN and Infinity are not JSON; JSON.stringify
+# would silently turn them into null, we refuse them instead. One encoder for
+# every call (json.dumps with options builds one per call; encode() keeps no
+# state between calls, so it is safe from any thread).
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _well_formed(json_text: str) -> str:
