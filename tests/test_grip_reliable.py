@@ -7,6 +7,7 @@ test can make one publish never reach the proxy.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,27 +69,39 @@ def routed(stream: EventStream) -> object:
 async def held(
     client: httpx.AsyncClient, url: str, pushpin: Pushpin, **kwargs: object
 ) -> AsyncIterator[EventReader]:
-    """A stream held by the proxy, its stream-open event read; retried while a new Pushpin warms up."""
+    """A stream held by the proxy, its stream-open event read; retried while a new Pushpin warms up.
+
+    Right after it starts, the proxy may drop a request, never finish
+    answering it, or pass the client its first body and then cancel the held
+    session ("received message out of sequence, canceling" in its log). So a
+    stream counts as held once the proxy has a receiver on its channels for a
+    comment published straight to it.
+    """
     deadline = anyio.current_time() + 20
+    attempt = 0
     while True:
+        attempt += 1
+        log_start = len(pushpin.log())
         opened = open_events(client, url, **kwargs)
         reader = None
         problem = "no response headers within 2 s"
-        # Right after it starts, the proxy may drop a request, or never finish answering it.
-        opening = None
+        confirmed = False
         with anyio.move_on_after(2):
             try:
                 reader = await opened.__aenter__()
                 if reader.response.status_code == 200:
                     opening = await reader.next()
+                    assert opening.event == "stream-open"
+                    problem = "the proxy did not subscribe it"
+                    await probe(client, pushpin, log_start, attempt)
+                    confirmed = True
                 else:
                     problem = f"status {reader.response.status_code}"
             except (httpx.TransportError, EOFError) as exc:
                 problem = repr(exc)
         if reader is not None:
             try:
-                if opening is not None:
-                    assert opening.event == "stream-open"
+                if confirmed:
                     yield reader
                     return
             finally:
@@ -96,6 +109,33 @@ async def held(
         if anyio.current_time() > deadline:
             raise TimeoutError(f"{url} does not hold streams yet: {problem}\n{pushpin.log()[-4000:]}")
         await anyio.sleep(0.05)  # polling readiness under a deadline
+
+
+_SUBSCRIBED = re.compile(r"\[handler\] subscribe \S+ channel=(\S+)")
+
+
+async def probe(client: httpx.AsyncClient, pushpin: Pushpin, log_start: int, n: int) -> None:
+    """Publish a comment straight to the proxy on the channels subscribed since ``log_start``.
+
+    Raises ``EOFError`` if the proxy has no receiver for one of them: it
+    dropped the session. (A client held in reliable mode does not get the
+    comment, which has no ``prev-id``: the proxy fetches the next link instead.)
+    """
+    while not (channels := set(_SUBSCRIBED.findall(pushpin.log()[log_start:]))):
+        await anyio.sleep(0.01)  # the proxy's log reaches its file through a pipe
+    published_from = len(pushpin.log())
+    items = [
+        {"channel": name, "formats": {"http-stream": {"content": f": held {n}\n\n"}}}
+        for name in sorted(channels)
+    ]
+    response = await client.post(f"http://127.0.0.1:{pushpin.control_port}/publish/", json={"items": items})
+    response.raise_for_status()
+    for name in channels:
+        line = re.compile(rf"publish channel={re.escape(name)} receivers=(\d+)")
+        while not (found := line.search(pushpin.log()[published_from:])):
+            await anyio.sleep(0.01)
+        if found.group(1) == "0":
+            raise EOFError(f"the proxy dropped the session held on {name}")
 
 
 async def data_events(reader: EventReader, count: int) -> list[str]:
@@ -116,15 +156,19 @@ async def test_a_publish_lost_on_the_way_is_recovered_through_the_next_link() ->
         with run_pushpin(origin, control_port=control, message_wait_ms=500) as pushpin:
             async with httpx.AsyncClient(timeout=20, limits=FRESH_CONNECTIONS) as client:
                 async with held(client, f"{pushpin.url}/events/rel", pushpin) as reader:
+                    log_start = len(pushpin.log())
                     assert reader.response.headers.get("grip-link") is None  # instructions stay at the proxy
                     for text in ("one", "two", "GAP three", "four", "five"):
                         await stream.publish_event("rel", {"event": "m", "text": text})
-                    with anyio.fail_after(15):
-                        received = await data_events(reader, 5)
+                    try:
+                        with anyio.fail_after(15):
+                            received = await data_events(reader, 5)
+                    except (httpx.TransportError, TimeoutError) as exc:
+                        raise AssertionError(f"stream ended: {exc!r}\n{pushpin.log()[-6000:]}") from exc
             assert transport.lost == 1
             assert received == ["one", "two", "GAP three", "four", "five"]
             # The lost event came through Pushpin fetching the next link.
-            assert "/events/rel?grip-next-link=1" in pushpin.log()
+            assert "/events/rel?grip-next-link=1" in pushpin.log()[log_start:]
 
 
 async def test_a_client_reconnecting_through_the_proxy_resumes_with_last_event_id() -> None:
