@@ -9,9 +9,10 @@ of a delivery, and keeps both alive for as long as the connection is idle. A
   when the deadline passes (the keep-alive), whichever comes first;
 - :meth:`Waiter.wake` is a no-op when nobody waits, so publishers may call it
   after each ``append`` without checking;
-- on asyncio the deadline is one loop timer per connection that is re-armed
-  lazily: moving the deadline later (after every delivery) costs nothing, and
-  the timer fires at most once per keep-alive interval while idle;
+- on asyncio the deadline is an entry on one clock per event loop (one loop
+  timer for all waiters), re-armed lazily: moving the deadline later (after
+  every delivery) costs nothing, and the entry comes due at most once per
+  keep-alive interval while idle;
 - on trio the wait parks the task with ``wait_task_rescheduled`` and bounds it
   with a trio cancel scope only when the deadline is finite.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import heapq
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -69,15 +71,71 @@ def no_context() -> contextvars.Context:
     return context
 
 
-class _AsyncioWaiter:
-    __slots__ = ("_armed", "_deadline", "_future", "_loop", "_timer")
+class _Clock:
+    """One loop timer for every asyncio waiter's deadline of one event loop.
+
+    A loop timer per idle connection costs ~190 bytes (the handle, its bound
+    callback, a heap slot); an entry here costs ~64 (a 2-tuple and a heap
+    slot). The timer is armed for the earliest entry. An entry whose waiter
+    re-armed or closed meanwhile is stale: skipped when it comes due, and
+    dropped in a sweep once stale entries outnumber live ones.
+    """
+
+    __slots__ = ("_heap", "_loop", "_next", "_stale", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._future: asyncio.Future[bool] | None = None
+        self._heap: list[tuple[float, _AsyncioWaiter]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._armed = math.inf  # when the timer fires
+        self._next = math.inf  # when the timer fires
+        self._stale = 0
+
+    def arm(self, waiter: _AsyncioWaiter, when: float) -> None:
+        heapq.heappush(self._heap, (when, waiter))
+        if when < self._next:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._next = when
+            self._timer = self._loop.call_at(when, self._fire, context=no_context())
+
+    def disarm(self) -> None:
+        """One entry went stale (its waiter re-armed earlier, or closed)."""
+        self._stale += 1
+        heap = self._heap
+        if self._stale > 64 and self._stale * 2 > len(heap):
+            self._heap = [entry for entry in heap if entry[1]._armed == entry[0]]
+            heapq.heapify(self._heap)
+            self._stale = 0
+
+    def _fire(self) -> None:
+        # The loop runs a timer once it is due within the clock's resolution: what
+        # the timer was armed for is due, whatever time() says.
+        due = max(self._next, self._loop.time())
+        self._timer, self._next = None, math.inf
+        heap = self._heap
+        while heap and heap[0][0] <= due:
+            when, waiter = heapq.heappop(heap)
+            if waiter._armed == when:
+                waiter._expire()
+            elif self._stale:
+                self._stale -= 1
+        if heap and self._timer is None:
+            self._next = heap[0][0]
+            self._timer = self._loop.call_at(self._next, self._fire, context=no_context())
+
+
+class _AsyncioWaiter:
+    __slots__ = ("_armed", "_clock", "_deadline", "_future", "_loop")
+
+    def __init__(self, clock: _Clock) -> None:
+        self._clock = clock
+        self._loop = clock._loop
+        self._future: asyncio.Future[bool] | None = None
+        self._armed = math.inf  # when the clock's entry for it comes due
         self._deadline = math.inf  # when the current wait ends
+
+    def __lt__(self, other: _AsyncioWaiter) -> bool:
+        return id(self) < id(other)  # orders entries of equal deadlines on the clock's heap
 
     def time(self) -> float:
         return self._loop.time()
@@ -92,39 +150,37 @@ class _AsyncioWaiter:
     def wait(self, deadline: float) -> asyncio.Future[bool]:
         # The future itself is awaited, no coroutine around it: a parked connection
         # keeps one frame fewer. A cancelled future stays in _future until the next
-        # wait; wake() and _expire() skip it (done).
+        # wait; wake() and _expire() skip it (done). A deadline later than the armed
+        # one costs nothing now: the entry re-arms when it comes due.
         future: asyncio.Future[bool] = self._loop.create_future()
         self._future = future
         self._deadline = deadline
         if deadline < self._armed:
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._armed != math.inf:
+                self._clock.disarm()
             self._armed = deadline
-            self._timer = (
-                self._loop.call_at(deadline, self._expire, context=no_context())
-                if deadline != math.inf
-                else None
-            )
+            if deadline != math.inf:
+                self._clock.arm(self, deadline)
         return future
 
     def _expire(self) -> None:
-        armed, self._armed, self._timer = self._armed, math.inf, None
+        # The clock's entry came due.
+        armed, self._armed = self._armed, math.inf
         future = self._future
         if future is None:
-            return  # not waiting: the next wait arms the timer again
+            return  # not waiting: the next wait arms it again
         if self._deadline <= armed:
             self._future = None
             if not future.done():
                 future.set_result(False)
-        elif self._deadline != math.inf:  # the deadline moved since the timer was armed
+        elif self._deadline != math.inf:  # the deadline moved since the entry was armed
             self._armed = self._deadline
-            self._timer = self._loop.call_at(self._deadline, self._expire, context=no_context())
+            self._clock.arm(self, self._deadline)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._armed = math.inf
+        if self._armed != math.inf:
+            self._armed = math.inf
+            self._clock.disarm()
         self.wake()
 
 
@@ -174,5 +230,9 @@ def waiter_factory() -> Callable[[], Waiter]:
     """What makes waiters for the event loop that calls this (to make many, cheaply)."""
     native = anyio.lowlevel.current_token().native_token
     if isinstance(native, asyncio.AbstractEventLoop):
-        return functools.partial(_AsyncioWaiter, native)
+        # One clock per thread, for the loop it runs now (a loop runs in one thread).
+        clock: _Clock | None = getattr(_local, "clock", None)
+        if clock is None or clock._loop is not native:
+            clock = _local.clock = _Clock(native)
+        return functools.partial(_AsyncioWaiter, clock)
     return _TrioWaiter

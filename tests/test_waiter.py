@@ -1,0 +1,116 @@
+"""The reusable waiter: woken, or out at its deadline, which moves; one shared clock on asyncio."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import pytest
+
+from eventstream._waiter import Waiter, current_waiter
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_wake_ends_the_wait_with_true_and_the_deadline_with_false() -> None:
+    waiter = current_waiter()
+    async with anyio.create_task_group() as tg:
+        results: list[bool] = []
+
+        async def wait() -> None:
+            results.append(await waiter.wait(math.inf))
+
+        tg.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        waiter.wake()
+    assert results == [True]
+    deadline = waiter.time() + 0.05
+    assert await waiter.wait(deadline) is False
+    assert waiter.time() >= deadline - 0.002  # a loop may run a timer within its clock's resolution
+    waiter.close()
+
+
+async def test_waiters_with_many_deadlines_each_run_out_at_their_own() -> None:
+    start = anyio.current_time()
+    # Out of order, some equal, some waiters woken before their deadline.
+    offsets = [0.09, 0.03, 0.06, 0.03, 0.12, 0.01, 0.06, 0.2, 0.15]
+    woken = {2, 7}
+    outcomes: dict[int, tuple[bool, float]] = {}
+    waiters = [current_waiter() for _ in offsets]
+
+    async def wait(index: int) -> None:
+        waiter = waiters[index]
+        result = await waiter.wait(start + offsets[index])
+        outcomes[index] = (result, waiter.time())
+        waiter.close()
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(offsets)):
+            tg.start_soon(wait, index)
+        await anyio.wait_all_tasks_blocked()
+        for index in woken:
+            waiters[index].wake()
+    for index, offset in enumerate(offsets):
+        result, at = outcomes[index]
+        if index in woken:
+            assert result is True
+        else:
+            assert result is False
+            assert at >= start + offset - 0.002
+
+
+async def test_a_deadline_moved_later_is_kept_and_an_earlier_one_too() -> None:
+    waiter = current_waiter()
+    start = waiter.time()
+    # A wait armed for 0.05 s is woken; the next wait's deadline is later: not out at 0.05 s.
+    async with anyio.create_task_group() as tg:
+
+        async def wake_soon() -> None:
+            await anyio.wait_all_tasks_blocked()
+            waiter.wake()
+
+        tg.start_soon(wake_soon)
+        assert await waiter.wait(start + 0.05) is True
+    assert await waiter.wait(start + 0.15) is False
+    assert waiter.time() >= start + 0.15 - 0.002
+    # After a far deadline, a near one: out at the near one.
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wake_soon)
+        assert await waiter.wait(waiter.time() + 3600) is True
+    near = waiter.time() + 0.05
+    with anyio.fail_after(5):
+        assert await waiter.wait(near) is False
+    assert waiter.time() >= near - 0.002
+    waiter.close()
+
+
+async def test_a_cancelled_wait_ends_at_once_and_the_waiter_waits_again() -> None:
+    waiter = current_waiter()
+    with anyio.move_on_after(0.02) as scope:
+        await waiter.wait(waiter.time() + 3600)
+    assert scope.cancelled_caught
+    deadline = waiter.time() + 0.02
+    assert await waiter.wait(deadline) is False
+    waiter.close()
+
+
+async def test_closed_waiters_leave_nothing_due_on_the_clock(anyio_backend_name: str) -> None:
+    waiters: list[Waiter] = [current_waiter() for _ in range(1000)]
+
+    async def wait_and_close(waiter: Waiter) -> None:
+        with anyio.move_on_after(0):
+            await waiter.wait(waiter.time() + 3600)
+        waiter.close()
+
+    async with anyio.create_task_group() as tg:
+        for waiter in waiters:
+            tg.start_soon(wait_and_close, waiter)
+    fresh = current_waiter()
+    if anyio_backend_name == "asyncio":  # one clock for the loop's waiters
+        clock = waiters[0]._clock  # type: ignore[attr-defined]
+        assert fresh._clock is clock  # type: ignore[attr-defined]
+        # Closed waiters are swept off its heap, not kept for an hour.
+        assert len(clock._heap) <= 128
+    # A new waiter still runs out at its deadline.
+    assert await fresh.wait(fresh.time() + 0.02) is False
+    fresh.close()
