@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
+import sniffio
 
 from eventstream._waiter import Waiter, current_waiter
 
 pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def timer_nursery(timed: bool) -> AsyncIterator[Any]:
+    """Where waiters run their timers: a trio nursery (cancelled on leaving), or none (asyncio; untimed)."""
+    if not timed or sniffio.current_async_library() != "trio":
+        yield None
+        return
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+def timed_waiter(nursery: Any) -> Waiter:
+    waiter = current_waiter()
+    if nursery is not None:
+        waiter.start_timer(nursery)
+    return waiter
 
 
 async def test_a_wake_ends_the_wait_with_true_and_the_deadline_with_false() -> None:
@@ -30,13 +54,19 @@ async def test_a_wake_ends_the_wait_with_true_and_the_deadline_with_false() -> N
     waiter.close()
 
 
-async def test_waiters_with_many_deadlines_each_run_out_at_their_own() -> None:
+@pytest.mark.parametrize("timed", [True, False], ids=["timer", "scope"])
+async def test_waiters_with_many_deadlines_each_run_out_at_their_own(timed: bool) -> None:
+    async with timer_nursery(timed) as nursery:
+        await run_out_at_many_deadlines(nursery)
+
+
+async def run_out_at_many_deadlines(nursery: Any) -> None:
     start = anyio.current_time()
     # Out of order, some equal, some waiters woken before their deadline.
     offsets = [0.09, 0.03, 0.06, 0.03, 0.12, 0.01, 0.06, 0.2, 0.15]
     woken = {2, 7}
     outcomes: dict[int, tuple[bool, float]] = {}
-    waiters = [current_waiter() for _ in offsets]
+    waiters = [timed_waiter(nursery) for _ in offsets]
 
     async def wait(index: int) -> None:
         waiter = waiters[index]
@@ -59,8 +89,13 @@ async def test_waiters_with_many_deadlines_each_run_out_at_their_own() -> None:
             assert at >= start + offset - 0.002
 
 
-async def test_a_deadline_moved_later_is_kept_and_an_earlier_one_too() -> None:
-    waiter = current_waiter()
+@pytest.mark.parametrize("timed", [True, False], ids=["timer", "scope"])
+async def test_a_deadline_moved_later_is_kept_and_an_earlier_one_too(timed: bool) -> None:
+    async with timer_nursery(timed) as nursery:
+        await move_deadlines(timed_waiter(nursery))
+
+
+async def move_deadlines(waiter: Waiter) -> None:
     start = waiter.time()
     # A wait armed for 0.05 s is woken; the next wait's deadline is later: not out at 0.05 s.
     async with anyio.create_task_group() as tg:
@@ -84,14 +119,25 @@ async def test_a_deadline_moved_later_is_kept_and_an_earlier_one_too() -> None:
     waiter.close()
 
 
-async def test_a_cancelled_wait_ends_at_once_and_the_waiter_waits_again() -> None:
-    waiter = current_waiter()
-    with anyio.move_on_after(0.02) as scope:
-        await waiter.wait(waiter.time() + 3600)
-    assert scope.cancelled_caught
-    deadline = waiter.time() + 0.02
-    assert await waiter.wait(deadline) is False
-    waiter.close()
+@pytest.mark.parametrize("timed", [True, False], ids=["timer", "scope"])
+async def test_a_cancelled_wait_ends_at_once_and_the_waiter_waits_again(timed: bool) -> None:
+    async with timer_nursery(timed) as nursery:
+        waiter = timed_waiter(nursery)
+        with anyio.move_on_after(0.02) as scope:
+            await waiter.wait(waiter.time() + 3600)
+        assert scope.cancelled_caught
+        deadline = waiter.time() + 0.02
+        assert await waiter.wait(deadline) is False
+        # Woken, after a wait that ran out.
+        async with anyio.create_task_group() as tg:
+
+            async def wake_soon() -> None:
+                await anyio.wait_all_tasks_blocked()
+                waiter.wake()
+
+            tg.start_soon(wake_soon)
+            assert await waiter.wait(waiter.time() + 3600) is True
+        waiter.close()
 
 
 async def test_closed_waiters_leave_nothing_due_on_the_clock(anyio_backend_name: str) -> None:

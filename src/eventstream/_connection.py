@@ -207,6 +207,8 @@ class Connection:
                     try:
                         queue = subscriber.queue  # the same list for the subscription's life
                         interval = self.keep_alive_interval
+                        if interval is not None:
+                            watch.start_timer(waiter)
                         deadline = math.inf if interval is None else waiter.time() + interval
                         while True:
                             if queue:

@@ -13,7 +13,7 @@ its cancel scopes, the task's handle, its done event, the wrapper coroutine);
   callback reads the message (and starts the next ``receive()`` if it was not
   a disconnect): no wrapper coroutine, no task group;
 - on trio, a trio nursery with one watcher task (trio needs a nursery to run
-  anything beside the response).
+  anything beside the response); the keep-alive's timer task runs there too.
 
 When the client is gone the scope is cancelled, unless the response is already
 sending its last message (:attr:`Connection.completing`); the subscription is
@@ -32,7 +32,7 @@ import anyio.lowlevel
 
 from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
-from ._waiter import no_context
+from ._waiter import Waiter, no_context
 from .types import Receive
 
 __all__ = ["DisconnectWatch"]
@@ -65,7 +65,7 @@ class DisconnectWatch(TaskScope):
     usual; the pending ``receive()`` is cancelled by :meth:`stop`.
     """
 
-    __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "scope")
+    __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "_tasks", "scope")
 
     def __init__(self, receive: Receive, connection: Connection) -> None:
         super().__init__()  # its own cancel scope, on asyncio (Python 3.11+): one object fewer
@@ -73,6 +73,7 @@ class DisconnectWatch(TaskScope):
         self._connection = connection
         self._pending: asyncio.Future[Any] | None = None
         self._nursery: Any = None  # trio's nursery manager
+        self._tasks: Any = None  # and its nursery
         self._error: BaseException | None = None
         self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
 
@@ -100,10 +101,14 @@ class DisconnectWatch(TaskScope):
             import trio  # only when running on trio
 
             self._nursery = manager = trio.open_nursery()
-            nursery = await manager.__aenter__()
+            self._tasks = nursery = await manager.__aenter__()
             self.scope = nursery.cancel_scope
             nursery.start_soon(self._watch)
         return self.scope
+
+    def start_timer(self, waiter: Waiter) -> None:
+        """Run ``waiter``'s deadlines beside the response until :meth:`stop` (on trio, in the nursery)."""
+        waiter.start_timer(self._tasks)
 
     async def stop(self, exc: BaseException | None) -> bool:
         """Stop watching (what ``async with`` does on leaving, ``exc`` raised in the block).
@@ -112,6 +117,7 @@ class DisconnectWatch(TaskScope):
         """
         kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
         scope, self.scope = self.scope, None  # no cycle through self
+        self._tasks = None
         if self._nursery is not None:
             scope.cancel()
             return bool(await self._nursery.__aexit__(kind, exc, tb))

@@ -13,8 +13,9 @@ of a delivery, and keeps both alive for as long as the connection is idle. A
   timer for all waiters), re-armed lazily: moving the deadline later (after
   every delivery) costs nothing, and the entry comes due at most once per
   keep-alive interval while idle;
-- on trio the wait parks the task with ``wait_task_rescheduled`` and bounds it
-  with a trio cancel scope only when the deadline is finite.
+- on trio the wait parks the task with ``wait_task_rescheduled``; a finite
+  deadline is run by a timer task beside it (:meth:`start_timer`, re-armed
+  lazily in the same way), or, without one, by a trio cancel scope per wait.
 
 Cancellation (an anyio cancel scope around the waiting task, the server
 cancelling the request) interrupts :meth:`Waiter.wait` at once on both
@@ -49,6 +50,12 @@ class Waiter(Protocol):
         """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never).
 
         Cancellation: the wait ends at once; the waiter can wait again.
+        """
+
+    def start_timer(self, nursery: Any) -> None:
+        """On trio, run this waiter's deadlines in a task of ``nursery`` (cheaper than a scope per wait).
+
+        On asyncio nothing to do: one clock per event loop runs them.
         """
 
     def close(self) -> None:
@@ -177,6 +184,9 @@ class _AsyncioWaiter:
             self._armed = self._deadline
             self._clock.arm(self, self._deadline)
 
+    def start_timer(self, nursery: Any) -> None:
+        pass  # the loop's clock runs the deadlines
+
     def close(self) -> None:
         if self._armed != math.inf:
             self._armed = math.inf
@@ -185,13 +195,19 @@ class _AsyncioWaiter:
 
 
 class _TrioWaiter:
-    __slots__ = ("_task", "_trio")
+    __slots__ = ("_armed", "_deadline", "_scope", "_task", "_timed", "_trio", "_value")
 
     def __init__(self) -> None:
+        import outcome  # trio's own dependency
         import trio  # only when running on trio
 
         self._trio: Any = trio
+        self._value: Any = outcome.Value
         self._task: Any = None
+        self._timed = False  # a timer task runs the deadlines (see run_timer)
+        self._scope: Any = None  # the timer task's cancel scope, while it sleeps
+        self._armed = math.inf  # when the timer task wakes
+        self._deadline = math.inf  # when the current wait ends
 
     def time(self) -> float:
         now: float = self._trio.current_time()
@@ -201,7 +217,7 @@ class _TrioWaiter:
         task = self._task
         if task is not None:
             self._task = None
-            self._trio.lowlevel.reschedule(task)
+            self._trio.lowlevel.reschedule(task, self._value(True))
 
     def _abort(self, raise_cancel: Any) -> Any:
         self._task = None
@@ -209,13 +225,48 @@ class _TrioWaiter:
 
     async def wait(self, deadline: float) -> bool:
         lowlevel = self._trio.lowlevel
+        if deadline != math.inf and not self._timed:
+            # No timer task: a cancel scope bounds this wait.
+            self._task = lowlevel.current_task()
+            with self._trio.CancelScope(deadline=deadline) as scope:
+                await lowlevel.wait_task_rescheduled(self._abort)
+            return not scope.cancelled_caught
+        self._deadline = deadline
+        if deadline < self._armed:  # a later deadline costs nothing now: see run_timer
+            self._armed = deadline
+            if self._scope is not None:
+                self._scope.deadline = deadline
         self._task = lowlevel.current_task()
-        if deadline == math.inf:
-            await lowlevel.wait_task_rescheduled(self._abort)
-            return True
-        with self._trio.CancelScope(deadline=deadline) as scope:
-            await lowlevel.wait_task_rescheduled(self._abort)
-        return not scope.cancelled_caught
+        woken: bool = await lowlevel.wait_task_rescheduled(self._abort)
+        return woken
+
+    def start_timer(self, nursery: Any) -> None:
+        """Run the deadlines of this waiter's waits in a task of ``nursery``, beside the waiting task.
+
+        A cancel scope per wait costs a trio task more CPU than the rest of
+        a delivery; the timer task sleeps until the earliest deadline armed
+        and, if the wait's deadline moved later meanwhile, sleeps on. It ends
+        when the nursery is cancelled.
+        """
+        self._timed = True
+        nursery.start_soon(self._run_timer)
+
+    async def _run_timer(self) -> None:
+        trio = self._trio
+        while True:
+            with trio.CancelScope(deadline=self._armed) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            armed, self._armed = self._armed, math.inf
+            task = self._task
+            if task is None:
+                continue  # not waiting: the next wait arms it again
+            if self._deadline <= armed:
+                self._task = None
+                trio.lowlevel.reschedule(task, self._value(False))
+            else:  # the deadline moved since it was armed
+                self._armed = self._deadline
 
     def close(self) -> None:
         self.wake()
