@@ -116,6 +116,21 @@ async def test_keep_alive_arrives(server: Server) -> None:
                 assert (await reader.next()).event == "keep-alive"
 
 
+async def test_keep_alives_go_on_between_events(server: Server) -> None:
+    # The keep-alive's deadline moves after every write; it still comes after each quiet interval.
+    channel = unique("quiet")
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with open_events(client, f"{server.base_url}/events/{channel}") as reader:
+            assert (await reader.next()).event == "stream-open"
+            with anyio.fail_after(15):
+                for n in range(3):
+                    await publish_many(client, server, channel, range(n, n + 1))
+                    event = await reader.next_not_keep_alive()
+                    assert event.json() == n
+                    assert (await reader.next()).event == "keep-alive"
+                    assert (await reader.next()).event == "keep-alive"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "headers", "status", "reason"),
     [
