@@ -12,7 +12,7 @@ import re
 import anyio
 import pytest
 
-from eventstream import BrokerError, EventStream, Publisher, RedisBroker, ServerSentEvent
+from eventstream import BrokerError, EventStream, GripPublisher, Publisher, RedisBroker, ServerSentEvent
 from eventstream._shared_history import SharedHistory
 from eventstream.testing import StreamResponse, open_stream
 
@@ -519,3 +519,27 @@ async def test_channels_nobody_asked_for_are_not_copied_and_idle_ones_are_forgot
             ) as response:
                 assert (await response.receive_event()).event == "stream-open"
                 assert (await response.receive_event()).event == "stream-reset"  # the engine aged it out too
+
+
+async def test_aclose_from_a_task_of_its_own_ends_the_streams_and_the_exit_stops_the_rest(
+    engine: RedisEngine, prefix: str
+) -> None:
+    broker = RedisBroker(engine.url, key_prefix=prefix)
+    grip = GripPublisher("http://127.0.0.1:9/")  # never contacted: nothing is published through it
+    stream = EventStream(broker=broker, grip=grip)
+    with anyio.fail_after(20):
+        async with stream:
+            async with open_stream(stream("news")) as response:
+                await stream.wait_subscribers(1)
+                # Another task, in a task group entered after the stream: its broker and
+                # GRIP publisher cannot be stopped from there, only when the stream exits.
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stream.aclose)
+                await response.read()  # the stream ended cleanly
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.publish_event("news", {"data": 1})
+            running = [grip.running]
+        running.append(grip.running)
+        assert running == [True, False]  # stopped by the exit, not by aclose()
+        with pytest.raises(RuntimeError):
+            await broker.publish("news", ServerSentEvent(data=1))

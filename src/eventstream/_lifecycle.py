@@ -92,21 +92,15 @@ class StreamLifecycle:
 
         Streams end cleanly (the response completes), so servers can shut
         down. Requests after this get 503 and publishes raise
-        ``ClosedResourceError``. A GRIP publisher started by ``async with``
-        sends what is queued and stops; a shared broker started by ``async
-        with`` disconnects. Idempotent.
+        ``ClosedResourceError``. Call it from any task (a request handler, a
+        task group of your own): what ``async with`` started stops when it
+        exits, in the task that entered it (a GRIP publisher sends what is
+        queued, then stops; a shared broker disconnects). Idempotent.
         """
         self._close_streams()
         release(self, self._relay)
         self._relay = None
-        if self._started_grip and self._grip is not None:
-            self._started_grip = False
-            await self._grip.aclose()
-        else:
-            await anyio.lowlevel.checkpoint()
-        if self._started_broker:
-            self._started_broker = False
-            await self._broker.__aexit__(None, None, None)
+        await anyio.lowlevel.checkpoint()
 
     def _close_streams(self, now: float | None = None) -> None:
         final = None
@@ -161,7 +155,7 @@ class StreamLifecycle:
         A shared broker connects here and starts following its engine
         (``BrokerError`` when the engine cannot be reached). In the main
         thread, with ``handle_signals``, it also installs the SIGINT and
-        SIGTERM handlers (see the option). Exiting calls :meth:`aclose`. A
+        SIGTERM handlers (see the option). Exiting closes (see :meth:`__aexit__`). A
         :class:`GripPublisher` that is already running (entered by its owner)
         is used as it is.
         """
@@ -182,4 +176,17 @@ class StreamLifecycle:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        """Close (as :meth:`aclose`), then stop the GRIP publisher and the broker that entering started.
+
+        Cancellation: what the GRIP publisher still holds fails in its
+        publishers with ``GripPublishError``; the broker disconnects.
+        """
+        try:
+            await self.aclose()
+            if self._started_grip and self._grip is not None:
+                self._started_grip = False
+                await self._grip.aclose()
+        finally:
+            if self._started_broker:
+                self._started_broker = False
+                await self._broker.__aexit__(None, None, None)
