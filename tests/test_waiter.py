@@ -160,3 +160,35 @@ async def test_closed_waiters_leave_nothing_due_on_the_clock(anyio_backend_name:
     # A new waiter still runs out at its deadline.
     assert await fresh.wait(fresh.time() + 0.02) is False
     fresh.close()
+
+
+async def test_a_deadline_re_armed_when_due_does_not_hold_back_an_earlier_one() -> None:
+    start = anyio.current_time()
+    mover, other = current_waiter(), current_waiter()
+    ended: dict[str, float] = {}
+
+    async def move() -> None:
+        # Armed for 0.02 s, woken, then waiting until 0.5 s: re-armed when 0.02 s comes due.
+        async with anyio.create_task_group() as tg:
+
+            async def wake_soon() -> None:
+                await anyio.wait_all_tasks_blocked()
+                mover.wake()
+
+            tg.start_soon(wake_soon)
+            assert await mover.wait(start + 0.02) is True
+        assert await mover.wait(start + 0.5) is False
+        ended["mover"] = anyio.current_time()
+
+    async def wait_other() -> None:
+        assert await other.wait(start + 0.1) is False
+        ended["other"] = anyio.current_time()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(move)
+            tg.start_soon(wait_other)
+    assert start + 0.1 - 0.002 <= ended["other"] < start + 0.4  # not held back until 0.5 s
+    assert ended["mover"] >= start + 0.5 - 0.002
+    mover.close()
+    other.close()

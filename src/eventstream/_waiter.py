@@ -100,10 +100,13 @@ class _Clock:
     def arm(self, waiter: _AsyncioWaiter, when: float) -> None:
         heapq.heappush(self._heap, (when, waiter))
         if when < self._next:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._next = when
-            self._timer = self._loop.call_at(when, self._fire, context=no_context())
+            self._set_timer(when)
+
+    def _set_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._next = when
+        self._timer = self._loop.call_at(when, self._fire, context=no_context())
 
     def disarm(self) -> None:
         """One entry went stale (its waiter re-armed earlier, or closed)."""
@@ -126,9 +129,9 @@ class _Clock:
                 waiter._expire()
             elif self._stale:
                 self._stale -= 1
-        if heap and self._timer is None:
-            self._next = heap[0][0]
-            self._timer = self._loop.call_at(self._next, self._fire, context=no_context())
+        # Entries re-armed above may have set the timer: for them, not for the earliest.
+        if heap and heap[0][0] < self._next:
+            self._set_timer(heap[0][0])
 
 
 class _AsyncioWaiter:
