@@ -29,6 +29,19 @@ async def timer_nursery(timed: bool) -> AsyncIterator[Any]:
         nursery.cancel_scope.cancel()
 
 
+async def woken_wait(waiter: Waiter, deadline: float) -> bool:
+    """``waiter.wait(deadline)``, woken by another task once every task is blocked."""
+    async with anyio.create_task_group() as tg:
+
+        async def wake_soon() -> None:
+            await anyio.wait_all_tasks_blocked()
+            waiter.wake()
+
+        tg.start_soon(wake_soon)
+        woken = await waiter.wait(deadline)
+    return woken
+
+
 def timed_waiter(nursery: Any) -> Waiter:
     waiter = current_waiter()
     if nursery is not None:
@@ -98,20 +111,11 @@ async def test_a_deadline_moved_later_is_kept_and_an_earlier_one_too(timed: bool
 async def move_deadlines(waiter: Waiter) -> None:
     start = waiter.time()
     # A wait armed for 0.05 s is woken; the next wait's deadline is later: not out at 0.05 s.
-    async with anyio.create_task_group() as tg:
-
-        async def wake_soon() -> None:
-            await anyio.wait_all_tasks_blocked()
-            waiter.wake()
-
-        tg.start_soon(wake_soon)
-        assert await waiter.wait(start + 0.05) is True
+    assert await woken_wait(waiter, start + 0.05) is True
     assert await waiter.wait(start + 0.15) is False
     assert waiter.time() >= start + 0.15 - 0.002
     # After a far deadline, a near one: out at the near one.
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(wake_soon)
-        assert await waiter.wait(waiter.time() + 3600) is True
+    assert await woken_wait(waiter, waiter.time() + 3600) is True
     near = waiter.time() + 0.05
     with anyio.fail_after(5):
         assert await waiter.wait(near) is False
@@ -129,14 +133,7 @@ async def test_a_cancelled_wait_ends_at_once_and_the_waiter_waits_again(timed: b
         deadline = waiter.time() + 0.02
         assert await waiter.wait(deadline) is False
         # Woken, after a wait that ran out.
-        async with anyio.create_task_group() as tg:
-
-            async def wake_soon() -> None:
-                await anyio.wait_all_tasks_blocked()
-                waiter.wake()
-
-            tg.start_soon(wake_soon)
-            assert await waiter.wait(waiter.time() + 3600) is True
+        assert await woken_wait(waiter, waiter.time() + 3600) is True
         waiter.close()
 
 
@@ -169,14 +166,7 @@ async def test_a_deadline_re_armed_when_due_does_not_hold_back_an_earlier_one() 
 
     async def move() -> None:
         # Armed for 0.02 s, woken, then waiting until 0.5 s: re-armed when 0.02 s comes due.
-        async with anyio.create_task_group() as tg:
-
-            async def wake_soon() -> None:
-                await anyio.wait_all_tasks_blocked()
-                mover.wake()
-
-            tg.start_soon(wake_soon)
-            assert await mover.wait(start + 0.02) is True
+        assert await woken_wait(mover, start + 0.02) is True
         assert await mover.wait(start + 0.5) is False
         ended["mover"] = anyio.current_time()
 
