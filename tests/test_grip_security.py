@@ -135,6 +135,9 @@ async def test_the_next_link_stays_on_the_origin_and_survives_any_query() -> Non
         async with reliable_behind_pushpin(routed) as (stream, transport, pushpin, client):
             async with held(client, f"{pushpin.url}/events/warm", pushpin):
                 pass
+            # What the proxy logged while warming up (a fresh proxy may answer a first
+            # fetch with 502 while its internal sockets connect) is not this test's.
+            log_start = len(pushpin.log())
             network_path = f"//127.0.0.1:{decoy_port}/events/np".encode()
             # (Pushpin refuses a raw '<' or '>' in a request target; escaped, they reach the app.)
             odd_query = b"/events/q?tags=a,b;c&x=%0d%0aGrip-Channel:%20admin&y=%3C//127.0.0.1:1/%3E;rel=next"
@@ -154,7 +157,7 @@ async def test_the_next_link_stays_on_the_origin_and_survives_any_query() -> Non
                 "/events/q?tags=a%2Cb%3Bc&x=%0D%0AGrip-Channel%3A%20admin&y=%3C%2F%2F127.0.0.1%3A1%2F%3E%3Brel=next"
             )
             await logged(pushpin, f"{expected}&grip-next-link=1")
-            log = pushpin.log()
+            log = pushpin.log()[log_start:]
         tg.cancel_scope.cancel()
     assert transport.lost == 2
     assert decoy_connections == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 
@@ -9,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from eventstream import EventStream, GripPublisher, MemoryHistory, ServerSentEvent
+from eventstream import EventStream, GripPublisher, HistoryEntry, HistoryStore, MemoryHistory, ServerSentEvent
 from eventstream._broker import Broker
 from eventstream._hub import Hub, SlowConsumerPolicy
 from eventstream._local_broker import LocalBroker
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _bound(
-    history: MemoryHistory | None, buffer_size: int = 256, policy: SlowConsumerPolicy = "disconnect"
+    history: HistoryStore | None, buffer_size: int = 256, policy: SlowConsumerPolicy = "disconnect"
 ) -> tuple[LocalBroker, Hub]:
     hub = Hub(buffer_size=buffer_size, send_timeout=5.0, policy=policy)
     broker = LocalBroker(history)
@@ -231,3 +232,59 @@ async def test_grip_items_follow_the_numbering_of_concurrent_publishers_held_by_
         (f"{epoch}-{n}", f"{epoch}-{n - 1}") for n in range(1, 10)
     ]
     assert all(item["channel"] == "events-c" for item in posted)
+
+
+class _LastOnly(HistoryStore):
+    """A store that implements the interface but not ``newest``: the base class answers it."""
+
+    def __init__(self) -> None:
+        self.epoch = "plug"
+        self.entries: dict[str, list[HistoryEntry]] = {}
+
+    def append(self, entry: HistoryEntry) -> None:
+        self.entries.setdefault(entry.channel, []).append(entry)
+
+    def last(self, channel: str) -> HistoryEntry | None:
+        kept = self.entries.get(channel)
+        return kept[-1] if kept else None
+
+    def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
+        return None
+
+    def find(self, channel: str, event_id: str) -> int | None:
+        return None
+
+
+async def test_a_store_without_newest_of_its_own_still_chains_prev_ids() -> None:
+    store = _LastOnly()
+    broker, _ = _bound(store)
+    ids: list[tuple[str, str]] = []
+    for data in ("1", "2"):
+        await broker.dispatch("c", ServerSentEvent(data=data), lambda i, p, w: ids.append((i, p)))
+    assert ids == [("plug-1", "plug-0"), ("plug-2", "plug-1")]
+    assert store.newest("c") == (2, "plug-2")
+    assert store.newest("other") is None
+
+
+def test_memory_history_keeps_entries_the_garbage_collector_does_not_track() -> None:
+    history = MemoryHistory(max_events=1000, max_bytes=10**7)
+    broker, _ = _bound(history)
+
+    async def publish_many() -> None:
+        for n in range(500):
+            await broker.dispatch("busy", ServerSentEvent(data=str(n)))
+
+    anyio.run(publish_many)
+    gc.collect()
+    before = len(gc.get_objects())
+    anyio.run(publish_many)
+    gc.collect()
+    # 500 more events kept: they add no tracked object (an entry object each would add 500).
+    assert len(gc.get_objects()) - before < 50
+    kept = history.since("busy", 0)
+    assert kept is not None
+    assert len(kept) == 1000
+    assert [entry.seq for entry in kept] == list(range(1, 1001))
+    assert history.newest("busy") == (1000, kept[-1].id)
+    assert history.last("busy") == kept[-1]
+    assert history.find("busy", kept[10].id) == 11
