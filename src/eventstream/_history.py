@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 __all__ = ["HistoryEntry", "HistoryStore", "MemoryHistory"]
 
@@ -83,6 +84,16 @@ class HistoryStore:
         """The newest entry of ``channel``, or ``None``."""
         raise NotImplementedError
 
+    def newest(self, channel: str) -> tuple[int, str] | None:
+        """The sequence number and id of ``channel``'s newest entry, or ``None``.
+
+        Asked on every publish (the new event links to it). This one asks
+        :meth:`last`; override it where the store can answer without
+        building an entry.
+        """
+        entry = self.last(channel)
+        return None if entry is None else (entry.seq, entry.id)
+
     def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
         """Every entry of ``channel`` published after position ``seq``, oldest first.
 
@@ -109,6 +120,12 @@ class MemoryHistory(HistoryStore):
         ValueError: a limit is not positive.
     """
 
+    # An entry is kept as a plain tuple of numbers, strings and bytes, not as
+    # the HistoryEntry it came in: the garbage collector stops tracking such a
+    # tuple at its first collection, so a process keeping many channels'
+    # history does not make every full collection (which walks every tracked
+    # object) longer and more frequent. Readers get HistoryEntry objects back.
+
     def __init__(self, *, max_events: int = 256, max_bytes: int = 256 * 1024, max_age: float = 300.0) -> None:
         if max_events < 1 or max_bytes < 1 or not max_age > 0:
             raise ValueError("history limits must be positive")
@@ -125,8 +142,11 @@ class MemoryHistory(HistoryStore):
         ring = self._rings.get(entry.channel)
         if ring is None:
             ring = self._rings[entry.channel] = _Ring(self._forgotten)
-        ring.entries.append(entry)
-        ring.size += entry.size
+        wire = entry.wire
+        ring.entries.append(
+            (entry.seq, entry.prev_seq, entry.id, entry.prev_id, wire, entry.body_length, entry.time)
+        )
+        ring.size += len(wire) + _ENTRY_OVERHEAD
         while len(ring.entries) > self.max_events or ring.size > self.max_bytes:
             self._forget(ring)
         self._appends += 1
@@ -147,15 +167,16 @@ class MemoryHistory(HistoryStore):
 
     def _expire(self, channel: str, ring: _Ring, now: float) -> None:
         horizon = now - self.max_age
-        while ring.entries and ring.entries[0].time < horizon:
+        entries = ring.entries
+        while entries and entries[0][_TIME] < horizon:
             self._forget(ring)
-        if not ring.entries:
+        if not entries:
             del self._rings[channel]
 
     def _forget(self, ring: _Ring) -> None:
-        entry = ring.entries.popleft()
-        ring.size -= entry.size
-        self._forgotten = max(self._forgotten, entry.seq)
+        kept = ring.entries.popleft()
+        ring.size -= len(kept[_WIRE]) + _ENTRY_OVERHEAD
+        self._forgotten = max(self._forgotten, kept[_SEQ])
 
     def _ring(self, channel: str) -> _Ring | None:
         ring = self._rings.get(channel)
@@ -165,21 +186,28 @@ class MemoryHistory(HistoryStore):
 
     def last(self, channel: str) -> HistoryEntry | None:
         ring = self._ring(channel)
-        return ring.entries[-1] if ring else None
+        return HistoryEntry(channel, *ring.entries[-1]) if ring else None
+
+    def newest(self, channel: str) -> tuple[int, str] | None:
+        ring = self._ring(channel)
+        if ring is None:
+            return None
+        kept = ring.entries[-1]
+        return kept[_SEQ], kept[_ID]
 
     def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
         ring = self._ring(channel)
         if ring is None:
             return None
         entries = ring.entries
-        if entries[-1].seq == seq:
+        if entries[-1][_SEQ] == seq:
             return []
-        for index, entry in enumerate(entries):
-            if entry.prev_seq == seq:
+        for index, kept in enumerate(entries):
+            if kept[_PREV_SEQ] == seq:
                 if seq < ring.floor:
                     return None  # the channel's earlier events were forgotten
-                return list(entries)[index:]
-            if entry.seq > seq:
+                return [HistoryEntry(channel, *kept) for kept in list(entries)[index:]]
+            if kept[_SEQ] > seq:
                 break
         return None
 
@@ -187,17 +215,26 @@ class MemoryHistory(HistoryStore):
         ring = self._ring(channel)
         if ring is None:
             return None
-        for entry in reversed(ring.entries):
-            if entry.id == event_id:
-                return entry.seq
+        for kept in reversed(ring.entries):
+            if kept[_ID] == event_id:
+                return kept[_SEQ]
         return None
+
+
+#: An entry as MemoryHistory keeps it: HistoryEntry's fields after ``channel``, in order.
+_Kept = tuple[int, int, str, str, bytes, int, float]
+_SEQ: Final = 0
+_PREV_SEQ: Final = 1
+_ID: Final = 2
+_WIRE: Final = 4
+_TIME: Final = 6
 
 
 class _Ring:
     __slots__ = ("entries", "floor", "size")
 
     def __init__(self, floor: int) -> None:
-        self.entries: deque[HistoryEntry] = deque()
+        self.entries: deque[_Kept] = deque()
         self.size = 0
         #: The newest sequence number forgotten anywhere when this ring started:
         #: a client older than that may have missed events of this channel.

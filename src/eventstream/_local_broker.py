@@ -90,13 +90,13 @@ class LocalBroker(Broker):
         seq = self._seq
         event_id = event.id if event.id is not None else f"{self._epoch}-{seq}"
         history = self._history
-        last = history.last(channel) if history is not None else None
+        newest = history.newest(channel) if history is not None else None
         body = event._body
         entry = HistoryEntry(
             channel=channel,
             seq=seq,
-            prev_seq=last.seq if last is not None else 0,
-            prev_id=last.id if last is not None else self._origin_id,
+            prev_seq=newest[0] if newest is not None else 0,
+            prev_id=newest[1] if newest is not None else self._origin_id,
             id=event_id,
             wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
             body_length=len(body),
