@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -182,3 +183,82 @@ async def test_a_deadline_re_armed_when_due_does_not_hold_back_an_earlier_one() 
     assert ended["mover"] >= start + 0.5 - 0.002
     mover.close()
     other.close()
+
+
+# -- asyncio: the waiter is the future its task awaits ------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_task_cancelled_while_waiting_gets_its_message_and_nothing_more() -> None:
+    import asyncio
+
+    waiter = current_waiter()
+    stray: list[str] = []
+
+    async def wait_then_carry_on() -> None:
+        with pytest.raises(asyncio.CancelledError) as raised:
+            await waiter.wait(math.inf)
+        assert raised.value.args == ("going away",)
+        if sys.version_info >= (3, 11):
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        # The one cancellation was used up: later awaits are not cancelled again.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert await woken_wait(waiter, waiter.time() + 3600) is True
+        stray.append("carried on")
+
+    task = asyncio.get_running_loop().create_task(wait_then_carry_on())
+    await anyio.wait_all_tasks_blocked()
+    assert task.cancel("going away")
+    with anyio.fail_after(5):
+        await task
+    assert stray == ["carried on"]
+    waiter.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancel_scope_leaves_no_stray_cancellation_after_its_waiter() -> None:
+    # anyio keeps cancelling a task in a cancelled scope while it waits on a
+    # future that is not done; the waiter must stop being that future once
+    # the task has left the scope.
+    waiter, other = current_waiter(), current_waiter()
+    after: list[bool] = []
+
+    async def wait_in_scope() -> None:
+        with anyio.CancelScope() as scope:
+            scope_box.append(scope)
+            await waiter.wait(math.inf)
+        after.append(await woken_wait(other, other.time() + 3600))
+        for _ in range(5):
+            await anyio.sleep(0)
+        after.append(True)
+
+    scope_box: list[anyio.CancelScope] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_in_scope)
+            await anyio.wait_all_tasks_blocked()
+            scope_box[0].cancel()
+    assert scope_box[0].cancelled_caught
+    assert after == [True, True]
+    waiter.close()
+    other.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_task_wakes_to_a_result_once_even_if_woken_and_expired_together() -> None:
+    waiter = current_waiter()
+    results: list[bool] = []
+
+    async def wait() -> None:
+        results.append(await waiter.wait(waiter.time() + 0.01))
+        results.append(await waiter.wait(waiter.time() + 0.01))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            waiter.wake()
+            waiter.wake()  # a second wake of the same wait does nothing
+    assert results == [True, False]
+    waiter.close()

@@ -31,7 +31,7 @@ import functools
 import heapq
 import math
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import anyio.lowlevel
@@ -134,13 +134,42 @@ class _Clock:
             self._set_timer(heap[0][0])
 
 
+# The states of an asyncio wait.
+_IDLE, _PENDING, _WOKEN, _EXPIRED, _CANCELLED = range(5)
+
+
 class _AsyncioWaiter:
-    __slots__ = ("_armed", "_clock", "_deadline", "_future", "_loop")
+    """The waiter of one asyncio task; it is also the future that task awaits.
+
+    A new future per wait lives as long as the connection is idle, with the
+    iterator ``await`` wraps it in: both are objects the garbage collector
+    tracks, and a process holding many idle connections then pays for them in
+    every collection. asyncio's tasks wait on any object that follows the
+    future protocol (``_asyncio_future_blocking``, ``_loop``,
+    ``add_done_callback``, ``result``, ``cancel``), so the waiter plays that
+    part itself, once per wait: only the task's wake-up callback is new.
+    """
+
+    __slots__ = (
+        "_armed",
+        "_asyncio_future_blocking",
+        "_callback",
+        "_clock",
+        "_context",
+        "_deadline",
+        "_loop",
+        "_message",
+        "_state",
+    )
 
     def __init__(self, clock: _Clock) -> None:
         self._clock = clock
         self._loop = clock._loop
-        self._future: asyncio.Future[bool] | None = None
+        self._state = _IDLE
+        self._asyncio_future_blocking = False
+        self._callback: Callable[..., object] | None = None
+        self._context: contextvars.Context | None = None
+        self._message: Any = None  # the cancellation's message
         self._armed = math.inf  # when the clock's entry for it comes due
         self._deadline = math.inf  # when the current wait ends
 
@@ -151,19 +180,13 @@ class _AsyncioWaiter:
         return self._loop.time()
 
     def wake(self) -> None:
-        future = self._future
-        if future is not None:
-            self._future = None
-            if not future.done():
-                future.set_result(True)
+        if self._state == _PENDING:
+            self._resolve(_WOKEN)
 
-    def wait(self, deadline: float) -> asyncio.Future[bool]:
-        # The future itself is awaited, no coroutine around it: a parked connection
-        # keeps one frame fewer. A cancelled future stays in _future until the next
-        # wait; wake() and _expire() skip it (done). A deadline later than the armed
-        # one costs nothing now: the entry re-arms when it comes due.
-        future: asyncio.Future[bool] = self._loop.create_future()
-        self._future = future
+    def wait(self, deadline: float) -> _AsyncioWaiter:
+        # A deadline later than the armed one costs nothing now: the entry
+        # re-arms when it comes due.
+        self._state = _PENDING
         self._deadline = deadline
         if deadline < self._armed:
             if self._armed != math.inf:
@@ -171,21 +194,81 @@ class _AsyncioWaiter:
             self._armed = deadline
             if deadline != math.inf:
                 self._clock.arm(self, deadline)
-        return future
+        return self
 
     def _expire(self) -> None:
         # The clock's entry came due.
         armed, self._armed = self._armed, math.inf
-        future = self._future
-        if future is None:
+        if self._state != _PENDING:
             return  # not waiting: the next wait arms it again
         if self._deadline <= armed:
-            self._future = None
-            if not future.done():
-                future.set_result(False)
+            self._resolve(_EXPIRED)
         elif self._deadline != math.inf:  # the deadline moved since the entry was armed
             self._armed = self._deadline
             self._clock.arm(self, self._deadline)
+
+    def _resolve(self, state: int) -> None:
+        self._state = state
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            context, self._context = self._context, None
+            self._loop.call_soon(callback, self, context=context)
+
+    # -- what asyncio's Task asks of the future it waits on --------------------
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self  # type: ignore[return-value]  # an iterator: what ``await`` needs of it
+
+    def __iter__(self) -> _AsyncioWaiter:
+        return self
+
+    def __next__(self) -> _AsyncioWaiter:
+        if self._state == _PENDING and not self._asyncio_future_blocking:
+            self._asyncio_future_blocking = True  # the task sets it back when it parks
+            return self
+        raise StopIteration(self.result())
+
+    def add_done_callback(
+        self, callback: Callable[..., object], *, context: contextvars.Context | None = None
+    ) -> None:
+        if self._state == _PENDING:
+            self._callback, self._context = callback, context
+        else:
+            self._loop.call_soon(callback, self, context=context)
+
+    def remove_done_callback(self, callback: Callable[..., object]) -> int:
+        if self._callback is not None and self._callback == callback:
+            self._callback = self._context = None
+            return 1
+        return 0
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._state != _PENDING:
+            return False
+        self._message = msg
+        self._resolve(_CANCELLED)
+        return True
+
+    def result(self) -> bool:
+        state = self._state
+        if state == _WOKEN:
+            return True
+        if state == _EXPIRED:
+            return False
+        if state == _CANCELLED:
+            raise asyncio.CancelledError(self._message)
+        raise asyncio.InvalidStateError("the wait has not ended")
+
+    def exception(self) -> BaseException | None:
+        if self._state == _CANCELLED:
+            raise asyncio.CancelledError(self._message)
+        return None
 
     def start_timer(self, nursery: Any) -> None:
         pass  # the loop's clock runs the deadlines
@@ -198,7 +281,7 @@ class _AsyncioWaiter:
 
 
 class _TrioWaiter:
-    __slots__ = ("_armed", "_deadline", "_scope", "_task", "_timed", "_trio", "_value")
+    __slots__ = ("_abort_fn", "_armed", "_deadline", "_scope", "_task", "_timed", "_trio", "_value")
 
     def __init__(self) -> None:
         import outcome  # trio's own dependency
@@ -207,10 +290,12 @@ class _TrioWaiter:
         self._trio: Any = trio
         self._value: Any = outcome.Value
         self._task: Any = None
-        self._timed = False  # a timer task runs the deadlines (see run_timer)
+        self._timed = False  # a timer task runs the deadlines (see _run_timer)
         self._scope: Any = None  # the timer task's cancel scope, while it sleeps
         self._armed = math.inf  # when the timer task wakes
         self._deadline = math.inf  # when the current wait ends
+        # Bound once, not per wait (until close(): it refers back to the waiter).
+        self._abort_fn: Any = self._abort
 
     def time(self) -> float:
         now: float = self._trio.current_time()
@@ -226,22 +311,28 @@ class _TrioWaiter:
         self._task = None
         return self._trio.lowlevel.Abort.SUCCEEDED
 
-    async def wait(self, deadline: float) -> bool:
+    def wait(self, deadline: float) -> Awaitable[bool]:
+        # Not a coroutine of its own: trio's wait is awaited directly, one
+        # object fewer per wait for as long as the connection is idle.
         lowlevel = self._trio.lowlevel
         if deadline != math.inf and not self._timed:
-            # No timer task: a cancel scope bounds this wait.
-            self._task = lowlevel.current_task()
-            with self._trio.CancelScope(deadline=deadline) as scope:
-                await lowlevel.wait_task_rescheduled(self._abort)
-            return not scope.cancelled_caught
+            return self._wait_in_scope(deadline)
         self._deadline = deadline
-        if deadline < self._armed:  # a later deadline costs nothing now: see run_timer
+        if deadline < self._armed:  # a later deadline costs nothing now: see _run_timer
             self._armed = deadline
             if self._scope is not None:
                 self._scope.deadline = deadline
         self._task = lowlevel.current_task()
-        woken: bool = await lowlevel.wait_task_rescheduled(self._abort)
+        woken: Awaitable[bool] = lowlevel.wait_task_rescheduled(self._abort_fn)
         return woken
+
+    async def _wait_in_scope(self, deadline: float) -> bool:
+        # No timer task: a cancel scope bounds this wait.
+        lowlevel = self._trio.lowlevel
+        self._task = lowlevel.current_task()
+        with self._trio.CancelScope(deadline=deadline) as scope:
+            await lowlevel.wait_task_rescheduled(self._abort_fn)
+        return not scope.cancelled_caught
 
     def start_timer(self, nursery: Any) -> None:
         """Run the deadlines of this waiter's waits in a task of ``nursery``, beside the waiting task.
@@ -273,6 +364,7 @@ class _TrioWaiter:
 
     def close(self) -> None:
         self.wake()
+        self._abort_fn = None
 
 
 def current_waiter() -> Waiter:
