@@ -6,13 +6,17 @@ Opens N streams with :meth:`EventStream.run` on ASGI callables that count the
 bytes they are sent (no socket, no server), then publishes M events one at a
 time, each only after every stream has written the previous one: the paced
 steady state, where every delivery is one wake-up and one ``send``. Reports
-process CPU time per delivery (N x M) and the objects allocated per idle
-stream (tracemalloc, everything the library and anyio create for it).
+process CPU time per delivery (N x M), how much of it the garbage collector
+took (its collections and their time while the events ran: objects that live
+as long as a connection waits make them longer and more frequent), and the
+objects allocated per idle stream (tracemalloc, everything the library and
+anyio create for it).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import time
@@ -43,7 +47,35 @@ async def _open(
     await anyio.wait_all_tasks_blocked()
 
 
-async def cpu_per_delivery(subscribers: int, events: int, per_user: bool = False) -> float:
+class CollectorClock:
+    """The garbage collector's collections per generation and their time, while :attr:`running`."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = 0.0
+        self.running = False
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if not self.running:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.collections[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def cpu_per_delivery(
+    subscribers: int, events: int, per_user: bool = False, collector: CollectorClock | None = None
+) -> float:
     stream = EventStream(keep_alive_interval=20.0)
     written = 0
     target = 0
@@ -59,6 +91,8 @@ async def cpu_per_delivery(subscribers: int, events: int, per_user: bool = False
     message = ServerSentEvent(event="tick", data="x" * 80)
     async with anyio.create_task_group() as tg:
         await _open(stream, subscribers, tg, sink, per_user)
+        if collector is not None:
+            collector.running = True
         started = time.process_time()
         for i in range(events):
             target = subscribers * (i + 1)
@@ -70,6 +104,8 @@ async def cpu_per_delivery(subscribers: int, events: int, per_user: bool = False
                 await stream.publish_event("bench", message)
             await reached.wait()
         used = time.process_time() - started
+        if collector is not None:
+            collector.running = False
         tg.cancel_scope.cancel()
     return used / (subscribers * events)
 
@@ -105,15 +141,21 @@ def main() -> None:
     parser.add_argument("--per-user", action="store_true", help="each stream on its own channel")
     parser.add_argument("--backend", choices=["asyncio", "trio"], nargs="*", default=["asyncio", "trio"])
     args = parser.parse_args()
+    deliveries = args.subscribers * args.events
     for backend in args.backend:
-        runs = [
-            anyio.run(cpu_per_delivery, args.subscribers, args.events, args.per_user, backend=backend)
-            for _ in range(3)
-        ]
+        runs, collectors = [], []
+        for _ in range(3):
+            with CollectorClock() as collector:
+                run = functools.partial(cpu_per_delivery, collector=collector)
+                runs.append(anyio.run(run, args.subscribers, args.events, args.per_user, backend=backend))
+            collectors.append(collector)
         idle = anyio.run(idle_bytes, args.idle, backend=backend)
+        gc_us = statistics.median(c.seconds / deliveries * 1e6 for c in collectors)
         print(
             f"{backend}: {statistics.median(runs) * 1e6:.2f} µs CPU per delivery "
-            f"(median of 3: {', '.join(f'{r * 1e6:.2f}' for r in runs)}); "
+            f"(median of 3: {', '.join(f'{r * 1e6:.2f}' for r in runs)}), of which the garbage "
+            f"collector {gc_us:.2f} µs (collections per generation: "
+            f"{', '.join('/'.join(map(str, c.collections)) for c in collectors)}); "
             f"{idle:,.0f} B allocated per idle stream"
         )
 
