@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from eventstream import EventStream, GripPublisher, HistoryEntry, HistoryStore, MemoryHistory, ServerSentEvent
 from eventstream._broker import Broker
+from eventstream._history import new_entry
 from eventstream._hub import Hub, SlowConsumerPolicy
 from eventstream._local_broker import LocalBroker
 
@@ -288,3 +290,30 @@ def test_memory_history_keeps_entries_the_garbage_collector_does_not_track() -> 
     assert history.newest("busy") == (1000, kept[-1].id)
     assert history.last("busy") == kept[-1]
     assert history.find("busy", kept[10].id) == 11
+
+
+def test_entries_made_on_the_publish_path_are_plain_frozen_history_entries() -> None:
+    fields = ("c", 7, 3, "e-7", "e-3", b"data: x\nid: e-7\n\n", 8, 12.5)
+    made, built = new_entry(*fields), HistoryEntry(*fields)
+    assert type(made) is HistoryEntry
+    assert made == built
+    assert hash(made) == hash(built)
+    assert repr(made) == repr(built)
+    assert (made.body, made.size) == (built.body, built.size)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.seq = 8  # type: ignore[misc]
+
+
+async def test_an_event_heavier_than_the_history_keeps_is_published_and_not_kept() -> None:
+    history = MemoryHistory(max_bytes=500)
+    broker, _ = _bound(history)
+    ids: list[str] = []
+    await broker.dispatch("big", ServerSentEvent(data="x" * 1000), lambda i, p, w: ids.append(i))
+    assert history.last("big") is None
+    assert history.newest("big") is None
+    assert history.since("big", 0) is None
+    assert history.find("big", ids[0]) is None
+    # The next event links to the channel's origin (the heavy one is not known), and is kept.
+    await broker.dispatch("big", ServerSentEvent(data="y"), lambda i, p, w: ids.append(p))
+    assert ids[1] == f"{broker.epoch}-0"
+    assert history.newest("big") is not None

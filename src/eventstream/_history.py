@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -65,6 +65,43 @@ class HistoryEntry:
     def size(self) -> int:
         """What the entry counts against ``max_bytes``: its bytes and its bookkeeping."""
         return len(self.wire) + _ENTRY_OVERHEAD
+
+
+def _entry_maker() -> Callable[[str, int, int, str, str, bytes, int, float], HistoryEntry]:
+    # A frozen dataclass's __init__ sets each field through object.__setattr__:
+    # about 1.8 µs for HistoryEntry's eight, once per publish. Setting the slots
+    # through their descriptors does the same (there is no __post_init__) in
+    # about a third of the time.
+    new = object.__new__
+    fields = ("channel", "seq", "prev_seq", "id", "prev_id", "wire", "body_length", "time")
+    s0, s1, s2, s3, s4, s5, s6, s7 = (HistoryEntry.__dict__[name].__set__ for name in fields)
+
+    def make(
+        channel: str,
+        seq: int,
+        prev_seq: int,
+        event_id: str,
+        prev_id: str,
+        wire: bytes,
+        body_length: int,
+        published: float,
+    ) -> HistoryEntry:
+        entry: HistoryEntry = new(HistoryEntry)
+        s0(entry, channel)
+        s1(entry, seq)
+        s2(entry, prev_seq)
+        s3(entry, event_id)
+        s4(entry, prev_id)
+        s5(entry, wire)
+        s6(entry, body_length)
+        s7(entry, published)
+        return entry
+
+    return make
+
+
+#: ``HistoryEntry(...)`` with its fields in order, faster (on the publish path).
+new_entry = _entry_maker()
 
 
 class HistoryStore:
@@ -180,13 +217,17 @@ class MemoryHistory(HistoryStore):
 
     def _ring(self, channel: str) -> _Ring | None:
         ring = self._rings.get(channel)
-        if ring is not None:
+        if ring is None:
+            return None
+        entries = ring.entries
+        if not entries or entries[0][_TIME] < time.monotonic() - self.max_age:  # empty, or the oldest expired
             self._expire(channel, ring, time.monotonic())
-        return self._rings.get(channel)
+            return self._rings.get(channel)
+        return ring
 
     def last(self, channel: str) -> HistoryEntry | None:
         ring = self._ring(channel)
-        return HistoryEntry(channel, *ring.entries[-1]) if ring else None
+        return new_entry(channel, *ring.entries[-1]) if ring else None
 
     def newest(self, channel: str) -> tuple[int, str] | None:
         ring = self._ring(channel)
@@ -206,7 +247,7 @@ class MemoryHistory(HistoryStore):
             if kept[_PREV_SEQ] == seq:
                 if seq < ring.floor:
                     return None  # the channel's earlier events were forgotten
-                return [HistoryEntry(channel, *kept) for kept in list(entries)[index:]]
+                return [new_entry(channel, *kept) for kept in list(entries)[index:]]
             if kept[_SEQ] > seq:
                 break
         return None

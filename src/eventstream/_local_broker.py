@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
-from ._history import HistoryEntry, HistoryStore
+from ._history import HistoryEntry, HistoryStore, new_entry
 from ._sse import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -92,15 +92,15 @@ class LocalBroker(Broker):
         history = self._history
         newest = history.newest(channel) if history is not None else None
         body = event._body
-        entry = HistoryEntry(
-            channel=channel,
-            seq=seq,
-            prev_seq=newest[0] if newest is not None else 0,
-            prev_id=newest[1] if newest is not None else self._origin_id,
-            id=event_id,
-            wire=body + b"id: " + event_id.encode("utf-8") + b"\n\n",
-            body_length=len(body),
-            time=time.monotonic(),
+        entry = new_entry(
+            channel,
+            seq,
+            newest[0] if newest is not None else 0,
+            event_id,
+            newest[1] if newest is not None else self._origin_id,
+            body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+            len(body),
+            time.monotonic(),
         )
         if history is not None:
             history.append(entry)
