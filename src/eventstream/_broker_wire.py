@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._history import HistoryEntry
+from ._history import HistoryEntry, new_entry
 
 __all__ = ["EngineEntry", "decode_entry"]
 
@@ -33,15 +33,15 @@ class EngineEntry:
 
     def to_history(self, channel: str, now: float) -> HistoryEntry:
         """The entry as connections queue it (``now``: ``time.monotonic()`` at publish)."""
-        return HistoryEntry(
-            channel=channel,
-            seq=self.seq,
-            prev_seq=self.seq - 1,
-            id=self.id,
-            prev_id=self.prev_id,
-            wire=self.body + b"id: " + self.id.encode("utf-8") + b"\n\n",
-            body_length=len(self.body),
-            time=now,
+        return new_entry(
+            channel,
+            self.seq,
+            self.seq - 1,
+            self.id,
+            self.prev_id,
+            self.body + b"id: " + self.id.encode("utf-8") + b"\n\n",
+            len(self.body),
+            now,
         )
 
 
