@@ -219,9 +219,9 @@ class MemoryHistory(HistoryStore):
         ring = self._rings.get(channel)
         if ring is None:
             return None
-        entries = ring.entries
-        if not entries or entries[0][_TIME] < time.monotonic() - self.max_age:  # empty, or the oldest expired
-            self._expire(channel, ring, time.monotonic())
+        entries, now = ring.entries, time.monotonic()
+        if not entries or entries[0][_TIME] < now - self.max_age:  # empty, or the oldest expired
+            self._expire(channel, ring, now)
             return self._rings.get(channel)
         return ring
 

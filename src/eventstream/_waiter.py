@@ -214,7 +214,7 @@ class _AsyncioWaiter:
             context, self._context = self._context, None
             self._loop.call_soon(callback, self, context=context)
 
-    # -- what asyncio's Task asks of the future it waits on --------------------
+    # -- what asyncio's Task (and anyio, of a task's awaited future) asks of it -----
 
     def __await__(self) -> Generator[Any, None, bool]:
         return self  # type: ignore[return-value]  # an iterator: what ``await`` needs of it
@@ -236,13 +236,7 @@ class _AsyncioWaiter:
         else:
             self._loop.call_soon(callback, self, context=context)
 
-    def remove_done_callback(self, callback: Callable[..., object]) -> int:
-        if self._callback is not None and self._callback == callback:
-            self._callback = self._context = None
-            return 1
-        return 0
-
-    def done(self) -> bool:
+    def done(self) -> bool:  # anyio's wait_all_tasks_blocked() asks it
         return self._state != _PENDING
 
     def cancelled(self) -> bool:
@@ -264,11 +258,6 @@ class _AsyncioWaiter:
         if state == _CANCELLED:
             raise asyncio.CancelledError(self._message)
         raise asyncio.InvalidStateError("the wait has not ended")
-
-    def exception(self) -> BaseException | None:
-        if self._state == _CANCELLED:
-            raise asyncio.CancelledError(self._message)
-        return None
 
     def start_timer(self, nursery: Any) -> None:
         pass  # the loop's clock runs the deadlines
