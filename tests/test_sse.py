@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
+import pickle
 import time
 from typing import Any
 
@@ -89,6 +92,28 @@ def test_event_is_frozen() -> None:
     event = ServerSentEvent(event="a")
     with pytest.raises(AttributeError):
         event.event = "b"  # type: ignore[misc]
+
+
+def test_an_event_behaves_as_the_frozen_dataclass_it_is() -> None:
+    # Its __init__ is written by hand (for speed): replace, copy, pickle, equality,
+    # hashing and the keyword-only signature must still be a dataclass's.
+    event = ServerSentEvent(event="tick", text="a", id="1", retry=5)
+    assert [f.name for f in dataclasses.fields(event)] == ["event", "data", "text", "id", "retry", "_body", "_wire"]
+    moved = dataclasses.replace(event, id="2")
+    assert encode(moved) == b"event: tick\nretry: 5\ndata: a\nid: 2\n\n"
+    assert encode(dataclasses.replace(moved, id=None)) == b"event: tick\nretry: 5\ndata: a\n\n"
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        dataclasses.replace(event, id="x\ny")
+    for twin in (copy.copy(event), copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+        assert twin == event
+        assert hash(twin) == hash(event)
+        assert encode(twin) == encode(event)
+    assert event != moved
+    assert repr(event) == "ServerSentEvent(event='tick', data=<no data>, text='a', id='1', retry=5)"
+    with pytest.raises(TypeError):
+        ServerSentEvent("tick")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ServerSentEvent(name="tick")  # type: ignore[call-arg]
 
 
 def test_none_data_is_json_null() -> None:

@@ -81,7 +81,7 @@ def _check_field(name: str, value: object, *, allow_empty: bool) -> None:
         raise ValueError(f"{name} must not be empty; use None for the default")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, init=False)
 class ServerSentEvent:
     """One Server-Sent Event. Frozen; every field is checked when it is built.
 
@@ -123,36 +123,56 @@ class ServerSentEvent:
     _body: bytes = field(init=False, repr=False, compare=False, default=b"")
     _wire: bytes = field(init=False, repr=False, compare=False, default=b"")
 
-    def __post_init__(self) -> None:
-        parts: list[str] = []
-        if self.event is not None:
-            _check_field("event", self.event, allow_empty=False)
-            parts.append(f"event: {self.event}\n")
-        if self.id is not None:
-            _check_field("id", self.id, allow_empty=True)
-        if self.retry is not None:
-            if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0:
-                raise ValueError(f"retry must be a non-negative int (milliseconds), not {self.retry!r}")
-            parts.append(f"retry: {self.retry}\n")
-        if self.text is not None:
-            if self.data is not _NO_DATA:
+    def __init__(
+        self,
+        *,
+        event: str | None = None,
+        data: Any = _NO_DATA,
+        text: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        # Written out, not generated: a frozen dataclass's __init__ sets each of the
+        # seven slots through object.__setattr__, most of the cost of building an
+        # event; the slots' own descriptors (_SLOTS, below the class) take a third.
+        head = ""
+        if event is not None:
+            _check_field("event", event, allow_empty=False)
+            head = f"event: {event}\n"
+        if id is not None:
+            _check_field("id", id, allow_empty=True)
+        if retry is not None:
+            if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+                raise ValueError(f"retry must be a non-negative int (milliseconds), not {retry!r}")
+            head += f"retry: {retry}\n"
+        if text is not None:
+            if data is not _NO_DATA:
                 raise ValueError("give either data (sent as JSON) or text (sent as is), not both")
-            if not isinstance(self.text, str):
-                raise TypeError(f"text must be a str or None, not {type(self.text).__name__}")
-            for line in self.text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-                parts.append(f"data: {line}\n")
-        elif self.data is not _NO_DATA:
-            parts.append(f"data: {_json_dumps(self.data)}\n")
+            if not isinstance(text, str):
+                raise TypeError(f"text must be a str or None, not {type(text).__name__}")
+            if "\n" in text or "\r" in text:
+                lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                body_text = head + "".join([f"data: {line}\n" for line in lines])
+            else:  # one line: the usual case
+                body_text = f"{head}data: {text}\n"
+        elif data is not _NO_DATA:
+            body_text = f"{head}data: {_json_dumps(data)}\n"
         else:
-            parts.append("data: \n")
-        text = "".join(parts)
+            body_text = head + "data: \n"
+        set_event, set_data, set_text, set_id, set_retry, set_body, set_wire = _SLOTS
+        set_event(self, event)
+        set_data(self, data)
+        set_text(self, text)
+        set_id(self, id)
+        set_retry(self, retry)
         try:
-            body = text.encode("utf-8")
-            id_line = b"" if self.id is None else b"id: " + self.id.encode("utf-8") + b"\n"
+            body = body_text.encode("utf-8")
+            wire = body + b"\n" if id is None else b"%bid: %b\n\n" % (body, id.encode("utf-8"))
         except UnicodeEncodeError:
-            body, id_line = self._encode_surrogates(text)
-        object.__setattr__(self, "_body", body)
-        object.__setattr__(self, "_wire", body + id_line + b"\n")
+            body, id_line = self._encode_surrogates(body_text)
+            wire = body + id_line + b"\n"
+        set_body(self, body)
+        set_wire(self, wire)
 
     def _encode_surrogates(self, text: str) -> tuple[bytes, bytes]:
         # The rare path: some field holds a surrogate code point. In JSON data it
@@ -185,6 +205,13 @@ class ServerSentEvent:
         if self.data is not _NO_DATA:
             return self.data
         return json.loads(self.payload)
+
+
+# The slots' descriptors, in the order ServerSentEvent.__init__ sets them.
+_SLOTS: Final = tuple(
+    ServerSentEvent.__dict__[name].__set__
+    for name in ("event", "data", "text", "id", "retry", "_body", "_wire")
+)
 
 
 def encode(event: ServerSentEvent) -> bytes:
