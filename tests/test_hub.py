@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import eventstream._singleton
@@ -110,6 +111,72 @@ async def test_invalid_publish_raises_and_sends_nothing() -> None:
                 await stream.publish_event("x", "just a string")  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="must not be empty"):
                 await stream.publish_event("", {"data": 1})
+            await stream.publish_event("x", {"data": "good"})
+            assert await next_data(response) == "good"
+    assert stream.statistics().events_published == 1
+
+
+async def test_a_publisher_that_never_waits_lets_others_run_and_can_be_cancelled() -> None:
+    # Most publishes return without yielding (no coroutine, no checkpoint); one in
+    # every few yields, so the rest of the program runs and cancellation lands.
+    stream = EventStream()
+    turns = 0
+    published = 0
+    stop = anyio.Event()
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async def publisher() -> None:
+        nonlocal published
+        while True:
+            await stream.publish_event("nobody", {"data": 1})
+            published += 1
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other_task)
+            await anyio.lowlevel.checkpoint()
+            with anyio.move_on_after(0) as scope:  # already expired: cancelled at its first checkpoint
+                await publisher()
+            assert scope.cancelled_caught
+            assert 0 < published <= 64
+            before = turns
+            for _ in range(640):
+                await stream.publish_event("nobody", {"data": 1})
+            assert turns - before >= 10  # the other task ran while this one published
+            stop.set()
+
+
+class _LooksLikeX:
+    """Not a str, yet equal to "x" and hashed like it (a dict lookup cannot tell them apart)."""
+
+    def __hash__(self) -> int:
+        return hash("x")
+
+    def __eq__(self, other: object) -> bool:
+        return other == "x"
+
+
+async def test_a_publish_checks_its_channel_name_whether_or_not_anybody_listens() -> None:
+    # Names somebody subscribed to were checked then; the publish must still refuse
+    # what is not a str, and a name past a limit lowered since.
+    stream = EventStream()
+    with anyio.fail_after(10):
+        async with open_stream(stream(["x", "twelve-chars"])) as response:
+            await stream.wait_subscribers(1, "x")
+            with pytest.raises(TypeError, match="must be a str, not _LooksLikeX"):
+                await stream.publish_event(_LooksLikeX(), {"data": 1})  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="must be a str, not list"):
+                await stream.publish_event(["x"], {"data": 1})  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="control character"):
+                await stream.publish_event("x\x00", {"data": 1})
+            stream.max_channel_name_length = 8
+            with pytest.raises(ValueError, match="the limit is 8"):
+                await stream.publish_event("twelve-chars", {"data": 1})
             await stream.publish_event("x", {"data": "good"})
             assert await next_data(response) == "good"
     assert stream.statistics().events_published == 1

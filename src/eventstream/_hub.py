@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -56,6 +56,21 @@ if TYPE_CHECKING:
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
+
+
+class _Done:
+    """An awaitable that is done at once: awaiting it neither yields nor builds a coroutine."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return _EXHAUSTED
+
+
+# An iterator that is already exhausted stays so: every await of _DONE shares it.
+_EXHAUSTED: Generator[None, None, None] = (None for _ in ())
+next(_EXHAUSTED, None)
+_DONE: Final = _Done()
 _POLICIES = ("disconnect", "drop-oldest", "block")
 #: The longest a publish waits for a full subscriber that takes nothing (disconnect policy).
 STALL_AFTER = 0.1
@@ -284,19 +299,32 @@ class Hub:
 
     # -- publishing ------------------------------------------------------
 
-    async def publish(self, channel: str, payload: HistoryEntry) -> None:
-        """Put ``payload`` in the queue of every subscriber of ``channel``.
+    def publish(self, channel: str, payload: HistoryEntry) -> Awaitable[None]:
+        """Put ``payload`` in the queue of every subscriber of ``channel``; return what to await.
 
-        Returns once every subscriber that is still connected holds it, or
-        was left behind (see the module's docstring: it then catches up from
-        history). Cancelling the call while it waits for full subscribers
-        leaves the payload queued for them.
+        The awaitable returns once every subscriber that is still connected
+        holds it, or was left behind (see the module's docstring: it then
+        catches up from history). Cancelling it while it waits for full
+        subscribers leaves the payload queued for them. Most publishes have
+        nothing to wait for and no checkpoint due: they get an awaitable that
+        is done at once, and build no coroutine.
         """
         full = self.put(channel, payload)
         if full:
-            await self.wait_for_room(full)
-        else:
-            await self._checkpoint()
+            return self.wait_for_room(full)
+        # A publish yields to other tasks (and checks for cancellation) only every
+        # _YIELD_EVERY publishes: a burst then reaches subscribers' buffers before
+        # their connections wake, and each connection wakes once for many events
+        # instead of once per event. A publisher that never waits still lets the
+        # rest of the program run, and a cancelled one stops within _YIELD_EVERY
+        # publishes. In between, no check at all: anyio's checkpoint_if_cancelled
+        # costs, on asyncio, as much as a delivery to one subscriber (per-user
+        # channels publish one event per subscriber).
+        self._since_yield += 1
+        if self._since_yield >= _YIELD_EVERY:
+            self._since_yield = 0
+            return anyio.lowlevel.checkpoint()
+        return _DONE
 
     def put(self, channel: str, payload: HistoryEntry) -> list[Subscriber] | None:
         """Put ``payload`` in the queue of every subscriber of ``channel``; never waits.
@@ -341,20 +369,6 @@ class Hub:
             for subscriber in overdue:
                 self.drop_if_overdue(subscriber, now)
         return full
-
-    async def _checkpoint(self) -> None:
-        # A publish yields to other tasks (and checks for cancellation) only every
-        # _YIELD_EVERY publishes: a burst then reaches subscribers' buffers before
-        # their connections wake, and each connection wakes once for many events
-        # instead of once per event. A publisher that never waits still lets the
-        # rest of the program run, and a cancelled one stops within _YIELD_EVERY
-        # publishes. In between, no check at all: anyio's checkpoint_if_cancelled
-        # costs, on asyncio, as much as a delivery to one subscriber (per-user
-        # channels publish one event per subscriber).
-        self._since_yield += 1
-        if self._since_yield >= _YIELD_EVERY:
-            self._since_yield = 0
-            await anyio.lowlevel.checkpoint()
 
     async def wait_for_room(self, full: list[Subscriber]) -> None:
         """Wait until each full subscriber's connection has taken its queue.

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
 from ._history import HistoryEntry, HistoryStore, new_entry
@@ -65,7 +65,7 @@ class LocalBroker(Broker):
 
     def dispatch(
         self, channel: str, event: ServerSentEvent, numbered: Numbered | None = None
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Awaitable[None]:
         """Number and keep ``event``, call ``numbered``, and return the delivery to await.
 
         Everything but the delivery happens before this returns, with no

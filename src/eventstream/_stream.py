@@ -299,12 +299,16 @@ class EventStream(StreamLifecycle):
         if current_thread_id() != self._loop.thread:  # ~50 ns
             self._loop.claim()  # first use, or another thread: raises unless its loop has ended
         message = as_event(event)
-        check_channel_name(channel, self.max_channel_name_length)
+        hub = self._hub
+        # A channel somebody is subscribed to was checked when they subscribed.
+        limit = self.max_channel_name_length
+        if type(channel) is not str or channel not in hub._channels or len(channel) > limit:
+            check_channel_name(channel, limit)
         if self.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
             raise ValueError(
                 f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
             )
-        if self._hub.closed:
+        if hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         grip = self._grip
         if grip is None:
