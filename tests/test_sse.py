@@ -98,7 +98,8 @@ def test_an_event_behaves_as_the_frozen_dataclass_it_is() -> None:
     # Its __init__ is written by hand (for speed): replace, copy, pickle, equality,
     # hashing and the keyword-only signature must still be a dataclass's.
     event = ServerSentEvent(event="tick", text="a", id="1", retry=5)
-    assert [f.name for f in dataclasses.fields(event)] == ["event", "data", "text", "id", "retry", "_body", "_wire"]
+    names = [f.name for f in dataclasses.fields(event)]
+    assert names == ["event", "data", "text", "id", "retry", "_body", "_wire"]
     moved = dataclasses.replace(event, id="2")
     assert encode(moved) == b"event: tick\nretry: 5\ndata: a\nid: 2\n\n"
     assert encode(dataclasses.replace(moved, id=None)) == b"event: tick\nretry: 5\ndata: a\n\n"
@@ -111,7 +112,7 @@ def test_an_event_behaves_as_the_frozen_dataclass_it_is() -> None:
     assert event != moved
     assert repr(event) == "ServerSentEvent(event='tick', data=<no data>, text='a', id='1', retry=5)"
     with pytest.raises(TypeError):
-        ServerSentEvent("tick")  # type: ignore[misc]
+        ServerSentEvent("tick")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         ServerSentEvent(name="tick")  # type: ignore[call-arg]
 
