@@ -119,3 +119,81 @@ async def test_a_disconnect_while_completing_does_not_cancel() -> None:
             await anyio.wait_all_tasks_blocked()
             finished = True
     assert finished
+
+
+# -- trio: a memory channel's receive() also runs the keep-alive ------------------------
+
+_SCOPE = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []}
+
+
+def _task_names() -> list[str]:
+    import trio
+
+    names: list[str] = []
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        names.append(task.coro.__qualname__)
+        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return names
+
+
+@pytest.mark.parametrize("memory_channel", [True, False])
+def test_on_trio_a_memory_channel_receive_runs_the_keep_alive_without_a_timer_task(
+    memory_channel: bool,
+) -> None:
+    # hypercorn's receive() is a trio memory channel's, which loses nothing when
+    # cancelled: the watcher then waits for messages in a scope whose deadline is the
+    # keep-alive's, and no timer task runs. Any other receive() keeps the timer task.
+    import trio
+    import trio.testing
+
+    from eventstream import EventStream
+
+    async def main() -> None:
+        stream = EventStream(keep_alive_interval=5.0)
+        to_app, from_client = trio.open_memory_channel[Message](10)
+        await to_app.send({"type": "http.request", "body": b"", "more_body": False})
+
+        async def other_receive() -> Message:
+            return await from_client.receive()
+
+        bodies: list[tuple[float, bytes]] = []
+        changed = trio.Event()
+
+        async def sink(message: Message) -> None:
+            nonlocal changed
+            bodies.append((trio.current_time(), message.get("body", b"")))
+            changed.set()
+            changed = trio.Event()
+
+        async def written(part: bytes) -> float:
+            with trio.fail_after(60):  # virtual seconds
+                while not any(part in body for _, body in bodies):
+                    await changed.wait()
+            return next(when for when, body in bodies if part in body)
+
+        receive = from_client.receive if memory_channel else other_receive
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.run, dict(_SCOPE), receive, sink, "news")
+            opened = await written(b"stream-open")
+            await trio.testing.wait_all_tasks_blocked()
+            assert ("_TrioWaiter._run_timer" in _task_names()) is not memory_channel
+            # Idle: the keep-alive comes after the interval.
+            assert await written(b"keep-alive") - opened == pytest.approx(5.0, abs=0.01)
+            # A delivery moves it later; a message other than a disconnect is taken and ignored.
+            await trio.sleep(3.0)
+            await to_app.send({"type": "http.request", "body": b"", "more_body": False})
+            await stream.publish_event("news", {"data": "tick"})
+            delivered = await written(b"tick")
+            bodies.clear()
+            assert await written(b"keep-alive") - delivered == pytest.approx(5.0, abs=0.01)
+            # The client leaves while a keep-alive deadline is armed: the stream ends at once.
+            left = trio.current_time()
+            await to_app.send({"type": "http.disconnect"})
+            with trio.fail_after(1):
+                await stream.wait_subscribers(0)
+            assert trio.current_time() - left < 0.01
+            assert ("_TrioWaiter._run_timer" in _task_names()) is False
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

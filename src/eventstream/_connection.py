@@ -196,7 +196,7 @@ class Connection:
         # Its start and stop are called, not "async with": the bound __aexit__ would stay
         # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
         watch = DisconnectWatch(receive, self)
-        subscriber.cancel_scope = await watch.start()
+        subscriber.cancel_scope = await watch.start(keep_alive=self.keep_alive_interval is not None)
         try:
             try:
                 # The start runs in a coroutine of its own: its frame is gone once it returns.

@@ -13,7 +13,11 @@ its cancel scopes, the task's handle, its done event, the wrapper coroutine);
   callback reads the message (and starts the next ``receive()`` if it was not
   a disconnect): no wrapper coroutine, no task group;
 - on trio, a trio nursery with one watcher task (trio needs a nursery to run
-  anything beside the response); the keep-alive's timer task runs there too.
+  anything beside the response). When ``receive()`` is a trio memory
+  channel's (hypercorn's), whose cancellation loses no message, the watcher
+  also runs the keep-alive's deadline: it waits for the next message in a
+  cancel scope whose deadline is the keep-alive's. Otherwise the keep-alive's
+  timer task runs in the nursery too.
 
 When the client is gone the scope is cancelled, unless the response is already
 sending its last message (:attr:`Connection.completing`); the subscription is
@@ -24,6 +28,7 @@ server shields from cancellation then cannot hold it).
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import Any, Protocol
 
@@ -32,7 +37,7 @@ import anyio.lowlevel
 
 from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
-from ._waiter import Waiter, no_context
+from ._waiter import Waiter, _TrioWaiter, no_context
 from .types import Receive
 
 __all__ = ["DisconnectWatch"]
@@ -65,7 +70,18 @@ class DisconnectWatch(TaskScope):
     usual; the pending ``receive()`` is cancelled by :meth:`stop`.
     """
 
-    __slots__ = ("_connection", "_error", "_nursery", "_pending", "_receive", "_tasks", "scope")
+    __slots__ = (
+        "_connection",
+        "_deadlines",
+        "_error",
+        "_nursery",
+        "_pending",
+        "_receive",
+        "_receiving",
+        "_safe",
+        "_tasks",
+        "scope",
+    )
 
     def __init__(self, receive: Receive, connection: Connection) -> None:
         super().__init__()  # its own cancel scope, on asyncio (Python 3.11+): one object fewer
@@ -75,6 +91,10 @@ class DisconnectWatch(TaskScope):
         self._nursery: Any = None  # trio's nursery manager
         self._tasks: Any = None  # and its nursery
         self._error: BaseException | None = None
+        # On trio, with a keep-alive, and receive() a memory channel's: the watcher runs the timer.
+        self._safe = False
+        self._deadlines: _TrioWaiter | None = None  # the waiter whose deadlines it runs
+        self._receiving: Any = None  # the cancel scope it waits for a message in
         self.scope: Any = None  # an anyio (asyncio) or trio cancel scope: deadline, cancel()
 
     async def __aenter__(self) -> DisconnectWatch:
@@ -86,8 +106,12 @@ class DisconnectWatch(TaskScope):
     ) -> bool:
         return await self.stop(exc)
 
-    async def start(self) -> Any:
-        """Start watching (what ``async with`` does on entering); returns :attr:`scope`."""
+    async def start(self, keep_alive: bool = False) -> Any:
+        """Start watching (what ``async with`` does on entering); returns :attr:`scope`.
+
+        ``keep_alive``: :meth:`start_timer` will be called (on trio, the
+        watcher then waits for each message in a cancel scope, for the timer).
+        """
         native = anyio.lowlevel.current_token().native_token
         if isinstance(native, asyncio.AbstractEventLoop):
             # Task.uncancel() came with Python 3.11; before, anyio's scope.
@@ -103,12 +127,23 @@ class DisconnectWatch(TaskScope):
             self._nursery = manager = trio.open_nursery()
             self._tasks = nursery = await manager.__aenter__()
             self.scope = nursery.cancel_scope
+            self._safe = keep_alive and _cancel_safe(self._receive, trio)
             nursery.start_soon(self._watch)
         return self.scope
 
     def start_timer(self, waiter: Waiter) -> None:
-        """Run ``waiter``'s deadlines beside the response until :meth:`stop` (on trio, in the nursery)."""
-        waiter.start_timer(self._tasks)
+        """Run ``waiter``'s deadlines beside the response until :meth:`stop`.
+
+        On trio, in the watcher task when ``receive()`` may be cancelled
+        safely, else in a timer task of the nursery; on asyncio, the event
+        loop's clock runs them.
+        """
+        if self._safe and isinstance(waiter, _TrioWaiter):
+            waiter.run_deadlines_elsewhere()
+            self._deadlines = waiter
+            waiter.timer_scope(self._receiving)  # the watcher waits in it now, or will in its own
+        else:
+            waiter.start_timer(self._tasks)
 
     async def stop(self, exc: BaseException | None) -> bool:
         """Stop watching (what ``async with`` does on leaving, ``exc`` raised in the block).
@@ -117,7 +152,7 @@ class DisconnectWatch(TaskScope):
         """
         kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
         scope, self.scope = self.scope, None  # no cycle through self
-        self._tasks = None
+        self._tasks = self._deadlines = None
         if self._nursery is not None:
             scope.cancel()
             return bool(await self._nursery.__aexit__(kind, exc, tb))
@@ -166,8 +201,11 @@ class DisconnectWatch(TaskScope):
 
     async def _watch(self) -> None:
         try:
-            while (await self._receive())["type"] != "http.disconnect":
-                pass
+            if self._safe:
+                await self._watch_and_time()
+            else:
+                while (await self._receive())["type"] != "http.disconnect":
+                    pass
         except OSError:
             pass
         finally:
@@ -177,8 +215,39 @@ class DisconnectWatch(TaskScope):
         if not self._connection.completing and self.scope is not None:  # None: the block is over
             self.scope.cancel()
 
+    async def _watch_and_time(self) -> None:
+        # Each wait for a message is bounded by the keep-alive's armed deadline;
+        # cancelling a memory channel's receive() takes nothing from it.
+        import trio
+
+        while True:
+            timer = self._deadlines
+            with trio.CancelScope(deadline=math.inf if timer is None else timer.armed) as scope:
+                self._receiving = scope
+                if timer is not None:
+                    timer.timer_scope(scope)
+                message = await self._receive()
+            self._receiving = None
+            timer = self._deadlines  # perhaps given while this task waited
+            if timer is not None:
+                timer.timer_scope(None)
+            if scope.cancelled_caught:
+                if timer is not None:
+                    timer.timer_fired()
+            elif message["type"] == "http.disconnect":
+                return
+
     def _gone(self) -> None:
         connection = self._connection
         connection.hub.drop_if_overdue(connection.subscriber)
         if (not connection.completing or self._error is not None) and self.scope is not None:
             self.scope.cancel()
+
+
+def _cancel_safe(receive: Receive, trio: Any) -> bool:
+    """Whether ``receive`` is a trio memory channel's ``receive`` (cancelled, it takes nothing)."""
+    channel = getattr(receive, "__self__", None)
+    return (
+        isinstance(channel, trio.MemoryReceiveChannel)
+        and getattr(receive, "__func__", None) is trio.MemoryReceiveChannel.receive
+    )

@@ -15,7 +15,9 @@ of a delivery, and keeps both alive for as long as the connection is idle. A
   keep-alive interval while idle;
 - on trio the wait parks the task with ``wait_task_rescheduled``; a finite
   deadline is run by a timer task beside it (:meth:`start_timer`, re-armed
-  lazily in the same way), or, without one, by a trio cancel scope per wait.
+  lazily in the same way), by a task that waits for something else anyway
+  (:meth:`_TrioWaiter.run_deadlines_elsewhere`: a connection's disconnect
+  watcher), or, without either, by a trio cancel scope per wait.
 
 Cancellation (an anyio cancel scope around the waiting task, the server
 cancelling the request) interrupts :meth:`Waiter.wait` at once on both
@@ -279,8 +281,8 @@ class _TrioWaiter:
         self._trio: Any = trio
         self._value: Any = outcome.Value
         self._task: Any = None
-        self._timed = False  # a timer task runs the deadlines (see _run_timer)
-        self._scope: Any = None  # the timer task's cancel scope, while it sleeps
+        self._timed = False  # another task runs the deadlines (see _run_timer, timer_fired)
+        self._scope: Any = None  # that task's cancel scope, while it waits
         self._armed = math.inf  # when the timer task wakes
         self._deadline = math.inf  # when the current wait ends
         # Bound once, not per wait (until close(): it refers back to the waiter).
@@ -334,6 +336,37 @@ class _TrioWaiter:
         self._timed = True
         nursery.start_soon(self._run_timer)
 
+    def run_deadlines_elsewhere(self) -> None:
+        """Another task runs this waiter's deadlines, as :meth:`start_timer`'s task would.
+
+        That task waits in a cancel scope whose deadline is :attr:`armed`,
+        made known with :meth:`timer_scope` (a wait arming an earlier deadline
+        moves it), and calls :meth:`timer_fired` when that scope's deadline
+        passed. No task of the waiter's own: one task fewer per connection.
+        """
+        self._timed = True
+
+    @property
+    def armed(self) -> float:
+        """When the task running the deadlines must next call :meth:`timer_fired`."""
+        return self._armed
+
+    def timer_scope(self, scope: Any) -> None:
+        """The cancel scope (deadline :attr:`armed`) the deadlines' task waits in now, or ``None``."""
+        self._scope = scope
+
+    def timer_fired(self) -> None:
+        """The armed deadline passed: end the wait it bounds, or re-arm for a deadline moved later."""
+        armed, self._armed = self._armed, math.inf
+        task = self._task
+        if task is None:
+            return  # not waiting: the next wait arms it again
+        if self._deadline <= armed:
+            self._task = None
+            self._trio.lowlevel.reschedule(task, self._value(False))
+        else:  # the deadline moved since it was armed
+            self._armed = self._deadline
+
     async def _run_timer(self) -> None:
         trio = self._trio
         while True:
@@ -341,15 +374,7 @@ class _TrioWaiter:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
-            armed, self._armed = self._armed, math.inf
-            task = self._task
-            if task is None:
-                continue  # not waiting: the next wait arms it again
-            if self._deadline <= armed:
-                self._task = None
-                trio.lowlevel.reschedule(task, self._value(False))
-            else:  # the deadline moved since it was armed
-                self._armed = self._deadline
+            self.timer_fired()
 
     def close(self) -> None:
         self.wake()
