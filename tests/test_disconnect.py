@@ -130,7 +130,9 @@ def _task_names() -> list[str]:
     import trio
 
     names: list[str] = []
-    pending = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    pending = [root]
     while pending:
         task = pending.pop()
         names.append(task.coro.__qualname__)
