@@ -283,7 +283,7 @@ class _TrioWaiter:
         self._task: Any = None
         self._timed = False  # another task runs the deadlines (see _run_timer, timer_fired)
         self._scope: Any = None  # that task's cancel scope, while it waits
-        self._armed = math.inf  # when the timer task wakes
+        self._armed = math.inf  # when the task running the deadlines next calls timer_fired()
         self._deadline = math.inf  # when the current wait ends
         # Bound once, not per wait (until close(): it refers back to the waiter).
         self._abort_fn: Any = self._abort
