@@ -66,7 +66,7 @@ def bench(session: nox.Session) -> None:
     """The performance harness: fan-out through real servers beside its peers, then in-process.
 
     ``nox -s bench`` runs every scenario but the opt-in 100,000 streams (3 interleaved
-    rounds, over 30 minutes on 2 cores) and writes benchmarks/results/fanout.json and
+    rounds, about 45 minutes on 2 cores) and writes benchmarks/results/fanout.json and
     fanout.md; pass options through, e.g. ``nox -s bench -- --rounds 1 --scenario paced-20k``.
     """
     install(session, "bench")
