@@ -501,8 +501,9 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     ]
     paced = [
         "| scenario | server | eventstream µs CPU/delivery | sse-starlette | naive anyio | bare asyncio "
-        "| JS original | x cheapest peer | x JS | p50 / p99 ms | lost/dup/ooo |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| JS original | x cheapest peer | x JS | p50 / p99 ms | lost/dup/ooo "
+        "| delivered, % of offered: eventstream / sse-starlette / naive |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     idle = [
         "| scenario | server | streams | RSS idle MiB | RSS per stream KiB | one event reaches all, s "
@@ -532,11 +533,17 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 key = "cpu_us_per_delivery"
                 peers = [float(entry[key]) for entry in (sse, naive) if entry.get(key)]
                 cheapest = min(peers) if peers else None
+                # A server that cannot keep up spends more per delivery: say who delivered what was offered.
+                offered = scenario.connections * scenario.rate
+                kept = " / ".join(
+                    f"{100 * entry['events_per_s'] / offered:.0f}" if entry.get("events_per_s") else "-"
+                    for entry in (ours, sse, naive)
+                )
                 paced.append(
                     f"| {name} | {server} | {_fmt(ours.get(key), 1)} | {_fmt(sse.get(key), 1)} "
                     f"| {_fmt(naive.get(key), 1)} | {_fmt(bare.get(key), 1)} | {_fmt(anchor.get(key), 1)} "
                     f"| {ratio(ours.get(key), cheapest)} | {ratio(ours.get(key), anchor.get(key))} "
-                    f"| {latency} | {counts} |"
+                    f"| {latency} | {counts} | {kept} |"
                 )
             else:
                 key = "events_per_s"
