@@ -65,3 +65,30 @@ def test_idle_memory_attributes_each_streams_objects_to_their_sites() -> None:
     assert size >= streams * 100
     assert count >= streams
     assert re.fullmatch(r"[^/]+:\d+( < [^/]+:\d+)*", where)  # innermost lines, file names only
+
+
+def test_the_cpu_table_says_what_share_of_the_offered_load_each_contender_delivered() -> None:
+    # A saturated server spends more CPU per delivery: the ratio is read beside who kept up.
+    def contender(cpu_us: float, events_per_s: float) -> dict[str, float]:
+        return {
+            "connections": 100,
+            "cpu_us_per_delivery": cpu_us,
+            "events_per_s": events_per_s,
+            "latency_p50_ms": 2.0,
+            "latency_p99_ms": 4.5,
+            "lost": 0,
+            "duplicated": 0,
+            "out_of_order": 0,
+        }
+
+    summary = {
+        "paced-20k": {
+            "eventstream@uvicorn": contender(25.0, 19_990.0),
+            "sse-starlette@uvicorn": contender(45.0, 15_600.0),
+            "naive@uvicorn": contender(50.0, 20_000.0),
+        }
+    }
+    rows = [line for line in fanout.table(summary).splitlines() if line.startswith("| paced-20k |")]
+    # cheapest peer 45.0 (0.56x), no bare server or JS original in this summary, then who delivered what
+    expected = "| paced-20k | uvicorn | 25.0 | 45.0 | 50.0 | - | - | 0.56 | - | 2.0 / 4.5 | 0/0/0 "
+    assert rows == [expected + "| 100 / 78 / 100 |"]
