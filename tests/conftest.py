@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,14 @@ from .redis_engine import RedisEngine, run_redis
 from .servers import SERVER_KINDS, Server, run_server
 
 _prefixes = itertools.count()
+
+# The tests stop servers with SIGINT, as Ctrl+C in a terminal does. A run started as a
+# background job of a shell without job control inherits SIGINT ignored, and so would
+# every server it starts: hypercorn's trio worker installs no SIGINT handler of its own
+# (the library leaves an ignored signal alone), so it would never stop. A handler here
+# makes the servers start with the default action instead (exec resets handled signals).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
