@@ -53,7 +53,8 @@ def demo(session: nox.Session) -> None:
     """
     install(session, "demo")
     bind = os.environ.get("EVENTSTREAM_DEMO_BIND", "127.0.0.1:8000")
-    session.log(f"Open http://{bind}/ and publish with:")
+    session.log(f"Open http://{bind}/, or read the stream: curl -N http://{bind}/api/events")
+    session.log("and publish with:")
     session.log(
         f"  curl -X POST http://{bind}/api/publish "
         """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""

@@ -36,6 +36,8 @@ Contenders:
 from __future__ import annotations
 
 import asyncio
+import glob
+import importlib.util
 import json
 import math
 import os
@@ -48,6 +50,7 @@ from urllib.parse import parse_qs
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+import eventstream
 from eventstream import EventStream, ServerSentEvent
 from eventstream.types import Receive, Scope, Send
 
@@ -98,15 +101,37 @@ def user_of(scope: Scope) -> int | None:
     return int(values[0]) if values else None
 
 
+#: eventstream's own folder, where it was imported from. Traces are attributed to the library by
+#: this location, not by a name glob such as ``*/eventstream/*``, which also matches every file of
+#: a checkout whose folder is named ``eventstream`` (these benchmarks, the naive app included).
+LIBRARY = os.path.dirname(eventstream.__file__)
+
+
+def under(directory: str, inclusive: bool = True, all_frames: bool = False) -> tracemalloc.Filter:
+    """A filter of the traces allocated in a file below ``directory``: by the innermost frame,
+    or by any frame of the trace with ``all_frames``; ``inclusive=False`` keeps the others."""
+    pattern = os.path.join(glob.escape(directory), "*")
+    return tracemalloc.Filter(inclusive, pattern, all_frames=all_frames)
+
+
+def package_directories(names: tuple[str, ...]) -> list[str]:
+    """The folders of those of the packages ``names`` that are installed (none is imported)."""
+    directories: list[str] = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            directories.extend(spec.submodule_search_locations)
+    return directories
+
+
 def traced_bytes() -> dict[str, int]:
     """Live allocations made in eventstream's own lines (``own``), and with its code anywhere
     on the stack (``stack``: also the anyio streams, tasks and scopes it creates)."""
     if not TRACING:
         return {"own": 0, "stack": 0}
     snapshot = tracemalloc.take_snapshot()
-    pattern = f"*{os.sep}eventstream{os.sep}*"
-    own = snapshot.filter_traces([tracemalloc.Filter(True, pattern)])
-    stack = snapshot.filter_traces([tracemalloc.Filter(True, pattern, all_frames=True)])
+    own = snapshot.filter_traces([under(LIBRARY)])
+    stack = snapshot.filter_traces([under(LIBRARY, all_frames=True)])
     return {
         "own": sum(stat.size for stat in own.statistics("filename")),
         "stack": sum(stat.size for stat in stack.statistics("filename")),
@@ -130,9 +155,8 @@ def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
     if not TRACING or not _marked:
         return {"total": 0, "stack": 0, "own": 0, "sites": []}
     before, after = _marked[-1], tracemalloc.take_snapshot()
-    pattern = f"*{os.sep}eventstream{os.sep}*"
     total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    keep = [tracemalloc.Filter(True, pattern, all_frames=True)]
+    keep = [under(LIBRARY, all_frames=True)]
     stack = after.filter_traces(keep).compare_to(before.filter_traces(keep), "traceback")
     sites = []
     for stat in sorted(stack, key=lambda stat: -stat.size_diff)[:limit]:
@@ -141,7 +165,7 @@ def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
             for frame in list(stat.traceback)[::-1][:frames]
         )
         sites.append([stat.size_diff, stat.count_diff, where])
-    server = [tracemalloc.Filter(False, f"*{os.sep}{name}{os.sep}*") for name in _SERVER_PACKAGES]
+    server = [under(directory, inclusive=False) for directory in package_directories(_SERVER_PACKAGES)]
     own = after.filter_traces(keep).filter_traces(server)
     own_diff = own.compare_to(before.filter_traces(keep).filter_traces(server), "filename")
     return {

@@ -1,6 +1,6 @@
 """The chat app with FastAPI: endpoints are added as routes (or mounted).
 
-Run it with ``hypercorn examples.fastapi_app:app`` (or ``-k trio``, or
+Run it with ``hypercorn --workers 0 examples.fastapi_app:app`` (or ``-k trio``, or
 ``uvicorn examples.fastapi_app:app``). ``POST /api/publish`` takes a JSON body
 whatever its ``Content-Type`` (``curl -d`` sends a form type).
 """

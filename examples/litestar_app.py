@@ -7,7 +7,8 @@
     GET  /api/lobby/...       channel "lobby" (a mount)
     POST /api/publish         {"channel": "test", "event": "message", "data": {...}}
 
-Run it with ``uvicorn examples.litestar_app:app`` (or hypercorn, with either worker, or granian).
+``pip install -e '.[litestar]'``, then ``uvicorn examples.litestar_app:app`` (or
+``hypercorn --workers 0``, with either worker, or granian).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ is piped into channel "ticks": it moves only as fast as events are dispatched.
 On Ctrl+C or SIGTERM the stream closes (handle_signals), ``pipe()`` returns,
 open streams end, and the server stops: no shutdown code.
 
-    hypercorn examples.pipe:app            # then: curl -N localhost:8000/api/events
+    hypercorn --workers 0 examples.pipe:app    # then: curl -N localhost:8000/api/events
 """
 
 from __future__ import annotations

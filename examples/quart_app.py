@@ -3,8 +3,9 @@
 Quart has no way to mount an ASGI app, so a small dispatcher in front of the Quart app
 routes the stream paths with werkzeug's router (the one Quart uses), puts the matched
 ``{token}`` into ``scope["path_params"]`` and calls the endpoint; every other request goes
-to Quart (lifespan included). Quart runs on asyncio: run it with
-``hypercorn examples.quart_app:app`` (or uvicorn, granian; not hypercorn's trio worker).
+to Quart (lifespan included). Quart runs on asyncio: ``pip install -e '.[quart]'``, then
+``hypercorn --workers 0 examples.quart_app:app`` (or uvicorn, granian; not hypercorn's trio
+worker).
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@
     GET  /api/events/{id}   streams channel {id}
     POST /api/publish       {"channel": "test", "event": "message", "data": {...}}
 
-Run it with ``hypercorn examples.raw_asgi:app`` (or ``-k trio``), open
-http://127.0.0.1:8000/ and publish::
+Run it with ``hypercorn --workers 0 examples.raw_asgi:app`` (or ``-k trio``; ``--workers 0``
+keeps hypercorn in one process, which Ctrl+C reaches), open http://127.0.0.1:8000/, or
+read the stream from a shell, and publish::
 
-    curl -X POST localhost:8000/api/publish -d '{"data": {"user": "curl", "text": "hello"}}'
+    curl -N localhost:8000/api/events
+    curl -X POST localhost:8000/api/publish -d '{"event": "message", "data": {"text": "hello"}}'
 
 With ``REDIS_URL`` set (``redis://127.0.0.1:6379/0``), the processes that run it
 share their channels through that engine: ``uvicorn examples.raw_asgi:app --workers 4``.

@@ -1,6 +1,6 @@
 """The same app with Starlette: ``Route(path, stream(...))`` mounts an endpoint directly.
 
-Run it with ``hypercorn examples.starlette_app:app`` (or ``-k trio``, or
+Run it with ``hypercorn --workers 0 examples.starlette_app:app`` (or ``-k trio``, or
 ``uvicorn examples.starlette_app:app``). With ``REDIS_URL`` set
 (``redis://127.0.0.1:6379/0``), every process that runs it shares its channels
 through that engine: ``uvicorn examples.starlette_app:app --workers 4``.

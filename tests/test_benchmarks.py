@@ -7,11 +7,19 @@ ratio meaningless).
 
 from __future__ import annotations
 
+import fnmatch
+import importlib.util
+import os
 import re
+import tracemalloc
+from pathlib import Path
 
 import pytest
+import uvicorn
 
-from benchmarks import fanout, idle_memory
+from benchmarks import apps, fanout, idle_memory
+from eventstream import ServerSentEvent
+from eventstream._sse import encode
 
 
 @pytest.mark.parametrize(
@@ -65,6 +73,53 @@ def test_idle_memory_attributes_each_streams_objects_to_their_sites() -> None:
     assert size >= streams * 100
     assert count >= streams
     assert re.fullmatch(r"[^/]+:\d+( < [^/]+:\d+)*", where)  # innermost lines, file names only
+
+
+def test_traces_are_the_librarys_by_its_folder_not_by_a_checkout_folder_named_eventstream(
+    tmp_path: Path,
+) -> None:
+    # A clone into a folder named eventstream: "*/eventstream/*" matched every file of it, and
+    # the naive app's allocations (benchmarks/apps.py) counted as the library's.
+    checkout = tmp_path / "eventstream" / "benchmarks"
+    checkout.mkdir(parents=True)
+    module_file = checkout / "allocates.py"
+    module_file.write_text("def allocate():\n    return [bytearray(4096) for _ in range(50)]\n")
+    assert fnmatch.fnmatch(str(module_file), f"*{os.sep}eventstream{os.sep}*")  # the old trap
+    spec = importlib.util.spec_from_file_location("allocates", module_file)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    was_tracing = tracemalloc.is_tracing()
+    tracemalloc.start(8)
+    try:
+        outside = module.allocate()
+        inside = [encode(ServerSentEvent(data="x" * 4096)) for _ in range(50)]
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert len(outside) == len(inside) == 50
+
+    def files(traced: tracemalloc.Filter) -> set[str]:
+        stats = snapshot.filter_traces([traced]).statistics("filename")
+        return {stat.traceback[0].filename for stat in stats}
+
+    own = files(apps.under(apps.LIBRARY))
+    stack = files(apps.under(apps.LIBRARY, all_frames=True))
+    assert str(module_file) not in own | stack
+    assert os.path.join(apps.LIBRARY, "_sse.py") in own
+    assert all(filename.startswith(apps.LIBRARY + os.sep) for filename in own)
+    everything_else = files(apps.under(apps.LIBRARY, inclusive=False))
+    assert str(module_file) in everything_else
+    assert not everything_else & own
+
+
+def test_the_servers_lines_are_found_by_their_packages_folders() -> None:
+    # Installed packages only, by where they are, whatever the folder above them is named.
+    assert apps.package_directories(("uvicorn", "no_such_package_here")) == [
+        os.path.dirname(uvicorn.__file__)
+    ]
 
 
 def test_the_cpu_table_says_what_share_of_the_offered_load_each_contender_delivered() -> None:

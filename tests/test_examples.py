@@ -4,6 +4,7 @@ framework supports) and do what their docstrings say."""
 from __future__ import annotations
 
 import importlib
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,22 @@ async def held_and_dropped_through(app: Any, stream: EventStream, channel: str) 
                     assert stream.subscriber_count(channel) == 50
                     leave.set()  # every client closes its connection
                 await stream.wait_subscribers(0, channel)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_django_example_under_daphne_ends_open_streams_on_a_signal(signum: int, log_dir: Path) -> None:
+    """daphne sends no lifespan events, so the example's ``close_on_signals()`` never runs; the
+    handlers the hub installs at its first request end the open streams cleanly all the same."""
+    with run_server("daphne", "examples.django_app.asgi:app", log_dir=log_dir) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            async with open_events(client, "/api/events") as reader:
+                assert (await reader.next()).event == "stream-open"
+                response = await client.post("/api/publish", json={"event": "message", "data": "last"})
+                assert response.status_code == 202, response.text
+                assert (await reader.next()).json() == "last"
+                server.process.send_signal(signum)
+                with anyio.fail_after(10):
+                    await reader.read_to_end()  # complete: a cut response raises httpx's RemoteProtocolError
+                    while server.process.poll() is None:
+                        await anyio.sleep(0.02)
+    assert "Traceback" not in server.log(), server.log()

@@ -8,11 +8,16 @@ import re
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import anyio
+import httpx
 import pytest
 
+from .helpers import wait_until
 from .redis_engine import run_redis
-from .servers import ROOT
+from .servers import ROOT, run_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,3 +50,32 @@ async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch, redis_u
         result = eval(code, namespace)  # the project's own README
         if inspect.isawaitable(result):
             await result
+
+
+@pytest.mark.server
+async def test_readme_client_example_prints_the_quick_start_demos_messages(log_dir: Path) -> None:
+    """The client example (Consuming streams from Python) against the quick start's demo, served
+    as ``nox -s demo`` serves it, and the quick start's publish: it prints the message."""
+    (block,) = [block for block in BLOCKS if "async def follow(" in block]
+    printed: list[tuple[Any, ...]] = []
+    namespace: dict[str, Any] = {"print": lambda *args: printed.append(args)}
+    exec(compile(block, "README.md client example", "exec"), namespace)  # the project's own README
+    published = {"event": "message", "data": {"user": "curl", "text": "hello"}}
+    with run_server(
+        "hypercorn-asyncio", "examples.raw_asgi:app", log_dir=log_dir, extra_args=["--workers", "0"]
+    ) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+
+            async def publish_until_printed() -> bool:  # publishes before it subscribed reach no one
+                response = await client.post("/api/publish", json=published)
+                assert response.status_code == 202, response.text
+                return bool(printed)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(namespace["follow"], f"{server.base_url}/api/events", "a token")
+                await wait_until(publish_until_printed, timeout=30)
+                tg.cancel_scope.cancel()
+    assert printed
+    for event_id, data in printed:
+        assert isinstance(event_id, str)
+        assert data == {"user": "curl", "text": "hello"}

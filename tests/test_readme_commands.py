@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -37,13 +38,16 @@ pytestmark = pytest.mark.server
 RUN = "run"
 #: Every command line of the README's sh blocks, and how it is checked.
 COMMANDS = {
-    "sudo apt-get install -y python3-venv curl": "not run (root); test_debian_tools checks what it provides",
+    "apt-get install -y python3-venv curl": (
+        "not run (it changes the system); test_debian_tools checks what it provides"
+    ),
     "python3 -m venv .venv && . .venv/bin/activate": RUN,
     "python3 -m pip install nox && python3 -m nox -s demo": RUN,
     """curl -X POST http://127.0.0.1:8000/api/publish -d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'""": RUN,  # noqa: E501
     "python3 -m pip install .": RUN,
     "python3 -m pip install -e .": RUN,
     "python3 -m pip install -e '.[examples]'": RUN,
+    "python3 -m pip install -e '.[django]'": RUN,
     "python3 -m pip install build && python3 -m build": RUN,
     "python3 -m pip install dist/eventstream-*.whl": RUN,
     "hypercorn --workers 0 examples.raw_asgi:app": RUN,
@@ -326,17 +330,87 @@ def test_quick_start_demo(
     with httpx.Client() as client:
         assert "new EventSource(" in client.get(f"http://127.0.0.1:{port}/").text
         events = Events(client, f"http://127.0.0.1:{port}/api/events")
+        follow = adapt("curl -N http://127.0.0.1:8000/api/events", {8000: port})
+        curl = subprocess.Popen(
+            ["bash", "-c", f"{follow} --max-time 60"], stdout=subprocess.PIPE, start_new_session=True
+        )
+        processes.append(curl)
         try:
             assert events.next().event == "stream-open"
+            assert read_until(curl, b"\n\n").startswith(b"event: stream-open\n")
             examples_checkout.bash(adapt(publish, {8000: port}), timeout=30)
             assert events.next().json() == {"user": "curl", "text": "hello"}
+            shown = read_until(curl, b"\n\n")  # the shell's reader shows it too
+            decoder = SSEDecoder()
+            decoder.feed(shown)
+            message = decoder.next_event()
+            assert isinstance(message, ServerSentEvent)
+            assert (message.event, message.json()) == ("message", {"user": "curl", "text": "hello"})
             elapsed = stop_with_sigint(nox, log)
+            assert curl.wait(10) == 0  # its response ended complete, before --max-time
         finally:
             events.close()
+            assert curl.stdout is not None
+            curl.stdout.close()
     output = log.read_text()
     assert "Traceback" not in output, output
     assert "Session demo was successful" in output, output
+    assert f"curl -N http://127.0.0.1:{port}/api/events" in output  # the session says how to read it
     assert elapsed < 1.0
+
+
+def read_until(process: subprocess.Popen[bytes], end: bytes, timeout: float = 30) -> bytes:
+    """What ``process`` writes to its stdout from now up to and including ``end``."""
+    assert process.stdout is not None
+    received = b""
+    deadline = time.monotonic() + timeout
+    while end not in received:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {end!r} within {timeout} s: {received!r}"
+        chunk = os.read(process.stdout.fileno(), 65536)
+        assert chunk, f"the output ended before {end!r}: {received!r}"
+        received += chunk
+    return received
+
+
+#: What the README and the examples' docstrings say each framework example runs with.
+FRAMEWORK_EXAMPLES = {
+    "django": "uvicorn examples.django_app.asgi:app",
+    "litestar": "uvicorn examples.litestar_app:app",
+    "quart": "hypercorn --workers 0 examples.quart_app:app",
+}
+
+
+@pytest.mark.parametrize("extra", list(FRAMEWORK_EXAMPLES))
+def test_framework_example_extras(
+    extra: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The README's ``pip install -e '.[django]'`` (or litestar, quart) is all that example needs."""
+    checkout = new_checkout(tmp_path)
+    checkout.bash("python3 -m pip install -e '.[django]'".replace("django", extra))
+    port = free_port()
+    command = FRAMEWORK_EXAMPLES[extra]
+    option = f"--port {port}" if command.startswith("uvicorn") else f"--bind 127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    server = checkout.start(f"{command} {option}", log=log)
+    processes.append(server)
+    wait_http(f"http://127.0.0.1:{port}/", server, log)
+    publish = (
+        """curl -X POST http://127.0.0.1:8000/api/publish -d '{"event": "message", "data": {"text": "hi"}}'"""
+    )
+    with httpx.Client() as client:
+        assert "new EventSource(" in client.get(f"http://127.0.0.1:{port}/").text
+        events = Events(client, f"http://127.0.0.1:{port}/api/events")
+        try:
+            assert events.next().event == "stream-open"
+            checkout.bash(adapt(publish, {8000: port}), timeout=30)
+            message = events.next()
+            assert (message.event, message.json()) == ("message", {"text": "hi"})
+            elapsed = stop_with_sigint(server, log)
+        finally:
+            events.close()
+    assert "Traceback" not in log.read_text(), log.read_text()
+    assert elapsed < 2.0
 
 
 def test_pushpin_walkthrough(

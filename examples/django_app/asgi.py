@@ -6,10 +6,12 @@
     GET  /api/rooms/{token}  eventstream: channel "room-{token}"
 
 Django's ASGI handler serves HTTP only; this app answers the lifespan protocol itself
-(the hub lives as long as the server) and routes the stream paths before Django. Run it
-with ``uvicorn examples.django_app.asgi:app``, ``hypercorn examples.django_app.asgi:app``
-or ``daphne examples.django_app.asgi:app`` (daphne sends no lifespan events: the hub works
-without, but SIGTERM then cuts open streams instead of ending them).
+(the hub lives as long as the server) and routes the stream paths before Django.
+``pip install -e '.[django]'``, then run it with ``uvicorn examples.django_app.asgi:app``,
+``hypercorn --workers 0 examples.django_app.asgi:app`` or ``daphne examples.django_app.asgi:app``.
+daphne sends no lifespan events: the lifespan below never runs and the hub works unentered
+(without GRIP or a broker), but Ctrl+C and SIGTERM still end open streams cleanly, through
+the signal handlers the hub installs at its first request.
 """
 
 from __future__ import annotations

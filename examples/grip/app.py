@@ -6,7 +6,7 @@ event published by any process reaches every client. ``GRIP_URL`` says where
 the control API is and which key signs Pushpin's requests::
 
     GRIP_URL='http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme' \\
-        hypercorn examples.grip.app:app --bind 127.0.0.1:8001
+        hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8001
 
 See "Multiple instances and serverless" in the README for the whole setup.
 """
