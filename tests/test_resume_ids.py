@@ -268,3 +268,50 @@ def _events(body: bytes) -> list[ServerSentEvent]:
         assert isinstance(event, ServerSentEvent)
         events.append(event)
     return events
+
+
+# -- two app processes behind Pushpin --------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.server
+@pytest.mark.parametrize("shared", [True, False], ids=["broker", "no-broker"])
+async def test_two_processes_behind_pushpin_resume_or_reset_never_lose_silently(
+    shared: bool, engine: RedisEngine, prefix: str, log_dir: Path
+) -> None:
+    """Pushpin asks process A; A and B both publish. With a broker the client resumes
+    whichever published; without one, an id of B's is unknown to A: stream-reset."""
+    require_pushpin()
+    control = free_port()
+    env = {"EVENTSTREAM_GRIP": f"http://127.0.0.1:{control}/?verify-iss=pushpin"}
+    if shared:
+        env |= {"EVENTSTREAM_BROKER": engine.url, "EVENTSTREAM_BROKER_PREFIX": prefix}
+    channel = f"two-{next(_names)}"
+    url_of = "{}/events/" + channel
+    with (
+        run_server("hypercorn-asyncio", env=env, log_dir=log_dir) as first,
+        run_server("hypercorn-asyncio", env=env, log_dir=log_dir) as second,
+        run_pushpin(first.port, control_port=control) as pushpin,
+    ):
+        pushpin.wait_holds("/events/ready")
+        async with httpx.AsyncClient(timeout=10) as client:
+            async with open_events(client, url_of.format(pushpin.url)) as reader:
+                assert (await reader.next()).event == "stream-open"
+                await _publish(client, first, channel, {"data": "A1"})
+                await _publish(client, second, channel, {"data": "B1"})
+                got = [await reader.next_not_keep_alive() for _ in range(2)]
+            assert [e.json() for e in got] == ["A1", "B1"]
+            from_a, from_b = (e.id for e in got)
+            assert from_a is not None
+            assert from_b is not None
+            await _publish(client, second, channel, {"data": "B2"})  # missed while away
+            if shared:
+                for last_id, expected in ((from_a, ["B1", "B2"]), (from_b, ["B2"])):
+                    resumed = await _resume(
+                        client, url_of.format(pushpin.url), last_id.encode(), 1 + len(expected)
+                    )
+                    assert [e.event for e in resumed] == ["stream-open", *["message"] * len(expected)]
+                    assert [e.json() for e in resumed[1:]] == expected
+            else:
+                resumed = await _resume(client, url_of.format(pushpin.url), from_b.encode(), 2)
+                assert [e.event for e in resumed] == ["stream-open", "stream-reset"]
