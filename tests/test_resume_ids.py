@@ -315,3 +315,18 @@ async def test_two_processes_behind_pushpin_resume_or_reset_never_lose_silently(
             else:
                 resumed = await _resume(client, url_of.format(pushpin.url), from_b.encode(), 2)
                 assert [e.event for e in resumed] == ["stream-open", "stream-reset"]
+
+
+@pytest.mark.anyio
+async def test_several_channels_one_never_published_resume_without_reset() -> None:
+    stream = EventStream()
+    endpoint = stream(["busy", "quiet"])
+    async with open_stream(endpoint, "/") as response:
+        assert (await response.receive_event()).event == "stream-open"
+        await stream.publish_event("busy", {"event": "message", "data": 1})
+        last = (await response.receive_event()).id
+    assert last is not None
+    await stream.publish_event("busy", {"event": "message", "data": 2})
+    async with open_stream(endpoint, "/", headers={"last-event-id": last}) as response:
+        events = [await response.receive_event() for _ in range(2)]
+    assert [(e.event, e.json()) for e in events[1:]] == [("message", 2)]
