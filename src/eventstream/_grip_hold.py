@@ -36,8 +36,8 @@ from .types import Scope
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
 NEXT_LINK_PARAM = "grip-next-link"
-# URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what text_header makes of bytes that are not UTF-8
+# URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
 _SAFE_LINK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+=:@/?%]+")
 # Kept as they are in the next link's query: unreserved characters, '&', '=',
 # '+' and valid percent-escapes. Everything else is percent-encoded.
@@ -159,7 +159,10 @@ def hold_response(
 
     The body is what the client must see first: ``stream-open`` (not on a
     next link: the stream is already open), then ``stream-reset`` if history
-    cannot tell what the client missed, or the missed events. In reliable
+    cannot tell what the client missed, or the missed events: after the
+    position of ``last_event_id`` on every channel, or, on a next link, after
+    the id the proxy gives per channel (``Grip-Last``), both read by
+    :func:`~eventstream._position.resume_positions`. In reliable
     mode each channel carries the id of its last event (``prev-id``) and the
     answer a next link where the proxy fetches what it missed.
     """
