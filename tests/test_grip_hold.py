@@ -109,6 +109,18 @@ def test_grip_request_trusts_grip_last_only_when_signed() -> None:
     assert not GripRequest.parse(scope("/", b"grip-next-link=1"), signed=True).next_link
 
 
+def test_grip_last_is_read_as_utf8() -> None:
+    # Pushpin echoes the channel names and ids of Grip-Channel, which are sent as UTF-8.
+    headers = [(b"grip-last", "events-café; last-id=é-1".encode())]
+    request = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=True)
+    assert request.grip_last == {"events-café": "é-1"}
+    # A name that is not UTF-8 is skipped; an id that is not UTF-8 is kept, and matches nothing.
+    headers = [(b"grip-last", b"events-\xff; last-id=1, events-b; last-id=\xe9-1")]
+    request = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=True)
+    assert request.held_channels("events-") == ["b"]
+    assert request.grip_last["events-b"] == "\udce9-1"
+
+
 # --- what a next-link request may subscribe to ------------------------------
 
 

@@ -7,7 +7,7 @@ checkout (its tracked and new files) to a temporary directory, create a
 virtual environment there with the README's command, install with pip from
 the package index (network), and run the commands with ``bash`` in the
 activated environment. Only the README's fixed ports (8000, 7999, 5561, 8001,
-8002) are replaced by free ones, and servers that the README leaves in the
+8002, 6390) are replaced by free ones, and servers that the README leaves in the
 foreground get a bind option; everything else is run as written.
 """
 
@@ -56,11 +56,16 @@ COMMANDS = {
     """curl -X POST http://127.0.0.1:8000/api/publish -d '{"event": "message", "data": {"text": "hi"}}'""": RUN,  # noqa: E501
     "hypercorn --workers 0 examples.pipe:app": RUN,
     "curl -N http://127.0.0.1:8000/api/events": RUN,
-    "sudo apt-get install -y pushpin": "not run (root); require_pushpin checks pushpin, condure and zurl",
+    "apt-get install -y pushpin redis-server": (
+        "not run (root); require_pushpin checks pushpin, condure and zurl, the walkthrough runs redis-server"
+    ),
     "pushpin --config examples/grip/pushpin.conf &": RUN,
+    "redis-server --bind 127.0.0.1 --port 6390 --save '' --appendonly no &": RUN,
+    "python3 -m pip install -e '.[examples,valkey]'": RUN,
     "export GRIP_URL='http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme'": RUN,
-    "hypercorn examples.grip.app:app --bind 127.0.0.1:8001 &": RUN,
-    "hypercorn examples.grip.app:app --bind 127.0.0.1:8002 &": RUN,
+    "export REDIS_URL='redis://127.0.0.1:6390/0'": RUN,
+    "hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8001 &": RUN,
+    "hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8002 &": RUN,
     """curl -X POST http://127.0.0.1:8002/api/publish -d '{"event": "message", "data": {"text": "hi"}}'""": RUN,  # noqa: E501
     "hypercorn --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
         "not run as written (port 443 needs root, cert.pem is yours): tests/test_http2.py runs "
@@ -70,7 +75,7 @@ COMMANDS = {
         "not run as written: tests/test_http2.py runs the trio worker with the same flags"
     ),
     "python3 -m pip install '.[valkey]'": RUN,
-    "sudo apt-get install redis-server": (
+    "apt-get install redis-server": (
         "not run (root); .ci/run installs it and tests/redis_engine.py runs private instances"
     ),
     "python3 -m pip install -e '.[valkey]' uvicorn": RUN,
@@ -181,6 +186,7 @@ def adapt(command: str, ports: Mapping[int, int]) -> str:
     """The command with the README's fixed ports replaced."""
     for readme_port, port in ports.items():
         command = command.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port}")
+        command = command.replace(f"--port {readme_port}", f"--port {port}")
     return command
 
 
@@ -199,8 +205,8 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: fl
 class Events:
     """A streaming GET, read event by event, with a deadline per event."""
 
-    def __init__(self, client: httpx.Client, url: str) -> None:
-        self._context = client.stream("GET", url, timeout=20)
+    def __init__(self, client: httpx.Client, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self._context = client.stream("GET", url, timeout=20, headers=headers)
         self.response = self._context.__enter__()
         assert self.response.status_code == 200
         self._chunks = self.response.iter_raw()
@@ -416,9 +422,12 @@ def test_framework_example_extras(
 def test_pushpin_walkthrough(
     examples_checkout: Checkout, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """Two app processes behind a private Pushpin (the README's config, on free ports)."""
+    """Two app processes sharing a broker behind a private Pushpin (the README's config, on free ports).
+
+    A client that reconnects through Pushpin gets what both processes published while it was away.
+    """
     require_pushpin()
-    ports = {7999: free_port(), 5561: free_port(), 8001: free_port(), 8002: free_port()}
+    ports = {7999: free_port(), 5561: free_port(), 8001: free_port(), 8002: free_port(), 6390: free_port()}
     grip = examples_checkout.path / "examples" / "grip"
     config = (grip / "pushpin.conf").read_text()
     config = config.replace("7999", str(ports[7999])).replace("5561", str(ports[5561]))
@@ -429,17 +438,25 @@ def test_pushpin_walkthrough(
         "pushpin --config examples/grip/pushpin.conf &".removesuffix(" &"), log=tmp_path / "pushpin.log"
     )
     processes.append(pushpin)
-    export = "export GRIP_URL='http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme'"
-    grip_url = adapt(export, ports).partition("=")[2].strip("'")
+    redis = "redis-server --bind 127.0.0.1 --port 6390 --save '' --appendonly no &"
+    processes.append(
+        examples_checkout.start(adapt(redis, ports).removesuffix(" &"), log=tmp_path / "redis.log")
+    )
+    examples_checkout.bash("python3 -m pip install -e '.[examples,valkey]'")
+    exports = {}
+    for export in (
+        "export GRIP_URL='http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme'",
+        "export REDIS_URL='redis://127.0.0.1:6390/0'",
+    ):
+        name, _, value = adapt(export, ports).removeprefix("export ").partition("=")
+        exports[name] = value.strip("'")
     apps: list[subprocess.Popen[bytes]] = []
     for command in (
-        "hypercorn examples.grip.app:app --bind 127.0.0.1:8001 &",
-        "hypercorn examples.grip.app:app --bind 127.0.0.1:8002 &",
+        "hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8001 &",
+        "hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8002 &",
     ):
         log = tmp_path / f"app-{len(apps)}.log"
-        app = examples_checkout.start(
-            adapt(command, ports).removesuffix(" &"), env={"GRIP_URL": grip_url}, log=log
-        )
+        app = examples_checkout.start(adapt(command, ports).removesuffix(" &"), env=exports, log=log)
         processes.append(app)
         wait_http(f"http://127.0.0.1:{ports[8001 + len(apps)]}/", app, log)
         apps.append(app)
@@ -466,4 +483,17 @@ def test_pushpin_walkthrough(
             finally:
                 if events is not None:
                     events.close()
-    assert (message.event, message.json()) == ("message", {"text": "hi"})
+        assert (message.event, message.json()) == ("message", {"text": "hi"})
+        assert message.id is not None
+        # Away, the client misses a message of each process; it resumes through Pushpin
+        # (which asks the process on 8001) with the last id it has.
+        for port, text in ((8001, "from 8001"), (8002, "from 8002")):
+            command = adapt(publish, ports).replace("127.0.0.1:8002", f"127.0.0.1:{ports[port]}")
+            examples_checkout.bash(command.replace('"hi"', f'"{text}"'), timeout=30)
+        resumed = Events(client, f"{proxy}/api/events", headers={"Last-Event-ID": message.id})
+        try:
+            received = [resumed.next() for _ in range(3)]
+        finally:
+            resumed.close()
+    assert [event.event for event in received] == ["stream-open", "message", "message"]
+    assert [event.json() for event in received[1:]] == [{"text": "from 8001"}, {"text": "from 8002"}]

@@ -56,6 +56,24 @@ async def test_head_and_the_last_event_id_from_header_or_query() -> None:
     assert (await parse(scope_of(headers=[(b"last-event-id", b"")]))).last_event_id is None
 
 
+@pytest.mark.parametrize(
+    ("headers", "query", "expected"),
+    [
+        ([(b"last-event-id", "é-1".encode())], b"", "é-1"),  # as browsers send it
+        ([], "lastEventId=é-1".encode(), "é-1"),  # raw UTF-8 in the query
+        ([], b"lastEventId=%C3%A9-1", "é-1"),
+        # Not UTF-8: lone surrogates, which no valid id has, so the id matches nothing.
+        ([(b"last-event-id", b"\xe9-1")], b"", "\udce9-1"),
+        ([], b"lastEventId=\xe9-1", "\udce9-1"),
+        ([], b"lastEventId=%E9-1", "\udce9-1"),
+    ],
+)
+async def test_the_last_event_id_is_read_as_utf8(
+    headers: list[tuple[bytes, bytes]], query: bytes, expected: str
+) -> None:
+    assert (await parse(scope_of(headers=headers, query=query))).last_event_id == expected
+
+
 async def test_channels_of_a_resolver_are_resolved_for_the_request() -> None:
     resolver = ChannelResolver("room-{id}", max_channels=4, max_length=16)
     scope = {**scope_of(), "path_params": {"id": "7"}}

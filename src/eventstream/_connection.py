@@ -15,15 +15,14 @@ and ``.``, so browsers echo it back intact in ``Last-Event-ID``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import re
 from collections.abc import Sequence
 
 from ._disconnect import DisconnectWatch
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
+from ._position import combined_prefix, resume_positions
 from ._sse import ServerSentEvent, encode
 from ._waiter import current_waiter
 from .types import Receive, Send
@@ -40,11 +39,6 @@ STREAM_HEADERS = [
 ]
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
 _STREAM_ERROR = encode(ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"}))
-_MAX_ID = 4096
-
-
-def channels_digest(channels: Sequence[str]) -> str:
-    return hashlib.blake2b("\n".join(channels).encode("utf-8"), digest_size=4).hexdigest()
 
 
 class Connection:
@@ -78,7 +72,7 @@ class Connection:
         self.keep_alive_interval = keep_alive_interval
         self.channels = subscriber.channels
         self.multi = len(self.channels) > 1
-        self._prefix = f"{epoch}-{channels_digest(self.channels)}-" if self.multi else ""
+        self._prefix = combined_prefix(epoch, self.channels) if self.multi else ""
         #: The last sequence number delivered (or deliberately skipped) per channel.
         self.positions: dict[str, int] = {}
         #: The response's last message is being sent: a disconnect no longer cancels anything.
@@ -98,7 +92,7 @@ class Connection:
         if last_event_id is None:
             self.positions = current
             return [], False
-        wanted = self._parse(last_event_id)
+        wanted = resume_positions(self.history, self.epoch, self.channels, last_event_id)
         if wanted is not None and self.history is not None:
             replay: list[HistoryEntry] = []
             for name in self.channels:
@@ -116,23 +110,6 @@ class Connection:
     def _last_seq(self, channel: str) -> int:
         last = self.history.last(channel) if self.history is not None else None
         return last.seq if last is not None else 0
-
-    def _parse(self, last_event_id: str) -> dict[str, int] | None:
-        if len(last_event_id) > _MAX_ID:
-            return None
-        if self.multi:
-            if not last_event_id.startswith(self._prefix):
-                return None
-            parts = last_event_id[len(self._prefix) :].split(".")
-            if len(parts) != len(self.channels) or not all(p.isascii() and p.isdigit() for p in parts):
-                return None
-            return dict(zip(self.channels, map(int, parts), strict=True))
-        (channel,) = self.channels
-        match = re.fullmatch(rf"{re.escape(self.epoch)}-(\d+)", last_event_id)
-        if match:
-            return {channel: int(match[1])}
-        seq = self.history.find(channel, last_event_id) if self.history is not None else None
-        return None if seq is None else {channel: seq}
 
     # -- what to write ---------------------------------------------------
 

@@ -28,18 +28,17 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from ._history import HistoryEntry, HistoryStore
-from ._http import header, query_param
+from ._http import query_param, text_header
+from ._position import resume_positions
 from ._sse import ServerSentEvent, encode
 from .types import Scope
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
 NEXT_LINK_PARAM = "grip-next-link"
-# Ids longer than this are not ours: do not even look them up.
-_MAX_ID = 4096
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what text_header makes of bytes that are not UTF-8
 # URI characters that cannot end a Link value or a header (no ',', ';', quotes, '<', '>').
 _SAFE_LINK = re.compile(r"[A-Za-z0-9\-._~!$&'()*+=:@/?%]+")
-_OWN_SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only: int() accepts '²', '٣' and refuses 5,000 digits
 # Kept as they are in the next link's query: unreserved characters, '&', '=',
 # '+' and valid percent-escapes. Everything else is percent-encoded.
 _QUERY_KEPT = re.compile(rb"%[0-9A-Fa-f]{2}|[A-Za-z0-9\-._~&=+]")
@@ -49,7 +48,9 @@ _QUERY_BYTE = re.compile(rb"%[0-9A-Fa-f]{2}|.", re.DOTALL)
 def parse_grip_last(value: str | None) -> dict[str, str]:
     """``Grip-Last`` values (``events-a; last-id=7``, one per channel, maybe joined by ``,``) by channel.
 
-    Malformed items are skipped.
+    Malformed items, and channels whose name has bytes that were not UTF-8
+    (lone surrogates), are skipped; an id with such bytes is kept (it
+    matches nothing: the client gets ``stream-reset``).
     """
     result: dict[str, str] = {}
     if value is None:
@@ -57,6 +58,8 @@ def parse_grip_last(value: str | None) -> dict[str, str]:
     for item in value.split(","):
         name, *params = item.split(";")
         name = name.strip()
+        if _NOT_UTF8.search(name):
+            continue
         for param in params:
             key, _, last_id = param.strip().partition("=")
             if name and key.strip() == "last-id":
@@ -84,7 +87,7 @@ class GripRequest:
 
     @classmethod
     def parse(cls, scope: Scope, *, signed: bool) -> GripRequest:
-        raw_last = header(scope, b"grip-last")
+        raw_last = text_header(scope, b"grip-last")
         next_link = raw_last is not None and query_param(scope, NEXT_LINK_PARAM) is not None
         return cls(signed, next_link, parse_grip_last(raw_last) if next_link else {})
 
@@ -134,29 +137,6 @@ def _encode_query(part: bytes) -> str:
     )
 
 
-def _own_seq(event_id: str, epoch: str) -> int | None:
-    prefix = f"{epoch}-"
-    if event_id.startswith(prefix) and _OWN_SEQ.fullmatch(event_id, len(prefix)):
-        return int(event_id[len(prefix) :])
-    return None
-
-
-def entries_after(
-    history: HistoryStore, epoch: str, channel: str, event_id: str
-) -> list[HistoryEntry] | None:
-    """The events of ``channel`` after ``event_id``, or ``None`` when history cannot tell.
-
-    An id that is not a valid id of this history (wrong epoch, not digits,
-    too long) is unknown: ``None``, never an exception.
-    """
-    if len(event_id) > _MAX_ID:
-        return None
-    seq = _own_seq(event_id, epoch)
-    if seq is None:
-        seq = history.find(channel, event_id)
-    return None if seq is None else history.since(channel, seq)
-
-
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
 _STREAM_RESET = encode(ServerSentEvent(event="stream-reset"))
 
@@ -179,30 +159,46 @@ def hold_response(
 
     The body is what the client must see first: ``stream-open`` (not on a
     next link: the stream is already open), then ``stream-reset`` if history
-    cannot tell what the client missed, or the missed events. In reliable
+    cannot tell what the client missed, or the missed events: after the
+    position of ``last_event_id`` on every channel, or, on a next link, after
+    the id the proxy gives per channel (``Grip-Last``), both read by
+    :func:`~eventstream._position.resume_positions`. In reliable
     mode each channel carries the id of its last event (``prev-id``) and the
     answer a next link where the proxy fetches what it missed.
     """
     body = b""
+    # Where the client stands on each channel: from its Last-Event-ID (one id for
+    # every channel), or from the proxy, per channel (Grip-Last, on a next link).
+    positions: dict[str, int] | None = {}
     if not request.next_link:
         body = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
-    else:
-        last_event_id = None  # the proxy says per channel what the client has (Grip-Last)
+        if last_event_id is not None:
+            positions = resume_positions(history, epoch, names, last_event_id)
     channels: list[tuple[str, str | None]] = []
     replay: list[HistoryEntry] = []
-    reset = False
+    reset = positions is None
     origin_id = f"{epoch}-0"  # the "previous id" of a channel's first event
     for name in names:
         last = history.last(name) if history is not None else None
-        known = request.grip_last.get(prefix + name) if request.next_link else last_event_id
         prev_id = last.id if last is not None else origin_id
-        if known is not None and known != prev_id:
-            entries = entries_after(history, epoch, name, known) if history is not None else None
-            if entries is None:
-                reset = True
-            else:
-                replay.extend(entries)
         channels.append((prefix + name, prev_id if reliable else None))
+        if positions is None:
+            continue
+        if request.next_link:
+            known = request.grip_last.get(prefix + name)
+            if known is None or known == prev_id:
+                continue  # the client has the channel's newest event
+            position = resume_positions(history, epoch, [name], known)
+            seq = None if position is None else position[name]
+        else:
+            seq = positions.get(name)
+            if seq is None:
+                continue  # no Last-Event-ID: a new client
+        entries = history.since(name, seq) if history is not None and seq is not None else None
+        if entries is None:
+            reset = True
+        else:
+            replay.extend(entries)
     replay.sort(key=lambda entry: entry.seq)
     if reset:
         body += _STREAM_RESET

@@ -112,6 +112,10 @@ class HistoryStore:
 
     #: Distinguishes this store's assigned ids from those of another process or run.
     epoch: str
+    #: Sequence numbers come from one counter for all channels (the in-process
+    #: broker's): a position on one channel is then a position on every channel,
+    #: so one event id tells where a client stands on all of its channels.
+    stream_wide: bool = True
 
     def append(self, entry: HistoryEntry) -> None:
         """Keep ``entry`` (the newest event of its channel)."""
@@ -134,9 +138,12 @@ class HistoryStore:
     def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
         """Every entry of ``channel`` published after position ``seq``, oldest first.
 
-        ``[]`` when ``seq`` is the channel's newest entry; ``None`` when the
-        store cannot prove it holds every event after ``seq`` (trimmed, or
-        never seen): the client must then be told to reset.
+        ``seq`` is a sequence number: of an event of ``channel``, or, when
+        :attr:`stream_wide`, of any channel (the client has every event of
+        ``channel`` numbered up to it). ``[]`` when the channel has no event
+        after ``seq``; ``None`` when the store cannot prove it holds every
+        event after ``seq`` (trimmed, or never seen): the client must then be
+        told to reset.
         """
         raise NotImplementedError
 
@@ -174,6 +181,7 @@ class MemoryHistory(HistoryStore):
         self._sweep: Iterator[str] = iter(())
         self._appends = 0
         self._forgotten = 0
+        self._newest = 0  # the newest sequence number appended: positions after it are forged
 
     def append(self, entry: HistoryEntry) -> None:
         ring = self._rings.get(entry.channel)
@@ -184,6 +192,8 @@ class MemoryHistory(HistoryStore):
             (entry.seq, entry.prev_seq, entry.id, entry.prev_id, wire, entry.body_length, entry.time)
         )
         ring.size += len(wire) + _ENTRY_OVERHEAD
+        if entry.seq > self._newest:
+            self._newest = entry.seq
         while len(ring.entries) > self.max_events or ring.size > self.max_bytes:
             self._forget(ring)
         self._appends += 1
@@ -237,19 +247,22 @@ class MemoryHistory(HistoryStore):
         return kept[_SEQ], kept[_ID]
 
     def since(self, channel: str, seq: int) -> list[HistoryEntry] | None:
+        if seq > self._newest:
+            return None  # a position no event has had yet
         ring = self._ring(channel)
         if ring is None:
-            return None
+            # Nothing kept: the channel had no event after seq unless one was forgotten.
+            return [] if seq >= self._forgotten else None
         entries = ring.entries
-        if entries[-1][_SEQ] == seq:
+        if entries[-1][_SEQ] <= seq:
             return []
         for index, kept in enumerate(entries):
-            if kept[_PREV_SEQ] == seq:
-                if seq < ring.floor:
-                    return None  # the channel's earlier events were forgotten
-                return [new_entry(channel, *kept) for kept in list(entries)[index:]]
             if kept[_SEQ] > seq:
-                break
+                # The first event after seq: the client has the one before it (or there
+                # was none), unless that one was forgotten (a gap) or came after seq.
+                if kept[_PREV_SEQ] > seq or seq < ring.floor:
+                    return None
+                return [new_entry(channel, *kept) for kept in list(entries)[index:]]
         return None
 
     def find(self, channel: str, event_id: str) -> int | None:

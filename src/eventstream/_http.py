@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 from .types import Scope, Send
 
-__all__ = ["accepts_event_stream", "header", "query_param", "send_plain"]
+__all__ = ["accepts_event_stream", "header", "query_param", "send_plain", "text_header"]
 
 _SPECIFICITY = {"text/event-stream": 2, "text/*": 1, "*/*": 0}
 
@@ -20,12 +20,30 @@ def header(scope: Scope, name: bytes) -> str | None:
     return b",".join(values).decode("latin-1")
 
 
+def text_header(scope: Scope, name: bytes) -> str | None:
+    """As :func:`header`, decoded as UTF-8 (what browsers send): for headers that carry text, such as ids.
+
+    Bytes that are not UTF-8 become lone surrogates (``U+DC80`` to
+    ``U+DCFF``), which no valid id or channel name has: such a value is
+    read, and matches nothing.
+    """
+    values = [value for key, value in scope.get("headers", ()) if key.lower() == name]
+    if not values:
+        return None
+    return b",".join(values).decode("utf-8", "surrogateescape")
+
+
 def query_param(scope: Scope, name: str) -> str | None:
-    """The first value of query parameter ``name`` (percent-decoded as UTF-8), or ``None``."""
+    """The first value of query parameter ``name`` (decoded as UTF-8), or ``None``.
+
+    Raw and percent-encoded bytes alike are decoded as UTF-8; bytes that are
+    not UTF-8 become lone surrogates, as in :func:`text_header`.
+    """
     query = scope.get("query_string", b"")
     if not query:
         return None
-    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    text = query.decode("utf-8", "surrogateescape")
+    for key, value in parse_qsl(text, keep_blank_values=True, errors="surrogateescape"):
         if key == name:
             return str(value)
     return None

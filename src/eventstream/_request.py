@@ -9,7 +9,7 @@ from ._channels import BadRequest, ChannelResolver, normalize_channels
 from ._grip import GripPublisher
 from ._grip_config import SigCheck
 from ._grip_hold import GripRequest, has_dot_segments
-from ._http import accepts_event_stream, header, query_param
+from ._http import accepts_event_stream, header, query_param, text_header
 from .types import Scope
 
 __all__ = ["StreamRequest", "parse_request"]
@@ -23,7 +23,10 @@ class StreamRequest:
         method: ``GET`` or ``HEAD``.
         channels: The channels to stream, checked and de-duplicated.
         last_event_id: The id the client resumes after (``Last-Event-ID``, or
-            the ``lastEventId`` query parameter), ``None`` when absent or empty.
+            the ``lastEventId`` query parameter), decoded as UTF-8 (bytes
+            that are not UTF-8 become lone surrogates, so the id matches
+            nothing and the client gets ``stream-reset``), ``None`` when
+            absent or empty.
         grip: What a request through a GRIP proxy says about itself, or
             ``None`` for a direct request.
 
@@ -89,8 +92,8 @@ async def parse_request(
     leaves nothing behind.
     """
     method = scope.get("method", "GET")
-    # Browsers send Last-Event-ID; polyfills send the lastEventId query parameter.
-    last_event_id = header(scope, b"last-event-id")
+    # Browsers send Last-Event-ID (UTF-8); polyfills send the lastEventId query parameter.
+    last_event_id = text_header(scope, b"last-event-id")
     if last_event_id is None:
         last_event_id = query_param(scope, "lastEventId")
     if method not in ("GET", "HEAD"):

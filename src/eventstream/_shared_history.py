@@ -29,6 +29,9 @@ class SharedHistory(HistoryStore):
             :class:`~eventstream.MemoryHistory`.
     """
 
+    #: The engine numbers each channel on its own.
+    stream_wide = False
+
     def __init__(self, epoch: str, *, max_events: int, max_bytes: int, max_age: float) -> None:
         self.epoch = epoch
         self.max_events = max_events
