@@ -2,8 +2,9 @@
 
 Apps on other databases of the engine, or under a prefix that extends
 another, never hear each other; an engine that may evict keys is refused; a
-lost sequence number never makes ids start again; an engine back without
-its data ends quiet streams within the check interval.
+lost sequence number never makes ids start again; a forged message on the
+feed never silences a channel; an engine back without its data ends quiet
+streams within the check interval.
 """
 
 from __future__ import annotations
@@ -210,6 +211,42 @@ async def test_a_deleted_state_starts_a_new_epoch_and_no_id_is_issued_twice(
     ids = [e.id for e in [*before, *after]]
     assert len(ids) == len(set(ids)) == 4
     assert after[0].id == f"{new_epoch}-4"
+
+
+# -- item: forged or malformed messages on the feed ----------------------------------
+
+
+async def test_forged_and_malformed_feed_messages_never_silence_a_channel(
+    engine: RedisEngine, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    streams = [EventStream(broker=RedisBroker(engine.url, key_prefix=prefix)) for _ in range(2)]
+    feed = f"{prefix}|ch:0:news"
+    with anyio.fail_after(30), caplog.at_level(logging.WARNING, logger="eventstream"):
+        async with streams[0], streams[1]:
+            async with open_stream(streams[0]("news")) as r0, open_stream(streams[1]("news")) as r1:
+                for stream in streams:
+                    await stream.wait_subscribers(1, "news")
+                await streams[0].publish_event("news", {"data": 0})
+                epoch = broker_of(streams[0]).epoch
+                forged = [
+                    # far ahead: once taken as the newest event, every real one was dropped
+                    f'{epoch}\n1000000\n{epoch}-1000000\n{epoch}-999999\n0\ndata: "far"\n',
+                    # the next number, of another epoch: once ended every stream
+                    '0badf00d\n2\n0badf00d-2\n0badf00d-1\n0\ndata: "epoch"\n',
+                    "not an entry at all",
+                    f"{epoch}\n-5\n{epoch}-x\n\n0\ndata: 1\n",
+                ]
+                for message in forged:
+                    engine.command("PUBLISH", feed, message)
+                for n in range(1, 4):
+                    await streams[1].publish_event("news", {"data": n})
+                got = [await receive_until(r, 3) for r in (r0, r1)]
+    for events in got:
+        assert [e.json() for e in events] == [0, 1, 2, 3]
+        assert [e.id for e in events] == [f"{epoch}-{n}" for n in range(1, 5)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("event 1000000" in m for m in messages)
+    assert any("0badf00d" in m for m in messages)
 
 
 # -- item: an engine back without its data, on a quiet channel -------------------------

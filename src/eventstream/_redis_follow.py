@@ -11,6 +11,14 @@ number is not the next one reveals a gap: the missing entries are read from
 the engine's history and delivered first. Where the engine no longer has
 them, the channel's open streams are ended (after what they hold is
 written): their clients reconnect with their last id, and get ``stream-reset``.
+
+A feed message is trusted as it is only when it is the next one expected.
+Anyone who may publish on the engine can put anything on the feed (a forged
+entry, another program's message), so a message of another epoch, or one
+that announces a number beyond the next, is checked against the engine
+first: a new epoch is believed when the engine has it, a gap when the
+engine's history fills it; a message the engine contradicts is ignored (it
+never moves a channel's position, so no later event is dropped for it).
 """
 
 from __future__ import annotations
@@ -80,8 +88,8 @@ class EngineFollower:
         await anyio.lowlevel.checkpoint()
 
     async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
-        if entry.epoch != self.epoch:
-            self._new_epoch(entry.epoch)
+        if entry.epoch != self.epoch and not await self._confirm_epoch(channel, entry):
+            return
         if channel not in self._loaded:
             # No connection here ever asked for it: nobody to deliver to, and
             # its history is read from the engine when one does.
@@ -92,9 +100,35 @@ class EngineFollower:
         if known is not None and entry.seq > known + 1:
             await self._catch_up(channel, known)
             known = self.history.last_seq.get(channel)
-            if known is not None and entry.seq <= known:
+            if (known is not None and entry.seq <= known) or channel not in self._loaded:
                 return
+            # The engine numbered nothing after `known` (a real entry's number
+            # is on the engine before it is on the feed): not one of its entries.
+            logger.warning(
+                "broker: ignoring a feed message for event %d of channel %r: the engine %s has "
+                "events up to %s only (a message that the publish script did not send)",
+                entry.seq, channel, self.engine, known,
+            )  # fmt: skip
+            return
         await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+
+    async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
+        """Whether a feed message of another epoch is to be handled: the engine has that epoch.
+
+        The engine's epoch is read: if it is new, this process starts it (its
+        streams end); a message whose epoch the engine does not have is ignored.
+        """
+        epoch, _newest, _entries = await self._read(channel, -1, 1)
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+        if epoch == entry.epoch:
+            return True
+        logger.warning(
+            "broker: ignoring a feed message of channel %r with epoch %r: the engine %s has epoch %r "
+            "(a message that the publish script did not send)",
+            channel, entry.epoch, self.engine, epoch,
+        )  # fmt: skip
+        return False
 
     async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
         self.history.append(entry)
