@@ -213,6 +213,34 @@ async def test_a_deleted_state_starts_a_new_epoch_and_no_id_is_issued_twice(
     assert after[0].id == f"{new_epoch}-4"
 
 
+async def test_a_channel_whose_keys_are_all_deleted_ends_its_streams_for_a_reset(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Its number and every other key of it gone while the epoch stays: the engine
+    # cannot tell it from a new channel, but the processes that follow it can.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(30):
+        async with stream, other:
+            async with open_stream(stream("news")) as response:
+                await stream.wait_subscribers(1, "news")
+                for n in range(3):
+                    await other.publish_event("news", {"data": n})
+                before = await receive_until(response, 2)
+                engine.command("HDEL", f"{prefix}|state", "seq:news")
+                engine.command("DEL", f"{prefix}|last:news", f"{prefix}|h:news")
+                await other.publish_event("news", {"data": "again"})
+                ended = await read_to_end(response)  # not left waiting silently
+            assert [e.json() for e in ended if e.event is None] == []
+            last = before[-1].id
+            assert last is not None
+            async with open_stream(stream("news"), headers={"last-event-id": last}) as response:
+                assert (await response.receive_event()).event == "stream-open"
+                assert (await response.receive_event()).event == "stream-reset"
+                await other.publish_event("news", {"data": "new"})
+                assert [e.json() for e in await receive_until(response, "new")] == ["new"]
+
+
 # -- item: forged or malformed messages on the feed ----------------------------------
 
 
@@ -235,6 +263,8 @@ async def test_forged_and_malformed_feed_messages_never_silence_a_channel(
                     '0badf00d\n2\n0badf00d-2\n0badf00d-1\n0\ndata: "epoch"\n',
                     "not an entry at all",
                     f"{epoch}\n-5\n{epoch}-x\n\n0\ndata: 1\n",
+                    # an event already delivered, told otherwise
+                    f'{epoch}\n1\n{epoch}-1\n{epoch}-0\n0\ndata: "other"\n',
                 ]
                 for message in forged:
                     engine.command("PUBLISH", feed, message)
@@ -247,6 +277,7 @@ async def test_forged_and_malformed_feed_messages_never_silence_a_channel(
     messages = [r.getMessage() for r in caplog.records]
     assert any("event 1000000" in m for m in messages)
     assert any("0badf00d" in m for m in messages)
+    assert any("not the one the engine" in m for m in messages)
 
 
 # -- item: an engine back without its data, on a quiet channel -------------------------

@@ -19,6 +19,9 @@ that announces a number beyond the next, is checked against the engine
 first: a new epoch is believed when the engine has it, a gap when the
 engine's history fills it; a message the engine contradicts is ignored (it
 never moves a channel's position, so no later event is dropped for it).
+A message under a number already delivered that is not the entry delivered
+(or the first of a channel) is checked too: if the engine's numbering went
+back (every key of the channel deleted), the channel's streams end.
 """
 
 from __future__ import annotations
@@ -96,7 +99,14 @@ class EngineFollower:
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
-            return  # already delivered (read from history meanwhile)
+            kept = self.history.since(channel, entry.seq - 1)
+            if kept and (kept[0].id, kept[0].prev_id, kept[0].body) == (entry.id, entry.prev_id, entry.body):
+                return  # already delivered (read from history meanwhile)
+            if kept is not None or entry.seq == 1:
+                # Not the entry delivered under that number, or a channel that starts
+                # again: did the engine's numbering go back (its keys deleted)?
+                await self._check_went_back(channel, known)
+            return
         if known is not None and entry.seq > known + 1:
             await self._catch_up(channel, known)
             known = self.history.last_seq.get(channel)
@@ -111,6 +121,29 @@ class EngineFollower:
             )  # fmt: skip
             return
         await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+
+    async def _check_went_back(self, channel: str, known: int) -> None:
+        """End the channel's streams and reload it if the engine's newest number is below ``known``."""
+        epoch, newest, _entries = await self._read(channel, -1, 1)
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+            return
+        if newest >= known:
+            logger.warning(
+                "broker: ignoring a feed message for event %d of channel %r: it is not the one the "
+                "engine %s numbered so (a message that the publish script did not send)",
+                known, channel, self.engine,
+            )  # fmt: skip
+            return
+        logger.error(
+            "broker: channel %r went back from event %d to %d on the engine %s (its keys were deleted); "
+            "its streams end and their clients get stream-reset",
+            channel, known, newest, self.engine,
+        )  # fmt: skip
+        self.history.forget(channel)
+        self._loaded.discard(channel)
+        await self._prepare_one(channel)
+        self._end_streams(channel)
 
     async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
         """Whether a feed message of another epoch is to be handled: the engine has that epoch.
