@@ -105,7 +105,7 @@ class EngineFollower:
             if kept is not None or entry.seq == 1:
                 # Not the entry delivered under that number, or a channel that starts
                 # again: did the engine's numbering go back (its keys deleted)?
-                await self._check_went_back(channel, known)
+                await self._check_went_back(channel, entry.seq, known, differs=kept is not None)
             return
         if known is not None and entry.seq > known + 1:
             await self._catch_up(channel, known)
@@ -122,17 +122,24 @@ class EngineFollower:
             return
         await self._deliver(channel, entry.to_history(channel, time.monotonic()))
 
-    async def _check_went_back(self, channel: str, known: int) -> None:
-        """End the channel's streams and reload it if the engine's newest number is below ``known``."""
+    async def _check_went_back(self, channel: str, seq: int, known: int, *, differs: bool) -> None:
+        """End the channel's streams and reload it if the engine's newest number is below ``known``.
+
+        ``seq``: the number of the feed message that raised the doubt.
+        ``differs``: the message is not the entry kept under its number (else it
+        is the first of the channel, and no longer kept here: a late copy is fine).
+        """
         epoch, newest, _entries = await self._read(channel, -1, 1)
         if epoch and epoch != self.epoch:
             self._new_epoch(epoch)
             return
         if newest >= known:
+            if not differs:
+                return
             logger.warning(
                 "broker: ignoring a feed message for event %d of channel %r: it is not the one the "
                 "engine %s numbered so (a message that the publish script did not send)",
-                known, channel, self.engine,
+                seq, channel, self.engine,
             )  # fmt: skip
             return
         logger.error(
