@@ -78,7 +78,7 @@ async def test_the_engine_keeps_the_newest_events_within_max_bytes(engine: Redis
                 published = await broker_of(stream).publish("news", ServerSentEvent(text=text))
                 order.append(published.id)
                 sizes[published.id] = len(encode(ServerSentEvent(text=text, id=published.id))) + OVERHEAD
-                entries = await kept(client, f"{prefix}h:news")
+                entries = await kept(client, f"{prefix}|h:news")
                 ids = [entry[0] for entry in entries]
                 # The newest events, in order, without holes.
                 assert ids == order[len(order) - len(ids) :]
@@ -105,7 +105,7 @@ async def test_bytes_stay_within_the_cap_whatever_trims_by_count(prefix: str) ->
                 for n in range(200):
                     text = text_of(rng.randrange(50, 2500), n)
                     order.append((await broker_of(stream).publish("news", ServerSentEvent(text=text))).id)
-                    entries = await kept(client, f"{prefix}h:news")
+                    entries = await kept(client, f"{prefix}|h:news")
                     ids = [entry[0] for entry in entries]
                     assert ids == order[len(order) - len(ids) :]
                     assert sum(entry[1] for entry in entries) <= max_bytes
@@ -126,7 +126,7 @@ async def test_resume_inside_the_cap_has_no_gap_and_outside_gets_reset(
             for n in range(20):  # ~1,430 bytes each: the engine keeps the last 4
                 await first.publish_event("news", {"text": text_of(1000, n)})
             epoch = first._epoch
-        assert engine.command("XLEN", f"{prefix}h:news").strip() == b"4"
+        assert engine.command("XLEN", f"{prefix}|h:news").strip() == b"4"
         # A process that starts now has only the engine's history.
         later = make_stream(engine, prefix, **options)
         async with later:
@@ -165,15 +165,15 @@ async def test_an_event_heavier_than_the_cap_is_refused_and_nothing_is_published
             fits = ServerSentEvent(text="y" * padding, id="own-1")
             assert len(encode(fits)) + OVERHEAD == max_bytes
             assert (await broker.publish("news", fits)).id == "own-1"
-            assert [entry[0] for entry in await kept(client, f"{prefix}h:news")] == ["own-1"]
+            assert [entry[0] for entry in await kept(client, f"{prefix}|h:news")] == ["own-1"]
             # One byte more: refused before anything is sent.
             heavy = ServerSentEvent(text="y" * (padding + 1), id="own-2")
             with pytest.raises(ValueError, match=r"max_bytes=3000.*not published"):
                 await broker.publish("news", heavy)
             with pytest.raises(ValueError, match="max_bytes"):
                 await stream.publish_event("news", {"text": "z" * max_bytes})
-            assert engine.command("GET", f"{prefix}seq:news").strip() == b"2"
-            assert [entry[0] for entry in await kept(client, f"{prefix}h:news")] == ["own-1"]
+            assert engine.command("HGET", f"{prefix}|state", "seq:news").strip() == b"2"
+            assert [entry[0] for entry in await kept(client, f"{prefix}|h:news")] == ["own-1"]
             after = await broker.publish("news", ServerSentEvent(text="next"))
             assert after.prev_id == "own-1"
             assert after.id == f"{stream._epoch}-3"

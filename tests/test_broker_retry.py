@@ -87,8 +87,8 @@ async def test_a_publish_whose_reply_is_lost_is_published_once(
         assert [e.json() for e in events] == ["first", "once", "end"]
         assert events[1].id == published.id
     assert (published.id, published.prev_id) == (f"{near._epoch}-2", f"{near._epoch}-1")
-    assert engine.command("GET", f"{prefix}seq:news").strip() == b"3"
-    assert engine.command("XLEN", f"{prefix}h:news").strip() == b"3"
+    assert engine.command("HGET", f"{prefix}|state", "seq:news").strip() == b"3"
+    assert engine.command("XLEN", f"{prefix}|h:news").strip() == b"3"
 
 
 async def test_a_batch_whose_reply_is_lost_is_published_once(
@@ -146,7 +146,7 @@ async def test_a_batch_whose_reply_is_lost_is_published_once(
             assert event.id == returned[name]
     # The engine numbered each event once: 30 events, the first and the end.
     for channel in "ab":
-        assert engine.command("GET", f"{prefix}seq:{channel}").strip() == b"32"
+        assert engine.command("HGET", f"{prefix}|state", f"seq:{channel}").strip() == b"32"
 
 
 async def test_kept_answers_are_deleted_once_acknowledged(engine: RedisEngine, prefix: str) -> None:
@@ -161,6 +161,6 @@ async def test_kept_answers_are_deleted_once_acknowledged(engine: RedisEngine, p
             await stream.publish_event("news", {"data": "last"})
     # Only the last batch's answer is left (no later batch acknowledged it),
     # and it expires after publish_timeout + request_timeout + 1 s.
-    kept = engine.command("KEYS", f"{prefix}batch:*").split()
+    kept = engine.command("KEYS", f"{prefix}|batch:*").split()
     assert len(kept) == 1
     assert 0 < int(engine.command("PTTL", kept[0].decode())) <= 6000

@@ -153,7 +153,8 @@ class StreamLifecycle:
         """Open the stream for subscribers (again, after an ``aclose()``); start the broker and GRIP.
 
         A shared broker connects here and starts following its engine
-        (``BrokerError`` when the engine cannot be reached). In the main
+        (``BrokerError`` when the engine cannot be reached, or may evict the
+        broker's keys and eviction was not allowed). In the main
         thread, with ``handle_signals``, it also installs the SIGINT and
         SIGTERM handlers (see the option). Exiting closes (see :meth:`__aexit__`). A
         :class:`GripPublisher` that is already running (entered by its owner)

@@ -89,7 +89,8 @@ class Publisher:
         """Connect to the engine.
 
         Raises:
-            BrokerError: the engine cannot be reached.
+            BrokerError: the engine cannot be reached, or (a Redis broker) its
+                ``maxmemory-policy`` may evict keys and eviction was not allowed.
         """
         await self.broker.__aenter__()
         self._entered = True

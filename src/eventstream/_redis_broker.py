@@ -1,19 +1,28 @@
 """A broker on a Redis-protocol engine (Valkey, Redis), through valkey-glide.
 
-Keys, under ``key_prefix`` (default ``eventstream:``)::
+Keys, under ``key_prefix`` (default ``eventstream:``) and a ``|`` (which no
+prefix holds, so that no prefix's keys or channels are another prefix's,
+whichever extends which)::
 
-    {prefix}epoch        random, set once (SET NX): the prefix of every assigned id
-    {prefix}seq:{ch}     the channel's sequence number (INCR per publish; never expires)
-    {prefix}last:{ch}    the id of the channel's newest event (GRIP's prev-id), after
-                         where it ends in the running sum of sizes and a lower
-                         bound of where the oldest kept event starts
-    {prefix}h:{ch}       the channel's history: a stream, entry ids "{seq}-0",
+    {prefix}|state       a hash: 'epoch', random, set once (HSETNX): the prefix
+                         of every assigned id; and per channel 'seq:{ch}', its
+                         sequence number (HINCRBY per publish). In one key, so
+                         no channel's number is lost (evicted, deleted) while
+                         the epoch stays: ids are never issued twice
+    {prefix}|last:{ch}   the id of the channel's newest event (GRIP's prev-id), after
+                         where it ends in the running sum of sizes, a lower
+                         bound of where the oldest kept event starts, and its
+                         sequence number (numbering goes on after it, or after
+                         the history's newest, if the state lost the channel's)
+    {prefix}|h:{ch}      the channel's history: a stream, entry ids "{seq}-0",
                          capped by count (MAXLEN ~), bytes (oldest entries
                          trimmed on publish to max_bytes) and age (oldest
                          entries trimmed on publish; the key expires max_age
                          after the last publish)
-    {prefix}ch:{ch}      the pub/sub channel that carries each entry
-    {prefix}batch:{tok}  a batch's reply, kept until acknowledged (for a retry
+    {prefix}|ch:{db}:{ch}  the pub/sub channel that carries each entry (pub/sub
+                         is server-wide: the database number keeps apps on
+                         other databases of the engine out)
+    {prefix}|batch:{tok} a batch's reply, kept until acknowledged (for a retry
                          whose reply was lost), at most publish_timeout +
                          request_timeout + 1 s
 
@@ -21,7 +30,11 @@ One Lua script per publish numbers, keeps and publishes the event atomically,
 so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
 same everywhere and survive app restarts.
 
-Each process subscribes once, to the pattern ``{prefix}ch:*``: it receives
+The engine must not evict keys: entering refuses an engine whose
+``maxmemory-policy`` may drop the broker's keys (anything but ``noeviction``)
+unless ``allow_eviction`` is true.
+
+Each process subscribes once, to the pattern ``{prefix}|ch:{db}:*``: it receives
 every channel's traffic (simple and free of subscribe/unsubscribe races; it
 stops scaling when one process cannot read the whole publish rate). Each
 entry's sequence number tells whether the process missed one (the feed was
@@ -47,7 +60,7 @@ from ._broker import Broker, PublishedEvent
 from ._broker_wire import EngineEntry, decode_entry
 from ._exceptions import BrokerError
 from ._history import HistoryStore
-from ._redis_connect import connect, glide_configuration, glide_module
+from ._redis_connect import connect, glide_configuration, glide_module, transient
 from ._redis_feed import FeedInbox
 from ._redis_follow import EngineFollower
 from ._redis_publish import BatchSender
@@ -83,7 +96,10 @@ class RedisBroker(Broker):
             settings, credentials, timeouts); the broker makes its two
             clients (commands, and the pub/sub feed) from it.
         key_prefix: Prefix of every key and pub/sub channel; streams that
-            share a prefix (and an engine) share their channels.
+            share a prefix (and an engine and database) share their
+            channels. Any prefix is isolated from any other, also where one
+            extends the other (``app:`` and ``app:ch:``), and from the same
+            prefix on another database of the engine.
         max_events: History kept per channel (the engine keeps at least this
             many, trimming in whole blocks; each process keeps exactly this many).
         max_bytes: Bytes of history kept per channel, by the engine and by
@@ -102,11 +118,18 @@ class RedisBroker(Broker):
             cannot be reached, before raising :class:`BrokerError`.
         check_interval: Seconds between checks that the process has every
             event of the channels it serves (they catch a feed that was cut
-            while a channel went quiet).
+            while a channel went quiet, and an engine that came back empty).
+        allow_eviction: Run on an engine whose ``maxmemory-policy`` may evict
+            the broker's keys (a cache's ``allkeys-lru``), logging an error
+            instead of refusing: an evicted history ends the streams behind
+            it (their clients get ``stream-reset``), an evicted state starts
+            a new epoch (every stream resets), and a retried publish whose
+            kept reply was evicted may be published twice.
 
     Raises:
         ValueError: the URL is malformed, both or neither of ``url`` and
-            ``configuration`` were given, or a limit is out of range.
+            ``configuration`` were given, a limit is out of range, or
+            ``key_prefix`` holds ``|`` or a glob character.
         ImportError: valkey-glide is not installed.
     """
 
@@ -122,14 +145,18 @@ class RedisBroker(Broker):
         request_timeout: float = 2.0,
         publish_timeout: float = 10.0,
         check_interval: float = 1.0,
+        allow_eviction: bool = False,
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
         self._address: RedisAddress | None = parse_redis_url(url) if url is not None else None
         _glide()
         self._configuration = configuration
-        if not isinstance(key_prefix, str) or any(c in key_prefix for c in "*?[]\\"):
-            raise ValueError(f"key_prefix must be a str without glob characters, not {key_prefix!r}")
+        if not isinstance(key_prefix, str) or any(c in key_prefix for c in "|*?[]\\"):
+            raise ValueError(
+                f"key_prefix must be a str without '|' (it ends the prefix in every key) "
+                f"or glob characters, not {key_prefix!r}"
+            )
         for name, value in (("max_events", max_events), ("max_bytes", max_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, not {value!r}")
@@ -148,6 +175,14 @@ class RedisBroker(Broker):
         self.request_timeout = request_timeout
         self.publish_timeout = publish_timeout
         self.check_interval = check_interval
+        self.allow_eviction = allow_eviction
+        #: Every key starts so; the feed's channels start with _feed_prefix.
+        self._keys = f"{key_prefix}|"
+        # Pub/sub is server-wide: the channels name the database (keys are its own).
+        database = self._address.database if self._address is not None else None
+        if configuration is not None:
+            database = configuration.database_id
+        self._feed_prefix = f"{self._keys}ch:{database or 0}:"
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
         self._feed: GlideClient | None = None
@@ -157,7 +192,8 @@ class RedisBroker(Broker):
         self._publishing = 0
         self._sender = BatchSender(
             engine=self.description,
-            key_prefix=key_prefix,
+            key_prefix=self._keys,
+            feed_prefix=self._feed_prefix,
             max_events=max_events,
             max_bytes=max_bytes,
             max_age=max_age,
@@ -203,13 +239,15 @@ class RedisBroker(Broker):
         self._hub = hub
 
     def _key(self, kind: str, channel: str) -> str:
-        return f"{self.key_prefix}{kind}:{channel}"
+        return f"{self._keys}{kind}:{channel}"
 
     async def __aenter__(self) -> RedisBroker:
-        """Connect to the engine, read (or set) its epoch and start the feed.
+        """Connect to the engine, check that it keeps keys, read (or set) its epoch and start the feed.
 
         Raises:
-            BrokerError: the engine cannot be reached (the message names it and the reason).
+            BrokerError: the engine cannot be reached (the message names it and the reason),
+                or its ``maxmemory-policy`` may evict the broker's keys (the message names
+                the setting) and ``allow_eviction`` is false.
             RuntimeError: the broker is already running.
         """
         if self._exit is not None:
@@ -221,13 +259,8 @@ class RedisBroker(Broker):
         async with contextlib.AsyncExitStack() as stack:
             client = await self._connect(feed=None)
             stack.push_async_callback(client.close)
-            candidate = os.urandom(4).hex()
-            try:
-                await client.custom_command(["SET", f"{self.key_prefix}epoch", candidate, "NX"])
-                epoch = await client.custom_command(["GET", f"{self.key_prefix}epoch"])
-            except glide.GlideError as exc:
-                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-            self._epoch = bytes(epoch).decode("ascii")
+            await self._check_eviction(client)
+            self._epoch = await self._engine_epoch(client)
             self._client = client
             stack.callback(self._stopped)
             if self._hub is not None:
@@ -247,6 +280,52 @@ class RedisBroker(Broker):
             self._exit = stack.pop_all()
         return self
 
+    async def _engine_epoch(self, client: GlideClient) -> str:
+        # The engine's epoch, set now if it has none (new, or it lost its data).
+        glide = _glide()
+        state = f"{self._keys}state"
+        try:
+            await client.custom_command(["HSETNX", state, "epoch", os.urandom(4).hex()])
+            epoch = await client.custom_command(["HGET", state, "epoch"])
+        except glide.GlideError as exc:
+            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+        return bytes(epoch).decode("ascii")
+
+    async def _check_eviction(self, client: GlideClient) -> None:
+        # An engine that evicts keys may drop the broker's (its state, a history,
+        # a kept reply). Where CONFIG is refused (managed engines), say what to check.
+        glide = _glide()
+        try:
+            reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
+        except glide.GlideError as exc:
+            if transient(exc, glide):
+                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+            logger.warning(
+                "broker engine %s does not tell its maxmemory-policy (%s): make sure it is noeviction, "
+                "or an evicted key of the broker's ends streams or starts a new epoch",
+                self.description, exc,
+            )  # fmt: skip
+            return
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+        policy = bytes(values[0]).decode("ascii", "replace") if values else "noeviction"
+        if policy == "noeviction":
+            return
+        problem = (
+            f"its maxmemory-policy is {policy}: under memory pressure it may evict the broker's keys "
+            "(a channel's history, the state that numbers events, a kept reply)"
+        )
+        if not self.allow_eviction:
+            raise BrokerError(
+                self.description,
+                f"{problem}; set maxmemory-policy noeviction (or use an engine of its own for the broker), "
+                "or pass allow_eviction=True to run anyway",
+            )
+        logger.error(
+            "broker engine %s: %s; running anyway (allow_eviction=True): an evicted history ends "
+            "the streams behind it, an evicted state starts a new epoch",
+            self.description, problem,
+        )  # fmt: skip
+
     def _stopped(self) -> None:
         self._client = self._feed = None
         self._follower = None
@@ -256,7 +335,7 @@ class RedisBroker(Broker):
             self._address,
             self._configuration,
             request_timeout=self.request_timeout,
-            pattern=f"{self.key_prefix}ch:*" if feed is not None else None,
+            pattern=f"{self._feed_prefix}*" if feed is not None else None,
             on_message=feed.push if feed is not None else None,
         )
         return await connect(config, engine=self.description, within=self.publish_timeout)
@@ -298,7 +377,7 @@ class RedisBroker(Broker):
         not, if it was still waiting for a batch); a call that is sending a
         batch for others finishes sending it first.
         """
-        return await self._publish(channel, event, self._key("ch", channel))
+        return await self._publish(channel, event, self._feed_prefix + channel)
 
     async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
@@ -307,7 +386,7 @@ class RedisBroker(Broker):
         item = Pending(channel, feed_channel, event._body, event.id)
         self._publishing += 1
         try:
-            if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
+            if feed_channel != self._feed_prefix + channel:  # announced elsewhere: a batch of its own
                 await self._send_batch([item])
             else:
                 await self._queue.submit(item)
@@ -324,7 +403,7 @@ class RedisBroker(Broker):
     # -- receiving -------------------------------------------------------------
 
     async def _read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
-        prefix = f"{self.key_prefix}ch:".encode()
+        prefix = self._feed_prefix.encode()
         burst = False
         while True:
             # Wait for one message, then take every one already received: a
@@ -376,10 +455,10 @@ class RedisBroker(Broker):
         glide = _glide()
         if client is None:
             raise BrokerError(self.description, "not connected")
-        keys = [f"{self.key_prefix}epoch", self._key("seq", channel), self._key("h", channel)]
+        keys = [f"{self._keys}state", self._key("h", channel)]
         try:
             epoch, seq, messages = await client.invoke_script(
-                self._read_script, keys=keys, args=[str(after), str(count)]
+                self._read_script, keys=keys, args=[f"seq:{channel}", str(after), str(count)]
             )
         except glide.GlideError as exc:
             raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
@@ -419,12 +498,19 @@ class RedisBroker(Broker):
         glide = _glide()
         for start in range(0, len(channels), 256):
             chunk = channels[start : start + 256]
-            keys = [f"{self.key_prefix}epoch", *(self._key("seq", name) for name in chunk)]
+            fields = ["epoch", *(f"seq:{name}" for name in chunk)]
             try:
-                values = await client.custom_command(["MGET", *keys])
+                values = await client.custom_command(["HMGET", f"{self._keys}state", *fields])
             except glide.GlideError as exc:
                 raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-            epoch = bytes(values[0]).decode("ascii") if values[0] is not None else None
+            # No epoch: the engine lost its data (restarted empty, flushed) and
+            # nobody published since. Set the new epoch now: a quiet channel's
+            # streams end within check_interval, not at its next publish.
+            epoch = (
+                bytes(values[0]).decode("ascii")
+                if values[0] is not None
+                else await self._engine_epoch(client)
+            )
             newest = {
                 name: int(value) if value is not None else 0
                 for name, value in zip(chunk, values[1:], strict=True)

@@ -11,6 +11,17 @@ number is not the next one reveals a gap: the missing entries are read from
 the engine's history and delivered first. Where the engine no longer has
 them, the channel's open streams are ended (after what they hold is
 written): their clients reconnect with their last id, and get ``stream-reset``.
+
+A feed message is trusted as it is only when it is the next one expected.
+Anyone who may publish on the engine can put anything on the feed (a forged
+entry, another program's message), so a message of another epoch, or one
+that announces a number beyond the next, is checked against the engine
+first: a new epoch is believed when the engine has it, a gap when the
+engine's history fills it; a message the engine contradicts is ignored (it
+never moves a channel's position, so no later event is dropped for it).
+A message under a number already delivered that is not the entry delivered
+(or the first of a channel) is checked too: if the engine's numbering went
+back (every key of the channel deleted), the channel's streams end.
 """
 
 from __future__ import annotations
@@ -80,21 +91,84 @@ class EngineFollower:
         await anyio.lowlevel.checkpoint()
 
     async def _receive_one(self, channel: str, entry: EngineEntry) -> None:
-        if entry.epoch != self.epoch:
-            self._new_epoch(entry.epoch)
+        if entry.epoch != self.epoch and not await self._confirm_epoch(channel, entry):
+            return
         if channel not in self._loaded:
             # No connection here ever asked for it: nobody to deliver to, and
             # its history is read from the engine when one does.
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
-            return  # already delivered (read from history meanwhile)
+            kept = self.history.since(channel, entry.seq - 1)
+            if kept and (kept[0].id, kept[0].prev_id, kept[0].body) == (entry.id, entry.prev_id, entry.body):
+                return  # already delivered (read from history meanwhile)
+            if kept is not None or entry.seq == 1:
+                # Not the entry delivered under that number, or a channel that starts
+                # again: did the engine's numbering go back (its keys deleted)?
+                await self._check_went_back(channel, entry.seq, known, differs=kept is not None)
+            return
         if known is not None and entry.seq > known + 1:
             await self._catch_up(channel, known)
             known = self.history.last_seq.get(channel)
-            if known is not None and entry.seq <= known:
+            if (known is not None and entry.seq <= known) or channel not in self._loaded:
                 return
+            # The engine numbered nothing after `known` (a real entry's number
+            # is on the engine before it is on the feed): not one of its entries.
+            logger.warning(
+                "broker: ignoring a feed message for event %d of channel %r: the engine %s has "
+                "events up to %s only (a message that the publish script did not send)",
+                entry.seq, channel, self.engine, known,
+            )  # fmt: skip
+            return
         await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+
+    async def _check_went_back(self, channel: str, seq: int, known: int, *, differs: bool) -> None:
+        """End the channel's streams and reload it if the engine's newest number is below ``known``.
+
+        ``seq``: the number of the feed message that raised the doubt.
+        ``differs``: the message is not the entry kept under its number (else it
+        is the first of the channel, and no longer kept here: a late copy is fine).
+        """
+        epoch, newest, _entries = await self._read(channel, -1, 1)
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+            return
+        if newest >= known:
+            if not differs:
+                return
+            logger.warning(
+                "broker: ignoring a feed message for event %d of channel %r: it is not the one the "
+                "engine %s numbered so (a message that the publish script did not send)",
+                seq, channel, self.engine,
+            )  # fmt: skip
+            return
+        logger.error(
+            "broker: channel %r went back from event %d to %d on the engine %s (its keys were deleted); "
+            "its streams end and their clients get stream-reset",
+            channel, known, newest, self.engine,
+        )  # fmt: skip
+        self.history.forget(channel)
+        self._loaded.discard(channel)
+        await self._prepare_one(channel)
+        self._end_streams(channel)
+
+    async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
+        """Whether a feed message of another epoch is to be handled: the engine has that epoch.
+
+        The engine's epoch is read: if it is new, this process starts it (its
+        streams end); a message whose epoch the engine does not have is ignored.
+        """
+        epoch, _newest, _entries = await self._read(channel, -1, 1)
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+        if epoch == entry.epoch:
+            return True
+        logger.warning(
+            "broker: ignoring a feed message of channel %r with epoch %r: the engine %s has epoch %r "
+            "(a message that the publish script did not send)",
+            channel, entry.epoch, self.engine, epoch,
+        )  # fmt: skip
+        return False
 
     async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
         self.history.append(entry)

@@ -42,7 +42,9 @@ class BatchSender:
 
     Args:
         engine: The engine's description (for errors).
-        key_prefix, max_events, max_bytes, max_age, publish_timeout: As in
+        key_prefix: The start of every key (the broker's prefix and its ``|``).
+        feed_prefix: The start of every pub/sub channel (the channel's name follows).
+        max_events, max_bytes, max_age, publish_timeout: As in
             :class:`~eventstream.RedisBroker`.
         request_timeout: Seconds one request may take (bounds how long a
             reply must be kept for a retry).
@@ -53,6 +55,7 @@ class BatchSender:
         *,
         engine: str,
         key_prefix: str,
+        feed_prefix: str,
         max_events: int,
         max_bytes: int,
         max_age: float,
@@ -61,6 +64,7 @@ class BatchSender:
     ) -> None:
         self.engine = engine
         self.key_prefix = key_prefix
+        self.feed_prefix = feed_prefix
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -104,7 +108,7 @@ class BatchSender:
         result_key = f"{self.key_prefix}batch:{token}"
         acknowledged = self._acknowledged[:_ACKS_PER_BATCH]
         del self._acknowledged[:_ACKS_PER_BATCH]
-        keys = [f"{self.key_prefix}epoch", result_key, *acknowledged]
+        keys = [f"{self.key_prefix}state", result_key, *acknowledged]
         # Keys once per channel of the batch; one argument per event (the
         # engine parses it), so a batch costs few strings to pass on.
         channel_marks: dict[str, bytes] = {}
@@ -122,7 +126,7 @@ class BatchSender:
             per_event.append(k + own + item.body)
         # The script derives each event's pub/sub channel, unless told (a batch of one).
         first = batch[0]
-        override = first.feed_channel if first.feed_channel != self._key("ch", first.channel) else ""
+        override = first.feed_channel if first.feed_channel != self.feed_prefix + first.channel else ""
         deadline = time.monotonic() + self.publish_timeout
         attempt = 0
         error: BrokerError | None = None
@@ -138,7 +142,7 @@ class BatchSender:
                 "1" if attempt else "0",
                 str(self.reply_lifetime_ms),
                 str(len(acknowledged)),
-                self.key_prefix,
+                self.feed_prefix,
                 override,
                 *per_event,
             ]

@@ -10,11 +10,14 @@ from __future__ import annotations
 __all__ = ["PUBLISH", "READ"]
 
 # A batch of publishes.
-# KEYS: epoch, this batch's result key, the result keys of n acknowledged
-# batches (deleted), then per channel of the batch: seq, last-id, stream.
+# KEYS: the state hash (the epoch, and each channel's sequence number), this
+# batch's result key, the result keys of n acknowledged batches (deleted),
+# then per channel of the batch: its seq key ({prefix}|seq:{channel}, the
+# name of its field in the state hash: never a key of its own), last-id, stream.
 # ARGV: candidate epoch, max entries, max age (ms), max bytes, bytes counted
-# per entry besides its wire bytes, retry flag, result lifetime (ms), n, key
-# prefix, pub/sub channel override ('' = {prefix}ch:{channel}), then one per
+# per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
+# pub/sub channels' prefix, pub/sub channel override ('' = that prefix and
+# the channel), then one per
 # event: "{channel index}\n{own id mark}\n{event fields}" (channel index from
 # 0 in KEYS order; own id mark '' = none, else '=' .. id).
 # Returns {epoch, then each event's seq and the id of the event before it}.
@@ -35,11 +38,17 @@ __all__ = ["PUBLISH", "READ"]
 # never trimmed by its own publish (the client refuses an event larger than
 # max bytes before sending it). Each channel's last-id key is read and written,
 # and its stream's expiry set, once per batch.
+#
+# A channel's number lives in the same key as the epoch, so it is not lost
+# while the epoch stays. Where its field is missing but the channel's last-id
+# key or stream is not (the field was deleted, or the whole state and with it
+# the epoch), numbering goes on after the highest number they hold: an id is
+# never issued twice, and a stream's entry ids keep increasing.
 PUBLISH = """
-local epoch = redis.call('GET', KEYS[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local acked = tonumber(ARGV[8])
 for k = 3, 2 + acked do redis.call('DEL', KEYS[k]) end
@@ -75,19 +84,35 @@ for e = 0, #ARGV - 11 do
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
   local fields_ = string.sub(arg, cut2 + 1)
   local seq_key, stream = KEYS[first + 1 + 3 * k], KEYS[first + 3 + 3 * k]
-  local seq = redis.call('INCR', seq_key)
+  local bar = string.find(seq_key, '|', 1, true)
+  local seq_field = string.sub(seq_key, bar + 1)
+  local seq = redis.call('HINCRBY', KEYS[1], seq_field, 1)
+  if seq == 1 then
+    -- A new channel, or its number was lost: go on after what its keys hold.
+    local high = 0
+    local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if #newest > 0 then high = tonumber(string.match(newest[1][1], '^(%d+)')) end
+    local last = redis.call('GET', KEYS[first + 2 + 3 * k])
+    local last_seq = last and tonumber(string.match(last, '^%d+\\n%-?%d+\\n(%d+)\\n'))
+    if last_seq and last_seq > high then high = last_seq end
+    if high > 0 then
+      seq = high + 1
+      redis.call('HSET', KEYS[1], seq_field, seq)
+    end
+  end
   local id = epoch .. '-' .. seq
   if own ~= '' then id = string.sub(own, 2) end
-  -- The last-id key holds three lines: where the newest entry ends
+  -- The last-id key holds four lines: where the newest entry ends
   -- in the running sum of sizes, a lower bound of where the oldest starts
-  -- (trims by count or age only raise it), and the newest entry's id. It is
-  -- read at a channel's first event of the batch and written after the last.
+  -- (trims by count or age only raise it), the newest entry's sequence number
+  -- and its id. It is read at a channel's first event of the batch and
+  -- written after the last.
   local st = state[k]
   if st == nil then
     st = {prev = epoch .. '-0', finish = nil, front_bound = -1}
     local last = redis.call('GET', KEYS[first + 2 + 3 * k])
     if last then
-      local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n(.*)$')
+      local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n%d+\\n(.*)$')
       if f then
         st.prev, st.finish, st.front_bound = i, tonumber(f), tonumber(b)
       else
@@ -154,34 +179,37 @@ for e = 0, #ARGV - 11 do
     end
     if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
   end
-  st.prev, st.finish, st.front_bound = id, start + size, front_bound
+  st.prev, st.finish, st.front_bound, st.seq = id, start + size, front_bound, seq
   local feed = ARGV[10]
-  if feed == '' then feed = ARGV[9] .. 'ch:' .. string.sub(seq_key, #ARGV[9] + 5) end
+  if feed == '' then feed = ARGV[9] .. string.sub(seq_key, bar + 5) end
   redis.call('PUBLISH', feed, message)
   result[#result + 1] = tostring(seq)
   result[#result + 1] = prev
 end
 for k, st in pairs(state) do
-  redis.call('SET', KEYS[first + 2 + 3 * k], st.finish .. '\\n' .. st.front_bound .. '\\n' .. st.prev)
+  local last = st.finish .. '\\n' .. st.front_bound .. '\\n' .. st.seq .. '\\n' .. st.prev
+  redis.call('SET', KEYS[first + 2 + 3 * k], last)
   redis.call('PEXPIRE', KEYS[first + 3 + 3 * k], ARGV[3])
 end
 redis.call('SET', KEYS[2], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
 """
 
-# KEYS: epoch, seq, stream. ARGV: after (-1: the newest entries), count.
+# KEYS: the state hash, stream. ARGV: the channel's field in the state hash,
+# after (-1: the newest entries), count.
 # Returns {epoch or '', newest seq, {message, ...} oldest first}.
 READ = """
-local epoch = redis.call('GET', KEYS[1]) or ''
-local seq = redis.call('GET', KEYS[2]) or '0'
+local values = redis.call('HMGET', KEYS[1], 'epoch', ARGV[1])
+local epoch = values[1] or ''
+local seq = values[2] or '0'
 local items
-if ARGV[1] == '-1' then
-  items = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])
+if ARGV[2] == '-1' then
+  items = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[3])
   local reversed = {}
   for i = #items, 1, -1 do reversed[#reversed + 1] = items[i] end
   items = reversed
 else
-  items = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  items = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
 end
 local messages = {}
 for _, item in ipairs(items) do

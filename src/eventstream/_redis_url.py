@@ -37,6 +37,10 @@ class RedisAddress:
 def parse_redis_url(url: str) -> RedisAddress:
     """Read ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS).
 
+    The errors never quote the URL, nor any part of it: whatever its shape,
+    a malformed one may hold a password anywhere (an unescaped ``/``, ``#``,
+    ``?`` or ``@`` in it moves it into the host, port, path or fragment).
+
     Raises:
         ValueError: not a string, another scheme, no host, a bad port or
             database number, or a query string, fragment or path beyond the
@@ -47,17 +51,25 @@ def parse_redis_url(url: str) -> RedisAddress:
     try:
         parts = urlsplit(url.strip())
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"malformed broker URL {_redact(url)!r}: {exc}") from None
+    except ValueError:
+        raise ValueError(f"malformed broker URL{_UNQUOTED}: its host or port cannot be read") from None
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"broker URL {_redact(url)!r}: the scheme must be redis:// or rediss://")
+        raise ValueError(f"broker URL{_UNQUOTED}: the scheme must be redis:// or rediss://")
     if not parts.hostname:
-        raise ValueError(f"broker URL {_redact(url)!r} has no host")
+        raise ValueError(f"broker URL{_UNQUOTED} has no host")
     if parts.query or parts.fragment:
-        raise ValueError(f"broker URL {_redact(url)!r}: query strings and fragments are not supported")
+        raise ValueError(
+            f"broker URL{_UNQUOTED}: query strings and fragments are not supported "
+            "(percent-encode a '/', '?', '#' or '@' in the password)"
+        )
     path = parts.path.strip("/")
     if path and not (path.isascii() and path.isdigit()):
-        raise ValueError(f"broker URL {_redact(url)!r}: the path must be a database number")
+        raise ValueError(
+            f"broker URL{_UNQUOTED}: the path must be a database number "
+            "(percent-encode a '/', '?', '#' or '@' in the password)"
+        )
+    if port == 0:
+        raise ValueError(f"broker URL{_UNQUOTED}: the port is out of range (1-65535)")
     return RedisAddress(
         host=parts.hostname,
         port=6379 if port is None else port,
@@ -68,9 +80,5 @@ def parse_redis_url(url: str) -> RedisAddress:
     )
 
 
-def _redact(url: str) -> str:
-    # Never echo a password back in an error message.
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+#: Said in place of the URL in every error (never quoted: it may hold a password).
+_UNQUOTED = " (not quoted: it may hold a password)"
