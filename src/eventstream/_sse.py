@@ -306,8 +306,9 @@ class SSEDecoder:
     none; :attr:`last_event_id` keeps the id a browser would report), and
     ``retry`` the reconnection time given in that event. Ids are kept as
     received, even one :class:`ServerSentEvent` refuses to build (a space at
-    an end, a control character): a client sees them with
-    :func:`header_problem` before sending one back. An ``event`` field
+    an end, a control character, which no HTTP header can carry back):
+    :class:`~eventstream.client.EventSource` stops with an error rather than
+    resume from one. An ``event`` field
     containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
 
     :attr:`last_event_id` follows the WHATWG "dispatch the event" steps: it

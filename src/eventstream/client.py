@@ -182,7 +182,9 @@ class EventSource:
             ``Cache-Control: no-cache`` and ``Accept-Encoding: gzip, deflate``
             are sent unless given here; ``Last-Event-ID`` is the client's own.
             Bodies in gzip or deflate are decompressed a piece at a time, as
-            events are taken: a small compressed body cannot fill the memory.
+            events are taken: a small compressed body cannot fill the memory
+            (a corrupt one is dropped and the stream resumed, as after a
+            network error).
         client: An ``httpx.AsyncClient`` to send the requests with (its
             transport, proxies, TLS settings, HTTP/2 choice and
             ``follow_redirects`` apply); it is left open. Without one, a
