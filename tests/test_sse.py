@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder, encode
+from eventstream._sse import MAX_RETRY, header_problem
 
 
 def decode_all(data: bytes, *, chunk: int | None = None) -> list[ServerSentEvent]:
@@ -70,6 +71,15 @@ def test_encoding_is_computed_once() -> None:
         ({"id": "1\n2"}, ValueError, "CR, LF or NUL"),
         ({"id": "1\r"}, ValueError, "CR, LF or NUL"),
         ({"id": "\0"}, ValueError, "CR, LF or NUL"),
+        ({"id": "evt-1 "}, ValueError, "Last-Event-ID header: it starts or ends with ' '"),
+        ({"id": "  evt"}, ValueError, "Last-Event-ID header: it starts or ends with ' '"),
+        ({"id": "\tevt"}, ValueError, r"Last-Event-ID header: it starts or ends with '\\t'"),
+        ({"id": "a\vb"}, ValueError, r"Last-Event-ID header: it contains the control character '\\x0b'"),
+        ({"id": "a\fb"}, ValueError, r"Last-Event-ID header: it contains the control character '\\x0c'"),
+        ({"id": "a\x01b"}, ValueError, r"control character '\\x01'"),
+        ({"id": "a\x7fb"}, ValueError, r"control character '\\x7f'"),
+        ({"retry": MAX_RETRY + 1}, ValueError, "MAX_RETRY"),
+        ({"retry": 10**400}, ValueError, "MAX_RETRY"),
         ({"retry": -1}, ValueError, "retry"),
         ({"retry": 1.5}, ValueError, "retry"),
         ({"retry": True}, ValueError, "retry"),
@@ -149,6 +159,13 @@ DECODE_CASES: list[tuple[bytes, list[tuple[str | None, str, str | None, int | No
     (b"retry: 1500\ndata: x\n\n", [(None, "x", None, 1500)]),
     (b"retry: 15x\ndata: x\n\n", [(None, "x", None, None)]),
     (b"retry: -1\ndata: x\n\n", [(None, "x", None, None)]),
+    (b"retry: " + b"9" * 400 + b"\ndata: x\n\n", [(None, "x", None, MAX_RETRY)]),
+    (b"retry: " + b"9" * 5000 + b"\ndata: x\n\n", [(None, "x", None, MAX_RETRY)]),
+    (b"retry: " + b"0" * 5000 + b"12\ndata: x\n\n", [(None, "x", None, 12)]),
+    (b"retry: 2147483648\ndata: x\n\n", [(None, "x", None, MAX_RETRY)]),
+    (b"id: evt-1 \ndata: x\n\n", [(None, "x", "evt-1 ", None)]),
+    (b"id:   two\ndata: x\n\n", [(None, "x", "  two", None)]),
+    (b"id: a\x0bb\x0cc\ndata: x\n\n", [(None, "x", "a\x0bb\x0cc", None)]),
     (b"event: only\n\n", []),
     (b"data: no blank line at the end\n", []),
     (b"data\n\n", [(None, "", None, None)]),
@@ -220,6 +237,9 @@ def test_utf8_split_across_chunks() -> None:
 
 field_text = st.text(st.characters(exclude_characters="\r\n\0", codec="utf-8"))
 names = field_text.filter(bool)
+# Ids a client can send back in Last-Event-ID: no control character but a tab, none at the ends.
+_controls = "".join(chr(c) for c in [*range(9), *range(10, 32), 127])
+event_ids = st.text(st.characters(exclude_characters=_controls, codec="utf-8")).map(lambda t: t.strip(" \t"))
 texts = st.text(st.characters(exclude_characters="\r", codec="utf-8"))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
@@ -230,8 +250,8 @@ json_values = st.recursive(
 
 @given(
     event=st.none() | names,
-    id_=st.none() | field_text,
-    retry=st.none() | st.integers(min_value=0, max_value=2**40),
+    id_=st.none() | event_ids,
+    retry=st.none() | st.integers(min_value=0, max_value=MAX_RETRY),
     text=texts,
     chunk=st.integers(min_value=1, max_value=64),
 )
@@ -362,7 +382,7 @@ def _expected_last_id(events: list[ServerSentEvent], ended: int) -> str:
 
 @given(
     st.lists(
-        st.builds(ServerSentEvent, text=texts, id=st.none() | field_text),
+        st.builds(ServerSentEvent, text=texts, id=st.none() | event_ids),
         min_size=1,
         max_size=6,
     ),
@@ -445,3 +465,32 @@ def test_a_long_line_in_small_chunks_takes_linear_time() -> None:
     event = decoder.next_event()
     assert event is not NEED_DATA
     assert event.text == "x" * 4_000_000
+
+
+@given(
+    zeros=st.integers(min_value=0, max_value=6000),
+    value=st.integers(min_value=0, max_value=10**6000),
+    chunk=st.integers(min_value=1, max_value=5000),
+)
+def test_any_retry_is_clamped_and_the_event_beside_it_kept(zeros: int, value: int, chunk: int) -> None:
+    """Digits past what int() parses (4300) or a float holds never make feed() raise."""
+    digits = "0" * zeros + (str(value) if value.bit_length() < 10_000 else "9" * 3011)
+    wire = b"data: before\n\nretry: " + digits.encode() + b"\ndata: beside\n\n"
+    events = decode_all(wire, chunk=chunk)
+    expected = min(value if value.bit_length() < 10_000 else MAX_RETRY, MAX_RETRY)
+    assert [(e.text, e.retry) for e in events] == [("before", None), ("beside", expected)]
+
+
+@given(st.text(st.characters(exclude_characters="\r\n\0", codec="utf-8")))
+def test_any_received_id_is_kept_as_sent_and_checked_like_an_event_id(id_: str) -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"id: " + id_.encode() + b"\ndata: x\n\n")
+    event = decoder.next_event()
+    assert event is not NEED_DATA
+    assert (event.id, decoder.last_event_id) == (id_, id_)
+    assert encode(event) == b"data: x\nid: " + id_.encode() + b"\n\n"
+    if header_problem(id_) is None:
+        assert ServerSentEvent(text="x", id=id_) == event
+    else:
+        with pytest.raises(ValueError, match="Last-Event-ID header"):
+            ServerSentEvent(text="x", id=id_)

@@ -28,9 +28,34 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-__all__ = ["NEED_DATA", "SSEDecoder", "ServerSentEvent", "encode"]
+__all__ = ["MAX_RETRY", "NEED_DATA", "SSEDecoder", "ServerSentEvent", "encode"]
 
 _FORBIDDEN_IN_FIELD: Final = ("\r", "\n", "\0")
+
+#: The longest ``retry`` (ms) an event may give and a decoder reports: 2**31 - 1, about
+#: 24.8 days, the longest delay JavaScript's ``setTimeout`` waits. A decoder clamps a
+#: longer one to it.
+MAX_RETRY: Final = 2**31 - 1
+_MAX_RETRY_DIGITS: Final = len(str(MAX_RETRY))
+
+# What an HTTP header value cannot hold (RFC 9110 field-value, as h11 and h2 check it):
+# a control character other than a tab inside, or a space or tab at either end.
+_NOT_IN_HEADER: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+
+
+def header_problem(event_id: str) -> str | None:
+    """Why ``event_id`` cannot be sent back in a ``Last-Event-ID`` header, or ``None`` if it can.
+
+    Non-ASCII characters can (as UTF-8); control characters other than a tab
+    inside, and a space or tab at either end, cannot: HTTP clients refuse
+    to send them.
+    """
+    match = _NOT_IN_HEADER.search(event_id)
+    if match is None:
+        return None
+    if match[0] in " \t":
+        return f"it starts or ends with {match[0]!r}"
+    return f"it contains the control character {match[0]!r}"
 
 
 # A UTF-16 surrogate pair held as two code points, or a lone surrogate.
@@ -81,6 +106,17 @@ def _check_field(name: str, value: object, *, allow_empty: bool) -> None:
         raise ValueError(f"{name} must not be empty; use None for the default")
 
 
+def _check_id(name: str, value: object) -> None:
+    _check_field(name, value, allow_empty=True)
+    assert isinstance(value, str)
+    problem = header_problem(value)
+    if problem is not None:
+        raise ValueError(
+            f"{name} {value!r} cannot be sent back in a Last-Event-ID header: {problem}"
+            " (no control characters but tabs inside, no space or tab at either end)"
+        )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True, init=False)
 class ServerSentEvent:
     """One Server-Sent Event. Frozen; every field is checked when it is built.
@@ -98,13 +134,19 @@ class ServerSentEvent:
             both; with neither the event carries one empty ``data:`` line
             (browsers dispatch no event without one).
         id: The event id (``id:`` field), echoed by browsers in
-            ``Last-Event-ID`` when they reconnect.
-        retry: The reconnection delay in milliseconds the client should use.
+            ``Last-Event-ID`` when they reconnect: so it must be a valid HTTP
+            header value (non-ASCII characters are, as UTF-8).
+        retry: The reconnection delay in milliseconds the client should use,
+            at most :data:`MAX_RETRY`.
 
     Raises:
         ValueError: ``event`` or ``id`` contains CR, LF or NUL (they would let
             one field inject others, so they are refused, never stripped);
-            ``event`` is empty; ``retry`` is not a non-negative integer; both
+            ``id`` holds another control character but a tab, or starts or
+            ends with a space or tab (a client could not send it back in
+            ``Last-Event-ID``, so it could never resume after that event);
+            ``event`` is empty; ``retry`` is not an integer from 0 to
+            :data:`MAX_RETRY`; both
             ``data`` and ``text`` are given; ``data`` holds NaN or infinity;
             ``event``, ``id`` or ``text`` holds a lone surrogate, which UTF-8
             cannot encode.
@@ -140,10 +182,12 @@ class ServerSentEvent:
             _check_field("event", event, allow_empty=False)
             head = f"event: {event}\n"
         if id is not None:
-            _check_field("id", id, allow_empty=True)
+            _check_id("id", id)
         if retry is not None:
-            if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-                raise ValueError(f"retry must be a non-negative int (milliseconds), not {retry!r}")
+            if isinstance(retry, bool) or not isinstance(retry, int) or not 0 <= retry <= MAX_RETRY:
+                raise ValueError(
+                    f"retry must be an int (milliseconds) from 0 to {MAX_RETRY} (MAX_RETRY), not {retry!r}"
+                )
             head += f"retry: {retry}\n"
         if text is not None:
             if data is not _NO_DATA:
@@ -225,7 +269,7 @@ def encode(event: ServerSentEvent) -> bytes:
 
 def encode_with_id(event: ServerSentEvent, event_id: str) -> bytes:
     """The wire bytes of ``event`` with ``event_id`` as its id (checked like ``id``)."""
-    _check_field("id", event_id, allow_empty=True)
+    _check_id("id", event_id)
     return event._body + b"id: " + event_id.encode("utf-8") + b"\n\n"
 
 
@@ -251,15 +295,20 @@ class SSEDecoder:
     byte-order mark is skipped; lines starting with ``:`` are comments; one
     space after the colon is dropped; several ``data:`` lines join with LF; an
     ``id`` containing NUL is ignored; ``retry`` is only taken when it is all
-    ASCII digits; an event without any ``data`` line is not dispatched; the
-    bytes after the last blank line are not an event. Invalid UTF-8 is
-    replaced with U+FFFD.
+    ASCII digits (one above :data:`MAX_RETRY` is taken as :data:`MAX_RETRY`:
+    no field value makes :meth:`feed` raise); an event without any ``data``
+    line is not dispatched; the bytes after the last blank line are not an
+    event. Invalid UTF-8 is replaced with U+FFFD.
 
     Decoded events are :class:`ServerSentEvent` objects built with ``text=``:
     ``event`` is ``None`` when the stream named no type (a browser reports
     ``message``), ``id`` is the id given in that event (``None`` when it gave
     none; :attr:`last_event_id` keeps the id a browser would report), and
-    ``retry`` the reconnection time given in that event. An ``event`` field
+    ``retry`` the reconnection time given in that event. Ids are kept as
+    received, even one :class:`ServerSentEvent` refuses to build (a space at
+    an end, a control character, which no HTTP header can carry back):
+    :class:`~eventstream.client.EventSource` stops with an error rather than
+    resume from one. An ``event`` field
     containing NUL is ignored, as :class:`ServerSentEvent` refuses it.
 
     :attr:`last_event_id` follows the WHATWG "dispatch the event" steps: it
@@ -307,7 +356,13 @@ class SSEDecoder:
         """The last reconnection time (ms) the stream asked for, or ``None``."""
 
     def feed(self, data: bytes) -> None:
-        """Add bytes received from the stream. Complete events become available."""
+        """Add bytes received from the stream. Complete events become available.
+
+        Never raises on what the bytes hold. All the events they end are built
+        at once: a reader that does not trust the stream feeds it in bounded
+        pieces, each once the events before are taken, as
+        :class:`~eventstream.client.EventSource` does.
+        """
         text = self._utf8.decode(data)
         if not self._started and text:
             self._started = True
@@ -387,7 +442,8 @@ class SSEDecoder:
                 self._id = value
                 self._id_buffer = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
+            digits = value.lstrip("0")  # int() of thousands of digits would raise
+            self._retry = MAX_RETRY if len(digits) > _MAX_RETRY_DIGITS else min(int(digits or "0"), MAX_RETRY)
             self.retry = self._retry
 
     def _dispatch(self) -> None:
@@ -400,6 +456,10 @@ class SSEDecoder:
             if self._id_buffer != (self._ready[-1][1] if self._ready else self.last_event_id):
                 self._ready.append((None, self._id_buffer))
             return
-        self._ready.append(
-            (ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry), self._id_buffer)
-        )
+        if id_ is None or header_problem(id_) is None:
+            decoded = ServerSentEvent(event=event or None, text="\n".join(data), id=id_, retry=retry)
+        else:  # kept as received (WHATWG), though an event built with it would be refused
+            decoded = ServerSentEvent(event=event or None, text="\n".join(data), retry=retry)
+            _SLOTS[3](decoded, id_)
+            _SLOTS[6](decoded, b"%bid: %b\n\n" % (decoded._body, id_.encode("utf-8")))
+        self._ready.append((decoded, self._id_buffer))

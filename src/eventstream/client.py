@@ -12,7 +12,8 @@ It behaves like the browser's ``EventSource`` (the WHATWG rules), on anyio
 
 When the connection fails or the response ends, it waits the server's
 ``retry`` (3 s until the server names one, as Chromium; backing off with
-jitter while attempts keep failing) and reconnects with ``Last-Event-ID``, so
+jitter while attempts keep failing or responses keep ending at once) and
+reconnects with ``Last-Event-ID``, so
 a server that keeps history (as eventstream does) sends what was missed. It
 stops with :class:`EventSourceError` when the server answers anything but
 ``200`` with ``Content-Type: text/event-stream`` (``204 No Content`` is how a
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import zlib
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Final, NoReturn
@@ -31,7 +33,7 @@ from typing import Final, NoReturn
 import anyio
 import httpx
 
-from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder
+from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 
 __all__ = ["EventSource", "EventSourceError", "ServerSentEvent"]
 
@@ -39,10 +41,18 @@ __all__ = ["EventSource", "EventSourceError", "ServerSentEvent"]
 DEFAULT_RECONNECT_DELAY: Final = 3.0
 #: Fallback for the backoff when the server asked for ``retry: 0``.
 _BACKOFF_UNIT: Final = 0.1
+#: A response open this long (seconds) ends the backoff; one that ends sooner counts as a failure.
+_STEADY_AFTER: Final = 1.0
+#: The most bytes of body decompressed and decoded at a time, once the events before are taken.
+_PIECE: Final = 64 * 1024
+#: The content codings this client decodes (a piece at a time), and asks for.
+_CODINGS: Final = ("gzip", "x-gzip", "deflate")
+_ACCEPT_ENCODING: Final = "gzip, deflate"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 class EventSourceError(Exception):
-    """The server refused the stream, or sent an event too large; :class:`EventSource` stops.
+    """The server refused the stream, or sent what cannot be read or resumed; :class:`EventSource` stops.
 
     Attributes:
         url: The URL that answered (after redirects).
@@ -55,6 +65,79 @@ class EventSourceError(Exception):
         self.url = url
         self.status_code = status_code
         self.content_type = content_type
+
+
+# Errors that end the source: reconnecting cannot cure them.
+_INCURABLE: Final = (
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.TooManyRedirects,
+    httpx.InvalidURL,  # a redirect's Location, as httpx reads it
+)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+
+
+def _codings(response: httpx.Response) -> list[str]:
+    value = response.headers.get("content-encoding", "")
+    return [c for c in (part.strip().lower() for part in value.split(",")) if c not in ("", "identity")]
+
+
+class _Body:
+    """Undoes a response's ``Content-Encoding`` (none, gzip or deflate) a bounded piece at a time.
+
+    httpx's own decoders hand out all that a received chunk expands to: a few
+    KiB of gzip can be hundreds of MiB. Here each :meth:`take` gives at most
+    ``limit`` bytes; the rest of the input waits, compressed.
+    """
+
+    def __init__(self, coding: str | None) -> None:
+        self._coding = coding
+        self._zlib = None if coding is None else self._decompressor(raw=False)
+        self._input = b""
+        self._full = False  # the last take filled its limit: zlib may hold more output
+        self._started = False
+
+    def _decompressor(self, *, raw: bool) -> zlib._Decompress:
+        if self._coding == "deflate":
+            return zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+
+    def give(self, raw: bytes) -> None:
+        """Add bytes received (only called once :meth:`take` returned ``b""``)."""
+        self._input += raw
+
+    def take(self, limit: int) -> bytes:
+        """At most ``limit`` bytes of body, ``b""`` when more input is needed.
+
+        Raises:
+            httpx.DecodingError: the body is not valid gzip or deflate.
+        """
+        if self._zlib is None:
+            piece, self._input = self._input[:limit], self._input[limit:]
+            return piece
+        out = b""
+        while not out and (self._input or self._full):
+            try:
+                out = self._zlib.decompress(self._input, limit)
+            except zlib.error as exc:
+                if self._coding != "deflate" or self._started:
+                    raise httpx.DecodingError(f"the {self._coding} body is corrupt: {exc}") from exc
+                self._zlib = self._decompressor(raw=True)  # deflate without its zlib wrapper, as httpx
+                self._started = True
+                continue
+            self._started = True
+            self._input = self._zlib.unconsumed_tail
+            self._full = len(out) == limit
+            if self._zlib.eof:
+                rest = self._zlib.unused_data
+                if rest and self._coding != "deflate":  # another gzip member follows
+                    self._zlib = self._decompressor(raw=False)
+                self._input = rest if self._coding != "deflate" else b""
+                self._full = False
+        return out
 
 
 def _is_event_stream(content_type: str | None) -> bool:
@@ -89,19 +172,30 @@ class EventSource:
     ``stream-open``, ``keep-alive`` and ``stream-reset`` too.
 
     Args:
-        url: An ``http://`` or ``https://`` URL. Redirects are followed.
-        headers: Extra request headers (authorization, for instance).
-            ``Accept: text/event-stream`` and ``Cache-Control: no-cache`` are
-            sent unless given here; ``Last-Event-ID`` is the client's own.
+        url: An ``http://`` or ``https://`` URL. Redirects are followed
+            (unless the ``client`` given has ``follow_redirects=False``), up to
+            the client's ``max_redirects``; to another origin (scheme, host or
+            port), without ``headers``, ``Last-Event-ID`` nor the client's
+            ``Authorization`` and ``auth``.
+        headers: Extra request headers (authorization, for instance), sent to
+            the URL's origin only. ``Accept: text/event-stream``,
+            ``Cache-Control: no-cache`` and ``Accept-Encoding: gzip, deflate``
+            are sent unless given here; ``Last-Event-ID`` is the client's own.
+            Bodies in gzip or deflate are decompressed a piece at a time, as
+            events are taken: a small compressed body cannot fill the memory
+            (a corrupt one is dropped and the stream resumed, as after a
+            network error).
         client: An ``httpx.AsyncClient`` to send the requests with (its
-            transport, proxies, TLS settings and HTTP/2 choice apply); it is
-            left open. Without one, a client is made and closed with the
+            transport, proxies, TLS settings, HTTP/2 choice and
+            ``follow_redirects`` apply); it is left open. Without one, a
+            client that follows redirects is made and closed with the
             ``EventSource``.
         last_event_id: The id to resume from on the first request.
         reconnect_delay: Seconds to wait before reconnecting until the server
             sends ``retry:`` (which then replaces it). Default 3 s, as Chromium.
         max_reconnect_delay: The cap of the exponential backoff applied while
-            attempts keep failing. A server's ``retry`` above it is still obeyed.
+            attempts keep failing or responses keep ending at once. A server's
+            ``retry`` above it is still obeyed.
         connect_timeout: Seconds to establish each connection.
         read_timeout: Seconds without receiving any byte after which a
             connection is taken as dead and reopened. Keep it above the
@@ -114,16 +208,21 @@ class EventSource:
 
     Raises:
         ValueError: a bad ``url`` scheme, delay, timeout or
-            ``last_event_id`` (CR, LF or NUL), or a ``Last-Event-ID`` in
-            ``headers`` (pass ``last_event_id`` instead).
+            ``last_event_id`` (CR, LF, NUL, another control character but a
+            tab, or a space or tab at an end: it could not be sent in a
+            header), or a ``Last-Event-ID`` in ``headers`` (pass
+            ``last_event_id`` instead).
 
     Reconnection follows WHATWG: after a network error, a read timeout or the
     end of the response, wait :attr:`reconnect_delay` and send the request
     again with ``Last-Event-ID:`` :attr:`last_event_id` (when not empty).
-    When attempts fail one after the other (no byte of body received), the
-    wait doubles each time up to ``max_reconnect_delay``, with jitter (between
-    half and all of it, never below the server's ``retry``). It reconnects
-    for as long as it is iterated; bound it with ``anyio.fail_after`` if needed.
+    When attempts fail one after the other (no connection, or a response
+    that ended within a second without handing out an event), the wait
+    doubles each time up to ``max_reconnect_delay``, with jitter (between
+    half and all of it, never below the server's ``retry``). After any
+    response that ended within a second, the wait is at least 0.05 to 0.1 s,
+    even with ``retry: 0``. It reconnects for as long as it is iterated;
+    bound it with ``anyio.fail_after`` if needed.
     """
 
     def __init__(
@@ -145,9 +244,17 @@ class EventSource:
         self._headers = httpx.Headers(headers or {})
         if "last-event-id" in self._headers:
             raise ValueError("give the id to resume from as last_event_id=..., not as a Last-Event-ID header")
-        self._headers.setdefault("accept", "text/event-stream")
-        self._headers.setdefault("cache-control", "no-cache")
+        # What goes to another origin after a redirect: none of the headers given here.
+        self._plain_headers = httpx.Headers(
+            {"accept": "text/event-stream", "cache-control": "no-cache", "accept-encoding": _ACCEPT_ENCODING}
+        )
+        for name, value in self._plain_headers.items():
+            self._headers.setdefault(name, value)
         SSEDecoder(last_event_id=last_event_id)  # validates it
+        if (problem := header_problem(last_event_id)) is not None:
+            raise ValueError(
+                f"last_event_id {last_event_id!r} cannot be sent in a Last-Event-ID header: {problem}"
+            )
         _positive("reconnect_delay", reconnect_delay, allow_zero=True)
         _positive("max_reconnect_delay", max_reconnect_delay)
         _positive("connect_timeout", connect_timeout)
@@ -172,7 +279,12 @@ class EventSource:
         self._reading = False
         self._response: httpx.Response | None = None
         self._chunks: AsyncGenerator[bytes] | None = None
+        self._body: _Body | None = None
         self._decoder: SSEDecoder | None = None
+        self._opened_at = 0.0
+        self._handed_out = False  # the response being read handed out an event
+        self._quick = False  # the last response ended less than _STEADY_AFTER seconds after it began
+        self._answered: tuple[str, int, str | None] = (str(self.url), 0, None)  # the last accepted response
         self._attempts = 0
         self._failures = 0
         self.connections = 0
@@ -184,6 +296,9 @@ class EventSource:
 
         Per WHATWG, an event without an ``id:`` line keeps the previous one, an
         empty ``id:`` resets it, and an event cut before its end never counts.
+        It is kept as received; one that cannot be sent in a header makes the
+        next reconnection raise :class:`EventSourceError`. Non-ASCII ids are
+        sent as UTF-8, as browsers do.
         """
         return self._last_event_id
 
@@ -203,7 +318,7 @@ class EventSource:
         self._entered = True
         self._wakeup = anyio.Event()
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            self._client = httpx.AsyncClient(follow_redirects=True)
         return self
 
     async def __aexit__(
@@ -234,13 +349,23 @@ class EventSource:
 
         Raises:
             EventSourceError: the server answered a status other than 200
-                (204 included) or a ``Content-Type`` other than
-                ``text/event-stream``, or sent an event larger than
-                ``max_event_size``; the source is then closed.
+                (204 included, and a redirect the client does not follow), a
+                ``Content-Type`` other than ``text/event-stream``, a
+                ``Content-Encoding`` other than gzip or deflate, or a redirect
+                to a URL that is not ``http://`` or ``https://``; or sent an
+                event larger than ``max_event_size``; or the source must
+                reconnect after an ``id`` it cannot send back in
+                ``Last-Event-ID`` (a space or tab at an end, a control
+                character), as resuming is then impossible. The source is
+                then closed.
             StopAsyncIteration: the source was closed.
             RuntimeError: the source is not entered (``async with``).
             httpx.HTTPError: errors that reconnecting cannot cure, such as
-                ``httpx.TooManyRedirects`` or ``httpx.UnsupportedProtocol``.
+                ``httpx.TooManyRedirects``, ``httpx.UnsupportedProtocol`` or
+                ``httpx.LocalProtocolError`` (a header the client refuses to
+                send); the source is then closed.
+            httpx.InvalidURL: a redirect to a malformed URL; the source is
+                then closed.
 
         Cancellation: the connection being read is closed (an event half
         received is dropped, and :attr:`last_event_id` does not include it);
@@ -254,20 +379,31 @@ class EventSource:
                 event = decoder.next_event()
                 self._last_event_id = decoder.last_event_id
                 if event is not NEED_DATA:
+                    self._handed_out = True
                     return event
                 if self._max_event_size is not None and decoder.buffered > self._max_event_size:
                     await self._refuse_event()  # only once the events before it were taken
-            chunks = self._chunks
-            if chunks is None:
+            chunks, body = self._chunks, self._body
+            if chunks is None or body is None or decoder is None:
                 await self._connect()
+                continue
+            try:
+                piece = body.take(_PIECE)  # decoded only as events are taken: a bounded piece
+            except httpx.DecodingError:
+                await self._drop()
+                continue
+            if piece:
+                decoder.feed(piece)
+                if decoder.retry is not None:
+                    self._delay = decoder.retry / 1000
                 continue
             try:
                 self._reading = True
                 try:
-                    chunk = await chunks.__anext__()
+                    body.give(await chunks.__anext__())
                 finally:
                     self._reading = False
-            except (StopAsyncIteration, httpx.TransportError, httpx.DecodingError):
+            except (StopAsyncIteration, httpx.TransportError):
                 await self._drop()
                 continue
             except BaseException as exc:
@@ -276,11 +412,6 @@ class EventSource:
                 if self._is_closed() and isinstance(exc, Exception):
                     break  # aclose() from another task closed the response under us
                 raise
-            if chunk and decoder is not None:
-                self._failures = 0
-                decoder.feed(chunk)
-                if decoder.retry is not None:
-                    self._delay = decoder.retry / 1000
         with anyio.CancelScope(shield=True):
             await self._drop()
         raise StopAsyncIteration
@@ -304,6 +435,8 @@ class EventSource:
 
     def _next_delay(self) -> float:
         if self._failures <= 1:
+            if self._quick:  # the last response ended at once, whatever it held: never at once again
+                return max(self._delay, _BACKOFF_UNIT * self._random.uniform(0.5, 1.0))
             return self._delay
         unit = self._delay or _BACKOFF_UNIT
         backoff = min(self._max_delay, unit * 2.0 ** min(self._failures - 1, 32))
@@ -317,15 +450,22 @@ class EventSource:
                 await self._wakeup.wait()
             if self._is_closed():
                 return
+        if self._last_event_id and (problem := header_problem(self._last_event_id)) is not None:
+            url, status, content_type = self._answered
+            self._closed = True
+            raise EventSourceError(
+                f"{url} sent the id {self._last_event_id!r}, which cannot be sent back in a"
+                f" Last-Event-ID header ({problem}): the stream cannot be resumed",
+                url=url,
+                status_code=status,
+                content_type=content_type,
+            )
         self._attempts += 1
-        self._failures += 1  # until a byte of body arrives
-        headers = self._headers.copy()
-        if self._last_event_id:  # as browsers send it: UTF-8, whatever the characters
-            headers = httpx.Headers([*headers.raw, (b"last-event-id", self._last_event_id.encode())])
-        request = self._client.build_request("GET", self.url, headers=headers, timeout=self._timeout)
+        self._failures += 1  # until a response hands out an event or stays open _STEADY_AFTER seconds
         try:
-            response = await self._client.send(request, stream=True, follow_redirects=True)
-        except httpx.UnsupportedProtocol:
+            response = await self._open()
+        except (*_INCURABLE, EventSourceError):
+            self._closed = True  # reconnecting cannot cure these
             raise
         except httpx.TransportError:
             return
@@ -338,7 +478,7 @@ class EventSource:
                 await response.aclose()
             return
         try:
-            self._check(response)
+            self._check(response, following=self._client.follow_redirects)
         except BaseException:
             self._closed = True
             with anyio.CancelScope(shield=True):
@@ -346,25 +486,77 @@ class EventSource:
             raise
         self.connections += 1
         self._response = response
-        self._chunks = response.aiter_bytes()  # type: ignore[assignment]
+        self._answered = (str(response.url), response.status_code, response.headers.get("content-type"))
+        self._opened_at = anyio.current_time()
+        self._handed_out = False
+        codings = _codings(response)
+        self._body = _Body(codings[0] if codings else None)
+        self._chunks = response.aiter_raw()  # type: ignore[assignment]
         self._decoder = SSEDecoder(last_event_id=self._last_event_id)
 
+    async def _open(self) -> httpx.Response:
+        # Redirects are followed here, not by httpx: the headers given to the EventSource,
+        # Last-Event-ID and the client's auth go to the URL's own origin only.
+        assert self._client is not None
+        url = self.url
+        for _ in range(self._client.max_redirects + 1):
+            home = _origin(url) == _origin(self.url)
+            if home:
+                headers = self._headers.copy()
+                if self._last_event_id:  # as browsers send it: UTF-8, whatever the characters
+                    headers = httpx.Headers([*headers.raw, (b"last-event-id", self._last_event_id.encode())])
+            else:
+                headers = self._plain_headers
+            request = self._client.build_request("GET", url, headers=headers, timeout=self._timeout)
+            if not home:
+                request.headers.pop("authorization", None)  # from the client's own headers, as httpx does
+            auth = httpx.USE_CLIENT_DEFAULT if home else None
+            response = await self._client.send(request, stream=True, auth=auth, follow_redirects=False)
+            if not self._client.follow_redirects or response.next_request is None:
+                return response
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            url = response.next_request.url  # where httpx would go: its rules for Location
+            if url.scheme not in ("http", "https"):
+                raise EventSourceError(
+                    f"{response.url} answered {response.status_code} {response.reason_phrase} to"
+                    f" {response.headers['location']!r}, not an http:// or https:// URL",
+                    url=str(response.url),
+                    status_code=response.status_code,
+                    content_type=response.headers.get("content-type"),
+                )
+        raise httpx.TooManyRedirects(
+            f"more than {self._client.max_redirects} redirects (the client's max_redirects)", request=request
+        )
+
     @staticmethod
-    def _check(response: httpx.Response) -> None:
+    def _check(response: httpx.Response, *, following: bool) -> None:
         status, content_type = response.status_code, response.headers.get("content-type")
+        codings = _codings(response)
         if status == 204:
             message = f"{response.url} answered 204 No Content: the server asks the client to stop"
         elif status != 200:
             message = f"{response.url} answered {status} {response.reason_phrase}, not 200"
+            if response.has_redirect_location and not following:
+                message += " (the httpx client given has follow_redirects=False)"
         elif not _is_event_stream(content_type):
             message = f"{response.url} answered Content-Type {content_type!r}, not text/event-stream"
+        elif len(codings) > 1 or (codings and codings[0] not in _CODINGS):
+            message = (
+                f"{response.url} answered Content-Encoding {response.headers['content-encoding']!r}:"
+                " this client decodes gzip or deflate"
+            )
         else:
             return
         raise EventSourceError(message, url=str(response.url), status_code=status, content_type=content_type)
 
     async def _drop(self) -> None:
         chunks, response = self._chunks, self._response
-        self._response = self._decoder = None
+        self._response = self._decoder = self._body = None
+        if response is not None:
+            self._quick = anyio.current_time() - self._opened_at < _STEADY_AFTER
+            if self._handed_out or not self._quick:
+                self._failures = 0  # the next attempt waits reconnect_delay again
         if self._reading:
             # aclose() from another task, which is inside chunks.__anext__(): closing
             # the response ends that read; the reading task then drops the rest.
