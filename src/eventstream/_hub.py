@@ -130,7 +130,7 @@ class Subscriber:
     )
 
     def __init__(self, channels: tuple[str, ...]) -> None:
-        self.channels = channels
+        self.channels: tuple[str, ...] = channels
         #: Entries to write, oldest first (at most ``buffer_size``, plus one per publish in
         #: flight). A list, not a deque: an empty one is 56 bytes, not 600, and the
         #: connection renders it whole, then clears it (the same list for life).
@@ -138,21 +138,21 @@ class Subscriber:
         #: Set by the connection while it reads; woken after every append.
         self.waiter: Waiter | None = None
         #: No more entries will come: the stream ends once the queue is written.
-        self.closed = False
+        self.closed: bool = False
         #: Set by the connection once its response is over (shutdown waits for it).
-        self.finished = False
+        self.finished: bool = False
         #: Set by the connection; the hub moves its deadline to disconnect it.
         self.cancel_scope: CancelScopeLike | None = None
         #: The deadline set when the stream was closed (shutdown grace).
-        self.close_deadline = math.inf
+        self.close_deadline: float = math.inf
         #: Events were dropped from the buffer (drop-oldest): send stream-reset first.
-        self.reset_pending = False
+        self.reset_pending: bool = False
         #: When it was left behind (its last progress), while publishes skip it; else None.
         self.stalled: float | None = None
         #: A publish skipped it while it was left behind: catch up from history.
-        self.skipped = False
+        self.skipped: bool = False
         #: How many times the connection took from the queue (its progress).
-        self.taken = 0
+        self.taken: int = 0
         self._room: list[anyio.Event] | None = None
 
     def take(self) -> list[HistoryEntry]:
@@ -194,9 +194,9 @@ class Hub:
         if not send_timeout > 0 or math.isinf(send_timeout):
             raise ValueError(f"send_timeout must be a positive number of seconds, not {send_timeout!r}")
         self.buffer_size = buffer_size
-        self.send_timeout = float(send_timeout)
+        self.send_timeout: float = float(send_timeout)
         #: How long a publish waits for a full subscriber that takes nothing.
-        self.stall_after = min(self.send_timeout, STALL_AFTER)
+        self.stall_after: float = min(self.send_timeout, STALL_AFTER)
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
@@ -204,7 +204,7 @@ class Hub:
         self._dropped = 0
         self._events_dropped = 0
         self._since_yield = 0
-        self.closed = False
+        self.closed: bool = False
 
     # -- subscriptions ---------------------------------------------------
 
