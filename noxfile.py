@@ -1,4 +1,5 @@
-"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``demo``, ``bench``."""
+"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``verifytypes``, ``demo``,
+``bench``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,22 @@ def typing(session: nox.Session) -> None:
     """mypy --strict over the library, the tests and the examples."""
     install(session, "typing")
     session.run("mypy", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, docs/ to docs/_build/html; any Sphinx warning fails it."""
+    install(session, "docs")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html", *session.posargs
+    )
+
+
+@nox.session
+def verifytypes(session: nox.Session) -> None:
+    """pyright --verifytypes: every name of the public API has a complete, declared type."""
+    install(session, "verifytypes")
+    session.run("pyright", "--verifytypes", "eventstream", "--ignoreexternal")
 
 
 def demo_command(bind: str, *args: str) -> list[str]:
