@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.ext.napoleon.docstring import GoogleDocstring
+
 import eventstream
 
 project = "eventstream"
 author = "The eventstream developers"
-copyright = "The eventstream developers"  # noqa: A001
+copyright = "The eventstream developers"
 release = eventstream.__version__
 version = release
 
@@ -38,3 +43,33 @@ nitpicky = False
 
 html_theme = "furo"
 html_title = f"eventstream {release}"
+
+
+def _prose_attribute_docstring(self: GoogleDocstring) -> list[str]:
+    """An attribute's or property's docstring is prose, sections included.
+
+    Napoleon reads the first line of such a docstring as ``type: description``;
+    the library's docstrings use a colon in prose ("The engine's epoch: the
+    prefix of the ids it assigns") and annotate their types, so they are read
+    as prose, with their ``Raises:`` sections.
+    """
+    return type(self)(self._consume_to_end(), self._config).lines()
+
+
+GoogleDocstring._parse_attribute_docstring = _prose_attribute_docstring  # type: ignore[method-assign]
+
+
+def _public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """Bases shown are public ones: not ``object``, not the library's private classes."""
+    bases[:] = [base for base in bases if _is_public(base)]
+
+
+def _is_public(base: Any) -> bool:
+    module = getattr(base, "__module__", "")
+    if base is object:
+        return False
+    return not module.startswith("eventstream._") or getattr(base, "__name__", "") in eventstream.__all__
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-bases", _public_bases)
