@@ -36,6 +36,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -97,9 +98,16 @@ class RedisBroker(Broker):
             process sharing the engine the same limits (each publish trims
             by its publisher's).
         max_age: Seconds an event is kept in history.
-        request_timeout: Seconds one request to the engine may take.
+        request_timeout: Seconds one request to the engine may take. A new
+            stream waits at most this long (+ 0.5 s) for the engine: on a
+            channel this process follows, it is then served from the
+            process's copy; on a new one it gets 503. Streams opening at
+            the same time wait together, not one after another.
         publish_timeout: Seconds a publish keeps retrying while the engine
-            cannot be reached, before raising :class:`BrokerError`.
+            cannot be reached, before raising :class:`BrokerError`: every
+            publish raises within ``publish_timeout`` of its call (plus the
+            time to hand out outcomes), however many are queued; one queued
+            behind older ones may fail with them, sooner.
         check_interval: Seconds between checks that the process has every
             event of the channels it serves (they catch a feed that was cut
             while a channel went quiet).
@@ -155,17 +163,19 @@ class RedisBroker(Broker):
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
         self._publishing = 0
+        #: Seconds one request may take (the configuration's, when it sets one).
+        self._request_seconds = (
+            configuration.request_timeout / 1000
+            if configuration is not None and configuration.request_timeout
+            else request_timeout
+        )
         self._sender = BatchSender(
             engine=self.description,
             key_prefix=key_prefix,
             max_events=max_events,
             max_bytes=max_bytes,
             max_age=max_age,
-            request_timeout=(
-                configuration.request_timeout / 1000
-                if configuration is not None and configuration.request_timeout
-                else request_timeout
-            ),
+            request_timeout=self._request_seconds,
             publish_timeout=publish_timeout,
         )
         self._epoch = ""
@@ -304,7 +314,7 @@ class RedisBroker(Broker):
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
-        item = Pending(channel, feed_channel, event._body, event.id)
+        item = Pending(channel, feed_channel, event._body, event.id, time.monotonic() + self.publish_timeout)
         self._publishing += 1
         try:
             if feed_channel != self._key("ch", channel):  # announced elsewhere: a batch of its own
@@ -394,14 +404,20 @@ class RedisBroker(Broker):
     async def prepare(self, channels: Sequence[str]) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
+        Channels are read concurrently, with other connections' reads, while
+        the feed goes on; it returns within ``request_timeout`` (+ 0.5 s).
+
         Raises:
-            BrokerError: the engine could not be reached and a channel was never loaded.
+            BrokerError: the engine could not be reached (or did not answer
+                within ``request_timeout``) and a channel was never loaded.
             RuntimeError: the broker is not running, or runs without a hub (publishing only).
         """
         follower = self._follower
         if self._client is None or follower is None:
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
-        await follower.prepare(channels)
+        # A little more than one request's time: a read sent at once gets its
+        # answer (or its timeout error) first.
+        await follower.prepare(channels, within=self._request_seconds + 0.5)
 
     async def _check_periodically(self, follower: EngineFollower) -> None:
         while True:

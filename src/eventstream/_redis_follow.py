@@ -6,6 +6,12 @@ handled one at a time (under one lock), and each is kept in history and
 queued for subscribers with no await in between, so a connection that
 subscribes meanwhile finds it in one place or the other.
 
+The reads a connection needs before it subscribes run concurrently (up to
+:data:`CONCURRENT_READS` at once) and outside the lock: only their outcome
+is taken in under it, so a flood of connections on new channels does not
+hold up the feed of the channels already followed. Feed entries of a channel
+whose first read is in flight are kept aside meanwhile, and taken in after it.
+
 Because sequence numbers are per channel and without holes, an entry whose
 number is not the next one reveals a gap: the missing entries are read from
 the engine's history and delivered first. Where the engine no longer has
@@ -16,6 +22,7 @@ written): their clients reconnect with their last id, and get ``stream-reset``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -28,13 +35,27 @@ from ._history import HistoryEntry
 from ._hub import Hub
 from ._shared_history import SharedHistory
 
-__all__ = ["EngineFollower", "Reader"]
+__all__ = ["CONCURRENT_READS", "EngineFollower", "Reader"]
 
 logger = logging.getLogger("eventstream")
 
 #: ``read(channel, after, count)``: the engine's epoch, the channel's newest
 #: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
 Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+#: Reads for connections about to subscribe that run at once; the others wait their turn.
+CONCURRENT_READS = 128
+
+
+class _Loading:
+    """A channel's first read, in flight: feed entries that arrive meanwhile, and its outcome."""
+
+    __slots__ = ("done", "entries", "error", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.entries: list[EngineEntry] = []
+        self.done = anyio.Event()
+        self.error: BrokerError | None = None
 
 
 class EngineFollower:
@@ -47,6 +68,11 @@ class EngineFollower:
         self.engine = engine
         self._loaded: set[str] = set()
         self._lock = anyio.Lock()
+        #: Channels whose first read is in flight.
+        self._loading: dict[str, _Loading] = {}
+        #: Counts the engine's new epochs: a read begun before one is stale.
+        self._generation = 0
+        self._reads = anyio.Semaphore(CONCURRENT_READS)
 
     @property
     def epoch(self) -> str:
@@ -84,7 +110,12 @@ class EngineFollower:
             self._new_epoch(entry.epoch)
         if channel not in self._loaded:
             # No connection here ever asked for it: nobody to deliver to, and
-            # its history is read from the engine when one does.
+            # its history is read from the engine when one does. If that read
+            # is in flight, the entry is taken in after it (a bounded number:
+            # past that, the gap shows and is read).
+            loading = self._loading.get(channel)
+            if loading is not None and len(loading.entries) < self.history.max_events:
+                loading.entries.append(entry)
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
@@ -112,6 +143,7 @@ class EngineFollower:
         )  # fmt: skip
         self.history.clear(epoch)
         self._loaded.clear()
+        self._generation += 1  # reads in flight are read again
         for channel in list(self.hub.statistics().channels):
             self._end_streams(channel)
 
@@ -128,64 +160,138 @@ class EngineFollower:
 
     async def _catch_up(self, channel: str, known: int) -> None:
         """Deliver what the engine has after ``known``; end the channel's streams where it has not."""
-        history = self.history
         while True:
-            epoch, newest, entries = await self._read(channel, known, history.max_events)
+            epoch, newest, entries = await self._read(channel, known, self.history.max_events)
             if epoch and epoch != self.epoch:
                 self._new_epoch(epoch)
                 return
-            if newest <= known:
+            after = await self._take_in(channel, known, newest, entries)
+            if after is None:
                 return
-            if not entries or entries[0].seq != known + 1:
-                logger.warning(
-                    "broker: events %d..%d of channel %r are no longer in the engine's history; "
-                    "its streams end and their clients get stream-reset",
-                    known + 1, (entries[0].seq - 1) if entries else newest, channel,
-                )  # fmt: skip
-                history.replace(channel, [], entries[0].seq - 1 if entries else newest)
-                self._end_streams(channel)
-                if not entries:
-                    return
-            for entry in entries:
-                if entry.seq == history.last_seq.get(channel, 0) + 1:
-                    await self._deliver(channel, self._as_history(channel, entry))
-            known = history.last_seq.get(channel, 0)
-            if known >= newest:
-                return
+            known = after
+
+    async def _take_in(self, channel: str, known: int, newest: int, entries: list[EngineEntry]) -> int | None:
+        """Deliver what a read after ``known`` returned; the position to read on from, or None if done."""
+        history = self.history
+        known = max(known, history.last_seq.get(channel, 0))  # the feed may have delivered more since
+        if newest <= known:
+            return None
+        if not entries or entries[0].seq > known + 1:
+            logger.warning(
+                "broker: events %d..%d of channel %r are no longer in the engine's history; "
+                "its streams end and their clients get stream-reset",
+                known + 1, (entries[0].seq - 1) if entries else newest, channel,
+            )  # fmt: skip
+            history.replace(channel, [], entries[0].seq - 1 if entries else newest)
+            self._end_streams(channel)
+            if not entries:
+                return None
+        for entry in entries:
+            if entry.seq == history.last_seq.get(channel, 0) + 1:
+                await self._deliver(channel, self._as_history(channel, entry))
+        known = history.last_seq.get(channel, 0)
+        if known >= newest:
+            return None
+        return known
 
     # -- before a connection subscribes ----------------------------------------
 
-    async def prepare(self, channels: Sequence[str]) -> None:
+    async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
+        The channels are read concurrently, and concurrently with other
+        connections' reads (up to :data:`CONCURRENT_READS` at once); the feed
+        of the channels already followed goes on meanwhile. It returns within
+        ``within`` seconds: a followed channel whose read is not answered by
+        then is served from this process's copy.
+
         Raises:
-            BrokerError: the engine could not be reached and a channel was
-                never loaded (a channel loaded before is served from this
-                process's copy; the periodic check fills it in later).
+            BrokerError: the engine could not be reached (or did not answer
+                within ``within``) and a channel was never loaded (a channel
+                loaded before is served from this process's copy; the periodic
+                check fills it in later).
         """
-        async with self._lock:
-            for channel in channels:
-                try:
-                    await self._prepare_one(channel)
-                except BrokerError:
-                    if channel not in self._loaded:
-                        raise
+        errors: list[BrokerError] = []
+
+        async def prepare_one(channel: str) -> None:
+            try:
+                await self._prepare_one(channel)
+            except BrokerError as exc:
+                errors.append(exc)
+
+        with anyio.move_on_after(within):
+            if len(channels) == 1:
+                await prepare_one(channels[0])
+            else:
+                async with anyio.create_task_group() as tg:
+                    for channel in channels:
+                        tg.start_soon(prepare_one, channel)
+        missing = [channel for channel in channels if channel not in self._loaded]
+        if missing:
+            if errors:
+                raise errors[0]
+            raise BrokerError(self.engine, f"no answer within {within:g} s (request_timeout)")
 
     async def _prepare_one(self, channel: str) -> None:
+        while True:
+            if channel not in self._loaded:
+                await self._load(channel)
+                return
+            generation = self._generation
+            known = self.history.last_seq.get(channel, 0)
+            async with self._reads:
+                epoch, newest, entries = await self._read(channel, known, self.history.max_events)
+            async with self._lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    if generation != self._generation or channel not in self._loaded:
+                        continue  # a new epoch, or forgotten meanwhile: read it anew
+                    if epoch and epoch != self.epoch:
+                        self._new_epoch(epoch)
+                        continue
+                    after = await self._take_in(channel, known, newest, entries)
+                    if after is not None:  # more than one read's worth is missing (rare)
+                        await self._catch_up(channel, after)
+                    return
+
+    async def _load(self, channel: str) -> None:
+        # Read a channel's history for the first time; one read per channel
+        # at a time (other connections asking for it wait for its outcome).
         history = self.history
-        if channel in self._loaded:
-            await self._catch_up(channel, history.last_seq.get(channel, 0))
-            return
-        epoch, newest, entries = await self._read(channel, -1, history.max_events)
-        if epoch and epoch != self.epoch:
-            self._new_epoch(epoch)
-        run: list[HistoryEntry] = []
-        for entry in entries:
-            if run and entry.seq != run[-1].seq + 1:
-                run = []
-            run.append(self._as_history(channel, entry))
-        history.replace(channel, run, newest)
-        self._loaded.add(channel)
+        while channel not in self._loaded:
+            loading = self._loading.get(channel)
+            if loading is not None:
+                await loading.done.wait()
+                if loading.error is not None:
+                    raise loading.error
+                continue
+            loading = self._loading[channel] = _Loading(self._generation)
+            try:
+                async with self._reads:
+                    epoch, newest, entries = await self._read(channel, -1, history.max_events)
+                async with self._lock:
+                    with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                        if loading.generation != self._generation:
+                            continue  # the engine's epoch changed meanwhile: read again
+                        if epoch and epoch != self.epoch:
+                            self._new_epoch(epoch)
+                        run: list[HistoryEntry] = []
+                        for entry in entries:
+                            if run and entry.seq != run[-1].seq + 1:
+                                run = []
+                            run.append(self._as_history(channel, entry))
+                        history.replace(channel, run, newest)
+                        self._loaded.add(channel)
+                        del self._loading[channel]
+                        for entry in loading.entries:  # from the feed meanwhile
+                            if entry.epoch == self.epoch:  # (an older one is history)
+                                await self._receive_one(channel, entry)
+            except BrokerError as exc:
+                loading.error = exc
+                raise
+            finally:
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.done.set()
 
     # -- the periodic check ------------------------------------------------------
 
