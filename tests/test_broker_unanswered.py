@@ -232,3 +232,36 @@ def test_block_is_refused_with_a_broker(engine: RedisEngine) -> None:
     with pytest.raises(ValueError, match="stall the delivery of every channel"):
         EventStream(broker=RedisBroker(engine.url), slow_consumer="block")
     EventStream(slow_consumer="block")  # in-process: it stalls its channel only
+
+
+async def test_many_new_streams_on_many_new_channels_while_the_periodic_check_runs(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The periodic check forgets followed channels that have no subscriber:
+    # one read early for a stream whose other channels are still being read
+    # must not be forgotten before the stream subscribes (it would get 503,
+    # or miss every event of that channel).
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=0.001))
+    names = [[f"s{n}-{k}" for k in range(32)] for n in range(40)]
+    received: dict[int, list[object]] = {}
+
+    async def follow(n: int, ready: anyio.Event) -> None:
+        async with open_stream(stream(names[n])) as response:
+            assert response.status == 200, await response.read()
+            ready.set()
+            received[n] = [event.json() for event in await receive_data(response, 32)]
+
+    with anyio.fail_after(60):
+        async with stream, anyio.create_task_group() as tg:
+            readiness = [anyio.Event() for _ in names]
+            for n, ready in enumerate(readiness):
+                tg.start_soon(follow, n, ready)
+            for ready in readiness:
+                await ready.wait()
+            async with anyio.create_task_group() as publishers:
+                for channels in names:
+                    for channel in channels:
+                        publishers.start_soon(stream.publish_event, channel, {"data": channel})
+    assert {n: sorted(str(data) for data in got) for n, got in received.items()} == {
+        n: sorted(channels) for n, channels in enumerate(names)
+    }

@@ -67,12 +67,17 @@ class EngineFollower:
         self._read = read
         self.engine = engine
         self._loaded: set[str] = set()
-        self._lock = anyio.Lock()
+        # Uncontended, taking it does not yield: what the feed and each read
+        # for a new stream do under it runs without a pass of the event loop,
+        # so hundreds of new streams do not queue the feed behind them.
+        self._lock = anyio.Lock(fast_acquire=True)
+        #: Channels of the connections being prepared (how many each): kept while they are.
+        self._preparing: dict[str, int] = {}
         #: Channels whose first read is in flight.
         self._loading: dict[str, _Loading] = {}
         #: Counts the engine's new epochs: a read begun before one is stale.
         self._generation = 0
-        self._reads = anyio.Semaphore(CONCURRENT_READS)
+        self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
 
     @property
     def epoch(self) -> str:
@@ -82,12 +87,13 @@ class EngineFollower:
         """Channels with local subscribers whose history is followed; forgets idle others.
 
         A followed channel without subscribers whose newest event is older
-        than the history's ``max_age`` is no longer followed (its copy is
+        than the history's ``max_age`` (and no connection being prepared for
+        it) is no longer followed (its copy is
         dropped; a connection that asks for it again reads it from the engine).
         """
         subscribed = self.hub.statistics().channels
         for name in [name for name in self._loaded if name not in subscribed]:
-            if self.history.last(name) is None:
+            if self.history.last(name) is None and name not in self._preparing:
                 self._loaded.discard(name)
                 self.history.forget(name)
         return [name for name in subscribed if name in self._loaded]
@@ -219,13 +225,23 @@ class EngineFollower:
             except BrokerError as exc:
                 errors.append(exc)
 
-        with anyio.move_on_after(within):
-            if len(channels) == 1:
-                await prepare_one(channels[0])
-            else:
-                async with anyio.create_task_group() as tg:
-                    for channel in channels:
-                        tg.start_soon(prepare_one, channel)
+        preparing = self._preparing
+        for channel in channels:  # not forgotten before the connection subscribes
+            preparing[channel] = preparing.get(channel, 0) + 1
+        try:
+            with anyio.move_on_after(within):
+                if len(channels) == 1:
+                    await prepare_one(channels[0])
+                else:
+                    async with anyio.create_task_group() as tg:
+                        for channel in channels:
+                            tg.start_soon(prepare_one, channel)
+        finally:
+            for channel in channels:
+                if preparing[channel] == 1:
+                    del preparing[channel]
+                else:
+                    preparing[channel] -= 1
         missing = [channel for channel in channels if channel not in self._loaded]
         if missing:
             if errors:
