@@ -265,3 +265,25 @@ async def test_many_new_streams_on_many_new_channels_while_the_periodic_check_ru
     assert {n: sorted(str(data) for data in got) for n, got in received.items()} == {
         n: sorted(channels) for n, channels in enumerate(names)
     }
+
+
+async def test_new_streams_read_history_after_the_engine_lost_its_scripts(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # A stream's channels are read in one pipeline of EVALSHA calls: after
+    # SCRIPT FLUSH (or an engine restart) each is read again with the script.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=3600))
+    with anyio.fail_after(30):
+        async with stream:
+            first = await broker_of(stream).publish("a", ServerSentEvent(data="a0"))
+            await stream.publish_event("a", {"data": "a1"})
+            await stream.publish_event("b", {"data": "b0"})
+            await anyio.to_thread.run_sync(engine.command, "SCRIPT", "FLUSH")
+            async with open_stream(stream("a"), headers={"last-event-id": first.id}) as response:
+                assert response.status == 200
+                replayed = await receive_data(response, 1)
+            await anyio.to_thread.run_sync(engine.command, "SCRIPT", "FLUSH")
+            async with open_stream(stream(["b", "c"])) as response:
+                assert response.status == 200
+                assert follower_of(stream).history.last_seq == {"a": 2, "b": 1, "c": 0}
+    assert [event.json() for event in replayed] == ["a1"]

@@ -244,7 +244,9 @@ class RedisBroker(Broker):
                 history = SharedHistory(
                     self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
                 )
-                follower = EngineFollower(self._hub, history, self._read, engine=self.description)
+                follower = EngineFollower(
+                    self._hub, history, self._read, engine=self.description, read_many=self._read_many
+                )
                 inbox = FeedInbox()
                 feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
@@ -388,11 +390,45 @@ class RedisBroker(Broker):
             raise BrokerError(self.description, "not connected")
         keys = [f"{self.key_prefix}epoch", self._key("seq", channel), self._key("h", channel)]
         try:
-            epoch, seq, messages = await client.invoke_script(
-                self._read_script, keys=keys, args=[str(after), str(count)]
-            )
+            reply = await client.invoke_script(self._read_script, keys=keys, args=[str(after), str(count)])
         except glide.GlideError as exc:
             raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+        return self._decode_read(channel, reply)
+
+    async def _read_many(
+        self, requests: Sequence[tuple[str, int]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        # What _read returns (or raises) for each request, read in one pipeline.
+        client = self._client
+        glide = _glide()
+        if client is None:
+            return [BrokerError(self.description, "not connected")] * len(requests)
+        pipeline = glide.Batch(is_atomic=False)
+        sha = self._read_script.get_hash()
+        for channel, after in requests:
+            keys = [f"{self.key_prefix}epoch", self._key("seq", channel), self._key("h", channel)]
+            pipeline.custom_command(["EVALSHA", sha, "3", *keys, str(after), str(count)])
+        try:
+            replies = await client.exec(pipeline, raise_on_error=False)
+        except glide.GlideError as exc:
+            return [BrokerError(self.description, f"{type(exc).__name__}: {exc}")] * len(requests)
+        if replies is None or len(replies) != len(requests):  # not for a pipeline
+            return [BrokerError(self.description, "the pipeline of reads was not answered")] * len(requests)
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        for (channel, after), reply in zip(requests, replies, strict=True):
+            try:
+                if not isinstance(reply, glide.GlideError):
+                    results.append(self._decode_read(channel, reply))
+                elif "noscript" in str(reply).lower():  # the engine lost its scripts: this loads it again
+                    results.append(await self._read(channel, after, count))
+                else:
+                    results.append(BrokerError(self.description, f"{type(reply).__name__}: {reply}"))
+            except BrokerError as exc:
+                results.append(exc)
+        return results
+
+    def _decode_read(self, channel: str, reply: Any) -> tuple[str, int, list[EngineEntry]]:
+        epoch, seq, messages = reply
         entries = []
         for message in messages:
             try:

@@ -6,11 +6,12 @@ handled one at a time (under one lock), and each is kept in history and
 queued for subscribers with no await in between, so a connection that
 subscribes meanwhile finds it in one place or the other.
 
-The reads a connection needs before it subscribes run concurrently (up to
-:data:`CONCURRENT_READS` at once) and outside the lock: only their outcome
-is taken in under it, so a flood of connections on new channels does not
-hold up the feed of the channels already followed. Feed entries of a channel
-whose first read is in flight are kept aside meanwhile, and taken in after it.
+The reads a connection needs before it subscribes go in one pipeline, run
+concurrently with other connections' (up to :data:`CONCURRENT_READS` requests
+at once) and outside the lock: only their outcome is taken in under it, so a
+flood of connections on new channels does not hold up the feed of the
+channels already followed. Feed entries of a channel whose first read is in
+flight are kept aside meanwhile, and taken in after it.
 
 Because sequence numbers are per channel and without holes, an entry whose
 number is not the next one reveals a gap: the missing entries are read from
@@ -35,14 +36,20 @@ from ._history import HistoryEntry
 from ._hub import Hub
 from ._shared_history import SharedHistory
 
-__all__ = ["CONCURRENT_READS", "EngineFollower", "Reader"]
+__all__ = ["CONCURRENT_READS", "EngineFollower", "ManyReader", "Reader"]
 
 logger = logging.getLogger("eventstream")
 
 #: ``read(channel, after, count)``: the engine's epoch, the channel's newest
 #: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
 Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
-#: Reads for connections about to subscribe that run at once; the others wait their turn.
+#: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
+#: the :class:`BrokerError` of that read, in the same order, read in one pipeline.
+ManyReader = Callable[
+    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
+]
+#: Requests (a connection's pipeline of reads, or one read) for connections about to
+#: subscribe that run at once; the others wait their turn.
 CONCURRENT_READS = 128
 
 
@@ -61,10 +68,13 @@ class _Loading:
 class EngineFollower:
     """Keeps :attr:`history` in step with the engine and delivers new entries to ``hub``."""
 
-    def __init__(self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str) -> None:
+    def __init__(
+        self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str, read_many: ManyReader
+    ) -> None:
         self.hub = hub
         self.history = history
         self._read = read
+        self._read_many = read_many
         self.engine = engine
         self._loaded: set[str] = set()
         # Uncontended, taking it does not yield: what the feed and each read
@@ -205,11 +215,11 @@ class EngineFollower:
     async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
-        The channels are read concurrently, and concurrently with other
-        connections' reads (up to :data:`CONCURRENT_READS` at once); the feed
-        of the channels already followed goes on meanwhile. It returns within
-        ``within`` seconds: a followed channel whose read is not answered by
-        then is served from this process's copy.
+        The channels are read together (one pipeline), concurrently with
+        other connections' reads (:data:`CONCURRENT_READS` requests at once); the
+        feed of the channels already followed goes on meanwhile. It returns
+        within ``within`` seconds: a followed channel whose read is not
+        answered by then is served from this process's copy.
 
         Raises:
             BrokerError: the engine could not be reached (or did not answer
@@ -230,11 +240,14 @@ class EngineFollower:
             preparing[channel] = preparing.get(channel, 0) + 1
         try:
             with anyio.move_on_after(within):
-                if len(channels) == 1:
-                    await prepare_one(channels[0])
-                else:
+                # What the reads together leave (read by another connection, or
+                # read again after a new epoch) is prepared channel by channel.
+                rest = await self._prepare_together(channels, errors)
+                if len(rest) == 1:
+                    await prepare_one(rest[0])
+                elif rest:
                     async with anyio.create_task_group() as tg:
-                        for channel in channels:
+                        for channel in rest:
                             tg.start_soon(prepare_one, channel)
         finally:
             for channel in channels:
@@ -248,6 +261,46 @@ class EngineFollower:
                 raise errors[0]
             raise BrokerError(self.engine, f"no answer within {within:g} s (request_timeout)")
 
+    async def _prepare_together(self, channels: Sequence[str], errors: list[BrokerError]) -> list[str]:
+        # Read every channel that no other connection is reading in one
+        # pipeline; return the channels left to prepare one by one.
+        generation = self._generation
+        mine: dict[str, _Loading] = {}
+        known: dict[str, int] = {}
+        rest: list[str] = []
+        for channel in channels:
+            if channel in self._loaded:
+                known[channel] = self.history.last_seq.get(channel, 0)
+            elif channel in self._loading:
+                rest.append(channel)
+            else:
+                mine[channel] = self._loading[channel] = _Loading(generation)
+        requests = [*((channel, -1) for channel in mine), *known.items()]
+        if not requests:
+            return rest
+        try:
+            async with self._reads:
+                results = await self._read_many(requests, self.history.max_events)
+            async with self._lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    for (channel, after), result in zip(requests, results, strict=True):
+                        loading = mine.get(channel)
+                        if isinstance(result, BrokerError):
+                            errors.append(result)
+                            if loading is not None:
+                                loading.error = result
+                        elif loading is not None:
+                            if not await self._install(channel, loading, *result):
+                                rest.append(channel)
+                        elif not await self._refreshed(channel, generation, after, *result):
+                            rest.append(channel)
+        finally:
+            for channel, loading in mine.items():
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.done.set()
+        return rest
+
     async def _prepare_one(self, channel: str) -> None:
         while True:
             if channel not in self._loaded:
@@ -259,20 +312,26 @@ class EngineFollower:
                 epoch, newest, entries = await self._read(channel, known, self.history.max_events)
             async with self._lock:
                 with anyio.CancelScope(shield=True):  # what was read is taken in whole
-                    if generation != self._generation or channel not in self._loaded:
-                        continue  # a new epoch, or forgotten meanwhile: read it anew
-                    if epoch and epoch != self.epoch:
-                        self._new_epoch(epoch)
-                        continue
-                    after = await self._take_in(channel, known, newest, entries)
-                    if after is not None:  # more than one read's worth is missing (rare)
-                        await self._catch_up(channel, after)
-                    return
+                    if await self._refreshed(channel, generation, known, epoch, newest, entries):
+                        return
+
+    async def _refreshed(
+        self, channel: str, generation: int, known: int, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in a read of a followed channel after ``known``; False if it must be read anew."""
+        if generation != self._generation or channel not in self._loaded:
+            return False  # a new epoch, or forgotten meanwhile
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+            return False
+        after = await self._take_in(channel, known, newest, entries)
+        if after is not None:  # more than one read's worth is missing (rare)
+            await self._catch_up(channel, after)
+        return True
 
     async def _load(self, channel: str) -> None:
         # Read a channel's history for the first time; one read per channel
         # at a time (other connections asking for it wait for its outcome).
-        history = self.history
         while channel not in self._loaded:
             loading = self._loading.get(channel)
             if loading is not None:
@@ -283,24 +342,10 @@ class EngineFollower:
             loading = self._loading[channel] = _Loading(self._generation)
             try:
                 async with self._reads:
-                    epoch, newest, entries = await self._read(channel, -1, history.max_events)
+                    epoch, newest, entries = await self._read(channel, -1, self.history.max_events)
                 async with self._lock:
                     with anyio.CancelScope(shield=True):  # what was read is taken in whole
-                        if loading.generation != self._generation:
-                            continue  # the engine's epoch changed meanwhile: read again
-                        if epoch and epoch != self.epoch:
-                            self._new_epoch(epoch)
-                        run: list[HistoryEntry] = []
-                        for entry in entries:
-                            if run and entry.seq != run[-1].seq + 1:
-                                run = []
-                            run.append(self._as_history(channel, entry))
-                        history.replace(channel, run, newest)
-                        self._loaded.add(channel)
-                        del self._loading[channel]
-                        for entry in loading.entries:  # from the feed meanwhile
-                            if entry.epoch == self.epoch:  # (an older one is history)
-                                await self._receive_one(channel, entry)
+                        await self._install(channel, loading, epoch, newest, entries)
             except BrokerError as exc:
                 loading.error = exc
                 raise
@@ -308,6 +353,27 @@ class EngineFollower:
                 if self._loading.get(channel) is loading:
                     del self._loading[channel]
                 loading.done.set()
+
+    async def _install(
+        self, channel: str, loading: _Loading, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
+        if loading.generation != self._generation:
+            return False
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+        run: list[HistoryEntry] = []
+        for entry in entries:
+            if run and entry.seq != run[-1].seq + 1:
+                run = []
+            run.append(self._as_history(channel, entry))
+        self.history.replace(channel, run, newest)
+        self._loaded.add(channel)
+        del self._loading[channel]
+        for entry in loading.entries:  # from the feed meanwhile
+            if entry.epoch == self.epoch:  # (an older one is history)
+                await self._receive_one(channel, entry)
+        return True
 
     # -- the periodic check ------------------------------------------------------
 
