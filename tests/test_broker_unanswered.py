@@ -1,4 +1,4 @@
-"""The Redis broker when the engine stops answering, and under a flood of new channels.
+"""The Redis broker when the engine stops answering, under a flood of new channels, and behind its feed.
 
 A relay (tests/relay.py) between a broker and a real private redis-server
 holds what it should forward, without cutting anything: the engine accepts
@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream._redis_feed import FeedInbox
 from eventstream._redis_follow import EngineFollower
 from eventstream.testing import StreamResponse, open_stream
 
@@ -287,3 +288,31 @@ async def test_new_streams_read_history_after_the_engine_lost_its_scripts(
                 assert response.status == 200
                 assert follower_of(stream).history.last_seq == {"a": 2, "b": 1, "c": 0}
     assert [event.json() for event in replayed] == ["a1"]
+
+
+async def test_the_feed_inbox_keeps_the_newest_messages_up_to_its_limit() -> None:
+    inbox = FeedInbox(limit=3)
+    for n in range(5):
+        inbox.push(n)
+    assert (inbox.take(10), inbox.dropped) == ([2, 3, 4], 2)
+
+
+async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_history(
+    engine: RedisEngine, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The inbox holds 2 messages: a burst of 300 overflows it. Memory stays
+    # bounded, and the stream still gets every event, in order.
+    monkeypatch.setattr("eventstream._redis_feed.FEED_LIMIT", 2)
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(30):
+        async with stream, other, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            async with anyio.create_task_group() as tg:
+                for n in range(300):
+                    tg.start_soon(other.publish_event, "news", {"data": n})
+            received = await receive_data(response, 300)
+    assert "messages behind; dropping the oldest" in caplog.text
+    seqs = [int(str(event.id).rsplit("-", 1)[1]) for event in received]
+    assert seqs == list(range(seqs[0], seqs[0] + 300))
+    assert sorted(event.json() for event in received) == list(range(300))
