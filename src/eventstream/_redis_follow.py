@@ -285,15 +285,18 @@ class EngineFollower:
                 with anyio.CancelScope(shield=True):  # what was read is taken in whole
                     for (channel, after), result in zip(requests, results, strict=True):
                         loading = mine.get(channel)
-                        if isinstance(result, BrokerError):
-                            errors.append(result)
+                        try:
+                            if isinstance(result, BrokerError):
+                                raise result
                             if loading is not None:
-                                loading.error = result
-                        elif loading is not None:
-                            if not await self._install(channel, loading, *result):
+                                if not await self._install(channel, loading, *result):
+                                    rest.append(channel)
+                            elif not await self._refreshed(channel, generation, after, *result):
                                 rest.append(channel)
-                        elif not await self._refreshed(channel, generation, after, *result):
-                            rest.append(channel)
+                        except BrokerError as exc:  # (also: a gap after it that could not be read)
+                            errors.append(exc)
+                            if loading is not None:
+                                loading.error = exc
         finally:
             for channel, loading in mine.items():
                 if self._loading.get(channel) is loading:
