@@ -22,7 +22,8 @@ one channel to an httpx client here (publish-to-delivery latency, p50 / p99),
 first quiet, then while another process keeps 40 connections opening streams
 on 32 channel names never seen before each (each closes once its stream is
 open, and opens the next one). The target: the flood's p99 at most twice the
-quiet p99 plus 10 ms.
+quiet p99 plus 10 ms. ``--baseline`` first runs it without a broker (the app
+then publishes what this process posts to it).
 """
 
 from __future__ import annotations
@@ -105,16 +106,32 @@ async def cross_process_latency(url: str, rate: int, seconds: float) -> list[flo
 
 
 async def live_latencies(
-    client: httpx.AsyncClient, base_url: str, url: str, rate: int, seconds: float
+    client: httpx.AsyncClient, base_url: str, url: str | None, rate: int, seconds: float
 ) -> list[float]:
-    """Latencies of events published at ``rate`` on a fresh channel and delivered by the server."""
+    """Latencies of events published at ``rate`` on a fresh channel and delivered by the server.
+
+    With the engine's ``url``, this process publishes (as another process of the
+    app would); without, the app publishes what it is sent (``POST /publish``).
+    """
     channel = f"live{free_port()}"
     latencies: list[float] = []
     count = max(1, int(rate * seconds))
-    async with (
-        Publisher(broker=RedisBroker(url, key_prefix="bench-flood:")) as publisher,
-        client.stream("GET", f"{base_url}/events/{channel}") as response,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        if url is not None:
+            publisher = await stack.enter_async_context(
+                Publisher(broker=RedisBroker(url, key_prefix="bench-flood:"))
+            )
+
+            async def publish(data: float) -> None:
+                await publisher.publish_event(channel, {"data": data})
+        else:
+            poster = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+
+            async def publish(data: float) -> None:
+                reply = await poster.post(f"{base_url}/publish", json={"channel": channel, "values": [data]})
+                reply.raise_for_status()
+
+        response = await stack.enter_async_context(client.stream("GET", f"{base_url}/events/{channel}"))
         lines = response.aiter_lines()
         async for line in lines:  # stream-open
             if line == "":
@@ -126,7 +143,7 @@ async def live_latencies(
                 delay = start + n / rate - time.perf_counter()
                 if delay > 0:
                     await anyio.sleep(delay)
-                await publisher.publish_event(channel, {"data": time.time()})
+                await publish(time.time())
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(publish_paced)
@@ -190,14 +207,15 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
 
 
-def new_channel_flood(url: str, scale: float, backend: str) -> None:
+def new_channel_flood(url: str | None, scale: float, backend: str) -> None:
+    """Live delivery, quiet then under the flood, with the broker at ``url`` (or without a broker)."""
     rate, seconds = 200, 10 * scale
     connections, names = 40, 32
-    env = {
-        "EVENTSTREAM_BROKER": url,
-        "EVENTSTREAM_BROKER_PREFIX": "bench-flood:",
-        "EVENTSTREAM_KEEP_ALIVE": "5",
-    }
+    env = {"EVENTSTREAM_KEEP_ALIVE": "5"}
+    if url is not None:
+        env.update({"EVENTSTREAM_BROKER": url, "EVENTSTREAM_BROKER_PREFIX": "bench-flood:"})
+    else:
+        print("without a broker (the app publishes what it is sent, POST /publish):")
 
     async def measure(base_url: str, flooded: bool) -> list[float]:
         async with httpx.AsyncClient(timeout=60) as client:
@@ -319,6 +337,9 @@ def main() -> None:
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the burst comparison")
     parser.add_argument("--scenario", default="all", choices=["all", "new-channel-flood"])
+    parser.add_argument(
+        "--baseline", action="store_true", help="new-channel-flood: also run it without a broker first"
+    )
     parser.add_argument("--flood", metavar="BASE_URL", help=argparse.SUPPRESS)  # the flood's own process
     parser.add_argument("--flood-connections", type=int, default=40, help=argparse.SUPPRESS)
     parser.add_argument("--flood-names", type=int, default=32, help=argparse.SUPPRESS)
@@ -334,6 +355,8 @@ def main() -> None:
         try:
             url = engine.url
             if args.scenario == "new-channel-flood":
+                if args.baseline:
+                    new_channel_flood(None, scale, args.backend)
                 new_channel_flood(url, scale, args.backend)
                 return
             for concurrency in (1, 16, 64, 256):

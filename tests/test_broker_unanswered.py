@@ -316,3 +316,33 @@ async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_histo
     seqs = [int(str(event.id).rsplit("-", 1)[1]) for event in received]
     assert seqs == list(range(seqs[0], seqs[0] + 300))
     assert sorted(event.json() for event in received) == list(range(300))
+
+
+async def test_streams_on_one_new_channel_at_once_share_its_first_read(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    stream = through(via_relay, prefix)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    opened: list[object] = []
+
+    async def open_shared() -> None:
+        async with open_stream(stream("shared")) as response:
+            assert response.status == 200
+            opened.append((await receive_data(response, 1))[0].json())
+
+    with anyio.fail_after(30):
+        async with stream, other:
+            via_relay.hold(COMMANDS, replies_only=True)
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(open_shared)
+
+                async def read_once() -> bool:
+                    return via_relay.holds_reply(COMMANDS)
+
+                await wait_until(read_once)
+                assert list(follower_of(stream)._loading) == ["shared"]
+                via_relay.release()
+                await stream.wait_subscribers(5, "shared")
+                await other.publish_event("shared", {"data": "to all five"})
+    assert opened == ["to all five"] * 5

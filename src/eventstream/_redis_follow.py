@@ -56,13 +56,27 @@ CONCURRENT_READS = 128
 class _Loading:
     """A channel's first read, in flight: feed entries that arrive meanwhile, and its outcome."""
 
-    __slots__ = ("done", "entries", "error", "generation")
+    __slots__ = ("_done", "entries", "error", "finished", "generation")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.entries: list[EngineEntry] = []
-        self.done = anyio.Event()
         self.error: BrokerError | None = None
+        self.finished = False
+        self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
+
+    def finish(self) -> None:
+        """The read is over (taken in, failed or abandoned): wake the waiters."""
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait(self) -> None:
+        """Return once :meth:`finish` was called."""
+        if not self.finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
 
 
 class EngineFollower:
@@ -301,7 +315,7 @@ class EngineFollower:
             for channel, loading in mine.items():
                 if self._loading.get(channel) is loading:
                     del self._loading[channel]
-                loading.done.set()
+                loading.finish()
         return rest
 
     async def _prepare_one(self, channel: str) -> None:
@@ -338,7 +352,7 @@ class EngineFollower:
         while channel not in self._loaded:
             loading = self._loading.get(channel)
             if loading is not None:
-                await loading.done.wait()
+                await loading.wait()
                 if loading.error is not None:
                     raise loading.error
                 continue
@@ -355,7 +369,7 @@ class EngineFollower:
             finally:
                 if self._loading.get(channel) is loading:
                     del self._loading[channel]
-                loading.done.set()
+                loading.finish()
 
     async def _install(
         self, channel: str, loading: _Loading, epoch: str, newest: int, entries: list[EngineEntry]
