@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
+from eventstream._local_broker import LocalBroker
 from eventstream._redis_feed import FeedInbox
 from eventstream._redis_follow import EngineFollower
 from eventstream.testing import StreamResponse, open_stream
@@ -232,7 +233,9 @@ def test_block_is_refused_with_a_broker(engine: RedisEngine) -> None:
         EventStream(broker=engine.url, slow_consumer="block")
     with pytest.raises(ValueError, match="stall the delivery of every channel"):
         EventStream(broker=RedisBroker(engine.url), slow_consumer="block")
-    EventStream(slow_consumer="block")  # in-process: it stalls its channel only
+    # In-process, it stalls its channel only: accepted.
+    EventStream(slow_consumer="block")
+    EventStream(broker=LocalBroker(MemoryHistory()), slow_consumer="block")
 
 
 async def test_many_new_streams_on_many_new_channels_while_the_periodic_check_runs(

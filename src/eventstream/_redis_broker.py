@@ -118,6 +118,10 @@ class RedisBroker(Broker):
         ImportError: valkey-glide is not installed.
     """
 
+    #: The feed delivers every channel in one task: ``slow_consumer="block"`` would
+    #: let one stalled client stop them all (the stream refuses it).
+    blocks_per_channel = False
+
     def __init__(
         self,
         url: str | None = None,

@@ -91,7 +91,8 @@ class EventStream(StreamLifecycle):
             catch up from history after 0.1 s without, disconnect it after
             ``send_timeout``), ``"drop-oldest"`` (drop its oldest event and
             send it ``stream-reset``), or ``"block"`` (the publisher waits;
-            not with a ``broker``, whose feed serves every channel at once).
+            not with a shared ``broker`` such as :class:`RedisBroker`, whose
+            feed serves every channel at once).
         retry: The reconnection delay (ms) sent to clients in ``stream-open``;
             endpoints may override it.
         authorize: Called with the request scope and its channels before
@@ -125,7 +126,8 @@ class EventStream(StreamLifecycle):
     Raises:
         ValueError: an option is out of range, a GRIP configuration is
             malformed (checked here, not at the first publish), or
-            ``slow_consumer="block"`` was given with a ``broker``.
+            ``slow_consumer="block"`` was given with a broker whose feed
+            serves every channel at once (:class:`RedisBroker`).
     """
 
     def __init__(
@@ -158,7 +160,7 @@ class EventStream(StreamLifecycle):
         )
         self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
         self._broker = make_broker(broker, history)
-        if slow_consumer == "block" and broker is not None:
+        if slow_consumer == "block" and not self._broker.blocks_per_channel:
             # The broker's feed delivers every channel in one task: a client
             # that stopped reading would stall every channel, not its own.
             raise ValueError(
