@@ -7,7 +7,8 @@ jittered backoff, until the deadline of its oldest event (``publish_timeout``
 after that event's call; an attempt still unanswered then is abandoned), so
 every publish ends within ``publish_timeout`` of its call however many are
 queued; an event whose deadline passed before its batch is sent fails
-unsent. Every attempt carries the same batch token. The engine keeps each batch's reply under that token for a
+unsent. Every attempt carries the same batch token. The engine keeps each
+batch's reply under that token for a
 while, so a retry whose first attempt did run gets the same reply, and no
 event is published twice. Replies that arrived are acknowledged in the next
 batch (the engine deletes their keys), so the engine holds a reply only
