@@ -189,6 +189,7 @@ class EngineFollower:
         ``seq``: the number of the feed message that raised the doubt.
         ``differs``: the message is not the entry kept under its number (else it
         is the first of the channel, and no longer kept here: a late copy is fine).
+        Called with the feed's lock held (from :meth:`receive`).
         """
         epoch, newest, _entries = await self._read(channel, -1, 1)
         if epoch and epoch != self.epoch:
@@ -210,7 +211,15 @@ class EngineFollower:
         )  # fmt: skip
         self.history.forget(channel)
         self._loaded.discard(channel)
-        await self._prepare_one(channel)
+        # Read it again as a new channel (the feed's lock is held: not through _load).
+        epoch, newest, entries = await self._read(channel, -1, self.history.max_events)
+        loading = self._loading[channel] = _Loading(self._generation)
+        try:
+            await self._install(channel, loading, epoch, newest, entries)
+        finally:
+            if self._loading.get(channel) is loading:
+                del self._loading[channel]
+            loading.finish()
         self._end_streams(channel)
 
     async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
