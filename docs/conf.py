@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.ext.napoleon.docstring import GoogleDocstring
 
@@ -71,5 +73,20 @@ def _is_public(base: Any) -> bool:
     return not module.startswith("eventstream._") or getattr(base, "__name__", "") in eventstream.__all__
 
 
+_PRIVATE_PATH = re.compile(r"\beventstream\._\w+\.")
+
+
+def _public_paths(app: Sphinx, doctree: nodes.document) -> None:
+    """Names shown with their public path: ``eventstream.ServerSentEvent``, not ``eventstream._sse...``.
+
+    Every public name is re-exported by ``eventstream``; type aliases and
+    annotations would otherwise show the private module that defines them.
+    """
+    for text in list(doctree.findall(nodes.Text)):
+        if _PRIVATE_PATH.search(text):
+            text.parent.replace(text, nodes.Text(_PRIVATE_PATH.sub("eventstream.", text)))
+
+
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("doctree-read", _public_paths)
