@@ -6,16 +6,24 @@ and a real subscriber (eventstream.testing.open_stream) in the test's event loop
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from eventstream import EventStream, ServerSentEvent
+import eventstream
+from eventstream import EventStream, Publisher, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
+
+from .helpers import wait_until
+from .redis_engine import RedisEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +184,121 @@ async def test_a_stream_whose_loop_ended_moves_to_the_next(anyio_backend: str) -
             assert (await next_message(response)).json() == 1
             await stream.publish_event("c", {"event": "m", "data": 2})
             assert (await next_message(response)).json() == 2
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("closed", [True, False], ids=["stream-closed", "loop-just-ends"])
+def test_threads_publishing_while_the_loop_ends_all_return(backend: str, closed: bool) -> None:
+    # 80 threads publish in a loop while the event loop ends (with `async with stream`
+    # closing first, or with the loop's main task simply returning): each one's current
+    # call either publishes or fails, none waits for ever, and later calls are refused.
+    stream = EventStream()
+    threads_count = 80
+    go = threading.Event()
+    outcomes: list[BaseException | None] = [None] * threads_count
+
+    def publish_until_refused(index: int) -> None:
+        go.wait(10)
+        try:
+            while True:
+                stream.publish_event_threadsafe("c", {"event": "m", "data": index})
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads = [
+        threading.Thread(target=publish_until_refused, args=(i,), daemon=True) for i in range(threads_count)
+    ]
+
+    async def main() -> None:
+        async def until_busy() -> bool:
+            return stream.statistics().events_published >= 4 * threads_count
+
+        if closed:
+            async with stream:
+                go.set()
+                await wait_until(until_busy)
+        else:
+            await stream.publish_event("c", {"event": "m"})  # binds the stream to this loop
+            go.set()
+            await wait_until(until_busy)
+
+    for thread in threads:
+        thread.start()
+    anyio.run(main, backend=backend)
+    for thread in threads:
+        thread.join(5)  # far more than the few tenths of a second a thread takes to notice
+    assert [t.name for t in threads if t.is_alive()] == []
+    for outcome in outcomes:
+        # RunFinishedError: the loop ended (the call never ran, or was cut off by the loop's
+        # end); ClosedResourceError: the call ran after `async with stream` closed it.
+        allowed = (anyio.RunFinishedError, anyio.ClosedResourceError) if closed else anyio.RunFinishedError
+        assert isinstance(outcome, allowed), repr(outcome)
+    # Nothing is queued for a loop that has ended: a new call (from a thread) is refused at once.
+    thread = threading.Thread(target=publish_until_refused, args=(0,))
+    go.set()
+    thread.start()
+    thread.join(5)
+    assert isinstance(outcomes[0], anyio.RunFinishedError)
+
+
+# A process that publishes from threads racing close(): every publish returns an id or, once
+# close() has begun, raises RuntimeError; nothing starts the publisher's thread again, so the
+# interpreter exits (a thread started again after close() would keep it waiting for ever).
+RACING_CLOSE = """
+import sys, threading
+from eventstream import Publisher, RedisBroker
+
+publisher = Publisher(broker=RedisBroker(sys.argv[1], key_prefix=sys.argv[2]))
+published = threading.Semaphore(0)
+outcomes = []
+
+def publish_until_refused():
+    try:
+        while True:
+            publisher.publish_event_sync("news", {"data": 1})
+            published.release()
+    except RuntimeError as exc:
+        outcomes.append(str(exc))
+
+threads = [threading.Thread(target=publish_until_refused) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for _ in range(40):
+    published.acquire()
+publisher.close()
+for thread in threads:
+    thread.join()
+try:
+    publisher.publish_event_sync("news", {"data": 2})
+except RuntimeError as exc:
+    outcomes.append(str(exc))
+print(len(outcomes), sum("is closed" in outcome for outcome in outcomes))
+"""
+
+
+def test_sync_publisher_racing_close_raises_and_the_process_exits(engine: RedisEngine, prefix: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(eventstream.__file__).parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", RACING_CLOSE, engine.url, prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    # The 8 threads and the call after close() all got the Publisher's own error.
+    assert done.stdout.split() == ["9", "9"], (done.stdout, done.stderr)
+
+
+def test_sync_publisher_after_close_raises(engine: RedisEngine, prefix: str) -> None:
+    before = set(threading.enumerate())
+    with Publisher(broker=RedisBroker(engine.url, key_prefix=prefix)) as publisher:
+        assert publisher.publish_event_sync("news", {"data": 1})
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="this Publisher is closed"):
+            publisher.publish_event_sync("news", {"data": 2})
+    publisher.close()  # still idempotent
+    # No thread of the publisher is left (one started again would keep the interpreter alive).
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive(), thread.name

@@ -347,7 +347,9 @@ class EventStream(StreamLifecycle):
             RuntimeError: called from the event loop's own thread (``await
                 publish_event`` there), or no event loop has used the stream
                 yet; ``anyio.RunFinishedError`` (a ``RuntimeError``) when
-                that event loop has ended.
+                that event loop has ended, or ends while the call waits (within
+                about 0.05 s of its end, whatever it was doing: if the publish
+                had begun, some subscribers may have the event).
             ValueError, TypeError, anyio.ClosedResourceError, GripPublishError:
                 as :meth:`publish_event`, raised in the calling thread.
 
