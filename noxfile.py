@@ -85,9 +85,14 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="bench_broker")
 def bench_broker(session: nox.Session) -> None:
-    """The Valkey/Redis broker (needs Debian's redis-server): throughput, latency, fan-out, memory."""
+    """The Valkey/Redis broker (needs Debian's redis-server): throughput, latency, fan-out, memory.
+
+    Without arguments, also an engine that accepts and never answers (benchmarks.silent_engine).
+    """
     install(session, "test")
     session.run("python", "-m", "benchmarks.broker", *session.posargs)
+    if not session.posargs:
+        session.run("python", "-m", "benchmarks.silent_engine")
 
 
 @nox.session(name="bench_grip")
