@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, GripPublisher, Publisher, RedisBroker, ServerSentEvent
-from eventstream._shared_history import SharedHistory
+from eventstream._redis._history import SharedHistory
 from eventstream.testing import StreamResponse, open_stream
 
 from .redis_engine import RedisEngine, run_redis

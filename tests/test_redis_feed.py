@@ -20,8 +20,8 @@ import anyio.to_thread
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent
-from eventstream._broker_wire import EngineEntry
-from eventstream._redis_feed import FeedInbox
+from eventstream._redis._feed import FeedInbox
+from eventstream._redis._wire import EngineEntry
 from eventstream._waiter import current_waiter
 from eventstream.testing import open_stream
 

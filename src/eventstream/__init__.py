@@ -11,7 +11,7 @@ from ._grip_config import parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
 from ._publisher import Publisher
-from ._redis_broker import RedisBroker
+from ._redis import RedisBroker
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
 from ._stream import EventStream, EventStreamEndpoint

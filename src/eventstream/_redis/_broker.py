@@ -56,24 +56,24 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._broker import Broker, PublishedEvent
+from .._exceptions import BrokerError
+from .._history import HistoryStore
+from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
-from ._broker import Broker, PublishedEvent
-from ._broker_wire import EngineEntry, decode_entry
-from ._exceptions import BrokerError
-from ._history import HistoryStore
-from ._redis_connect import connect, glide_configuration, glide_module, transient
-from ._redis_feed import FeedInbox
-from ._redis_follow import EngineFollower
-from ._redis_publish import BatchSender
-from ._redis_scripts import PUBLISH, READ
-from ._redis_url import RedisAddress, parse_redis_url
-from ._shared_history import SharedHistory
-from ._sse import ServerSentEvent
+from ._connect import connect, glide_configuration, glide_module, transient
+from ._feed import FeedInbox
+from ._follow import EngineFollower
+from ._history import SharedHistory
+from ._publish import BatchSender
+from ._scripts import PUBLISH, READ
+from ._url import RedisAddress, parse_redis_url
+from ._wire import EngineEntry, decode_entry
 
 if TYPE_CHECKING:
     from glide import GlideClient, GlideClientConfiguration
 
-    from ._hub import Hub
+    from .._hub import Hub
 
 __all__ = ["RedisBroker"]
 

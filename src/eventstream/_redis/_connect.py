@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._exceptions import BrokerError
-from ._redis_url import RedisAddress
+from .._exceptions import BrokerError
+from ._url import RedisAddress
 
 if TYPE_CHECKING:
     from glide import GlideClient, GlideClientConfiguration

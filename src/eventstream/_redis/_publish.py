@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._exceptions import BrokerError
+from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
-from ._exceptions import BrokerError
-from ._history import _ENTRY_OVERHEAD
-from ._redis_connect import glide_module, transient
+from ._connect import glide_module, transient
 
 if TYPE_CHECKING:
     from glide import GlideClient
@@ -42,7 +42,7 @@ _ACKS_PER_BATCH = 64
 
 
 class BatchSender:
-    """Runs the publish script for batches of :class:`~eventstream._batching.Pending` events.
+    """Runs the publish script for batches of :class:`~eventstream._redis._batching.Pending` events.
 
     Args:
         engine: The engine's description (for errors).
