@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from eventstream import GripPublisher
-from eventstream._grip_batch import RetryPolicy, encode_item
+from eventstream._grip._batch import RetryPolicy, encode_item
 
 
 @pytest.mark.parametrize(

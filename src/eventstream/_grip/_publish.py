@@ -26,8 +26,8 @@ import anyio
 import anyio.abc
 import httpx
 
-from ._exceptions import GripPublishError
-from ._grip_batch import (
+from .._exceptions import GripPublishError
+from ._batch import (
     GripProxyStatistics,
     Item,
     ProxyQueue,
@@ -36,7 +36,7 @@ from ._grip_batch import (
     post_batch,
     take_batch,
 )
-from ._grip_config import GripProxy, SigCheck, check_grip_sig, proxies_from_config
+from ._config import GripProxy, SigCheck, check_grip_sig, proxies_from_config
 
 __all__ = ["GripProxyStatistics", "GripPublisher", "GripSubmission"]
 
