@@ -79,7 +79,6 @@ __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("eventstream")
 
-_glide = glide_module
 #: In a burst, feed messages are gathered while they keep coming at most _GATHER
 #: seconds apart, or while this process publishes, for at most _GATHER_FOR seconds,
 #: before they reach the hub.
@@ -162,7 +161,7 @@ class RedisBroker(Broker):
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
         self._address: RedisAddress | None = parse_redis_url(url) if url is not None else None
-        _glide()
+        glide_module()
         self._configuration = configuration
         if not isinstance(key_prefix, str) or any(c in key_prefix for c in "|*?[]\\"):
             raise ValueError(
@@ -197,7 +196,6 @@ class RedisBroker(Broker):
         self._feed_prefix = f"{self._keys}ch:{database or 0}:"
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
-        self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
@@ -243,10 +241,6 @@ class RedisBroker(Broker):
         hosts = ", ".join(f"{a.host}:{a.port}" for a in self._configuration.addresses)
         return f"redis://{hosts}"
 
-    @property
-    def running(self) -> bool:
-        return self._client is not None
-
     def bind(self, hub: Hub) -> None:
         if self._exit is not None:
             raise RuntimeError("bind the hub before entering the broker")
@@ -266,7 +260,7 @@ class RedisBroker(Broker):
         """
         if self._exit is not None:
             raise RuntimeError("the broker is already running")
-        glide = _glide()
+        glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH)
         self._read_script = glide.Script(READ)
@@ -287,7 +281,6 @@ class RedisBroker(Broker):
                 inbox = FeedInbox()
                 feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
-                self._feed = feed
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._follower = follower
@@ -298,7 +291,7 @@ class RedisBroker(Broker):
 
     async def _engine_epoch(self, client: GlideClient) -> str:
         # The engine's epoch, set now if it has none (new, or it lost its data).
-        glide = _glide()
+        glide = glide_module()
         state = f"{self._keys}state"
         try:
             await client.custom_command(["HSETNX", state, "epoch", os.urandom(4).hex()])
@@ -310,7 +303,7 @@ class RedisBroker(Broker):
     async def _check_eviction(self, client: GlideClient) -> None:
         # An engine that evicts keys may drop the broker's (its state, a history,
         # a kept reply). Where CONFIG is refused (managed engines), say what to check.
-        glide = _glide()
+        glide = glide_module()
         try:
             reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
         except glide.GlideError as exc:
@@ -343,7 +336,7 @@ class RedisBroker(Broker):
         )  # fmt: skip
 
     def _stopped(self) -> None:
-        self._client = self._feed = None
+        self._client = None
         self._follower = None
 
     async def _connect(self, *, feed: FeedInbox | None) -> GlideClient:
@@ -393,19 +386,13 @@ class RedisBroker(Broker):
         not, if it was still waiting for a batch); a call that is sending a
         batch for others finishes sending it first.
         """
-        return await self._publish(channel, event, self._feed_prefix + channel)
-
-    async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
-        item = Pending(channel, feed_channel, event._body, event.id, time.monotonic() + self.publish_timeout)
+        item = Pending(channel, event._body, event.id, time.monotonic() + self.publish_timeout)
         self._publishing += 1
         try:
-            if feed_channel != self._feed_prefix + channel:  # announced elsewhere: a batch of its own
-                await self._send_batch([item])
-            else:
-                await self._queue.submit(item)
+            await self._queue.submit(item)
         finally:
             self._publishing -= 1
         if item.error is not None:
@@ -468,7 +455,7 @@ class RedisBroker(Broker):
 
     async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         client = self._client
-        glide = _glide()
+        glide = glide_module()
         if client is None:
             raise BrokerError(self.description, "not connected")
         keys = [f"{self._keys}state", self._key("h", channel)]
@@ -485,7 +472,7 @@ class RedisBroker(Broker):
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
         # What _read returns (or raises) for each request, read in one pipeline.
         client = self._client
-        glide = _glide()
+        glide = glide_module()
         if client is None:
             return [BrokerError(self.description, "not connected")] * len(requests)
         pipeline = glide.Batch(is_atomic=False)
@@ -553,7 +540,7 @@ class RedisBroker(Broker):
         channels = follower.channels_to_check()
         if client is None or not channels:
             return
-        glide = _glide()
+        glide = glide_module()
         for start in range(0, len(channels), 256):
             chunk = channels[start : start + 256]
             fields = ["epoch", *(f"seq:{name}" for name in chunk)]

@@ -140,9 +140,6 @@ class BatchSender:
                 ]
             own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
             per_event.append(k + own + item.body)
-        # The script derives each event's pub/sub channel, unless told (a batch of one).
-        first = batch[0]
-        override = first.feed_channel if first.feed_channel != self.feed_prefix + first.channel else ""
         deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None
@@ -159,7 +156,6 @@ class BatchSender:
                 str(self.reply_lifetime_ms),
                 str(len(acknowledged)),
                 self.feed_prefix,
-                override,
                 *per_event,
             ]
             attempt += 1
