@@ -7,8 +7,8 @@ nothing uses is deleted instead.
 """
 
 from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher
+from eventstream._backends._waiter import _TrioWaiter
 from eventstream._loop import _Call
-from eventstream._waiter import _TrioWaiter
 from eventstream.client import EventSource
 from eventstream.testing import StreamResponse
 

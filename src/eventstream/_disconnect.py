@@ -35,9 +35,9 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 
+from ._backends._waiter import Waiter, _TrioWaiter, no_context
 from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
-from ._waiter import Waiter, _TrioWaiter, no_context
 from .types import Receive
 
 __all__ = ["DisconnectWatch"]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 
-from .._waiter import Waiter, waiter_factory
+from .._backends import Waiter, waiter_factory
 
 __all__ = ["BatchQueue", "Pending"]
 

@@ -1,0 +1,8 @@
+"""What differs between the event loops anyio runs on (asyncio, trio), behind one interface each.
+
+The backend is chosen once (per waiter factory, per connection's watch), never per event.
+"""
+
+from ._waiter import Waiter, current_waiter, no_context, waiter_factory
+
+__all__ = ["Waiter", "current_waiter", "no_context", "waiter_factory"]
