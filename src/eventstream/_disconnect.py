@@ -35,7 +35,8 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 
-from ._backends._waiter import Waiter, _TrioWaiter, no_context
+from ._backends import Waiter, no_context
+from ._backends._trio import _TrioWaiter
 from ._hub import Hub, Subscriber
 from ._task_scope import TaskScope
 from .types import Receive

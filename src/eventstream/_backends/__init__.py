@@ -3,6 +3,7 @@
 The backend is chosen once (per waiter factory, per connection's watch), never per event.
 """
 
-from ._waiter import Waiter, current_waiter, no_context, waiter_factory
+from ._asyncio import no_context
+from ._waiter import Waiter, current_waiter, waiter_factory
 
 __all__ = ["Waiter", "current_waiter", "no_context", "waiter_factory"]

@@ -1,0 +1,127 @@
+"""trio: the waiter (the task parked with ``wait_task_rescheduled``, its deadlines run by a timer).
+
+See :mod:`._waiter` for what a waiter promises. On trio the wait parks the task
+with ``wait_task_rescheduled``; a finite deadline is run by a timer task beside
+it (:meth:`_TrioWaiter.start_timer`, re-armed lazily), by a task that waits for
+something else anyway (:meth:`_TrioWaiter.run_deadlines_elsewhere`: a
+connection's disconnect watcher), or, without either, by a trio cancel scope
+per wait. trio is imported only when a waiter is made (it runs on trio then).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from typing import Any
+
+__all__ = ["_TrioWaiter"]
+
+
+class _TrioWaiter:
+    __slots__ = ("_abort_fn", "_armed", "_deadline", "_scope", "_task", "_timed", "_trio", "_value")
+
+    def __init__(self) -> None:
+        import outcome  # trio's own dependency
+        import trio  # only when running on trio
+
+        self._trio: Any = trio
+        self._value: Any = outcome.Value
+        self._task: Any = None
+        self._timed = False  # another task runs the deadlines (see _run_timer, timer_fired)
+        self._scope: Any = None  # that task's cancel scope, while it waits
+        self._armed = math.inf  # when the task running the deadlines next calls timer_fired()
+        self._deadline = math.inf  # when the current wait ends
+        # Bound once, not per wait (until close(): it refers back to the waiter).
+        self._abort_fn: Any = self._abort
+
+    def time(self) -> float:
+        now: float = self._trio.current_time()
+        return now
+
+    def wake(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            self._trio.lowlevel.reschedule(task, self._value(True))
+
+    def _abort(self, raise_cancel: Any) -> Any:
+        self._task = None
+        return self._trio.lowlevel.Abort.SUCCEEDED
+
+    def wait(self, deadline: float) -> Awaitable[bool]:
+        # Not a coroutine of its own: trio's wait is awaited directly, one
+        # object fewer per wait for as long as the connection is idle.
+        lowlevel = self._trio.lowlevel
+        if deadline != math.inf and not self._timed:
+            return self._wait_in_scope(deadline)
+        self._deadline = deadline
+        if deadline < self._armed:  # a later deadline costs nothing now: see _run_timer
+            self._armed = deadline
+            if self._scope is not None:
+                self._scope.deadline = deadline
+        self._task = lowlevel.current_task()
+        woken: Awaitable[bool] = lowlevel.wait_task_rescheduled(self._abort_fn)
+        return woken
+
+    async def _wait_in_scope(self, deadline: float) -> bool:
+        # No timer task: a cancel scope bounds this wait.
+        lowlevel = self._trio.lowlevel
+        self._task = lowlevel.current_task()
+        with self._trio.CancelScope(deadline=deadline) as scope:
+            await lowlevel.wait_task_rescheduled(self._abort_fn)
+        return not scope.cancelled_caught
+
+    def start_timer(self, nursery: Any) -> None:
+        """Run the deadlines of this waiter's waits in a task of ``nursery``, beside the waiting task.
+
+        A cancel scope per wait costs a trio task more CPU than the rest of
+        a delivery; the timer task sleeps until the earliest deadline armed
+        and, if the wait's deadline moved later meanwhile, sleeps on. It ends
+        when the nursery is cancelled.
+        """
+        self._timed = True
+        nursery.start_soon(self._run_timer)
+
+    def run_deadlines_elsewhere(self) -> None:
+        """Another task runs this waiter's deadlines, as :meth:`start_timer`'s task would.
+
+        That task waits in a cancel scope whose deadline is :attr:`armed`,
+        made known with :meth:`timer_scope` (a wait arming an earlier deadline
+        moves it), and calls :meth:`timer_fired` when that scope's deadline
+        passed. No task of the waiter's own: one task fewer per connection.
+        """
+        self._timed = True
+
+    @property
+    def armed(self) -> float:
+        """When the task running the deadlines must next call :meth:`timer_fired`."""
+        return self._armed
+
+    def timer_scope(self, scope: Any) -> None:
+        """The cancel scope (deadline :attr:`armed`) the deadlines' task waits in now, or ``None``."""
+        self._scope = scope
+
+    def timer_fired(self) -> None:
+        """The armed deadline passed: end the wait it bounds, or re-arm for a deadline moved later."""
+        armed, self._armed = self._armed, math.inf
+        task = self._task
+        if task is None:
+            return  # not waiting: the next wait arms it again
+        if self._deadline <= armed:
+            self._task = None
+            self._trio.lowlevel.reschedule(task, self._value(False))
+        else:  # the deadline moved since it was armed
+            self._armed = self._deadline
+
+    async def _run_timer(self) -> None:
+        trio = self._trio
+        while True:
+            with trio.CancelScope(deadline=self._armed) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            self.timer_fired()
+
+    def close(self) -> None:
+        self.wake()
+        self._abort_fn = None
