@@ -19,8 +19,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from ._backends import current_waiter
-from ._disconnect import DisconnectWatch
+from ._backends import DisconnectWatch, current_waiter
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._position import combined_prefix, resume_positions

@@ -13,11 +13,21 @@ import contextvars
 import functools
 import heapq
 import math
+import sys
 import threading
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["no_context", "waiter_factory"]
+import anyio
+
+from ._task_scope import TaskScope
+
+if TYPE_CHECKING:
+    from ..types import Receive
+    from ._disconnect import Connection
+    from ._waiter import Waiter
+
+__all__ = ["AsyncioWatch", "no_context", "waiter_factory"]
 
 _local = threading.local()
 
@@ -233,3 +243,89 @@ def waiter_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], _AsyncioWait
     if clock is None or clock._loop is not loop:
         clock = _local.clock = _Clock(loop)
     return functools.partial(_AsyncioWaiter, clock)
+
+
+class AsyncioWatch(TaskScope):
+    """The disconnect watch on asyncio: the response's task in a :class:`TaskScope`, and
+    the server's ``receive()`` as a bare task whose done callback reads the message
+    (see :mod:`._disconnect`; :class:`~._disconnect.Watch` says what each method does)."""
+
+    __slots__ = ("_connection", "_error", "_pending", "_receive", "scope")
+
+    def __init__(self, receive: Receive, connection: Connection) -> None:
+        super().__init__()  # its own cancel scope (Python 3.11+): one object fewer
+        self._receive = receive
+        self._connection = connection
+        self._pending: asyncio.Future[Any] | None = None
+        self._error: BaseException | None = None
+        self.scope: Any = None
+
+    async def __aenter__(self) -> AsyncioWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return await self.stop(exc)
+
+    async def start(self, keep_alive: bool = False) -> Any:
+        # Task.uncancel() came with Python 3.11; before, anyio's scope.
+        if sys.version_info >= (3, 11):
+            TaskScope.__enter__(self)
+            self.scope = self
+        else:
+            self.scope = anyio.CancelScope().__enter__()
+        self._listen(asyncio.get_running_loop())
+        return self.scope
+
+    def start_timer(self, waiter: Waiter) -> None:
+        pass  # the event loop's clock runs the deadlines
+
+    async def stop(self, exc: BaseException | None) -> bool:
+        kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
+        scope, self.scope = self.scope, None  # no cycle through self
+        task, self._pending = self._pending, None
+        if task is not None:
+            task.cancel()
+        if scope is self:
+            swallowed = TaskScope.__exit__(self, kind, exc, tb)
+        else:
+            swallowed = bool(scope.__exit__(kind, exc, tb))
+        if self._error is not None and (exc is None or swallowed):
+            raise self._error
+        return swallowed
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            # ensure_future: a server's receive() may return a future or another awaitable.
+            task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        except Exception as exc:  # receive() failed before returning an awaitable
+            if not isinstance(exc, OSError):
+                self._error = exc
+            self._gone()
+            return
+        self._pending = task
+        task.add_done_callback(self._received, context=no_context())
+
+    def _received(self, task: asyncio.Future[Any]) -> None:
+        # Read the outcome first, even when stopped: a failure is then never "unretrieved".
+        error = None if task.cancelled() else task.exception()
+        if task is not self._pending:
+            return  # cancelled by stop()
+        self._pending = None
+        if task.cancelled():  # by someone else: the server tearing the connection down
+            self._gone()
+            return
+        if error is None and task.result()["type"] != "http.disconnect":
+            self._listen(task.get_loop())
+            return
+        if error is not None and not isinstance(error, OSError):
+            self._error = error
+        self._gone()
+
+    def _gone(self) -> None:
+        connection = self._connection
+        connection.hub.drop_if_overdue(connection.subscriber)
+        if (not connection.completing or self._error is not None) and self.scope is not None:
+            self.scope.cancel()

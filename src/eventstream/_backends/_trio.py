@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["_TrioWaiter"]
+if TYPE_CHECKING:
+    from ..types import Receive
+    from ._disconnect import Connection
+    from ._waiter import Waiter
+
+__all__ = ["TrioWatch", "_TrioWaiter"]
 
 
 class _TrioWaiter:
@@ -125,3 +130,112 @@ class _TrioWaiter:
     def close(self) -> None:
         self.wake()
         self._abort_fn = None
+
+
+class TrioWatch:
+    """The disconnect watch on trio: a nursery with one watcher task, which also runs the
+    keep-alive's deadlines when ``receive()`` is a memory channel's (see :mod:`._disconnect`;
+    :class:`~._disconnect.Watch` says what each method does)."""
+
+    __slots__ = (
+        "_connection",
+        "_deadlines",
+        "_nursery",
+        "_receive",
+        "_receiving",
+        "_safe",
+        "_tasks",
+        "scope",
+    )
+
+    def __init__(self, receive: Receive, connection: Connection) -> None:
+        self._receive = receive
+        self._connection = connection
+        self._nursery: Any = None  # trio's nursery manager
+        self._tasks: Any = None  # and its nursery
+        # With a keep-alive, and receive() a memory channel's: the watcher runs the timer.
+        self._safe = False
+        self._deadlines: _TrioWaiter | None = None  # the waiter whose deadlines it runs
+        self._receiving: Any = None  # the cancel scope it waits for a message in
+        self.scope: Any = None  # the nursery's cancel scope
+
+    async def __aenter__(self) -> TrioWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return await self.stop(exc)
+
+    async def start(self, keep_alive: bool = False) -> Any:
+        import trio  # only when running on trio
+
+        self._nursery = manager = trio.open_nursery()
+        self._tasks = nursery = await manager.__aenter__()
+        self.scope = nursery.cancel_scope
+        self._safe = keep_alive and _cancel_safe(self._receive, trio)
+        nursery.start_soon(self._watch)
+        return self.scope
+
+    def start_timer(self, waiter: Waiter) -> None:
+        if self._safe and isinstance(waiter, _TrioWaiter):
+            waiter.run_deadlines_elsewhere()
+            self._deadlines = waiter
+            waiter.timer_scope(self._receiving)  # the watcher waits in it now, or will in its own
+        else:
+            waiter.start_timer(self._tasks)
+
+    async def stop(self, exc: BaseException | None) -> bool:
+        kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
+        scope, self.scope = self.scope, None  # no cycle through self
+        self._tasks = self._deadlines = None
+        scope.cancel()
+        return bool(await self._nursery.__aexit__(kind, exc, tb))
+
+    async def _watch(self) -> None:
+        try:
+            if self._safe:
+                await self._watch_and_time()
+            else:
+                while (await self._receive())["type"] != "http.disconnect":
+                    pass
+        except OSError:
+            pass
+        finally:
+            # Cancelled at a left-behind subscriber's deadline: free the subscription
+            # even if the response is stuck in a send() the server shields.
+            self._connection.hub.drop_if_overdue(self._connection.subscriber)
+        if not self._connection.completing and self.scope is not None:  # None: the block is over
+            self.scope.cancel()
+
+    async def _watch_and_time(self) -> None:
+        # Each wait for a message is bounded by the keep-alive's armed deadline;
+        # cancelling a memory channel's receive() takes nothing from it.
+        import trio
+
+        while True:
+            timer = self._deadlines
+            with trio.CancelScope(deadline=math.inf if timer is None else timer.armed) as scope:
+                self._receiving = scope
+                if timer is not None:
+                    timer.timer_scope(scope)
+                message = await self._receive()
+            self._receiving = None
+            timer = self._deadlines  # perhaps given while this task waited
+            if timer is not None:
+                timer.timer_scope(None)
+            if scope.cancelled_caught:
+                if timer is not None:
+                    timer.timer_fired()
+            elif message["type"] == "http.disconnect":
+                return
+
+
+def _cancel_safe(receive: Receive, trio: Any) -> bool:
+    """Whether ``receive`` is a trio memory channel's ``receive`` (cancelled, it takes nothing)."""
+    channel = getattr(receive, "__self__", None)
+    return (
+        isinstance(channel, trio.MemoryReceiveChannel)
+        and getattr(receive, "__func__", None) is trio.MemoryReceiveChannel.receive
+    )
