@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._disconnect import Connection
     from ._waiter import Waiter
 
-__all__ = ["AsyncioWatch", "no_context", "waiter_factory"]
+__all__ = ["AsyncioWatch", "loop_callbacks", "no_context", "waiter_factory"]
 
 _local = threading.local()
 
@@ -243,6 +243,16 @@ def waiter_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], _AsyncioWait
     if clock is None or clock._loop is not loop:
         clock = _local.clock = _Clock(loop)
     return functools.partial(_AsyncioWaiter, clock)
+
+
+def loop_callbacks(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[Callable[[Callable[[], None]], object], Callable[[], bool]]:
+    """How a signal handler schedules a callback in ``loop``, and whether that callback would run.
+
+    A callback given to a stopped (or closed) loop would never run: ``running`` says so first.
+    """
+    return loop.call_soon_threadsafe, lambda: loop.is_running() and not loop.is_closed()
 
 
 class AsyncioWatch(TaskScope):

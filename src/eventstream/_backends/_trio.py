@@ -11,7 +11,7 @@ per wait. trio is imported only when a waiter is made (it runs on trio then).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from ._disconnect import Connection
     from ._waiter import Waiter
 
-__all__ = ["TrioWatch", "_TrioWaiter"]
+__all__ = ["TrioWatch", "_TrioWaiter", "loop_callbacks"]
+
+
+def loop_callbacks(token: Any) -> tuple[Callable[[Callable[[], None]], object], Callable[[], bool]]:
+    """How a signal handler schedules a callback in the run of ``token`` (a trio token), and whether
+    that callback would run: always, as far as one can tell beforehand (``run_sync_soon`` raises
+    ``RunFinishedError`` once the run is over)."""
+    return token.run_sync_soon, lambda: True
 
 
 class _TrioWaiter:
