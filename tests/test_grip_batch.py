@@ -1,4 +1,4 @@
-"""GRIP items and the retry policy (``_grip_batch.py``), without a proxy."""
+"""GRIP items and the retry policy (``_grip/_batch.py``), without a proxy."""
 
 from __future__ import annotations
 

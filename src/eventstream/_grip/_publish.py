@@ -6,7 +6,7 @@ puts one item in every proxy's queue and waits until every proxy accepted
 it. A sender posts what is queued in one request; what is published while
 that request is in flight goes out together in the next one, so a busy
 channel costs one round trip per batch, not per event, and each proxy sees
-the events in publish order. Items, batches and retries are ``_grip_batch.py``.
+the events in publish order. Items, batches and retries are ``_batch.py``.
 
 Every publish is bounded in time: it returns or raises ``publish_timeout``
 seconds after it was made, at the latest, however the proxy behaves.

@@ -1,6 +1,6 @@
 """Sending publishes to a Redis-protocol engine: batches, retries, and the byte cap.
 
-One call of the publish script (see ``_redis_scripts.PUBLISH``) numbers,
+One call of the publish script (see ``_scripts.PUBLISH``) numbers,
 keeps and announces a whole batch atomically. A batch that fails on the way
 (a cut connection, an engine that is loading) is sent again, with capped,
 jittered backoff, until the deadline of its oldest event (``publish_timeout``
