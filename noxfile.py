@@ -26,10 +26,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and format check."""
+    """ruff: lint and format check; vulture: no dead code in the library (see vulture_whitelist.py)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    paths = ["src", "tests", "examples", "benchmarks", "noxfile.py", "vulture_whitelist.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+    session.run("vulture")
 
 
 @nox.session

@@ -67,8 +67,8 @@ import anyio.lowlevel
 from ._history import HistoryEntry
 
 if TYPE_CHECKING:
+    from ._backends import Waiter
     from ._grip import GripProxyStatistics
-    from ._waiter import Waiter
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
