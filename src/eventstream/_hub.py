@@ -1,7 +1,7 @@
 """The fan-out core: channels, subscribers and their bounded buffers.
 
 Each subscriber owns a bounded queue of published entries (the event encoded
-once, shared by every subscriber) and one reusable :class:`~._waiter.Waiter`
+once, shared by every subscriber) and one reusable :class:`~._backends.Waiter`
 that its connection sleeps on. A publish appends the entry to every
 subscriber's queue and wakes the connections that wait; nothing is created
 per event or per wait. What happens to a subscriber whose queue is full is the
