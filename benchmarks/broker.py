@@ -46,7 +46,7 @@ import anyio
 import httpx
 
 from eventstream import EventStream, Publisher, RedisBroker
-from eventstream._waiter import current_waiter
+from eventstream._backends import current_waiter
 from tests.redis_engine import RedisEngine
 from tests.servers import free_port, run_server
 

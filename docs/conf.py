@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 from docutils import nodes
@@ -73,7 +74,20 @@ def _is_public(base: Any) -> bool:
     return not module.startswith("eventstream._") or getattr(base, "__name__", "") in eventstream.__all__
 
 
-_PRIVATE_PATH = re.compile(r"\beventstream\._\w+\.")
+_DOTTED = re.compile(r"\beventstream(?:\.\w+)+")
+
+
+def _public_path(match: re.Match[str]) -> str:
+    """``eventstream._redis.broker.RedisBroker`` as ``eventstream.RedisBroker``: the module part
+    of a path (the longest prefix that is a module) dropped when it is private."""
+    parts = match.group(0).split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in sys.modules:
+            module, qualname = parts[:end], parts[end:]
+            break
+    if qualname and any(part.startswith("_") for part in module):
+        return ".".join(["eventstream", *qualname])
+    return match.group(0)
 
 
 def _public_paths(app: Sphinx, doctree: nodes.document) -> None:
@@ -83,8 +97,9 @@ def _public_paths(app: Sphinx, doctree: nodes.document) -> None:
     annotations would otherwise show the private module that defines them.
     """
     for text in list(doctree.findall(nodes.Text)):
-        if _PRIVATE_PATH.search(text):
-            text.parent.replace(text, nodes.Text(_PRIVATE_PATH.sub("eventstream.", text)))
+        public = _DOTTED.sub(_public_path, text)
+        if public != text:
+            text.parent.replace(text, nodes.Text(public))
 
 
 def setup(app: Sphinx) -> None:

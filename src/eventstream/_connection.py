@@ -19,12 +19,11 @@ import logging
 import math
 from collections.abc import Sequence
 
-from ._disconnect import DisconnectWatch
+from ._backends import DisconnectWatch, current_waiter
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._position import combined_prefix, resume_positions
 from ._sse import ServerSentEvent, encode
-from ._waiter import current_waiter
 from .types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]
@@ -198,9 +197,11 @@ class Connection:
                                     subscriber.reset_pending = False
                                     body = self.reset_event() + body
                                 if body:
+                                    subscriber.sending = True  # a client that does not read holds it here
                                     await send(
                                         {"type": "http.response.body", "body": body, "more_body": True}
                                     )
+                                    subscriber.sending = False
                                 self.hub.count_delivered(count)
                                 if interval is not None:
                                     deadline = waiter.time() + interval
