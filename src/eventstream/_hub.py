@@ -177,16 +177,16 @@ class Subscriber:
         self.taken: int = 0
         #: Set by the connection while it sends what it took (a client that does not read
         #: holds it there).
-        self.sending = False
+        self.sending: bool = False
         #: Its client reads: a send that held it while its buffer was full has ended. Until
         #: then, publishes do not wait for it (see the module's docstring).
-        self.proven = False
+        self.proven: bool = False
         #: When its buffer was found full while its connection was held in a send and it
         #: is not proven (it holds more meanwhile).
         self.full_since: float | None = None
         #: How many entries it must hold when its connection next takes to be proven: the
         #: send held it while many more were queued (not a transport taking a few writes).
-        self.prove_at = 0
+        self.prove_at: int = 0
         self._room: list[anyio.Event] | None = None
 
     def take(self) -> list[HistoryEntry]:
@@ -239,9 +239,9 @@ class Hub:
         #: How long a publish waits for a full subscriber that takes nothing.
         self.stall_after: float = min(self.send_timeout, STALL_AFTER)
         #: The most entries a subscriber not yet proven to read holds (see the module's docstring).
-        self.overfill = max(buffer_size, _YIELD_EVERY) * OVERFILL
+        self.overfill: int = max(buffer_size, _YIELD_EVERY) * OVERFILL
         #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
-        self.prove_at = 2 * (buffer_size + _YIELD_EVERY)
+        self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
