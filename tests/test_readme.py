@@ -17,6 +17,8 @@ import anyio
 import httpx
 import pytest
 
+from eventstream.testing import open_stream
+
 from .documents import DOCUMENTS, blocks, name
 from .helpers import wait_until
 from .redis_engine import run_redis
@@ -85,3 +87,29 @@ async def test_readme_client_example_prints_the_quick_start_demos_messages(log_d
     for event_id, data in printed:
         assert isinstance(event_id, str)
         assert data == {"user": "curl", "text": "hello"}
+
+
+async def test_readme_example_streams_what_it_publishes() -> None:
+    """The front page's example: a stream of ``GET /api/events`` gets what ``POST /api/publish``
+    publishes; a body that is not JSON, or not an event, gets 400 and reaches no one."""
+    (block,) = [block for block in PAGES["README.md"] if 'Route("/api/publish"' in block]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md example", "exec"), namespace)  # the project's own README
+    app, stream = namespace["app"], namespace["stream"]
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        open_stream(app, "/api/events") as response,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        assert response.status == 200
+        assert (await response.receive_event()).event == "stream-open"
+        await stream.wait_subscribers(1, "chat")
+        for bad in (b"not json", b'{"event": "a\\nb", "data": 1}', b"[1, 2]"):
+            answer = await client.post("/api/publish", content=bad)
+            assert answer.status_code == 400, answer.text
+            assert answer.text.startswith("Bad event: ")
+        answer = await client.post("/api/publish", json={"event": "message", "data": {"text": "hi"}})
+        assert answer.status_code == 202, answer.text
+        event = await response.receive_event()
+        assert (event.event, event.json()) == ("message", {"text": "hi"})
+    assert stream.statistics().events_published == 1

@@ -87,6 +87,7 @@ COMMANDS = {
     ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
+    "python3 -m nox -s docs verifytypes": "not run here: .ci/run runs it",
     "python3 -m nox -s bench": "not run: about 45 minutes; tests/test_benchmarks.py runs the harness briefly",
 }
 #: How long one install step may take (pip downloads from the package index).
