@@ -100,6 +100,10 @@ def _public_paths(app: Sphinx, doctree: nodes.document) -> None:
         public = _DOTTED.sub(_public_path, text)
         if public != text:
             text.parent.replace(text, nodes.Text(public))
+    # A class whose bases were all left out (see _public_bases) gets no "Bases:" line.
+    for paragraph in list(doctree.findall(nodes.paragraph)):
+        if paragraph.astext().strip() == "Bases:":
+            paragraph.parent.remove(paragraph)
 
 
 def setup(app: Sphinx) -> None:
