@@ -32,8 +32,8 @@ import httpx
 
 from eventstream import EventStream, Publisher, RedisBroker
 from eventstream._waiter import current_waiter
-from tests.redis_engine import RedisEngine
-from tests.servers import free_port, run_server
+from tests.support.redis_engine import RedisEngine
+from tests.support.servers import free_port, run_server
 
 PAYLOAD = "x" * 100
 
@@ -61,7 +61,8 @@ async def cross_process_latency(url: str, rate: int, seconds: float) -> list[flo
     }
     latencies: list[float] = []
     count = int(rate * seconds)
-    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+    log_dir = Path(tempfile.gettempdir())
+    with run_server("uvicorn", "tests.apps.e2e_app:app", env=env, log_dir=log_dir) as server:
         async with (
             httpx.AsyncClient(timeout=30) as client,
             Publisher(broker=RedisBroker(url, key_prefix="bench-lat:")) as publisher,

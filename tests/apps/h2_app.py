@@ -1,6 +1,6 @@
-"""tests.e2e_app with a view of the open streams and a page of many EventSources, for HTTP/2 tests.
+"""tests.apps.e2e_app with a view of the open streams and a page of many EventSources, for HTTP/2 tests.
 
-Routes, beside those of :mod:`tests.e2e_app`:
+Routes, beside those of :mod:`tests.apps.e2e_app`:
     GET /many?prefix=p&n=10   a page opening n EventSources, to /events/p-0 .. /events/p-(n-1)
     GET /open-streams         the open /events/ requests as JSON: path, http_version, client
 """

@@ -3,7 +3,7 @@
 Two hubs (``stream`` and ``alerts``) serve Starlette routes; ``POST /publish``
 publishes ``{"channel": ..., "event": {...}}`` to ``stream``, or to ``alerts``
 with ``"hub": "alerts"``. ``endpoint`` is a bare endpoint used as the whole
-app (``tests.readme_app:endpoint``).
+app (``tests.apps.readme_app:endpoint``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from eventstream import BrokerError, EventStream, GripPublisher, Publisher, Redi
 from eventstream._shared_history import SharedHistory
 from eventstream.testing import StreamResponse, open_stream
 
-from .redis_engine import RedisEngine, run_redis
+from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -199,7 +199,7 @@ async def test_history_gone_for_a_gap_ends_the_stream_for_a_reset(engine: RedisE
 
 
 async def test_unreachable_engine_is_a_clear_error(prefix: str) -> None:
-    from .servers import free_port
+    from ..support.servers import free_port
 
     stream = EventStream(broker=RedisBroker(f"redis://127.0.0.1:{free_port()}/0", publish_timeout=2))
     with anyio.fail_after(20), pytest.raises(BrokerError, match=r"redis://127\.0\.0\.1:\d+/0"):
@@ -276,7 +276,7 @@ async def test_publisher_must_be_entered(engine: RedisEngine, prefix: str) -> No
 
 
 def test_sync_publisher_reports_an_unreachable_engine() -> None:
-    from .servers import free_port
+    from ..support.servers import free_port
 
     publisher = Publisher(broker=RedisBroker(f"redis://127.0.0.1:{free_port()}/0", publish_timeout=2))
     with publisher, pytest.raises(BrokerError, match=r"cannot connect|timed out"):

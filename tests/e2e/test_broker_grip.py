@@ -16,10 +16,10 @@ import pytest
 
 from eventstream import EventStream, RedisBroker
 
-from .helpers import EventReader
-from .pushpin import SIG_ISS, SIG_KEY, run_pushpin
-from .redis_engine import RedisEngine
-from .servers import free_port, serve_in_process
+from ..support.helpers import EventReader
+from ..support.pushpin import SIG_ISS, SIG_KEY, run_pushpin
+from ..support.redis_engine import RedisEngine
+from ..support.servers import free_port, serve_in_process
 from .test_grip_reliable import FRESH_CONNECTIONS, held, routed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]

@@ -11,7 +11,7 @@ import pytest
 from eventstream import EventStream, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
-from .redis_engine import run_redis
+from ..support.redis_engine import run_redis
 
 pytestmark = pytest.mark.anyio
 

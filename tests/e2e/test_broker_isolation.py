@@ -17,7 +17,7 @@ import pytest
 from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
-from .redis_engine import RedisEngine, run_redis
+from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
 

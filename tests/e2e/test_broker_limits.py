@@ -19,7 +19,7 @@ import pytest
 from eventstream import EventStream, RedisBroker, ServerSentEvent, encode
 from eventstream._broker_wire import decode_entry
 
-from .redis_engine import RedisEngine, run_redis
+from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
 

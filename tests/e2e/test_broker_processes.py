@@ -19,10 +19,10 @@ import pytest
 
 from eventstream import Publisher, RedisBroker, ServerSentEvent
 
-from .helpers import EventReader, open_events, wait_until
-from .redis_engine import RedisEngine, run_redis
-from .relay import relay
-from .servers import Server, run_server, stop_process
+from ..support.helpers import EventReader, open_events, wait_until
+from ..support.redis_engine import RedisEngine, run_redis
+from ..support.relay import relay
+from ..support.servers import Server, run_server, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

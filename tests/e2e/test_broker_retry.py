@@ -2,7 +2,7 @@
 
 A relay between one broker and a real redis-server forwards the publish
 script's call to the engine and cuts the connection before the reply reaches
-the broker (tests/reply_cutter.py). The broker retries the same batch; the
+the broker (tests/support/reply_cutter.py). The broker retries the same batch; the
 engine answers with the reply it kept. Another stream, connected directly,
 stands for another process. On asyncio and trio.
 """
@@ -19,8 +19,8 @@ from eventstream import EventStream, RedisBroker, ServerSentEvent
 from eventstream._redis_scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
-from .redis_engine import RedisEngine
-from .reply_cutter import ReplyCutter, reply_cutter
+from ..support.redis_engine import RedisEngine
+from ..support.reply_cutter import ReplyCutter, reply_cutter
 
 pytestmark = pytest.mark.anyio
 

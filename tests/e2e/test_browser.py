@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .pushpin import SIG_ISS, SIG_KEY, require_pushpin, run_pushpin
-from .redis_engine import require_redis, run_redis
-from .relay import relay
-from .servers import ROOT, free_port, run_server, stop_process
+from ..support.pushpin import SIG_ISS, SIG_KEY, require_pushpin, run_pushpin
+from ..support.redis_engine import require_redis, run_redis
+from ..support.relay import relay
+from ..support.servers import ROOT, free_port, run_server, stop_process
 
 pytestmark = pytest.mark.server
 

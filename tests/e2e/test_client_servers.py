@@ -15,10 +15,10 @@ import pytest
 from eventstream import ServerSentEvent
 from eventstream.client import EventSource, EventSourceError
 
-from . import sse_starlette_app
-from .helpers import wait_until
-from .relay import relay
-from .servers import Server, free_port, run_server, stop_process
+from ..apps import sse_starlette_app
+from ..support.helpers import wait_until
+from ..support.relay import relay
+from ..support.servers import Server, free_port, run_server, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -126,7 +126,7 @@ async def test_a_restarted_server_without_history_sends_stream_reset(kind: str, 
 
 @pytest.fixture(scope="module")
 def sse_starlette_server(log_dir: Path) -> Iterator[Server]:
-    with run_server("uvicorn", "tests.sse_starlette_app:app", log_dir=log_dir) as server:
+    with run_server("uvicorn", "tests.apps.sse_starlette_app:app", log_dir=log_dir) as server:
         yield server
 
 

@@ -11,8 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from .helpers import EventReader, open_events, wait_until
-from .servers import Server
+from ..support.helpers import EventReader, open_events, wait_until
+from ..support.servers import Server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

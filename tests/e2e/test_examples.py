@@ -15,8 +15,8 @@ import pytest
 
 from eventstream import EventStream, get_event_stream_singleton
 
-from .helpers import open_events
-from .servers import Server, run_server, serve_in_process
+from ..support.helpers import open_events
+from ..support.servers import Server, run_server, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

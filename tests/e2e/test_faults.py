@@ -20,9 +20,9 @@ import httpx
 import jwt
 import pytest
 
-from .helpers import open_events, wait_until
-from .pushpin import SIG_ISS, SIG_KEY
-from .servers import UNBOUNDED_SEND_KINDS, Server, free_port, run_server
+from ..support.helpers import open_events, wait_until
+from ..support.pushpin import SIG_ISS, SIG_KEY
+from ..support.servers import UNBOUNDED_SEND_KINDS, Server, free_port, run_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

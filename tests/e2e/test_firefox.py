@@ -1,6 +1,6 @@
 """A second real browser: Debian's Firefox ESR (headless, loopback only) against the chat example.
 
-Driven through Firefox's own Marionette protocol (tests/firefox.py). Skipped when Firefox
+Driven through Firefox's own Marionette protocol (tests/support/firefox.py). Skipped when Firefox
 is missing, except under CI, where that fails the run. Screenshots go to ``test-artifacts/``.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .firefox import FIREFOX, Firefox, run_firefox
-from .relay import relay
-from .servers import ROOT, run_server
+from ..support.firefox import FIREFOX, Firefox, run_firefox
+from ..support.relay import relay
+from ..support.servers import ROOT, run_server
 
 pytestmark = pytest.mark.server
 

@@ -19,9 +19,9 @@ import pytest
 from eventstream import EventStream, GripPublisher, GripPublishError
 from eventstream.testing import open_stream
 
-from .helpers import wait_until
-from .pushpin import run_pushpin
-from .servers import free_port, serve_in_process
+from ..support.helpers import wait_until
+from ..support.pushpin import run_pushpin
+from ..support.servers import free_port, serve_in_process
 from .test_grip_reliable import FRESH_CONNECTIONS, data_events, held, routed
 
 pytestmark = pytest.mark.anyio

@@ -21,9 +21,9 @@ import pytest
 from eventstream import EventStream, GripPublisher, GripPublishError
 from eventstream.testing import open_stream
 
-from .helpers import open_events
-from .pushpin import SIG_ISS, SIG_KEY, Pushpin, require_pushpin, run_pushpin, stop_pushpin
-from .servers import Server, free_port, run_server
+from ..support.helpers import open_events
+from ..support.pushpin import SIG_ISS, SIG_KEY, Pushpin, require_pushpin, run_pushpin, stop_pushpin
+from ..support.servers import Server, free_port, run_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

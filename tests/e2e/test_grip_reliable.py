@@ -18,9 +18,9 @@ import pytest
 from eventstream import EventStream, GripPublisher
 from eventstream.types import Receive, Scope, Send
 
-from .helpers import EventReader, open_events
-from .pushpin import SIG_ISS, SIG_KEY, Pushpin, run_pushpin
-from .servers import free_port, serve_in_process
+from ..support.helpers import EventReader, open_events
+from ..support.pushpin import SIG_ISS, SIG_KEY, Pushpin, run_pushpin
+from ..support.servers import free_port, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 

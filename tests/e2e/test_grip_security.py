@@ -21,9 +21,9 @@ from starlette.routing import Mount, Route
 
 from eventstream import EventStream, GripPublisher
 
-from .helpers import wait_until
-from .pushpin import SIG_ISS, SIG_KEY, Pushpin, run_pushpin
-from .servers import free_port, serve_in_process
+from ..support.helpers import wait_until
+from ..support.pushpin import SIG_ISS, SIG_KEY, Pushpin, run_pushpin
+from ..support.servers import free_port, serve_in_process
 from .test_grip_reliable import FRESH_CONNECTIONS, LosingTransport, data_events, held, routed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]

@@ -31,8 +31,8 @@ from cryptography.x509.oid import NameOID
 
 from eventstream.client import EventSource
 
-from .helpers import wait_until
-from .servers import Server, run_server
+from ..support.helpers import wait_until
+from ..support.servers import Server, run_server
 from .test_browser import CHROMIUM, FLAGS, _missing
 
 pytestmark = pytest.mark.server
@@ -88,7 +88,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 @pytest.fixture(scope="module", params=HYPERCORNS)
 def tls_server(request: pytest.FixtureRequest, certificate: Certificate, log_dir: Path) -> Iterator[Server]:
     tls = ["--certfile", str(certificate.cert_path), "--keyfile", str(certificate.key_path)]
-    with run_server(request.param, "tests.h2_app:app", log_dir=log_dir, extra_args=tls) as server:
+    with run_server(request.param, "tests.apps.h2_app:app", log_dir=log_dir, extra_args=tls) as server:
         yield server
 
 
@@ -190,7 +190,7 @@ def subscribers_after(server: Server, certificate: Certificate) -> dict[str, int
 
 @pytest.fixture(scope="module", params=HYPERCORNS)
 def h2c_server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server]:
-    with run_server(request.param, "tests.h2_app:app", log_dir=log_dir) as server:
+    with run_server(request.param, "tests.apps.h2_app:app", log_dir=log_dir) as server:
         yield server
 
 

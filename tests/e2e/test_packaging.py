@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .servers import ROOT, free_port, stop_process
+from ..support.servers import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.server
 
@@ -35,7 +35,7 @@ def test_build_install_and_serve(tmp_path: Path) -> None:
     with tarfile.open(sdist) as archive:
         members = archive.getnames()
     assert any(name.endswith("/examples/raw_asgi.py") for name in members)
-    assert any(name.endswith("/tests/test_sse.py") for name in members)
+    assert any(name.endswith("/tests/unit/test_sse.py") for name in members)
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

@@ -15,9 +15,9 @@ import anyio
 import httpx
 import pytest
 
-from .helpers import wait_until
-from .redis_engine import run_redis
-from .servers import ROOT, run_server
+from ..support.helpers import wait_until
+from ..support.redis_engine import run_redis
+from ..support.servers import ROOT, run_server
 
 pytestmark = pytest.mark.anyio
 

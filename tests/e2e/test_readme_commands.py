@@ -30,8 +30,8 @@ import pytest
 
 from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
 
-from .pushpin import require_pushpin
-from .servers import ROOT, free_port, stop_process
+from ..support.pushpin import require_pushpin
+from ..support.servers import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.server
 
@@ -68,24 +68,26 @@ COMMANDS = {
     "hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8002 &": RUN,
     """curl -X POST http://127.0.0.1:8002/api/publish -d '{"event": "message", "data": {"text": "hi"}}'""": RUN,  # noqa: E501
     "hypercorn --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
-        "not run as written (port 443 needs root, cert.pem is yours): tests/test_http2.py runs "
+        "not run as written (port 443 needs root, cert.pem is yours): tests/e2e/test_http2.py runs "
         "hypercorn with the same --certfile/--keyfile flags, a test certificate and a free port"
     ),
     "hypercorn -k trio --certfile cert.pem --keyfile key.pem --bind 0.0.0.0:443 app:app": (
-        "not run as written: tests/test_http2.py runs the trio worker with the same flags"
+        "not run as written: tests/e2e/test_http2.py runs the trio worker with the same flags"
     ),
     "python3 -m pip install '.[valkey]'": RUN,
     "apt-get install redis-server": (
-        "not run (root); .ci/run installs it and tests/redis_engine.py runs private instances"
+        "not run (root); .ci/run installs it and tests/support/redis_engine.py runs private instances"
     ),
     "python3 -m pip install -e '.[valkey]' uvicorn": RUN,
     "REDIS_URL=redis://127.0.0.1:6379/0 uvicorn examples.raw_asgi:app --workers 4": (
-        "not run as written (6379 is the system's engine): tests/test_broker_processes.py runs "
+        "not run as written (6379 is the system's engine): tests/e2e/test_broker_processes.py runs "
         "this command with REDIS_URL pointing at a private engine on a free port"
     ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
-    "python3 -m nox -s bench": "not run: about 45 minutes; tests/test_benchmarks.py runs the harness briefly",
+    "python3 -m nox -s bench": (
+        "not run: about 45 minutes; tests/e2e/test_benchmarks.py runs the harness briefly"
+    ),
 }
 #: How long one install step may take (pip downloads from the package index).
 INSTALL_TIMEOUT = 600

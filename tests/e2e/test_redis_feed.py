@@ -25,7 +25,7 @@ from eventstream._redis_feed import FeedInbox
 from eventstream._waiter import current_waiter
 from eventstream.testing import open_stream
 
-from .redis_engine import RedisEngine
+from ..support.redis_engine import RedisEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -164,10 +164,10 @@ async def test_a_feed_batch_wakes_each_subscriber_once(engine: RedisEngine, pref
 def test_feed_messages_read_in_another_loops_thread_are_handed_over(
     engine: RedisEngine, prefix: str, backend: str
 ) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(root / "src"), str(root)))}
     result = subprocess.run(
-        [sys.executable, str(root / "tests" / "feed_handover.py"), engine.url, prefix, backend],
+        [sys.executable, str(root / "tests" / "support" / "feed_handover.py"), engine.url, prefix, backend],
         capture_output=True,
         text=True,
         timeout=90,

@@ -23,11 +23,11 @@ from eventstream._position import combined_prefix, own_seq, resume_positions
 from eventstream._shared_history import SharedHistory
 from eventstream.testing import open_stream
 
-from .helpers import open_events
-from .pushpin import Pushpin, require_pushpin, run_pushpin
-from .redis_engine import RedisEngine
-from .servers import Server, free_port, run_server
-from .test_grip_hold import GRIP_URL, signed
+from ..support.helpers import open_events
+from ..support.pushpin import Pushpin, require_pushpin, run_pushpin
+from ..support.redis_engine import RedisEngine
+from ..support.servers import Server, free_port, run_server
+from ..unit.test_grip_hold import GRIP_URL, signed
 
 _names = itertools.count()
 

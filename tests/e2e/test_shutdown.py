@@ -3,7 +3,7 @@
 Apps written as the README's first examples show, with no shutdown code,
 get SIGINT or SIGTERM with streams open and must exit within 1 s, every
 client's response complete (ending with the shutdown event), no traceback.
-An app that uses ``close_on_signals()`` (tests/e2e_app.py) keeps working,
+An app that uses ``close_on_signals()`` (tests/apps/e2e_app.py) keeps working,
 with 200 open streams.
 """
 
@@ -17,8 +17,8 @@ import anyio
 import httpx
 import pytest
 
-from .helpers import open_events, wait_until
-from .servers import Server, run_server
+from ..support.helpers import open_events, wait_until
+from ..support.servers import Server, run_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -140,7 +140,7 @@ def assert_clean_log(server: Server, signum: int) -> None:
 async def test_no_shutdown_code(kind: str, extra_args: list[str], signum: int, log_dir: Path) -> None:
     """The README's Starlette app, two hubs, no lifespan, no close_on_signals: the default closes both."""
     args = [*extra_args, "--log-level", "info"]
-    with run_server(kind, "tests.readme_app:app", log_dir=log_dir, extra_args=args) as server:
+    with run_server(kind, "tests.apps.readme_app:app", log_dir=log_dir, extra_args=args) as server:
         urls = [f"{server.base_url}/api/events/room"] * 10 + [f"{server.base_url}/api/alerts"] * 5
         events: dict[int, list[str | None]] = {}
         endings: dict[int, str] = {}
@@ -192,7 +192,7 @@ async def all_have(events: dict[int, list[str | None]], count: int, name: str) -
 async def test_endpoint_as_the_whole_app(kind: str, extra_args: list[str], log_dir: Path) -> None:
     """``app = stream("test")``: the endpoint's lifespan startup installs the handlers."""
     args = [*extra_args, "--log-level", "info"]
-    with run_server(kind, "tests.readme_app:endpoint", log_dir=log_dir, extra_args=args) as server:
+    with run_server(kind, "tests.apps.readme_app:endpoint", log_dir=log_dir, extra_args=args) as server:
         async with httpx.AsyncClient(timeout=30) as client:
             with anyio.fail_after(30):
                 async with open_events(client, f"{server.base_url}/") as reader:

@@ -15,8 +15,8 @@ import anyio
 import httpx
 import pytest
 
-from .helpers import open_events, wait_until
-from .servers import UNBOUNDED_SEND_KINDS, Server
+from ..support.helpers import open_events, wait_until
+from ..support.servers import UNBOUNDED_SEND_KINDS, Server
 from .test_e2e import publish_many, stats, unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]

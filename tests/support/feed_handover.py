@@ -1,11 +1,11 @@
-"""Feed messages read in another event loop's thread reach the stream (run by tests/test_redis_feed.py).
+"""Feed messages read in another event loop's thread reach the stream (run by tests/e2e/test_redis_feed.py).
 
 A process of its own: valkey-glide reads every client's replies, and the feed's
 messages, in the thread of the first event loop that used it, process-wide.
 Here that is a blocking Publisher's thread, so the stream's feed inbox gets
 each message from that thread and hands it over to the stream's event loop.
 
-    python tests/feed_handover.py URL KEY_PREFIX asyncio|trio
+    python tests/support/feed_handover.py URL KEY_PREFIX asyncio|trio
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Every server kind the end-to-end tests run against.
 SERVER_KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn", "granian", "daphne")
@@ -74,7 +74,7 @@ def _accepting(port: int) -> bool:
 @contextlib.contextmanager
 def run_server(
     kind: str,
-    app: str = "tests.e2e_app:app",
+    app: str = "tests.apps.e2e_app:app",
     env: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
     ready_timeout: float = 20.0,

@@ -26,7 +26,7 @@ from eventstream import ServerSentEvent
 from eventstream._sse import MAX_RETRY
 from eventstream.client import EventSource, EventSourceError
 
-from .helpers import wait_until
+from ..support.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

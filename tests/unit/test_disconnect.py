@@ -11,7 +11,7 @@ from eventstream._disconnect import DisconnectWatch
 from eventstream._hub import Hub, Subscriber
 from eventstream.types import Message
 
-from .helpers import wait_until
+from ..support.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -37,7 +37,7 @@ async def test_refused_requests(
 ) -> None:
     stream = EventStream()
     # Names a static spec could never stream are refused when the endpoint is built
-    # (tests/test_request_validation.py); names computed per request get 400.
+    # (tests/unit/test_request_validation.py); names computed per request get 400.
     endpoint = stream(spec) if isinstance(spec, str) else stream(lambda scope: spec)
     with anyio.fail_after(5):
         async with open_stream(endpoint, method=method, headers=headers) as response:

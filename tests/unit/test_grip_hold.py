@@ -1,6 +1,6 @@
 """GRIP reliable mode, in process: the next link, Grip-Last and what a next-link request may subscribe to.
 
-The same attacks run against real Pushpin in tests/test_grip_security.py.
+The same attacks run against real Pushpin in tests/e2e/test_grip_security.py.
 """
 
 from __future__ import annotations

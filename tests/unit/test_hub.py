@@ -15,7 +15,7 @@ from eventstream import EventStream, MemoryHistory, ServerSentEvent, encode, get
 from eventstream.testing import StreamResponse, open_stream
 from eventstream.types import Message, Scope
 
-from .helpers import wait_until
+from ..support.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

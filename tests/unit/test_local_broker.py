@@ -17,7 +17,7 @@ from eventstream._history import new_entry
 from eventstream._hub import Hub, SlowConsumerPolicy
 from eventstream._local_broker import LocalBroker
 
-from .helpers import wait_until
+from ..support.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,8 @@
 """Request and endpoint validation: lastEventId=error, channels checked when the endpoint is built,
 a bad channels callable answered with a clear 500, readable defaults in help().
 
-In-process (eventstream.testing.open_stream, both backends) and under real servers.
+In-process (eventstream.testing.open_stream, both backends); the same under real servers in
+tests/e2e/test_request_validation_servers.py.
 """
 
 from __future__ import annotations
@@ -9,20 +10,14 @@ from __future__ import annotations
 import inspect
 import logging
 import pydoc
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from eventstream import EventStream, MemoryHistory
 from eventstream.testing import open_stream
 from eventstream.types import Scope
-
-from .helpers import open_events
-from .servers import SERVER_KINDS, Server, run_server
 
 pytestmark = pytest.mark.anyio
 
@@ -55,29 +50,6 @@ async def test_other_query_ids_still_stream() -> None:
             assert response.status == 200
             assert (await response.receive_event()).event == "stream-open"
             assert (await response.receive_event()).event == "stream-reset"
-
-
-@pytest.fixture(scope="module", params=SERVER_KINDS)
-def conform_server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server]:
-    with run_server(request.param, app="tests.conform_app:app", log_dir=log_dir) as server:
-        yield server
-
-
-@pytest.mark.server
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_last_event_id_error_under_real_servers(conform_server: Server) -> None:
-    async with httpx.AsyncClient(base_url=conform_server.base_url, timeout=10) as client:
-        for request in (
-            client.build_request("GET", "/events/v1", params={"lastEventId": "error"}),
-            client.build_request("GET", "/events/v1", headers={"Last-Event-ID": "error"}),
-        ):
-            response = await client.send(request)
-            assert response.status_code == 400
-            assert "Last-Event-ID is 'error'" in response.text
-        # A real stream on the same server: a reconnecting client with a good id is served.
-        async with open_events(client, "/events/v1?lastEventId=0-0") as reader:
-            assert reader.response.status_code == 200
-            assert (await reader.next()).event == "stream-open"
 
 
 # -- 15: channels are checked when the endpoint is built -----------------------
@@ -192,25 +164,6 @@ async def test_the_log_line_quotes_the_path(caplog: pytest.LogCaptureFixture) ->
     assert "'/a\\r\\nforged'" in record.getMessage()
     assert "\n" not in record.getMessage()
     assert "\r" not in record.getMessage()
-
-
-@pytest.mark.server
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_bad_callable_under_real_servers(conform_server: Server) -> None:
-    async with httpx.AsyncClient(base_url=conform_server.base_url, timeout=10) as client:
-        for path, name, shown in (
-            ("/none", "channels_of_nothing", "None"),
-            ("/bytes", "channels_as_bytes", "b'x'"),
-        ):
-            response = await client.get(path)
-            assert response.status_code == 500
-            assert response.text == "Internal Server Error: the endpoint's channels callable failed"
-            line = f"the channels callable tests.conform_app.{name} returned {shown}"
-            with anyio.fail_after(10):
-                while line not in conform_server.log():
-                    await anyio.sleep(0.05)  # the server's log is written by another process
-            # One line, no traceback: the server did not see an exception.
-            assert "Traceback" not in conform_server.log()
 
 
 # -- 16: readable defaults ------------------------------------------------------
