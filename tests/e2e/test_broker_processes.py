@@ -20,6 +20,7 @@ import pytest
 from eventstream import Publisher, RedisBroker, ServerSentEvent
 
 from ..support.helpers import EventReader, open_events, wait_until
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.redis_engine import RedisEngine, run_redis
 from ..support.relay import relay
 from ..support.servers import Server, run_server, stop_process
@@ -83,6 +84,7 @@ async def subscribers(client: httpx.AsyncClient, server: Server, channel: str) -
     return count
 
 
+@CLIENT_ON_ASYNCIO
 async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(apps: list[Server]) -> None:
     channel = unique("room")
     async with httpx.AsyncClient(timeout=30) as client, contextlib.AsyncExitStack() as stack:
@@ -111,6 +113,7 @@ async def _has_subscriber(client: httpx.AsyncClient, server: Server, channel: st
     return await subscribers(client, server, channel) >= 1
 
 
+@CLIENT_ON_ASYNCIO
 async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
     channel = unique("resume")
     async with httpx.AsyncClient(timeout=30) as client:
@@ -127,6 +130,7 @@ async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
     assert len({e.id for e in seen + rest}) == 20
 
 
+@CLIENT_ON_ASYNCIO
 async def test_round_robin_relay_many_reconnects_lose_and_duplicate_nothing(apps: list[Server]) -> None:
     # Each connection goes to the next process; on each one, a publish is
     # fired at the next process too, so all three publish while the client
@@ -199,6 +203,7 @@ async def test_every_process_restarted_clients_resume_without_reset(
     assert [e.json() for e in seen + rest] == list(range(10))
 
 
+@CLIENT_ON_ASYNCIO
 async def test_kill_9_of_one_process_its_clients_lose_nothing(engine: RedisEngine, log_dir: Path) -> None:
     channel = unique("kill")
     prefix = unique("kill") + ":"
@@ -243,6 +248,7 @@ async def test_kill_9_of_one_process_its_clients_lose_nothing(engine: RedisEngin
     assert got == list(range(400))
 
 
+@CLIENT_ON_ASYNCIO
 async def test_uvicorn_workers_share_channels_through_the_engine(engine: RedisEngine, log_dir: Path) -> None:
     channel = unique("chat")
     env = {"REDIS_URL": engine.url}
@@ -299,6 +305,7 @@ def workers_holding_connections(server: Server) -> dict[int, int]:
     return holders
 
 
+@CLIENT_ON_ASYNCIO
 async def test_engine_restarted_mid_burst_with_app_processes(log_dir: Path) -> None:
     # Publishes go to the three processes in turn while the engine is stopped
     # (SIGTERM: it writes its append-only file) and started again. Publishers

@@ -17,8 +17,9 @@ from eventstream.client import EventSource, EventSourceError
 
 from ..apps import sse_starlette_app
 from ..support.helpers import wait_until
+from ..support.marks import client_follows_server
 from ..support.relay import relay
-from ..support.servers import Server, free_port, run_server, stop_process
+from ..support.servers import SERVER_KINDS, Server, free_port, run_server, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -34,6 +35,7 @@ async def publish(client: httpx.AsyncClient, base_url: str, channel: str, values
     assert response.status_code == 200, response.text
 
 
+@client_follows_server("server", SERVER_KINDS, scope="session")
 async def test_every_event_once_and_in_order_through_many_cuts(server: Server) -> None:
     """Cuts between events and inside events (after the id line), while events are published."""
     channel, total = unique("cuts"), 120
@@ -84,7 +86,8 @@ async def test_every_event_once_and_in_order_through_many_cuts(server: Server) -
     assert source.connections >= 1 + 12  # every cut inside an event made it reconnect
 
 
-@pytest.mark.parametrize("kind", ["hypercorn-asyncio", "uvicorn"])
+# The client on each backend, against one server each.
+@pytest.mark.parametrize(("kind", "anyio_backend"), [("hypercorn-asyncio", "trio"), ("uvicorn", "asyncio")])
 async def test_a_restarted_server_without_history_sends_stream_reset(kind: str, log_dir: Path) -> None:
     channel = unique("restart")
     env = {"EVENTSTREAM_KEEP_ALIVE": "0.5"}

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from ..support.helpers import EventReader, open_events, wait_until
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.servers import Server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.server]
+pytestmark = [pytest.mark.anyio, pytest.mark.server, CLIENT_ON_ASYNCIO]
 
 _names = itertools.count()
 

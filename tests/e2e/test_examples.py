@@ -16,6 +16,7 @@ import pytest
 from eventstream import EventStream, get_event_stream_singleton
 
 from ..support.helpers import open_events
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.servers import Server, run_server, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
@@ -33,6 +34,7 @@ def chat_server(request: pytest.FixtureRequest, worker: str, log_dir: Path) -> I
         yield server
 
 
+@CLIENT_ON_ASYNCIO
 async def test_chat_page_and_publish(chat_server: Server) -> None:
     async with httpx.AsyncClient(base_url=chat_server.base_url, timeout=10) as client:
         page = await client.get("/")
@@ -73,6 +75,7 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
             assert "CR, LF or NUL" in bad.text
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.parametrize("example", ["starlette_app", "fastapi_app", "litestar_app"])
 async def test_mounted_endpoint(worker: str, example: str, log_dir: Path) -> None:
     with run_server(worker, f"examples.{example}:app", log_dir=log_dir) as server:
@@ -84,6 +87,7 @@ async def test_mounted_endpoint(worker: str, example: str, log_dir: Path) -> Non
                 assert (await reader.next()).json() == "mounted"
 
 
+@CLIENT_ON_ASYNCIO
 async def test_pipe_example(worker: str, log_dir: Path) -> None:
     with run_server(worker, "examples.pipe:app", env={"TICK_INTERVAL": "0.05"}, log_dir=log_dir) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
@@ -107,6 +111,7 @@ FRAMEWORKS = [
 ]
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.parametrize(
     ("example", "kind"), FRAMEWORKS, ids=[f"{e.split('.')[0]}-{k}" for e, k in FRAMEWORKS]
 )
@@ -202,6 +207,7 @@ async def held_and_dropped_through(app: Any, stream: EventStream, channel: str) 
                 await stream.wait_subscribers(0, channel)
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_django_example_under_daphne_ends_open_streams_on_a_signal(signum: int, log_dir: Path) -> None:
     """daphne sends no lifespan events, so the example's ``close_on_signals()`` never runs; the

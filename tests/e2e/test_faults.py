@@ -21,10 +21,11 @@ import jwt
 import pytest
 
 from ..support.helpers import open_events, wait_until
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.pushpin import SIG_ISS, SIG_KEY
 from ..support.servers import UNBOUNDED_SEND_KINDS, Server, free_port, run_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.server]
+pytestmark = [pytest.mark.anyio, pytest.mark.server, CLIENT_ON_ASYNCIO]
 
 _names = itertools.count()
 

@@ -22,6 +22,7 @@ from eventstream import EventStream, GripPublisher, GripPublishError
 from eventstream.testing import open_stream
 
 from ..support.helpers import open_events
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.pushpin import SIG_ISS, SIG_KEY, Pushpin, require_pushpin, run_pushpin, stop_pushpin
 from ..support.servers import Server, free_port, run_server
 
@@ -65,6 +66,7 @@ async def publish(client: httpx.AsyncClient, app: Server, channel: str, event: d
     assert response.status_code == 200, response.text
 
 
+@CLIENT_ON_ASYNCIO
 async def test_held_stream_is_byte_identical_to_a_direct_one(topology: Topology) -> None:
     channel = f"held{next(_names)}"
     async with httpx.AsyncClient(timeout=10) as client:
@@ -94,6 +96,7 @@ async def test_held_stream_is_byte_identical_to_a_direct_one(topology: Topology)
             assert without_keep_alives(held.raw) == without_keep_alives(direct.raw)
 
 
+@CLIENT_ON_ASYNCIO
 async def test_keep_alive_arrives_through_pushpin(topology: Topology) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         async with open_events(client, f"{topology.p1.url}/events/idle{next(_names)}") as held:
@@ -104,6 +107,7 @@ async def test_keep_alive_arrives_through_pushpin(topology: Topology) -> None:
             assert bytes(held.raw).endswith(b"event: keep-alive\ndata: \n\n")
 
 
+@CLIENT_ON_ASYNCIO
 async def test_other_process_publishes_to_both_proxies(topology: Topology) -> None:
     channel = f"fan{next(_names)}"
     async with httpx.AsyncClient(timeout=10) as client:
@@ -122,6 +126,7 @@ async def test_other_process_publishes_to_both_proxies(topology: Topology) -> No
         assert stats["subscribers"] == 0
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.parametrize("kind", ["forged", "expired", "wrong-issuer"])
 async def test_invalid_grip_sig_sent_straight_to_the_app_is_refused(topology: Topology, kind: str) -> None:
     now = int(time.time())
@@ -196,6 +201,7 @@ async def test_proxy_back_mid_retry_gets_the_event_once() -> None:
             assert pushpin.publishes(f"events-{channel}") == 1
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.parametrize("worker", ["hypercorn-asyncio", "hypercorn-trio"])
 async def test_grip_example_two_processes_serve_one_stream(worker: str, log_dir: Path) -> None:
     require_pushpin()

@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from eventstream.client import EventSource
 
 from ..support.helpers import wait_until
+from ..support.marks import client_follows_server
 from ..support.servers import Server, run_server
 from .test_browser import CHROMIUM, FLAGS, _missing
 
@@ -195,6 +196,7 @@ def h2c_server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server
 
 
 @pytest.mark.anyio
+@client_follows_server("h2c_server", HYPERCORNS, scope="module")
 async def test_h2c_with_prior_knowledge_from_httpx(h2c_server: Server) -> None:
     prefix = f"h2c{next(_names)}"
     channels = [f"{prefix}-{i}" for i in range(3)]

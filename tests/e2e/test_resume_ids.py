@@ -24,6 +24,7 @@ from eventstream._shared_history import SharedHistory
 from eventstream.testing import open_stream
 
 from ..support.helpers import open_events
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.pushpin import Pushpin, require_pushpin, run_pushpin
 from ..support.redis_engine import RedisEngine
 from ..support.servers import Server, free_port, run_server
@@ -123,6 +124,7 @@ def app_server(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Server
         yield server
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.anyio
 @pytest.mark.server
 async def test_non_ascii_ids_resume_under_real_servers(app_server: Server) -> None:
@@ -166,6 +168,7 @@ def proxied(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[tuple[Pus
             yield pushpin, app
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.anyio
 @pytest.mark.server
 async def test_other_scripts_digits_are_refused_alike_directly_and_through_pushpin(
@@ -196,6 +199,7 @@ async def test_other_scripts_digits_are_refused_alike_directly_and_through_pushp
             assert [e.event for e in resumed] == ["stream-open", "stream-reset"], base
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.anyio
 @pytest.mark.server
 async def test_non_ascii_custom_ids_resume_through_pushpin(proxied: tuple[Pushpin, Server]) -> None:
@@ -209,6 +213,7 @@ async def test_non_ascii_custom_ids_resume_through_pushpin(proxied: tuple[Pushpi
         assert [(e.event, e.id) for e in resumed[1:]] == [("message", "é-2"), ("message", "é-3")]
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.anyio
 @pytest.mark.server
 async def test_several_channels_resume_through_pushpin_from_the_newest_id(
@@ -273,6 +278,7 @@ def _events(body: bytes) -> list[ServerSentEvent]:
 # -- two app processes behind Pushpin --------------------------------------------------
 
 
+@CLIENT_ON_ASYNCIO
 @pytest.mark.anyio
 @pytest.mark.server
 @pytest.mark.parametrize("shared", [True, False], ids=["broker", "no-broker"])

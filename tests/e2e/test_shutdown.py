@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from ..support.helpers import open_events, wait_until
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.servers import Server, run_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.server]
+pytestmark = [pytest.mark.anyio, pytest.mark.server, CLIENT_ON_ASYNCIO]
 
 STREAMS = 200
 

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from ..support.helpers import open_events, wait_until
+from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.servers import UNBOUNDED_SEND_KINDS, Server
 from .test_e2e import publish_many, stats, unique
 
-pytestmark = [pytest.mark.anyio, pytest.mark.server]
+pytestmark = [pytest.mark.anyio, pytest.mark.server, CLIENT_ON_ASYNCIO]
 
 _PAD = "x" * 1000  # 1 KB events fill a non-reading socket's buffers quickly
 
