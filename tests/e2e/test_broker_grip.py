@@ -19,8 +19,8 @@ from eventstream import EventStream, RedisBroker
 from ..support.helpers import EventReader
 from ..support.pushpin import SIG_ISS, SIG_KEY, run_pushpin
 from ..support.redis_engine import RedisEngine
-from ..support.servers import free_port, serve_in_process
-from .test_grip_reliable import FRESH_CONNECTIONS, held, routed
+from ..support.servers import free_port
+from .test_grip_reliable import FRESH_CONNECTIONS, held, routed, serve_origin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -37,10 +37,12 @@ async def test_three_publishers_on_one_channel_keep_the_chain(
     ]
     message_wait = 5.0
     delays: list[float] = []
-    async with streams[0], streams[1], streams[2], serve_in_process(routed(streams[0])) as origin:
-        with run_pushpin(origin, control_port=control, message_wait_ms=int(message_wait * 1000)) as pushpin:
+    async with streams[0], streams[1], streams[2], serve_origin(routed(streams[0])) as origin:
+        with run_pushpin(
+            origin.port, control_port=control, message_wait_ms=int(message_wait * 1000)
+        ) as pushpin:
             async with httpx.AsyncClient(timeout=20, limits=FRESH_CONNECTIONS) as client:
-                async with held(client, f"{pushpin.url}/events/chain", pushpin) as reader:
+                async with held(client, f"{pushpin.url}/events/chain", pushpin, origin) as reader:
                     sent: dict[str, float] = {}
 
                     async def publish_from(index: int) -> None:

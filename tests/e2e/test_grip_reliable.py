@@ -7,8 +7,7 @@ test can make one publish never reach the proxy.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from eventstream import EventStream, GripPublisher
-from eventstream.types import Receive, Scope, Send
+from eventstream.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..support.helpers import EventReader, open_events
 from ..support.pushpin import SIG_ISS, SIG_KEY, Pushpin, run_pushpin
@@ -54,7 +53,7 @@ class LosingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def routed(stream: EventStream) -> object:
+def routed(stream: EventStream) -> ASGIApp:
     endpoint = stream("{id}")
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,9 +64,52 @@ def routed(stream: EventStream) -> object:
     return app
 
 
+class Origin:
+    """The app behind the proxy, served in this event loop (:func:`serve_origin`); it notes the
+    target of each next-link request it answered with 200, as the proxy sent it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.port = 0
+        self.next_links: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"")
+        if scope["type"] != "http" or b"grip-next-link=1" not in query:
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def noting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, noting)
+        if status == 200:
+            path: bytes = scope.get("raw_path") or scope["path"].encode()
+            self.next_links.append(f"{path.decode('latin-1')}?{query.decode('latin-1')}")
+
+
+@asynccontextmanager
+async def serve_origin(app: ASGIApp) -> AsyncIterator[Origin]:
+    """``app`` served in this event loop (hypercorn) on a free port, as an :class:`Origin`."""
+    origin = Origin(app)
+    async with serve_in_process(origin) as port:
+        origin.port = port
+        yield origin
+
+
 @asynccontextmanager
 async def held(
-    client: httpx.AsyncClient, url: str, pushpin: Pushpin, *, reliable: bool = True, **kwargs: object
+    client: httpx.AsyncClient,
+    url: str,
+    pushpin: Pushpin,
+    origin: Origin | None = None,
+    *,
+    probe: Sequence[str] = (),
+    **kwargs: object,
 ) -> AsyncIterator[EventReader]:
     """A stream held by the proxy, its stream-open event read; retried while a new Pushpin warms up.
 
@@ -75,17 +117,18 @@ async def held(
     answering it, or pass the client its first body and then cancel the held
     session ("received message out of sequence, canceling" in its log). So a
     stream counts as held once the proxy showed that holding works end to
-    end: in reliable mode, by fetching a next link for a first session (see
-    :func:`warm_up`); otherwise, by having a receiver on the stream's
-    channels for a comment published straight to it.
+    end: in reliable mode (``origin`` given), by fetching a next link from
+    the origin for a first session (see :func:`warm_up`); otherwise, by
+    sending a comment published straight to it on the GRIP channels
+    ``probe`` to a receiver on each.
     """
-    if reliable:
-        await warm_up(client, url, pushpin, **kwargs)
+    assert (origin is None) != (not probe), "an origin (reliable mode) or channels to probe"
+    if origin is not None:
+        await warm_up(client, url, origin, **kwargs)
     deadline = anyio.current_time() + 20
     attempt = 0
     while True:
         attempt += 1
-        log_start = len(pushpin.log())
         opened = open_events(client, url, **kwargs)
         reader = None
         problem = "no response headers within 2 s"
@@ -96,9 +139,9 @@ async def held(
                 if reader.response.status_code == 200:
                     opening = await reader.next()
                     assert opening.event == "stream-open"
-                    if not reliable:
+                    if probe:
                         problem = "the proxy did not subscribe it"
-                        await probe(client, pushpin, log_start, attempt)
+                        await probe_channels(client, pushpin, probe, attempt)
                     confirmed = True
                 else:
                     problem = f"status {reader.response.status_code}"
@@ -116,10 +159,7 @@ async def held(
         await anyio.sleep(0.05)  # polling readiness under a deadline
 
 
-_NEXT_LINK_FETCHED = re.compile(r"\[handler\] GET \S*grip-next-link=1\S* .*code=200")
-
-
-async def warm_up(client: httpx.AsyncClient, url: str, pushpin: Pushpin, **kwargs: object) -> None:
+async def warm_up(client: httpx.AsyncClient, url: str, origin: Origin, **kwargs: object) -> None:
     """Hold a first stream until the proxy fetched its next link, then close it (once per proxy).
 
     The proxy fetches a channel's next link about 1.15 s after its first
@@ -129,45 +169,37 @@ async def warm_up(client: httpx.AsyncClient, url: str, pushpin: Pushpin, **kwarg
     publishes: right after start such a fetch was seen never to finish.)
     """
     deadline = anyio.current_time() + 30
-    while not _NEXT_LINK_FETCHED.search(pushpin.log()):
-        log_start = len(pushpin.log())
+    while not origin.next_links:
         with anyio.move_on_after(4):
             try:
                 async with open_events(client, url, **kwargs) as reader:
                     if reader.response.status_code == 200:
                         await reader.next()
-                        while not _NEXT_LINK_FETCHED.search(pushpin.log()[log_start:]):
-                            await anyio.sleep(0.05)  # the proxy's log reaches its file through a pipe
+                        while not origin.next_links:
+                            await anyio.sleep(0.05)  # polling the origin's record under a deadline
             except (httpx.TransportError, EOFError):
                 pass
         if anyio.current_time() > deadline:
-            raise TimeoutError(f"{url}: the proxy fetched no next link\n{pushpin.log()[-4000:]}")
+            raise TimeoutError(f"{url}: the proxy fetched no next link")
 
 
-_SUBSCRIBED = re.compile(r"\[handler\] subscribe \S+ channel=(\S+)")
+async def probe_channels(
+    client: httpx.AsyncClient, pushpin: Pushpin, channels: Sequence[str], n: int
+) -> None:
+    """Publish a comment straight to the proxy on ``channels``.
 
-
-async def probe(client: httpx.AsyncClient, pushpin: Pushpin, log_start: int, n: int) -> None:
-    """Publish a comment straight to the proxy on the channels subscribed since ``log_start``.
-
-    Raises ``EOFError`` if the proxy has no receiver for one of them: it
-    dropped the session. Not for a reliable session: see :func:`warm_up`.
+    Raises ``EOFError`` if the proxy has no receiver for one of them (it
+    dropped the session): it counts what it sent before answering the
+    publish. Not for a reliable session: see :func:`warm_up`.
     """
-    while not (channels := set(_SUBSCRIBED.findall(pushpin.log()[log_start:]))):
-        await anyio.sleep(0.01)  # the proxy's log reaches its file through a pipe
-    published_from = len(pushpin.log())
+    sent = pushpin.metrics()["message_sent"]
     items = [
-        {"channel": name, "formats": {"http-stream": {"content": f": held {n}\n\n"}}}
-        for name in sorted(channels)
+        {"channel": name, "formats": {"http-stream": {"content": f": held {n}\n\n"}}} for name in channels
     ]
     response = await client.post(f"http://127.0.0.1:{pushpin.control_port}/publish/", json={"items": items})
     response.raise_for_status()
-    for name in channels:
-        line = re.compile(rf"publish channel={re.escape(name)} receivers=(\d+)")
-        while not (found := line.search(pushpin.log()[published_from:])):
-            await anyio.sleep(0.01)
-        if found.group(1) == "0":
-            raise EOFError(f"the proxy dropped the session held on {name}")
+    if pushpin.metrics()["message_sent"] - sent != len(channels):
+        raise EOFError(f"the proxy dropped the session held on {', '.join(channels)}")
 
 
 async def data_events(reader: EventReader, count: int) -> list[str]:
@@ -184,11 +216,11 @@ async def test_a_publish_lost_on_the_way_is_recovered_through_the_next_link() ->
     transport = LosingTransport("GAP")
     grip_url = f"http://127.0.0.1:{control}/?verify-iss={SIG_ISS}&verify-key={SIG_KEY}"
     stream = EventStream(grip=GripPublisher(grip_url, transport=transport), grip_reliable=True)
-    async with stream, serve_in_process(routed(stream)) as origin:
-        with run_pushpin(origin, control_port=control, message_wait_ms=500) as pushpin:
+    async with stream, serve_origin(routed(stream)) as origin:
+        with run_pushpin(origin.port, control_port=control, message_wait_ms=500) as pushpin:
             async with httpx.AsyncClient(timeout=20, limits=FRESH_CONNECTIONS) as client:
-                async with held(client, f"{pushpin.url}/events/rel", pushpin) as reader:
-                    log_start = len(pushpin.log())
+                async with held(client, f"{pushpin.url}/events/rel", pushpin, origin) as reader:
+                    fetched_before = len(origin.next_links)
                     assert reader.response.headers.get("grip-link") is None  # instructions stay at the proxy
                     for text in ("one", "two", "GAP three", "four", "five"):
                         await stream.publish_event("rel", {"event": "m", "text": text})
@@ -200,17 +232,17 @@ async def test_a_publish_lost_on_the_way_is_recovered_through_the_next_link() ->
             assert transport.lost == 1
             assert received == ["one", "two", "GAP three", "four", "five"]
             # The lost event came through Pushpin fetching the next link.
-            assert "/events/rel?grip-next-link=1" in pushpin.log()[log_start:]
+            assert "/events/rel?grip-next-link=1" in origin.next_links[fetched_before:]
 
 
 async def test_a_client_reconnecting_through_the_proxy_resumes_with_last_event_id() -> None:
     control = free_port()
     grip_url = f"http://127.0.0.1:{control}/?verify-iss={SIG_ISS}&verify-key={SIG_KEY}"
     stream = EventStream(grip=grip_url, grip_reliable=True)
-    async with stream, serve_in_process(routed(stream)) as origin:
-        with run_pushpin(origin, control_port=control, message_wait_ms=500) as pushpin:
+    async with stream, serve_origin(routed(stream)) as origin:
+        with run_pushpin(origin.port, control_port=control, message_wait_ms=500) as pushpin:
             async with httpx.AsyncClient(timeout=20, limits=FRESH_CONNECTIONS) as client:
-                async with held(client, f"{pushpin.url}/events/res", pushpin) as reader:
+                async with held(client, f"{pushpin.url}/events/res", pushpin, origin) as reader:
                     for text in ("a", "b", "c"):
                         await stream.publish_event("res", {"event": "m", "text": text})
                     await data_events(reader, 3)
@@ -218,7 +250,7 @@ async def test_a_client_reconnecting_through_the_proxy_resumes_with_last_event_i
                 for text in ("d", "e"):  # while the client is away
                     await stream.publish_event("res", {"event": "m", "text": text})
                 async with held(
-                    client, f"{pushpin.url}/events/res", pushpin, headers={"Last-Event-ID": last_id}
+                    client, f"{pushpin.url}/events/res", pushpin, origin, headers={"Last-Event-ID": last_id}
                 ) as again:
                     assert await data_events(again, 2) == ["d", "e"]
                     await stream.publish_event("res", {"event": "m", "text": "f"})

@@ -4,9 +4,10 @@ Debian's ``pushpin`` package starts four children (condure, zurl,
 pushpin-proxy, pushpin-handler) from a runner. The config written here keeps
 every ZeroMQ socket in the instance's own directory as an ipc socket and
 starts zurl itself (Debian's defaults point at a system zurl service that is
-not running), so several instances run side by side on 127.0.0.1 with three
+not running), so several instances run side by side on 127.0.0.1 with four
 TCP ports between them: the HTTP port clients use, the control port
-publishes go to, and the origin port of the app behind it.
+publishes go to, the origin port of the app behind it, and the handler's
+metrics port (Prometheus text), whose counters tests poll rather than the log.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ subscription_linger=60
 stats_subscription_ttl=60
 stats_report_interval=10
 stats_format=tnetstring
+prometheus_port={metrics_port}
 """
 
 
@@ -107,6 +109,7 @@ class Pushpin:
     http_port: int
     control_port: int
     origin_port: int
+    metrics_port: int
 
     @property
     def url(self) -> str:
@@ -141,9 +144,21 @@ class Pushpin:
                 raise RuntimeError(f"{self.url}{path} does not hold streams yet: {problem}")
             time.sleep(0.05)  # polling readiness under a deadline
 
-    def publishes(self, channel: str) -> int:
-        """How many items this instance accepted for ``channel``, from its log."""
-        return self.log().count(f"publish channel={channel} ")
+    def metrics(self) -> dict[str, int]:
+        """The handler's counters, read when asked: ``message_received`` (items the control API
+        accepted, a repeated id not counted; counted before the publish is answered),
+        ``message_sent`` (items sent to held clients, likewise), ``connection_connected`` ..."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+        return {
+            name: int(float(value))
+            for name, _, value in (line.partition(" ") for line in text.splitlines())
+            if name and not name.startswith("#")
+        }
+
+    def published(self) -> int:
+        """How many items this instance accepted (a repeated id is dropped, not counted)."""
+        return self.metrics()["message_received"]
 
 
 def _control_up(port: int) -> bool:
@@ -161,6 +176,7 @@ def _ready(instance: Pushpin) -> bool:
         and "[condure]" in log
         and _control_up(instance.control_port)
         and _accepting(instance.http_port)
+        and _accepting(instance.metrics_port)
     )
 
 
@@ -180,6 +196,7 @@ def run_pushpin(
     (directory / "log").mkdir()
     http_port = http_port or free_port()
     control_port = control_port or free_port()
+    metrics_port = free_port()
     (directory / "pushpin.conf").write_text(
         _CONFIG.format(
             run=directory / "run",
@@ -189,6 +206,7 @@ def run_pushpin(
             sig_iss=SIG_ISS,
             sig_key=SIG_KEY,
             message_wait=message_wait_ms,
+            metrics_port=metrics_port,
         )
     )
     (directory / "routes").write_text(f"* 127.0.0.1:{origin_port}\n")
@@ -197,7 +215,7 @@ def run_pushpin(
             ["pushpin", f"--config={directory / 'pushpin.conf'}", "--merge-output"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-    instance = Pushpin(process, directory, http_port, control_port, origin_port)
+    instance = Pushpin(process, directory, http_port, control_port, origin_port, metrics_port)
     try:
         deadline = time.monotonic() + timeout
         while not _ready(instance):
