@@ -1,6 +1,6 @@
 """The Redis broker: publish throughput, cross-process latency, fan-out cost, engine memory.
 
-    python -m benchmarks.broker [--quick] [--rounds N] [--backend trio]
+    python -m benchmarks.broker [--quick] [--rounds N] [--backend trio] [--scenario NAME]
 
 Starts a private redis-server (Debian's ``redis-server``) on a free port and measures:
 
@@ -15,16 +15,31 @@ Starts a private redis-server (Debian's ``redis-server``) on a free port and mea
 4. how many events per second one process takes in from the feed (it receives
    every channel's traffic), published by 64 concurrent publishers;
 5. the engine's memory per 1,000 history events of 100 bytes (``INFO memory``).
+
+``--scenario new-channel-flood`` measures instead live delivery under a flood
+of streams on new channels: an app process (uvicorn) delivers events paced on
+one channel to an httpx client here (publish-to-delivery latency, p50 / p99),
+first quiet, then while another process keeps 40 connections opening streams
+on 32 channel names never seen before each (each closes once its stream is
+open, and opens the next one). The target: the flood's p99 at most twice the
+quiet p99 plus 10 ms. ``--baseline`` first runs it without a broker (the app
+then publishes what this process posts to it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -89,6 +104,143 @@ async def cross_process_latency(url: str, rate: int, seconds: float) -> list[flo
                         if len(latencies) == count:
                             break
     return latencies
+
+
+async def live_latencies(
+    client: httpx.AsyncClient, base_url: str, url: str | None, rate: int, seconds: float
+) -> list[float]:
+    """Latencies of events published at ``rate`` on a fresh channel and delivered by the server.
+
+    With the engine's ``url``, this process publishes (as another process of the
+    app would); without, the app publishes what it is sent (``POST /publish``).
+    """
+    channel = f"live{free_port()}"
+    latencies: list[float] = []
+    count = max(1, int(rate * seconds))
+    async with contextlib.AsyncExitStack() as stack:
+        if url is not None:
+            publisher = await stack.enter_async_context(
+                Publisher(broker=RedisBroker(url, key_prefix="bench-flood:"))
+            )
+
+            async def publish(data: float) -> None:
+                await publisher.publish_event(channel, {"data": data})
+        else:
+            poster = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+
+            async def publish(data: float) -> None:
+                reply = await poster.post(f"{base_url}/publish", json={"channel": channel, "values": [data]})
+                reply.raise_for_status()
+
+        response = await stack.enter_async_context(client.stream("GET", f"{base_url}/events/{channel}"))
+        lines = response.aiter_lines()
+        async for line in lines:  # stream-open
+            if line == "":
+                break
+
+        async def publish_paced() -> None:
+            start = time.perf_counter()
+            for n in range(count):
+                delay = start + n / rate - time.perf_counter()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                await publish(time.time())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publish_paced)
+            async for line in lines:
+                if line.startswith("data: "):
+                    latencies.append(time.time() - json.loads(line[6:]))
+                    if len(latencies) == count:
+                        break
+    return latencies
+
+
+async def flood(base_url: str, connections: int, names: int, seconds: float) -> None:
+    """Open streams on never-seen channels from ``connections`` loops for ``seconds`` (its own process)."""
+    tag = os.getpid()
+    numbers = itertools.count()
+    opened = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def loop() -> None:
+            nonlocal opened
+            while time.perf_counter() < deadline:
+                query = "&".join(f"channel=new{tag}-{next(numbers)}" for _ in range(names))
+                async with client.stream("GET", f"{base_url}/query?{query}") as response:
+                    if response.status_code == 200:
+                        async for line in response.aiter_lines():  # until stream-open
+                            if line == "":
+                                break
+                opened += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(connections):
+                tg.start_soon(loop)
+    print(f"flood: {opened} streams opened on {opened * names} new channels in {seconds:g} s", flush=True)
+
+
+@contextlib.contextmanager
+def flooding(
+    base_url: str, connections: int, names: int, seconds: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The flood, run by another process for ``seconds`` (waited for on exit)."""
+    command = [
+        sys.executable, "-m", "benchmarks.broker", "--flood", base_url,
+        "--flood-connections", str(connections), "--flood-names", str(names), "--flood-seconds", str(seconds),
+    ]  # fmt: skip
+    process = subprocess.Popen(command)
+    try:
+        yield process
+    finally:
+        try:
+            process.wait(seconds + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99, in milliseconds."""
+    ms = sorted(value * 1000 for value in latencies)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
+def new_channel_flood(url: str | None, scale: float, backend: str) -> None:
+    """Live delivery, quiet then under the flood, with the broker at ``url`` (or without a broker)."""
+    rate, seconds = 200, 10 * scale
+    connections, names = 40, 32
+    env = {"EVENTSTREAM_KEEP_ALIVE": "5"}
+    if url is not None:
+        env.update({"EVENTSTREAM_BROKER": url, "EVENTSTREAM_BROKER_PREFIX": "bench-flood:"})
+    else:
+        print("without a broker (the app publishes what it is sent, POST /publish):")
+
+    async def measure(base_url: str, flooded: bool) -> list[float]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            if not flooded:
+                return await live_latencies(client, base_url, url, rate, seconds)
+            with flooding(base_url, connections, names, seconds + 2):
+                await anyio.sleep(1)  # the flood is under way
+                return await live_latencies(client, base_url, url, rate, seconds)
+
+    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+        anyio.run(measure, server.base_url, False, backend=backend)  # warm-up
+        quiet = percentiles(anyio.run(measure, server.base_url, False, backend=backend))
+        flooded = percentiles(anyio.run(measure, server.base_url, True, backend=backend))
+    target = 2 * quiet[1] + 10
+    print(f"live delivery at {rate} events/s, quiet: p50 {quiet[0]:.2f} ms, p99 {quiet[1]:.2f} ms")
+    print(
+        f"live delivery under a flood of {connections} connections x {names} new channel names: "
+        f"p50 {flooded[0]:.2f} ms, p99 {flooded[1]:.2f} ms"
+    )
+    verdict = "met" if flooded[1] <= target else "NOT met"
+    print(
+        f"target p99 <= 2 x quiet p99 + 10 ms = {target:.2f} ms: {verdict} "
+        f"(flood p99 / target = {flooded[1] / target:.2f})"
+    )
 
 
 async def publish_some(stream: EventStream, count: int) -> None:
@@ -185,13 +337,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the burst comparison")
+    parser.add_argument("--scenario", default="all", choices=["all", "new-channel-flood"])
+    parser.add_argument(
+        "--baseline", action="store_true", help="new-channel-flood: also run it without a broker first"
+    )
+    parser.add_argument("--flood", metavar="BASE_URL", help=argparse.SUPPRESS)  # the flood's own process
+    parser.add_argument("--flood-connections", type=int, default=40, help=argparse.SUPPRESS)
+    parser.add_argument("--flood-names", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--flood-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
+    if args.flood:
+        anyio.run(flood, args.flood, args.flood_connections, args.flood_names, args.flood_seconds)
+        return
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-redis-") as directory:
         engine = RedisEngine(Path(directory), free_port())
         engine.start()
         try:
             url = engine.url
+            if args.scenario == "new-channel-flood":
+                if args.baseline:
+                    new_channel_flood(None, scale, args.backend)
+                new_channel_flood(url, scale, args.backend)
+                return
             for concurrency in (1, 16, 64, 256):
                 rate = anyio.run(
                     publish_throughput, url, int(40_000 * scale) or 256, concurrency, backend=args.backend

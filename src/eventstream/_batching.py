@@ -27,6 +27,7 @@ class Pending:
     __slots__ = (
         "body",
         "channel",
+        "deadline",
         "done",
         "epoch",
         "error",
@@ -38,11 +39,15 @@ class Pending:
         "waiter",
     )
 
-    def __init__(self, channel: str, feed_channel: str, body: bytes, event_id: str | None) -> None:
+    def __init__(
+        self, channel: str, feed_channel: str, body: bytes, event_id: str | None, deadline: float = math.inf
+    ) -> None:
         self.channel = channel
         self.feed_channel = feed_channel
         self.body = body
         self.id = event_id
+        #: When (``time.monotonic()``) its call gives up: the sender fails it then, sent or not.
+        self.deadline = deadline
         #: The waiting call's waiter, while it waits (made then: most never wait).
         self.waiter: Waiter | None = None
         self.leads = False

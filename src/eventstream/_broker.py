@@ -60,6 +60,11 @@ class Broker:
     starts delivering the engine's events to that hub; leaving it stops both.
     """
 
+    #: Whether, under ``slow_consumer="block"``, a subscriber that stops reading
+    #: stalls only its own channel. A broker whose feed delivers every channel in
+    #: one task cannot promise it: a stream refuses that policy with it.
+    blocks_per_channel: bool = True
+
     @property
     def epoch(self) -> str:
         """The engine's epoch: the prefix of the ids it assigns (valid once entered)."""

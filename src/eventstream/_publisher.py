@@ -61,6 +61,9 @@ class Publisher:
         self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
         self._broker_cm: contextlib.AbstractContextManager[Any] | None = None
+        self._closed = False  # close() was called: publish_event_sync raises
+        self._calls = 0  # publish_event_sync calls in flight (close() waits for them)
+        self._idle = threading.Condition(self._lock)
 
     # -- async -----------------------------------------------------------------
 
@@ -123,7 +126,8 @@ class Publisher:
                 would block that loop, and valkey-glide delivers every
                 client's replies through the first event loop that used it:
                 use ``await publish_event``, or run this in a worker thread),
-                or the publisher is entered with ``async with`` already.
+                the publisher is entered with ``async with`` already, or
+                :meth:`close` was called (nothing was published).
         """
         library = _running_event_loop()
         if library is not None:
@@ -134,11 +138,20 @@ class Publisher:
         message = as_event(event)
         check_channel_name(channel, self.max_channel_name_length)
         portal = self._start_portal()
-        return portal.call(self.broker.publish, channel, message).id
+        try:
+            return portal.call(self.broker.publish, channel, message).id
+        finally:
+            with self._lock:
+                self._calls -= 1
+                if not self._calls:
+                    self._idle.notify_all()
 
     def _start_portal(self) -> BlockingPortal:
         with self._lock:
+            if self._closed:
+                raise _closed_error()  # a thread started again would keep the interpreter from exiting
             if self._portal is not None:
+                self._calls += 1
                 return self._portal
             if self._entered:
                 raise RuntimeError("this Publisher is entered with async with: use await publish_event")
@@ -151,11 +164,21 @@ class Publisher:
                 portal_cm.__exit__(None, None, None)
                 raise
             self._portal_cm, self._portal, self._broker_cm = portal_cm, portal, broker_cm
+            self._calls += 1
             return portal
 
     def close(self) -> None:
-        """Stop the thread started by :meth:`publish_event_sync` and disconnect. Idempotent."""
+        """Stop the thread started by :meth:`publish_event_sync` and disconnect. Idempotent.
+
+        Final: :meth:`publish_event_sync` raises ``RuntimeError`` afterwards
+        (and in threads that call it meanwhile) instead of starting a thread
+        again. Publishes already under way finish first (each within the
+        broker's publish timeout). A ``with`` block calls it at its end.
+        """
         with self._lock:
+            self._closed = True
+            while self._calls:
+                self._idle.wait()
             portal_cm, broker_cm = self._portal_cm, self._broker_cm
             self._portal_cm = self._portal = self._broker_cm = None
         if portal_cm is not None:
@@ -175,6 +198,10 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _closed_error() -> RuntimeError:
+    return RuntimeError("this Publisher is closed: publish_event_sync cannot be used after close()")
 
 
 def _running_event_loop() -> str | None:

@@ -49,6 +49,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -113,9 +114,16 @@ class RedisBroker(Broker):
             process sharing the engine the same limits (each publish trims
             by its publisher's).
         max_age: Seconds an event is kept in history.
-        request_timeout: Seconds one request to the engine may take.
+        request_timeout: Seconds one request to the engine may take. A new
+            stream waits at most this long (+ 0.5 s) for the engine: on a
+            channel this process follows, it is then served from the
+            process's copy; on a new one it gets 503. Streams opening at
+            the same time wait together, not one after another.
         publish_timeout: Seconds a publish keeps retrying while the engine
-            cannot be reached, before raising :class:`BrokerError`.
+            cannot be reached, before raising :class:`BrokerError`: every
+            publish raises within ``publish_timeout`` of its call (plus the
+            time to hand out outcomes), however many are queued; one queued
+            behind older ones may fail with them, sooner.
         check_interval: Seconds between checks that the process has every
             event of the channels it serves (they catch a feed that was cut
             while a channel went quiet, and an engine that came back empty).
@@ -132,6 +140,10 @@ class RedisBroker(Broker):
             ``key_prefix`` holds ``|`` or a glob character.
         ImportError: valkey-glide is not installed.
     """
+
+    #: The feed delivers every channel in one task: ``slow_consumer="block"`` would
+    #: let one stalled client stop them all (the stream refuses it).
+    blocks_per_channel = False
 
     def __init__(
         self,
@@ -190,6 +202,12 @@ class RedisBroker(Broker):
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
         self._publishing = 0
+        #: Seconds one request may take (the configuration's, when it sets one).
+        self._request_seconds = (
+            configuration.request_timeout / 1000
+            if configuration is not None and configuration.request_timeout
+            else request_timeout
+        )
         self._sender = BatchSender(
             engine=self.description,
             key_prefix=self._keys,
@@ -197,11 +215,7 @@ class RedisBroker(Broker):
             max_events=max_events,
             max_bytes=max_bytes,
             max_age=max_age,
-            request_timeout=(
-                configuration.request_timeout / 1000
-                if configuration is not None and configuration.request_timeout
-                else request_timeout
-            ),
+            request_timeout=self._request_seconds,
             publish_timeout=publish_timeout,
         )
         self._epoch = ""
@@ -267,7 +281,9 @@ class RedisBroker(Broker):
                 history = SharedHistory(
                     self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
                 )
-                follower = EngineFollower(self._hub, history, self._read, engine=self.description)
+                follower = EngineFollower(
+                    self._hub, history, self._read, engine=self.description, read_many=self._read_many
+                )
                 inbox = FeedInbox()
                 feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
@@ -383,7 +399,7 @@ class RedisBroker(Broker):
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
-        item = Pending(channel, feed_channel, event._body, event.id)
+        item = Pending(channel, feed_channel, event._body, event.id, time.monotonic() + self.publish_timeout)
         self._publishing += 1
         try:
             if feed_channel != self._feed_prefix + channel:  # announced elsewhere: a batch of its own
@@ -457,11 +473,47 @@ class RedisBroker(Broker):
             raise BrokerError(self.description, "not connected")
         keys = [f"{self._keys}state", self._key("h", channel)]
         try:
-            epoch, seq, messages = await client.invoke_script(
+            reply = await client.invoke_script(
                 self._read_script, keys=keys, args=[f"seq:{channel}", str(after), str(count)]
             )
         except glide.GlideError as exc:
             raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+        return self._decode_read(channel, reply)
+
+    async def _read_many(
+        self, requests: Sequence[tuple[str, int]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        # What _read returns (or raises) for each request, read in one pipeline.
+        client = self._client
+        glide = _glide()
+        if client is None:
+            return [BrokerError(self.description, "not connected")] * len(requests)
+        pipeline = glide.Batch(is_atomic=False)
+        sha = self._read_script.get_hash()
+        for channel, after in requests:
+            keys = [f"{self._keys}state", self._key("h", channel)]
+            pipeline.custom_command(["EVALSHA", sha, "2", *keys, f"seq:{channel}", str(after), str(count)])
+        try:
+            replies = await client.exec(pipeline, raise_on_error=False)
+        except glide.GlideError as exc:
+            return [BrokerError(self.description, f"{type(exc).__name__}: {exc}")] * len(requests)
+        if replies is None or len(replies) != len(requests):  # not for a pipeline
+            return [BrokerError(self.description, "the pipeline of reads was not answered")] * len(requests)
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        for (channel, after), reply in zip(requests, replies, strict=True):
+            try:
+                if not isinstance(reply, glide.GlideError):
+                    results.append(self._decode_read(channel, reply))
+                elif "noscript" in str(reply).lower():  # the engine lost its scripts: this loads it again
+                    results.append(await self._read(channel, after, count))
+                else:
+                    results.append(BrokerError(self.description, f"{type(reply).__name__}: {reply}"))
+            except BrokerError as exc:
+                results.append(exc)
+        return results
+
+    def _decode_read(self, channel: str, reply: Any) -> tuple[str, int, list[EngineEntry]]:
+        epoch, seq, messages = reply
         entries = []
         for message in messages:
             try:
@@ -473,14 +525,20 @@ class RedisBroker(Broker):
     async def prepare(self, channels: Sequence[str]) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
+        Channels are read concurrently, with other connections' reads, while
+        the feed goes on; it returns within ``request_timeout`` (+ 0.5 s).
+
         Raises:
-            BrokerError: the engine could not be reached and a channel was never loaded.
+            BrokerError: the engine could not be reached (or did not answer
+                within ``request_timeout``) and a channel was never loaded.
             RuntimeError: the broker is not running, or runs without a hub (publishing only).
         """
         follower = self._follower
         if self._client is None or follower is None:
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
-        await follower.prepare(channels)
+        # A little more than one request's time: a read sent at once gets its
+        # answer (or its timeout error) first.
+        await follower.prepare(channels, within=self._request_seconds + 0.5)
 
     async def _check_periodically(self, follower: EngineFollower) -> None:
         while True:

@@ -11,10 +11,18 @@ Why not glide's ``get_pubsub_message()``: it resolves its future with
 cancelled meanwhile, so cancelling a reader that waits on it (at exit) could
 raise ``InvalidStateError`` in an event loop callback and lose the message it
 carried. Waiting on the inbox is an anyio event: cancellation is clean.
+
+The inbox holds at most ``FEED_LIMIT`` messages: when the reader falls behind
+(a process that cannot keep up with the whole publish rate, or many
+subscribers that stall at once), the oldest are dropped rather than memory
+growing without bound. Nothing is lost for good: each entry's sequence number
+shows the gap, and the missing entries are read from the engine's history
+(clients whose position history no longer holds get ``stream-reset``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -23,7 +31,12 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-__all__ = ["FeedInbox"]
+__all__ = ["FEED_LIMIT", "FeedInbox"]
+
+logger = logging.getLogger("eventstream")
+
+#: Messages the inbox holds at most (the oldest are dropped beyond).
+FEED_LIMIT = 65536
 
 
 class FeedInbox:
@@ -33,9 +46,13 @@ class FeedInbox:
     as the feed client's callback.
     """
 
-    __slots__ = ("_arrived", "_messages", "_thread", "_token")
+    __slots__ = ("_arrived", "_messages", "_thread", "_token", "dropped", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        #: The most messages held (``FEED_LIMIT`` unless given).
+        self.limit = FEED_LIMIT if limit is None else limit
+        #: Messages dropped so far because the inbox was full.
+        self.dropped = 0
         self._messages: deque[Any] = deque()
         self._arrived = anyio.Event()
         self._thread = threading.get_ident()
@@ -50,7 +67,17 @@ class FeedInbox:
             anyio.from_thread.run_sync(self._take, message, token=self._token)
 
     def _take(self, message: Any) -> None:
-        self._messages.append(message)
+        messages = self._messages
+        if len(messages) >= self.limit:
+            messages.popleft()
+            if not self.dropped % self.limit:
+                logger.warning(
+                    "broker: the feed's reader is %d messages behind; dropping the oldest "
+                    "(they are read from the engine's history)",
+                    self.limit,
+                )
+            self.dropped += 1
+        messages.append(message)
         self._arrived.set()
 
     def __len__(self) -> int:

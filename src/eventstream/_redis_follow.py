@@ -6,6 +6,13 @@ handled one at a time (under one lock), and each is kept in history and
 queued for subscribers with no await in between, so a connection that
 subscribes meanwhile finds it in one place or the other.
 
+The reads a connection needs before it subscribes go in one pipeline, run
+concurrently with other connections' (up to :data:`CONCURRENT_READS` requests
+at once) and outside the lock: only their outcome is taken in under it, so a
+flood of connections on new channels does not hold up the feed of the
+channels already followed. Feed entries of a channel whose first read is in
+flight are kept aside meanwhile, and taken in after it.
+
 Because sequence numbers are per channel and without holes, an entry whose
 number is not the next one reveals a gap: the missing entries are read from
 the engine's history and delivered first. Where the engine no longer has
@@ -27,6 +34,7 @@ back (every key of the channel deleted), the channel's streams end.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -39,25 +47,72 @@ from ._history import HistoryEntry
 from ._hub import Hub
 from ._shared_history import SharedHistory
 
-__all__ = ["EngineFollower", "Reader"]
+__all__ = ["CONCURRENT_READS", "EngineFollower", "ManyReader", "Reader"]
 
 logger = logging.getLogger("eventstream")
 
 #: ``read(channel, after, count)``: the engine's epoch, the channel's newest
 #: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
 Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+#: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
+#: the :class:`BrokerError` of that read, in the same order, read in one pipeline.
+ManyReader = Callable[
+    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
+]
+#: Requests (a connection's pipeline of reads, or one read) for connections about to
+#: subscribe that run at once; the others wait their turn.
+CONCURRENT_READS = 128
+
+
+class _Loading:
+    """A channel's first read, in flight: feed entries that arrive meanwhile, and its outcome."""
+
+    __slots__ = ("_done", "entries", "error", "finished", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.entries: list[EngineEntry] = []
+        self.error: BrokerError | None = None
+        self.finished = False
+        self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
+
+    def finish(self) -> None:
+        """The read is over (taken in, failed or abandoned): wake the waiters."""
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait(self) -> None:
+        """Return once :meth:`finish` was called."""
+        if not self.finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
 
 
 class EngineFollower:
     """Keeps :attr:`history` in step with the engine and delivers new entries to ``hub``."""
 
-    def __init__(self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str) -> None:
+    def __init__(
+        self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str, read_many: ManyReader
+    ) -> None:
         self.hub = hub
         self.history = history
         self._read = read
+        self._read_many = read_many
         self.engine = engine
         self._loaded: set[str] = set()
-        self._lock = anyio.Lock()
+        # Uncontended, taking it does not yield: what the feed and each read
+        # for a new stream do under it runs without a pass of the event loop,
+        # so hundreds of new streams do not queue the feed behind them.
+        self._lock = anyio.Lock(fast_acquire=True)
+        #: Channels of the connections being prepared (how many each): kept while they are.
+        self._preparing: dict[str, int] = {}
+        #: Channels whose first read is in flight.
+        self._loading: dict[str, _Loading] = {}
+        #: Counts the engine's new epochs: a read begun before one is stale.
+        self._generation = 0
+        self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
 
     @property
     def epoch(self) -> str:
@@ -67,12 +122,13 @@ class EngineFollower:
         """Channels with local subscribers whose history is followed; forgets idle others.
 
         A followed channel without subscribers whose newest event is older
-        than the history's ``max_age`` is no longer followed (its copy is
+        than the history's ``max_age`` (and no connection being prepared for
+        it) is no longer followed (its copy is
         dropped; a connection that asks for it again reads it from the engine).
         """
         subscribed = self.hub.statistics().channels
         for name in [name for name in self._loaded if name not in subscribed]:
-            if self.history.last(name) is None:
+            if self.history.last(name) is None and name not in self._preparing:
                 self._loaded.discard(name)
                 self.history.forget(name)
         return [name for name in subscribed if name in self._loaded]
@@ -95,7 +151,12 @@ class EngineFollower:
             return
         if channel not in self._loaded:
             # No connection here ever asked for it: nobody to deliver to, and
-            # its history is read from the engine when one does.
+            # its history is read from the engine when one does. If that read
+            # is in flight, the entry is taken in after it (a bounded number:
+            # past that, the gap shows and is read).
+            loading = self._loading.get(channel)
+            if loading is not None and len(loading.entries) < self.history.max_events:
+                loading.entries.append(entry)
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
@@ -128,6 +189,7 @@ class EngineFollower:
         ``seq``: the number of the feed message that raised the doubt.
         ``differs``: the message is not the entry kept under its number (else it
         is the first of the channel, and no longer kept here: a late copy is fine).
+        Called with the feed's lock held (from :meth:`receive`).
         """
         epoch, newest, _entries = await self._read(channel, -1, 1)
         if epoch and epoch != self.epoch:
@@ -149,7 +211,15 @@ class EngineFollower:
         )  # fmt: skip
         self.history.forget(channel)
         self._loaded.discard(channel)
-        await self._prepare_one(channel)
+        # Read it again as a new channel (the feed's lock is held: not through _load).
+        epoch, newest, entries = await self._read(channel, -1, self.history.max_events)
+        loading = self._loading[channel] = _Loading(self._generation)
+        try:
+            await self._install(channel, loading, epoch, newest, entries)
+        finally:
+            if self._loading.get(channel) is loading:
+                del self._loading[channel]
+            loading.finish()
         self._end_streams(channel)
 
     async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
@@ -186,6 +256,7 @@ class EngineFollower:
         )  # fmt: skip
         self.history.clear(epoch)
         self._loaded.clear()
+        self._generation += 1  # reads in flight are read again
         for channel in list(self.hub.statistics().channels):
             self._end_streams(channel)
 
@@ -202,55 +273,193 @@ class EngineFollower:
 
     async def _catch_up(self, channel: str, known: int) -> None:
         """Deliver what the engine has after ``known``; end the channel's streams where it has not."""
-        history = self.history
         while True:
-            epoch, newest, entries = await self._read(channel, known, history.max_events)
+            epoch, newest, entries = await self._read(channel, known, self.history.max_events)
             if epoch and epoch != self.epoch:
                 self._new_epoch(epoch)
                 return
-            if newest <= known:
+            after = await self._take_in(channel, known, newest, entries)
+            if after is None:
                 return
-            if not entries or entries[0].seq != known + 1:
-                logger.warning(
-                    "broker: events %d..%d of channel %r are no longer in the engine's history; "
-                    "its streams end and their clients get stream-reset",
-                    known + 1, (entries[0].seq - 1) if entries else newest, channel,
-                )  # fmt: skip
-                history.replace(channel, [], entries[0].seq - 1 if entries else newest)
-                self._end_streams(channel)
-                if not entries:
-                    return
-            for entry in entries:
-                if entry.seq == history.last_seq.get(channel, 0) + 1:
-                    await self._deliver(channel, self._as_history(channel, entry))
-            known = history.last_seq.get(channel, 0)
-            if known >= newest:
-                return
+            known = after
+
+    async def _take_in(self, channel: str, known: int, newest: int, entries: list[EngineEntry]) -> int | None:
+        """Deliver what a read after ``known`` returned; the position to read on from, or None if done."""
+        history = self.history
+        known = max(known, history.last_seq.get(channel, 0))  # the feed may have delivered more since
+        if newest <= known:
+            return None
+        if not entries or entries[0].seq > known + 1:
+            logger.warning(
+                "broker: events %d..%d of channel %r are no longer in the engine's history; "
+                "its streams end and their clients get stream-reset",
+                known + 1, (entries[0].seq - 1) if entries else newest, channel,
+            )  # fmt: skip
+            history.replace(channel, [], entries[0].seq - 1 if entries else newest)
+            self._end_streams(channel)
+            if not entries:
+                return None
+        for entry in entries:
+            if entry.seq == history.last_seq.get(channel, 0) + 1:
+                await self._deliver(channel, self._as_history(channel, entry))
+        known = history.last_seq.get(channel, 0)
+        if known >= newest:
+            return None
+        return known
 
     # -- before a connection subscribes ----------------------------------------
 
-    async def prepare(self, channels: Sequence[str]) -> None:
+    async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
+        The channels are read together (one pipeline), concurrently with
+        other connections' reads (:data:`CONCURRENT_READS` requests at once); the
+        feed of the channels already followed goes on meanwhile. It returns
+        within ``within`` seconds: a followed channel whose read is not
+        answered by then is served from this process's copy.
+
         Raises:
-            BrokerError: the engine could not be reached and a channel was
-                never loaded (a channel loaded before is served from this
-                process's copy; the periodic check fills it in later).
+            BrokerError: the engine could not be reached (or did not answer
+                within ``within``) and a channel was never loaded (a channel
+                loaded before is served from this process's copy; the periodic
+                check fills it in later).
         """
-        async with self._lock:
+        errors: list[BrokerError] = []
+
+        async def prepare_one(channel: str) -> None:
+            try:
+                await self._prepare_one(channel)
+            except BrokerError as exc:
+                errors.append(exc)
+
+        preparing = self._preparing
+        for channel in channels:  # not forgotten before the connection subscribes
+            preparing[channel] = preparing.get(channel, 0) + 1
+        try:
+            with anyio.move_on_after(within):
+                # What the reads together leave (read by another connection, or
+                # read again after a new epoch) is prepared channel by channel.
+                rest = await self._prepare_together(channels, errors)
+                if len(rest) == 1:
+                    await prepare_one(rest[0])
+                elif rest:
+                    async with anyio.create_task_group() as tg:
+                        for channel in rest:
+                            tg.start_soon(prepare_one, channel)
+        finally:
             for channel in channels:
-                try:
-                    await self._prepare_one(channel)
-                except BrokerError:
-                    if channel not in self._loaded:
-                        raise
+                if preparing[channel] == 1:
+                    del preparing[channel]
+                else:
+                    preparing[channel] -= 1
+        missing = [channel for channel in channels if channel not in self._loaded]
+        if missing:
+            if errors:
+                raise errors[0]
+            raise BrokerError(self.engine, f"no answer within {within:g} s (request_timeout)")
+
+    async def _prepare_together(self, channels: Sequence[str], errors: list[BrokerError]) -> list[str]:
+        # Read every channel that no other connection is reading in one
+        # pipeline; return the channels left to prepare one by one.
+        generation = self._generation
+        mine: dict[str, _Loading] = {}
+        known: dict[str, int] = {}
+        rest: list[str] = []
+        for channel in channels:
+            if channel in self._loaded:
+                known[channel] = self.history.last_seq.get(channel, 0)
+            elif channel in self._loading:
+                rest.append(channel)
+            else:
+                mine[channel] = self._loading[channel] = _Loading(generation)
+        requests = [*((channel, -1) for channel in mine), *known.items()]
+        if not requests:
+            return rest
+        try:
+            async with self._reads:
+                results = await self._read_many(requests, self.history.max_events)
+            async with self._lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    for (channel, after), result in zip(requests, results, strict=True):
+                        loading = mine.get(channel)
+                        try:
+                            if isinstance(result, BrokerError):
+                                raise result
+                            if loading is not None:
+                                if not await self._install(channel, loading, *result):
+                                    rest.append(channel)
+                            elif not await self._refreshed(channel, generation, after, *result):
+                                rest.append(channel)
+                        except BrokerError as exc:  # (also: a gap after it that could not be read)
+                            errors.append(exc)
+                            if loading is not None:
+                                loading.error = exc
+        finally:
+            for channel, loading in mine.items():
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.finish()
+        return rest
 
     async def _prepare_one(self, channel: str) -> None:
-        history = self.history
-        if channel in self._loaded:
-            await self._catch_up(channel, history.last_seq.get(channel, 0))
-            return
-        epoch, newest, entries = await self._read(channel, -1, history.max_events)
+        while True:
+            if channel not in self._loaded:
+                await self._load(channel)
+                return
+            generation = self._generation
+            known = self.history.last_seq.get(channel, 0)
+            async with self._reads:
+                epoch, newest, entries = await self._read(channel, known, self.history.max_events)
+            async with self._lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    if await self._refreshed(channel, generation, known, epoch, newest, entries):
+                        return
+
+    async def _refreshed(
+        self, channel: str, generation: int, known: int, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in a read of a followed channel after ``known``; False if it must be read anew."""
+        if generation != self._generation or channel not in self._loaded:
+            return False  # a new epoch, or forgotten meanwhile
+        if epoch and epoch != self.epoch:
+            self._new_epoch(epoch)
+            return False
+        after = await self._take_in(channel, known, newest, entries)
+        if after is not None:  # more than one read's worth is missing (rare)
+            await self._catch_up(channel, after)
+        return True
+
+    async def _load(self, channel: str) -> None:
+        # Read a channel's history for the first time; one read per channel
+        # at a time (other connections asking for it wait for its outcome).
+        while channel not in self._loaded:
+            loading = self._loading.get(channel)
+            if loading is not None:
+                await loading.wait()
+                if loading.error is not None:
+                    raise loading.error
+                continue
+            loading = self._loading[channel] = _Loading(self._generation)
+            try:
+                async with self._reads:
+                    epoch, newest, entries = await self._read(channel, -1, self.history.max_events)
+                async with self._lock:
+                    with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                        await self._install(channel, loading, epoch, newest, entries)
+            except BrokerError as exc:
+                loading.error = exc
+                raise
+            finally:
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.finish()
+
+    async def _install(
+        self, channel: str, loading: _Loading, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
+        if loading.generation != self._generation:
+            return False
         if epoch and epoch != self.epoch:
             self._new_epoch(epoch)
         run: list[HistoryEntry] = []
@@ -258,8 +467,13 @@ class EngineFollower:
             if run and entry.seq != run[-1].seq + 1:
                 run = []
             run.append(self._as_history(channel, entry))
-        history.replace(channel, run, newest)
+        self.history.replace(channel, run, newest)
         self._loaded.add(channel)
+        del self._loading[channel]
+        for entry in loading.entries:  # from the feed meanwhile
+            if entry.epoch == self.epoch:  # (an older one is history)
+                await self._receive_one(channel, entry)
+        return True
 
     # -- the periodic check ------------------------------------------------------
 

@@ -3,8 +3,12 @@
 One call of the publish script (see ``_redis_scripts.PUBLISH``) numbers,
 keeps and announces a whole batch atomically. A batch that fails on the way
 (a cut connection, an engine that is loading) is sent again, with capped,
-jittered backoff, until ``publish_timeout``; every attempt carries the same
-batch token. The engine keeps each batch's reply under that token for a
+jittered backoff, until the deadline of its oldest event (``publish_timeout``
+after that event's call; an attempt still unanswered then is abandoned), so
+every publish ends within ``publish_timeout`` of its call however many are
+queued; an event whose deadline passed before its batch is sent fails
+unsent. Every attempt carries the same batch token. The engine keeps each
+batch's reply under that token for a
 while, so a retry whose first attempt did run gets the same reply, and no
 event is published twice. Replies that arrived are acknowledged in the next
 batch (the engine deletes their keys), so the engine holds a reply only
@@ -102,8 +106,20 @@ class BatchSender:
 
         Never raises: each item gets its outcome (``seq`` and ``prev_id``, or
         ``error``, a :class:`BrokerError`), ``done`` and its ``wake`` event set.
+        It returns by the earliest ``deadline`` of the items (plus the time to
+        hand out the outcomes); items already past theirs fail unsent.
         """
         glide = glide_module()
+        now = time.monotonic()
+        expired = [item for item in batch if item.deadline <= now]
+        if expired:
+            late = BrokerError(
+                self.engine, f"not sent within publish_timeout ({self.publish_timeout:g} s)", attempts=0
+            )
+            self._finish(expired, late, None)
+            batch = [item for item in batch if item.deadline > now]
+            if not batch:
+                return
         token = os.urandom(8).hex()
         result_key = f"{self.key_prefix}batch:{token}"
         acknowledged = self._acknowledged[:_ACKS_PER_BATCH]
@@ -127,7 +143,7 @@ class BatchSender:
         # The script derives each event's pub/sub channel, unless told (a batch of one).
         first = batch[0]
         override = first.feed_channel if first.feed_channel != self.feed_prefix + first.channel else ""
-        deadline = time.monotonic() + self.publish_timeout
+        deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None
         result: Any = None
@@ -148,7 +164,15 @@ class BatchSender:
             ]
             attempt += 1
             try:
-                result = await client.invoke_script(script, keys=keys, args=args)
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
+                    result = await client.invoke_script(script, keys=keys, args=args)
+                if not scope.cancelled_caught:
+                    break
+                # The engine did not answer by the deadline: abandon the attempt.
+                error = BrokerError(
+                    self.engine, f"no answer within publish_timeout ({self.publish_timeout:g} s)", attempt,
+                    maybe_published=True,
+                )  # fmt: skip
                 break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -159,10 +183,17 @@ class BatchSender:
                     break
                 delay = min(1.0, 0.02 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
                 await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                if time.monotonic() >= deadline:
+                    error = BrokerError(self.engine, reason, attempt, maybe_published=unanswered)
+                    break
         else:
             error = BrokerError(self.engine, "the broker was stopped")
         if error is None:
             self._acknowledged.append(result_key)
+        self._finish(batch, error, result)
+
+    @staticmethod
+    def _finish(batch: list[Pending], error: BrokerError | None, result: Any) -> None:
         for index, item in enumerate(batch):
             if error is not None:
                 item.error = error

@@ -18,6 +18,12 @@ the event loop.
 Signals a process ignores (``SIG_IGN``, as hypercorn's worker processes do
 with SIGINT) are left alone.
 
+A child process forked while the handlers are installed (``multiprocessing``
+with the fork start method, ``os.fork``) runs no event loop of the parent's:
+the handlers there would swallow the first signal (``Process.terminate()``
+would not stop it). So the child gets back the handlers found before them
+(the default action where there were none), through ``os.register_at_fork``.
+
 What the servers do (uvicorn 0.54, hypercorn 0.18): uvicorn installs its
 handlers with ``signal.signal`` before the lifespan starts, and at its end
 restores the handlers it found and raises the signals it caught again.
@@ -34,6 +40,7 @@ default supervisor and worker processes, the workers never see the signal.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import weakref
@@ -98,10 +105,12 @@ class SignalRelay:
             self.previous[signum] = current
             signal.signal(signum, self._handler)
         self.installed = True
+        _in_place[self] = None
 
     def uninstall(self) -> None:
         """Put the previous handlers back where ours is still the current one."""
         self.installed = False
+        _in_place.pop(self, None)
         for signum, previous in self.previous.items():
             if signal.getsignal(signum) is self._handler:
                 signal.signal(signum, previous)
@@ -162,6 +171,29 @@ class SignalRelay:
 
 # The relay of the event loop running in the main thread (signals only reach that thread).
 _relay: SignalRelay | None = None
+
+
+class _Uninstallable(Protocol):
+    def uninstall(self) -> None:
+        """Put the previous handlers back where ours is still the current one."""
+
+
+#: Every relay and ``chain_close`` block whose handlers are installed now (insertion order).
+_in_place: dict[_Uninstallable, None] = {}
+
+
+def _after_fork_in_child() -> None:
+    # The child runs none of the parent's event loops: the handlers go back to what they
+    # were before them, newest first (each restores where it is still the current one).
+    global _relay
+    _relay = None
+    for installed in reversed(list(_in_place)):
+        installed.uninstall()
+    _in_place.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def watch(stream: Closable, relay: SignalRelay | None) -> SignalRelay | None:
@@ -229,9 +261,24 @@ def chain_close(close: Callable[[float], None], signals: tuple[int, ...]) -> Ite
         if callable(current):
             previous[signum] = current
             signal.signal(signum, handler)
+    chained = _Chained(handler, previous)
+    _in_place[chained] = None
     try:
         yield
     finally:
-        for signum, chained in previous.items():
-            if signal.getsignal(signum) is handler:
+        chained.uninstall()
+
+
+class _Chained:
+    """The handler a ``chain_close`` block installed, and those it chains to."""
+
+    def __init__(self, handler: Handler, previous: dict[int, Any]) -> None:
+        self.handler = handler
+        self.previous = previous
+
+    def uninstall(self) -> None:
+        """Put the previous handlers back where ours is still the current one."""
+        _in_place.pop(self, None)
+        for signum, chained in self.previous.items():
+            if signal.getsignal(signum) is self.handler:
                 signal.signal(signum, chained)

@@ -90,7 +90,9 @@ class EventStream(StreamLifecycle):
             ``"disconnect"`` (wait while it makes progress; leave it behind to
             catch up from history after 0.1 s without, disconnect it after
             ``send_timeout``), ``"drop-oldest"`` (drop its oldest event and
-            send it ``stream-reset``), or ``"block"`` (the publisher waits).
+            send it ``stream-reset``), or ``"block"`` (the publisher waits;
+            not with a shared ``broker`` such as :class:`RedisBroker`, whose
+            feed serves every channel at once).
         retry: The reconnection delay (ms) sent to clients in ``stream-open``;
             endpoints may override it.
         authorize: Called with the request scope and its channels before
@@ -122,8 +124,10 @@ class EventStream(StreamLifecycle):
             which runs the broker. ``None`` (default): this process only.
 
     Raises:
-        ValueError: an option is out of range, or a GRIP configuration is
-            malformed (checked here, not at the first publish).
+        ValueError: an option is out of range, a GRIP configuration is
+            malformed (checked here, not at the first publish), or
+            ``slow_consumer="block"`` was given with a broker whose feed
+            serves every channel at once (:class:`RedisBroker`).
     """
 
     def __init__(
@@ -156,6 +160,13 @@ class EventStream(StreamLifecycle):
         )
         self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
         self._broker = make_broker(broker, history)
+        if slow_consumer == "block" and not self._broker.blocks_per_channel:
+            # The broker's feed delivers every channel in one task: a client
+            # that stopped reading would stall every channel, not its own.
+            raise ValueError(
+                'slow_consumer="block" cannot be used with a broker: one stalled client would stall '
+                'the delivery of every channel; use "disconnect" or "drop-oldest"'
+            )
         if grip_reliable and (grip is None or history is None):
             raise ValueError("grip_reliable needs grip and a history store")
         self.grip_reliable = grip_reliable
@@ -336,7 +347,9 @@ class EventStream(StreamLifecycle):
             RuntimeError: called from the event loop's own thread (``await
                 publish_event`` there), or no event loop has used the stream
                 yet; ``anyio.RunFinishedError`` (a ``RuntimeError``) when
-                that event loop has ended.
+                that event loop has ended, or ends while the call waits (within
+                about 0.05 s of its end, whatever it was doing: if the publish
+                had begun, some subscribers may have the event).
             ValueError, TypeError, anyio.ClosedResourceError, GripPublishError:
                 as :meth:`publish_event`, raised in the calling thread.
 

@@ -26,6 +26,9 @@ class Relay:
     ``cuts_inside`` counts the cuts done that way.
 
     ``target`` may be a list of ports: each new connection goes to the next one.
+
+    ``hold()`` stops forwarding without cutting anything (an engine that
+    accepts but never answers); ``release()`` forwards what was held.
     """
 
     def __init__(self, target: int | Sequence[int], port: int | None = None) -> None:
@@ -39,6 +42,11 @@ class Relay:
         self._marker: bytes | None = None
         self.cuts_inside = 0
         self.connections = 0
+        #: (connection number, from the server) of the directions held.
+        self._held: set[tuple[int, bool]] = set()
+        #: The held directions that have data waiting.
+        self._waiting: set[tuple[int, bool]] = set()
+        self._released = threading.Condition(self._lock)
 
     @property
     def target(self) -> int:
@@ -69,6 +77,7 @@ class Relay:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+        self.release()
         self.cut()
         for thread in self._threads:
             thread.join(5)
@@ -82,6 +91,28 @@ class Relay:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    def hold(self, connection: int | None = None, *, replies_only: bool = False) -> None:
+        """Forward nothing more on connection ``connection`` (numbered from 0 as accepted; every
+        open one if None) until :meth:`release`; with ``replies_only``, requests still reach the
+        server but its replies wait in the relay."""
+        with self._lock:
+            numbers = range(self.connections) if connection is None else (connection,)
+            for number in numbers:
+                self._held.add((number, True))
+                if not replies_only:
+                    self._held.add((number, False))
+
+    def holds_reply(self, connection: int) -> bool:
+        """Whether the server answered on ``connection`` and the relay holds that answer."""
+        with self._lock:
+            return (connection, True) in self._waiting
+
+    def release(self) -> None:
+        """Forward again what was held, and what comes."""
+        with self._lock:
+            self._held.clear()
+            self._released.notify_all()
 
     def cut_after_line(self, marker: bytes) -> None:
         """Arm one cut after the end of the next server line containing ``marker``."""
@@ -106,9 +137,10 @@ class Relay:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
+                number = self.connections
                 self.connections += 1
-            self._spawn(self._pipe, client, upstream)
-            self._spawn(self._pipe, upstream, client, True)
+            self._spawn(self._pipe, client, upstream, False, number)
+            self._spawn(self._pipe, upstream, client, True, number)
 
     def _take_cut(self, data: bytes) -> int | None:
         """Where to cut ``data`` (after the armed marker's line), disarming; or None."""
@@ -123,9 +155,16 @@ class Relay:
             self.cuts_inside += 1
             return end + 1
 
-    def _pipe(self, source: socket.socket, destination: socket.socket, from_server: bool = False) -> None:
+    def _pipe(
+        self, source: socket.socket, destination: socket.socket, from_server: bool = False, number: int = -1
+    ) -> None:
         try:
             while data := source.recv(65536):
+                with self._lock:
+                    while (number, from_server) in self._held:
+                        self._waiting.add((number, from_server))
+                        self._released.wait()
+                    self._waiting.discard((number, from_server))
                 cut = self._take_cut(data) if from_server else None
                 if cut is None:
                     destination.sendall(data)

@@ -7,8 +7,11 @@ and is put back, with the original, at the end of each test.
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
+import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from types import FrameType
 
 import anyio
@@ -161,3 +164,39 @@ async def test_close_on_signals_still_chains(sigterm: None) -> None:
                     await recorder.called.wait()
     assert recorder.calls == [(signal.SIGTERM, 0)]
     assert current_handler_is(recorder)
+
+
+def report_handlers_and_wait(conn: Connection, before: dict[int, object]) -> None:
+    # In the forked child: which handlers are in place, then wait to be terminated.
+    conn.send([signal.getsignal(signum) is before[signum] for signum in (signal.SIGINT, signal.SIGTERM)])
+    time.sleep(60)
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+async def test_a_forked_child_gets_the_handlers_found_before(sigterm: None) -> None:
+    # A multiprocessing child (fork start method) of a process serving streams runs none of its
+    # event loops: with the stream's handlers it ignored its first SIGTERM, so terminate() failed.
+    signums = (signal.SIGINT, signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in signums}
+    context = multiprocessing.get_context("fork")
+    stream = EventStream()
+    with anyio.fail_after(30):
+        async with stream:  # handle_signals: installed here, in the main thread
+            with stream.close_on_signals():  # and the explicit form above them
+                assert [signal.getsignal(signum) is before[signum] for signum in signums] == [False, False]
+                parent_end, child_end = context.Pipe()
+                child = context.Process(target=report_handlers_and_wait, args=(child_end, before))
+                child.start()
+                try:
+                    assert await anyio.to_thread.run_sync(parent_end.poll, 10)
+                    assert parent_end.recv() == [True, True]
+                    child.terminate()
+                    await anyio.to_thread.run_sync(child.join, 10)
+                    assert child.exitcode == -signal.SIGTERM
+                finally:
+                    if child.is_alive():
+                        child.kill()
+                        child.join()
+                # The parent keeps its handlers.
+                assert [signal.getsignal(signum) is before[signum] for signum in signums] == [False, False]
+        assert [signal.getsignal(signum) is before[signum] for signum in signums] == [True, True]

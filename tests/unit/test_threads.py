@@ -17,6 +17,8 @@ import pytest
 from eventstream import EventStream, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
+from ..support.helpers import wait_until
+
 pytestmark = pytest.mark.anyio
 
 
@@ -176,3 +178,58 @@ async def test_a_stream_whose_loop_ended_moves_to_the_next(anyio_backend: str) -
             assert (await next_message(response)).json() == 1
             await stream.publish_event("c", {"event": "m", "data": 2})
             assert (await next_message(response)).json() == 2
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("closed", [True, False], ids=["stream-closed", "loop-just-ends"])
+def test_threads_publishing_while_the_loop_ends_all_return(backend: str, closed: bool) -> None:
+    # 80 threads publish in a loop while the event loop ends (with `async with stream`
+    # closing first, or with the loop's main task simply returning): each one's current
+    # call either publishes or fails, none waits for ever, and later calls are refused.
+    stream = EventStream()
+    threads_count = 80
+    go = threading.Event()
+    outcomes: list[BaseException | None] = [None] * threads_count
+
+    def publish_until_refused(index: int) -> None:
+        go.wait(10)
+        try:
+            while True:
+                stream.publish_event_threadsafe("c", {"event": "m", "data": index})
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads = [
+        threading.Thread(target=publish_until_refused, args=(i,), daemon=True) for i in range(threads_count)
+    ]
+
+    async def main() -> None:
+        async def until_busy() -> bool:
+            return stream.statistics().events_published >= 4 * threads_count
+
+        if closed:
+            async with stream:
+                go.set()
+                await wait_until(until_busy)
+        else:
+            await stream.publish_event("c", {"event": "m"})  # binds the stream to this loop
+            go.set()
+            await wait_until(until_busy)
+
+    for thread in threads:
+        thread.start()
+    anyio.run(main, backend=backend)
+    for thread in threads:
+        thread.join(5)  # far more than the few tenths of a second a thread takes to notice
+    assert [t.name for t in threads if t.is_alive()] == []
+    for outcome in outcomes:
+        # RunFinishedError: the loop ended (the call never ran, or was cut off by the loop's
+        # end); ClosedResourceError: the call ran after `async with stream` closed it.
+        allowed = (anyio.RunFinishedError, anyio.ClosedResourceError) if closed else anyio.RunFinishedError
+        assert isinstance(outcome, allowed), repr(outcome)
+    # Nothing is queued for a loop that has ended: a new call (from a thread) is refused at once.
+    thread = threading.Thread(target=publish_until_refused, args=(0,))
+    go.set()
+    thread.start()
+    thread.join(5)
+    assert isinstance(outcomes[0], anyio.RunFinishedError)
