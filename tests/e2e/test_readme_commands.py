@@ -84,6 +84,7 @@ COMMANDS = {
         "this command with REDIS_URL pointing at a private engine on a free port"
     ),
     "python3 -m nox -s tests": "not run: it is this test suite",
+    "python3 -m nox -s unit": "not run: tests/unit, a part of this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
     "python3 -m nox -s bench": (
         "not run: about 45 minutes; tests/e2e/test_benchmarks.py runs the harness briefly"
