@@ -199,3 +199,42 @@ def test_on_trio_a_memory_channel_receive_runs_the_keep_alive_without_a_timer_ta
             assert ("_TrioWaiter._run_timer" in _task_names()) is False
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class _FailingAtCall:
+    """A server's receive() that is a plain callable: the request first, then it raises
+    at the call itself, before returning anything to await."""
+
+    def __init__(self, error: Exception) -> None:
+        self.calls = 0
+        self.error = error
+
+    def receive(self) -> object:
+        self.calls += 1
+        if self.calls == 1:
+            return self._request()
+        raise self.error
+
+    async def _request(self) -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def test_a_receive_failing_at_the_call_is_raised_after_the_block() -> None:
+    client = _FailingAtCall(RuntimeError("the server broke at the call"))
+
+    async def respond() -> None:
+        async with DisconnectWatch(client.receive, _response()):  # type: ignore[arg-type]
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5), pytest.raises(Exception) as raised:  # noqa: PT011 - a group on trio
+        await respond()
+    errors = getattr(raised.value, "exceptions", (raised.value,))
+    assert [str(error) for error in errors] == ["the server broke at the call"]
+
+
+async def test_an_os_error_at_the_call_is_a_disconnect() -> None:
+    client = _FailingAtCall(ConnectionResetError("reset by peer"))
+    with anyio.fail_after(5):
+        async with DisconnectWatch(client.receive, _response()):  # type: ignore[arg-type]
+            await anyio.sleep_forever()
+    assert client.calls == 2
