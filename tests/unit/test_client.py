@@ -573,3 +573,14 @@ async def test_a_redirect_to_a_malformed_url_stops_the_source() -> None:
             with pytest.raises(StopAsyncIteration):
                 await source.__anext__()
     assert len(server.requests) == 1
+
+
+async def test_a_source_is_entered_once() -> None:
+    # Its connection, its last id and its backoff belong to one run: a second run needs a new source.
+    source = EventSource("http://127.0.0.1:9/events")
+    async with source:
+        with pytest.raises(RuntimeError, match="an EventSource can be entered only once"):
+            await source.__aenter__()
+    with pytest.raises(RuntimeError, match="an EventSource can be entered only once"):
+        async with source:
+            pass
