@@ -198,9 +198,11 @@ class Connection:
                                     subscriber.reset_pending = False
                                     body = self.reset_event() + body
                                 if body:
+                                    subscriber.sending = True  # a client that does not read holds it here
                                     await send(
                                         {"type": "http.response.body", "body": body, "more_body": True}
                                     )
+                                    subscriber.sending = False
                                 self.hub.count_delivered(count)
                                 if interval is not None:
                                     deadline = waiter.time() + interval

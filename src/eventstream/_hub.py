@@ -19,12 +19,26 @@ slow-consumer policy:
     seconds without taking anything is disconnected: its connection is
     cancelled, the client reconnects and resumes from history.
 
-    The trade-off: a client that stops reading costs each publisher at most
-    ``stall_after`` once, not ``send_timeout`` per publish, so a stream of new
-    non-reading clients cannot throttle publishing; a reading client that
-    pauses longer than ``stall_after`` (a slow link) catches up from history
-    instead of holding the publisher, and gets ``stream-reset`` if the pause
-    outlasts history.
+    Until a subscriber is *proven* to read, publishes do not wait for it
+    while its connection is held in a send (a client that never reads holds
+    it there for good): it holds more entries instead, up to ``stall_after``
+    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind.
+    It is proven once its connection takes from a queue that grew well past
+    ``buffer_size`` while a send held it: that send ended, so its client
+    reads (a transport that takes a few writes before it fills up proves
+    nothing). Publishes wait for proven subscribers as described above, and
+    for any whose connection is not in a send (it has not run since it was
+    woken).
+
+    The trade-off: a new client that never reads costs publishers nothing
+    (and a client that reads, then stops, at most ``stall_after`` once), not
+    ``send_timeout`` per publish, so a stream of new non-reading clients
+    cannot throttle publishing; a reading client that pauses longer than
+    ``stall_after`` (a slow link), or before it is proven for longer than
+    its extra entries last, catches up from history instead of holding the
+    publisher, and gets ``stream-reset`` if the pause outlasts history. A
+    subscriber not yet proven may hold up to ``16 * max(buffer_size, 32)``
+    entries (references to entries shared by every subscriber).
 ``drop-oldest``
     The oldest event in the full buffer is dropped to make room, and the
     client gets ``stream-reset`` before its next events. Publishers never wait.
@@ -74,6 +88,8 @@ _DONE: Final = _Done()
 _POLICIES = ("disconnect", "drop-oldest", "block")
 #: The longest a publish waits for a full subscriber that takes nothing (disconnect policy).
 STALL_AFTER = 0.1
+#: How many times ``buffer_size`` (at least 32) entries a subscriber not yet known to read may hold.
+OVERFILL = 16
 
 __all__ = ["CancelScopeLike", "EventStreamStatistics", "Hub", "Subscriber"]
 
@@ -121,8 +137,12 @@ class Subscriber:
         "close_deadline",
         "closed",
         "finished",
+        "full_since",
+        "prove_at",
+        "proven",
         "queue",
         "reset_pending",
+        "sending",
         "skipped",
         "stalled",
         "taken",
@@ -153,6 +173,18 @@ class Subscriber:
         self.skipped = False
         #: How many times the connection took from the queue (its progress).
         self.taken = 0
+        #: Set by the connection while it sends what it took (a client that does not read
+        #: holds it there).
+        self.sending = False
+        #: Its client reads: a send that held it while its buffer was full has ended. Until
+        #: then, publishes do not wait for it (see the module's docstring).
+        self.proven = False
+        #: When its buffer was found full while its connection was held in a send and it
+        #: is not proven (it holds more meanwhile).
+        self.full_since: float | None = None
+        #: How many entries it must hold when its connection next takes to be proven: the
+        #: send held it while many more were queued (not a transport taking a few writes).
+        self.prove_at = 0
         self._room: list[anyio.Event] | None = None
 
     def take(self) -> list[HistoryEntry]:
@@ -162,7 +194,11 @@ class Subscriber:
         return batch
 
     def took(self) -> None:
-        """The connection has taken (and cleared) the whole queue: wake waiting publishers."""
+        """The connection has taken the whole queue (it clears it here): wake waiting publishers."""
+        if self.full_since is not None:
+            self.full_since = None
+            if len(self.queue) >= self.prove_at:
+                self.proven = True  # the send that held it while its queue grew has ended
         self.queue.clear()
         self.taken += 1
         if self._room is not None:
@@ -197,6 +233,10 @@ class Hub:
         self.send_timeout = float(send_timeout)
         #: How long a publish waits for a full subscriber that takes nothing.
         self.stall_after = min(self.send_timeout, STALL_AFTER)
+        #: The most entries a subscriber not yet proven to read holds (see the module's docstring).
+        self.overfill = max(buffer_size, _YIELD_EVERY) * OVERFILL
+        #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
+        self.prove_at = 2 * (buffer_size + _YIELD_EVERY)
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
@@ -222,8 +262,13 @@ class Hub:
         self._subscribers.add(subscriber)
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        """Remove ``subscriber`` from its channels; its stream ends after its queue. Idempotent."""
+    def unsubscribe(self, subscriber: Subscriber, now: float | None = None) -> None:
+        """Remove ``subscriber`` from its channels; its stream ends after its queue. Idempotent.
+
+        ``now`` is the event loop's clock, read here when needed and not given
+        (it must be given outside a task: in a loop callback, anyio cannot tell
+        which loop runs).
+        """
         if subscriber not in self._subscribers:
             return
         self._subscribers.discard(subscriber)
@@ -234,8 +279,11 @@ class Hub:
                 if not members:
                     del self._channels[channel]
         stalled = subscriber.stalled
-        if stalled is not None and anyio.current_time() >= stalled + self.send_timeout:
-            self._dropped += 1  # disconnected for taking nothing
+        if stalled is not None:
+            if now is None:
+                now = anyio.current_time()
+            if now >= stalled + self.send_timeout:
+                self._dropped += 1  # disconnected for taking nothing
         subscriber._end()
 
     def drop_if_overdue(self, subscriber: Subscriber, now: float | None = None) -> None:
@@ -252,7 +300,7 @@ class Hub:
         if now is None:
             now = anyio.current_time()
         if now >= stalled + self.send_timeout:
-            self.unsubscribe(subscriber)
+            self.unsubscribe(subscriber, now)
 
     def count_delivered(self, count: int) -> None:
         self._delivered += count
@@ -280,17 +328,20 @@ class Hub:
 
         ``final`` is added to every queue that has room; connections still
         writing ``grace`` seconds later are cancelled. Returns the subscribers
-        it ended.
+        it ended. ``now`` is the event loop's clock (given by a signal
+        handler's loop callback, where anyio cannot read it).
         """
         ended = list(self._subscribers)
         self.closed = True
         deadline = math.inf
-        if grace is not None:
-            deadline = (anyio.current_time() if now is None else now) + grace
+        if now is None and (grace is not None or any(s.stalled is not None for s in ended)):
+            now = anyio.current_time()
+        if grace is not None and now is not None:
+            deadline = now + grace
         for subscriber in ended:
             if final is not None and len(subscriber.queue) < self.buffer_size and subscriber.stalled is None:
                 subscriber.queue.append(final)  # best effort: a full buffer skips it
-            self.unsubscribe(subscriber)
+            self.unsubscribe(subscriber, now)
             subscriber.close_deadline = deadline
             scope = subscriber.cancel_scope
             if scope is not None:
@@ -342,6 +393,7 @@ class Hub:
         capacity = self.buffer_size
         full: list[Subscriber] | None = None
         overdue: list[Subscriber] | None = None
+        now: float | None = None  # read once per publish, when needed: it costs as much as a delivery
         for subscriber in members:
             if subscriber.stalled is not None:
                 subscriber.skipped = True  # left behind: it catches up from history
@@ -356,16 +408,32 @@ class Hub:
                     del queue[0]  # drop-oldest only: at most buffer_size entries to move
                     self._events_dropped += 1
                     subscriber.reset_pending = True
-                elif full is None:
-                    full = [subscriber]
-                else:
-                    full.append(subscriber)
+                elif subscriber.proven or not subscriber.sending or self.policy == "block":
+                    # Known to read, or its connection has not run since it was woken (it is
+                    # not held in a send): the publish waits for it.
+                    if full is None:
+                        full = [subscriber]
+                    else:
+                        full.append(subscriber)
+                else:  # held in a send, not yet known to read: it holds more, nobody waits for it
+                    if now is None:
+                        now = anyio.current_time()
+                    since = subscriber.full_since
+                    if since is None:
+                        subscriber.full_since = now
+                        subscriber.prove_at = self.prove_at
+                    elif now - since >= self.stall_after or len(queue) >= self.overfill:
+                        # Left behind; should its send end after all, its next take proves it.
+                        subscriber.skipped = True
+                        self._leave_behind(subscriber, since)
+                        continue
             queue.append(payload)
             waiter = subscriber.waiter
             if waiter is not None:
                 waiter.wake()
         if overdue is not None:
-            now = anyio.current_time()  # once per publish: the clock lookup costs as much as a delivery
+            if now is None:
+                now = anyio.current_time()
             for subscriber in overdue:
                 self.drop_if_overdue(subscriber, now)
         return full

@@ -56,7 +56,8 @@ class EventStream(StreamLifecycle):
             and resumes from history) and counted in
             :attr:`EventStreamStatistics.subscribers_dropped`. Publishes wait
             for such a subscriber at most 0.1 s (or ``send_timeout`` if
-            shorter); then they skip it and it catches up from history.
+            shorter), and not at all for one not yet proven to read (see
+            ``slow_consumer``); then they skip it and it catches up from history.
         keep_alive_interval: Seconds of silence after which a ``keep-alive``
             event is sent, so proxies and clients keep an idle stream open.
             ``None`` disables it.
@@ -89,10 +90,13 @@ class EventStream(StreamLifecycle):
         slow_consumer: What to do with a subscriber whose buffer is full:
             ``"disconnect"`` (wait while it makes progress; leave it behind to
             catch up from history after 0.1 s without, disconnect it after
-            ``send_timeout``), ``"drop-oldest"`` (drop its oldest event and
-            send it ``stream-reset``), or ``"block"`` (the publisher waits;
-            not with a shared ``broker`` such as :class:`RedisBroker`, whose
-            feed serves every channel at once).
+            ``send_timeout``; a client not yet proven to read is not waited
+            for while its connection is held in a send: it holds up to
+            ``16 * max(buffer_size, 32)`` events or 0.1 s' worth instead),
+            ``"drop-oldest"`` (drop its oldest event and send it
+            ``stream-reset``), or ``"block"`` (the publisher waits; not with
+            a shared ``broker`` such as :class:`RedisBroker`, whose feed
+            serves every channel at once).
         retry: The reconnection delay (ms) sent to clients in ``stream-open``;
             endpoints may override it.
         authorize: Called with the request scope and its channels before

@@ -222,17 +222,54 @@ async def test_slow_subscriber_is_evicted_while_fast_ones_keep_receiving() -> No
             async with anyio.create_task_group() as tg:
 
                 async def publish() -> None:
-                    for i in range(100):
+                    for i in range(1000):
                         await stream.publish_event("c", {"data": i})
 
                 tg.start_soon(publish)
-                assert [await next_data(fast) for _ in range(100)] == list(range(100))
-            # Left behind after taking nothing for 0.1 s, cut 0.2 s after its last progress.
+                assert [await next_data(fast) for _ in range(1000)] == list(range(1000))
+            # Left behind once it took nothing (the test transport holds 4 messages, of at most
+            # 8 x buffer_size events each, while nobody reads), cut 0.2 s after its last progress.
             await wait_until(lambda: _is(stream.statistics().subscribers_dropped, 1))
             assert stream.subscriber_count("c") == 1
-            # The evicted stream ends after what it held; it never saw all 100.
+            # The evicted stream ends after what it held; it never saw all 1000.
             body = await slow.read()
-            assert body.count(b"\n\n") < 101
+            assert body.count(b"\n\n") < 1001
+            assert stream.subscriber_count("c") == 1
+
+
+async def test_a_new_client_that_never_reads_never_holds_the_publisher() -> None:
+    # A client that stops reading at once: its connection is held in a send while its buffer
+    # fills. Publishes do not wait for it at all (it holds up to 8 x 32 events more, then it is
+    # left behind, and cut send_timeout later); the honest reader beside it gets everything.
+    stream = EventStream(buffer_size=4, send_timeout=0.5)
+    total = 2000
+    with anyio.fail_after(20):
+        async with open_stream(stream("c")) as honest, open_stream(stream("c")):
+            await stream.wait_subscribers(2, "c")
+            published = anyio.Event()
+            received: list[object] = []
+
+            async def publish() -> None:
+                for i in range(total):
+                    await stream.publish_event("c", {"data": i})
+                published.set()
+
+            async def read() -> None:
+                while len(received) < total:
+                    event = await honest.receive_event()
+                    assert event.event in (None, "stream-open"), event  # no stream-reset
+                    if event.event is None:
+                        received.append(event.json())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish)
+                tg.start_soon(read)
+                # Every task is blocked only once the publisher is done: before, it waited
+                # 0.1 s for the non-reader (blocked) while nothing else could run.
+                await anyio.wait_all_tasks_blocked()
+                assert published.is_set()
+            assert received == list(range(total))
+            await wait_until(lambda: _is(stream.statistics().subscribers_dropped, 1))
             assert stream.subscriber_count("c") == 1
 
 
@@ -291,20 +328,28 @@ async def test_left_behind_subscriber_gets_reset_when_history_is_short() -> None
     with anyio.fail_after(20):
         async with open_stream(stream("c")) as paused:
             await stream.wait_subscribers(1, "c")
-            for i in range(100):
+            for i in range(1000):
                 await stream.publish_event("c", {"data": i})
-            seen: list[object] = []
+            # Runs of consecutive events, each after a reset but the first: what it held, in
+            # order, then a reset where history (10 events) no longer had what it missed. (The
+            # test transport holds a few messages while nobody reads, so the client may be left
+            # behind, and told to reset, more than once.) After a reset, the next event comes.
+            runs: list[list[int]] = [[]]
             while True:
                 event = await paused.receive_event()
                 if event.event == "stream-reset":
-                    break
-                if event.event is None:
-                    seen.append(event.json())
-            # What it held, in order, then the reset (events 10..89 are gone).
-            assert seen == list(range(len(seen)))
-            assert len(seen) < 90
-            await stream.publish_event("c", {"data": "after"})
-            assert await next_data(paused) == "after"
+                    runs.append([])
+                    await stream.publish_event("c", {"data": "after"})
+                elif event.event is None:
+                    data = event.json()
+                    if data == "after":
+                        break
+                    assert isinstance(data, int)
+                    runs[-1].append(data)
+            assert len(runs) > 1
+            assert runs[0] == list(range(len(runs[0])))
+            assert all(run == list(range(run[0], run[0] + len(run))) for run in runs[1:] if run)
+            assert sum(map(len, runs)) < 990
 
 
 async def test_unsubscribe_on_disconnect() -> None:

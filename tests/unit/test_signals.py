@@ -7,6 +7,7 @@ and is put back, with the original, at the end of each test.
 
 from __future__ import annotations
 
+import contextvars
 import multiprocessing
 import signal
 import time
@@ -200,3 +201,26 @@ async def test_a_forked_child_gets_the_handlers_found_before(sigterm: None) -> N
                 # The parent keeps its handlers.
                 assert [signal.getsignal(signum) is before[signum] for signum in signums] == [False, False]
         assert [signal.getsignal(signum) is before[signum] for signum in signums] == [True, True]
+
+
+async def test_sigterm_closes_a_stream_whose_client_was_left_behind(sigterm: None) -> None:
+    # The relay closes streams in a callback of the event loop, outside any task: closing a
+    # left-behind subscriber read anyio's clock there, which failed on asyncio, so the
+    # streams were never closed and the signal never reached the server's handler.
+    stream = EventStream(buffer_size=2, send_timeout=30, shutdown_grace=0.5)
+    recorder = Recorder(stream)
+    signal.signal(signal.SIGTERM, recorder)
+    with anyio.fail_after(10):
+        async with open_stream(stream("c")) as paused:
+            await stream.wait_subscribers(1, "c")
+            (subscriber,) = stream._hub._subscribers
+            count = 0
+            while subscriber.stalled is None:  # it reads nothing: it is left behind
+                await stream.publish_event("c", {"data": count})
+                count += 1
+            # As under a server: the handler runs outside the test runner's context (in which
+            # anyio would find its event loop even from a loop callback).
+            contextvars.Context().run(signal.raise_signal, signal.SIGTERM)
+            await recorder.called.wait()  # once its response has ended (cut after the grace)
+            await read_to_end(paused)
+    assert recorder.calls == [(signal.SIGTERM, 0)]
