@@ -88,3 +88,31 @@ def test_a_grip_publisher_is_used_as_given_and_a_configuration_makes_one() -> No
 def test_publisher_refuses_what_is_not_a_broker(broker: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         Publisher(broker=broker)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"grip_reliable": True},
+        {"grip_reliable": True, "grip": "http://127.0.0.1:5561", "history": None},
+    ],
+)
+def test_grip_reliable_needs_grip_and_a_history(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="grip_reliable needs grip and a history store"):
+        EventStream(**options)
+
+
+def test_the_grip_publisher_is_the_streams() -> None:
+    publisher = GripPublisher("http://127.0.0.1:5561")
+    stream = EventStream(grip=publisher, grip_reliable=True)
+    assert stream.grip is publisher
+    assert stream.grip_reliable
+    assert EventStream().grip is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("channel", [" news", "news ", "\tnews"])
+async def test_a_published_channel_name_is_not_trimmed_but_refused(channel: str) -> None:
+    # Request paths are trimmed (a client's stray space); a publisher's name is taken as given.
+    with pytest.raises(ValueError, match="has leading or trailing white space"):
+        await EventStream().publish_event(channel, {"data": 1})
