@@ -331,3 +331,32 @@ async def test_aclose_sends_the_shutdown_event_and_cuts_stuck_clients_after_the_
             await stream.wait_subscribers(0)  # the stuck one too, after the grace
             assert anyio.current_time() - started < 2
             assert stuck.status == 200
+
+
+async def test_a_malformed_or_foreign_position_of_several_channels_resets() -> None:
+    stream = EventStream()
+    with anyio.fail_after(5):
+        async with open_stream(stream(["a", "b"])) as first:
+            await stream.wait_subscribers(1, "a")
+            await stream.publish_event("a", {"data": "a0"})
+            await stream.publish_event("b", {"data": "b0"})
+            position = str((await receive_data(first, 2))[-1].id)
+        async with open_stream(stream(["a", "c"])) as other:
+            await stream.wait_subscribers(1, "c")
+            await stream.publish_event("c", {"data": "c0"})
+            foreign = str((await receive_data(other, 1))[-1].id)  # a position on a and c
+        prefix, _, numbers = position.rpartition("-")
+        first_number = numbers.split(".")[0]
+        for last_id in (
+            f"{prefix}-{first_number}",  # one number for two channels
+            f"{prefix}-{numbers}.7",  # three
+            f"{prefix}-{first_number}.x",  # not a number
+            foreign,  # another set of channels
+        ):
+            async with open_stream(stream(["a", "b"]), headers={"last-event-id": last_id}) as again:
+                assert (await again.receive_event()).event == "stream-open"
+                assert (await again.receive_event()).event == "stream-reset", last_id
+        # The well-formed position still resumes.
+        await stream.publish_event("b", {"data": "b1"})
+        async with open_stream(stream(["a", "b"]), headers={"last-event-id": position}) as again:
+            assert [e.json() for e in await receive_data(again, 1)] == ["b1"]
