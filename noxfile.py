@@ -33,10 +33,12 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and format check."""
+    """ruff: lint and format check; vulture: no dead code in the library (see vulture_whitelist.py)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    paths = ["src", "tests", "examples", "benchmarks", "noxfile.py", "vulture_whitelist.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+    session.run("vulture")
 
 
 @nox.session
@@ -92,9 +94,14 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="bench_broker")
 def bench_broker(session: nox.Session) -> None:
-    """The Valkey/Redis broker (needs Debian's redis-server): throughput, latency, fan-out, memory."""
+    """The Valkey/Redis broker (needs Debian's redis-server): throughput, latency, fan-out, memory.
+
+    Without arguments, also an engine that accepts and never answers (benchmarks.silent_engine).
+    """
     install(session, "test")
     session.run("python", "-m", "benchmarks.broker", *session.posargs)
+    if not session.posargs:
+        session.run("python", "-m", "benchmarks.silent_engine")
 
 
 @nox.session(name="bench_grip")

@@ -46,7 +46,7 @@ import anyio
 import httpx
 
 from eventstream import EventStream, Publisher, RedisBroker
-from eventstream._waiter import current_waiter
+from eventstream._backends import current_waiter
 from tests.support.redis_engine import RedisEngine
 from tests.support.servers import free_port, run_server
 
@@ -226,7 +226,9 @@ def new_channel_flood(url: str | None, scale: float, backend: str) -> None:
                 await anyio.sleep(1)  # the flood is under way
                 return await live_latencies(client, base_url, url, rate, seconds)
 
-    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+    with run_server(
+        "uvicorn", "tests.apps.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())
+    ) as server:
         anyio.run(measure, server.base_url, False, backend=backend)  # warm-up
         quiet = percentiles(anyio.run(measure, server.base_url, False, backend=backend))
         flooded = percentiles(anyio.run(measure, server.base_url, True, backend=backend))

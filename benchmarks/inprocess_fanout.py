@@ -17,8 +17,8 @@ import time
 import anyio
 
 from eventstream import EventStream, ServerSentEvent
+from eventstream._backends import current_waiter
 from eventstream._hub import Subscriber
-from eventstream._waiter import current_waiter
 
 
 async def measure(subscribers: int, events: int) -> float:

@@ -5,13 +5,11 @@ The public API is re-exported here; the modules behind it are private.
 
 from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
-from ._grip import GripPublisher
-from ._grip_batch import GripProxyStatistics
-from ._grip_config import parse_grip_uri
+from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
 from ._publisher import Publisher
-from ._redis_broker import RedisBroker
+from ._redis import RedisBroker
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
 from ._stream import EventStream, EventStreamEndpoint

@@ -19,12 +19,11 @@ import logging
 import math
 from collections.abc import Sequence
 
-from ._disconnect import DisconnectWatch
+from ._backends import DisconnectWatch, current_waiter
 from ._history import HistoryEntry, HistoryStore
 from ._hub import Hub, Subscriber
 from ._position import combined_prefix, resume_positions
 from ._sse import ServerSentEvent, encode
-from ._waiter import current_waiter
 from .types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]

@@ -18,8 +18,7 @@ from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
 from ._exceptions import BrokerError
-from ._grip import GripPublisher
-from ._grip_hold import GripRequest, hold_response
+from ._grip import GripPublisher, GripRequest, hold_response
 from ._history import HistoryStore
 from ._http import send_plain
 from ._hub import Hub

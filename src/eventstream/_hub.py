@@ -1,7 +1,7 @@
 """The fan-out core: channels, subscribers and their bounded buffers.
 
 Each subscriber owns a bounded queue of published entries (the event encoded
-once, shared by every subscriber) and one reusable :class:`~._waiter.Waiter`
+once, shared by every subscriber) and one reusable :class:`~._backends.Waiter`
 that its connection sleeps on. A publish appends the entry to every
 subscriber's queue and wakes the connections that wait; nothing is created
 per event or per wait. What happens to a subscriber whose queue is full is the
@@ -22,7 +22,9 @@ slow-consumer policy:
     Until a subscriber is *proven* to read, publishes do not wait for it
     while its connection is held in a send (a client that never reads holds
     it there for good): it holds more entries instead, up to ``stall_after``
-    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind.
+    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind;
+    unless that send ends, its connection is cancelled ``send_timeout`` after
+    its queue was first found full, whether more is published or not.
     It is proven once its connection takes from a queue that grew well past
     ``buffer_size`` while a send held it: that send ended, so its client
     reads (a transport that takes a few writes before it fills up proves
@@ -65,8 +67,8 @@ import anyio.lowlevel
 from ._history import HistoryEntry
 
 if TYPE_CHECKING:
+    from ._backends import Waiter
     from ._grip import GripProxyStatistics
-    from ._waiter import Waiter
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
@@ -199,6 +201,9 @@ class Subscriber:
             self.full_since = None
             if len(self.queue) >= self.prove_at:
                 self.proven = True  # the send that held it while its queue grew has ended
+            scope = self.cancel_scope
+            if scope is not None and self.stalled is None:  # (rejoin() restores a left-behind one's)
+                scope.deadline = self.close_deadline
         self.queue.clear()
         self.taken += 1
         if self._room is not None:
@@ -278,7 +283,7 @@ class Hub:
                 members.pop(subscriber, None)
                 if not members:
                     del self._channels[channel]
-        stalled = subscriber.stalled
+        stalled = subscriber.stalled if subscriber.stalled is not None else subscriber.full_since
         if stalled is not None:
             if now is None:
                 now = anyio.current_time()
@@ -422,6 +427,11 @@ class Hub:
                     if since is None:
                         subscriber.full_since = now
                         subscriber.prove_at = self.prove_at
+                        # Cut send_timeout from now unless its send ends (took() lifts it),
+                        # whether or not a later publish finds it full again.
+                        scope = subscriber.cancel_scope
+                        if scope is not None:
+                            scope.deadline = min(scope.deadline, now + self.send_timeout)
                     elif now - since >= self.stall_after or len(queue) >= self.overfill:
                         # Left behind; should its send end after all, its next take proves it.
                         subscriber.skipped = True

@@ -132,7 +132,7 @@ def make_broker(broker: str | Broker | None, history: HistoryStore | None = DEFA
     if broker is None:
         return LocalBroker(MemoryHistory() if history is DEFAULT_HISTORY else history)
     if isinstance(broker, str):
-        from ._redis_broker import RedisBroker
+        from ._redis import RedisBroker
 
         broker = RedisBroker(broker)  # ValueError: a malformed URL
     elif not isinstance(broker, Broker):

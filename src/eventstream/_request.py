@@ -6,9 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._channels import BadRequest, ChannelResolver, normalize_channels
-from ._grip import GripPublisher
-from ._grip_config import SigCheck
-from ._grip_hold import GripRequest, has_dot_segments
+from ._grip import GripPublisher, GripRequest, SigCheck, has_dot_segments
 from ._http import accepts_event_stream, header, query_param, text_header
 from .types import Scope
 

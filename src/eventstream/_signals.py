@@ -50,6 +50,8 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
+from ._backends import LoopHandle
+
 __all__ = ["SIGNALS", "SignalRelay", "chain_close", "release", "watch"]
 
 #: The signals the relay handles.
@@ -68,27 +70,10 @@ class Closable(Protocol):
         """Whether every stream ended by ``_signal_close`` has finished its response."""
 
 
-class _Loop:
-    """Signal-safe ways back into one running event loop."""
-
-    def __init__(self) -> None:
-        token = anyio.lowlevel.current_token()
-        self.native: object = token.native_token
-        native: Any = token.native_token
-        run_sync_soon = getattr(native, "run_sync_soon", None)
-        if run_sync_soon is not None:  # trio: raises RunFinishedError once the run is over
-            self.schedule: Callable[[Callable[[], None]], object] = run_sync_soon
-            self.running: Callable[[], bool] = lambda: True
-        else:  # asyncio: a callback given to a stopped loop would never run
-            self.schedule = native.call_soon_threadsafe
-            self.running = lambda: bool(native.is_running() and not native.is_closed())
-        self.clock: Callable[[], float] = token.backend_class.current_time
-
-
 class SignalRelay:
     """The chained SIGINT/SIGTERM handlers of one event loop, and the streams they close."""
 
-    def __init__(self, loop: _Loop) -> None:
+    def __init__(self, loop: LoopHandle) -> None:
         self.loop = loop
         self.streams: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.previous: dict[int, Any] = {}
@@ -215,7 +200,7 @@ def watch(stream: Closable, relay: SignalRelay | None) -> SignalRelay | None:
     if current is None or current.loop.native is not loop_native or not current.installed:
         if current is not None:
             current.uninstall()  # a loop that has stopped (only one runs in the main thread)
-        current = _relay = SignalRelay(_Loop())
+        current = _relay = SignalRelay(LoopHandle())
         current.install()
     current.streams.add(stream)
     return current
@@ -243,7 +228,7 @@ def chain_close(close: Callable[[float], None], signals: tuple[int, ...]) -> Ite
     is called at once (the server's shutdown runs while streams end). A
     signal without a Python handler (default action) is left alone.
     """
-    loop = _Loop()
+    loop = LoopHandle()
     previous: dict[int, Any] = {}
 
     def run_close() -> None:

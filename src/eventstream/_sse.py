@@ -267,12 +267,6 @@ def encode(event: ServerSentEvent) -> bytes:
     return event._wire
 
 
-def encode_with_id(event: ServerSentEvent, event_id: str) -> bytes:
-    """The wire bytes of ``event`` with ``event_id`` as its id (checked like ``id``)."""
-    _check_id("id", event_id)
-    return event._body + b"id: " + event_id.encode("utf-8") + b"\n\n"
-
-
 class _NeedData(enum.Enum):
     NEED_DATA = "NEED_DATA"
 

@@ -8,12 +8,16 @@ multi-process tests are in ``test_broker_processes.py``.
 from __future__ import annotations
 
 import re
+import time
 
 import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, GripPublisher, Publisher, RedisBroker, ServerSentEvent
-from eventstream._shared_history import SharedHistory
+from eventstream._redis._batching import Pending
+from eventstream._redis._history import SharedHistory
+from eventstream._redis._publish import BatchSender
+from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.redis_engine import RedisEngine, run_redis
@@ -137,11 +141,30 @@ async def test_own_ids_and_find(engine: RedisEngine, prefix: str) -> None:
     assert replay[0].json() == 2
 
 
-async def publish_unannounced(stream: EventStream, channel: str, data: object) -> None:
-    """Publish as the script does, but announce it on no feed: as if every feed missed it."""
+async def publish_unannounced(engine: RedisEngine, stream: EventStream, channel: str, *data: object) -> None:
+    """Publish as the broker does (its sender and script, on the engine, a connection of the test's
+    own), but announce the events on a pub/sub channel no feed reads: as if every feed missed them."""
+    from glide import GlideClient, GlideClientConfiguration, NodeAddress, Script
+
     broker = stream._broker
     assert isinstance(broker, RedisBroker)
-    await broker._publish(channel, ServerSentEvent(data=data), f"{broker.key_prefix}nowhere")
+    sender = BatchSender(
+        engine=broker.description,
+        key_prefix=f"{broker.key_prefix}|",
+        feed_prefix=f"{broker.key_prefix}|nowhere:",
+        max_events=broker.max_events,
+        max_bytes=broker.max_bytes,
+        max_age=broker.max_age,
+        request_timeout=broker.request_timeout,
+        publish_timeout=broker.publish_timeout,
+    )
+    items = [Pending(channel, ServerSentEvent(data=each)._body, None, time.monotonic() + 10) for each in data]
+    client = await GlideClient.create(GlideClientConfiguration([NodeAddress("127.0.0.1", engine.port)]))
+    try:
+        await sender.send(client, Script(PUBLISH), items)  # type: ignore[no-untyped-call]
+    finally:
+        await client.close()
+    assert [item.error for item in items] == [None] * len(items)
 
 
 async def test_a_feed_gap_is_filled_from_history_before_newer_events(
@@ -153,8 +176,7 @@ async def test_a_feed_gap_is_filled_from_history_before_newer_events(
             await stream.wait_subscribers(1, "news")
             await other.publish_event("news", {"data": 0})
             assert [e.json() for e in await receive_data(response, 1)] == [0]
-            await publish_unannounced(other, "news", 1)
-            await publish_unannounced(other, "news", 2)
+            await publish_unannounced(engine, other, "news", 1, 2)
             await other.publish_event("news", {"data": 3})
             received = await receive_data(response, 3)
     assert [e.json() for e in received] == [1, 2, 3]
@@ -166,7 +188,7 @@ async def test_a_quiet_channel_catches_up_by_the_periodic_check(engine: RedisEng
     with anyio.fail_after(20):
         async with stream, open_stream(stream("news")) as response:
             await stream.wait_subscribers(1, "news")
-            await publish_unannounced(stream, "news", "missed")
+            await publish_unannounced(engine, stream, "news", "missed")
             received = await receive_data(response, 1)
     assert received[0].json() == "missed"
 
@@ -184,8 +206,8 @@ async def test_history_gone_for_a_gap_ends_the_stream_for_a_reset(engine: RedisE
                 await stream.wait_subscribers(1, "news")
                 await stream.publish_event("news", {"data": 0})
                 last = (await receive_data(response, 1))[0].id
-                for n in range(1, 400):  # far beyond what MAXLEN ~ keeps (whole nodes of 100)
-                    await publish_unannounced(stream, "news", n)
+                # far beyond what MAXLEN ~ keeps (whole nodes of 100)
+                await publish_unannounced(engine, stream, "news", *range(1, 400))
                 await stream.publish_event("news", {"data": "new"})
                 after: list[ServerSentEvent] = []
                 with pytest.raises(anyio.EndOfStream):

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent, encode
-from eventstream._broker_wire import decode_entry
+from eventstream._redis._wire import decode_entry
 
 from ..support.redis_engine import RedisEngine, run_redis
 

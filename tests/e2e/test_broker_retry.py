@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent
-from eventstream._redis_scripts import PUBLISH
+from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.redis_engine import RedisEngine

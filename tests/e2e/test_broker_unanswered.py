@@ -15,8 +15,8 @@ import pytest
 
 from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
 from eventstream._local_broker import LocalBroker
-from eventstream._redis_feed import FeedInbox
-from eventstream._redis_follow import EngineFollower
+from eventstream._redis._feed import FeedInbox
+from eventstream._redis._follow import EngineFollower
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import wait_until
@@ -305,7 +305,7 @@ async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_histo
 ) -> None:
     # The inbox holds 2 messages: a burst of 300 overflows it. Memory stays
     # bounded, and the stream still gets every event, in order.
-    monkeypatch.setattr("eventstream._redis_feed.FEED_LIMIT", 2)
+    monkeypatch.setattr("eventstream._redis._feed.FEED_LIMIT", 2)
     stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
     other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
     with anyio.fail_after(30):

@@ -20,9 +20,9 @@ import anyio.to_thread
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent
-from eventstream._broker_wire import EngineEntry
-from eventstream._redis_feed import FeedInbox
-from eventstream._waiter import current_waiter
+from eventstream._backends import current_waiter
+from eventstream._redis._feed import FeedInbox
+from eventstream._redis._wire import EngineEntry
 from eventstream.testing import open_stream
 
 from ..support.redis_engine import RedisEngine

@@ -20,7 +20,7 @@ import pytest
 from eventstream import NEED_DATA, EventStream, MemoryHistory, RedisBroker, ServerSentEvent, SSEDecoder
 from eventstream._history import new_entry
 from eventstream._position import combined_prefix, own_seq, resume_positions
-from eventstream._shared_history import SharedHistory
+from eventstream._redis._history import SharedHistory
 from eventstream.testing import open_stream
 
 from ..support.helpers import open_events

@@ -16,7 +16,7 @@ import threading
 import anyio
 
 from eventstream import EventStream, Publisher, RedisBroker
-from eventstream._redis_feed import FeedInbox
+from eventstream._redis._feed import FeedInbox
 from eventstream.testing import open_stream
 
 pushed_from: set[int] = set()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventstream import RedisBroker
-from eventstream._redis_url import parse_redis_url
+from eventstream._redis._url import parse_redis_url
 
 SECRET = "Zq9"  # every password below is made of this and URL delimiters
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from eventstream._disconnect import DisconnectWatch
+from eventstream._backends import DisconnectWatch
 from eventstream._hub import Hub, Subscriber
 from eventstream.types import Message
 

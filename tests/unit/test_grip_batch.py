@@ -1,4 +1,4 @@
-"""GRIP items and the retry policy (``_grip_batch.py``), without a proxy."""
+"""GRIP items and the retry policy (``_grip/_batch.py``), without a proxy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from eventstream import GripPublisher
-from eventstream._grip_batch import RetryPolicy, encode_item
+from eventstream._grip._batch import RetryPolicy, encode_item
 
 
 @pytest.mark.parametrize(

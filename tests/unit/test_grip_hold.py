@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from eventstream import EventStream
-from eventstream._grip_hold import GripRequest, has_dot_segments, hold_headers, next_link, parse_grip_last
+from eventstream._grip._hold import GripRequest, has_dot_segments, hold_headers, next_link, parse_grip_last
 from eventstream.testing import open_stream
 
 KEY = "a-long-enough-signing-key-0123456789"

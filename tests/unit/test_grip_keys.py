@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from eventstream import EventStream, parse_grip_uri
-from eventstream._grip_config import GripProxy, SigCheck, check_grip_sig
+from eventstream._grip._config import GripProxy, SigCheck, check_grip_sig
 
 NOT_A_JWK = "verify_key looks like a JWK but is not valid"
 KEY = "a-signing-key-long-enough-for-hs512-too-0123456789-0123456789-0123"

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from eventstream import EventStream, GripPublisher, GripPublishError, ServerSentEvent, parse_grip_uri
-from eventstream._grip_config import GripProxy, SigCheck, check_grip_sig
-from eventstream._grip_hold import hold_headers
+from eventstream._grip._config import GripProxy, SigCheck, check_grip_sig
+from eventstream._grip._hold import hold_headers
 from eventstream.testing import open_stream
 
 # --- parse_grip_uri -------------------------------------------------------

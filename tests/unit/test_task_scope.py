@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from eventstream._task_scope import TaskScope
+from eventstream._backends._task_scope import TaskScope
 
 # Task.uncancel() came with Python 3.11; before, the library uses anyio's cancel scope instead.
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskScope needs Python 3.11")

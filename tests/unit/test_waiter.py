@@ -12,7 +12,7 @@ import anyio
 import pytest
 import sniffio
 
-from eventstream._waiter import Waiter, current_waiter
+from eventstream._backends import Waiter, current_waiter
 
 pytestmark = pytest.mark.anyio
 

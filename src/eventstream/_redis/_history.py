@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from ._history import HistoryEntry, HistoryStore
+from .._history import HistoryEntry, HistoryStore
 
 __all__ = ["SharedHistory"]
 

@@ -6,7 +6,7 @@ puts one item in every proxy's queue and waits until every proxy accepted
 it. A sender posts what is queued in one request; what is published while
 that request is in flight goes out together in the next one, so a busy
 channel costs one round trip per batch, not per event, and each proxy sees
-the events in publish order. Items, batches and retries are ``_grip_batch.py``.
+the events in publish order. Items, batches and retries are ``_batch.py``.
 
 Every publish is bounded in time: it returns or raises ``publish_timeout``
 seconds after it was made, at the latest, however the proxy behaves.
@@ -26,8 +26,8 @@ import anyio
 import anyio.abc
 import httpx
 
-from ._exceptions import GripPublishError
-from ._grip_batch import (
+from .._exceptions import GripPublishError
+from ._batch import (
     GripProxyStatistics,
     Item,
     ProxyQueue,
@@ -36,7 +36,7 @@ from ._grip_batch import (
     post_batch,
     take_batch,
 )
-from ._grip_config import GripProxy, SigCheck, check_grip_sig, proxies_from_config
+from ._config import GripProxy, SigCheck, check_grip_sig, proxies_from_config
 
 __all__ = ["GripProxyStatistics", "GripPublisher", "GripSubmission"]
 

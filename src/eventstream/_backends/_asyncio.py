@@ -1,28 +1,9 @@
-"""One task's reusable wake-up, with a deadline that moves.
+"""asyncio: the waiter (its own future, its deadlines on one clock per event loop) and loop callbacks.
 
-A streaming connection spends its life waiting for its next event. Creating an
-``anyio.Event`` and a cancel scope for each wait costs more CPU than the rest
-of a delivery, and keeps both alive for as long as the connection is idle. A
-:class:`Waiter` belongs to one task and is reused for every wait:
-
-- :meth:`Waiter.wait` returns when another task calls :meth:`Waiter.wake`, or
-  when the deadline passes (the keep-alive), whichever comes first;
-- :meth:`Waiter.wake` is a no-op when nobody waits, so publishers may call it
-  after each ``append`` without checking;
-- on asyncio the deadline is an entry on one clock per event loop (one loop
-  timer for all waiters), re-armed lazily: moving the deadline later (after
-  every delivery) costs nothing, and the entry comes due at most once per
-  keep-alive interval while idle;
-- on trio the wait parks the task with ``wait_task_rescheduled``; a finite
-  deadline is run by a timer task beside it (:meth:`start_timer`, re-armed
-  lazily in the same way), by a task that waits for something else anyway
-  (:meth:`_TrioWaiter.run_deadlines_elsewhere`: a connection's disconnect
-  watcher), or, without either, by a trio cancel scope per wait.
-
-Cancellation (an anyio cancel scope around the waiting task, the server
-cancelling the request) interrupts :meth:`Waiter.wait` at once on both
-backends, and leaves the waiter ready for another wait. Not thread-safe: wake
-it from the event loop it waits in.
+See :mod:`._waiter` for what a waiter promises. On asyncio the deadline is an
+entry on one clock per event loop (one loop timer for all waiters), re-armed
+lazily: moving the deadline later (after every delivery) costs nothing, and
+the entry comes due at most once per keep-alive interval while idle.
 """
 
 from __future__ import annotations
@@ -32,37 +13,21 @@ import contextvars
 import functools
 import heapq
 import math
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
-import anyio.lowlevel
+import anyio
 
-__all__ = ["Waiter", "current_waiter", "no_context", "waiter_factory"]
+from ._task_scope import TaskScope
 
+if TYPE_CHECKING:
+    from ..types import Receive
+    from ._disconnect import Connection
+    from ._waiter import Waiter
 
-class Waiter(Protocol):
-    def time(self) -> float:
-        """The event loop's clock (the one deadlines are on)."""
-
-    def wake(self) -> None:
-        """Wake the waiting task, if any (it then returns ``True`` from :meth:`wait`)."""
-
-    def wait(self, deadline: float) -> Awaitable[bool]:
-        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never).
-
-        Cancellation: the wait ends at once; the waiter can wait again.
-        """
-
-    def start_timer(self, nursery: Any) -> None:
-        """On trio, run this waiter's deadlines in a task of ``nursery`` (cheaper than a scope per wait).
-
-        On asyncio nothing to do: one clock per event loop runs them.
-        """
-
-    def close(self) -> None:
-        """Release the timer. The waiter must not be used afterwards."""
-
+__all__ = ["AsyncioWatch", "loop_callbacks", "no_context", "waiter_factory"]
 
 _local = threading.local()
 
@@ -271,128 +236,106 @@ class _AsyncioWaiter:
         self.wake()
 
 
-class _TrioWaiter:
-    __slots__ = ("_abort_fn", "_armed", "_deadline", "_scope", "_task", "_timed", "_trio", "_value")
+def waiter_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], _AsyncioWaiter]:
+    """What makes waiters for ``loop``, the running loop of this thread."""
+    # One clock per thread, for the loop it runs now (a loop runs in one thread).
+    clock: _Clock | None = getattr(_local, "clock", None)
+    if clock is None or clock._loop is not loop:
+        clock = _local.clock = _Clock(loop)
+    return functools.partial(_AsyncioWaiter, clock)
 
-    def __init__(self) -> None:
-        import outcome  # trio's own dependency
-        import trio  # only when running on trio
 
-        self._trio: Any = trio
-        self._value: Any = outcome.Value
-        self._task: Any = None
-        self._timed = False  # another task runs the deadlines (see _run_timer, timer_fired)
-        self._scope: Any = None  # that task's cancel scope, while it waits
-        self._armed = math.inf  # when the task running the deadlines next calls timer_fired()
-        self._deadline = math.inf  # when the current wait ends
-        # Bound once, not per wait (until close(): it refers back to the waiter).
-        self._abort_fn: Any = self._abort
+def loop_callbacks(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[Callable[[Callable[[], None]], object], Callable[[], bool]]:
+    """How a signal handler schedules a callback in ``loop``, and whether that callback would run.
 
-    def time(self) -> float:
-        now: float = self._trio.current_time()
-        return now
+    A callback given to a stopped (or closed) loop would never run: ``running`` says so first.
+    """
+    return loop.call_soon_threadsafe, lambda: loop.is_running() and not loop.is_closed()
 
-    def wake(self) -> None:
-        task = self._task
+
+class AsyncioWatch(TaskScope):
+    """The disconnect watch on asyncio: the response's task in a :class:`TaskScope`, and
+    the server's ``receive()`` as a bare task whose done callback reads the message
+    (see :mod:`._disconnect`; :class:`~._disconnect.Watch` says what each method does)."""
+
+    __slots__ = ("_connection", "_error", "_pending", "_receive", "scope")
+
+    def __init__(self, receive: Receive, connection: Connection) -> None:
+        super().__init__()  # its own cancel scope (Python 3.11+): one object fewer
+        self._receive = receive
+        self._connection = connection
+        self._pending: asyncio.Future[Any] | None = None
+        self._error: BaseException | None = None
+        self.scope: Any = None
+
+    async def __aenter__(self) -> AsyncioWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return await self.stop(exc)
+
+    async def start(self, keep_alive: bool = False) -> Any:
+        # Task.uncancel() came with Python 3.11; before, anyio's scope.
+        if sys.version_info >= (3, 11):
+            TaskScope.__enter__(self)
+            self.scope = self
+        else:
+            self.scope = anyio.CancelScope().__enter__()
+        self._listen(asyncio.get_running_loop())
+        return self.scope
+
+    def start_timer(self, waiter: Waiter) -> None:
+        pass  # the event loop's clock runs the deadlines
+
+    async def stop(self, exc: BaseException | None) -> bool:
+        kind, tb = (None, None) if exc is None else (type(exc), exc.__traceback__)
+        scope, self.scope = self.scope, None  # no cycle through self
+        task, self._pending = self._pending, None
         if task is not None:
-            self._task = None
-            self._trio.lowlevel.reschedule(task, self._value(True))
+            task.cancel()
+        if scope is self:
+            swallowed = TaskScope.__exit__(self, kind, exc, tb)
+        else:
+            swallowed = bool(scope.__exit__(kind, exc, tb))
+        if self._error is not None and (exc is None or swallowed):
+            raise self._error
+        return swallowed
 
-    def _abort(self, raise_cancel: Any) -> Any:
-        self._task = None
-        return self._trio.lowlevel.Abort.SUCCEEDED
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            # ensure_future: a server's receive() may return a future or another awaitable.
+            task: asyncio.Future[Any] = asyncio.ensure_future(self._receive(), loop=loop)
+        except Exception as exc:  # receive() failed before returning an awaitable
+            if not isinstance(exc, OSError):
+                self._error = exc
+            self._gone()
+            return
+        self._pending = task
+        task.add_done_callback(self._received, context=no_context())
 
-    def wait(self, deadline: float) -> Awaitable[bool]:
-        # Not a coroutine of its own: trio's wait is awaited directly, one
-        # object fewer per wait for as long as the connection is idle.
-        lowlevel = self._trio.lowlevel
-        if deadline != math.inf and not self._timed:
-            return self._wait_in_scope(deadline)
-        self._deadline = deadline
-        if deadline < self._armed:  # a later deadline costs nothing now: see _run_timer
-            self._armed = deadline
-            if self._scope is not None:
-                self._scope.deadline = deadline
-        self._task = lowlevel.current_task()
-        woken: Awaitable[bool] = lowlevel.wait_task_rescheduled(self._abort_fn)
-        return woken
+    def _received(self, task: asyncio.Future[Any]) -> None:
+        # Read the outcome first, even when stopped: a failure is then never "unretrieved".
+        error = None if task.cancelled() else task.exception()
+        if task is not self._pending:
+            return  # cancelled by stop()
+        self._pending = None
+        if task.cancelled():  # by someone else: the server tearing the connection down
+            self._gone()
+            return
+        if error is None and task.result()["type"] != "http.disconnect":
+            self._listen(task.get_loop())
+            return
+        if error is not None and not isinstance(error, OSError):
+            self._error = error
+        self._gone()
 
-    async def _wait_in_scope(self, deadline: float) -> bool:
-        # No timer task: a cancel scope bounds this wait.
-        lowlevel = self._trio.lowlevel
-        self._task = lowlevel.current_task()
-        with self._trio.CancelScope(deadline=deadline) as scope:
-            await lowlevel.wait_task_rescheduled(self._abort_fn)
-        return not scope.cancelled_caught
-
-    def start_timer(self, nursery: Any) -> None:
-        """Run the deadlines of this waiter's waits in a task of ``nursery``, beside the waiting task.
-
-        A cancel scope per wait costs a trio task more CPU than the rest of
-        a delivery; the timer task sleeps until the earliest deadline armed
-        and, if the wait's deadline moved later meanwhile, sleeps on. It ends
-        when the nursery is cancelled.
-        """
-        self._timed = True
-        nursery.start_soon(self._run_timer)
-
-    def run_deadlines_elsewhere(self) -> None:
-        """Another task runs this waiter's deadlines, as :meth:`start_timer`'s task would.
-
-        That task waits in a cancel scope whose deadline is :attr:`armed`,
-        made known with :meth:`timer_scope` (a wait arming an earlier deadline
-        moves it), and calls :meth:`timer_fired` when that scope's deadline
-        passed. No task of the waiter's own: one task fewer per connection.
-        """
-        self._timed = True
-
-    @property
-    def armed(self) -> float:
-        """When the task running the deadlines must next call :meth:`timer_fired`."""
-        return self._armed
-
-    def timer_scope(self, scope: Any) -> None:
-        """The cancel scope (deadline :attr:`armed`) the deadlines' task waits in now, or ``None``."""
-        self._scope = scope
-
-    def timer_fired(self) -> None:
-        """The armed deadline passed: end the wait it bounds, or re-arm for a deadline moved later."""
-        armed, self._armed = self._armed, math.inf
-        task = self._task
-        if task is None:
-            return  # not waiting: the next wait arms it again
-        if self._deadline <= armed:
-            self._task = None
-            self._trio.lowlevel.reschedule(task, self._value(False))
-        else:  # the deadline moved since it was armed
-            self._armed = self._deadline
-
-    async def _run_timer(self) -> None:
-        trio = self._trio
-        while True:
-            with trio.CancelScope(deadline=self._armed) as scope:
-                self._scope = scope
-                await trio.sleep_forever()
-            self._scope = None
-            self.timer_fired()
-
-    def close(self) -> None:
-        self.wake()
-        self._abort_fn = None
-
-
-def current_waiter() -> Waiter:
-    """A waiter for the calling task, on the event loop it runs in (asyncio or trio)."""
-    return waiter_factory()()
-
-
-def waiter_factory() -> Callable[[], Waiter]:
-    """What makes waiters for the event loop that calls this (to make many, cheaply)."""
-    native = anyio.lowlevel.current_token().native_token
-    if isinstance(native, asyncio.AbstractEventLoop):
-        # One clock per thread, for the loop it runs now (a loop runs in one thread).
-        clock: _Clock | None = getattr(_local, "clock", None)
-        if clock is None or clock._loop is not native:
-            clock = _local.clock = _Clock(native)
-        return functools.partial(_AsyncioWaiter, clock)
-    return _TrioWaiter
+    def _gone(self) -> None:
+        connection = self._connection
+        connection.hub.drop_if_overdue(connection.subscriber)
+        if (not connection.completing or self._error is not None) and self.scope is not None:
+            self.scope.cancel()

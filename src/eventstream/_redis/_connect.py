@@ -1,19 +1,24 @@
-"""Connecting to a Redis-protocol engine through valkey-glide, and which failures are worth a retry."""
+"""Connecting to a Redis-protocol engine through valkey-glide, what entering checks there (its eviction
+policy, its epoch), and which failures are worth a retry."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._exceptions import BrokerError
-from ._redis_url import RedisAddress
+from .._exceptions import BrokerError
+from ._url import RedisAddress
 
 if TYPE_CHECKING:
     from glide import GlideClient, GlideClientConfiguration
 
-__all__ = ["connect", "glide_configuration", "glide_module", "transient"]
+__all__ = ["check_eviction", "connect", "engine_epoch", "glide_configuration", "glide_module", "transient"]
+
+logger = logging.getLogger("eventstream")
 
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
 
@@ -108,3 +113,63 @@ async def connect(config: GlideClientConfiguration, *, engine: str, within: floa
     except glide.GlideError as exc:
         raise BrokerError(engine, f"cannot connect: {exc}".strip()) from exc
     return client
+
+
+async def engine_epoch(client: GlideClient, *, keys: str, engine: str) -> str:
+    """The engine's epoch (the prefix of every id it assigns), set now if it has none (new, or it
+    lost its data). ``keys`` is the start of every key of the broker's.
+
+    Raises:
+        BrokerError: the engine failed the request (the message names ``engine`` and the reason).
+    """
+    glide = glide_module()
+    state = f"{keys}state"
+    try:
+        await client.custom_command(["HSETNX", state, "epoch", os.urandom(4).hex()])
+        epoch = await client.custom_command(["HGET", state, "epoch"])
+    except glide.GlideError as exc:
+        raise BrokerError(engine, f"{type(exc).__name__}: {exc}") from exc
+    return bytes(epoch).decode("ascii")
+
+
+async def check_eviction(client: GlideClient, *, engine: str, allow_eviction: bool) -> None:
+    """Refuse (or, with ``allow_eviction``, log an error about) an engine that may evict keys.
+
+    An engine that evicts keys may drop the broker's (its state, a history, a
+    kept reply). Where CONFIG is refused (managed engines), it logs what to check.
+
+    Raises:
+        BrokerError: the engine's ``maxmemory-policy`` is not ``noeviction`` and
+            ``allow_eviction`` is false, or the engine cannot be reached.
+    """
+    glide = glide_module()
+    try:
+        reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
+    except glide.GlideError as exc:
+        if transient(exc, glide):
+            raise BrokerError(engine, f"{type(exc).__name__}: {exc}") from exc
+        logger.warning(
+            "broker engine %s does not tell its maxmemory-policy (%s): make sure it is noeviction, "
+            "or an evicted key of the broker's ends streams or starts a new epoch",
+            engine, exc,
+        )  # fmt: skip
+        return
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+    policy = bytes(values[0]).decode("ascii", "replace") if values else "noeviction"
+    if policy == "noeviction":
+        return
+    problem = (
+        f"its maxmemory-policy is {policy}: under memory pressure it may evict the broker's keys "
+        "(a channel's history, the state that numbers events, a kept reply)"
+    )
+    if not allow_eviction:
+        raise BrokerError(
+            engine,
+            f"{problem}; set maxmemory-policy noeviction (or use an engine of its own for the broker), "
+            "or pass allow_eviction=True to run anyway",
+        )
+    logger.error(
+        "broker engine %s: %s; running anyway (allow_eviction=True): an evicted history ends "
+        "the streams behind it, an evicted state starts a new epoch",
+        engine, problem,
+    )  # fmt: skip

@@ -46,9 +46,7 @@ so that their clients reconnect and get ``stream-reset``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -56,35 +54,25 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._broker import Broker, PublishedEvent
+from .._history import HistoryStore
+from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
-from ._broker import Broker, PublishedEvent
-from ._broker_wire import EngineEntry, decode_entry
-from ._exceptions import BrokerError
-from ._history import HistoryStore
-from ._redis_connect import connect, glide_configuration, glide_module, transient
-from ._redis_feed import FeedInbox
-from ._redis_follow import EngineFollower
-from ._redis_publish import BatchSender
-from ._redis_scripts import PUBLISH, READ
-from ._redis_url import RedisAddress, parse_redis_url
-from ._shared_history import SharedHistory
-from ._sse import ServerSentEvent
+from ._connect import check_eviction, connect, engine_epoch, glide_configuration, glide_module
+from ._feed import FeedInbox
+from ._follow import EngineFollower
+from ._history import SharedHistory
+from ._publish import BatchSender
+from ._reader import EngineReader
+from ._scripts import PUBLISH
+from ._url import RedisAddress, parse_redis_url
 
 if TYPE_CHECKING:
     from glide import GlideClient, GlideClientConfiguration
 
-    from ._hub import Hub
+    from .._hub import Hub
 
 __all__ = ["RedisBroker"]
-
-logger = logging.getLogger("eventstream")
-
-_glide = glide_module
-#: In a burst, feed messages are gathered while they keep coming at most _GATHER
-#: seconds apart, or while this process publishes, for at most _GATHER_FOR seconds,
-#: before they reach the hub.
-_GATHER = 0.0005
-_GATHER_FOR = 0.01
 
 
 class RedisBroker(Broker):
@@ -162,7 +150,7 @@ class RedisBroker(Broker):
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
         self._address: RedisAddress | None = parse_redis_url(url) if url is not None else None
-        _glide()
+        glide_module()
         self._configuration = configuration
         if not isinstance(key_prefix, str) or any(c in key_prefix for c in "|*?[]\\"):
             raise ValueError(
@@ -197,7 +185,6 @@ class RedisBroker(Broker):
         self._feed_prefix = f"{self._keys}ch:{database or 0}:"
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
-        self._feed: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
@@ -221,7 +208,6 @@ class RedisBroker(Broker):
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._publish_script: Any = None
-        self._read_script: Any = None
 
     # -- the interface ---------------------------------------------------------
 
@@ -243,17 +229,10 @@ class RedisBroker(Broker):
         hosts = ", ".join(f"{a.host}:{a.port}" for a in self._configuration.addresses)
         return f"redis://{hosts}"
 
-    @property
-    def running(self) -> bool:
-        return self._client is not None
-
     def bind(self, hub: Hub) -> None:
         if self._exit is not None:
             raise RuntimeError("bind the hub before entering the broker")
         self._hub = hub
-
-    def _key(self, kind: str, channel: str) -> str:
-        return f"{self._keys}{kind}:{channel}"
 
     async def __aenter__(self) -> RedisBroker:
         """Connect to the engine, check that it keeps keys, read (or set) its epoch and start the feed.
@@ -266,84 +245,45 @@ class RedisBroker(Broker):
         """
         if self._exit is not None:
             raise RuntimeError("the broker is already running")
-        glide = _glide()
+        glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH)
-        self._read_script = glide.Script(READ)
         async with contextlib.AsyncExitStack() as stack:
             client = await self._connect(feed=None)
             stack.push_async_callback(client.close)
-            await self._check_eviction(client)
-            self._epoch = await self._engine_epoch(client)
+            await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
+            self._epoch = await engine_epoch(client, keys=self._keys, engine=self.description)
             self._client = client
             stack.callback(self._stopped)
             if self._hub is not None:
                 history = SharedHistory(
                     self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
                 )
+                reader = EngineReader(
+                    client,
+                    keys=self._keys,
+                    feed_prefix=self._feed_prefix,
+                    engine=self.description,
+                    check_interval=self.check_interval,
+                    publishing=lambda: self._publishing,
+                )
+                stack.callback(reader.stop)
                 follower = EngineFollower(
-                    self._hub, history, self._read, engine=self.description, read_many=self._read_many
+                    self._hub, history, reader.read, engine=self.description, read_many=reader.read_many
                 )
                 inbox = FeedInbox()
                 feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
-                self._feed = feed
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._follower = follower
-                tg.start_soon(self._read_feed, inbox, follower)
-                tg.start_soon(self._check_periodically, follower)
+                tg.start_soon(reader.read_feed, inbox, follower)
+                tg.start_soon(reader.check_periodically, follower)
             self._exit = stack.pop_all()
         return self
 
-    async def _engine_epoch(self, client: GlideClient) -> str:
-        # The engine's epoch, set now if it has none (new, or it lost its data).
-        glide = _glide()
-        state = f"{self._keys}state"
-        try:
-            await client.custom_command(["HSETNX", state, "epoch", os.urandom(4).hex()])
-            epoch = await client.custom_command(["HGET", state, "epoch"])
-        except glide.GlideError as exc:
-            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-        return bytes(epoch).decode("ascii")
-
-    async def _check_eviction(self, client: GlideClient) -> None:
-        # An engine that evicts keys may drop the broker's (its state, a history,
-        # a kept reply). Where CONFIG is refused (managed engines), say what to check.
-        glide = _glide()
-        try:
-            reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
-        except glide.GlideError as exc:
-            if transient(exc, glide):
-                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-            logger.warning(
-                "broker engine %s does not tell its maxmemory-policy (%s): make sure it is noeviction, "
-                "or an evicted key of the broker's ends streams or starts a new epoch",
-                self.description, exc,
-            )  # fmt: skip
-            return
-        values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
-        policy = bytes(values[0]).decode("ascii", "replace") if values else "noeviction"
-        if policy == "noeviction":
-            return
-        problem = (
-            f"its maxmemory-policy is {policy}: under memory pressure it may evict the broker's keys "
-            "(a channel's history, the state that numbers events, a kept reply)"
-        )
-        if not self.allow_eviction:
-            raise BrokerError(
-                self.description,
-                f"{problem}; set maxmemory-policy noeviction (or use an engine of its own for the broker), "
-                "or pass allow_eviction=True to run anyway",
-            )
-        logger.error(
-            "broker engine %s: %s; running anyway (allow_eviction=True): an evicted history ends "
-            "the streams behind it, an evicted state starts a new epoch",
-            self.description, problem,
-        )  # fmt: skip
-
     def _stopped(self) -> None:
-        self._client = self._feed = None
+        self._client = None
         self._follower = None
 
     async def _connect(self, *, feed: FeedInbox | None) -> GlideClient:
@@ -393,19 +333,13 @@ class RedisBroker(Broker):
         not, if it was still waiting for a batch); a call that is sending a
         batch for others finishes sending it first.
         """
-        return await self._publish(channel, event, self._feed_prefix + channel)
-
-    async def _publish(self, channel: str, event: ServerSentEvent, feed_channel: str) -> PublishedEvent:
         if self._client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
-        item = Pending(channel, feed_channel, event._body, event.id, time.monotonic() + self.publish_timeout)
+        item = Pending(channel, event._body, event.id, time.monotonic() + self.publish_timeout)
         self._publishing += 1
         try:
-            if feed_channel != self._feed_prefix + channel:  # announced elsewhere: a batch of its own
-                await self._send_batch([item])
-            else:
-                await self._queue.submit(item)
+            await self._queue.submit(item)
         finally:
             self._publishing -= 1
         if item.error is not None:
@@ -415,112 +349,6 @@ class RedisBroker(Broker):
 
     async def _send_batch(self, batch: list[Pending]) -> None:
         await self._sender.send(self._client, self._publish_script, batch)
-
-    # -- receiving -------------------------------------------------------------
-
-    async def _read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
-        prefix = self._feed_prefix.encode()
-        burst = False
-        while True:
-            # Wait for one message, then take every one already received: a
-            # burst reaches the hub as a burst (subscribers wake once for many).
-            # While messages come several at a time (a burst), first gather
-            # the ones on their way (up to _GATHER_FOR): each batch handed to
-            # the hub wakes every subscriber once, so bigger batches cost less.
-            # One message at a time (paced traffic) is never delayed.
-            await inbox.wait()
-            if burst:
-                await self._gather(inbox)
-            messages = inbox.take(1024)
-            burst = len(messages) > 1
-            batch: list[tuple[str, EngineEntry]] = []
-            for message in messages:
-                channel_name = bytes(message.channel)
-                if not channel_name.startswith(prefix):
-                    continue
-                try:
-                    channel = channel_name[len(prefix) :].decode("utf-8")
-                    batch.append((channel, decode_entry(bytes(message.message))))
-                except ValueError as exc:
-                    logger.warning(
-                        "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
-                    )
-            try:
-                await follower.receive(batch)
-            except BrokerError as exc:
-                # A gap could not be filled now: the next entry of that channel,
-                # or the periodic check, fills it (nothing is delivered out of order).
-                logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
-
-    async def _gather(self, inbox: FeedInbox) -> None:
-        # Wait while messages keep coming (_GATHER apart at most), or while this
-        # process's own publishes are in flight (their events come back through
-        # the feed a round trip later), up to _GATHER_FOR.
-        deadline = anyio.current_time() + _GATHER_FOR
-        while True:
-            before = len(inbox)
-            await anyio.sleep(_GATHER)
-            waiting = len(inbox)
-            if waiting >= 1024 or anyio.current_time() >= deadline:
-                return
-            if waiting == before and not self._publishing:
-                return
-
-    async def _read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
-        client = self._client
-        glide = _glide()
-        if client is None:
-            raise BrokerError(self.description, "not connected")
-        keys = [f"{self._keys}state", self._key("h", channel)]
-        try:
-            reply = await client.invoke_script(
-                self._read_script, keys=keys, args=[f"seq:{channel}", str(after), str(count)]
-            )
-        except glide.GlideError as exc:
-            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-        return self._decode_read(channel, reply)
-
-    async def _read_many(
-        self, requests: Sequence[tuple[str, int]], count: int
-    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
-        # What _read returns (or raises) for each request, read in one pipeline.
-        client = self._client
-        glide = _glide()
-        if client is None:
-            return [BrokerError(self.description, "not connected")] * len(requests)
-        pipeline = glide.Batch(is_atomic=False)
-        sha = self._read_script.get_hash()
-        for channel, after in requests:
-            keys = [f"{self._keys}state", self._key("h", channel)]
-            pipeline.custom_command(["EVALSHA", sha, "2", *keys, f"seq:{channel}", str(after), str(count)])
-        try:
-            replies = await client.exec(pipeline, raise_on_error=False)
-        except glide.GlideError as exc:
-            return [BrokerError(self.description, f"{type(exc).__name__}: {exc}")] * len(requests)
-        if replies is None or len(replies) != len(requests):  # not for a pipeline
-            return [BrokerError(self.description, "the pipeline of reads was not answered")] * len(requests)
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
-        for (channel, after), reply in zip(requests, replies, strict=True):
-            try:
-                if not isinstance(reply, glide.GlideError):
-                    results.append(self._decode_read(channel, reply))
-                elif "noscript" in str(reply).lower():  # the engine lost its scripts: this loads it again
-                    results.append(await self._read(channel, after, count))
-                else:
-                    results.append(BrokerError(self.description, f"{type(reply).__name__}: {reply}"))
-            except BrokerError as exc:
-                results.append(exc)
-        return results
-
-    def _decode_read(self, channel: str, reply: Any) -> tuple[str, int, list[EngineEntry]]:
-        epoch, seq, messages = reply
-        entries = []
-        for message in messages:
-            try:
-                entries.append(decode_entry(bytes(message)))
-            except ValueError as exc:
-                logger.warning("ignoring a history entry of %r: %s", channel, exc)
-        return bytes(epoch).decode("ascii"), int(seq), entries
 
     async def prepare(self, channels: Sequence[str]) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
@@ -539,38 +367,3 @@ class RedisBroker(Broker):
         # A little more than one request's time: a read sent at once gets its
         # answer (or its timeout error) first.
         await follower.prepare(channels, within=self._request_seconds + 0.5)
-
-    async def _check_periodically(self, follower: EngineFollower) -> None:
-        while True:
-            await anyio.sleep(self.check_interval)
-            try:
-                await self._check(follower)
-            except BrokerError as exc:
-                logger.warning("broker: cannot check for missed events: %s", exc)
-
-    async def _check(self, follower: EngineFollower) -> None:
-        client = self._client
-        channels = follower.channels_to_check()
-        if client is None or not channels:
-            return
-        glide = _glide()
-        for start in range(0, len(channels), 256):
-            chunk = channels[start : start + 256]
-            fields = ["epoch", *(f"seq:{name}" for name in chunk)]
-            try:
-                values = await client.custom_command(["HMGET", f"{self._keys}state", *fields])
-            except glide.GlideError as exc:
-                raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-            # No epoch: the engine lost its data (restarted empty, flushed) and
-            # nobody published since. Set the new epoch now: a quiet channel's
-            # streams end within check_interval, not at its next publish.
-            epoch = (
-                bytes(values[0]).decode("ascii")
-                if values[0] is not None
-                else await self._engine_epoch(client)
-            )
-            newest = {
-                name: int(value) if value is not None else 0
-                for name, value in zip(chunk, values[1:], strict=True)
-            }
-            await follower.check(epoch, newest)

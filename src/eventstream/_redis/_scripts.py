@@ -16,10 +16,9 @@ __all__ = ["PUBLISH", "READ"]
 # name of its field in the state hash: never a key of its own), last-id, stream.
 # ARGV: candidate epoch, max entries, max age (ms), max bytes, bytes counted
 # per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
-# pub/sub channels' prefix, pub/sub channel override ('' = that prefix and
-# the channel), then one per
-# event: "{channel index}\n{own id mark}\n{event fields}" (channel index from
-# 0 in KEYS order; own id mark '' = none, else '=' .. id).
+# pub/sub channels' prefix (the channel's name follows), then one per event:
+# "{channel index}\n{own id mark}\n{event fields}" (channel index from 0 in
+# KEYS order; own id mark '' = none, else '=' .. id).
 # Returns {epoch, then each event's seq and the id of the event before it}.
 #
 # The reply is also kept under the batch's result key for the result lifetime
@@ -76,8 +75,8 @@ local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(n
 local result = {epoch}
 local first = 2 + acked
 local state = {}
-for e = 0, #ARGV - 11 do
-  local arg = ARGV[11 + e]
+for e = 0, #ARGV - 10 do
+  local arg = ARGV[10 + e]
   local cut1 = string.find(arg, '\\n', 1, true)
   local cut2 = string.find(arg, '\\n', cut1 + 1, true)
   local k = tonumber(string.sub(arg, 1, cut1 - 1))
@@ -180,9 +179,7 @@ for e = 0, #ARGV - 11 do
     if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
   end
   st.prev, st.finish, st.front_bound, st.seq = id, start + size, front_bound, seq
-  local feed = ARGV[10]
-  if feed == '' then feed = ARGV[9] .. string.sub(seq_key, bar + 5) end
-  redis.call('PUBLISH', feed, message)
+  redis.call('PUBLISH', ARGV[9] .. string.sub(seq_key, bar + 5), message)
   result[#result + 1] = tostring(seq)
   result[#result + 1] = prev
 end

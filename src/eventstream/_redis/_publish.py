@@ -1,6 +1,6 @@
 """Sending publishes to a Redis-protocol engine: batches, retries, and the byte cap.
 
-One call of the publish script (see ``_redis_scripts.PUBLISH``) numbers,
+One call of the publish script (see ``_scripts.PUBLISH``) numbers,
 keeps and announces a whole batch atomically. A batch that fails on the way
 (a cut connection, an engine that is loading) is sent again, with capped,
 jittered backoff, until the deadline of its oldest event (``publish_timeout``
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._exceptions import BrokerError
+from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
-from ._exceptions import BrokerError
-from ._history import _ENTRY_OVERHEAD
-from ._redis_connect import glide_module, transient
+from ._connect import glide_module, transient
 
 if TYPE_CHECKING:
     from glide import GlideClient
@@ -42,7 +42,7 @@ _ACKS_PER_BATCH = 64
 
 
 class BatchSender:
-    """Runs the publish script for batches of :class:`~eventstream._batching.Pending` events.
+    """Runs the publish script for batches of :class:`~eventstream._redis._batching.Pending` events.
 
     Args:
         engine: The engine's description (for errors).
@@ -140,9 +140,6 @@ class BatchSender:
                 ]
             own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
             per_event.append(k + own + item.body)
-        # The script derives each event's pub/sub channel, unless told (a batch of one).
-        first = batch[0]
-        override = first.feed_channel if first.feed_channel != self.feed_prefix + first.channel else ""
         deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None
@@ -159,7 +156,6 @@ class BatchSender:
                 str(self.reply_lifetime_ms),
                 str(len(acknowledged)),
                 self.feed_prefix,
-                override,
                 *per_event,
             ]
             attempt += 1

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 
-from ._waiter import Waiter, waiter_factory
+from .._backends import Waiter, waiter_factory
 
 __all__ = ["BatchQueue", "Pending"]
 
@@ -31,7 +31,6 @@ class Pending:
         "done",
         "epoch",
         "error",
-        "feed_channel",
         "id",
         "leads",
         "prev_id",
@@ -39,11 +38,8 @@ class Pending:
         "waiter",
     )
 
-    def __init__(
-        self, channel: str, feed_channel: str, body: bytes, event_id: str | None, deadline: float = math.inf
-    ) -> None:
+    def __init__(self, channel: str, body: bytes, event_id: str | None, deadline: float = math.inf) -> None:
         self.channel = channel
-        self.feed_channel = feed_channel
         self.body = body
         self.id = event_id
         #: When (``time.monotonic()``) its call gives up: the sender fails it then, sent or not.

@@ -27,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from ._history import HistoryEntry, HistoryStore
-from ._http import query_param, text_header
-from ._position import resume_positions
-from ._sse import ServerSentEvent, encode
-from .types import Scope
+from .._history import HistoryEntry, HistoryStore
+from .._http import query_param, text_header
+from .._position import resume_positions
+from .._sse import ServerSentEvent, encode
+from ..types import Scope
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 

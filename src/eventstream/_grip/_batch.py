@@ -23,8 +23,8 @@ from typing import Any
 import anyio
 import httpx
 
-from ._exceptions import GripPublishError
-from ._grip_config import GripProxy
+from .._exceptions import GripPublishError
+from ._config import GripProxy
 
 __all__ = [
     "GripProxyStatistics",

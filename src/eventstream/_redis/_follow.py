@@ -41,11 +41,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 import anyio.lowlevel
 
-from ._broker_wire import EngineEntry
-from ._exceptions import BrokerError
-from ._history import HistoryEntry
-from ._hub import Hub
-from ._shared_history import SharedHistory
+from .._exceptions import BrokerError
+from .._history import HistoryEntry
+from .._hub import Hub
+from ._history import SharedHistory
+from ._wire import EngineEntry
 
 __all__ = ["CONCURRENT_READS", "EngineFollower", "ManyReader", "Reader"]
 

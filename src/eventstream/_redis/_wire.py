@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._history import HistoryEntry, new_entry
+from .._history import HistoryEntry, new_entry
 
 __all__ = ["EngineEntry", "decode_entry"]
 

@@ -1,0 +1,11 @@
+"""What differs between the event loops anyio runs on (asyncio, trio), behind one interface each.
+
+The backend is chosen once (per waiter factory, per response's disconnect watch, per loop's signal
+handle), never per event.
+"""
+
+from ._disconnect import DisconnectWatch
+from ._loop import LoopHandle
+from ._waiter import Waiter, current_waiter, waiter_factory
+
+__all__ = ["DisconnectWatch", "LoopHandle", "Waiter", "current_waiter", "waiter_factory"]

@@ -1,0 +1,205 @@
+"""Reading the engine for one broker: the pub/sub feed into the follower, channels' histories (the
+read script, alone or many in a pipeline) and the periodic check for missed events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._exceptions import BrokerError
+from ._connect import engine_epoch, glide_module
+from ._feed import FeedInbox
+from ._follow import EngineFollower
+from ._scripts import READ
+from ._wire import EngineEntry, decode_entry
+
+if TYPE_CHECKING:
+    from glide import GlideClient
+
+__all__ = ["EngineReader"]
+
+logger = logging.getLogger("eventstream")
+
+#: In a burst, feed messages are gathered while they keep coming at most _GATHER
+#: seconds apart, or while this process publishes, for at most _GATHER_FOR seconds,
+#: before they reach the hub.
+_GATHER = 0.0005
+_GATHER_FOR = 0.01
+
+
+class EngineReader:
+    """What a running broker reads from the engine, through its command client.
+
+    Args:
+        client: The broker's command client (not the feed's).
+        keys: The start of every key (the broker's prefix and its ``|``).
+        feed_prefix: The start of every pub/sub channel of the feed.
+        engine: The engine's description (for errors).
+        check_interval: Seconds between checks for missed events.
+        publishing: How many of this process's publishes are in flight (the
+            feed gathers a burst while any are: their events come back soon).
+    """
+
+    def __init__(
+        self,
+        client: GlideClient,
+        *,
+        keys: str,
+        feed_prefix: str,
+        engine: str,
+        check_interval: float,
+        publishing: Callable[[], int],
+    ) -> None:
+        self._client: GlideClient | None = client
+        self._keys = keys
+        self._feed_prefix = feed_prefix
+        self._engine = engine
+        self._check_interval = check_interval
+        self._publishing = publishing
+        self._read_script: Any = glide_module().Script(READ)
+
+    def stop(self) -> None:
+        """Reads from now on fail with :class:`BrokerError` ("not connected")."""
+        self._client = None
+
+    async def read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
+        prefix = self._feed_prefix.encode()
+        burst = False
+        while True:
+            # Wait for one message, then take every one already received: a
+            # burst reaches the hub as a burst (subscribers wake once for many).
+            # While messages come several at a time (a burst), first gather
+            # the ones on their way (up to _GATHER_FOR): each batch handed to
+            # the hub wakes every subscriber once, so bigger batches cost less.
+            # One message at a time (paced traffic) is never delayed.
+            await inbox.wait()
+            if burst:
+                await self._gather(inbox)
+            messages = inbox.take(1024)
+            burst = len(messages) > 1
+            batch: list[tuple[str, EngineEntry]] = []
+            for message in messages:
+                channel_name = bytes(message.channel)
+                if not channel_name.startswith(prefix):
+                    continue
+                try:
+                    channel = channel_name[len(prefix) :].decode("utf-8")
+                    batch.append((channel, decode_entry(bytes(message.message))))
+                except ValueError as exc:
+                    logger.warning(
+                        "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
+                    )
+            try:
+                await follower.receive(batch)
+            except BrokerError as exc:
+                # A gap could not be filled now: the next entry of that channel,
+                # or the periodic check, fills it (nothing is delivered out of order).
+                logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
+
+    async def _gather(self, inbox: FeedInbox) -> None:
+        # Wait while messages keep coming (_GATHER apart at most), or while this
+        # process's own publishes are in flight (their events come back through
+        # the feed a round trip later), up to _GATHER_FOR.
+        deadline = anyio.current_time() + _GATHER_FOR
+        while True:
+            before = len(inbox)
+            await anyio.sleep(_GATHER)
+            waiting = len(inbox)
+            if waiting >= 1024 or anyio.current_time() >= deadline:
+                return
+            if waiting == before and not self._publishing():
+                return
+
+    async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
+        client = self._client
+        glide = glide_module()
+        if client is None:
+            raise BrokerError(self._engine, "not connected")
+        keys = [f"{self._keys}state", f"{self._keys}h:{channel}"]
+        try:
+            reply = await client.invoke_script(
+                self._read_script, keys=keys, args=[f"seq:{channel}", str(after), str(count)]
+            )
+        except glide.GlideError as exc:
+            raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
+        return self._decode_read(channel, reply)
+
+    async def read_many(
+        self, requests: Sequence[tuple[str, int]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        # What read returns (or raises) for each request, read in one pipeline.
+        client = self._client
+        glide = glide_module()
+        if client is None:
+            return [BrokerError(self._engine, "not connected")] * len(requests)
+        pipeline = glide.Batch(is_atomic=False)
+        sha = self._read_script.get_hash()
+        for channel, after in requests:
+            keys = [f"{self._keys}state", f"{self._keys}h:{channel}"]
+            pipeline.custom_command(["EVALSHA", sha, "2", *keys, f"seq:{channel}", str(after), str(count)])
+        try:
+            replies = await client.exec(pipeline, raise_on_error=False)
+        except glide.GlideError as exc:
+            return [BrokerError(self._engine, f"{type(exc).__name__}: {exc}")] * len(requests)
+        if replies is None or len(replies) != len(requests):  # not for a pipeline
+            return [BrokerError(self._engine, "the pipeline of reads was not answered")] * len(requests)
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        for (channel, after), reply in zip(requests, replies, strict=True):
+            try:
+                if not isinstance(reply, glide.GlideError):
+                    results.append(self._decode_read(channel, reply))
+                elif "noscript" in str(reply).lower():  # the engine lost its scripts: this loads it again
+                    results.append(await self.read(channel, after, count))
+                else:
+                    results.append(BrokerError(self._engine, f"{type(reply).__name__}: {reply}"))
+            except BrokerError as exc:
+                results.append(exc)
+        return results
+
+    def _decode_read(self, channel: str, reply: Any) -> tuple[str, int, list[EngineEntry]]:
+        epoch, seq, messages = reply
+        entries = []
+        for message in messages:
+            try:
+                entries.append(decode_entry(bytes(message)))
+            except ValueError as exc:
+                logger.warning("ignoring a history entry of %r: %s", channel, exc)
+        return bytes(epoch).decode("ascii"), int(seq), entries
+
+    async def check_periodically(self, follower: EngineFollower) -> None:
+        while True:
+            await anyio.sleep(self._check_interval)
+            try:
+                await self._check(follower)
+            except BrokerError as exc:
+                logger.warning("broker: cannot check for missed events: %s", exc)
+
+    async def _check(self, follower: EngineFollower) -> None:
+        client = self._client
+        channels = follower.channels_to_check()
+        if client is None or not channels:
+            return
+        glide = glide_module()
+        for start in range(0, len(channels), 256):
+            chunk = channels[start : start + 256]
+            fields = ["epoch", *(f"seq:{name}" for name in chunk)]
+            try:
+                values = await client.custom_command(["HMGET", f"{self._keys}state", *fields])
+            except glide.GlideError as exc:
+                raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
+            # No epoch: the engine lost its data (restarted empty, flushed) and
+            # nobody published since. Set the new epoch now: a quiet channel's
+            # streams end within check_interval, not at its next publish.
+            epoch = (
+                bytes(values[0]).decode("ascii")
+                if values[0] is not None
+                else await engine_epoch(client, keys=self._keys, engine=self._engine)
+            )
+            newest = {
+                name: int(value) if value is not None else 0
+                for name, value in zip(chunk, values[1:], strict=True)
+            }
+            await follower.check(epoch, newest)
