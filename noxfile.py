@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``demo``, ``bench``."""
+"""Development sessions: ``nox -s tests``, ``unit``, ``lint``, ``typing``, ``demo``, ``bench``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: unit tests, real servers on 127.0.0.1, asyncio and trio."""
     install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The edit loop: tests/unit only, in-process (no server, engine, proxy or browser), under a minute."""
+    install(session, "test")
+    session.run("pytest", "tests/unit", *session.posargs)
 
 
 @nox.session
