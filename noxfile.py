@@ -1,5 +1,5 @@
-"""Development sessions: ``nox -s tests``, ``lint``, ``typing``, ``docs``, ``verifytypes``, ``demo``,
-``bench``."""
+"""Development sessions: ``nox -s tests``, ``unit``, ``lint``, ``typing``, ``docs``, ``verifytypes``,
+``demo``, ``bench``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: unit tests, real servers on 127.0.0.1, asyncio and trio."""
     install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The edit loop: tests/unit only, in-process (no server, engine, proxy or browser), under a minute."""
+    install(session, "test")
+    session.run("pytest", "tests/unit", *session.posargs)
 
 
 @nox.session

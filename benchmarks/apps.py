@@ -157,7 +157,9 @@ def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
     before, after = _marked[-1], tracemalloc.take_snapshot()
     total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     keep = [under(LIBRARY, all_frames=True)]
-    stack = after.filter_traces(keep).compare_to(before.filter_traces(keep), "traceback")
+    # Filtering on every frame is the slow part (pure Python, per trace): once per snapshot.
+    kept_after, kept_before = after.filter_traces(keep), before.filter_traces(keep)
+    stack = kept_after.compare_to(kept_before, "traceback")
     sites = []
     for stat in sorted(stack, key=lambda stat: -stat.size_diff)[:limit]:
         where = " < ".join(
@@ -166,8 +168,7 @@ def traced_sites(limit: int = 25, frames: int = 3) -> dict[str, Any]:
         )
         sites.append([stat.size_diff, stat.count_diff, where])
     server = [under(directory, inclusive=False) for directory in package_directories(_SERVER_PACKAGES)]
-    own = after.filter_traces(keep).filter_traces(server)
-    own_diff = own.compare_to(before.filter_traces(keep).filter_traces(server), "filename")
+    own_diff = kept_after.filter_traces(server).compare_to(kept_before.filter_traces(server), "filename")
     return {
         "total": total,
         "stack": sum(stat.size_diff for stat in stack),

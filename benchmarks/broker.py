@@ -47,8 +47,8 @@ import httpx
 
 from eventstream import EventStream, Publisher, RedisBroker
 from eventstream._backends import current_waiter
-from tests.redis_engine import RedisEngine
-from tests.servers import free_port, run_server
+from tests.support.redis_engine import RedisEngine
+from tests.support.servers import free_port, run_server
 
 PAYLOAD = "x" * 100
 
@@ -76,7 +76,8 @@ async def cross_process_latency(url: str, rate: int, seconds: float) -> list[flo
     }
     latencies: list[float] = []
     count = int(rate * seconds)
-    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+    log_dir = Path(tempfile.gettempdir())
+    with run_server("uvicorn", "tests.apps.e2e_app:app", env=env, log_dir=log_dir) as server:
         async with (
             httpx.AsyncClient(timeout=30) as client,
             Publisher(broker=RedisBroker(url, key_prefix="bench-lat:")) as publisher,
@@ -225,7 +226,9 @@ def new_channel_flood(url: str | None, scale: float, backend: str) -> None:
                 await anyio.sleep(1)  # the flood is under way
                 return await live_latencies(client, base_url, url, rate, seconds)
 
-    with run_server("uvicorn", "tests.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())) as server:
+    with run_server(
+        "uvicorn", "tests.apps.e2e_app:app", env=env, log_dir=Path(tempfile.gettempdir())
+    ) as server:
         anyio.run(measure, server.base_url, False, backend=backend)  # warm-up
         quiet = percentiles(anyio.run(measure, server.base_url, False, backend=backend))
         flooded = percentiles(anyio.run(measure, server.base_url, True, backend=backend))

@@ -23,9 +23,9 @@ import anyio
 import httpx
 
 from eventstream import EventStream, GripPublisher
-from tests.helpers import open_events
-from tests.pushpin import SIG_ISS, SIG_KEY, run_pushpin
-from tests.servers import free_port, run_server
+from tests.support.helpers import open_events
+from tests.support.pushpin import SIG_ISS, SIG_KEY, run_pushpin
+from tests.support.servers import free_port, run_server
 
 
 async def measure(

@@ -29,8 +29,8 @@ import anyio
 
 from eventstream import BrokerError, EventStream, RedisBroker
 from eventstream.testing import open_stream
-from tests.redis_engine import run_redis
-from tests.relay import Relay, relay
+from tests.support.redis_engine import run_redis
+from tests.support.relay import Relay, relay
 
 PUBLISH_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 1.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from .redis_engine import RedisEngine, run_redis
-from .servers import SERVER_KINDS, Server, run_server
+from .support.redis_engine import RedisEngine, run_redis
+from .support.servers import SERVER_KINDS, Server, run_server
 
 _prefixes = itertools.count()
 

@@ -105,7 +105,7 @@ def _verify_key(key: str | bytes) -> tuple[Any, str]:
     if stripped.startswith("{"):
         try:
             jwk = jwt.PyJWK(json.loads(stripped))
-        except (ValueError, jwt.PyJWKError) as exc:
+        except (ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:  # PyJWT's InvalidKeyError too
             raise ValueError(f"verify_key looks like a JWK but is not valid: {exc}") from None
         kty = jwk.key_type
         if kty == "EC":

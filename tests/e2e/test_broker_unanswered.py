@@ -1,0 +1,351 @@
+"""The Redis broker when the engine stops answering, under a flood of new channels, and behind its feed.
+
+A relay (tests/support/relay.py) between a broker and a real private redis-server
+holds what it should forward, without cutting anything: the engine accepts
+and never answers (or answers one connection only). A second stream,
+connected directly, stands for another process. On asyncio and trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
+from eventstream._local_broker import LocalBroker
+from eventstream._redis._feed import FeedInbox
+from eventstream._redis._follow import EngineFollower
+from eventstream.testing import StreamResponse, open_stream
+
+from ..support.helpers import wait_until
+from ..support.redis_engine import RedisEngine
+from ..support.relay import Relay, relay
+
+pytestmark = pytest.mark.anyio
+
+#: The relay's connection that carries a broker's commands (it connects first; the feed second).
+COMMANDS = 0
+
+
+@pytest.fixture
+def via_relay(engine: RedisEngine) -> Iterator[Relay]:
+    with relay(engine.port) as instance:
+        yield instance
+
+
+def through(
+    instance: Relay, prefix: str, *, request_timeout: float = 2.0, publish_timeout: float = 10.0
+) -> EventStream:
+    """A stream whose broker reaches the engine through the relay (no periodic check)."""
+    broker = RedisBroker(
+        f"redis://127.0.0.1:{instance.port}",
+        key_prefix=prefix,
+        check_interval=3600,
+        request_timeout=request_timeout,
+        publish_timeout=publish_timeout,
+    )
+    return EventStream(broker=broker)
+
+
+def broker_of(stream: EventStream) -> RedisBroker:
+    broker = stream._broker
+    assert isinstance(broker, RedisBroker)
+    return broker
+
+
+def follower_of(stream: EventStream) -> EngineFollower:
+    follower = broker_of(stream)._follower
+    assert follower is not None
+    return follower
+
+
+async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:
+    events: list[ServerSentEvent] = []
+    while len(events) < count:
+        event = await response.receive_event()
+        assert event.event not in ("stream-reset", "stream-error")
+        if event.event not in ("stream-open", "keep-alive"):
+            events.append(event)
+    return events
+
+
+async def test_every_queued_publish_fails_within_the_timeout_of_its_own_call(
+    via_relay: Relay, prefix: str
+) -> None:
+    # 700 publishes at once, then more while they are queued: each raises
+    # within publish_timeout of its own call (plus a margin), not after the
+    # batches queued ahead of it have each used up a timeout.
+    stream = through(via_relay, prefix, publish_timeout=3)
+    broker = broker_of(stream)
+    outcomes: list[tuple[float, float, BaseException | None]] = []
+
+    async def publish_one(n: int) -> None:
+        called = anyio.current_time()
+        try:
+            await stream.publish_event("news", {"data": n})
+        except BrokerError as exc:
+            outcomes.append((called, anyio.current_time(), exc))
+        else:
+            outcomes.append((called, anyio.current_time(), None))
+
+    with anyio.fail_after(60):
+        async with stream:
+            first = await broker.publish("news", ServerSentEvent(data="answered"))
+            via_relay.hold()
+            async with anyio.create_task_group() as tg:
+                for n in range(700):
+                    tg.start_soon(publish_one, n)
+                for n in range(700, 760):  # calls spread over 1.5 s, behind the queue
+                    await anyio.sleep(0.025)
+                    tg.start_soon(publish_one, n)
+            via_relay.release()
+            # The held requests now reach the engine; this one follows them on the same connection.
+            probe = await broker.publish("news", ServerSentEvent(data="probe"))
+    assert len(outcomes) == 760
+    assert all(isinstance(error, BrokerError) for _, _, error in outcomes)
+    waited = [ended - called for called, ended, _ in outcomes]
+    assert max(waited) <= 3 + 2.0, sorted(waited)[-5:]
+    # Only events whose error says "maybe published" may have been published.
+    maybe = sum(1 for _, _, error in outcomes if isinstance(error, BrokerError) and error.maybe_published)
+    published = int(probe.id.rsplit("-", 1)[1]) - int(first.id.rsplit("-", 1)[1]) - 1
+    assert published <= maybe
+
+
+async def test_new_streams_wait_together_for_an_engine_that_does_not_answer(
+    via_relay: Relay, prefix: str
+) -> None:
+    # Ten streams on followed channels opened at once are served from the
+    # process's copy after one request_timeout, not ten one after another; one
+    # on a channel never seen gets 503 within the same bound.
+    stream = through(via_relay, prefix, request_timeout=1.0)
+    channels = [f"c{n}" for n in range(10)]
+    answered: dict[str, tuple[int, float]] = {}
+
+    async def open_one(channel: str, started: float) -> None:
+        async with open_stream(stream(channel)) as response:
+            answered[channel] = (response.status, anyio.current_time() - started)
+
+    with anyio.fail_after(60):
+        async with stream:
+            for channel in channels:
+                await stream.publish_event(channel, {"data": channel})
+            async with open_stream(stream(channels)) as response:  # follows all ten
+                assert response.status == 200
+            via_relay.hold()
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                for channel in [*channels, "never-seen"]:
+                    tg.start_soon(open_one, channel, started)
+    assert {channel: status for channel, (status, _) in answered.items()} == {
+        **dict.fromkeys(channels, 200),
+        "never-seen": 503,
+    }
+    assert max(took for _, took in answered.values()) <= 1.0 + 0.5 + 2.0, answered
+
+
+async def test_live_delivery_goes_on_while_new_channels_wait_for_the_engine(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    # The engine answers none of the process's reads (its command connection
+    # is held, for longer than the test lasts); its feed flows. Streams on 8 x
+    # 32 new channels wait for their history; live events on a followed
+    # channel reach its stream meanwhile.
+    stream = through(via_relay, prefix, request_timeout=60.0)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    opened: list[int] = []
+
+    async def open_new(n: int) -> None:
+        async with open_stream(stream([f"new{n}-{k}" for k in range(32)])) as response:
+            opened.append(response.status)
+
+    with anyio.fail_after(60):
+        async with stream, other, open_stream(stream("live")) as live:
+            assert via_relay.connections == 2  # commands, then the feed
+            await stream.wait_subscribers(1, "live")
+            via_relay.hold(COMMANDS)
+            async with anyio.create_task_group() as tg:
+                for n in range(8):
+                    tg.start_soon(open_new, n)
+
+                async def all_waiting() -> bool:
+                    return len(follower_of(stream)._loading) == 8 * 32
+
+                await wait_until(all_waiting)
+                with anyio.fail_after(15):  # the reads would answer after 60 s
+                    for n in range(20):
+                        await other.publish_event("live", {"data": n})
+                    received = await receive_data(live, 20)
+                assert [event.json() for event in received] == list(range(20))
+                assert opened == []  # still waiting for the engine
+                via_relay.release()
+    assert opened == [200] * 8
+
+
+async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    # The engine runs the read of a new channel's history, but its answer is
+    # held; meanwhile events of that channel arrive on the feed. A stream that
+    # resumes from before them gets them all from this process's copy, with
+    # no gap and no periodic check.
+    stream = through(via_relay, prefix, request_timeout=30.0)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(60):
+        async with stream, other:
+            async with open_stream(stream("warm-up")) as response:  # the engine has the read script
+                assert response.status == 200
+            first = await broker_of(other).publish("x", ServerSentEvent(data=0))
+            seq = int(first.id.rsplit("-", 1)[1])
+            via_relay.hold(COMMANDS, replies_only=True)
+            async with anyio.create_task_group() as tg:
+
+                async def resume() -> None:
+                    async with open_stream(stream("x"), headers={"last-event-id": first.id}) as response:
+                        assert response.status == 200
+                        received.extend(await receive_data(response, 5))
+
+                received: list[ServerSentEvent] = []
+                tg.start_soon(resume)
+
+                async def answered() -> bool:
+                    return via_relay.holds_reply(COMMANDS)
+
+                await wait_until(answered)  # the engine ran the read
+                for n in range(1, 6):
+                    await other.publish_event("x", {"data": n})
+
+                async def on_the_feed() -> bool:
+                    loading = follower_of(stream)._loading.get("x")
+                    kept = {entry.seq for entry in loading.entries} if loading is not None else set()
+                    return kept >= set(range(seq + 1, seq + 6))
+
+                await wait_until(on_the_feed)
+                via_relay.release()
+    assert [event.json() for event in received] == [1, 2, 3, 4, 5]
+    assert [event.id for event in received] == [f"{other._epoch}-{seq + n}" for n in range(1, 6)]
+
+
+def test_block_is_refused_with_a_broker(engine: RedisEngine) -> None:
+    # The feed delivers every channel: one stalled client would stall them all.
+    with pytest.raises(ValueError, match='slow_consumer="block" cannot be used with a broker'):
+        EventStream(broker=engine.url, slow_consumer="block")
+    with pytest.raises(ValueError, match="stall the delivery of every channel"):
+        EventStream(broker=RedisBroker(engine.url), slow_consumer="block")
+    # In-process, it stalls its channel only: accepted.
+    EventStream(slow_consumer="block")
+    EventStream(broker=LocalBroker(MemoryHistory()), slow_consumer="block")
+
+
+async def test_many_new_streams_on_many_new_channels_while_the_periodic_check_runs(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The periodic check forgets followed channels that have no subscriber:
+    # one read early for a stream whose other channels are still being read
+    # must not be forgotten before the stream subscribes (it would get 503,
+    # or miss every event of that channel).
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=0.001))
+    names = [[f"s{n}-{k}" for k in range(32)] for n in range(40)]
+    received: dict[int, list[object]] = {}
+
+    async def follow(n: int, ready: anyio.Event) -> None:
+        async with open_stream(stream(names[n])) as response:
+            assert response.status == 200, await response.read()
+            ready.set()
+            received[n] = [event.json() for event in await receive_data(response, 32)]
+
+    with anyio.fail_after(60):
+        async with stream, anyio.create_task_group() as tg:
+            readiness = [anyio.Event() for _ in names]
+            for n, ready in enumerate(readiness):
+                tg.start_soon(follow, n, ready)
+            for ready in readiness:
+                await ready.wait()
+            async with anyio.create_task_group() as publishers:
+                for channels in names:
+                    for channel in channels:
+                        publishers.start_soon(stream.publish_event, channel, {"data": channel})
+    assert {n: sorted(str(data) for data in got) for n, got in received.items()} == {
+        n: sorted(channels) for n, channels in enumerate(names)
+    }
+
+
+async def test_new_streams_read_history_after_the_engine_lost_its_scripts(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # A stream's channels are read in one pipeline of EVALSHA calls: after
+    # SCRIPT FLUSH (or an engine restart) each is read again with the script.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=3600))
+    with anyio.fail_after(30):
+        async with stream:
+            first = await broker_of(stream).publish("a", ServerSentEvent(data="a0"))
+            await stream.publish_event("a", {"data": "a1"})
+            await stream.publish_event("b", {"data": "b0"})
+            await anyio.to_thread.run_sync(engine.command, "SCRIPT", "FLUSH")
+            async with open_stream(stream("a"), headers={"last-event-id": first.id}) as response:
+                assert response.status == 200
+                replayed = await receive_data(response, 1)
+            await anyio.to_thread.run_sync(engine.command, "SCRIPT", "FLUSH")
+            async with open_stream(stream(["b", "c"])) as response:
+                assert response.status == 200
+                assert follower_of(stream).history.last_seq == {"a": 2, "b": 1, "c": 0}
+    assert [event.json() for event in replayed] == ["a1"]
+
+
+async def test_the_feed_inbox_keeps_the_newest_messages_up_to_its_limit() -> None:
+    inbox = FeedInbox(limit=3)
+    for n in range(5):
+        inbox.push(n)
+    assert (inbox.take(10), inbox.dropped) == ([2, 3, 4], 2)
+
+
+async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_history(
+    engine: RedisEngine, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The inbox holds 2 messages: a burst of 300 overflows it. Memory stays
+    # bounded, and the stream still gets every event, in order.
+    monkeypatch.setattr("eventstream._redis._feed.FEED_LIMIT", 2)
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(30):
+        async with stream, other, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            async with anyio.create_task_group() as tg:
+                for n in range(300):
+                    tg.start_soon(other.publish_event, "news", {"data": n})
+            received = await receive_data(response, 300)
+    assert "messages behind; dropping the oldest" in caplog.text
+    seqs = [int(str(event.id).rsplit("-", 1)[1]) for event in received]
+    assert seqs == list(range(seqs[0], seqs[0] + 300))
+    assert sorted(event.json() for event in received) == list(range(300))
+
+
+async def test_streams_on_one_new_channel_at_once_share_its_first_read(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    stream = through(via_relay, prefix)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    opened: list[object] = []
+
+    async def open_shared() -> None:
+        async with open_stream(stream("shared")) as response:
+            assert response.status == 200
+            opened.append((await receive_data(response, 1))[0].json())
+
+    with anyio.fail_after(30):
+        async with stream, other:
+            via_relay.hold(COMMANDS, replies_only=True)
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(open_shared)
+
+                async def read_once() -> bool:
+                    return via_relay.holds_reply(COMMANDS)
+
+                await wait_until(read_once)
+                assert list(follower_of(stream)._loading) == ["shared"]
+                via_relay.release()
+                await stream.wait_subscribers(5, "shared")
+                await other.publish_event("shared", {"data": "to all five"})
+    assert opened == ["to all five"] * 5

@@ -1,0 +1,118 @@
+"""EventStream's and Publisher's arguments: each refusal names the option and the value given."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from eventstream import EventStream, GripPublisher, MemoryHistory, Publisher, RedisBroker
+from eventstream._local_broker import LocalBroker
+
+GRACE = "shutdown_grace must be a number of seconds >= 0, not "
+NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"max_subscribers": 0}, ValueError, "max_subscribers must be >= 1 or None, not 0"),
+        ({"max_subscribers": -5}, ValueError, "max_subscribers must be >= 1 or None, not -5"),
+        ({"shutdown_grace": -1}, ValueError, GRACE + "-1"),
+        (
+            {"shutdown_grace": math.inf},
+            ValueError,
+            GRACE + "inf",
+        ),
+        (
+            {"shutdown_grace": math.nan},
+            ValueError,
+            GRACE + "nan",
+        ),
+        ({"grip_prefix": 5}, TypeError, "grip_prefix must be a str, not int"),
+        ({"grip_prefix": b"events-"}, TypeError, "grip_prefix must be a str, not bytes"),
+        ({"broker": 5}, TypeError, "broker must be a redis:// URL or a Broker, not int"),
+        (
+            {"broker": MemoryHistory()},
+            TypeError,
+            NOT_A_BROKER + "MemoryHistory",
+        ),
+        (
+            {"broker": LocalBroker(MemoryHistory()), "history": MemoryHistory()},
+            ValueError,
+            "with a broker, history is kept by the broker",
+        ),
+        (
+            {"broker": LocalBroker(MemoryHistory()), "history": None},
+            ValueError,
+            "with a broker, history is kept by the broker",
+        ),
+        (
+            {"broker": "redis://127.0.0.1:6390/0", "history": MemoryHistory()},
+            ValueError,
+            "with a broker, history is kept by the broker",
+        ),
+        ({"broker": "http://127.0.0.1:6390/0"}, ValueError, "the scheme must be redis:// or rediss://"),
+    ],
+)
+def test_refused_options(options: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        EventStream(**options)
+
+
+def test_a_url_makes_a_redis_broker_and_a_broker_is_used_as_given() -> None:
+    stream = EventStream(broker="redis://127.0.0.1:6390/0")  # nothing connects before the stream starts
+    assert isinstance(stream._broker, RedisBroker)
+    broker = LocalBroker(MemoryHistory())
+    assert EventStream(broker=broker)._broker is broker
+
+
+def test_a_grip_publisher_is_used_as_given_and_a_configuration_makes_one() -> None:
+    publisher = GripPublisher("http://127.0.0.1:5561")
+    assert EventStream(grip=publisher)._grip is publisher
+    made = EventStream(grip="http://127.0.0.1:5561")._grip
+    assert isinstance(made, GripPublisher)
+    assert made is not publisher
+    assert EventStream()._grip is None
+
+
+@pytest.mark.parametrize(
+    ("broker", "error", "match"),
+    [
+        (None, TypeError, "Publisher needs a broker"),
+        (5, TypeError, "broker must be a redis:// URL or a Broker, not int"),
+        ("redis://127.0.0.1:6390/x", ValueError, "the path must be a database number"),
+    ],
+)
+def test_publisher_refuses_what_is_not_a_broker(broker: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        Publisher(broker=broker)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"grip_reliable": True},
+        {"grip_reliable": True, "grip": "http://127.0.0.1:5561", "history": None},
+    ],
+)
+def test_grip_reliable_needs_grip_and_a_history(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="grip_reliable needs grip and a history store"):
+        EventStream(**options)
+
+
+def test_the_grip_publisher_is_the_streams() -> None:
+    publisher = GripPublisher("http://127.0.0.1:5561")
+    stream = EventStream(grip=publisher, grip_reliable=True)
+    assert stream.grip is publisher
+    assert stream.grip_reliable
+    assert EventStream().grip is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("channel", [" news", "news ", "\tnews"])
+async def test_a_published_channel_name_is_not_trimmed_but_refused(channel: str) -> None:
+    # Request paths are trimmed (a client's stray space); a publisher's name is taken as given.
+    with pytest.raises(ValueError, match="has leading or trailing white space"):
+        await EventStream().publish_event(channel, {"data": 1})
