@@ -15,8 +15,10 @@ import pytest
 
 from eventstream import BrokerError, EventStream, GripPublisher, Publisher, RedisBroker, ServerSentEvent
 from eventstream._redis._batching import Pending
+from eventstream._redis._follow import FORGET_AT_ONCE
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._publish import BatchSender
+from eventstream._redis._reader import _READ_TOGETHER
 from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
@@ -115,6 +117,32 @@ async def test_multi_channel_ids_are_valid_on_another_stream(engine: RedisEngine
             async with open_stream(b(["x", "y"]), headers={"last-event-id": last}) as response:
                 replay = await receive_data(response, 2)
     assert sorted(e.json() for e in replay) == ["x2", "y2"]
+
+
+async def test_a_connection_on_more_channels_than_one_read_holds_gets_each_ones_history(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The channels a connection needs are read together, _READ_TOGETHER per call of the
+    # read script: three calls here, for channels followed already and channels new here.
+    names = [f"c{n}" for n in range(2 * _READ_TOGETHER + 3)]
+    reader, writer = (
+        EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), max_channels=len(names)) for _ in "rw"
+    )
+    with anyio.fail_after(30):
+        async with reader, writer:
+            async with open_stream(reader(names[: _READ_TOGETHER + 1])) as response:  # followed from now on
+                await reader.wait_subscribers(1)
+            async with open_stream(writer(names)) as response:
+                await writer.wait_subscribers(1)
+                for name in names:
+                    await writer.publish_event(name, {"data": f"{name}-1"})
+                last = (await receive_data(response, len(names)))[-1].id
+            assert last is not None
+            for name in names:
+                await writer.publish_event(name, {"data": f"{name}-2"})
+            async with open_stream(reader(names), headers={"last-event-id": last}) as response:
+                replay = await receive_data(response, len(names))
+    assert sorted(e.json() for e in replay) == sorted(f"{name}-2" for name in names)
 
 
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:
@@ -541,6 +569,32 @@ async def test_channels_nobody_asked_for_are_not_copied_and_idle_ones_are_forgot
             ) as response:
                 assert (await response.receive_event()).event == "stream-open"
                 assert (await response.receive_event()).event == "stream-reset"  # the engine aged it out too
+
+
+async def test_thousands_of_idle_channels_are_all_forgotten_and_a_watched_one_is_kept(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The periodic check forgets idle channels FORGET_AT_ONCE at a time: more than two slices here.
+    names = [f"idle{n}" for n in range(2 * FORGET_AT_ONCE + 64)]
+    stream = EventStream(
+        broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=0.1, max_age=0.5), max_channels=64
+    )
+    with anyio.fail_after(30):
+        async with stream:
+            broker = stream._broker
+            assert isinstance(broker, RedisBroker)
+            history = broker.history
+            assert isinstance(history, SharedHistory)
+            async with open_stream(stream("watched")) as watched:
+                await stream.wait_subscribers(1, "watched")
+                for start in range(0, len(names), 64):  # each connection loads 64 new channels
+                    async with open_stream(stream(names[start : start + 64])):
+                        await stream.wait_subscribers(2)
+                while any(name in history.last_seq for name in names):  # idle: forgotten
+                    await anyio.sleep(0.05)  # polled under the deadline
+                assert "watched" in history.last_seq
+                await stream.publish_event("watched", {"data": 1})
+                assert [e.json() for e in await receive_data(watched, 1)] == [1]
 
 
 async def test_aclose_from_a_task_of_its_own_ends_the_streams_and_the_exit_stops_the_rest(

@@ -6,7 +6,7 @@ handled one at a time (under one lock), and each is kept in history and
 queued for subscribers with no await in between, so a connection that
 subscribes meanwhile finds it in one place or the other.
 
-The reads a connection needs before it subscribes go in one pipeline, run
+The reads a connection needs before it subscribes go in one request, run
 concurrently with other connections' (up to :data:`CONCURRENT_READS` requests
 at once) and outside the lock: only their outcome is taken in under it, so a
 flood of connections on new channels does not hold up the feed of the
@@ -47,7 +47,7 @@ from .._hub import Hub
 from ._history import SharedHistory
 from ._wire import EngineEntry
 
-__all__ = ["CONCURRENT_READS", "EngineFollower", "ManyReader", "Reader"]
+__all__ = ["CONCURRENT_READS", "FORGET_AT_ONCE", "EngineFollower", "ManyReader", "Reader"]
 
 logger = logging.getLogger("eventstream")
 
@@ -55,13 +55,15 @@ logger = logging.getLogger("eventstream")
 #: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
 Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
 #: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
-#: the :class:`BrokerError` of that read, in the same order, read in one pipeline.
+#: the :class:`BrokerError` of that read, in the same order, read together (one request).
 ManyReader = Callable[
     [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
 ]
-#: Requests (a connection's pipeline of reads, or one read) for connections about to
+#: Requests (a connection's reads together, or one read) for connections about to
 #: subscribe that run at once; the others wait their turn.
 CONCURRENT_READS = 128
+#: Idle channels forgotten between two passes of the event loop by the periodic check.
+FORGET_AT_ONCE = 512
 
 
 class _Loading:
@@ -118,20 +120,32 @@ class EngineFollower:
     def epoch(self) -> str:
         return self.history.epoch
 
-    def channels_to_check(self) -> list[str]:
+    async def channels_to_check(self) -> list[str]:
         """Channels with local subscribers whose history is followed; forgets idle others.
 
         A followed channel without subscribers whose newest event is older
         than the history's ``max_age`` (and no connection being prepared for
         it) is no longer followed (its copy is
         dropped; a connection that asks for it again reads it from the engine).
+        The idle channels are forgotten :data:`FORGET_AT_ONCE` at a time, with a
+        pass of the event loop in between: thousands of them do not hold up the feed.
         """
-        subscribed = self.hub.statistics().channels
-        for name in [name for name in self._loaded if name not in subscribed]:
-            if self.history.last(name) is None and name not in self._preparing:
-                self._loaded.discard(name)
-                self.history.forget(name)
-        return [name for name in subscribed if name in self._loaded]
+        hub = self.hub
+        subscribed = hub.statistics().channels
+        idle = [name for name in self._loaded if name not in subscribed]
+        for start in range(0, len(idle), FORGET_AT_ONCE):
+            if start:
+                await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)
+            for name in idle[start : start + FORGET_AT_ONCE]:
+                if (
+                    name in self._loaded
+                    and name not in self._preparing
+                    and not hub.subscriber_count(name)
+                    and self.history.last(name) is None
+                ):
+                    self._loaded.discard(name)
+                    self.history.forget(name)
+        return [name for name in hub.statistics().channels if name in self._loaded]
 
     # -- entries from the feed ----------------------------------------------------
 
@@ -312,7 +326,7 @@ class EngineFollower:
     async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
-        The channels are read together (one pipeline), concurrently with
+        The channels are read together (one request), concurrently with
         other connections' reads (:data:`CONCURRENT_READS` requests at once); the
         feed of the channels already followed goes on meanwhile. It returns
         within ``within`` seconds: a followed channel whose read is not
@@ -360,7 +374,7 @@ class EngineFollower:
 
     async def _prepare_together(self, channels: Sequence[str], errors: list[BrokerError]) -> list[str]:
         # Read every channel that no other connection is reading in one
-        # pipeline; return the channels left to prepare one by one.
+        # request; return the channels left to prepare one by one.
         generation = self._generation
         mine: dict[str, _Loading] = {}
         known: dict[str, int] = {}

@@ -1,5 +1,5 @@
 """Reading the engine for one broker: the pub/sub feed into the follower, channels' histories (the
-read script, alone or many in a pipeline) and the periodic check for missed events."""
+read script, for one channel or many in one call) and the periodic check for missed events."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ logger = logging.getLogger("eventstream")
 #: before they reach the hub.
 _GATHER = 0.0005
 _GATHER_FOR = 0.01
+#: Channels read by one call of the read script at most (a longer list takes several calls).
+_READ_TOGETHER = 64
 
 
 class EngineReader:
@@ -114,60 +116,59 @@ class EngineReader:
                 return
 
     async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
-        client = self._client
-        glide = glide_module()
-        if client is None:
-            raise BrokerError(self._engine, "not connected")
-        keys = [f"{self._keys}state", f"{self._keys}h:{channel}"]
-        try:
-            reply = await client.invoke_script(
-                self._read_script, keys=keys, args=[f"seq:{channel}", str(after), str(count)]
-            )
-        except glide.GlideError as exc:
-            raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
-        return self._decode_read(channel, reply)
+        result = (await self.read_many([(channel, after)], count))[0]
+        if isinstance(result, BrokerError):
+            raise result
+        return result
 
     async def read_many(
         self, requests: Sequence[tuple[str, int]], count: int
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
-        # What read returns (or raises) for each request, read in one pipeline.
+        """What :meth:`read` returns for each request, or the :class:`BrokerError` of its read.
+
+        The channels are read by one call of the read script (per
+        ``_READ_TOGETHER`` channels): one request to encode and send, not one per channel.
+        """
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        for start in range(0, len(requests), _READ_TOGETHER):
+            chunk = requests[start : start + _READ_TOGETHER]
+            try:
+                results.extend(await self._read_together(chunk, count))
+            except BrokerError as exc:
+                results.extend([exc] * len(chunk))
+        return results
+
+    async def _read_together(
+        self, requests: Sequence[tuple[str, int]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]]]:
         client = self._client
         glide = glide_module()
         if client is None:
-            return [BrokerError(self._engine, "not connected")] * len(requests)
-        pipeline = glide.Batch(is_atomic=False)
-        sha = self._read_script.get_hash()
+            raise BrokerError(self._engine, "not connected")
+        keys = [f"{self._keys}state", *(f"{self._keys}h:{channel}" for channel, _after in requests)]
+        args = [str(count)]
         for channel, after in requests:
-            keys = [f"{self._keys}state", f"{self._keys}h:{channel}"]
-            pipeline.custom_command(["EVALSHA", sha, "2", *keys, f"seq:{channel}", str(after), str(count)])
+            args += (f"seq:{channel}", str(after))
         try:
-            replies = await client.exec(pipeline, raise_on_error=False)
+            reply = await client.invoke_script(self._read_script, keys=keys, args=args)
         except glide.GlideError as exc:
-            return [BrokerError(self._engine, f"{type(exc).__name__}: {exc}")] * len(requests)
-        if replies is None or len(replies) != len(requests):  # not for a pipeline
-            return [BrokerError(self._engine, "the pipeline of reads was not answered")] * len(requests)
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
-        for (channel, after), reply in zip(requests, replies, strict=True):
-            try:
-                if not isinstance(reply, glide.GlideError):
-                    results.append(self._decode_read(channel, reply))
-                elif "noscript" in str(reply).lower():  # the engine lost its scripts: this loads it again
-                    results.append(await self.read(channel, after, count))
-                else:
-                    results.append(BrokerError(self._engine, f"{type(reply).__name__}: {reply}"))
-            except BrokerError as exc:
-                results.append(exc)
-        return results
+            raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(reply, list) or len(reply) != 1 + 2 * len(requests):
+            raise BrokerError(self._engine, "the read script's reply is not a list of the channels read")
+        epoch = bytes(reply[0]).decode("ascii")
+        return [
+            (epoch, int(reply[1 + 2 * k]), self._decode_entries(channel, reply[2 + 2 * k]))
+            for k, (channel, _after) in enumerate(requests)
+        ]
 
-    def _decode_read(self, channel: str, reply: Any) -> tuple[str, int, list[EngineEntry]]:
-        epoch, seq, messages = reply
+    def _decode_entries(self, channel: str, messages: Any) -> list[EngineEntry]:
         entries = []
         for message in messages:
             try:
                 entries.append(decode_entry(bytes(message)))
             except ValueError as exc:
                 logger.warning("ignoring a history entry of %r: %s", channel, exc)
-        return bytes(epoch).decode("ascii"), int(seq), entries
+        return entries
 
     async def check_periodically(self, follower: EngineFollower) -> None:
         while True:
@@ -179,7 +180,7 @@ class EngineReader:
 
     async def _check(self, follower: EngineFollower) -> None:
         client = self._client
-        channels = follower.channels_to_check()
+        channels = await follower.channels_to_check()
         if client is None or not channels:
             return
         glide = glide_module()

@@ -192,28 +192,34 @@ redis.call('SET', KEYS[2], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
 """
 
-# KEYS: the state hash, stream. ARGV: the channel's field in the state hash,
-# after (-1: the newest entries), count.
-# Returns {epoch or '', newest seq, {message, ...} oldest first}.
+# Reads of one or more channels' histories (one call for all the channels a
+# connection needs). KEYS: the state hash, then each channel's stream.
+# ARGV: count, then per channel: its field in the state hash, after (-1: the
+# newest entries).
+# Returns {epoch or '', then per channel: newest seq, {message, ...} oldest first}.
 READ = """
-local values = redis.call('HMGET', KEYS[1], 'epoch', ARGV[1])
-local epoch = values[1] or ''
-local seq = values[2] or '0'
-local items
-if ARGV[2] == '-1' then
-  items = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[3])
-  local reversed = {}
-  for i = #items, 1, -1 do reversed[#reversed + 1] = items[i] end
-  items = reversed
-else
-  items = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
-end
-local messages = {}
-for _, item in ipairs(items) do
-  local fields = item[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'm' then messages[#messages + 1] = fields[i + 1] end
+local count = ARGV[1]
+local reply = {redis.call('HGET', KEYS[1], 'epoch') or ''}
+for k = 2, #KEYS do
+  local after = ARGV[2 * k - 1]
+  local items
+  if after == '-1' then
+    items = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', count)
+    local reversed = {}
+    for i = #items, 1, -1 do reversed[#reversed + 1] = items[i] end
+    items = reversed
+  else
+    items = redis.call('XRANGE', KEYS[k], '(' .. after .. '-0', '+', 'COUNT', count)
   end
+  local messages = {}
+  for _, item in ipairs(items) do
+    local fields = item[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'm' then messages[#messages + 1] = fields[i + 1] end
+    end
+  end
+  reply[#reply + 1] = redis.call('HGET', KEYS[1], ARGV[2 * k - 2]) or '0'
+  reply[#reply + 1] = messages
 end
-return {epoch, seq, messages}
+return reply
 """
