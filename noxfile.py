@@ -1,4 +1,5 @@
-"""Development sessions: ``nox -s tests``, ``unit``, ``lint``, ``typing``, ``demo``, ``bench``."""
+"""Development sessions: ``nox -s tests``, ``unit``, ``lint``, ``typing``, ``docs``, ``verifytypes``,
+``demo``, ``bench``."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def unit(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff: lint and format check; vulture: no dead code in the library (see vulture_whitelist.py)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    paths = ["src", "tests", "examples", "benchmarks", "noxfile.py", "vulture_whitelist.py"]
+    paths = ["src", "tests", "examples", "benchmarks", "docs/conf.py", "noxfile.py", "vulture_whitelist.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     session.run("vulture")
@@ -46,6 +47,22 @@ def typing(session: nox.Session) -> None:
     """mypy --strict over the library, the tests and the examples."""
     install(session, "typing")
     session.run("mypy", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, docs/ to docs/_build/html; any Sphinx warning fails it."""
+    install(session, "docs")
+    session.run(
+        "sphinx-build", "-E", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html", *session.posargs
+    )
+
+
+@nox.session
+def verifytypes(session: nox.Session) -> None:
+    """pyright --verifytypes: every name of the public API has a complete, declared type."""
+    install(session, "verifytypes")
+    session.run("pyright", "--verifytypes", "eventstream", "--ignoreexternal")
 
 
 def demo_command(bind: str, *args: str) -> list[str]:

@@ -10,7 +10,7 @@ broker the processes share (so that clients resume whichever process published):
     REDIS_URL='redis://127.0.0.1:6390/0' \\
         hypercorn --workers 0 examples.grip.app:app --bind 127.0.0.1:8001
 
-See "Multiple instances and serverless" in the README for the whole setup.
+See docs/howto/grip.md ("GRIP and Pushpin") for the whole setup.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from eventstream import get_event_stream_singleton
 from ..raw_asgi import chat_app
 
 # With REDIS_URL, the processes share one history: a client resuming through Pushpin gets
-# what any of them published. Without it, only one process should publish (see the README).
+# what any of them published. Without it, only one process should publish (see docs/howto/grip.md).
 stream = get_event_stream_singleton(
     "grip",
     grip=os.environ.get("GRIP_URL", "http://127.0.0.1:5561"),

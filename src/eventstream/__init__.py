@@ -40,4 +40,4 @@ __all__ = [
     "parse_grip_uri",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

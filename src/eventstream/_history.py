@@ -176,7 +176,7 @@ class MemoryHistory(HistoryStore):
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = max_age
-        self.epoch = os.urandom(4).hex()
+        self.epoch: str = os.urandom(4).hex()
         self._rings: dict[str, _Ring] = {}
         self._sweep: Iterator[str] = iter(())
         self._appends = 0

@@ -152,7 +152,7 @@ class Subscriber:
     )
 
     def __init__(self, channels: tuple[str, ...]) -> None:
-        self.channels = channels
+        self.channels: tuple[str, ...] = channels
         #: Entries to write, oldest first (at most ``buffer_size``, plus one per publish in
         #: flight). A list, not a deque: an empty one is 56 bytes, not 600, and the
         #: connection renders it whole, then clears it (the same list for life).
@@ -160,33 +160,33 @@ class Subscriber:
         #: Set by the connection while it reads; woken after every append.
         self.waiter: Waiter | None = None
         #: No more entries will come: the stream ends once the queue is written.
-        self.closed = False
+        self.closed: bool = False
         #: Set by the connection once its response is over (shutdown waits for it).
-        self.finished = False
+        self.finished: bool = False
         #: Set by the connection; the hub moves its deadline to disconnect it.
         self.cancel_scope: CancelScopeLike | None = None
         #: The deadline set when the stream was closed (shutdown grace).
-        self.close_deadline = math.inf
+        self.close_deadline: float = math.inf
         #: Events were dropped from the buffer (drop-oldest): send stream-reset first.
-        self.reset_pending = False
+        self.reset_pending: bool = False
         #: When it was left behind (its last progress), while publishes skip it; else None.
         self.stalled: float | None = None
         #: A publish skipped it while it was left behind: catch up from history.
-        self.skipped = False
+        self.skipped: bool = False
         #: How many times the connection took from the queue (its progress).
-        self.taken = 0
+        self.taken: int = 0
         #: Set by the connection while it sends what it took (a client that does not read
         #: holds it there).
-        self.sending = False
+        self.sending: bool = False
         #: Its client reads: a send that held it while its buffer was full has ended. Until
         #: then, publishes do not wait for it (see the module's docstring).
-        self.proven = False
+        self.proven: bool = False
         #: When its buffer was found full while its connection was held in a send and it
         #: is not proven (it holds more meanwhile).
         self.full_since: float | None = None
         #: How many entries it must hold when its connection next takes to be proven: the
         #: send held it while many more were queued (not a transport taking a few writes).
-        self.prove_at = 0
+        self.prove_at: int = 0
         self._room: list[anyio.Event] | None = None
 
     def take(self) -> list[HistoryEntry]:
@@ -235,13 +235,13 @@ class Hub:
         if not send_timeout > 0 or math.isinf(send_timeout):
             raise ValueError(f"send_timeout must be a positive number of seconds, not {send_timeout!r}")
         self.buffer_size = buffer_size
-        self.send_timeout = float(send_timeout)
+        self.send_timeout: float = float(send_timeout)
         #: How long a publish waits for a full subscriber that takes nothing.
-        self.stall_after = min(self.send_timeout, STALL_AFTER)
+        self.stall_after: float = min(self.send_timeout, STALL_AFTER)
         #: The most entries a subscriber not yet proven to read holds (see the module's docstring).
-        self.overfill = max(buffer_size, _YIELD_EVERY) * OVERFILL
+        self.overfill: int = max(buffer_size, _YIELD_EVERY) * OVERFILL
         #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
-        self.prove_at = 2 * (buffer_size + _YIELD_EVERY)
+        self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
         self._channels: dict[str, dict[Subscriber, None]] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
@@ -249,7 +249,7 @@ class Hub:
         self._dropped = 0
         self._events_dropped = 0
         self._since_yield = 0
-        self.closed = False
+        self.closed: bool = False
 
     # -- subscriptions ---------------------------------------------------
 

@@ -52,7 +52,7 @@ class StreamLifecycle:
         self._shutdown_event: ServerSentEvent | None = (
             None if shutdown_event is None else as_event(shutdown_event)
         )
-        self.shutdown_grace = check_shutdown_grace(shutdown_grace)
+        self.shutdown_grace: float = check_shutdown_grace(shutdown_grace)
         self.handle_signals = handle_signals
         self._relay: SignalRelay | None = None
         self._ending: list[Subscriber] = []  # ended by a close, their responses maybe not finished

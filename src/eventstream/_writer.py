@@ -32,7 +32,7 @@ class ChannelPublisher:
     def __init__(self, stream: EventSink, channel: str) -> None:
         self._stream = stream
         #: The channel this publisher feeds.
-        self.channel = channel
+        self.channel: str = channel
 
     async def publish_event(self, event: EventLike) -> None:
         """Publish ``event`` to this channel; see :meth:`EventStream.publish_event`."""
@@ -52,7 +52,7 @@ class ChannelWriter(ObjectSendStream[EventLike]):
         self._stream = stream
         self._closed = False
         #: The channel this writer feeds.
-        self.channel = channel
+        self.channel: str = channel
 
     async def send(self, item: EventLike) -> None:
         """Publish one event.

@@ -238,7 +238,7 @@ class EventSource:
         read_timeout: float | None = 60.0,
         max_event_size: int | None = 16 * 1024 * 1024,
     ) -> None:
-        self.url = httpx.URL(url)
+        self.url: httpx.URL = httpx.URL(url)
         if self.url.scheme not in ("http", "https"):
             raise ValueError(f"an EventSource URL must be http:// or https://, not {str(self.url)!r}")
         self._headers = httpx.Headers(headers or {})
@@ -287,7 +287,7 @@ class EventSource:
         self._answered: tuple[str, int, str | None] = (str(self.url), 0, None)  # the last accepted response
         self._attempts = 0
         self._failures = 0
-        self.connections = 0
+        self.connections: int = 0
         """How many responses were accepted (``200`` with an event stream) so far."""
 
     @property

@@ -45,9 +45,9 @@ class StreamResponse:
         #: The raw response headers, as the app sent them.
         self.raw_headers = headers
         #: Every body byte received so far.
-        self.raw = bytearray()
+        self.raw: bytearray = bytearray()
         #: How many ``http.response.body`` messages carried bytes so far.
-        self.body_messages = 0
+        self.body_messages: int = 0
         self._body = body
         self._decoder = SSEDecoder()
 

@@ -20,10 +20,15 @@ __all__ = [
 
 # The same shapes as Starlette's and hypercorn's aliases, so that their
 # scope, receive and send can be passed straight through.
+#: An ASGI connection scope (``scope["type"]``, ``scope["path"]``, ...).
 Scope = MutableMapping[str, Any]
+#: An ASGI event or message (``{"type": "http.request", ...}``).
 Message = MutableMapping[str, Any]
+#: An ASGI ``receive`` callable.
 Receive = Callable[[], Awaitable[Message]]
+#: An ASGI ``send`` callable.
 Send = Callable[[Message], Awaitable[None]]
+#: An ASGI 3 application.
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -36,7 +41,7 @@ EventLike = ServerSentEvent | Mapping[str, Any]
 
 _ChannelNames = str | Iterable[str]
 
-#: What ``EventStream.__call__`` accepts: a channel name (``{token}``s are
+#: What ``EventStream.__call__`` accepts: a channel name (each ``{token}`` is
 #: filled from ``scope["path_params"]``), a list of them, or a callable that
 #: computes the channels from the request scope (sync or async).
 ChannelSpec = str | Iterable[str] | Callable[[Scope], _ChannelNames | Awaitable[_ChannelNames]]

@@ -1,10 +1,12 @@
-"""Every Python code block of the README runs, in order, in one namespace (top-level await allowed)."""
+"""Every Python code block of the README and of the documentation pages runs.
+
+Each page's blocks run in order, in one namespace per page (top-level await allowed).
+"""
 
 from __future__ import annotations
 
 import ast
 import inspect
-import re
 import sys
 import types
 from collections.abc import Iterator
@@ -15,17 +17,22 @@ import anyio
 import httpx
 import pytest
 
+from eventstream.testing import open_stream
+
+from ..support.documents import DOCUMENTS, blocks, name
 from ..support.helpers import wait_until
 from ..support.redis_engine import run_redis
-from ..support.servers import ROOT, run_server
+from ..support.servers import run_server
 
 pytestmark = pytest.mark.anyio
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+#: The pages with Python blocks, and their blocks.
+PAGES = {name(document): found for document in DOCUMENTS if (found := blocks(document, "python"))}
 
 
-def test_the_readme_has_python_blocks() -> None:
-    assert len(BLOCKS) >= 10
+def test_the_pages_have_python_blocks() -> None:
+    assert "README.md" in PAGES
+    assert sum(len(page_blocks) for page_blocks in PAGES.values()) >= 10
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,8 @@ def redis_url() -> Iterator[str]:
         yield engine.url
 
 
-async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+@pytest.mark.parametrize("page", list(PAGES))
+async def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     monkeypatch.setenv("GRIP_URL", "http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme")
     # A real module, as the code would be in an app (frameworks such as Litestar look up
     # a handler's module in sys.modules to resolve its annotations).
@@ -43,11 +51,9 @@ async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch, redis_u
     monkeypatch.setitem(sys.modules, "readme", module)
     namespace = module.__dict__
     monkeypatch.setenv("REDIS_URL", redis_url)
-    for number, block in enumerate(BLOCKS, 1):
-        code = compile(
-            block, f"README.md python block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        )
-        result = eval(code, namespace)  # the project's own README
+    for number, block in enumerate(PAGES[page], 1):
+        code = compile(block, f"{page} python block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        result = eval(code, namespace)  # the project's own documentation
         if inspect.isawaitable(result):
             await result
 
@@ -56,10 +62,12 @@ async def test_readme_python_blocks_run(monkeypatch: pytest.MonkeyPatch, redis_u
 async def test_readme_client_example_prints_the_quick_start_demos_messages(log_dir: Path) -> None:
     """The client example (Consuming streams from Python) against the quick start's demo, served
     as ``nox -s demo`` serves it, and the quick start's publish: it prints the message."""
-    (block,) = [block for block in BLOCKS if "async def follow(" in block]
+    (block,) = [
+        block for page_blocks in PAGES.values() for block in page_blocks if "async def follow(" in block
+    ]
     printed: list[tuple[Any, ...]] = []
     namespace: dict[str, Any] = {"print": lambda *args: printed.append(args)}
-    exec(compile(block, "README.md client example", "exec"), namespace)  # the project's own README
+    exec(compile(block, "the client example", "exec"), namespace)  # the project's own documentation
     published = {"event": "message", "data": {"user": "curl", "text": "hello"}}
     with run_server(
         "hypercorn-asyncio", "examples.raw_asgi:app", log_dir=log_dir, extra_args=["--workers", "0"]
@@ -79,3 +87,29 @@ async def test_readme_client_example_prints_the_quick_start_demos_messages(log_d
     for event_id, data in printed:
         assert isinstance(event_id, str)
         assert data == {"user": "curl", "text": "hello"}
+
+
+async def test_readme_example_streams_what_it_publishes() -> None:
+    """The front page's example: a stream of ``GET /api/events`` gets what ``POST /api/publish``
+    publishes; a body that is not JSON, or not an event, gets 400 and reaches no one."""
+    (block,) = [block for block in PAGES["README.md"] if 'Route("/api/publish"' in block]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md example", "exec"), namespace)  # the project's own README
+    app, stream = namespace["app"], namespace["stream"]
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        open_stream(app, "/api/events") as response,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        assert response.status == 200
+        assert (await response.receive_event()).event == "stream-open"
+        await stream.wait_subscribers(1, "chat")
+        for bad in (b"not json", b'{"event": "a\\nb", "data": 1}', b"[1, 2]"):
+            answer = await client.post("/api/publish", content=bad)
+            assert answer.status_code == 400, answer.text
+            assert answer.text.startswith("Bad event: ")
+        answer = await client.post("/api/publish", json={"event": "message", "data": {"text": "hi"}})
+        assert answer.status_code == 202, answer.text
+        event = await response.receive_event()
+        assert (event.event, event.json()) == ("message", {"text": "hi"})
+    assert stream.statistics().events_published == 1

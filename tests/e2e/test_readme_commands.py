@@ -1,8 +1,9 @@
-"""The README's shell commands, run as written on this machine (Debian), in fresh virtual environments.
+"""The shell commands of the README and the documentation pages, run as written on this machine (Debian),
+in fresh virtual environments.
 
-``COMMANDS`` lists every command line of the README's ``sh`` blocks (comments
+``COMMANDS`` lists every command line of their ``sh`` blocks (comments
 stripped) with how it is checked here; ``test_every_command_is_accounted_for``
-fails when the README and the list drift apart. The other tests copy the
+fails when the pages and the list drift apart. The other tests copy the
 checkout (its tracked and new files) to a temporary directory, create a
 virtual environment there with the README's command, install with pip from
 the package index (network), and run the commands with ``bash`` in the
@@ -30,13 +31,14 @@ import pytest
 
 from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
 
+from ..support.documents import DOCUMENTS, blocks
 from ..support.pushpin import require_pushpin
 from ..support.servers import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.server
 
 RUN = "run"
-#: Every command line of the README's sh blocks, and how it is checked.
+#: Every command line of the sh blocks of the README and the documentation pages, and how it is checked.
 COMMANDS = {
     "apt-get install -y python3-venv curl": (
         "not run (it changes the system); test_debian_tools checks what it provides"
@@ -86,6 +88,7 @@ COMMANDS = {
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s unit": "not run: tests/unit, a part of this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
+    "python3 -m nox -s docs verifytypes": "not run here: .ci/run runs it",
     "python3 -m nox -s bench": (
         "not run: about 45 minutes; tests/e2e/test_benchmarks.py runs the harness briefly"
     ),
@@ -95,9 +98,9 @@ INSTALL_TIMEOUT = 600
 
 
 def readme_commands() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
+    """Every command line of the ``sh`` blocks of the README and the documentation pages."""
     commands = []
-    for block in re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL):
+    for block in (block for document in DOCUMENTS for block in blocks(document, "sh")):
         for line in block.splitlines():
             command = re.sub(r"\s+#.*$", "", line).strip()
             if command:
