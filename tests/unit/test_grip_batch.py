@@ -20,6 +20,10 @@ from eventstream._grip._config import GripProxy
         ({"backoff": 3.0, "max_backoff": 2.0}, "backoff and max_backoff"),
         ({"max_backoff": float("inf")}, "backoff and max_backoff"),
         ({"backoff": float("nan")}, "backoff and max_backoff"),
+        ({"max_batch": 0}, "max_batch must be >= 1, not 0"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, not 0"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds, not nan"),
+        ({"publish_timeout": float("inf")}, "publish_timeout must be a positive number of seconds, not inf"),
     ],
 )
 def test_a_bad_retry_policy_is_refused_when_the_publisher_is_built(
@@ -98,3 +102,14 @@ async def test_a_batch_stops_before_its_body_would_reach_the_size_limit() -> Non
     sender.queue.extend(items)
     assert take_batch(sender, max_batch=10, publish_timeout=1.0) == items[:2]
     assert take_batch(sender, max_batch=10, publish_timeout=1.0) == items[2:]
+
+
+@pytest.mark.anyio
+async def test_a_running_publisher_cannot_be_entered_again() -> None:
+    publisher = GripPublisher("http://127.0.0.1:5561")
+    async with publisher:
+        assert publisher.running
+        with pytest.raises(RuntimeError, match="already running"):
+            await publisher.__aenter__()
+        assert publisher.running  # the refused entry did not stop it
+    assert not publisher.running

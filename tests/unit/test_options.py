@@ -54,6 +54,12 @@ NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
             "with a broker, history is kept by the broker",
         ),
         ({"broker": "http://127.0.0.1:6390/0"}, ValueError, "the scheme must be redis:// or rediss://"),
+        ({"slow_consumer": "wait"}, ValueError, "slow_consumer must be one of .*, not 'wait'"),
+        (
+            {"broker": "redis://127.0.0.1:6390/0", "slow_consumer": "block"},
+            ValueError,
+            'slow_consumer="block" cannot be used with a broker',
+        ),
     ],
 )
 def test_refused_options(options: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -108,6 +114,16 @@ def test_the_grip_publisher_is_the_streams() -> None:
     assert stream.grip is publisher
     assert stream.grip_reliable
     assert EventStream().grip is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("event_id", ["a b", "a,b", "a;b", 'a"b', "a\tb"])
+async def test_with_reliable_grip_an_id_the_proxy_would_split_is_refused(event_id: str) -> None:
+    history = MemoryHistory()
+    stream = EventStream(grip=GripPublisher("http://127.0.0.1:5561"), grip_reliable=True, history=history)
+    with pytest.raises(ValueError, match="with GRIP, ids must not contain white space"):
+        await stream.publish_event("news", {"data": 1, "id": event_id})
+    assert history.last("news") is None  # nothing was kept
 
 
 @pytest.mark.anyio
