@@ -116,12 +116,20 @@ async def returns_ints(scope: Scope) -> list[int]:
     return [1, 2]
 
 
+class ChannelsFromConfig:
+    """A callable object: it has no ``__qualname__`` of its own, its repr names it."""
+
+    def __call__(self, scope: Scope) -> bytes:
+        return b"news"
+
+
 @pytest.mark.parametrize(
     ("func", "shown"),
     [
         (returns_none, "returns_none returned None"),
         (returns_ints, "returns_ints returned [1, 2]"),
         (lambda scope: 42, "<lambda> returned 42"),
+        (ChannelsFromConfig(), "ChannelsFromConfig object at 0x"),
     ],
 )
 async def test_a_bad_callable_result_is_a_clear_500(
