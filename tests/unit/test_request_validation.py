@@ -108,6 +108,23 @@ async def test_run_refuses_what_is_not_channels() -> None:
         await stream.run(scope, receive, send, None)  # type: ignore[arg-type]
 
 
+async def test_run_refuses_a_name_that_is_not_a_str_before_answering() -> None:
+    stream = EventStream()
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing may be read")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    with pytest.raises(TypeError, match="a channel name must be a str, not int"):
+        await stream.run(scope, receive, send, ["news", 1])  # type: ignore[list-item]
+    assert sent == []  # a programming error of the app's: raised, not answered
+    assert stream.subscriber_count() == 0
+
+
 def returns_none(scope: Scope) -> None:
     return None
 
