@@ -67,9 +67,9 @@ async def test_a_send_that_raises_fails_its_whole_batch_and_strands_no_waiter() 
         async with anyio.create_task_group() as tg:
             tg.start_soon(publish, items[0])
             await engine.first_taken.wait()
-            tg.start_soon(publish, items[1])
-            tg.start_soon(publish, items[2])
-            await anyio.wait_all_tasks_blocked()
+            for item in items[1:]:  # queued in this order (one at a time: trio starts tasks in any order)
+                tg.start_soon(publish, item)
+                await anyio.wait_all_tasks_blocked()
             engine.release.set()
     # The first call sent its own batch and raised; the two waiting ones were sent together
     # by the next sender, which raised too; the other one returned with the error on its
