@@ -619,3 +619,20 @@ async def test_aclose_from_a_task_of_its_own_ends_the_streams_and_the_exit_stops
         assert running == [True, False]  # stopped by the exit, not by aclose()
         with pytest.raises(RuntimeError):
             await broker.publish("news", ServerSentEvent(data=1))
+
+
+async def test_a_running_broker_refuses_a_second_entry_and_a_new_hub(
+    engine: RedisEngine, prefix: str
+) -> None:
+    broker = RedisBroker(engine.url, key_prefix=prefix)
+    stream = EventStream(broker=broker)
+    with anyio.fail_after(20):
+        async with stream, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            with pytest.raises(RuntimeError, match="the broker is already running"):
+                await broker.__aenter__()
+            with pytest.raises(RuntimeError, match="bind the hub before entering the broker"):
+                EventStream(broker=broker)  # a second stream would take the running broker's hub
+            # The refused calls changed nothing: the stream still publishes and delivers.
+            await stream.publish_event("news", {"data": "still served"})
+            assert [event.json() for event in await receive_data(response, 1)] == ["still served"]

@@ -297,6 +297,51 @@ async def test_aclose_from_another_task_ends_the_iteration(while_: str) -> None:
     assert len(server.requests) == 1
 
 
+async def test_aclose_while_the_headers_are_awaited_drops_the_late_response() -> None:
+    # With a client passed in, aclose() leaves it open: the request in flight still gets its
+    # answer, which is closed unread; the iteration ends with no event.
+    answer = anyio.Event()
+
+    async def late(stream: anyio.abc.ByteStream) -> None:
+        await answer.wait()
+        await send(head(), b"data: late\n\n", stall=True)(stream)
+
+    async with raw_server(late) as server, httpx.AsyncClient() as client:
+        source = EventSource(server.url, client=client, reconnect_delay=60)
+        received: list[ServerSentEvent] = []
+        ended = anyio.Event()
+
+        async def consume() -> None:
+            async for event in source:
+                received.append(event)
+            ended.set()
+
+        async with source, anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+
+            async def requested() -> bool:
+                return bool(server.requests)
+
+            await wait_until(requested)
+            await source.aclose()
+            answer.set()
+            with anyio.fail_after(5):
+                await ended.wait()
+        assert not client.is_closed
+    assert received == []
+    assert len(server.requests) == 1
+
+
+async def test_a_client_passed_in_already_closed_is_an_error_not_a_reconnect_loop() -> None:
+    async with raw_server(send(head(), b"data: x\n\n")) as server:
+        client = httpx.AsyncClient()
+        await client.aclose()
+        async with EventSource(server.url, client=client, reconnect_delay=0) as source:
+            with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
+                await source.__anext__()
+    assert server.requests == []
+
+
 async def test_a_non_ascii_id_is_sent_back_as_utf8() -> None:
     async with raw_server(
         send(head(), "id: \u00e9t\u00e9 \u2603\ndata: one\n\n".encode()),

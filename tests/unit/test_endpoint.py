@@ -87,3 +87,18 @@ async def test_websocket_is_closed() -> None:
 
     await EventStream()("a")({"type": "websocket"}, receive, send)  # type: ignore[arg-type]
     assert sent == [{"type": "websocket.close", "code": 1003}]
+
+
+async def test_a_broker_never_started_is_a_503_to_retry_not_a_crash() -> None:
+    # The app forgot 'async with stream' (or its lifespan): the broker cannot serve the
+    # request's history; the client is told to come back, and nothing is subscribed.
+    stream = EventStream(broker="redis://127.0.0.1:1/0")
+    with anyio.fail_after(10):
+        async with open_stream(stream("a")) as response:
+            assert response.status == 503
+            assert response.header("retry-after") == "5"
+            assert response.header("content-type") == "text/plain; charset=utf-8"
+            body = (await response.read()).decode()
+    assert body.startswith("Service unavailable: the event broker cannot be reached")
+    assert "enter the stream (async with) first" in body
+    assert stream.subscriber_count() == 0

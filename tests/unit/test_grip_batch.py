@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 
+import anyio
 import pytest
 
-from eventstream import GripPublisher
-from eventstream._grip._batch import RetryPolicy, encode_item
+from eventstream import GripPublisher, GripPublishError
+from eventstream._grip._batch import Item, ProxyQueue, RetryPolicy, encode_item, take_batch
+from eventstream._grip._config import GripProxy
 
 
 @pytest.mark.parametrize(
@@ -18,6 +20,10 @@ from eventstream._grip._batch import RetryPolicy, encode_item
         ({"backoff": 3.0, "max_backoff": 2.0}, "backoff and max_backoff"),
         ({"max_backoff": float("inf")}, "backoff and max_backoff"),
         ({"backoff": float("nan")}, "backoff and max_backoff"),
+        ({"max_batch": 0}, "max_batch must be >= 1, not 0"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, not 0"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds, not nan"),
+        ({"publish_timeout": float("inf")}, "publish_timeout must be a positive number of seconds, not inf"),
     ],
 )
 def test_a_bad_retry_policy_is_refused_when_the_publisher_is_built(
@@ -51,3 +57,59 @@ def test_items_carry_text_as_is_and_other_bytes_in_base64() -> None:
     }
     binary = encode_item("events-a", b"data: \xff\n\n", {"id": "x"})
     assert binary["formats"] == {"http-stream": {"content-bin": base64.b64encode(b"data: \xff\n\n").decode()}}
+
+
+@pytest.mark.anyio
+async def test_items_that_waited_their_whole_timeout_are_failed_unsent_and_the_rest_go_out() -> None:
+    sender = ProxyQueue(GripProxy("http://127.0.0.1:5561"))
+    now = anyio.current_time()
+    stale = [Item(encode_item("c", b"old", {"id": str(n)}), deadline=now - 1) for n in range(2)]
+    fresh = [Item(encode_item("c", b"new", {"id": str(n)}), deadline=now + 60) for n in range(3)]
+    sender.queue.extend([stale[0], fresh[0], stale[1], fresh[1], fresh[2]])
+
+    batch = take_batch(sender, max_batch=2, publish_timeout=2.5)
+
+    assert batch == fresh[:2]  # in queue order, max_batch of them; the stale ones skipped
+    assert list(sender.queue) == [fresh[2]]
+    assert sender.failures == 2
+    for item in stale:
+        assert item.done.is_set()
+        error = item.error
+        assert isinstance(error, GripPublishError)
+        assert error.attempts == 0
+        assert error.proxy == "http://127.0.0.1:5561"
+        assert "not sent" in error.reason
+        assert "publish_timeout (2.5 s)" in error.reason
+    assert not any(item.done.is_set() for item in fresh)
+
+
+@pytest.mark.anyio
+async def test_a_batch_whose_expired_items_are_all_it_took_is_empty() -> None:
+    sender = ProxyQueue(GripProxy("http://127.0.0.1:5561"))
+    stale = Item(encode_item("c", b"old", {"id": "1"}), deadline=anyio.current_time())
+    sender.queue.append(stale)
+    assert take_batch(sender, max_batch=10, publish_timeout=1.0) == []
+    assert not sender.queue
+    assert stale.done.is_set()
+    assert stale.error is not None
+
+
+@pytest.mark.anyio
+async def test_a_batch_stops_before_its_body_would_reach_the_size_limit() -> None:
+    sender = ProxyQueue(GripProxy("http://127.0.0.1:5561"))
+    deadline = anyio.current_time() + 60
+    items = [Item(encode_item("c", b"x" * 400_000, {"id": str(n)}), deadline) for n in range(3)]
+    sender.queue.extend(items)
+    assert take_batch(sender, max_batch=10, publish_timeout=1.0) == items[:2]
+    assert take_batch(sender, max_batch=10, publish_timeout=1.0) == items[2:]
+
+
+@pytest.mark.anyio
+async def test_a_running_publisher_cannot_be_entered_again() -> None:
+    publisher = GripPublisher("http://127.0.0.1:5561")
+    async with publisher:
+        assert publisher.running
+        with pytest.raises(RuntimeError, match="already running"):
+            await publisher.__aenter__()
+        assert publisher.running  # the refused entry did not stop it
+    assert not publisher.running

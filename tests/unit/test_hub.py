@@ -12,6 +12,7 @@ import pytest
 
 import eventstream._singleton
 from eventstream import EventStream, MemoryHistory, ServerSentEvent, encode, get_event_stream_singleton
+from eventstream._hub import Hub
 from eventstream.testing import StreamResponse, open_stream
 from eventstream.types import Message, Scope
 
@@ -546,3 +547,31 @@ async def test_oserror_from_send_ends_the_stream_without_disconnect_message() ->
     assert sent[0] == b"event: stream-open\ndata: \n\n"
     assert re.match(rb"data: 0\nid: [0-9a-f]{8}-1\n\n", sent[1])
     assert len(sent) == 2  # nothing was sent after the OSError
+
+
+async def test_a_closed_hub_refuses_new_subscribers_and_keeps_none() -> None:
+    # What a request racing the stream's shutdown meets after its checks (a remote broker's
+    # prepare() awaited meanwhile): a clear error, and no subscriber left registered.
+    hub = Hub(buffer_size=4, send_timeout=5.0)
+    first = hub.subscribe(["news"])
+    assert hub.close() == [first]
+    with pytest.raises(anyio.ClosedResourceError, match="the event stream has been closed"):
+        hub.subscribe(["news"])
+    assert first.closed
+    assert hub.subscriber_count() == 0  # the one it ended is gone; the refused one never joined
+
+
+async def test_a_cancelled_wait_for_subscribers_leaves_no_waiter_behind() -> None:
+    stream = EventStream()
+    with anyio.fail_after(10):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.wait_subscribers, 1, "news")
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+        assert stream._waiters == []
+        async with anyio.create_task_group() as tg:  # a later wait is still woken
+            tg.start_soon(stream.wait_subscribers, 1, "news")
+            async with open_stream(stream("news")) as response:
+                assert (await response.receive_event()).event == "stream-open"
+                await stream.wait_subscribers(1, "news")

@@ -11,7 +11,15 @@ import anyio
 import httpx
 import pytest
 
-from eventstream import EventStream, GripPublisher, HistoryEntry, HistoryStore, MemoryHistory, ServerSentEvent
+from eventstream import (
+    EventStream,
+    GripPublisher,
+    HistoryEntry,
+    HistoryStore,
+    MemoryHistory,
+    Publisher,
+    ServerSentEvent,
+)
 from eventstream._broker import Broker
 from eventstream._history import new_entry
 from eventstream._hub import Hub, SlowConsumerPolicy
@@ -317,3 +325,18 @@ async def test_an_event_heavier_than_the_history_keeps_is_published_and_not_kept
     await broker.dispatch("big", ServerSentEvent(data="y"), lambda i, p, w: ids.append(p))
     assert ids[1] == f"{broker.epoch}-0"
     assert history.newest("big") is not None
+
+
+async def test_a_publisher_entered_with_async_with_refuses_publish_event_sync() -> None:
+    history = MemoryHistory()
+    broker, _ = _bound(history)  # an in-process broker stands for the engine
+    publisher = Publisher(broker=broker)
+    async with publisher:
+        published = await publisher.publish_event("c", {"data": "async"})
+        # From a worker thread (no event loop there): refused, since the async use owns it.
+        with pytest.raises(RuntimeError, match="entered with async with: use await publish_event"):
+            await anyio.to_thread.run_sync(publisher.publish_event_sync, "c", {"data": "sync"})
+    last = history.last("c")
+    assert last is not None
+    assert last.id == published  # the refused call published nothing
+    publisher.close()

@@ -54,6 +54,12 @@ NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
             "with a broker, history is kept by the broker",
         ),
         ({"broker": "http://127.0.0.1:6390/0"}, ValueError, "the scheme must be redis:// or rediss://"),
+        ({"slow_consumer": "wait"}, ValueError, "slow_consumer must be one of .*, not 'wait'"),
+        (
+            {"broker": "redis://127.0.0.1:6390/0", "slow_consumer": "block"},
+            ValueError,
+            'slow_consumer="block" cannot be used with a broker',
+        ),
     ],
 )
 def test_refused_options(options: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -111,8 +117,49 @@ def test_the_grip_publisher_is_the_streams() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("event_id", ["a b", "a,b", "a;b", 'a"b', "a\tb"])
+async def test_with_reliable_grip_an_id_the_proxy_would_split_is_refused(event_id: str) -> None:
+    history = MemoryHistory()
+    stream = EventStream(grip=GripPublisher("http://127.0.0.1:5561"), grip_reliable=True, history=history)
+    with pytest.raises(ValueError, match="with GRIP, ids must not contain white space"):
+        await stream.publish_event("news", {"data": 1, "id": event_id})
+    assert history.last("news") is None  # nothing was kept
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("channel", [" news", "news ", "\tnews"])
 async def test_a_published_channel_name_is_not_trimmed_but_refused(channel: str) -> None:
     # Request paths are trimmed (a client's stray space); a publisher's name is taken as given.
     with pytest.raises(ValueError, match="has leading or trailing white space"):
         await EventStream().publish_event(channel, {"data": 1})
+
+
+URL = "redis://127.0.0.1:6390/0"
+SECONDS = "must be a positive number of seconds, not "
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "match"),
+    [
+        ((), {}, r"give the engine's url or a glide configuration \(one of them\)"),
+        ((URL,), {"max_events": 0}, "max_events must be an int >= 1, not 0"),
+        ((URL,), {"max_events": True}, "max_events must be an int >= 1, not True"),
+        ((URL,), {"max_bytes": 1.5}, "max_bytes must be an int >= 1, not 1.5"),
+        ((URL,), {"max_age": 0}, f"max_age {SECONDS}0"),
+        ((URL,), {"request_timeout": -1}, f"request_timeout {SECONDS}-1"),
+        ((URL,), {"publish_timeout": math.inf}, f"publish_timeout {SECONDS}inf"),
+        ((URL,), {"check_interval": math.nan}, f"check_interval {SECONDS}nan"),
+        ((URL,), {"key_prefix": "app|"}, "key_prefix must be a str without '|'"),
+    ],
+)
+def test_redis_broker_refuses_bad_options_when_built(
+    args: tuple[str, ...], options: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        RedisBroker(*args, **options)
+
+
+def test_a_redis_broker_not_running_has_no_history_to_give() -> None:
+    broker = RedisBroker(URL)
+    with pytest.raises(RuntimeError, match=r"not running with a hub: enter the stream \(async with\) first"):
+        _ = broker.history

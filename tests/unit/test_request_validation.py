@@ -108,6 +108,23 @@ async def test_run_refuses_what_is_not_channels() -> None:
         await stream.run(scope, receive, send, None)  # type: ignore[arg-type]
 
 
+async def test_run_refuses_a_name_that_is_not_a_str_before_answering() -> None:
+    stream = EventStream()
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing may be read")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    with pytest.raises(TypeError, match="a channel name must be a str, not int"):
+        await stream.run(scope, receive, send, ["news", 1])  # type: ignore[list-item]
+    assert sent == []  # a programming error of the app's: raised, not answered
+    assert stream.subscriber_count() == 0
+
+
 def returns_none(scope: Scope) -> None:
     return None
 
@@ -116,12 +133,20 @@ async def returns_ints(scope: Scope) -> list[int]:
     return [1, 2]
 
 
+class ChannelsFromConfig:
+    """A callable object: it has no ``__qualname__`` of its own, its repr names it."""
+
+    def __call__(self, scope: Scope) -> bytes:
+        return b"news"
+
+
 @pytest.mark.parametrize(
     ("func", "shown"),
     [
         (returns_none, "returns_none returned None"),
         (returns_ints, "returns_ints returned [1, 2]"),
         (lambda scope: 42, "<lambda> returned 42"),
+        (ChannelsFromConfig(), "ChannelsFromConfig object at 0x"),
     ],
 )
 async def test_a_bad_callable_result_is_a_clear_500(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import anyio
@@ -309,6 +310,26 @@ def test_memory_history_limits() -> None:
     assert small.since("c", 4) is None  # trimmed by bytes
     with pytest.raises(ValueError, match="positive"):
         MemoryHistory(max_events=0)
+
+
+def test_memory_history_ages_out_events_older_than_max_age() -> None:
+    # Entries carry their publish time (time.monotonic()); the store reads the clock itself.
+    history = MemoryHistory(max_events=100, max_bytes=100_000, max_age=60)
+    now = time.monotonic()
+
+    def entry(channel: str, seq: int, at: float) -> HistoryEntry:
+        return HistoryEntry(channel, seq, seq - 1, f"id{seq}", f"id{seq - 1}", b"data: x\n\n", 7, time=at)
+
+    history.append(entry("c", 1, now - 600))  # older than max_age
+    history.append(entry("c", 2, now - 300))
+    history.append(entry("c", 3, now))
+    history.append(entry("quiet", 4, now - 600))
+    assert history.since("c", 2) == [entry("c", 3, now)]
+    assert history.since("c", 0) is None  # 1 and 2 have aged out: the client must reset
+    assert history.last("c") == entry("c", 3, now)
+    assert history.last("quiet") is None  # every event aged out: the channel is forgotten
+    assert history.since("quiet", 3) is None  # and event 4 with it
+    assert history.find("quiet", "id4") is None
 
 
 async def test_aclose_sends_the_shutdown_event_and_cuts_stuck_clients_after_the_grace() -> None:

@@ -16,9 +16,12 @@ from multiprocessing.connection import Connection
 from types import FrameType
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from eventstream import EventStream
+from eventstream._signals import release, watch
 from eventstream.testing import StreamResponse, open_stream
 
 pytestmark = pytest.mark.anyio
@@ -224,3 +227,72 @@ async def test_sigterm_closes_a_stream_whose_client_was_left_behind(sigterm: Non
             await recorder.called.wait()  # once its response has ended (cut after the grace)
             await read_to_end(paused)
     assert recorder.calls == [(signal.SIGTERM, 0)]
+
+
+class Stuck:
+    """A registered stream (the relay's interface) whose response never finishes ending."""
+
+    def __init__(self) -> None:
+        self.closed_at: list[float] = []
+
+    def _signal_close(self, now: float) -> None:
+        self.closed_at.append(now)
+
+    def _signal_done(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def sigint() -> Iterator[None]:
+    original = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+@pytest.mark.parametrize(
+    ("signum", "raised"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, RuntimeError)],
+    ids=["SIGINT", "SIGTERM"],
+)
+async def test_a_previous_handler_of_an_ended_loop_still_lets_ctrl_c_interrupt(
+    sigint: None, sigterm: None, signum: int, raised: type[BaseException]
+) -> None:
+    # The handler left behind by an event loop that has ended (trio raises RunFinishedError,
+    # a RuntimeError): Ctrl+C must still interrupt; any other signal's error is not hidden.
+    calls: list[int] = []
+
+    def ended_loop_handler(signum: int, frame: FrameType | None) -> None:
+        calls.append(signum)
+        raise RuntimeError("the run has finished")
+
+    signal.signal(signum, ended_loop_handler)
+    stuck = Stuck()
+    relay = watch(stuck, None)
+    assert relay is not None
+    try:
+        assert signal.getsignal(signum) is not ended_loop_handler  # the relay chained over it
+        with anyio.fail_after(10):
+            signal.raise_signal(signum)
+            while not stuck.closed_at:  # the relay closes the streams in a loop callback
+                await anyio.lowlevel.checkpoint()
+        assert calls == []  # waiting for the stream to end
+        with pytest.raises(raised) as caught:
+            signal.raise_signal(signum)  # the user insists: passed on at once
+        assert caught.type is raised
+        assert calls == [signum]  # the first one raised: the second is not passed on
+        assert signal.getsignal(signum) is ended_loop_handler  # given back
+    finally:
+        release(stuck, relay)
+
+
+async def test_outside_the_main_thread_nothing_is_installed(sigterm: None) -> None:
+    recorder = Recorder()
+    signal.signal(signal.SIGTERM, recorder)
+    stuck = Stuck()
+    assert await anyio.to_thread.run_sync(watch, stuck, None) is None
+    assert current_handler_is(recorder)
+    signal.raise_signal(signal.SIGTERM)
+    assert recorder.calls == [(signal.SIGTERM, 0)]
+    assert stuck.closed_at == []

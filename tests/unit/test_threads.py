@@ -15,6 +15,7 @@ import anyio.lowlevel
 import pytest
 
 from eventstream import EventStream, ServerSentEvent
+from eventstream._loop import _POLL, LoopBinding
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import wait_until
@@ -233,3 +234,26 @@ def test_threads_publishing_while_the_loop_ends_all_return(backend: str, closed:
     thread.start()
     thread.join(5)
     assert isinstance(outcomes[0], anyio.RunFinishedError)
+
+
+async def test_a_threadsafe_call_outlasting_the_poll_interval_is_awaited(anyio_backend: str) -> None:
+    # The waiting thread wakes every _POLL seconds to check that the loop still runs; a call
+    # still running then (a slow publish: a remote broker) is waited for, not given up.
+    binding = LoopBinding()
+    binding.bind()
+    steps: list[str] = []
+
+    async def slow_publish(label: str) -> None:
+        steps.append(f"{label} started")
+        await anyio.sleep(_POLL * 4)  # the slow call itself, not a wait for something
+        steps.append(f"{label} done")
+
+    async def failing_publish() -> None:
+        await anyio.sleep(_POLL * 4)
+        raise ValueError("refused by the broker")
+
+    with anyio.fail_after(10):
+        await in_thread(lambda: binding.run_from_thread(slow_publish, "first"))
+        assert steps == ["first started", "first done"]
+        with pytest.raises(ValueError, match="refused by the broker"):
+            await in_thread(lambda: binding.run_from_thread(failing_publish))
