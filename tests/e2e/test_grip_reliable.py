@@ -66,7 +66,8 @@ def routed(stream: EventStream) -> ASGIApp:
 
 class Origin:
     """The app behind the proxy, served in this event loop (:func:`serve_origin`); it notes the
-    target of each next-link request it answered with 200, as the proxy sent it."""
+    target of each next-link request it answers with 200, as the proxy sent it, when the
+    response starts."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -78,18 +79,17 @@ class Origin:
         if scope["type"] != "http" or b"grip-next-link=1" not in query:
             await self.app(scope, receive, send)
             return
-        status = 0
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        target = f"{path.decode('latin-1')}?{query.decode('latin-1')}"
 
         async def noting(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            # Noted before the head goes out: the proxy can pass the body on to a
+            # client only after this, so a client that got the events finds it here.
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                self.next_links.append(target)
             await send(message)
 
         await self.app(scope, receive, noting)
-        if status == 200:
-            path: bytes = scope.get("raw_path") or scope["path"].encode()
-            self.next_links.append(f"{path.decode('latin-1')}?{query.decode('latin-1')}")
 
 
 @asynccontextmanager
