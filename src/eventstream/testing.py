@@ -20,6 +20,7 @@ return, so the endpoint's cleanup runs and is checked.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +31,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder
 from .types import ASGIApp, Message
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["StreamResponse", "open_stream"]
 
@@ -90,6 +94,90 @@ class StreamResponse:
             return bytes(self.raw)
 
 
+def _request_scope(
+    url: str,
+    method: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    path_params: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The ASGI ``http`` scope of one request from 127.0.0.1 to ``testserver``."""
+    parts = urlsplit(url)
+    header_items = headers.items() if isinstance(headers, Mapping) else headers
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method.upper(),
+        "scheme": "http",
+        "path": parts.path or "/",
+        "raw_path": (parts.path or "/").encode(),
+        "query_string": parts.query.encode("latin-1"),
+        "root_path": "",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in header_items],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    if path_params is not None:
+        scope["path_params"] = dict(path_params)
+    return scope
+
+
+class _Exchange:
+    """The client's side of one request: ``receive`` and ``send`` for the app, and its response."""
+
+    def __init__(self) -> None:
+        self.disconnected = anyio.Event()
+        self.started = anyio.Event()
+        self.returned = anyio.Event()
+        self.start: Message | None = None
+        self.body_send, self.body_receive = anyio.create_memory_object_stream[bytes](4)
+        self._request_sent = False
+        self._complete = False
+
+    async def receive(self) -> Message:
+        if not self._request_sent:
+            self._request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected.is_set():
+            raise OSError("the client disconnected")
+        if message["type"] == "http.response.start":
+            self.start = message
+            self.started.set()
+        elif message["type"] == "http.response.body":
+            if self._complete:
+                raise RuntimeError("the app sent a body message after the response was complete")
+            if message.get("body"):
+                try:
+                    await self.body_send.send(message["body"])
+                except anyio.BrokenResourceError:
+                    raise OSError("the client disconnected") from None
+            if not message.get("more_body", False):
+                self._complete = True
+                self.body_send.close()
+
+    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        finally:
+            self.body_send.close()
+            self.started.set()
+            self.returned.set()
+
+
+def _alone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` and its nested groups, or None if it holds several."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error
+
+
 @asynccontextmanager
 async def open_stream(
     app: ASGIApp,
@@ -114,90 +202,40 @@ async def open_stream(
     Raises:
         TimeoutError: the app did not return within ``close_timeout`` seconds
             of the disconnect.
-        RuntimeError: the app returned without starting a response.
+        RuntimeError: the app returned without starting a response, or sent
+            a body message after the complete response.
 
-    The app's own exceptions propagate out of the block. The response body
-    is buffered a few messages deep only: an app whose client does not read
-    is held up in ``send``, as it would be by a real server.
+    The app's own exceptions and those raised in the block propagate out of
+    it as they are; only several at once come out as an exception group.
+    The response body is buffered a few messages deep only: an app whose
+    client does not read is held up in ``send``, as it would be by a real
+    server.
     """
-    parts = urlsplit(url)
-    header_items = headers.items() if isinstance(headers, Mapping) else headers
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method.upper(),
-        "scheme": "http",
-        "path": parts.path or "/",
-        "raw_path": (parts.path or "/").encode(),
-        "query_string": parts.query.encode("latin-1"),
-        "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in header_items],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    if path_params is not None:
-        scope["path_params"] = dict(path_params)
-
-    disconnected = anyio.Event()
-    request_sent = False
-    started: list[Message] = []
-    start_event = anyio.Event()
-    body_send, body_receive = anyio.create_memory_object_stream[bytes](4)
-    done = False
-
-    async def receive() -> Message:
-        nonlocal request_sent
-        if not request_sent:
-            request_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await disconnected.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        nonlocal done
-        if disconnected.is_set():
-            raise OSError("the client disconnected")
-        if message["type"] == "http.response.start":
-            started.append(message)
-            start_event.set()
-        elif message["type"] == "http.response.body":
-            if done:
-                raise RuntimeError("the app sent a body message after the response was complete")
-            if message.get("body"):
-                try:
-                    await body_send.send(message["body"])
-                except anyio.BrokenResourceError:
-                    raise OSError("the client disconnected") from None
-            if not message.get("more_body", False):
-                done = True
-                body_send.close()
-
-    app_done = anyio.Event()
-
-    async def run_app() -> None:
-        try:
-            await app(scope, receive, send)
-        finally:
-            body_send.close()
-            start_event.set()
-            app_done.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_app)
-        try:
-            await start_event.wait()
-            if not started:
-                raise RuntimeError("the app returned without starting a response")
-            response = StreamResponse(started[0]["status"], list(started[0].get("headers", [])), body_receive)
-            yield response
-        finally:
-            disconnected.set()
-            body_receive.close()
-            with anyio.move_on_after(close_timeout) as waiting:
-                await app_done.wait()
-            if waiting.cancelled_caught:
-                tg.cancel_scope.cancel()
-                raise TimeoutError(
-                    f"the app did not return within {close_timeout} s of the client's disconnect"
-                )
+    scope = _request_scope(url, method, headers, path_params)
+    exchange = _Exchange()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(exchange.run, app, scope)
+            try:
+                await exchange.started.wait()
+                if exchange.start is None:
+                    raise RuntimeError("the app returned without starting a response")
+                start = exchange.start
+                yield StreamResponse(start["status"], list(start.get("headers", [])), exchange.body_receive)
+            finally:
+                exchange.disconnected.set()
+                exchange.body_receive.close()
+                with anyio.move_on_after(close_timeout) as waiting:
+                    await exchange.returned.wait()
+                if waiting.cancelled_caught:
+                    tg.cancel_scope.cancel()
+                    raise TimeoutError(
+                        f"the app did not return within {close_timeout} s of the client's disconnect"
+                    )
+    except BaseExceptionGroup as group:
+        error = _alone(group)
+        if error is None:
+            raise
+    else:
+        return
+    raise error  # outside the handler: its own cause and context stay as they were

@@ -3,6 +3,7 @@ as a real server would give; and Accept headers naming the same media range twic
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
@@ -12,21 +13,71 @@ from eventstream._http import accepts_event_stream
 from eventstream.testing import open_stream
 from eventstream.types import ASGIApp, Receive, Scope, Send
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 pytestmark = pytest.mark.anyio
 
 
 async def error_of(app: ASGIApp, *, read: bool = True, **options: Any) -> Exception:
-    """What leaving open_stream raised (it runs the app in a task group: out of its groups)."""
+    """What leaving open_stream raised: the error itself, never wrapped in an exception group."""
     try:
         async with open_stream(app, **options) as response:
             if read:
                 await response.read()
+    except BaseExceptionGroup as group:
+        raise AssertionError(f"open_stream raised a group: {group!r}") from group
     except Exception as exc:
-        error: Exception = exc
-        while (group := getattr(error, "exceptions", None)) is not None:  # an ExceptionGroup
-            (error,) = group
-        return error
+        return exc
     raise AssertionError("open_stream raised nothing")
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_an_error_raised_in_the_block_comes_out_as_it_is() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        await receive()  # returns at the disconnect
+
+    async def block() -> None:
+        async with open_stream(app) as response:
+            assert response.status == 200
+            raise Refused("the block's own error") from KeyError("its cause")
+
+    with anyio.fail_after(5), pytest.raises(Refused) as caught:
+        await block()
+    assert isinstance(caught.value.__cause__, KeyError)  # the cause it was raised with stays
+
+
+async def test_the_apps_own_error_comes_out_as_it_is() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise Refused("the app's own error")
+
+    with anyio.fail_after(5):
+        error = await error_of(app)
+    assert isinstance(error, Refused)
+    assert str(error) == "the app's own error"
+
+
+async def test_errors_of_the_block_and_the_app_together_come_out_as_a_group() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        await receive()
+        raise Refused("the app's error at the disconnect")
+
+    async def block() -> None:
+        async with open_stream(app):
+            raise KeyError("the block's error")
+
+    with anyio.fail_after(5), pytest.raises(BaseExceptionGroup) as caught:
+        await block()
+    assert caught.group_contains(Refused)
+    assert caught.group_contains(KeyError)
 
 
 async def test_an_app_that_returns_without_a_response_is_an_error() -> None:
