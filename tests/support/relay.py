@@ -11,10 +11,10 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 
-from .servers import free_port
+from .forwarder import Forwarder, close_socket, end_writing, running
 
 
-class Relay:
+class Relay(Forwarder):
     """Forwards connections on ``port`` to ``127.0.0.1:target``; ``stop()`` cuts them all.
 
     ``cut()`` cuts the open connections but keeps accepting new ones (to the
@@ -32,13 +32,11 @@ class Relay:
     """
 
     def __init__(self, target: int | Sequence[int], port: int | None = None) -> None:
+        super().__init__(port)
         self.targets = [target] if isinstance(target, int) else list(target)
         self._next_target = itertools.cycle(self.targets)
-        self.port = port or free_port()
-        self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
         self._marker: bytes | None = None
         self.cuts_inside = 0
         self.connections = 0
@@ -63,34 +61,19 @@ class Relay:
         self.targets = list(ports)
         self._next_target = itertools.cycle(self.targets)
 
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        self._spawn(self._accept, listener)
+    def next_target(self) -> int:
+        return next(self._next_target)
 
-    def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+    def close_all(self) -> None:
         self.release()
         self.cut()
-        for thread in self._threads:
-            thread.join(5)
-        self._threads = [t for t in self._threads if t.is_alive()]
 
     def cut(self) -> None:
         """Cut every open connection; new ones are still accepted while started."""
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+            close_socket(sock)
 
     def hold(self, connection: int | None = None, *, replies_only: bool = False) -> None:
         """Forward nothing more on connection ``connection`` (numbered from 0 as accepted; every
@@ -119,28 +102,13 @@ class Relay:
         with self._lock:
             self._marker = marker
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", next(self._next_target)))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets.update((client, upstream))
-                number = self.connections
-                self.connections += 1
-            self._spawn(self._pipe, client, upstream, False, number)
-            self._spawn(self._pipe, upstream, client, True, number)
+    def connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self._lock:
+            self._sockets.update((client, upstream))
+            number = self.connections
+            self.connections += 1
+        self.spawn(self._pipe, client, upstream, False, number)
+        self.spawn(self._pipe, upstream, client, True, number)
 
     def _take_cut(self, data: bytes) -> int | None:
         """Where to cut ``data`` (after the armed marker's line), disarming; or None."""
@@ -177,15 +145,10 @@ class Relay:
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                destination.shutdown(socket.SHUT_WR)
+            end_writing(destination)
 
 
 @contextlib.contextmanager
 def relay(target: int | Sequence[int]) -> Iterator[Relay]:
-    instance = Relay(target)
-    instance.start()
-    try:
+    with running(Relay(target)) as instance:
         yield instance
-    finally:
-        instance.stop()

@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from .servers import free_port
+from .forwarder import Forwarder, close_socket, end_writing, running
 
 
 def message_end(buffer: bytes, start: int = 0) -> int | None:
@@ -49,21 +49,17 @@ class _Connection:
         self.cut_at: int | None = None
 
     def close(self) -> None:
-        for sock in (self.client, self.upstream):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        close_socket(self.client)
+        close_socket(self.upstream)
 
 
-class ReplyCutter:
+class ReplyCutter(Forwarder):
     """Forwards ``port`` to ``127.0.0.1:target``; :meth:`arm` loses one reply."""
 
     def __init__(self, target: int) -> None:
+        super().__init__(backlog=16)
         self.target = target
-        self.port = free_port()
-        self._listener: socket.socket | None = None
         self._connections: list[_Connection] = []
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._marker: bytes | None = None
         self._times = 1
@@ -83,48 +79,21 @@ class ReplyCutter:
             self._times = times
             self.cut_done.clear()
 
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        self._spawn(self._accept, listener)
+    def next_target(self) -> int:
+        return self.target
 
-    def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+    def close_all(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
-        for thread in self._threads:
-            thread.join(5)
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        thread.start()
-        self._threads.append(thread)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            connection = _Connection(client, upstream)
-            with self._lock:
-                self._connections.append(connection)
-            self._spawn(self._requests, connection)
-            self._spawn(self._replies, connection)
+    def connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        connection = _Connection(client, upstream)
+        with self._lock:
+            self._connections.append(connection)
+        self.spawn(self._requests, connection)
+        self.spawn(self._replies, connection)
 
     def _requests(self, connection: _Connection) -> None:
         pending, count = b"", 0
@@ -143,8 +112,7 @@ class ReplyCutter:
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                connection.upstream.shutdown(socket.SHUT_WR)
+            end_writing(connection.upstream)
 
     def _replies(self, connection: _Connection) -> None:
         pending, count = b"", 0
@@ -164,16 +132,11 @@ class ReplyCutter:
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                connection.client.shutdown(socket.SHUT_WR)
+            end_writing(connection.client)
 
 
 @contextlib.contextmanager
 def reply_cutter(target: int) -> Iterator[ReplyCutter]:
     """A started :class:`ReplyCutter` to ``127.0.0.1:target``, stopped on exit."""
-    cutter = ReplyCutter(target)
-    cutter.start()
-    try:
+    with running(ReplyCutter(target)) as cutter:
         yield cutter
-    finally:
-        cutter.stop()
