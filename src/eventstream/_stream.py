@@ -16,7 +16,6 @@ import anyio
 
 from ._broker import Broker
 from ._channels import check_channel_name
-from ._endpoint import EventStreamEndpoint, serve
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
@@ -32,6 +31,7 @@ from ._options import (
     make_broker,
     make_grip,
 )
+from ._serve import EventStreamEndpoint, serve
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 

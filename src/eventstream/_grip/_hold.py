@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from .._history import HistoryEntry, HistoryStore
-from .._http import query_param, text_header
 from .._position import resume_positions
 from .._sse import ServerSentEvent, encode
-from ..types import Scope
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
@@ -69,7 +67,7 @@ def parse_grip_last(value: str | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class GripRequest:
-    """What a request through a GRIP proxy says about itself, parsed once.
+    """What a request through a GRIP proxy says about itself, parsed once (with the request).
 
     Attributes:
         signed: Its ``Grip-Sig`` validated with a proxy's verify key.
@@ -79,17 +77,20 @@ class GripRequest:
             proxy strips ``Grip-*`` request headers).
         grip_last: The proxy's channels (prefixed) and the id of the last
             event the client has on each, from ``Grip-Last``.
+        query: The request's raw query string, which the next link repeats.
     """
 
     signed: bool
     next_link: bool
     grip_last: Mapping[str, str] = field(default_factory=dict)
+    query: bytes = b""
 
     @classmethod
-    def parse(cls, scope: Scope, *, signed: bool) -> GripRequest:
-        raw_last = text_header(scope, b"grip-last")
-        next_link = raw_last is not None and query_param(scope, NEXT_LINK_PARAM) is not None
-        return cls(signed, next_link, parse_grip_last(raw_last) if next_link else {})
+    def parse(cls, grip_last: str | None, *, marked: bool, query: bytes, signed: bool) -> GripRequest:
+        """From the request's ``Grip-Last`` header (decoded as by ``text_header``), whether its query
+        has the ``grip-next-link`` parameter (``marked``), its raw query, and its signature's verdict."""
+        next_link = grip_last is not None and marked
+        return cls(signed, next_link, parse_grip_last(grip_last) if next_link else {}, query)
 
     @property
     def trusted_next_link(self) -> bool:
@@ -104,22 +105,19 @@ class GripRequest:
         return [name[len(prefix) :] for name in self.grip_last if name.startswith(prefix)]
 
 
-def has_dot_segments(scope: Scope) -> bool:
-    """Whether the request path has a ``.`` or ``..`` segment, literal or percent-encoded."""
-    raw = scope.get("raw_path")
-    path: bytes = raw if isinstance(raw, bytes) else scope.get("path", "/").encode("utf-8")
+def has_dot_segments(path: bytes) -> bool:
+    """Whether the request ``path`` (raw) has a ``.`` or ``..`` segment, literal or percent-encoded."""
     path = path.split(b"?", 1)[0]
     return any(unquote_to_bytes(segment) in (b".", b"..") for segment in path.split(b"/"))
 
 
-def next_link(scope: Scope) -> str:
-    """The next link: the request's own query, percent-encoded, marked with ``grip-next-link=1``.
+def next_link(query: bytes) -> str:
+    """The next link: the request's own ``query``, percent-encoded, marked with ``grip-next-link=1``.
 
     A query-only relative reference: the proxy resolves it against the
     path it requested, so the link can name neither another host nor a
     path of the client's choosing.
     """
-    query: bytes = scope.get("query_string", b"")
     kept = []
     for pair in query.split(b"&") if query else ():
         name = pair.split(b"=", 1)[0].replace(b"+", b" ")
@@ -142,7 +140,6 @@ _STREAM_RESET = encode(ServerSentEvent(event="stream-reset"))
 
 
 def hold_response(
-    scope: Scope,
     request: GripRequest,
     names: Sequence[str],
     *,
@@ -203,7 +200,7 @@ def hold_response(
     if reset:
         body += _STREAM_RESET
     body += b"".join(entry.wire for entry in replay)
-    link = next_link(scope) if reliable else None
+    link = next_link(request.query) if reliable else None
     headers = hold_headers(channels, keep_alive, keep_alive_interval, link)
     return headers, body
 

@@ -14,18 +14,18 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from ._broker import Broker
-from ._channels import BadChannelsResult, BadRequest, ChannelResolver
+from .._broker import Broker
+from .._channels import BadChannelsResult, BadRequest, ChannelResolver
+from .._exceptions import BrokerError
+from .._grip import GripPublisher, GripRequest, hold_response
+from .._history import HistoryStore
+from .._hub import Hub
+from .._loop import LoopBinding, current_thread_id
+from .._sse import ServerSentEvent, encode
+from ..types import Authorize, ChannelSpec, Receive, Scope, Send
 from ._connection import STREAM_HEADERS, Connection
-from ._exceptions import BrokerError
-from ._grip import GripPublisher, GripRequest, hold_response
-from ._history import HistoryStore
 from ._http import send_plain
-from ._hub import Hub
-from ._loop import LoopBinding, current_thread_id
 from ._request import StreamRequest, parse_request
-from ._sse import ServerSentEvent, encode
-from .types import Authorize, ChannelSpec, Receive, Scope, Send
 
 __all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
 
@@ -185,7 +185,6 @@ async def _answer_proxy(
 ) -> None:
     # The proxy holds the client: answer with hold instructions and what it must see first.
     grip_headers, body = hold_response(
-        scope,
         grip,
         request.channels,
         last_event_id=request.last_event_id,
