@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from .._history import HistoryEntry, HistoryStore
-from .._position import resume_positions
-from .._sse import ServerSentEvent, encode
+from .._history import HistoryStore
+from .._position import origin_id, replay, resume_positions
+from .._sse import STREAM_RESET, stream_open
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
@@ -135,10 +135,6 @@ def _encode_query(part: bytes) -> str:
     )
 
 
-_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_STREAM_RESET = encode(ServerSentEvent(event="stream-reset"))
-
-
 def hold_response(
     request: GripRequest,
     names: Sequence[str],
@@ -168,16 +164,16 @@ def hold_response(
     # every channel), or from the proxy, per channel (Grip-Last, on a next link).
     positions: dict[str, int] | None = {}
     if not request.next_link:
-        body = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+        body = stream_open(retry)
         if last_event_id is not None:
             positions = resume_positions(history, epoch, names, last_event_id)
     channels: list[tuple[str, str | None]] = []
-    replay: list[HistoryEntry] = []
+    wanted: dict[str, int] = {}
     reset = positions is None
-    origin_id = f"{epoch}-0"  # the "previous id" of a channel's first event
+    first_prev_id = origin_id(epoch)  # the "previous id" of a channel's first event
     for name in names:
         last = history.last(name) if history is not None else None
-        prev_id = last.id if last is not None else origin_id
+        prev_id = last.id if last is not None else first_prev_id
         channels.append((prefix + name, prev_id if reliable else None))
         if positions is None:
             continue
@@ -191,15 +187,14 @@ def hold_response(
             seq = positions.get(name)
             if seq is None:
                 continue  # no Last-Event-ID: a new client
-        entries = history.since(name, seq) if history is not None and seq is not None else None
-        if entries is None:
+        if seq is None:
             reset = True
         else:
-            replay.extend(entries)
-    replay.sort(key=lambda entry: entry.seq)
-    if reset:
-        body += _STREAM_RESET
-    body += b"".join(entry.wire for entry in replay)
+            wanted[name] = seq
+    entries, complete = replay(history, wanted)
+    if reset or not complete:
+        body += STREAM_RESET
+    body += b"".join(entry.wire for entry in entries)
     link = next_link(request.query) if reliable else None
     headers = hold_headers(channels, keep_alive, keep_alive_interval, link)
     return headers, body

@@ -21,7 +21,7 @@ from .._grip import GripPublisher, GripRequest, hold_response
 from .._history import HistoryStore
 from .._hub import Hub
 from .._loop import LoopBinding, current_thread_id
-from .._sse import ServerSentEvent, encode
+from .._sse import KEEP_ALIVE, stream_open
 from ..types import Authorize, ChannelSpec, Receive, Scope, Send
 from ._connection import STREAM_HEADERS, Connection
 from ._http import send_plain
@@ -31,8 +31,6 @@ __all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
 
 logger = logging.getLogger("eventstream")
 
-_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
 
 
@@ -148,7 +146,7 @@ async def _open(
     stream._notify_waiters()
     # From here to Connection.start (in run), no await: see Connection.start.
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
-    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+    opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
 
@@ -193,7 +191,7 @@ async def _answer_proxy(
         epoch=stream._epoch,
         prefix=stream.grip_prefix,
         reliable=stream.grip_reliable,
-        keep_alive=_KEEP_ALIVE,
+        keep_alive=KEEP_ALIVE,
         keep_alive_interval=stream.keep_alive_interval,
     )
     headers = [*STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
@@ -212,7 +210,7 @@ class EventStreamEndpoint:
 
     def __init__(self, stream: StreamHost, channels: ChannelSpec, *, retry: int | None = None) -> None:
         if retry is not None:
-            ServerSentEvent(retry=retry)  # validates
+            stream_open(retry)  # validates
         self.stream = stream
         self.retry = retry
         self._resolver = ChannelResolver(
