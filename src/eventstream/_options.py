@@ -13,10 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._broker import Broker
+from ._broker import Broker, LocalBroker
 from ._grip import GripPublisher
 from ._history import HistoryStore, MemoryHistory
-from ._local_broker import LocalBroker
 from ._sse import ServerSentEvent
 from .types import EventLike
 

@@ -7,7 +7,7 @@ of:
 
 - an id the stream assigned, ``{epoch}-{seq}``: position ``seq``;
 - the combined id of a connection on several channels,
-  ``{epoch}-{digest}-{seq_1}.{seq_2}...{seq_n}`` (see ``_connection.py``):
+  ``{epoch}-{digest}-{seq_1}.{seq_2}...{seq_n}`` (see ``_serve/_connection.py``):
   position ``seq_k`` on the k-th channel;
 - any other id (the caller's own): the position of the event with that id,
   if history still holds it.

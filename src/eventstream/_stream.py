@@ -1,10 +1,10 @@
 """The :class:`EventStream` facade: options, endpoints, publishing, state.
 
-Numbering, history and delivery are a broker's (``_local_broker.py`` by
+Numbering, history and delivery are a broker's (``_broker/_local.py`` by
 default, for one process); entering, closing and signals are its base
-class's (``_lifecycle.py``); serving a request (and
-:class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``; checking
-the options is ``_options.py``.
+class's (``_lifecycle/``); serving a request (and
+:class:`EventStreamEndpoint`, re-exported here) is the request path's
+(``_serve/``); checking the options is ``_options.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from ._channels import check_channel_name
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
-from ._lifecycle import StreamLifecycle
-from ._loop import LoopBinding, current_thread_id
+from ._lifecycle import LoopBinding, StreamLifecycle, current_thread_id
 from ._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,

@@ -20,7 +20,7 @@ from .._exceptions import BrokerError
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._history import HistoryStore
 from .._hub import Hub
-from .._loop import LoopBinding, current_thread_id
+from .._lifecycle import LoopBinding, current_thread_id
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import Authorize, ChannelSpec, Receive, Scope, Send
 from ._connection import STREAM_HEADERS, Connection

@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
-from ._history import HistoryEntry, HistoryStore, new_entry
-from ._position import assigned_id, origin_id
-from ._sse import ServerSentEvent, with_id
+from .._history import HistoryEntry, HistoryStore, new_entry
+from .._position import assigned_id, origin_id
+from .._sse import ServerSentEvent, with_id
+from ._base import Broker, Numbered, PublishedEvent, unkept_entry
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from .._hub import Hub
 
 __all__ = ["LocalBroker"]
 

@@ -18,14 +18,14 @@ from typing import TypeVar
 import anyio
 import anyio.lowlevel
 
-from ._broker import Broker
-from ._grip import GripPublisher
-from ._hub import Hub, Subscriber
+from .._broker import Broker
+from .._grip import GripPublisher
+from .._hub import Hub, Subscriber
+from .._options import as_event, check_shutdown_grace
+from .._sse import ServerSentEvent
+from ..types import EventLike
 from ._loop import LoopBinding
-from ._options import as_event, check_shutdown_grace
 from ._signals import SignalRelay, chain_close, release, watch
-from ._sse import ServerSentEvent
-from .types import EventLike
 
 __all__ = ["StreamLifecycle"]
 
