@@ -20,7 +20,6 @@ from typing import TypeVar
 import anyio
 
 from ._broker import Broker
-from ._channels import check_channel_name
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
@@ -35,7 +34,7 @@ from ._options import (
     make_broker,
     make_grip,
 )
-from ._serve import EventStreamEndpoint, Serving, serve
+from ._serve import EventStreamEndpoint, Serving, check_channel_name, serve
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 

@@ -7,11 +7,11 @@ Both the direct path (_serve/_connection.py) and GRIP's hold (_grip/_hold.py) re
 from __future__ import annotations
 
 from eventstream import MemoryHistory, ServerSentEvent
-from eventstream._history import new_entry
-from eventstream._position import (
+from eventstream._history import (
     assigned_id,
     combined_id,
     combined_prefix,
+    new_entry,
     origin_id,
     own_seq,
     replay,

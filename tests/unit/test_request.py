@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eventstream import GripPublisher
-from eventstream._channels import BadRequest, ChannelResolver
+from eventstream._serve._channels import BadRequest, ChannelResolver
 from eventstream._serve._request import StreamRequest, parse_request
 from eventstream.types import Scope
 

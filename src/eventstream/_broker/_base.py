@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._history import HistoryEntry, HistoryStore
-from .._position import assigned_id, origin_id
+from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
 from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._history import HistoryEntry, HistoryStore, new_entry
-from .._position import assigned_id, origin_id
+from .._history import HistoryEntry, HistoryStore, assigned_id, new_entry, origin_id
 from .._sse import ServerSentEvent, with_id
 from ._base import Broker, Numbered, PublishedEvent, unkept_entry
 

@@ -27,8 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from .._history import HistoryStore
-from .._position import origin_id, replay, resume_positions
+from .._history import HistoryStore, origin_id, replay, resume_positions
 from .._sse import STREAM_RESET, stream_open
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]

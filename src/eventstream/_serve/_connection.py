@@ -20,9 +20,8 @@ import math
 from collections.abc import Sequence
 
 from .._backends import DisconnectWatch, current_waiter
-from .._history import HistoryEntry, HistoryStore
+from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
 from .._hub import Hub, Subscriber
-from .._position import combined_id, combined_prefix, replay, resume_positions
 from .._sse import KEEP_ALIVE, STREAM_ERROR, stream_reset, with_id
 from ..types import Receive, Send
 

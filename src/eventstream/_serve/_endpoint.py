@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .._broker import Broker
-from .._channels import BadChannelsResult, BadRequest, ChannelResolver
 from .._exceptions import BrokerError
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub
@@ -24,6 +23,7 @@ from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from .._options import StreamOptions
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import ChannelSpec, Receive, Scope, Send
+from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
 from ._http import send_plain
 from ._request import StreamRequest, parse_request

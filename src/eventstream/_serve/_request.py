@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .._channels import BadRequest, ChannelResolver, normalize_channels
 from .._grip import NEXT_LINK_PARAM, GripPublisher, GripRequest, SigCheck, has_dot_segments
 from ..types import Scope
+from ._channels import BadRequest, ChannelResolver, normalize_channels
 from ._http import accepts_event_stream, header, query_param, raw_path, text_header
 
 __all__ = ["StreamRequest", "parse_request"]

@@ -30,7 +30,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
-from ._history import HistoryEntry, HistoryStore
+from ._store import HistoryEntry, HistoryStore
 
 __all__ = [
     "MAX_ID",
