@@ -154,7 +154,7 @@ def hold_response(
     cannot tell what the client missed, or the missed events: after the
     position of ``last_event_id`` on every channel, or, on a next link, after
     the id the proxy gives per channel (``Grip-Last``), both read by
-    :func:`~eventstream._position.resume_positions`. In reliable
+    :func:`~eventstream._history.resume_positions`. In reliable
     mode each channel carries the id of its last event (``prev-id``) and the
     answer a next link where the proxy fetches what it missed.
     """
