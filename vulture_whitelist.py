@@ -8,7 +8,7 @@ nothing uses is deleted instead.
 
 from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher
 from eventstream._backends._trio import _TrioWaiter
-from eventstream._loop import _Call
+from eventstream._lifecycle._loop import _Call
 from eventstream.client import EventSource
 from eventstream.testing import StreamResponse
 

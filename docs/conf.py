@@ -79,14 +79,17 @@ _DOTTED = re.compile(r"\beventstream(?:\.\w+)+")
 
 def _public_path(match: re.Match[str]) -> str:
     """``eventstream._redis.broker.RedisBroker`` as ``eventstream.RedisBroker``: the module part
-    of a path (the longest prefix that is a module) dropped when it is private."""
+    of a path (the longest prefix that is a module) dropped when it is private (``eventstream.client``
+    for ``eventstream._client``)."""
     parts = match.group(0).split(".")
     for end in range(len(parts), 0, -1):
         if ".".join(parts[:end]) in sys.modules:
             module, qualname = parts[:end], parts[end:]
             break
     if qualname and any(part.startswith("_") for part in module):
-        return ".".join(["eventstream", *qualname])
+        # The client's classes are public in eventstream.client (defined in eventstream._client).
+        public = "eventstream.client" if module[:2] == ["eventstream", "_client"] else "eventstream"
+        return ".".join([public, *qualname])
     return match.group(0)
 
 

@@ -1,8 +1,11 @@
 """Turning :class:`~eventstream.EventStream`'s arguments into checked values.
 
-The sentinels that stand for "not given" in signatures, the coercion of an
+:class:`StreamOptions` is the one frozen, validated configuration a stream is
+built from (the one place its options are checked, but for the hub's own:
+``buffer_size``, ``send_timeout``, ``slow_consumer``). Beside it: the
+sentinels that stand for "not given" in signatures, the coercion of an
 event-like value into a :class:`ServerSentEvent`, the choice of a broker and
-of a GRIP publisher, and the range checks of the plain options.
+of a GRIP publisher, and the shared checks of numbers.
 """
 
 from __future__ import annotations
@@ -11,23 +14,24 @@ import enum
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ._broker import Broker
+from ._broker import Broker, LocalBroker
 from ._grip import GripPublisher
 from ._history import HistoryStore, MemoryHistory
-from ._local_broker import LocalBroker
-from ._sse import ServerSentEvent
-from .types import EventLike
+from ._hub import SlowConsumerPolicy
+from ._sse import ServerSentEvent, stream_open
+from .types import Authorize, EventLike
 
 __all__ = [
     "DEFAULT_HISTORY",
     "STREAM_RETRY",
     "UNSAFE_GRIP_ID",
     "GripConfig",
+    "StreamOptions",
     "as_event",
-    "check_options",
-    "check_shutdown_grace",
+    "check_count",
     "make_broker",
     "make_grip",
 ]
@@ -64,56 +68,90 @@ def as_event(event: EventLike) -> ServerSentEvent:
     raise TypeError(f"expected a ServerSentEvent or a mapping of its fields, not {type(event).__name__}")
 
 
-def check_options(
-    *,
-    keep_alive_interval: float | None,
-    max_channels: int,
-    max_channel_name_length: int,
-    retry: int | None,
-    max_subscribers: int | None,
-) -> None:
-    """Check the plain options of an event stream.
+def check_count(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Check that option ``name`` is an int >= 1 (or ``None``, when ``allow_none``).
 
     Raises:
-        ValueError: an option is out of range.
+        ValueError: it is not (a bool is not a count).
     """
-    if keep_alive_interval is not None and (not keep_alive_interval > 0 or math.isinf(keep_alive_interval)):
-        raise ValueError(
-            f"keep_alive_interval must be a positive number of seconds or None, not {keep_alive_interval!r}"
-        )
-    for name, value in (("max_channels", max_channels), ("max_channel_name_length", max_channel_name_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-    if retry is not None:
-        ServerSentEvent(retry=retry)  # validates
-    if max_subscribers is not None and max_subscribers < 1:
-        raise ValueError(f"max_subscribers must be >= 1 or None, not {max_subscribers!r}")
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, not {value!r}")
 
 
-def check_shutdown_grace(shutdown_grace: float) -> float:
-    """``shutdown_grace``, checked.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOptions:
+    """The options of an :class:`~eventstream.EventStream` (see it for each), checked once, when built.
+
+    ``shutdown_event`` is kept as a :class:`ServerSentEvent`; ``grip``,
+    ``history`` and ``broker`` as given (the stream builds its GRIP publisher
+    and its broker from them).
 
     Raises:
-        ValueError: it is negative, infinite or not a number.
+        ValueError: an option is out of range, or ``grip_reliable`` was
+            given without ``grip`` or without history.
+        TypeError: ``grip_prefix`` is not a str, or ``shutdown_event`` is
+            not an event (ValueError: an invalid one).
     """
-    if not shutdown_grace >= 0 or math.isinf(shutdown_grace):
-        raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {shutdown_grace!r}")
-    return shutdown_grace
+
+    buffer_size: int = 256
+    send_timeout: float = 5.0
+    keep_alive_interval: float | None = 20.0
+    max_channels: int = 32
+    max_channel_name_length: int = 256
+    grip: GripConfig | None = None
+    grip_prefix: str = "events-"
+    grip_reliable: bool = False
+    history: HistoryStore | None = DEFAULT_HISTORY
+    slow_consumer: SlowConsumerPolicy = "disconnect"
+    retry: int | None = None
+    authorize: Authorize | None = None
+    max_subscribers: int | None = None
+    shutdown_event: EventLike | None = None
+    shutdown_grace: float = 2.0
+    handle_signals: bool = True
+    broker: str | Broker | None = None
+
+    def __post_init__(self) -> None:
+        keep_alive = self.keep_alive_interval
+        if keep_alive is not None and (not keep_alive > 0 or math.isinf(keep_alive)):
+            raise ValueError(
+                f"keep_alive_interval must be a positive number of seconds or None, not {keep_alive!r}"
+            )
+        check_count("max_channels", self.max_channels)
+        check_count("max_channel_name_length", self.max_channel_name_length)
+        if self.retry is not None:
+            stream_open(self.retry)  # ValueError: not a reconnection delay
+        if self.max_subscribers is not None and self.max_subscribers < 1:
+            raise ValueError(f"max_subscribers must be >= 1 or None, not {self.max_subscribers!r}")
+        grace = self.shutdown_grace
+        if not grace >= 0 or math.isinf(grace):
+            raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {grace!r}")
+        if not isinstance(self.grip_prefix, str):
+            raise TypeError(f"grip_prefix must be a str, not {type(self.grip_prefix).__name__}")
+        if self.grip_reliable and (self.grip is None or self.history is None):
+            raise ValueError("grip_reliable needs grip and a history store")
+        if self.shutdown_event is not None:
+            object.__setattr__(self, "shutdown_event", as_event(self.shutdown_event))
+
+    @property
+    def closing_event(self) -> ServerSentEvent | None:
+        """``shutdown_event``, made a :class:`ServerSentEvent` when the options were built."""
+        event = self.shutdown_event
+        assert event is None or isinstance(event, ServerSentEvent)
+        return event
 
 
-def make_grip(grip: GripConfig | None, grip_prefix: str) -> GripPublisher | None:
+def make_grip(grip: GripConfig | None) -> GripPublisher | None:
     """The GRIP publisher for ``grip`` (built from a configuration, or the one given).
 
     Raises:
         ValueError: a GRIP configuration is malformed.
-        TypeError: ``grip_prefix`` is not a str.
     """
-    publisher = None
-    if grip is not None:
-        publisher = grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
-    if not isinstance(grip_prefix, str):
-        raise TypeError(f"grip_prefix must be a str, not {type(grip_prefix).__name__}")
-    return publisher
+    if grip is None:
+        return None
+    return grip if isinstance(grip, GripPublisher) else GripPublisher(grip)
 
 
 def make_broker(broker: str | Broker | None, history: HistoryStore | None = DEFAULT_HISTORY) -> Broker:

@@ -12,8 +12,8 @@ from typing import Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._broker import Broker
-from ._channels import check_channel_name
-from ._options import as_event, make_broker
+from ._options import as_event, check_count, make_broker
+from ._serve import check_channel_name
 from .types import EventLike
 
 __all__ = ["Publisher"]
@@ -47,13 +47,15 @@ class Publisher:
         max_channel_name_length: The longest channel name accepted.
 
     Raises:
-        ValueError: the URL is malformed.
+        ValueError: the URL is malformed, or ``max_channel_name_length`` is
+            not an int >= 1.
         TypeError: ``broker`` is neither a URL nor a broker.
     """
 
     def __init__(self, *, broker: str | Broker, max_channel_name_length: int = 256) -> None:
         if broker is None:
             raise TypeError("Publisher needs a broker")
+        check_count("max_channel_name_length", max_channel_name_length)  # as EventStream's
         self.broker: Broker = make_broker(broker)
         self.max_channel_name_length = max_channel_name_length
         self._entered = False

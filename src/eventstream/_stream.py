@@ -1,44 +1,49 @@
 """The :class:`EventStream` facade: options, endpoints, publishing, state.
 
-Numbering, history and delivery are a broker's (``_local_broker.py`` by
-default, for one process); entering, closing and signals are its base
-class's (``_lifecycle.py``); serving a request (and
-:class:`EventStreamEndpoint`, re-exported here) is ``_endpoint.py``; checking
-the options is ``_options.py``.
+The stream is built from one frozen, validated :class:`StreamOptions`
+(``_options.py``) and calls its parts through their methods: numbering,
+history and delivery are a broker's (``_broker/_local.py`` by default, for
+one process); entering, closing and signals are its :class:`Lifecycle`'s
+(``_lifecycle/``); serving a request (and :class:`EventStreamEndpoint`,
+re-exported here) is the request path's (``_serve/``), which gets a
+:class:`Serving` of the parts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import TypeVar
 
 import anyio
 
 from ._broker import Broker
-from ._channels import check_channel_name
-from ._endpoint import EventStreamEndpoint, serve
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
-from ._lifecycle import StreamLifecycle
-from ._loop import LoopBinding, current_thread_id
+from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from ._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,
     UNSAFE_GRIP_ID,
     GripConfig,
+    StreamOptions,
     as_event,
-    check_options,
     make_broker,
     make_grip,
 )
+from ._serve import EventStreamEndpoint, Serving, check_channel_name, serve
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
+_Self = TypeVar("_Self", bound="EventStream")
 
-class EventStream(StreamLifecycle):
+
+class EventStream:
     """A hub of named channels that ASGI endpoints stream to clients as Server-Sent Events.
 
     One instance per process is the usual setup (see
@@ -155,12 +160,24 @@ class EventStream(StreamLifecycle):
         handle_signals: bool = True,
         broker: str | Broker | None = None,
     ) -> None:
-        check_options(
+        self._options = options = StreamOptions(
+            buffer_size=buffer_size,
+            send_timeout=send_timeout,
             keep_alive_interval=keep_alive_interval,
             max_channels=max_channels,
             max_channel_name_length=max_channel_name_length,
+            grip=grip,
+            grip_prefix=grip_prefix,
+            grip_reliable=grip_reliable,
+            history=history,
+            slow_consumer=slow_consumer,
             retry=retry,
+            authorize=authorize,
             max_subscribers=max_subscribers,
+            shutdown_event=shutdown_event,
+            shutdown_grace=shutdown_grace,
+            handle_signals=handle_signals,
+            broker=broker,
         )
         self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
         self._broker = make_broker(broker, history)
@@ -171,28 +188,69 @@ class EventStream(StreamLifecycle):
                 'slow_consumer="block" cannot be used with a broker: one stalled client would stall '
                 'the delivery of every channel; use "disconnect" or "drop-oldest"'
             )
-        if grip_reliable and (grip is None or history is None):
-            raise ValueError("grip_reliable needs grip and a history store")
-        self.grip_reliable = grip_reliable
-        self.retry = retry
-        self.authorize = authorize
-        self.max_subscribers = max_subscribers
-        self.keep_alive_interval = keep_alive_interval
-        self.max_channels = max_channels
-        self.max_channel_name_length = max_channel_name_length
         # The thread and event loop that serve the connections (publishes must run there).
         self._loop = LoopBinding()
-        self._grip = make_grip(grip, grip_prefix)
-        self.grip_prefix = grip_prefix
+        self._grip = make_grip(grip)
         self._broker.bind(self._hub)
-        super().__init__(
-            shutdown_event=shutdown_event, shutdown_grace=shutdown_grace, handle_signals=handle_signals
-        )
+        self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
+        self._serving = Serving(self._hub, self._broker, self._grip, self._loop, self._lifecycle, options)
 
     @property
     def grip(self) -> GripPublisher | None:
         """The GRIP publisher, when ``grip`` was configured."""
         return self._grip
+
+    # The options, read-only: the stream was built from them (see the class's arguments).
+
+    @property
+    def keep_alive_interval(self) -> float | None:
+        """Seconds of silence before a ``keep-alive`` event, or ``None``."""
+        return self._options.keep_alive_interval
+
+    @property
+    def max_channels(self) -> int:
+        """The most channels one request may subscribe to."""
+        return self._options.max_channels
+
+    @property
+    def max_channel_name_length(self) -> int:
+        """The longest channel name accepted."""
+        return self._options.max_channel_name_length
+
+    @property
+    def grip_prefix(self) -> str:
+        """Prepended to channel names on the GRIP proxies."""
+        return self._options.grip_prefix
+
+    @property
+    def grip_reliable(self) -> bool:
+        """GRIP reliable mode."""
+        return self._options.grip_reliable
+
+    @property
+    def retry(self) -> int | None:
+        """The reconnection delay (ms) sent in ``stream-open``, or ``None``."""
+        return self._options.retry
+
+    @property
+    def authorize(self) -> Authorize | None:
+        """What decides whether a request may stream its channels, or ``None``."""
+        return self._options.authorize
+
+    @property
+    def max_subscribers(self) -> int | None:
+        """The most concurrent streams, or ``None``."""
+        return self._options.max_subscribers
+
+    @property
+    def shutdown_grace(self) -> float:
+        """Seconds open streams get, when the stream is closed, to write what they hold."""
+        return self._options.shutdown_grace
+
+    @property
+    def handle_signals(self) -> bool:
+        """Whether SIGINT and SIGTERM close the stream."""
+        return self._options.handle_signals
 
     @property
     def _epoch(self) -> str:
@@ -227,7 +285,9 @@ class EventStream(StreamLifecycle):
                 ``max_channels``, or an invalid name (empty, too long,
                 a control character, ``,``, ``;`` or ``"``); ``retry`` is invalid.
         """
-        return EventStreamEndpoint(self, channels, retry=self.retry if retry is STREAM_RETRY else retry)
+        return EventStreamEndpoint(
+            self._serving, channels, retry=self.retry if retry is STREAM_RETRY else retry
+        )
 
     async def run(
         self,
@@ -262,8 +322,10 @@ class EventStream(StreamLifecycle):
             names = tuple(channels)
         else:
             raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
-        self._watch_signals()
-        await serve(self, scope, receive, send, names, self.retry if retry is STREAM_RETRY else retry)
+        self._lifecycle.watch_signals()
+        await serve(
+            self._serving, scope, receive, send, names, self.retry if retry is STREAM_RETRY else retry
+        )
 
     # -- publishing ------------------------------------------------------
 
@@ -390,3 +452,76 @@ class EventStream(StreamLifecycle):
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
+
+    # -- life ------------------------------------------------------------
+
+    async def wait_subscribers(self, count: int, channel: str | None = None) -> None:
+        """Wait until ``channel`` (or the whole hub) has exactly ``count`` subscribers.
+
+        Useful in tests: publish once the client is subscribed, or check that
+        disconnects were noticed. Wrap it in ``anyio.fail_after`` to bound it.
+        """
+        await self._lifecycle.wait_subscribers(count, channel)
+
+    async def aclose(self) -> None:
+        """End every open stream after what it holds is written, and refuse new ones.
+
+        Streams end cleanly (the response completes), so servers can shut
+        down. Requests after this get 503 and publishes raise
+        ``ClosedResourceError``. Call it from any task (a request handler, a
+        task group of your own): what ``async with`` started stops when it
+        exits, in the task that entered it (a GRIP publisher sends what is
+        queued, then stops; a shared broker disconnects). Idempotent.
+        """
+        await self._lifecycle.aclose()
+
+    @contextlib.contextmanager
+    def close_on_signals(self, *signals: int) -> Iterator[None]:
+        """While in the block, SIGTERM and SIGINT (or ``signals``) also close this stream.
+
+        ASGI servers tell the app they are stopping (lifespan shutdown) only
+        after every connection has ended, which event streams never do by
+        themselves: servers then wait out a graceful timeout (hypercorn) or,
+        without one, forever (uvicorn). Inside this block, the signal first
+        ends every stream cleanly, as :meth:`aclose` does, and then reaches
+        the handler that was installed before (the server's), so shutdown
+        goes on at once. Use it in the lifespan, inside ``async with stream``::
+
+            async with stream:
+                with stream.close_on_signals():
+                    yield
+
+        A signal without a Python handler (default action) is left alone. Must
+        be used in the main thread, in the event loop that serves the app.
+        Since ``handle_signals`` (on by default) does this without any code,
+        it is only needed for other signals, or with ``handle_signals=False``.
+        """
+        with self._lifecycle.close_on_signals(signals):
+            yield
+
+    async def __aenter__(self: _Self) -> _Self:
+        """Open the stream for subscribers (again, after an ``aclose()``); start the broker and GRIP.
+
+        A shared broker connects here and starts following its engine
+        (``BrokerError`` when the engine cannot be reached, or may evict the
+        broker's keys and eviction was not allowed). In the main
+        thread, with ``handle_signals``, it also installs the SIGINT and
+        SIGTERM handlers (see the option). Exiting closes (see :meth:`__aexit__`). A
+        :class:`GripPublisher` that is already running (entered by its owner)
+        is used as it is.
+        """
+        await self._lifecycle.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close (as :meth:`aclose`), then stop the GRIP publisher and the broker that entering started.
+
+        Cancellation: what the GRIP publisher still holds fails in its
+        publishers with ``GripPublishError``; the broker disconnects.
+        """
+        await self._lifecycle.exit()

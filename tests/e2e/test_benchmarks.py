@@ -108,7 +108,7 @@ def test_traces_are_the_librarys_by_its_folder_not_by_a_checkout_folder_named_ev
     own = files(apps.under(apps.LIBRARY))
     stack = files(apps.under(apps.LIBRARY, all_frames=True))
     assert str(module_file) not in own | stack
-    assert os.path.join(apps.LIBRARY, "_sse.py") in own
+    assert os.path.join(apps.LIBRARY, "_sse", "_event.py") in own
     assert all(filename.startswith(apps.LIBRARY + os.sep) for filename in own)
     everything_else = files(apps.under(apps.LIBRARY, inclusive=False))
     assert str(module_file) in everything_else

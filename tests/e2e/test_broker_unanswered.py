@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
-from eventstream._local_broker import LocalBroker
+from eventstream._broker import LocalBroker
 from eventstream._redis._feed import FeedInbox
 from eventstream._redis._follow import EngineFollower
 from eventstream.testing import StreamResponse, open_stream

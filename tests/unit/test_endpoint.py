@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from eventstream import EventStream
-from eventstream._http import accepts_event_stream
+from eventstream._serve._http import accepts_event_stream
 from eventstream.testing import open_stream
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,10 @@ from typing import Any
 import jwt
 import pytest
 
-from eventstream import EventStream
+from eventstream import EventStream, GripPublisher
 from eventstream._grip._hold import GripRequest, has_dot_segments, hold_headers, next_link, parse_grip_last
+from eventstream._serve import _http
+from eventstream._serve._request import parse_request
 from eventstream.testing import open_stream
 
 KEY = "a-long-enough-signing-key-0123456789"
@@ -30,6 +32,12 @@ def scope(path: str = "/", query: bytes = b"", raw_path: bytes | None = None, **
     if raw_path is not None:
         result["raw_path"] = raw_path
     return result
+
+
+def grip_request(headers: list[tuple[bytes, bytes]], *, signed: bool) -> GripRequest:
+    """What the request parser makes of a next-link request (``?grip-next-link=1``) with ``headers``."""
+    request = scope("/", b"grip-next-link=1", headers=headers)
+    return GripRequest.parse(_http.text_header(request, b"grip-last"), marked=True, query=b"", signed=signed)
 
 
 # --- the next link --------------------------------------------------------
@@ -51,7 +59,7 @@ def scope(path: str = "/", query: bytes = b"", raw_path: bytes | None = None, **
     ],
 )
 def test_next_link_is_a_percent_encoded_query_only_reference(query: bytes, expected: str) -> None:
-    link = next_link(scope("/events/x", query, raw_path=b"/events/x"))
+    link = next_link(query)
     assert link == expected
     assert re.fullmatch(r"\?[A-Za-z0-9\-._~&=+%]*", link)
 
@@ -65,8 +73,22 @@ def test_next_link_is_a_percent_encoded_query_only_reference(query: bytes, expec
         ("/x", b"https://evil.example/x"),
     ],
 )
-def test_next_link_never_carries_the_path(path: str, raw_path: bytes | None) -> None:
-    link = next_link(scope(path, b"a=1", raw_path=raw_path))
+@pytest.mark.anyio
+async def test_next_link_never_carries_the_path(path: str, raw_path: bytes | None) -> None:
+    # The request is parsed once; the next link is made from what the parsed value kept.
+    headers = [(b"grip-sig", signed()["grip-sig"].encode())]
+    request = await parse_request(
+        scope(path, b"a=1", raw_path=raw_path, method="GET", headers=headers),
+        ["x"],
+        grip=GripPublisher(GRIP_URL),
+        grip_prefix="events-",
+        grip_reliable=False,
+        max_channels=4,
+        max_channel_name_length=64,
+    )
+    assert request.grip is not None
+    assert request.grip.signed
+    link = next_link(request.grip.query)
     assert link == "?a=1&grip-next-link=1"
     header = dict(hold_headers([("events-x", "e-0")], None, None, link))[b"grip-link"]
     assert header == b"<?a=1&grip-next-link=1>; rel=next"
@@ -87,8 +109,10 @@ def test_next_link_never_carries_the_path(path: str, raw_path: bytes | None) -> 
     ],
 )
 def test_dot_segments(raw_path: bytes, dotted: bool) -> None:
-    assert has_dot_segments(scope(raw_path.decode(), raw_path=raw_path)) is dotted
-    assert has_dot_segments(scope(raw_path.decode())) is dotted  # from the path when raw_path is missing
+    assert has_dot_segments(raw_path) is dotted
+    assert has_dot_segments(_http.raw_path(scope(raw_path.decode(), raw_path=raw_path))) is dotted
+    # From the decoded path when raw_path is missing.
+    assert has_dot_segments(_http.raw_path(scope(raw_path.decode()))) is dotted
 
 
 def test_parse_grip_last() -> None:
@@ -99,24 +123,24 @@ def test_parse_grip_last() -> None:
 
 def test_grip_request_trusts_grip_last_only_when_signed() -> None:
     headers = [(b"grip-last", b"events-a; last-id=1"), (b"grip-last", b"other-b; last-id=2")]
-    request = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=True)
+    request = grip_request(headers, signed=True)
     assert request.trusted_next_link
     assert request.held_channels("events-") == ["a"]
-    unsigned = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=False)
+    unsigned = grip_request(headers, signed=False)
     assert unsigned.next_link
     assert not unsigned.trusted_next_link
     # The marker alone (a client can put it in its URL) does not make a next-link request.
-    assert not GripRequest.parse(scope("/", b"grip-next-link=1"), signed=True).next_link
+    assert not grip_request([], signed=True).next_link
 
 
 def test_grip_last_is_read_as_utf8() -> None:
     # Pushpin echoes the channel names and ids of Grip-Channel, which are sent as UTF-8.
     headers = [(b"grip-last", "events-café; last-id=é-1".encode())]
-    request = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=True)
+    request = grip_request(headers, signed=True)
     assert request.grip_last == {"events-café": "é-1"}
     # A name that is not UTF-8 is skipped; an id that is not UTF-8 is kept, and matches nothing.
     headers = [(b"grip-last", b"events-\xff; last-id=1, events-b; last-id=\xe9-1")]
-    request = GripRequest.parse(scope("/", b"grip-next-link=1", headers=headers), signed=True)
+    request = grip_request(headers, signed=True)
     assert request.held_channels("events-") == ["b"]
     assert request.grip_last["events-b"] == "\udce9-1"
 

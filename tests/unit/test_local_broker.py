@@ -20,10 +20,9 @@ from eventstream import (
     Publisher,
     ServerSentEvent,
 )
-from eventstream._broker import Broker
+from eventstream._broker import Broker, LocalBroker
 from eventstream._history import new_entry
 from eventstream._hub import Hub, SlowConsumerPolicy
-from eventstream._local_broker import LocalBroker
 
 from ..support.helpers import wait_until
 

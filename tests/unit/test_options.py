@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 
 from eventstream import EventStream, GripPublisher, MemoryHistory, Publisher, RedisBroker
-from eventstream._local_broker import LocalBroker
+from eventstream._broker import LocalBroker
 
 GRACE = "shutdown_grace must be a number of seconds >= 0, not "
 NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
@@ -94,6 +95,23 @@ def test_a_grip_publisher_is_used_as_given_and_a_configuration_makes_one() -> No
 def test_publisher_refuses_what_is_not_a_broker(broker: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         Publisher(broker=broker)
+
+
+@pytest.mark.parametrize("length", [0, -1, True, 2.5, "256"])
+def test_a_name_length_limit_is_checked_alike_by_the_stream_and_the_publisher(length: Any) -> None:
+    match = f"max_channel_name_length must be an int >= 1, not {length!r}"
+    with pytest.raises(ValueError, match=re.escape(match)):
+        EventStream(max_channel_name_length=length)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        Publisher(broker=LocalBroker(MemoryHistory()), max_channel_name_length=length)
+
+
+def test_the_options_are_read_only() -> None:
+    stream = EventStream(max_channels=3, retry=500)
+    assert (stream.max_channels, stream.retry) == (3, 500)
+    with pytest.raises(AttributeError):
+        stream.retry = 100  # type: ignore[misc]
+    assert stream.retry == 500
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,19 @@ def test_the_client_module_surface() -> None:
     assert eventstream.client.ServerSentEvent is ServerSentEvent
 
 
+def test_public_classes_have_no_private_bases() -> None:
+    # The reference (autodoc, without inherited members) shows what a class defines
+    # itself and its public bases: a private base's methods would be left out.
+    for module in (eventstream, eventstream.client):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if not isinstance(value, type):
+                continue
+            for base in value.__mro__[1:]:
+                private = base.__module__.startswith("eventstream") and base.__name__ not in module.__all__
+                assert not private, f"{name} has the private base {base.__module__}.{base.__qualname__}"
+
+
 def test_private_modules_stay_private() -> None:
     for name in eventstream.__all__:
         assert not name.startswith("_")

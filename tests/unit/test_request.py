@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from eventstream import GripPublisher
-from eventstream._channels import BadRequest, ChannelResolver
-from eventstream._request import StreamRequest, parse_request
+from eventstream._serve._channels import BadRequest, ChannelResolver
+from eventstream._serve._request import StreamRequest, parse_request
 from eventstream.types import Scope
 
 pytestmark = pytest.mark.anyio

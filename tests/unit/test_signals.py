@@ -21,7 +21,7 @@ import anyio.to_thread
 import pytest
 
 from eventstream import EventStream
-from eventstream._signals import release, watch
+from eventstream._lifecycle._signals import release, watch
 from eventstream.testing import StreamResponse, open_stream
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from eventstream._http import accepts_event_stream
+from eventstream._serve._http import accepts_event_stream
 from eventstream.testing import open_stream
 from eventstream.types import ASGIApp, Receive, Scope, Send
 

@@ -15,7 +15,7 @@ import anyio.lowlevel
 import pytest
 
 from eventstream import EventStream, ServerSentEvent
-from eventstream._loop import _POLL, LoopBinding
+from eventstream._lifecycle._loop import _POLL, LoopBinding
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import wait_until

@@ -65,7 +65,7 @@ class Watch(Protocol):
     The scope is also the subscriber's (the hub moves its deadline to drop a
     client that takes nothing). Start it in the response's task, and stop it
     there with what the response raised: ``async with`` does that, and so does
-    :meth:`Connection.run <eventstream._connection.Connection.run>` by hand
+    :meth:`Connection.run <eventstream._serve._connection.Connection.run>` by hand
     (``async with`` keeps its bound ``__aexit__`` alive, 64 bytes, for as long
     as the connection is open).
 

@@ -2,10 +2,11 @@
 
 from ._batch import GripProxyStatistics
 from ._config import SigCheck, parse_grip_uri
-from ._hold import GripRequest, has_dot_segments, hold_response
+from ._hold import NEXT_LINK_PARAM, GripRequest, has_dot_segments, hold_response
 from ._publish import GripPublisher, GripSubmission
 
 __all__ = [
+    "NEXT_LINK_PARAM",
     "GripProxyStatistics",
     "GripPublisher",
     "GripRequest",

@@ -27,11 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from .._history import HistoryEntry, HistoryStore
-from .._http import query_param, text_header
-from .._position import resume_positions
-from .._sse import ServerSentEvent, encode
-from ..types import Scope
+from .._history import HistoryStore, origin_id, replay, resume_positions
+from .._sse import STREAM_RESET, stream_open
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
 
@@ -69,7 +66,7 @@ def parse_grip_last(value: str | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class GripRequest:
-    """What a request through a GRIP proxy says about itself, parsed once.
+    """What a request through a GRIP proxy says about itself, parsed once (with the request).
 
     Attributes:
         signed: Its ``Grip-Sig`` validated with a proxy's verify key.
@@ -79,17 +76,20 @@ class GripRequest:
             proxy strips ``Grip-*`` request headers).
         grip_last: The proxy's channels (prefixed) and the id of the last
             event the client has on each, from ``Grip-Last``.
+        query: The request's raw query string, which the next link repeats.
     """
 
     signed: bool
     next_link: bool
     grip_last: Mapping[str, str] = field(default_factory=dict)
+    query: bytes = b""
 
     @classmethod
-    def parse(cls, scope: Scope, *, signed: bool) -> GripRequest:
-        raw_last = text_header(scope, b"grip-last")
-        next_link = raw_last is not None and query_param(scope, NEXT_LINK_PARAM) is not None
-        return cls(signed, next_link, parse_grip_last(raw_last) if next_link else {})
+    def parse(cls, grip_last: str | None, *, marked: bool, query: bytes, signed: bool) -> GripRequest:
+        """From the request's ``Grip-Last`` header (decoded as by ``text_header``), whether its query
+        has the ``grip-next-link`` parameter (``marked``), its raw query, and its signature's verdict."""
+        next_link = grip_last is not None and marked
+        return cls(signed, next_link, parse_grip_last(grip_last) if next_link else {}, query)
 
     @property
     def trusted_next_link(self) -> bool:
@@ -104,22 +104,19 @@ class GripRequest:
         return [name[len(prefix) :] for name in self.grip_last if name.startswith(prefix)]
 
 
-def has_dot_segments(scope: Scope) -> bool:
-    """Whether the request path has a ``.`` or ``..`` segment, literal or percent-encoded."""
-    raw = scope.get("raw_path")
-    path: bytes = raw if isinstance(raw, bytes) else scope.get("path", "/").encode("utf-8")
+def has_dot_segments(path: bytes) -> bool:
+    """Whether the request ``path`` (raw) has a ``.`` or ``..`` segment, literal or percent-encoded."""
     path = path.split(b"?", 1)[0]
     return any(unquote_to_bytes(segment) in (b".", b"..") for segment in path.split(b"/"))
 
 
-def next_link(scope: Scope) -> str:
-    """The next link: the request's own query, percent-encoded, marked with ``grip-next-link=1``.
+def next_link(query: bytes) -> str:
+    """The next link: the request's own ``query``, percent-encoded, marked with ``grip-next-link=1``.
 
     A query-only relative reference: the proxy resolves it against the
     path it requested, so the link can name neither another host nor a
     path of the client's choosing.
     """
-    query: bytes = scope.get("query_string", b"")
     kept = []
     for pair in query.split(b"&") if query else ():
         name = pair.split(b"=", 1)[0].replace(b"+", b" ")
@@ -137,12 +134,7 @@ def _encode_query(part: bytes) -> str:
     )
 
 
-_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_STREAM_RESET = encode(ServerSentEvent(event="stream-reset"))
-
-
 def hold_response(
-    scope: Scope,
     request: GripRequest,
     names: Sequence[str],
     *,
@@ -162,7 +154,7 @@ def hold_response(
     cannot tell what the client missed, or the missed events: after the
     position of ``last_event_id`` on every channel, or, on a next link, after
     the id the proxy gives per channel (``Grip-Last``), both read by
-    :func:`~eventstream._position.resume_positions`. In reliable
+    :func:`~eventstream._history.resume_positions`. In reliable
     mode each channel carries the id of its last event (``prev-id``) and the
     answer a next link where the proxy fetches what it missed.
     """
@@ -171,16 +163,16 @@ def hold_response(
     # every channel), or from the proxy, per channel (Grip-Last, on a next link).
     positions: dict[str, int] | None = {}
     if not request.next_link:
-        body = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+        body = stream_open(retry)
         if last_event_id is not None:
             positions = resume_positions(history, epoch, names, last_event_id)
     channels: list[tuple[str, str | None]] = []
-    replay: list[HistoryEntry] = []
+    wanted: dict[str, int] = {}
     reset = positions is None
-    origin_id = f"{epoch}-0"  # the "previous id" of a channel's first event
+    first_prev_id = origin_id(epoch)  # the "previous id" of a channel's first event
     for name in names:
         last = history.last(name) if history is not None else None
-        prev_id = last.id if last is not None else origin_id
+        prev_id = last.id if last is not None else first_prev_id
         channels.append((prefix + name, prev_id if reliable else None))
         if positions is None:
             continue
@@ -194,16 +186,15 @@ def hold_response(
             seq = positions.get(name)
             if seq is None:
                 continue  # no Last-Event-ID: a new client
-        entries = history.since(name, seq) if history is not None and seq is not None else None
-        if entries is None:
+        if seq is None:
             reset = True
         else:
-            replay.extend(entries)
-    replay.sort(key=lambda entry: entry.seq)
-    if reset:
-        body += _STREAM_RESET
-    body += b"".join(entry.wire for entry in replay)
-    link = next_link(scope) if reliable else None
+            wanted[name] = seq
+    entries, complete = replay(history, wanted)
+    if reset or not complete:
+        body += STREAM_RESET
+    body += b"".join(entry.wire for entry in entries)
+    link = next_link(request.query) if reliable else None
     headers = hold_headers(channels, keep_alive, keep_alive_interval, link)
     return headers, body
 

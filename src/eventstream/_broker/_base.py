@@ -1,7 +1,7 @@
 """The broker interface: where published events are numbered, kept and fanned out.
 
 An :class:`~eventstream.EventStream` always publishes through a broker. The
-default one is in-process (``_local_broker.py``): it numbers events, keeps
+default one is in-process (``_broker/_local.py``): it numbers events, keeps
 them in the stream's :class:`~eventstream.HistoryStore` and hands them to the
 local hub, for one process and no engine. A shared broker (such as
 :class:`~eventstream.RedisBroker`) moves that to an engine, so that several
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._history import HistoryEntry, HistoryStore
-from ._sse import ServerSentEvent
+from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
+from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from .._hub import Hub
 
 __all__ = ["Broker", "Numbered", "PublishedEvent", "unkept_entry"]
 
@@ -124,9 +124,7 @@ class Broker:
 
     async def _publish_then_report(self, channel: str, event: ServerSentEvent, numbered: Numbered) -> None:
         published = await self.publish(channel, event)
-        numbered(
-            published.id, published.prev_id, event._body + b"id: " + published.id.encode("utf-8") + b"\n\n"
-        )
+        numbered(published.id, published.prev_id, with_id(event._body, published.id))
 
     def closing_entry(self, event: ServerSentEvent) -> HistoryEntry:
         """The entry every open stream gets last when the event stream closes (its ``shutdown_event``).
@@ -166,16 +164,13 @@ def unkept_entry(event: ServerSentEvent, epoch: str, seq: int) -> HistoryEntry:
     a client then keeps the id of the last event it got, and resumes from
     there when it reconnects (to any process).
     """
-    event_id = event.id if event.id is not None else f"{epoch}-{seq}"
-    body = event._body
-    id_line = b"" if event.id is None else b"id: " + event_id.encode("utf-8") + b"\n"
     return HistoryEntry(
         channel="",
         seq=seq,
         prev_seq=0,
-        prev_id=f"{epoch}-0",
-        id=event_id,
-        wire=body + id_line + b"\n",
-        body_length=len(body),
+        prev_id=origin_id(epoch),
+        id=event.id if event.id is not None else assigned_id(epoch, seq),
+        wire=encode(event),  # its own id line, if any
+        body_length=len(event._body),
         time=time.monotonic(),
     )

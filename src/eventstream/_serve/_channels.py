@@ -8,7 +8,7 @@ import reprlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .types import ChannelSpec, Scope
+from ..types import ChannelSpec, Scope
 
 __all__ = ["BadChannelsResult", "BadRequest", "ChannelResolver", "check_channel_name", "normalize_channels"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
-from .types import Scope, Send
+from ..types import Scope, Send
 
-__all__ = ["accepts_event_stream", "header", "query_param", "send_plain", "text_header"]
+__all__ = ["accepts_event_stream", "header", "query_param", "raw_path", "send_plain", "text_header"]
 
 _SPECIFICITY = {"text/event-stream": 2, "text/*": 1, "*/*": 0}
 
@@ -31,6 +31,12 @@ def text_header(scope: Scope, name: bytes) -> str | None:
     if not values:
         return None
     return b",".join(values).decode("utf-8", "surrogateescape")
+
+
+def raw_path(scope: Scope) -> bytes:
+    """The request path as the client sent it (``raw_path``; the decoded ``path`` when it is missing)."""
+    raw = scope.get("raw_path")
+    return raw if isinstance(raw, bytes) else str(scope.get("path", "/")).encode("utf-8")
 
 
 def query_param(scope: Scope, name: str) -> str | None:

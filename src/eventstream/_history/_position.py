@@ -7,7 +7,7 @@ of:
 
 - an id the stream assigned, ``{epoch}-{seq}``: position ``seq``;
 - the combined id of a connection on several channels,
-  ``{epoch}-{digest}-{seq_1}.{seq_2}...{seq_n}`` (see ``_connection.py``):
+  ``{epoch}-{digest}-{seq_1}.{seq_2}...{seq_n}`` (see ``_serve/_connection.py``):
   position ``seq_k`` on the k-th channel;
 - any other id (the caller's own): the position of the event with that id,
   if history still holds it.
@@ -28,15 +28,35 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from ._history import HistoryStore
+from ._store import HistoryEntry, HistoryStore
 
-__all__ = ["MAX_ID", "channels_digest", "combined_prefix", "own_seq", "resume_positions"]
+__all__ = [
+    "MAX_ID",
+    "assigned_id",
+    "channels_digest",
+    "combined_id",
+    "combined_prefix",
+    "origin_id",
+    "own_seq",
+    "replay",
+    "resume_positions",
+]
 
 #: Ids longer than this are not ours: they are not even looked up.
 MAX_ID = 4096
 _SEQ = re.compile(r"[0-9]{1,18}")  # ASCII digits only: int() accepts '²' and '٣'
+
+
+def assigned_id(epoch: str, seq: int) -> str:
+    """The id the stream gives event ``seq`` of history ``epoch`` when it has none of its own."""
+    return f"{epoch}-{seq}"
+
+
+def origin_id(epoch: str) -> str:
+    """The id before a channel's first event (GRIP's ``prev-id`` of an empty channel)."""
+    return assigned_id(epoch, 0)
 
 
 def channels_digest(channels: Sequence[str]) -> str:
@@ -47,6 +67,14 @@ def channels_digest(channels: Sequence[str]) -> str:
 def combined_prefix(epoch: str, channels: Sequence[str]) -> str:
     """What the ids of a connection on ``channels`` (several) start with: ``{epoch}-{digest}-``."""
     return f"{epoch}-{channels_digest(channels)}-"
+
+
+def combined_id(prefix: str, channels: Sequence[str], positions: Mapping[str, int]) -> str:
+    """The id of a connection on several ``channels`` at ``positions``.
+
+    ``prefix`` is the connection's :func:`combined_prefix`.
+    """
+    return prefix + ".".join([str(positions[name]) for name in channels])
 
 
 def own_seq(event_id: str, epoch: str) -> int | None:
@@ -95,3 +123,21 @@ def resume_positions(
     if len(channels) > 1 and not history.stream_wide:
         return None
     return dict.fromkeys(channels, seq)
+
+
+def replay(history: HistoryStore | None, positions: Mapping[str, int]) -> tuple[list[HistoryEntry], bool]:
+    """The events after ``positions`` (a sequence number per channel) merged in publishing order, and
+    whether history still holds all of them (``False``: what it holds, the client must reset).
+
+    With no history, nothing is held (but nothing is missing when ``positions`` is empty).
+    """
+    merged: list[HistoryEntry] = []
+    complete = True
+    for name, seq in positions.items():
+        entries = history.since(name, seq) if history is not None else None
+        if entries is None:
+            complete = False
+        else:
+            merged.extend(entries)
+    merged.sort(key=lambda entry: entry.seq)
+    return merged, complete

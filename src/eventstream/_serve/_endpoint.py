@@ -1,9 +1,10 @@
 """Serving one HTTP request of an event stream: decide from the parsed request, then respond.
 
 The hub facade (:class:`~eventstream.EventStream`, in ``_stream.py``) owns the
-options and the state; this module reads a request once (``_request.py``),
-refuses it, answers a GRIP proxy with hold instructions, or streams it
-directly, and holds :class:`EventStreamEndpoint`, the ASGI app of an endpoint.
+options and the state, and hands requests a :class:`Serving` of them; this
+module reads a request once (``_request.py``), refuses it, answers a GRIP
+proxy with hold instructions, or streams it directly, and holds
+:class:`EventStreamEndpoint`, the ASGI app of an endpoint.
 """
 
 from __future__ import annotations
@@ -12,63 +13,45 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
 
-from ._broker import Broker
+from .._broker import Broker
+from .._exceptions import BrokerError
+from .._grip import GripPublisher, GripRequest, hold_response
+from .._hub import Hub
+from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._options import StreamOptions
+from .._sse import KEEP_ALIVE, stream_open
+from ..types import ChannelSpec, Receive, Scope, Send
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
-from ._exceptions import BrokerError
-from ._grip import GripPublisher, GripRequest, hold_response
-from ._history import HistoryStore
 from ._http import send_plain
-from ._hub import Hub
-from ._loop import LoopBinding, current_thread_id
 from ._request import StreamRequest, parse_request
-from ._sse import ServerSentEvent, encode
-from .types import Authorize, ChannelSpec, Receive, Scope, Send
 
-__all__ = ["EventStreamEndpoint", "StreamHost", "serve"]
+__all__ = ["EventStreamEndpoint", "Serving", "serve"]
 
 logger = logging.getLogger("eventstream")
 
-_STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
-_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
 
 
-class StreamHost(Protocol):
-    """What serving a request needs of an :class:`~eventstream.EventStream`: its options and state."""
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What serving a request needs of an :class:`~eventstream.EventStream`: its parts and options.
 
-    _hub: Hub
-    _grip: GripPublisher | None
-    _broker: Broker
-    _loop: LoopBinding
-    grip_prefix: str
-    grip_reliable: bool
-    max_channels: int
-    max_channel_name_length: int
-    authorize: Authorize | None
-    max_subscribers: int | None
-    keep_alive_interval: float | None
-    retry: int | None
+    The stream builds it once; requests read it and call its parts' methods.
+    """
 
-    @property
-    def _epoch(self) -> str:
-        """The prefix of assigned ids (the broker's)."""
-
-    @property
-    def _history(self) -> HistoryStore | None:
-        """What connections replay from (the broker's)."""
-
-    def _notify_waiters(self) -> None:
-        """Wake ``wait_subscribers`` (and a signal waiting for the streams to end)."""
-
-    def _watch_signals(self) -> None:
-        """Register with this event loop's signal relay (a no-op once registered)."""
+    hub: Hub
+    broker: Broker
+    grip: GripPublisher | None
+    loop: LoopBinding
+    lifecycle: Lifecycle
+    options: StreamOptions
 
 
 async def serve(
-    stream: StreamHost,
+    stream: Serving,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -95,16 +78,16 @@ async def serve(
         _finish(stream, connection)
 
 
-def _finish(stream: StreamHost, connection: Connection) -> None:
+def _finish(stream: Serving, connection: Connection) -> None:
     subscriber = connection.subscriber
     connection.hub.unsubscribe(subscriber)
     subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
     subscriber.finished = True
-    stream._notify_waiters()
+    stream.lifecycle.notify_waiters()
 
 
 async def _open(
-    stream: StreamHost, scope: Scope, send: Send, channels: Iterable[str] | ChannelResolver, retry: int | None
+    stream: Serving, scope: Scope, send: Send, channels: Iterable[str] | ChannelResolver, retry: int | None
 ) -> tuple[Connection, str | None, bytes] | None:
     # Read the request and subscribe: the new connection, the Last-Event-ID and
     # the opening bytes. None: the request was answered (refused, HEAD, GRIP hold).
@@ -112,11 +95,11 @@ async def _open(
         request = await parse_request(
             scope,
             channels,
-            grip=stream._grip,
-            grip_prefix=stream.grip_prefix,
-            grip_reliable=stream.grip_reliable,
-            max_channels=stream.max_channels,
-            max_channel_name_length=stream.max_channel_name_length,
+            grip=stream.grip,
+            grip_prefix=stream.options.grip_prefix,
+            grip_reliable=stream.options.grip_reliable,
+            max_channels=stream.options.max_channels,
+            max_channel_name_length=stream.options.max_channel_name_length,
         )
         await _admit(stream, scope, request)
     except BadRequest as exc:
@@ -136,33 +119,35 @@ async def _open(
             await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return None
-    if not await _prepare_broker(stream._broker, request.channels, send):
+    if not await _prepare_broker(stream.broker, request.channels, send):
         return None
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
         return None
-    if current_thread_id() != stream._loop.thread or not stream._hub.subscriber_count():
-        stream._loop.bind()  # the first connection in this thread or this event loop
-    hub = stream._hub
+    if current_thread_id() != stream.loop.thread or not stream.hub.subscriber_count():
+        stream.loop.bind()  # the first connection in this thread or this event loop
+    hub = stream.hub
     subscriber = hub.subscribe(request.channels)
-    stream._notify_waiters()
+    stream.lifecycle.notify_waiters()
     # From here to Connection.start (in run), no await: see Connection.start.
-    connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
-    opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
+    broker = stream.broker
+    connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
+    opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
 
-async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> None:
+async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> None:
     # Raises BadRequest: authorize refuses (403), the stream is closed or full (503).
-    if stream.authorize is not None and not request.trusted_next_link:
-        allowed = stream.authorize(scope, list(request.channels))
+    options = stream.options
+    if options.authorize is not None and not request.trusted_next_link:
+        allowed = options.authorize(scope, list(request.channels))
         if inspect.isawaitable(allowed):
             allowed = await allowed
         if not allowed:
             raise BadRequest("Forbidden: not authorized for these channels", status=403)
-    if stream._hub.closed:
+    if stream.hub.closed:
         raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
-    if stream.max_subscribers is not None and stream._hub.subscriber_count() >= stream.max_subscribers:
+    if options.max_subscribers is not None and stream.hub.subscriber_count() >= options.max_subscribers:
         raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
 
 
@@ -181,21 +166,20 @@ async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> b
 
 
 async def _answer_proxy(
-    stream: StreamHost, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
+    stream: Serving, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
 ) -> None:
     # The proxy holds the client: answer with hold instructions and what it must see first.
     grip_headers, body = hold_response(
-        scope,
         grip,
         request.channels,
         last_event_id=request.last_event_id,
         retry=retry,
-        history=stream._history,
-        epoch=stream._epoch,
-        prefix=stream.grip_prefix,
-        reliable=stream.grip_reliable,
-        keep_alive=_KEEP_ALIVE,
-        keep_alive_interval=stream.keep_alive_interval,
+        history=stream.broker.history,
+        epoch=stream.broker.epoch,
+        prefix=stream.options.grip_prefix,
+        reliable=stream.options.grip_reliable,
+        keep_alive=KEEP_ALIVE,
+        keep_alive_interval=stream.options.keep_alive_interval,
     )
     headers = [*STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
     with contextlib.suppress(OSError):  # the client left before reading the answer
@@ -211,21 +195,22 @@ class EventStreamEndpoint:
     closes ``websocket`` connections.
     """
 
-    def __init__(self, stream: StreamHost, channels: ChannelSpec, *, retry: int | None = None) -> None:
+    def __init__(self, stream: Serving, channels: ChannelSpec, *, retry: int | None = None) -> None:
         if retry is not None:
-            ServerSentEvent(retry=retry)  # validates
-        self.stream = stream
+            stream_open(retry)  # validates
+        self._serving = stream
         self.retry = retry
+        options = stream.options
         self._resolver = ChannelResolver(
-            channels, max_channels=stream.max_channels, max_length=stream.max_channel_name_length
+            channels, max_channels=options.max_channels, max_length=options.max_channel_name_length
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             # serve(), inlined: a parked connection then keeps one frame fewer.
-            stream = self.stream
-            stream._watch_signals()
+            stream = self._serving
+            stream.lifecycle.watch_signals()
             opened = await _open(stream, scope, send, self._resolver, self.retry)
             if opened is None:
                 return
@@ -239,7 +224,7 @@ class EventStreamEndpoint:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.stream._watch_signals()
+                    self._serving.lifecycle.watch_signals()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
-from ._backends import LoopHandle
+from .._backends import LoopHandle
 
 __all__ = ["SIGNALS", "SignalRelay", "chain_close", "release", "watch"]
 

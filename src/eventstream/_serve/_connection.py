@@ -19,12 +19,11 @@ import logging
 import math
 from collections.abc import Sequence
 
-from ._backends import DisconnectWatch, current_waiter
-from ._history import HistoryEntry, HistoryStore
-from ._hub import Hub, Subscriber
-from ._position import combined_prefix, resume_positions
-from ._sse import ServerSentEvent, encode
-from .types import Receive, Send
+from .._backends import DisconnectWatch, current_waiter
+from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
+from .._hub import Hub, Subscriber
+from .._sse import KEEP_ALIVE, STREAM_ERROR, stream_reset, with_id
+from ..types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]
 
@@ -36,8 +35,6 @@ STREAM_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-_KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))
-_STREAM_ERROR = encode(ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"}))
 
 
 class Connection:
@@ -92,17 +89,11 @@ class Connection:
             self.positions = current
             return [], False
         wanted = resume_positions(self.history, self.epoch, self.channels, last_event_id)
-        if wanted is not None and self.history is not None:
-            replay: list[HistoryEntry] = []
-            for name in self.channels:
-                entries = self.history.since(name, wanted[name])
-                if entries is None:
-                    break
-                replay.extend(entries)
-            else:
+        if wanted is not None:
+            entries, complete = replay(self.history, wanted)
+            if complete:
                 self.positions = wanted
-                replay.sort(key=lambda entry: entry.seq)
-                return replay, False
+                return entries, False
         self.positions = current
         return [], True
 
@@ -115,13 +106,13 @@ class Connection:
     def current_id(self) -> str:
         """The id that records this connection's positions (for ``stream-reset``)."""
         if self.multi:
-            return self._prefix + ".".join(str(self.positions[name]) for name in self.channels)
+            return combined_id(self._prefix, self.channels, self.positions)
         (channel,) = self.channels
         last = self.history.last(channel) if self.history is not None else None
         return last.id if last is not None and last.seq == self.positions[channel] else ""
 
     def reset_event(self) -> bytes:
-        return encode(ServerSentEvent(event="stream-reset", id=self.current_id()))
+        return stream_reset(self.current_id())
 
     def _render(self, batch: Sequence[HistoryEntry]) -> bytes:
         positions = self.positions
@@ -137,8 +128,7 @@ class Connection:
                 continue  # already replayed
             positions[entry.channel] = entry.seq
             if self.multi:
-                connection_id = self._prefix + ".".join(str(positions[name]) for name in self.channels)
-                parts.append(entry.body + b"id: " + connection_id.encode("ascii") + b"\n\n")
+                parts.append(with_id(entry.body, combined_id(self._prefix, self.channels, positions)))
             else:
                 parts.append(entry.wire)
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -211,7 +201,7 @@ class Connection:
                                 await self._catch_up(send)
                             elif not await waiter.wait(deadline):  # idle for the whole interval
                                 await send(
-                                    {"type": "http.response.body", "body": _KEEP_ALIVE, "more_body": True}
+                                    {"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True}
                                 )
                                 deadline = waiter.time() + (interval or math.inf)
                     except OSError:
@@ -240,9 +230,9 @@ class Connection:
         # The headers, the opening and the replay. Returns the server's own failure
         # (then no live events follow), if any; raises OSError (the client is gone).
         failure: Exception | None = None
-        replay: list[HistoryEntry] = []
+        entries: list[HistoryEntry] = []
         try:
-            replay, reset = self.start(last_event_id)  # no await since subscribing
+            entries, reset = self.start(last_event_id)  # no await since subscribing
             if reset:
                 opening += self.reset_event()
         except Exception as exc:
@@ -251,7 +241,7 @@ class Connection:
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         if failure is None:
             try:
-                await self._write_entries(send, replay, count=False)
+                await self._write_entries(send, entries, count=False)
             except OSError:
                 raise
             except Exception as exc:
@@ -263,16 +253,12 @@ class Connection:
         # skipped it. Its queue is written now; what it missed is in history.
         if not self.hub.rejoin(self.subscriber):
             return
-        missed: list[HistoryEntry] = []
-        for name in self.channels:
-            entries = self.history.since(name, self.positions[name]) if self.history is not None else None
-            if entries is None:  # history no longer has every event it missed
-                self.positions = {name: self._last_seq(name) for name in self.channels}
-                body = self.reset_event()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                return
-            missed.extend(entries)
-        missed.sort(key=lambda entry: entry.seq)
+        missed, complete = replay(self.history, self.positions)
+        if not complete:  # history no longer has every event it missed
+            self.positions = {name: self._last_seq(name) for name in self.channels}
+            body = self.reset_event()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            return
         await self._write_entries(send, missed)
 
     async def _write_entries(self, send: Send, entries: list[HistoryEntry], *, count: bool = True) -> None:
@@ -287,4 +273,4 @@ class Connection:
     async def send_stream_error(send: Send, exc: BaseException) -> None:
         """Report a server-side failure to the client (its browser then stops reconnecting)."""
         logger.error("event stream ended on a server error", exc_info=exc)
-        await send({"type": "http.response.body", "body": _STREAM_ERROR, "more_body": True})
+        await send({"type": "http.response.body", "body": STREAM_ERROR, "more_body": True})

@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
-from ._history import HistoryEntry, HistoryStore, new_entry
-from ._sse import ServerSentEvent
+from .._history import HistoryEntry, HistoryStore, assigned_id, new_entry, origin_id
+from .._sse import ServerSentEvent, with_id
+from ._base import Broker, Numbered, PublishedEvent, unkept_entry
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from .._hub import Hub
 
 __all__ = ["LocalBroker"]
 
@@ -44,7 +44,7 @@ class LocalBroker(Broker):
         self._epoch = history.epoch if history is not None else os.urandom(4).hex()
         # The "previous id" of a channel's first event, so that even a stream
         # held before anything was published knows where it stands (GRIP prev-id).
-        self._origin_id = f"{self._epoch}-0"
+        self._origin_id = origin_id(self._epoch)
         self._seq = 0
         self._hub: Hub | None = None
 
@@ -88,7 +88,7 @@ class LocalBroker(Broker):
         # The hot path of every publish: numbering inline, no call of its own.
         self._seq += 1
         seq = self._seq
-        event_id = event.id if event.id is not None else f"{self._epoch}-{seq}"
+        event_id = event.id if event.id is not None else assigned_id(self._epoch, seq)
         history = self._history
         newest = history.newest(channel) if history is not None else None
         body = event._body
@@ -98,7 +98,7 @@ class LocalBroker(Broker):
             newest[0] if newest is not None else 0,
             event_id,
             newest[1] if newest is not None else self._origin_id,
-            body + b"id: " + event_id.encode("utf-8") + b"\n\n",
+            with_id(body, event_id),
             len(body),
             time.monotonic(),
         )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .._grip import NEXT_LINK_PARAM, GripPublisher, GripRequest, SigCheck, has_dot_segments
+from ..types import Scope
 from ._channels import BadRequest, ChannelResolver, normalize_channels
-from ._grip import GripPublisher, GripRequest, SigCheck, has_dot_segments
-from ._http import accepts_event_stream, header, query_param, text_header
-from .types import Scope
+from ._http import accepts_event_stream, header, query_param, raw_path, text_header
 
 __all__ = ["StreamRequest", "parse_request"]
 
@@ -106,8 +106,13 @@ async def parse_request(
         if verdict is SigCheck.FORBIDDEN:
             raise BadRequest("Forbidden: the Grip-Sig signature is not valid", status=403)
         if verdict is not SigCheck.DIRECT:
-            grip_request = GripRequest.parse(scope, signed=verdict is SigCheck.SIGNED)
-    if grip_request is not None and grip_reliable and has_dot_segments(scope):
+            grip_request = GripRequest.parse(
+                text_header(scope, b"grip-last"),
+                marked=query_param(scope, NEXT_LINK_PARAM) is not None,
+                query=scope.get("query_string", b""),
+                signed=verdict is SigCheck.SIGNED,
+            )
+    if grip_request is not None and grip_reliable and has_dot_segments(raw_path(scope)):
         # The proxy would resolve the next link to another path (it removes dot segments).
         raise BadRequest("Bad request: the path has '.' or '..' segments")
     if grip_request is not None and grip_request.trusted_next_link:

@@ -1,0 +1,8 @@
+"""The request path: an event-stream request parsed once into a value (its channels checked by
+``_channels``, which also checks the names publishes use), refused, held at a GRIP proxy, or
+streamed (its connection: replay, ids, writes, keep-alives)."""
+
+from ._channels import check_channel_name
+from ._endpoint import EventStreamEndpoint, Serving, serve
+
+__all__ = ["EventStreamEndpoint", "Serving", "check_channel_name", "serve"]
