@@ -8,6 +8,7 @@ from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
+from ._observe import HealthEndpoint, Readiness
 from ._publisher import Publisher
 from ._redis import RedisBroker
 from ._singleton import get_event_stream_singleton
@@ -28,10 +29,12 @@ __all__ = [
     "GripProxyStatistics",
     "GripPublishError",
     "GripPublisher",
+    "HealthEndpoint",
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
     "Publisher",
+    "Readiness",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",

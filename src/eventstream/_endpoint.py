@@ -23,6 +23,7 @@ from ._history import HistoryStore
 from ._http import send_plain
 from ._hub import Hub
 from ._loop import LoopBinding, current_thread_id
+from ._observe import Observed, unsubscribe_counted
 from ._request import StreamRequest, parse_request
 from ._sse import ServerSentEvent, encode
 from .types import Authorize, ChannelSpec, Receive, Scope, Send
@@ -43,6 +44,7 @@ class StreamHost(Protocol):
     _grip: GripPublisher | None
     _broker: Broker
     _loop: LoopBinding
+    _observed: Observed  # metrics
     grip_prefix: str
     grip_reliable: bool
     max_channels: int
@@ -97,7 +99,7 @@ async def serve(
 
 def _finish(stream: StreamHost, connection: Connection) -> None:
     subscriber = connection.subscriber
-    connection.hub.unsubscribe(subscriber)
+    unsubscribe_counted(connection)  # metrics: hub.unsubscribe(subscriber), counting why it ended
     subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
     subscriber.finished = True
     stream._notify_waiters()
@@ -148,6 +150,7 @@ async def _open(
     stream._notify_waiters()
     # From here to Connection.start (in run), no await: see Connection.start.
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
+    connection.template = stream._observed.opened(channels)  # metrics: counted under its template
     opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
     return connection, request.last_event_id, opening
 

@@ -17,11 +17,13 @@ import anyio
 from ._broker import Broker
 from ._channels import check_channel_name
 from ._endpoint import EventStreamEndpoint, serve
+from ._exceptions import BrokerError, GripPublishError
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
 from ._lifecycle import StreamLifecycle
 from ._loop import LoopBinding, current_thread_id
+from ._observe import Observed, Readiness, check_readiness
 from ._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,
@@ -185,6 +187,7 @@ class EventStream(StreamLifecycle):
         self._grip = make_grip(grip, grip_prefix)
         self.grip_prefix = grip_prefix
         self._broker.bind(self._hub)
+        self._observed = Observed()  # metrics: counters that eventstream.prometheus reads
         super().__init__(
             shutdown_event=shutdown_event, shutdown_grace=shutdown_grace, handle_signals=handle_signals
         )
@@ -326,15 +329,24 @@ class EventStream(StreamLifecycle):
         if hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         grip = self._grip
-        if grip is None:
-            await self._broker.dispatch(channel, message)
-            return
-        grip.check_running()  # before the event is numbered and kept
-        # Queued for the proxies as soon as it is numbered, before delivery
-        # waits for full subscribers: proxies get a channel's ids in order.
-        submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
-        await self._broker.dispatch(channel, message, submission)
-        await submission.wait()
+        timing = self._observed.timing  # metrics: set while eventstream.prometheus watches
+        start = timing.clock() if timing is not None else 0.0
+        try:  # metrics: errors counted by cause
+            if grip is None:
+                await self._broker.dispatch(channel, message)
+            else:
+                grip.check_running()  # before the event is numbered and kept
+                # Queued for the proxies as soon as it is numbered, before delivery
+                # waits for full subscribers: proxies get a channel's ids in order.
+                submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
+                await self._broker.dispatch(channel, message, submission)
+                await submission.wait()
+        except (BrokerError, GripPublishError) as exc:
+            self._observed.publish_failed(exc)
+            raise
+        if timing is not None:  # metrics
+            timing.observe(timing.clock() - start)
+            self._observed.engine_up = True  # (a shared broker's engine took it)
 
     def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
         """Publish from a thread that is not the event loop's: blocks until published.
@@ -390,3 +402,16 @@ class EventStream(StreamLifecycle):
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
+
+    async def readiness(self, within: float = 2.0) -> Readiness:
+        """Whether this process can take new streams: what a readiness probe asks.
+
+        Ready: the stream is not closed (``aclose()`` or a signal make it
+        answer not ready: the process is shutting down); with a shared broker,
+        the broker runs (the stream was entered) and its engine answers a
+        ``PING`` within ``within`` seconds; with GRIP, the publisher runs.
+        :class:`HealthEndpoint` serves the answer over HTTP.
+
+        Never raises for what it checks: a failure is in the answer's ``checks``.
+        """
+        return await check_readiness(self, within)
