@@ -272,7 +272,7 @@ class Connection:
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes
         # skipped it. Its queue is written now; what it missed is in history.
-        self.template.left_behind += 1  # metrics
+        self.template.caught_up += 1  # metrics
         if not self.hub.rejoin(self.subscriber):
             return
         missed: list[HistoryEntry] = []

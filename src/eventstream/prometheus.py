@@ -96,9 +96,9 @@ class EventStreamCollector(Collector):
             "Bytes of events written to clients (live, replayed, caught up).",
             labels=["template"],
         )
-        left_behind = CounterMetricFamily(
-            "eventstream_subscribers_left_behind",
-            "Times a stream's buffer stayed full and publishes left it behind to catch up from history.",
+        caught_up = CounterMetricFamily(
+            "eventstream_streams_caught_up",
+            "Times a stream left behind by publishes caught up from history and joined the live stream.",
             labels=["template"],
         )
         for counters in templates:
@@ -110,8 +110,8 @@ class EventStreamCollector(Collector):
             replayed.add_metric(label, counters.replayed)
             resets.add_metric(label, counters.resets)
             written.add_metric(label, counters.written_bytes)
-            left_behind.add_metric(label, counters.left_behind)
-        yield from (open_, opened, closed, replayed, resets, written, left_behind)
+            caught_up.add_metric(label, counters.caught_up)
+        yield from (open_, opened, closed, replayed, resets, written, caught_up)
 
         yield GaugeMetricFamily(
             "eventstream_subscribers", "Subscribers now (one per open stream).", value=hub.subscriber_count()
@@ -125,6 +125,11 @@ class EventStreamCollector(Collector):
             "eventstream_events_delivered",
             "Events written to clients, once per client.",
             value=hub._delivered,
+        )
+        yield CounterMetricFamily(
+            "eventstream_subscribers_left_behind",
+            "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
+            value=hub._left_behind,
         )
         yield CounterMetricFamily(
             "eventstream_events_dropped",

@@ -112,6 +112,28 @@ async def test_a_slow_client_left_behind_then_dropped_is_counted_as_slow() -> No
     assert value(registry, "eventstream_streams_closed_total", template="feed", reason="slow") == 1
     assert value(registry, "eventstream_streams_closed_total", template="feed", reason="client") == 0
     assert stream.statistics().subscribers_dropped == 1
+    left_behind = value(registry, "eventstream_subscribers_left_behind_total")
+    assert left_behind is not None
+    assert left_behind >= 1
+    assert value(registry, "eventstream_streams_caught_up_total", template="feed") == 0
+
+
+async def test_a_client_that_pauses_is_left_behind_then_catches_up() -> None:
+    stream = EventStream(buffer_size=1, send_timeout=30, keep_alive_interval=None)
+    registry = watched(stream)
+    with anyio.fail_after(20):
+        async with open_stream(stream("feed")) as response:
+            await stream.wait_subscribers(1)
+            sent = 0
+            while not value(registry, "eventstream_subscribers_left_behind_total"):
+                await stream.publish_event("feed", {"data": sent})  # nobody reads meanwhile
+                sent += 1
+                await anyio.sleep(0.01)
+            assert (await response.receive_event()).event == "stream-open"
+            assert [(await response.receive_event()).json() for _ in range(sent)] == list(range(sent))
+    assert value(registry, "eventstream_streams_caught_up_total", template="feed") == 1
+    assert value(registry, "eventstream_stream_resets_total", template="feed") == 0
+    assert value(registry, "eventstream_streams_closed_total", template="feed", reason="client") == 1
 
 
 class BrokenHistory(MemoryHistory):

@@ -59,7 +59,7 @@ PUBLISH_BUCKETS: Final = (
 class TemplateCounters:
     """The counters of the streams of one channel template."""
 
-    __slots__ = ("closed", "label", "left_behind", "opened", "replayed", "resets", "written_bytes")
+    __slots__ = ("caught_up", "closed", "label", "opened", "replayed", "resets", "written_bytes")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -73,8 +73,9 @@ class TemplateCounters:
         self.resets = 0
         #: Bytes of events written (live, replayed and caught up; not headers nor keep-alives).
         self.written_bytes = 0
-        #: Times a stream was left behind by publishes (its buffer stayed full; it catches up).
-        self.left_behind = 0
+        #: Times a stream that publishes had left behind caught up from history (or got
+        #: ``stream-reset`` when history no longer had what it missed) and joined the live stream.
+        self.caught_up = 0
 
     @property
     def open(self) -> int:

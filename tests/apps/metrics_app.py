@@ -1,0 +1,64 @@
+"""A raw ASGI app that serves its metrics and health probes, for the real Prometheus to scrape.
+
+Routes:
+    GET  /metrics              prometheus-client's exposition of this stream's collector
+    GET  /healthz, /readyz     HealthEndpoint("live"), HealthEndpoint("ready")
+    GET  /events/{id}          stream("{run}user-{id}"): the template names the test run
+    POST /publish/{id}?count=n&size=b   n events of b bytes on "{run}user-{id}"
+    POST /close                aclose(): streams end, readiness answers 503
+
+``EVENTSTREAM_RUN`` (a prefix of the channel template) lets each test tell its
+series apart in a Prometheus that scrapes every run. Small buffers and a short
+``send_timeout``: a client that stops reading is dropped within a second.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qs
+
+from prometheus_client import CollectorRegistry, make_asgi_app
+
+from eventstream import EventStream, HealthEndpoint
+from eventstream.prometheus import register
+from eventstream.types import Receive, Scope, Send
+
+RUN = os.environ.get("EVENTSTREAM_RUN", "")
+stream = EventStream(buffer_size=4, send_timeout=0.5, keep_alive_interval=None)
+registry = CollectorRegistry()
+register(stream, registry)
+metrics = make_asgi_app(registry)
+events = stream(RUN + "user-{id}")
+probes = {"/healthz": HealthEndpoint(stream, "live"), "/readyz": HealthEndpoint(stream, "ready")}
+_EVENTS = re.compile(r"/events/(?P<id>[^/]+)")
+_PUBLISH = re.compile(r"/publish/(?P<id>[^/]+)")
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await events(scope, receive, send)  # answers the lifespan protocol
+        return
+    path: str = scope["path"]
+    if path == "/metrics":
+        await metrics(scope, receive, send)
+    elif path in probes:
+        await probes[path](scope, receive, send)
+    elif match := _EVENTS.fullmatch(path):
+        await events({**scope, "path_params": match.groupdict()}, receive, send)
+    elif (match := _PUBLISH.fullmatch(path)) and scope["method"] == "POST":
+        query = parse_qs(scope["query_string"].decode())
+        count, size = int(query.get("count", ["1"])[0]), int(query.get("size", ["10"])[0])
+        for _ in range(count):
+            await stream.publish_event(f"{RUN}user-{match['id']}", {"data": "x" * size})
+        await _answer(send, 204)
+    elif path == "/close" and scope["method"] == "POST":
+        await stream.aclose()
+        await _answer(send, 204)
+    else:
+        await _answer(send, 404)
+
+
+async def _answer(send: Send, status: int) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
