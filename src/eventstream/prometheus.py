@@ -1,8 +1,8 @@
 """Prometheus metrics of an :class:`~eventstream.EventStream` (the ``eventstream[prometheus]`` extra).
 
 :func:`register` adds an :class:`EventStreamCollector` to a prometheus-client
-registry; serve the registry at ``/metrics`` with prometheus-client's own
-``make_asgi_app`` (it runs on asyncio and trio). The collector reads the
+registry; :class:`MetricsEndpoint` serves a registry at ``/metrics`` (on
+asyncio and trio, in a raw ASGI app or as a framework's route). The collector reads the
 counters the library keeps anyway, when it is scraped: nothing calls
 prometheus-client per event, and a stream that no collector watches does
 not even time its publishes. Every metric is named ``eventstream_...``;
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
@@ -36,9 +36,11 @@ except ImportError as exc:  # pragma: no cover - the extra is installed wherever
 from ._local_broker import LocalBroker
 from ._observe import END_REASONS
 from ._observe._counters import PUBLISH_BUCKETS
+from ._observe._health import answer_other
 from ._stream import EventStream
+from .types import Receive, Scope, Send
 
-__all__ = ["EventStreamCollector", "register"]
+__all__ = ["EventStreamCollector", "MetricsEndpoint", "register"]
 
 
 class EventStreamCollector(Collector):
@@ -211,3 +213,25 @@ def register(stream: EventStream, registry: CollectorRegistry = REGISTRY) -> Eve
     collector = EventStreamCollector(stream)
     registry.register(collector)
     return collector
+
+
+class MetricsEndpoint:
+    """An ASGI app that serves ``registry`` in Prometheus's text format (mount it at ``/metrics``).
+
+    HTTP requests get prometheus-client's own exposition (``make_asgi_app``:
+    the format the ``Accept`` header asks for, gzip when accepted). As an
+    endpoint of this library does, it also answers the ``lifespan`` protocol
+    and closes ``websocket`` connections, so it can be a raw ASGI app's
+    route, a server's top-level app, or a framework's route (a class
+    instance, so Starlette's ``Route`` treats it as an ASGI app).
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self._app = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._app(scope, receive, send)
+        else:
+            await answer_other(scope, receive, send)

@@ -1,7 +1,7 @@
 """A raw ASGI app that serves its metrics and health probes, for the real Prometheus to scrape.
 
 Routes:
-    GET  /metrics              prometheus-client's exposition of this stream's collector
+    GET  /metrics              MetricsEndpoint: this stream's collector, in Prometheus's format
     GET  /healthz, /readyz     HealthEndpoint("live"), HealthEndpoint("ready")
     GET  /events/{id}          stream("{run}user-{id}"): the template names the test run
     POST /publish/{id}?count=n&size=b   n events of b bytes on "{run}user-{id}"
@@ -18,17 +18,17 @@ import os
 import re
 from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 
 from eventstream import EventStream, HealthEndpoint
-from eventstream.prometheus import register
+from eventstream.prometheus import MetricsEndpoint, register
 from eventstream.types import Receive, Scope, Send
 
 RUN = os.environ.get("EVENTSTREAM_RUN", "")
 stream = EventStream(buffer_size=4, send_timeout=0.5, keep_alive_interval=None)
 registry = CollectorRegistry()
 register(stream, registry)
-metrics = make_asgi_app(registry)
+metrics = MetricsEndpoint(registry)
 events = stream(RUN + "user-{id}")
 probes = {"/healthz": HealthEndpoint(stream, "live"), "/readyz": HealthEndpoint(stream, "ready")}
 _EVENTS = re.compile(r"/events/(?P<id>[^/]+)")

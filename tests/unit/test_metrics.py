@@ -6,15 +6,16 @@ The values are read with prometheus-client's own registry, as a scrape reads the
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventstream import EventStream, HistoryEntry, MemoryHistory
 from eventstream._observe import MAX_TEMPLATES, OTHER_TEMPLATE, RUN_TEMPLATE
-from eventstream.prometheus import EventStreamCollector, register
+from eventstream.prometheus import EventStreamCollector, MetricsEndpoint, register
 from eventstream.testing import open_stream
-from eventstream.types import Receive, Scope, Send
+from eventstream.types import Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 
@@ -264,3 +265,58 @@ def test_names_follow_prometheus_conventions() -> None:
     } <= names
     proxies = {labels["proxy"] for _, labels, _ in found if "proxy" in labels}
     assert proxies == {"http://127.0.0.1:1"}  # no key, no query token
+
+
+async def test_the_metrics_endpoint_serves_the_registry_and_answers_lifespan_and_websocket() -> None:
+    stream = EventStream()
+    registry = watched(stream)
+    await stream.publish_event("a", {"data": 1})
+    endpoint = MetricsEndpoint(registry)
+    transport = httpx.ASGITransport(app=endpoint)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=")
+        assert "\neventstream_events_published_total 1.0\n" in response.text
+        openmetrics = await client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+        assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+        assert openmetrics.text.endswith("# EOF\n")
+    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(5):
+        await endpoint({"type": "lifespan"}, receive, send)
+        await endpoint({"type": "websocket"}, receive, send)
+    assert [m["type"] for m in sent] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+        "websocket.close",
+    ]
+
+
+async def test_many_channels_under_one_template_make_few_series() -> None:
+    stream = EventStream(keep_alive_interval=None)
+    registry = watched(stream)
+    endpoint = stream("user-{id}")
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            done = anyio.Event()
+
+            async def hold(user: int) -> None:
+                async with open_stream(endpoint, path_params={"id": str(user)}):
+                    await done.wait()
+
+            for user in range(2000):
+                tg.start_soon(hold, user % 1000)
+            await stream.wait_subscribers(2000)
+            assert len(stream.statistics().channels) == 1000
+            found = samples(registry)
+            assert len(found) < 200
+            assert value(registry, "eventstream_streams_open", template="user-{id}") == 2000
+            done.set()

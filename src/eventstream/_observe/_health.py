@@ -25,7 +25,7 @@ from ..types import Receive, Scope, Send
 if TYPE_CHECKING:
     from .._stream import EventStream
 
-__all__ = ["HealthEndpoint", "Readiness", "check_readiness"]
+__all__ = ["HealthEndpoint", "Readiness", "answer_other", "check_readiness"]
 
 _HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
@@ -70,6 +70,22 @@ async def check_readiness(stream: EventStream, within: float) -> Readiness:
     return Readiness(ready=all(answer == "ok" for answer in checks.values()), checks=checks)
 
 
+async def answer_other(scope: Scope, receive: Receive, send: Send) -> None:
+    """What an HTTP-only app answers to the rest: ``lifespan`` (startup and shutdown complete), and
+    ``websocket`` (closed, 1003); other scope types are left alone."""
+    kind = scope["type"]
+    if kind == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif kind == "websocket":
+        await send({"type": "websocket.close", "code": 1003})
+
+
 class HealthEndpoint:
     """An ASGI app that answers a Kubernetes probe for ``stream``: ``probe`` is ``"live"`` or ``"ready"``.
 
@@ -99,18 +115,9 @@ class HealthEndpoint:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
-        elif kind == "http":
+        if scope["type"] != "http":
+            await answer_other(scope, receive, send)
+        else:
             method = scope.get("method", "GET")
             with contextlib.suppress(OSError):  # the client left before reading the answer
                 if method not in ("GET", "HEAD"):
