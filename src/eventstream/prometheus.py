@@ -57,7 +57,7 @@ class EventStreamCollector(Collector):
     """
 
     def __init__(self, stream: EventStream) -> None:
-        self.stream = stream
+        self.stream: EventStream = stream
         self._timing = stream._observed.watch()
 
     def describe(self) -> list[Metric]:
@@ -227,7 +227,7 @@ class MetricsEndpoint:
     """
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.registry = registry
+        self.registry: CollectorRegistry = registry
         self._app = make_asgi_app(registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

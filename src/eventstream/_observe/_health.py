@@ -110,9 +110,9 @@ class HealthEndpoint:
             raise ValueError(f'probe must be "live" or "ready", not {probe!r}')
         if not 0 < timeout < float("inf"):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self.stream = stream
-        self.probe = probe
-        self.timeout = timeout
+        self.stream: EventStream = stream
+        self.probe: Literal["live", "ready"] = probe
+        self.timeout: float = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
