@@ -3,6 +3,8 @@
 The public API is re-exported here; the modules behind it are private.
 """
 
+import logging as _logging
+
 from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
@@ -44,3 +46,6 @@ __all__ = [
 ]
 
 __version__ = "0.2.0"
+
+# A library's logger: the application decides where its lines go (logging's HOWTO).
+_logging.getLogger("eventstream").addHandler(_logging.NullHandler())

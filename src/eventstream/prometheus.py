@@ -16,22 +16,16 @@ Raises:
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-try:
-    from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-        Metric,
-    )
-    from prometheus_client.registry import Collector
-except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
-    raise ImportError(
-        "eventstream.prometheus needs prometheus-client: pip install 'eventstream[prometheus]'"
-    ) from exc
+if importlib.util.find_spec("prometheus_client") is None:  # pragma: no cover - tests install it
+    raise ImportError("eventstream.prometheus needs prometheus-client: pip install 'eventstream[prometheus]'")
+
+from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ._local_broker import LocalBroker
 from ._observe import END_REASONS

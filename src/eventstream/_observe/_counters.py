@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._channels import ChannelResolver, _describe
 from .._exceptions import BrokerError, GripPublishError
+from ._logging import RateLimitedLog
 
 if TYPE_CHECKING:
     from .._connection import Connection
@@ -175,3 +176,14 @@ def unsubscribe_counted(connection: Connection) -> None:
     if reason is None:  # the response ended by itself: its client left, or its deadline cut it
         reason = "slow" if hub._dropped != dropped else "client"
     connection.template.closed[reason] += 1
+    if reason == "slow":
+        SLOW_CLIENTS.warning(
+            "event stream of %s ended: its client took nothing for %g s (slow consumer)",
+            ",".join(subscriber.channels),
+            hub.send_timeout,
+            extra={"channels": subscriber.channels, "template": connection.template.label, "reason": reason},
+        )
+
+
+#: Slow clients dropped: one line each, at most 10 at once and one per 6 s beyond.
+SLOW_CLIENTS: Final = RateLimitedLog()
