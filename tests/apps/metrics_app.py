@@ -10,6 +10,8 @@ Routes:
 ``EVENTSTREAM_RUN`` (a prefix of the channel template) lets each test tell its
 series apart in a Prometheus that scrapes every run. Small buffers and a short
 ``send_timeout``: a client that stops reading is dropped within a second.
+``EVENTSTREAM_BROKER`` is a broker URL (key prefix: the run); a publish the
+engine refuses gets 503. The stream is entered for the life of the app (lifespan).
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 
-from eventstream import EventStream, HealthEndpoint
+from eventstream import BrokerError, EventStream, HealthEndpoint, RedisBroker
 from eventstream.prometheus import MetricsEndpoint, register
 from eventstream.types import Receive, Scope, Send
 
 RUN = os.environ.get("EVENTSTREAM_RUN", "")
-stream = EventStream(buffer_size=4, send_timeout=0.5, keep_alive_interval=None)
+_broker = os.environ.get("EVENTSTREAM_BROKER")
+stream = EventStream(
+    buffer_size=4,
+    send_timeout=0.5,
+    keep_alive_interval=None,
+    broker=RedisBroker(_broker, key_prefix=RUN, publish_timeout=1.0, request_timeout=0.5)
+    if _broker
+    else None,
+)
 registry = CollectorRegistry()
 register(stream, registry)
 metrics = MetricsEndpoint(registry)
@@ -37,7 +47,7 @@ _PUBLISH = re.compile(r"/publish/(?P<id>[^/]+)")
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        await events(scope, receive, send)  # answers the lifespan protocol
+        await _lifespan(receive, send)
         return
     path: str = scope["path"]
     if path == "/metrics":
@@ -49,14 +59,30 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif (match := _PUBLISH.fullmatch(path)) and scope["method"] == "POST":
         query = parse_qs(scope["query_string"].decode())
         count, size = int(query.get("count", ["1"])[0]), int(query.get("size", ["10"])[0])
-        for _ in range(count):
-            await stream.publish_event(f"{RUN}user-{match['id']}", {"data": "x" * size})
-        await _answer(send, 204)
+        try:
+            for _ in range(count):
+                await stream.publish_event(f"{RUN}user-{match['id']}", {"data": "x" * size})
+        except BrokerError:
+            await _answer(send, 503)
+        else:
+            await _answer(send, 204)
     elif path == "/close" and scope["method"] == "POST":
         await stream.aclose()
         await _answer(send, 204)
     else:
         await _answer(send, 404)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await stream.__aenter__()  # connects the broker, if any
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await stream.__aexit__(None, None, None)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _answer(send: Send, status: int) -> None:

@@ -22,17 +22,22 @@ import pytest
 from ..support.helpers import open_events, wait_until
 from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.prometheus import Prometheus, run_prometheus
+from ..support.redis_engine import RedisEngine
 from ..support.servers import free_port, run_server
 from .test_stalled_clients import open_non_reader
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server, CLIENT_ON_ASYNCIO]
 
 KINDS = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+BROKER_KINDS = ("hypercorn-trio", "uvicorn")
+#: The targets: one per server kind, and one per kind of the app with a broker (a target of
+#: its own per run: a counter that restarts on a port that served another run could read stale).
+TARGETS = (*KINDS, *(f"broker-{kind}" for kind in BROKER_KINDS))
 
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {kind: free_port() for kind in KINDS}
+    return {target: free_port() for target in TARGETS}
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,35 @@ async def test_prometheus_scrapes_the_metrics_after_traffic(
             assert not any(
                 f"{run}user-" in value for r in answer for value in r["metric"].values() if value != template
             )
+
+
+@pytest.mark.parametrize("kind", BROKER_KINDS)
+async def test_prometheus_sees_the_engine_go_down_and_come_back(
+    kind: str, ports: dict[str, int], prometheus: Prometheus, engine: RedisEngine
+) -> None:
+    port = ports[f"broker-{kind}"]
+    up = f'eventstream_broker_engine_up{{instance="127.0.0.1:{port}"}}'
+    errors = f'eventstream_publish_errors_total{{instance="127.0.0.1:{port}",reason="broker"}}'
+    env = {"EVENTSTREAM_RUN": f"r{uuid.uuid4().hex[:8]}-", "EVENTSTREAM_BROKER": engine.url}
+    with run_server(kind, "tests.apps.metrics_app:app", env=env, port=port) as server, anyio.fail_after(90):
+        async with httpx.AsyncClient(timeout=30) as client:
+            base = server.base_url
+            assert (await client.post(f"{base}/publish/1")).status_code == 204
+            await prometheus.wait_for(client, up, 1)
+            engine.stop(kill=True)
+            try:
+                assert (await client.post(f"{base}/publish/1")).status_code == 503
+                not_ready = await client.get(f"{base}/readyz")
+                assert not_ready.status_code == 503
+                assert not_ready.json()["checks"]["broker"] != "ok"
+                await prometheus.wait_for(client, up, 0)
+                await prometheus.wait_for(client, errors, 1)
+            finally:
+                engine.start()
+
+            async def ready() -> bool:
+                return (await client.get(f"{base}/readyz")).status_code == 200
+
+            await wait_until(ready, timeout=30)
+            await prometheus.wait_for(client, up, 1)
+            assert (await client.post(f"{base}/publish/1")).status_code == 204
