@@ -6,7 +6,8 @@ chosen in advance); each test starts tests/apps/metrics_app.py on its kind's
 port, runs traffic (streams opened and left, publishes, a client that stops
 reading and is dropped, a shutdown) and queries Prometheus for the series,
 with a deadline. uvicorn and hypercorn's asyncio worker run the app on
-asyncio, hypercorn's trio worker on trio.
+asyncio, hypercorn's trio worker on trio. With a broker (a private
+redis-server), Prometheus sees its engine go down and come back.
 """
 
 from __future__ import annotations
