@@ -94,12 +94,12 @@ async def serve(
     try:
         await connection.run(receive, send, opened[1], opened[2])
     finally:
-        _finish(stream, connection)
+        _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
 
 
-def _finish(stream: StreamHost, connection: Connection) -> None:
+def _finish(stream: StreamHost, connection: Connection, scope: Scope) -> None:
     subscriber = connection.subscriber
-    unsubscribe_counted(connection)  # metrics: hub.unsubscribe(subscriber), counting why it ended
+    unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
     subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
     subscriber.finished = True
     stream._notify_waiters()
@@ -237,7 +237,7 @@ class EventStreamEndpoint:
             try:
                 await connection.run(receive, send, last_event_id, opening)
             finally:
-                _finish(stream, connection)
+                _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
         elif kind == "lifespan":
             while True:
                 message = await receive()

@@ -54,7 +54,8 @@ async def test_slow_clients_are_logged_once_each_and_a_flood_is_limited(
     assert first.reason == "slow"  # type: ignore[attr-defined]
     assert first.template == "user-{id}"  # type: ignore[attr-defined]
     assert first.channels[0].startswith("user-")  # type: ignore[attr-defined]
-    assert "took nothing for 0.3 s" in first.getMessage()
+    assert first.client == "127.0.0.1:50000"  # type: ignore[attr-defined]  # open_stream's scope
+    assert "to 127.0.0.1:50000 ended: its client took nothing for 0.3 s" in first.getMessage()
 
 
 def test_a_rate_limited_log_says_how_many_lines_it_left_out(caplog: pytest.LogCaptureFixture) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._channels import ChannelResolver, _describe
 from .._exceptions import BrokerError, GripPublishError
+from ..types import Scope
 from ._logging import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -162,8 +163,11 @@ def label_of(channels: Iterable[str] | ChannelResolver) -> str:
     return ",".join(channels._templates)  # the names and templates as written, checked
 
 
-def unsubscribe_counted(connection: Connection) -> None:
-    """Unsubscribe the connection's subscriber (its response is over), counting why it ended."""
+def unsubscribe_counted(connection: Connection, scope: Scope) -> None:
+    """Unsubscribe the connection's subscriber (its response is over), counting why it ended.
+
+    A stream dropped as slow is logged (rate-limited), with its client's address from ``scope``.
+    """
     hub = connection.hub
     subscriber = connection.subscriber
     reason: str | None = None
@@ -177,12 +181,26 @@ def unsubscribe_counted(connection: Connection) -> None:
         reason = "slow" if hub._dropped != dropped else "client"
     connection.template.closed[reason] += 1
     if reason == "slow":
+        client = _address(scope.get("client"))
         SLOW_CLIENTS.warning(
-            "event stream of %s ended: its client took nothing for %g s (slow consumer)",
+            "event stream of %s to %s ended: its client took nothing for %g s (slow consumer)",
             ",".join(subscriber.channels),
+            client,
             hub.send_timeout,
-            extra={"channels": subscriber.channels, "template": connection.template.label, "reason": reason},
+            extra={
+                "channels": subscriber.channels,
+                "client": client,
+                "template": connection.template.label,
+                "reason": reason,
+            },
         )
+
+
+def _address(client: object) -> str:
+    # ASGI's scope["client"]: (host, port), or None when the server does not know it.
+    if isinstance(client, (tuple, list)) and len(client) == 2:
+        return f"{client[0]}:{client[1]}"
+    return "an unknown client"
 
 
 #: Slow clients dropped: one line each, at most 10 at once and one per 6 s beyond.
