@@ -5,6 +5,9 @@ The values are read with prometheus-client's own registry, as a scrape reads the
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anyio
 import httpx
 import pytest
@@ -320,3 +323,18 @@ async def test_many_channels_under_one_template_make_few_series() -> None:
             assert len(found) < 200
             assert value(registry, "eventstream_streams_open", template="user-{id}") == 2000
             done.set()
+
+
+def test_the_library_does_not_import_prometheus_client_unless_asked() -> None:
+    code = (
+        "import sys, eventstream\n"
+        "stream = eventstream.EventStream()\n"
+        "assert 'prometheus_client' not in sys.modules, 'imported by eventstream'\n"
+        "assert stream._observed.timing is None\n"
+        "import eventstream.prometheus\n"
+        "assert 'prometheus_client' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
