@@ -10,6 +10,7 @@ from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publi
 from eventstream._backends._trio import _TrioWaiter
 from eventstream._lifecycle._loop import _Call
 from eventstream.client import EventSource
+from eventstream.prometheus import EventStreamCollector
 from eventstream.testing import StreamResponse
 
 # The public API: apps call and read these; the library itself does not.
@@ -28,6 +29,9 @@ ChannelWriter.pipe
 EventSource.connections
 StreamResponse.body_messages
 StreamResponse.receive_event
+
+# prometheus-client's registry calls a collector's describe() when it is registered.
+EventStreamCollector.describe
 
 # asyncio reads a task's _log_destroy_pending (false: no "destroyed but pending" log).
 _Call.task._log_destroy_pending

@@ -234,6 +234,12 @@ def control_app(
 # -- eventstream -------------------------------------------------------------
 
 _stream = EventStream()
+if os.environ.get("BENCH_METRICS") == "1":  # the cost of metrics: a collector registered (timing on)
+    from prometheus_client import CollectorRegistry
+
+    from eventstream.prometheus import register
+
+    register(_stream, CollectorRegistry())
 
 
 def _eventstream_channel(scope: Scope) -> str:

@@ -3,6 +3,8 @@
 The public API is re-exported here; the modules behind it are private.
 """
 
+import logging as _logging
+
 from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
@@ -10,6 +12,7 @@ from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics
 from ._publisher import Publisher
 from ._redis import RedisBroker
+from ._serve import HealthEndpoint, Readiness
 from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
 from ._stream import EventStream, EventStreamEndpoint
@@ -28,10 +31,12 @@ __all__ = [
     "GripProxyStatistics",
     "GripPublishError",
     "GripPublisher",
+    "HealthEndpoint",
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
     "Publisher",
+    "Readiness",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
@@ -41,3 +46,6 @@ __all__ = [
 ]
 
 __version__ = "0.2.0"
+
+# A library's logger: the application decides where its lines go (logging's HOWTO).
+_logging.getLogger("eventstream").addHandler(_logging.NullHandler())

@@ -259,6 +259,7 @@ class Hub:
         self._delivered = 0
         self._dropped = 0
         self._events_dropped = 0
+        self._left_behind = 0  # metrics: subscribers left behind (read by eventstream.prometheus)
         self._since_yield = 0
         self.closed: bool = False
 
@@ -504,6 +505,7 @@ class Hub:
         # once it has written its queue, or is cancelled send_timeout after its
         # last progress.
         subscriber.stalled = since
+        self._left_behind += 1  # metrics
         scope = subscriber.cancel_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, since + self.send_timeout)

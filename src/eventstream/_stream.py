@@ -20,10 +20,12 @@ from typing import TypeVar
 import anyio
 
 from ._broker import Broker
+from ._exceptions import BrokerError, GripPublishError
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
 from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from ._observe import Observed
 from ._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,
@@ -34,7 +36,7 @@ from ._options import (
     make_broker,
     make_grip,
 )
-from ._serve import EventStreamEndpoint, Serving, check_channel_name, serve
+from ._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
@@ -192,8 +194,19 @@ class EventStream:
         self._loop = LoopBinding()
         self._grip = make_grip(grip)
         self._broker.bind(self._hub)
+        self._observed = Observed()  # metrics: counters that eventstream.prometheus reads
         self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
-        self._serving = Serving(self._hub, self._broker, self._grip, self._loop, self._lifecycle, options)
+        self._serving = Serving(
+            self._hub, self._broker, self._grip, self._loop, self._lifecycle, options, self._observed
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream is closed (``aclose()``, a signal) and refuses new streams and publishes.
+
+        Entering it again (``async with``) opens it again.
+        """
+        return self._hub.closed
 
     @property
     def grip(self) -> GripPublisher | None:
@@ -388,15 +401,24 @@ class EventStream:
         if hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         grip = self._grip
-        if grip is None:
-            await self._broker.dispatch(channel, message)
-            return
-        grip.check_running()  # before the event is numbered and kept
-        # Queued for the proxies as soon as it is numbered, before delivery
-        # waits for full subscribers: proxies get a channel's ids in order.
-        submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
-        await self._broker.dispatch(channel, message, submission)
-        await submission.wait()
+        timing = self._observed.timing  # metrics: set while eventstream.prometheus watches
+        start = timing.clock() if timing is not None else 0.0
+        try:  # metrics: errors counted by cause
+            if grip is None:
+                await self._broker.dispatch(channel, message)
+            else:
+                grip.check_running()  # before the event is numbered and kept
+                # Queued for the proxies as soon as it is numbered, before delivery
+                # waits for full subscribers: proxies get a channel's ids in order.
+                submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
+                await self._broker.dispatch(channel, message, submission)
+                await submission.wait()
+        except (BrokerError, GripPublishError) as exc:
+            self._observed.publish_failed(exc)
+            raise
+        if timing is not None:  # metrics
+            timing.observe(timing.clock() - start)
+            self._observed.engine_up = True  # (a shared broker's engine took it)
 
     def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
         """Publish from a thread that is not the event loop's: blocks until published.
@@ -452,6 +474,19 @@ class EventStream:
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
+
+    async def readiness(self, within: float = 2.0) -> Readiness:
+        """Whether this process can take new streams: what a readiness probe asks.
+
+        Ready: the stream is not closed (``aclose()`` or a signal make it
+        answer not ready: the process is shutting down); with a shared broker,
+        the broker runs (the stream was entered) and its engine answers a
+        ``PING`` within ``within`` seconds; with GRIP, the publisher runs.
+        :class:`HealthEndpoint` serves the answer over HTTP.
+
+        Never raises for what it checks: a failure is in the answer's ``checks``.
+        """
+        return await check_readiness(self._serving, within)
 
     # -- life ------------------------------------------------------------
 

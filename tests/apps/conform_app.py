@@ -8,10 +8,14 @@ Routes:
 
 from __future__ import annotations
 
+import logging
 import re
 
 from eventstream import EventStream
 from eventstream.types import Receive, Scope, Send
+
+# The library's logger has only a NullHandler: the app sends its lines to stderr (the server's log).
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 
 stream = EventStream(keep_alive_interval=0.5)
 

@@ -20,6 +20,7 @@ is entered for the life of the app (lifespan).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -27,6 +28,9 @@ from urllib.parse import parse_qs
 
 from eventstream import BrokerError, EventStream, GripPublishError, RedisBroker
 from eventstream.types import Receive, Scope, Send
+
+# The library's logger has only a NullHandler: the app sends its lines to stderr (the server's log).
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 
 _grip = os.environ.get("EVENTSTREAM_GRIP")
 _broker = os.environ.get("EVENTSTREAM_BROKER")

@@ -77,6 +77,10 @@ COMMANDS = {
         "not run as written: tests/e2e/test_http2.py runs the trio worker with the same flags"
     ),
     "python3 -m pip install '.[valkey]'": RUN,
+    "python3 -m pip install '.[prometheus]'": (
+        "not run: the test environment gets prometheus-client from the test dependency group "
+        "(pyproject.toml), and tests/e2e/test_prometheus.py scrapes it with a real Prometheus"
+    ),
     "apt-get install redis-server": (
         "not run (root); .ci/run installs it and tests/support/redis_engine.py runs private instances"
     ),

@@ -79,19 +79,21 @@ def run_server(
     log_dir: Path | None = None,
     ready_timeout: float = 20.0,
     extra_args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Start ``app`` under server ``kind`` on a free port; stop it on exit.
+    """Start ``app`` under server ``kind`` on a free port (or ``port``); stop it on exit.
 
     Waits (up to ``ready_timeout``) until the port accepts connections. A
     server that exits before then, for instance because another process took
-    the port, is started again on another port.
+    the port, is started again on another port (not when ``port`` was given).
     """
     log_dir = log_dir or Path(os.environ.get("EVENTSTREAM_TEST_LOGS", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
     pythonpath = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
     full_env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **(env or {})}
-    for _attempt in range(5):
-        port = free_port()
+    given = port
+    for _attempt in range(1 if given else 5):
+        port = given or free_port()
         log_path = log_dir / f"server-{kind}-{port}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -32,10 +32,12 @@ EXPECTED = {
     "GripProxyStatistics",
     "GripPublishError",
     "GripPublisher",
+    "HealthEndpoint",
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
     "Publisher",
+    "Readiness",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
@@ -50,7 +52,7 @@ def test_all_is_the_public_surface() -> None:
     for name in eventstream.__all__:
         assert getattr(eventstream, name).__module__.startswith("eventstream")
     public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
-    assert public_modules <= {"client", "testing", "types", "annotations"}
+    assert public_modules <= {"client", "testing", "types", "prometheus", "annotations"}
 
 
 def test_the_client_module_surface() -> None:

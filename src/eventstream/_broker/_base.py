@@ -145,6 +145,14 @@ class Broker:
         """
         raise NotImplementedError
 
+    async def ping(self) -> None:
+        """Ask the engine for an answer (a readiness check); this default has no engine to ask.
+
+        Raises:
+            BrokerError: the engine did not answer, or answered an error.
+            RuntimeError: the broker is not running.
+        """
+
     async def __aenter__(self) -> Broker:
         raise NotImplementedError
 

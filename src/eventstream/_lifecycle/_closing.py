@@ -48,6 +48,11 @@ class Lifecycle:
         self._started_grip = False
         self._started_broker = False
 
+    @property
+    def broker_started(self) -> bool:
+        """Whether entering started the broker and it has not been stopped since."""
+        return self._started_broker
+
     # -- waiting -----------------------------------------------------------
 
     async def wait_subscribers(self, count: int, channel: str | None) -> None:

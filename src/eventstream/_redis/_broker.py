@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._broker import Broker, PublishedEvent
+from .._exceptions import BrokerError
 from .._history import HistoryStore
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
@@ -346,6 +347,22 @@ class RedisBroker(Broker):
             raise item.error
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
         return PublishedEvent(event_id, item.prev_id)
+
+    async def ping(self) -> None:  # health: the readiness check (eventstream._observe)
+        """Send ``PING`` to the engine (a readiness check), through the command client.
+
+        Raises:
+            BrokerError: the engine did not answer within ``request_timeout``, or answered an error.
+            RuntimeError: the broker is not running.
+        """
+        client = self._client
+        if client is None:
+            raise RuntimeError("the broker is not running: enter it (async with) first")
+        glide = glide_module()
+        try:
+            await client.custom_command(["PING"])
+        except glide.GlideError as exc:
+            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
 
     async def _send_batch(self, batch: list[Pending]) -> None:
         await self._sender.send(self._client, self._publish_script, batch)

@@ -4,5 +4,15 @@ streamed (its connection: replay, ids, writes, keep-alives)."""
 
 from ._channels import check_channel_name
 from ._endpoint import EventStreamEndpoint, Serving, serve
+from ._health import HealthEndpoint, Readiness, answer_other, check_readiness
 
-__all__ = ["EventStreamEndpoint", "Serving", "check_channel_name", "serve"]
+__all__ = [
+    "EventStreamEndpoint",
+    "HealthEndpoint",
+    "Readiness",
+    "Serving",
+    "answer_other",
+    "check_channel_name",
+    "check_readiness",
+    "serve",
+]

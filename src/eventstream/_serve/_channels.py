@@ -98,6 +98,15 @@ class ChannelResolver:
         ValueError: the names give no channel, too many, or an invalid one.
     """
 
+    @property
+    def label(self) -> str:
+        """Its spec as written, for a metrics label: the names and templates joined by ``,``, or the
+        channels callable's name; never anything of a request."""
+        if self._func is not None:
+            return _describe(self._func)
+        assert self._templates is not None
+        return ",".join(self._templates)
+
     def __init__(self, spec: ChannelSpec, *, max_channels: int, max_length: int) -> None:
         self._templates: tuple[str, ...] | None = None
         self._func: Callable[[Scope], Any] | None = None

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from .._backends import DisconnectWatch, current_waiter
 from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
 from .._hub import Hub, Subscriber
+from .._observe import UNCOUNTED, TemplateCounters
 from .._sse import KEEP_ALIVE, STREAM_ERROR, stream_reset, with_id
 from ..types import Receive, Send
 
@@ -45,12 +46,14 @@ class Connection:
         "channels",
         "completing",
         "epoch",
+        "failed",
         "history",
         "hub",
         "keep_alive_interval",
         "multi",
         "positions",
         "subscriber",
+        "template",
     )
 
     def __init__(
@@ -73,6 +76,10 @@ class Connection:
         self.positions: dict[str, int] = {}
         #: The response's last message is being sent: a disconnect no longer cancels anything.
         self.completing = False
+        #: metrics: the counters of its endpoint's channel template (set by the endpoint).
+        self.template: TemplateCounters = UNCOUNTED
+        #: metrics: the stream ended on a server error (``stream-error`` was sent).
+        self.failed = False
 
     # -- where to start --------------------------------------------------
 
@@ -112,6 +119,7 @@ class Connection:
         return last.id if last is not None and last.seq == self.positions[channel] else ""
 
     def reset_event(self) -> bytes:
+        self.template.resets += 1  # metrics
         return stream_reset(self.current_id())
 
     def _render(self, batch: Sequence[HistoryEntry]) -> bytes:
@@ -192,6 +200,7 @@ class Connection:
                                         {"type": "http.response.body", "body": body, "more_body": True}
                                     )
                                     subscriber.sending = False
+                                    self.template.written_bytes += len(body)  # metrics
                                 self.hub.count_delivered(count)
                                 if interval is not None:
                                     deadline = waiter.time() + interval
@@ -212,6 +221,7 @@ class Connection:
                         subscriber.waiter = None
                         waiter.close()
                 if failure is not None:
+                    self.failed = True  # metrics
                     await self.send_stream_error(send, failure)
                 # Servers report the end of the response to the app as http.disconnect,
                 # from inside this send (hypercorn); cancelling it then would cut the
@@ -241,6 +251,7 @@ class Connection:
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         if failure is None:
             try:
+                self.template.replayed += len(entries)  # metrics
                 await self._write_entries(send, entries, count=False)
             except OSError:
                 raise
@@ -251,6 +262,7 @@ class Connection:
     async def _catch_up(self, send: Send) -> None:
         # Left behind (its queue stayed full and it took nothing): publishes
         # skipped it. Its queue is written now; what it missed is in history.
+        self.template.caught_up += 1  # metrics
         if not self.hub.rejoin(self.subscriber):
             return
         missed, complete = replay(self.history, self.positions)
@@ -266,6 +278,7 @@ class Connection:
             body = self._render(entries[start : start + 256])
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                self.template.written_bytes += len(body)  # metrics
             if count:
                 self.hub.count_delivered(len(entries[start : start + 256]))
 

@@ -20,11 +20,13 @@ from .._exceptions import BrokerError
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._observe import RUN_TEMPLATE, Observed
 from .._options import StreamOptions
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import ChannelSpec, Receive, Scope, Send
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
+from ._ending import unsubscribe_counted
 from ._http import send_plain
 from ._request import StreamRequest, parse_request
 
@@ -48,6 +50,7 @@ class Serving:
     loop: LoopBinding
     lifecycle: Lifecycle
     options: StreamOptions
+    observed: Observed  # metrics
 
 
 async def serve(
@@ -75,12 +78,12 @@ async def serve(
     try:
         await connection.run(receive, send, opened[1], opened[2])
     finally:
-        _finish(stream, connection)
+        _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
 
 
-def _finish(stream: Serving, connection: Connection) -> None:
+def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
     subscriber = connection.subscriber
-    connection.hub.unsubscribe(subscriber)
+    unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
     subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
     subscriber.finished = True
     stream.lifecycle.notify_waiters()
@@ -132,6 +135,8 @@ async def _open(
     # From here to Connection.start (in run), no await: see Connection.start.
     broker = stream.broker
     connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
+    label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
+    connection.template = stream.observed.opened(label)  # metrics: counted under its template
     opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
@@ -219,7 +224,7 @@ class EventStreamEndpoint:
             try:
                 await connection.run(receive, send, last_event_id, opening)
             finally:
-                _finish(stream, connection)
+                _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
         elif kind == "lifespan":
             while True:
                 message = await receive()

@@ -1,0 +1,64 @@
+"""Readiness and the engine-up metric with a shared broker, against a real redis-server that stops.
+
+The broker's engine answers, stops (SIGKILL), then starts again on the same
+port: readiness goes 503 while it is down and 200 once glide has reconnected;
+the metrics follow. On asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from eventstream import BrokerError, EventStream, HealthEndpoint, RedisBroker
+from eventstream.prometheus import register
+
+from ..support.helpers import wait_until
+from ..support.redis_engine import RedisEngine
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) -> None:
+    broker = RedisBroker(engine.url, key_prefix=prefix, publish_timeout=1.0, request_timeout=0.5)
+    stream = EventStream(broker=broker, handle_signals=False)
+    registry = CollectorRegistry()
+    register(stream, registry)
+    transport = httpx.ASGITransport(app=HealthEndpoint(stream, "ready", timeout=1.0))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        before = await client.get("/readyz")
+        assert before.status_code == 503
+        assert before.json()["checks"]["broker"].startswith("not running")
+        assert registry.get_sample_value("eventstream_broker_engine_up") == 0
+        async with stream:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "ready", "checks": {"stream": "ok", "broker": "ok"}}
+            assert registry.get_sample_value("eventstream_broker_engine_up") == 1
+            await stream.publish_event("a", {"data": 1})
+            engine.stop(kill=True)
+            try:
+                down = await client.get("/readyz")
+                assert down.status_code == 503
+                assert down.json()["checks"]["broker"] != "ok"
+                assert down.json()["checks"]["stream"] == "ok"
+                assert registry.get_sample_value("eventstream_broker_engine_up") == 0
+                with pytest.raises(BrokerError):
+                    await stream.publish_event("a", {"data": 2})
+                errors = registry.get_sample_value("eventstream_publish_errors_total", {"reason": "broker"})
+                assert errors == 1
+            finally:
+                engine.start()
+
+            async def ready_again() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await wait_until(ready_again, timeout=20)
+            assert registry.get_sample_value("eventstream_broker_engine_up") == 1
+        after = await client.get("/readyz")
+        assert after.status_code == 503
+        assert after.json()["checks"] == {
+            "stream": "shutting down",
+            "broker": "not running: enter the stream (async with)",
+        }
