@@ -21,9 +21,10 @@ from collections.abc import Sequence
 
 from ._backends import DisconnectWatch, current_waiter
 from ._history import HistoryEntry, HistoryStore
-from ._hub import Hub, Subscriber
+from ._hub import Hub
 from ._position import combined_prefix, resume_positions
 from ._sse import ServerSentEvent, encode
+from ._subscriber import Subscriber
 from .types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]

@@ -20,11 +20,12 @@ import anyio.lowlevel
 
 from ._broker import Broker
 from ._grip import GripPublisher
-from ._hub import Hub, Subscriber
+from ._hub import Hub
 from ._loop import LoopBinding
 from ._options import as_event, check_shutdown_grace
 from ._signals import SignalRelay, chain_close, release, watch
 from ._sse import ServerSentEvent
+from ._subscriber import Subscriber
 from .types import EventLike
 
 __all__ = ["StreamLifecycle"]

@@ -19,7 +19,7 @@ from ._channels import check_channel_name
 from ._endpoint import EventStreamEndpoint, serve
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._hub import Hub, SlowConsumerPolicy
 from ._lifecycle import StreamLifecycle
 from ._loop import LoopBinding, current_thread_id
 from ._options import (
@@ -32,6 +32,7 @@ from ._options import (
     make_broker,
     make_grip,
 )
+from ._subscriber import EventStreamStatistics
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
