@@ -23,8 +23,10 @@ to a subscriber whose queue is full is the slow-consumer policy
     Until a subscriber is *proven* to read, publishes do not wait for it
     while its connection is held in a send (a client that never reads holds
     it there for good): it holds more entries instead, up to ``stall_after``
-    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind.
-    Unless that send ends, its connection is cancelled
+    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind,
+    keeping the oldest ``buffer_size`` (the rest comes from history: a stream
+    of non-reading clients must not each keep events alive that history has
+    let go). Unless that send ends, its connection is cancelled
     ``send_timeout`` after its queue was first found full. It is proven once
     its connection takes from a queue that grew well past ``buffer_size``
     while a send held it (a transport that takes a few writes before it fills
@@ -154,6 +156,9 @@ class Hub:
                 now = anyio.current_time()
             if now >= stalled + self.send_timeout:
                 self._dropped += 1  # disconnected for taking nothing
+                # Its connection is cancelled (or stuck in a send the server shields, until
+                # its client goes): what it holds would never be written.
+                subscriber.queue.clear()
         subscriber.end()
 
     def drop_if_overdue(self, subscriber: Subscriber, now: float | None = None) -> None:
@@ -310,6 +315,12 @@ class Hub:
                 waiter.wake()
         if left is not None:
             for subscriber, since in left:
+                # It keeps the oldest buffer_size entries and catches up the rest from history:
+                # once history lets them go it alone would hold them, until it is cut (up to
+                # ``overfill`` entries per non-reading client, for send_timeout).
+                queue = subscriber.queue
+                subscriber.prove_at = max(0, subscriber.prove_at - (len(queue) - capacity))
+                del queue[capacity:]  # (the prove_at above: its next take still proves it)
                 self._leave_behind(subscriber, since, skipped=True)  # this publish skips it
         return full
 

@@ -55,8 +55,9 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
         assert _seqs(reader) == [seq]
         reader.take()
     assert seq > 4
-    held = _seqs(paused)
-    assert held == list(range(1, seq))  # the publish that left it behind skipped it
+    # It keeps the oldest buffer_size entries (once history lets the others go, it alone would
+    # hold them): the publish that left it behind and those it trimmed are for the catch-up.
+    assert _seqs(paused) == [1, 2, 3, 4]
     assert paused.skipped
     # Out of both channels' walks, still subscribed to both ("sport" has nobody else).
     assert paused not in hub._channels["news"].live
@@ -71,10 +72,11 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
         assert hub.put("sport", _entry("sport", later)) is None
         assert _seqs(reader) == [later]
         reader.take()
-    assert _seqs(paused) == held
+    assert _seqs(paused) == [1, 2, 3, 4]
     # Its send ends: it writes what it held, catches up from history, and is live again.
     paused.sending = False
-    assert [entry.seq for entry in paused.take()] == held
+    assert [entry.seq for entry in paused.take()] == [1, 2, 3, 4]
+    # Proven as it would have been with every entry it held (seq - 1): those were trimmed.
     assert paused.proven is (seq - 1 >= hub.prove_at)
     assert hub.rejoin(paused) is True
     assert paused in hub._channels["news"].live
@@ -164,12 +166,14 @@ async def test_an_overdue_left_behind_subscriber_is_cut_at_its_deadline_with_not
                     await stream.publish_event("c", {"data": count})
                     count += 1
                 left_at = subscriber.stalled
+                assert len(subscriber.queue) == 4  # buffer_size: not the up to 512 it held
                 await wait_until(lambda: _is(stream.subscriber_count("c"), 0), timeout=10)
                 dropped_at = anyio.current_time()
                 stats = stream.statistics()
                 assert stats.subscribers_dropped == 1
                 assert stats.events_published == count  # nothing published since it was left behind
                 assert subscriber.closed
+                assert subscriber.queue == []  # it will write none of it
                 assert dropped_at >= left_at + send_timeout
                 if anyio_backend != "asyncio":  # trio's mock clock: at the deadline, to a poll
                     assert dropped_at - left_at == pytest.approx(send_timeout, abs=0.05)
@@ -177,4 +181,5 @@ async def test_an_overdue_left_behind_subscriber_is_cut_at_its_deadline_with_not
                         assert not subscriber.finished
             finally:
                 released.set()  # (a shielded send would otherwise outlive a failure)
-    assert bodies  # it was held in its first live send
+    # It was held in its first live send, and wrote nothing after: what it held was let go.
+    assert len(bodies) == 1
