@@ -1,46 +1,37 @@
 """The fan-out core: channels, subscribers and their bounded buffers.
 
-Each subscriber owns a bounded queue of published entries (the event encoded
-once, shared by every subscriber) and one reusable :class:`~._backends.Waiter`
-that its connection sleeps on. A publish appends the entry to every
-subscriber's queue and wakes the connections that wait; nothing is created
-per event or per wait. What happens to a subscriber whose queue is full is the
-slow-consumer policy:
+Each subscriber (:mod:`._subscriber`) owns a bounded queue of published
+entries (the event encoded once, shared by every subscriber) and one reusable
+:class:`~._backends.Waiter` that its connection sleeps on. A publish appends
+the entry to the queue of every live subscriber of its channel and wakes the
+connections that wait; nothing is created per event or per wait. What happens
+to a subscriber whose queue is full is the slow-consumer policy
+(docs/discussion/backpressure.md tells why):
 
 ``disconnect`` (default)
     The publish waits for full subscribers, all together, *as long as they
-    make progress* (their connection takes what is queued, so honest readers
-    get backpressure and lose nothing). A subscriber that takes nothing for
-    ``stall_after`` seconds (``min(send_timeout, 0.1)``) is *left behind*:
-    publishes stop waiting for it and skip it (the events are in history),
-    and its connection, once it has written what it holds, catches up from
-    history (``stream-reset`` if history no longer has every event it missed)
-    and joins the live stream again. One left behind for ``send_timeout``
-    seconds without taking anything is disconnected: its connection is
-    cancelled, the client reconnects and resumes from history.
+    make progress* (their connection takes what is queued). One that takes
+    nothing for ``stall_after`` seconds (``min(send_timeout, 0.1)``) is *left
+    behind*: it leaves its channels' live sets, so publishes neither wait for
+    it nor visit it (it still counts as subscribed). Once its connection has
+    written what it holds, it catches up from history if anything was
+    published on its channels since (``stream-reset`` if history no longer
+    has it all) and rejoins. Its connection is cancelled ``send_timeout``
+    after its last progress, published or not (its disconnect watch then
+    drops the subscription, even from a send the server shields).
 
     Until a subscriber is *proven* to read, publishes do not wait for it
     while its connection is held in a send (a client that never reads holds
     it there for good): it holds more entries instead, up to ``stall_after``
-    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind;
-    unless that send ends, its connection is cancelled ``send_timeout`` after
-    its queue was first found full, whether more is published or not.
-    It is proven once its connection takes from a queue that grew well past
-    ``buffer_size`` while a send held it: that send ended, so its client
-    reads (a transport that takes a few writes before it fills up proves
-    nothing). Publishes wait for proven subscribers as described above, and
-    for any whose connection is not in a send (it has not run since it was
-    woken).
-
-    The trade-off: a new client that never reads costs publishers nothing
-    (and a client that reads, then stops, at most ``stall_after`` once), not
-    ``send_timeout`` per publish, so a stream of new non-reading clients
-    cannot throttle publishing; a reading client that pauses longer than
-    ``stall_after`` (a slow link), or before it is proven for longer than
-    its extra entries last, catches up from history instead of holding the
-    publisher, and gets ``stream-reset`` if the pause outlasts history. A
-    subscriber not yet proven may hold up to ``16 * max(buffer_size, 32)``
-    entries (references to entries shared by every subscriber).
+    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind,
+    keeping the oldest ``buffer_size`` (the rest comes from history: a stream
+    of non-reading clients must not each keep events alive that history has
+    let go). Unless that send ends, its connection is cancelled
+    ``send_timeout`` after its queue was first found full. It is proven once
+    its connection takes from a queue that grew well past ``buffer_size``
+    while a send held it (a transport that takes a few writes before it fills
+    up proves nothing). Publishes wait for proven subscribers, and for any
+    whose connection is not in a send (it has not run since it was woken).
 ``drop-oldest``
     The oldest event in the full buffer is dropped to make room, and the
     client gets ``stream-reset`` before its next events. Publishers never wait.
@@ -57,18 +48,14 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Awaitable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from collections.abc import Awaitable, Generator, Iterable
+from typing import Final, Literal
 
 import anyio
 import anyio.lowlevel
 
 from ._history import HistoryEntry
-
-if TYPE_CHECKING:
-    from ._backends import Waiter
-    from ._grip import GripProxyStatistics
+from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
@@ -93,143 +80,7 @@ STALL_AFTER = 0.1
 #: How many times ``buffer_size`` (at least 32) entries a subscriber not yet known to read may hold.
 OVERFILL = 16
 
-__all__ = ["CancelScopeLike", "EventStreamStatistics", "Hub", "Subscriber"]
-
-
-class CancelScopeLike(Protocol):
-    """What the hub needs of a connection's cancel scope (anyio's, or trio's on trio)."""
-
-    deadline: float
-
-    def cancel(self) -> None:
-        """Cancel the connection now."""
-
-
-@dataclass(frozen=True)
-class EventStreamStatistics:
-    """A snapshot of an :class:`~eventstream.EventStream`'s state and counters."""
-
-    #: Open subscriptions (one per streaming connection).
-    subscribers: int
-    #: Subscribers per channel, for channels that have any.
-    channels: Mapping[str, int]
-    #: Calls to ``publish_event`` (one per event and channel).
-    events_published: int
-    #: Events written to clients, counted once per client.
-    events_delivered: int
-    #: Subscribers disconnected because their buffer stayed full past ``send_timeout``.
-    subscribers_dropped: int
-    #: Events dropped from full buffers under the ``drop-oldest`` policy.
-    events_dropped: int = 0
-    #: Counters per GRIP proxy, when GRIP is configured.
-    grip: tuple[GripProxyStatistics, ...] = field(default=())
-
-
-class Subscriber:
-    """One connection's subscription: its channels and its queue of encoded events.
-
-    The hub appends to :attr:`queue` and wakes :attr:`waiter`; the connection
-    takes everything queued with :meth:`take`.
-    """
-
-    __slots__ = (
-        "_room",
-        "cancel_scope",
-        "channels",
-        "close_deadline",
-        "closed",
-        "finished",
-        "full_since",
-        "prove_at",
-        "proven",
-        "queue",
-        "reset_pending",
-        "sending",
-        "skipped",
-        "stalled",
-        "taken",
-        "waiter",
-    )
-
-    def __init__(self, channels: tuple[str, ...]) -> None:
-        self.channels: tuple[str, ...] = channels
-        #: Entries to write, oldest first (at most ``buffer_size``, plus one per publish in
-        #: flight). A list, not a deque: an empty one is 56 bytes, not 600, and the
-        #: connection renders it whole, then clears it (the same list for life).
-        self.queue: list[HistoryEntry] = []
-        #: Set by the connection while it reads; woken after every append.
-        self.waiter: Waiter | None = None
-        #: No more entries will come: the stream ends once the queue is written.
-        self.closed: bool = False
-        #: Set by the connection once its response is over (shutdown waits for it).
-        self.finished: bool = False
-        #: Set by the connection; the hub moves its deadline to disconnect it.
-        self.cancel_scope: CancelScopeLike | None = None
-        #: The deadline set when the stream was closed (shutdown grace).
-        self.close_deadline: float = math.inf
-        #: Events were dropped from the buffer (drop-oldest): send stream-reset first.
-        self.reset_pending: bool = False
-        #: When it was left behind (its last progress), while publishes skip it; else None.
-        self.stalled: float | None = None
-        #: A publish skipped it while it was left behind: catch up from history.
-        self.skipped: bool = False
-        #: How many times the connection took from the queue (its progress).
-        self.taken: int = 0
-        #: Set by the connection while it sends what it took (a client that does not read
-        #: holds it there).
-        self.sending: bool = False
-        #: Its client reads: a send that held it while its buffer was full has ended. Until
-        #: then, publishes do not wait for it (see the module's docstring).
-        self.proven: bool = False
-        #: When its buffer was found full while its connection was held in a send and it
-        #: is not proven (it holds more meanwhile).
-        self.full_since: float | None = None
-        #: How many entries it must hold when its connection next takes to be proven: the
-        #: send held it while many more were queued (not a transport taking a few writes).
-        self.prove_at: int = 0
-        self._room: list[anyio.Event] | None = None
-
-    def take(self) -> list[HistoryEntry]:
-        """Everything queued, oldest first (empty if nothing is); the queue is emptied."""
-        batch = self.queue[:]
-        self.took()
-        return batch
-
-    def took(self) -> None:
-        """The connection has taken the whole queue (it clears it here): wake waiting publishers."""
-        if self.full_since is not None:
-            self.full_since = None
-            if len(self.queue) >= self.prove_at:
-                self.proven = True  # the send that held it while its queue grew has ended
-            scope = self.cancel_scope
-            if scope is not None and self.stalled is None:  # (rejoin() restores a left-behind one's)
-                scope.deadline = self.close_deadline
-        self.queue.clear()
-        self.taken += 1
-        if self._room is not None:
-            self._wake_publishers()
-
-    def _wake_publishers(self) -> None:
-        room, self._room = self._room, None
-        for event in room or ():
-            event.set()
-
-    def _end(self) -> None:
-        self.closed = True
-        self._wake_publishers()
-        if self.waiter is not None:
-            self.waiter.wake()
-
-
-def _now(subscriber: Subscriber) -> float:
-    """The event loop's clock, from the subscriber's waiter when its connection has one.
-
-    A waiter reads its loop's clock directly; ``anyio.current_time()`` first
-    finds which library runs (sniffio), which on asyncio cost publishers half
-    their time while non-reading clients were left behind on every publish.
-    """
-    waiter = subscriber.waiter
-    return waiter.time() if waiter is not None else anyio.current_time()
+__all__ = ["Hub", "SlowConsumerPolicy"]
 
 
 class Hub:
@@ -253,7 +104,8 @@ class Hub:
         self.overfill: int = max(buffer_size, _YIELD_EVERY) * OVERFILL
         #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
         self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
-        self._channels: dict[str, dict[Subscriber, None]] = {}
+        #: Every channel somebody is subscribed to (live or left behind), by name.
+        self._channels: dict[str, Channel] = {}
         self._subscribers: set[Subscriber] = set()
         self._published = 0
         self._delivered = 0
@@ -274,8 +126,12 @@ class Hub:
         if self.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         subscriber = Subscriber(tuple(channels))
-        for channel in subscriber.channels:
-            self._channels.setdefault(channel, {})[subscriber] = None
+        known = self._channels
+        for name in subscriber.channels:
+            channel = known.get(name)
+            if channel is None:
+                channel = known[name] = Channel()
+            channel.live[subscriber] = None
         self._subscribers.add(subscriber)
         return subscriber
 
@@ -289,27 +145,33 @@ class Hub:
         if subscriber not in self._subscribers:
             return
         self._subscribers.discard(subscriber)
-        for channel in subscriber.channels:
-            members = self._channels.get(channel)
-            if members is not None:
-                members.pop(subscriber, None)
-                if not members:
-                    del self._channels[channel]
+        for name in subscriber.channels:
+            channel = self._channels.get(name)
+            if channel is not None:
+                channel.remove(subscriber)
+                if not channel:
+                    del self._channels[name]
         stalled = subscriber.stalled if subscriber.stalled is not None else subscriber.full_since
         if stalled is not None:
             if now is None:
                 now = anyio.current_time()
             if now >= stalled + self.send_timeout:
                 self._dropped += 1  # disconnected for taking nothing
-        subscriber._end()
+                # Its connection is cancelled (or stuck in a send the server shields, until
+                # its client goes): what it holds would never be written.
+                subscriber.queue.clear()
+        subscriber.end()
 
     def drop_if_overdue(self, subscriber: Subscriber, now: float | None = None) -> None:
         """Unsubscribe ``subscriber`` if it was left behind ``send_timeout`` ago or more.
 
-        Its connection is cancelled at that deadline; this also frees the
+        Its connection is cancelled at that deadline, and its disconnect watch
+        calls this then (and when its client is gone): this frees the
         subscription when the server does not let the connection's ``send``
-        be cancelled (hypercorn's trio worker shields socket writes). ``now``
-        is the event loop's clock, read here when not given.
+        be cancelled (hypercorn's trio worker shields socket writes).
+        Publishes do not check: they no longer visit a left-behind
+        subscriber. ``now`` is the event loop's clock, read here when not
+        given.
         """
         stalled = subscriber.stalled
         if stalled is None:
@@ -404,21 +266,17 @@ class Hub:
         batch, so each wakes once for the batch.
         """
         self._published += 1
-        members = self._channels.get(channel)
-        if not members:
+        state = self._channels.get(channel)
+        if state is None:
             return None  # nobody listens: constant time, whatever else is connected
+        if state.unmarked is not None:
+            state.mark_skipped()  # left behind since the last publish: this one skips them
+        members = state.live  # those left behind are not visited: they catch up from history
         capacity = self.buffer_size
         full: list[Subscriber] | None = None
-        overdue: list[Subscriber] | None = None
+        left: list[tuple[Subscriber, float]] | None = None
         now: float | None = None  # read once per publish, when needed: it costs as much as a delivery
         for subscriber in members:
-            if subscriber.stalled is not None:
-                subscriber.skipped = True  # left behind: it catches up from history
-                if overdue is None:
-                    overdue = [subscriber]
-                else:
-                    overdue.append(subscriber)
-                continue
             queue = subscriber.queue
             if len(queue) >= capacity:
                 if self.policy == "drop-oldest":
@@ -434,7 +292,7 @@ class Hub:
                         full.append(subscriber)
                 else:  # held in a send, not yet known to read: it holds more, nobody waits for it
                     if now is None:
-                        now = _now(subscriber)
+                        now = clock(subscriber)
                     since = subscriber.full_since
                     if since is None:
                         subscriber.full_since = now
@@ -445,19 +303,26 @@ class Hub:
                         if scope is not None:
                             scope.deadline = min(scope.deadline, now + self.send_timeout)
                     elif now - since >= self.stall_after or len(queue) >= self.overfill:
-                        # Left behind; should its send end after all, its next take proves it.
-                        subscriber.skipped = True
-                        self._leave_behind(subscriber, since)
+                        # Left behind (once the walk is over: it must not change the set it
+                        # walks); should its send end after all, its next take proves it.
+                        if left is None:
+                            left = [(subscriber, since)]
+                        else:
+                            left.append((subscriber, since))
                         continue
             queue.append(payload)
             waiter = subscriber.waiter
             if waiter is not None:
                 waiter.wake()
-        if overdue is not None:
-            if now is None:
-                now = _now(overdue[0])
-            for subscriber in overdue:
-                self.drop_if_overdue(subscriber, now)
+        if left is not None:
+            for subscriber, since in left:
+                # It keeps the oldest buffer_size entries and catches up the rest from history:
+                # once history lets them go it alone would hold them, until it is cut (up to
+                # ``overfill`` entries per non-reading client, for send_timeout).
+                queue = subscriber.queue
+                subscriber.prove_at = max(0, subscriber.prove_at - (len(queue) - capacity))
+                del queue[capacity:]  # (the prove_at above: its next take still proves it)
+                self._leave_behind(subscriber, since, skipped=True)  # this publish skips it
         return full
 
     async def wait_for_room(self, full: list[Subscriber]) -> None:
@@ -485,27 +350,33 @@ class Hub:
                 return
             event = anyio.Event()
             for subscriber in progress:
-                if subscriber._room is None:
-                    subscriber._room = [event]
+                if subscriber.room is None:
+                    subscriber.room = [event]
                 else:
-                    subscriber._room.append(event)
+                    subscriber.room.append(event)
             deadline = math.inf if block else min(since for _, since in progress.values()) + self.stall_after
             try:
                 with anyio.move_on_at(deadline):
                     await event.wait()
             finally:
                 for subscriber in progress:  # those that did not wake it still hold it
-                    room = subscriber._room
+                    room = subscriber.room
                     if room is not None and event in room:
                         room.remove(event)
             now = anyio.current_time()
 
-    def _leave_behind(self, subscriber: Subscriber, since: float) -> None:
-        # Publishes skip it from now on; its connection catches up from history
-        # once it has written its queue, or is cancelled send_timeout after its
-        # last progress.
+    def _leave_behind(self, subscriber: Subscriber, since: float, *, skipped: bool = False) -> None:
+        # Publishes no longer visit it; its connection catches up from history once it
+        # has written its queue, or is cancelled send_timeout after its last progress
+        # (then its watch drops the subscription, even from a send the server shields).
+        # ``skipped``: the publish under way skips it.
         subscriber.stalled = since
         self._left_behind += 1  # metrics
+        subscriber.skipped = subscriber.skipped or skipped
+        for name in subscriber.channels:
+            channel = self._channels.get(name)
+            if channel is not None:
+                channel.leave_behind(subscriber, skipped)
         scope = subscriber.cancel_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, since + self.send_timeout)
@@ -513,11 +384,16 @@ class Hub:
     def rejoin(self, subscriber: Subscriber) -> bool:
         """Called by a left-behind subscriber's connection once its queue is written.
 
-        Publishes no longer skip it. Returns whether any were skipped (the
-        connection must then catch up from history). Does not await, so no
-        event can fall between the catch-up and the live queue.
+        Publishes visit it again. Returns whether anything was published on
+        its channels since it was left behind (the connection must then catch
+        up from history). Does not await, so no event can fall between the
+        catch-up and the live queue.
         """
         subscriber.stalled = None
+        for name in subscriber.channels:
+            channel = self._channels.get(name)
+            if channel is not None:
+                channel.rejoin(subscriber)
         skipped, subscriber.skipped = subscriber.skipped, False
         scope = subscriber.cancel_scope
         if scope is not None:

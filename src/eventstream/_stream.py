@@ -23,7 +23,7 @@ from ._broker import Broker
 from ._exceptions import BrokerError, GripPublishError
 from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
-from ._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from ._hub import Hub, SlowConsumerPolicy
 from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from ._observe import Observed
 from ._options import (
@@ -37,6 +37,7 @@ from ._options import (
     make_grip,
 )
 from ._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
+from ._subscriber import EventStreamStatistics
 from ._writer import ChannelPublisher, ChannelWriter
 from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
