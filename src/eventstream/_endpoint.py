@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from ._auth._grant import Grant, Unauthorized
 from ._broker import Broker
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
 from ._connection import STREAM_HEADERS, Connection
@@ -34,6 +35,7 @@ logger = logging.getLogger("eventstream")
 _STREAM_OPEN = encode(ServerSentEvent(event="stream-open"))
 _KEEP_ALIVE = encode(ServerSentEvent(event="keep-alive"))  # also for GRIP's Grip-Keep-Alive
 _ALLOW = [(b"allow", b"GET, HEAD")]
+_CHALLENGE = [(b"www-authenticate", b"Bearer")]  # a 401's required challenge, with no detail
 
 
 class StreamHost(Protocol):
@@ -118,9 +120,10 @@ async def _open(
             max_channels=stream.max_channels,
             max_channel_name_length=stream.max_channel_name_length,
         )
-        await _admit(stream, scope, request)
+        grant = await _admit(stream, scope, request)
     except BadRequest as exc:
         extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
+        extra = _CHALLENGE if exc.status == 401 else extra
         head = scope.get("method", "GET") == "HEAD"  # the request may not have parsed
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send_plain(send, exc.status, exc.reason, extra, head=head)
@@ -148,22 +151,30 @@ async def _open(
     stream._notify_waiters()
     # From here to Connection.start (in run), no await: see Connection.start.
     connection = Connection(hub, subscriber, stream._history, stream._epoch, stream.keep_alive_interval)
+    connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     opening = _STREAM_OPEN if retry is None else encode(ServerSentEvent(event="stream-open", retry=retry))
     return connection, request.last_event_id, opening
 
 
-async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> None:
-    # Raises BadRequest: authorize refuses (403), the stream is closed or full (503).
+async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> Grant | None:
+    # Raises BadRequest: no valid credentials (401), authorize refuses (403), the stream is
+    # closed or full (503). Returns authorize's Grant, if it answered with one.
+    grant: Grant | None = None
     if stream.authorize is not None and not request.trusted_next_link:
-        allowed = stream.authorize(scope, list(request.channels))
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
+        try:
+            allowed = stream.authorize(scope, list(request.channels))
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+        except Unauthorized:  # its message is for the server's log, not for the client
+            raise BadRequest("Unauthorized", status=401) from None
         if not allowed:
             raise BadRequest("Forbidden: not authorized for these channels", status=403)
+        grant = allowed if isinstance(allowed, Grant) else None
     if stream._hub.closed:
         raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
     if stream.max_subscribers is not None and stream._hub.subscriber_count() >= stream.max_subscribers:
         raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
+    return grant
 
 
 async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> bool:
