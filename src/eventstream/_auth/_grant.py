@@ -14,17 +14,8 @@ __all__ = ["Grant", "Unauthorized"]
 class Grant:
     """An ``authorize`` callable's yes, with what the stream must know about it.
 
-    Returning a grant is the same as returning ``True``, plus:
-
-    Attributes:
-        expires_at: When the credentials end (Unix time, seconds), or
-            ``None``. A direct stream then ends with a ``stream-expired``
-            event (``{"reason": "token expired"}``) and no id, so the client's
-            last id stays the last event it got: it gets new credentials and
-            reconnects with ``Last-Event-ID`` (or ``?lastEventId=``), losing
-            nothing that history holds. A stream held by a GRIP proxy is not
-            ended (the proxy holds it; see the authentication how-to).
-        identity: Who the client is (a JWT's ``sub``), or ``None``.
+    Returning a grant is the same as returning ``True``, plus what its
+    attributes say.
 
     Raises:
         ValueError: ``expires_at`` is not a finite number, or ``identity`` is
@@ -32,7 +23,14 @@ class Grant:
         TypeError: ``identity`` is not a str.
     """
 
+    #: When the credentials end (Unix time, seconds), or ``None``. A direct
+    #: stream then ends with a ``stream-expired`` event (``{"reason": "token
+    #: expired"}``) and no id, so the client's last id stays the last event it
+    #: got: it gets new credentials and reconnects with ``Last-Event-ID`` (or
+    #: ``?lastEventId=``), losing nothing that history holds. A stream held by a
+    #: GRIP proxy is not ended (the proxy holds it; see the authentication how-to).
     expires_at: float | None = None
+    #: Who the client is (a JWT's ``sub``), or ``None``.
     identity: str | None = None
 
     def __post_init__(self) -> None:
