@@ -99,7 +99,7 @@ class JWTAuthorizer:
         ticket_ledger: TicketLedger | None = None,
         max_token_length: int = 8192,
     ) -> None:
-        self.verifier = TokenVerifier(
+        self.verifier: TokenVerifier = TokenVerifier(
             secret=secret,
             public_key=public_key,
             jwks=jwks,
@@ -111,19 +111,19 @@ class JWTAuthorizer:
         )
         if isinstance(channels, str):
             raise TypeError("channels must be a sequence of patterns, not a str")
-        self.channels = tuple(ChannelPattern(text) for text in channels)
+        self.channels: tuple[ChannelPattern, ...] = tuple(ChannelPattern(text) for text in channels)
         if cookie is not None and (not cookie or not set(cookie) <= _COOKIE_NAME):
             raise ValueError(f"{cookie!r} is not a valid cookie name")
         if not math.isfinite(ticket_ttl) or ticket_ttl <= 0:
             raise ValueError(f"ticket_ttl must be a positive number of seconds, not {ticket_ttl!r}")
         if max_token_length < 1:
             raise ValueError(f"max_token_length must be >= 1, not {max_token_length!r}")
-        self.channels_claim = channels_claim
-        self.identity_claim = identity_claim
-        self.cookie = cookie
-        self.ticket_param = ticket_param
-        self.ticket_ttl = float(ticket_ttl)
-        self.max_token_length = max_token_length
+        self.channels_claim: str | None = channels_claim
+        self.identity_claim: str = identity_claim
+        self.cookie: str | None = cookie
+        self.ticket_param: str = ticket_param
+        self.ticket_ttl: float = float(ticket_ttl)
+        self.max_token_length: int = max_token_length
         self._tickets = TicketCodec(ticket_secret) if ticket_secret is not None else None
         self.ticket_ledger: TicketLedger = MemoryTicketLedger() if ticket_ledger is None else ticket_ledger
 

@@ -63,10 +63,10 @@ class TokenVerifier:
             raise TypeError("algorithms must be a sequence of names, not a str")
         if leeway < 0:
             raise ValueError(f"leeway must be >= 0, not {leeway!r}")
-        self.issuer = issuer
-        self.audience = audience
-        self.leeway = float(leeway)
-        self.required = tuple(required)
+        self.issuer: str | None = issuer
+        self.audience: str | None = audience
+        self.leeway: float = float(leeway)
+        self.required: tuple[str, ...] = tuple(required)
         self._keys: dict[str | None, Any] = {}
         if secret is not None:
             material = secret.encode("utf-8") if isinstance(secret, str) else secret

@@ -67,7 +67,7 @@ class MemoryTicketLedger:
     def __init__(self, max_tickets: int = 100_000) -> None:
         if max_tickets < 1:
             raise ValueError(f"max_tickets must be >= 1, not {max_tickets!r}")
-        self.max_tickets = max_tickets
+        self.max_tickets: int = max_tickets
         self._used: dict[str, float] = {}
         self._expiries: list[tuple[float, str]] = []
 
