@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
@@ -299,6 +300,8 @@ GARBAGE = [
     "v1." + "A" * 5000,
     "v1..",
     "v1.!!!.???",
+    # A header nested 3,000 deep: its JSON decoding hits the recursion limit.
+    _b64(b"[" * 3000 + b"]" * 3000)[:8000] + ".e30.AAAA",
 ]
 
 
@@ -499,3 +502,16 @@ async def test_a_stream_that_keeps_receiving_still_ends_at_expiry() -> None:
             while (await response.receive_event()).event != "stream-expired":
                 pass
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_refused_credentials_log_at_debug_level_only(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of bad tokens does not flood the log: why each was refused is a debug line."""
+    auth = authorizer()
+    caplog.set_level(logging.DEBUG, logger="eventstream")
+    for value in GARBAGE:
+        with pytest.raises(Unauthorized):
+            await auth(bearer(value), ["user-alice"])
+    assert not await auth(bearer(hs256()), ["user-bob"])
+    assert caplog.records
+    assert {record.levelno for record in caplog.records} == {logging.DEBUG}

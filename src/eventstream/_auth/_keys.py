@@ -155,7 +155,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"token refused: {exc}") from None
-        except (ValueError, TypeError, KeyError) as exc:  # what a malformed token may still raise
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # what a malformed token may raise
             raise Unauthorized(f"token refused: {type(exc).__name__}") from None
         return claims
 
