@@ -50,7 +50,7 @@ def test_all_is_the_public_surface() -> None:
     for name in eventstream.__all__:
         assert getattr(eventstream, name).__module__.startswith("eventstream")
     public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
-    assert public_modules <= {"auth", "client", "testing", "types", "annotations"}
+    assert public_modules <= {"auth", "client", "cors", "testing", "types", "annotations"}
 
 
 def test_the_client_module_surface() -> None:
@@ -74,6 +74,13 @@ def test_the_auth_module_surface() -> None:
     }
     for name in eventstream.auth.__all__:
         assert getattr(eventstream.auth, name).__module__.startswith("eventstream._auth")
+
+
+def test_the_cors_module_surface() -> None:
+    import eventstream.cors
+
+    assert eventstream.cors.__all__ == ["CORS"]
+    assert eventstream.cors.CORS.__module__ == "eventstream._auth._cors"
 
 
 def test_private_modules_stay_private() -> None:
