@@ -6,14 +6,18 @@ Routes:
                          the token's ``channels`` claim are granted
     POST /ticket         a ticket for the request's token (bearer or cookie), or 401
     POST /publish        {"channel": ..., "values": [...]} -> one event per value, as data
+
+``AUTH_CORS_ORIGIN``: an origin whose pages may use it with credentials (cookies).
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from eventstream import EventStream
 from eventstream.auth import JWTAuthorizer, Unauthorized
+from eventstream.cors import CORS
 from eventstream.types import Receive, Scope, Send
 
 from ..support.tokens import AUDIENCE, ISSUER, SECRET, TICKET_SECRET
@@ -47,7 +51,7 @@ async def _reply(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
+async def routes(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()  # lifespan.startup
         async with stream:
@@ -74,3 +78,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _reply(send, 200, b"ok")
     else:
         await _reply(send, 404, b"not found")
+
+
+_origin = os.environ.get("AUTH_CORS_ORIGIN")
+app = CORS(routes, allow_origins=[_origin], allow_credentials=True) if _origin else routes
