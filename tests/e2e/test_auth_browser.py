@@ -1,4 +1,4 @@
-"""eventstream.auth and eventstream.cors in a real browser (headless Chromium): a page on one
+"""eventstream.auth and eventstream.cors in real browsers (headless Chromium, Firefox ESR): a page on one
 origin streams from the app on another with an HttpOnly cookie (``withCredentials``), a
 ticket works once, and a stream whose token expires is resumed with a new ticket and the
 last id, missing nothing.
@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from ..support.firefox import Firefox
 from ..support.servers import Server, run_server
 from ..support.tokens import hs256
 from .test_browser import browser  # noqa: F401  (the fixture)
+from .test_firefox import firefox  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.server
 
@@ -174,3 +176,32 @@ def test_a_ticket_works_once_and_an_expired_stream_resumes_with_a_new_one(
         assert page.evaluate("window.failed") == 1
     finally:
         page.context.close()
+
+
+def test_firefox_streams_cross_origin_with_an_httponly_cookie_and_refuses_a_used_ticket(
+    firefox: Firefox,  # noqa: F811
+    origins: tuple[PageServer, Server],
+) -> None:
+    """The same flows in Firefox ESR (driven through Marionette)."""
+    pages, app = origins
+    stream = f"{app.base_url}/events/user-erin"
+    pages.html = PAGE.replace("APP", repr(app.base_url)).replace("STREAM", repr(stream)).encode()
+    firefox.navigate(f"http://127.0.0.1:{pages.server_address[1]}/")
+    cookie = {"name": "session", "value": hs256(sub="erin"), "path": "/", "httpOnly": True, "sameSite": "Lax"}
+    firefox.command("WebDriver:AddCookie", {"cookie": cookie})
+    assert firefox.execute("return document.cookie;") == ""
+    firefox.execute(f"window.source = open({stream!r});")
+    firefox.wait_for("window.opened === 1")
+    publish(app, "erin", [1])
+    firefox.wait_for("window.received.length === 1")
+    ticket = firefox.command(
+        "WebDriver:ExecuteAsyncScript",
+        {"script": "const done = arguments[arguments.length - 1]; ticket().then(done);", "args": []},
+    )["value"]
+    for _ in range(2):
+        firefox.execute(f"open({stream!r} + '?ticket=' + encodeURIComponent({ticket!r}), false);")
+    firefox.wait_for("window.opened === 2 && window.failed === 1")
+    publish(app, "erin", [2])
+    firefox.wait_for("window.received.length === 3")  # two streams, one event each
+    assert sorted(firefox.execute("return window.received;")) == ["1", "2", "2"]
+    firefox.execute("window.source.close();")
