@@ -167,6 +167,8 @@ async def _admit(stream: StreamHost, scope: Scope, request: StreamRequest) -> Gr
                 allowed = await allowed
         except Unauthorized:  # its message is for the server's log, not for the client
             raise BadRequest("Unauthorized", status=401) from None
+        except BrokerError as exc:  # a shared ticket ledger's engine (eventstream.auth)
+            raise BadRequest(f"Service unavailable: {exc}", status=503) from None
         if not allowed:
             raise BadRequest("Forbidden: not authorized for these channels", status=403)
         grant = allowed if isinstance(allowed, Grant) else None

@@ -10,6 +10,7 @@ from ._auth._authorizer import JWTAuthorizer
 from ._auth._grant import Grant, Unauthorized
 from ._auth._keys import TokenVerifier
 from ._auth._patterns import ChannelPattern
+from ._auth._redis_ledger import RedisTicketLedger
 from ._auth._tickets import MemoryTicketLedger, TicketLedger
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Grant",
     "JWTAuthorizer",
     "MemoryTicketLedger",
+    "RedisTicketLedger",
     "TicketLedger",
     "TokenVerifier",
     "Unauthorized",

@@ -8,20 +8,34 @@ import anyio
 import pytest
 
 from eventstream import EventStream, RedisBroker, ServerSentEvent
-from eventstream.auth import JWTAuthorizer
+from eventstream.auth import JWTAuthorizer, RedisTicketLedger
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.redis_engine import RedisEngine
-from ..support.tokens import AUDIENCE, ISSUER, SECRET, hs256
+from ..support.redis_engine import RedisEngine, run_redis
+from ..support.tokens import AUDIENCE, ISSUER, SECRET, TICKET_SECRET, hs256
 
 pytestmark = pytest.mark.anyio
 
 
 def make_stream(engine: RedisEngine, prefix: str) -> EventStream:
+    broker = RedisBroker(engine.url, key_prefix=prefix, request_timeout=0.5)
     authorizer = JWTAuthorizer(
-        secret=SECRET, issuer=ISSUER, audience=AUDIENCE, leeway=0, channels=["user-{sub}", "room-*"]
+        secret=SECRET,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway=0,
+        channels=["user-{sub}", "room-*"],
+        ticket_secret=TICKET_SECRET,
+        ticket_ledger=RedisTicketLedger(broker),
     )
-    return EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), authorize=authorizer)
+    return EventStream(broker=broker, authorize=authorizer)
+
+
+def minted(stream: EventStream, user: str) -> str:
+    authorizer = stream.authorize
+    assert isinstance(authorizer, JWTAuthorizer)
+    scope = {"type": "http", "headers": [(b"authorization", f"Bearer {hs256(sub=user)}".encode())]}
+    return authorizer.mint_ticket(scope)
 
 
 async def data_until_expired(response: StreamResponse) -> list[ServerSentEvent]:
@@ -65,3 +79,37 @@ async def test_an_expired_stream_resumes_on_another_process_with_a_new_token(
             async with open_stream(first(channels), headers=bob) as response:
                 assert response.status == 403
     assert sorted(replay) == ["r2", "u2"]  # each channel in its order; across them, any
+
+
+async def test_a_ticket_is_single_use_across_processes(engine: RedisEngine, prefix: str) -> None:
+    first, second = make_stream(engine, prefix), make_stream(engine, prefix)
+    with anyio.fail_after(20):
+        async with first, second:
+            ticket = minted(first, "alice")
+            url = f"/events/user-alice?ticket={ticket}"
+            async with open_stream(second("user-alice"), url) as response:
+                assert response.status == 200  # minted by one process, used on the other
+            for stream in (first, second):
+                async with open_stream(stream("user-alice"), url) as response:
+                    assert response.status == 401
+            keys = engine.command("KEYS", f"{prefix}|ticket:*").split()
+            assert len(keys) == 1
+            ttl = int(engine.command("PTTL", keys[0].decode()))
+            assert 0 < ttl <= 30_000  # the engine forgets it when the ticket expires
+    with pytest.raises(RuntimeError, match="not running"):
+        await RedisTicketLedger(RedisBroker(engine.url)).use("n", 0)
+    with pytest.raises(TypeError, match="RedisBroker"):
+        RedisTicketLedger(object())  # type: ignore[arg-type]
+
+
+async def test_an_unreachable_ledger_answers_503(prefix: str) -> None:
+    """A ticket cannot be checked single-use while the engine is gone: 503, not a 500 nor a pass."""
+    with run_redis() as own, anyio.fail_after(30):
+        stream = make_stream(own, prefix)
+        async with stream:
+            ticket = minted(stream, "alice")
+            own.stop(kill=True)
+            async with open_stream(stream("user-alice"), f"/x?ticket={ticket}") as response:
+                assert response.status == 503
+                assert response.header("retry-after") == "5"
+                assert (await response.read()).startswith(b"Service unavailable")

@@ -68,6 +68,7 @@ def test_the_auth_module_surface() -> None:
         "Grant",
         "JWTAuthorizer",
         "MemoryTicketLedger",
+        "RedisTicketLedger",
         "TicketLedger",
         "TokenVerifier",
         "Unauthorized",
