@@ -515,3 +515,12 @@ async def test_refused_credentials_log_at_debug_level_only(caplog: pytest.LogCap
     assert not await auth(bearer(hs256()), ["user-bob"])
     assert caplog.records
     assert {record.levelno for record in caplog.records} == {logging.DEBUG}
+
+
+def test_a_ticket_carries_only_the_claims_deciding_needs() -> None:
+    """A ticket is readable in the URL: the token's other claims stay out of it."""
+    auth = authorizer(channels=["user-{sub}", "org-{org}-*"])
+    token = hs256(org="acme", email="alice@example.com", channels=["team-{team}"], team="red")
+    payload = auth.mint_ticket(bearer(token)).split(".")[1]
+    carried = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["c"]
+    assert set(carried) == {"exp", "sub", "org", "channels", "team"}

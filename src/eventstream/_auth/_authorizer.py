@@ -175,8 +175,10 @@ class JWTAuthorizer:
         /api/ticket`` from the page, with its cookie) and hand the result to the
         page, which opens ``EventSource(url + "?ticket=" + ticket)``. The ticket
         is valid for ``ticket_ttl`` seconds (and not past the token's ``exp``),
-        once, and carries the token's claims: the stream it opens ends when the
-        token would have expired.
+        once, and carries the token's claims that deciding needs (``exp``, the
+        identity, the channels claim and the claims the patterns name; signed,
+        not encrypted: it can be read): the stream it opens ends when the token
+        would have expired.
 
         Raises:
             Unauthorized: the request has no valid token.
@@ -193,7 +195,19 @@ class JWTAuthorizer:
         exp = claims.get("exp")
         if isinstance(exp, int | float) and not isinstance(exp, bool):
             expires_at = min(expires_at, float(exp))
-        return self._tickets.mint(claims, expires_at)
+        return self._tickets.mint(self._ticket_claims(claims), expires_at)
+
+    def _ticket_claims(self, claims: Mapping[str, Any]) -> dict[str, Any]:
+        # Only what deciding needs (exp, the identity, the channels claim, the claims its
+        # patterns and the configured ones name): the ticket is readable in the URL.
+        wanted = {"exp", self.identity_claim}
+        patterns = list(self.channels)
+        if self.channels_claim is not None and self.channels_claim in claims:
+            wanted.add(self.channels_claim)
+            patterns += patterns_from_claim(claims[self.channels_claim])
+        for pattern in patterns:
+            wanted |= pattern.fields
+        return {name: value for name, value in claims.items() if name in wanted}
 
     def grants(self, claims: Mapping[str, Any], channels: Sequence[str]) -> bool:
         """Whether verified ``claims`` grant every one of ``channels``."""

@@ -48,6 +48,11 @@ class ChannelPattern:
             raise ValueError(f"channel pattern {self.text!r}: '{{' and '}}' only enclose a claim's name")
 
     @property
+    def fields(self) -> frozenset[str]:
+        """The names of the claims the pattern's ``{claim}`` fields are filled from."""
+        return frozenset(_FIELD.findall(self.text))
+
+    @property
     def prefix(self) -> bool:
         """Whether the pattern grants every channel that starts with its filled text."""
         return self.text.endswith("*")
