@@ -12,7 +12,8 @@ read the stream from a shell, and publish::
     curl -N localhost:8000/api/events
     curl -X POST localhost:8000/api/publish -d '{"event": "message", "data": {"text": "hello"}}'
 
-With ``REDIS_URL`` set (``redis://127.0.0.1:6379/0``), the processes that run it
+With ``CORS_ORIGINS`` set (origins separated by spaces), pages on those origins may
+stream and publish too. With ``REDIS_URL`` set (``redis://127.0.0.1:6379/0``), the processes that run it
 share their channels through that engine: ``uvicorn examples.raw_asgi:app --workers 4``.
 The Starlette and FastAPI examples use the same hub, so the same holds for them.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from eventstream import BrokerError, EventStream, get_event_stream_singleton
+from eventstream.cors import CORS
 from eventstream.types import ASGIApp, Receive, Scope, Send
 
 CHAT_PAGE = (Path(__file__).parent / "static" / "chat.html").read_bytes()
@@ -99,4 +101,8 @@ def chat_app(stream: EventStream) -> ASGIApp:
 
 # Browsers reconnect after 1 s (instead of their default 3 s) and resume with Last-Event-ID.
 # With REDIS_URL, every process running this app shares its channels through that engine.
-app = chat_app(get_event_stream_singleton(retry=1000, broker=os.environ.get("REDIS_URL") or None))
+app: ASGIApp = chat_app(get_event_stream_singleton(retry=1000, broker=os.environ.get("REDIS_URL") or None))
+# Pages on the origins of CORS_ORIGINS ("https://chat.example.com https://*.example.org")
+# may stream and publish (the preflight of a POST of JSON is answered), without cookies.
+if origins := os.environ.get("CORS_ORIGINS"):
+    app = CORS(app, allow_origins=origins.split())

@@ -112,7 +112,9 @@ class EventStream:
             nothing is subscribed. It applies to requests through GRIP too,
             except the proxy's signed next-link requests (reliable mode):
             those are held on the channels the proxy names in ``Grip-Last``,
-            the channels of the original, authorized request.
+            the channels of the original, authorized request. It may answer a
+            :class:`~eventstream.auth.Grant` (the stream ends at its
+            ``expires_at``) or raise :class:`~eventstream.auth.Unauthorized` (401).
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
         shutdown_event: An event sent to every open stream when the stream
@@ -320,7 +322,7 @@ class EventStream:
         requests that get an error status: 405 for methods other than GET and
         HEAD, 406 when ``Accept`` excludes ``text/event-stream``, 400 for
         invalid channels or ``Last-Event-ID: error`` (or ``?lastEventId=error``),
-        403 when ``authorize`` refuses, 503 after :meth:`aclose` or beyond
+        401 or 403 when ``authorize`` refuses, 503 after :meth:`aclose` or beyond
         ``max_subscribers``.
 
         Raises:

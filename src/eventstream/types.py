@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from ._auth._grant import Grant
 from ._sse import ServerSentEvent
 
 __all__ = [
@@ -33,8 +34,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 #: ``EventStream(authorize=...)``: takes the request scope and its channels,
-#: returns (or awaits to) whether the request may stream them.
-Authorize = Callable[[Scope, list[str]], bool | Awaitable[bool]]
+#: returns (or awaits to) whether the request may stream them: a bool, or a
+#: :class:`~eventstream.auth.Grant` (yes, until ``expires_at``); raises
+#: :class:`~eventstream.auth.Unauthorized` for a 401.
+Authorize = Callable[[Scope, list[str]], bool | Grant | Awaitable[bool | Grant]]
 
 #: What a publish accepts: an event, or a mapping of its fields.
 EventLike = ServerSentEvent | Mapping[str, Any]

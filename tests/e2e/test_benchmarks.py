@@ -147,3 +147,15 @@ def test_the_cpu_table_says_what_share_of_the_offered_load_each_contender_delive
     # cheapest peer 45.0 (0.56x), no bare server or JS original in this summary, then who delivered what
     expected = "| paced-20k | uvicorn | 25.0 | 45.0 | 50.0 | - | - | 0.56 | - | 2.0 / 4.5 | 0/0/0 "
     assert rows == [expected + "| 100 / 78 / 100 |"]
+
+
+def test_the_auth_opens_benchmark_opens_every_stream_it_counts() -> None:
+    from benchmarks import auth_opens
+
+    for app in ("authenticated_app", "open_app"):
+        run = auth_opens.run(app, opens=40, concurrency=4)
+        assert (run["ok"], run["refused"]) == (40, {}), run
+        assert run["opens_per_s"] > 0
+    # Tokens that do not verify are counted as refused, not as opens.
+    expired = auth_opens.run("authenticated_app", opens=10, concurrency=2, lifetime=-3600)
+    assert (expired["ok"], expired["refused"], expired["opens_per_s"]) == (0, {"401": 10}, 0)

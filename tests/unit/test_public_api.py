@@ -52,7 +52,7 @@ def test_all_is_the_public_surface() -> None:
     for name in eventstream.__all__:
         assert getattr(eventstream, name).__module__.startswith("eventstream")
     public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
-    assert public_modules <= {"client", "testing", "types", "prometheus", "annotations"}
+    assert public_modules <= {"auth", "client", "cors", "testing", "types", "prometheus", "annotations"}
 
 
 def test_the_client_module_surface() -> None:
@@ -73,6 +73,30 @@ def test_public_classes_have_no_private_bases() -> None:
             for base in value.__mro__[1:]:
                 private = base.__module__.startswith("eventstream") and base.__name__ not in module.__all__
                 assert not private, f"{name} has the private base {base.__module__}.{base.__qualname__}"
+
+
+def test_the_auth_module_surface() -> None:
+    import eventstream.auth
+
+    assert set(eventstream.auth.__all__) == {
+        "ChannelPattern",
+        "Grant",
+        "JWTAuthorizer",
+        "MemoryTicketLedger",
+        "RedisTicketLedger",
+        "TicketLedger",
+        "TokenVerifier",
+        "Unauthorized",
+    }
+    for name in eventstream.auth.__all__:
+        assert getattr(eventstream.auth, name).__module__.startswith("eventstream._auth")
+
+
+def test_the_cors_module_surface() -> None:
+    import eventstream.cors
+
+    assert eventstream.cors.__all__ == ["CORS"]
+    assert eventstream.cors.CORS.__module__ == "eventstream._auth._cors"
 
 
 def test_private_modules_stay_private() -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 from .._backends import DisconnectWatch, current_waiter
 from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
 from .._hub import Hub
 from .._observe import UNCOUNTED, TemplateCounters
-from .._sse import KEEP_ALIVE, STREAM_ERROR, stream_reset, with_id
+from .._sse import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, stream_reset, with_id
 from .._subscriber import Subscriber
 from ..types import Receive, Send
 
@@ -47,6 +48,7 @@ class Connection:
         "channels",
         "completing",
         "epoch",
+        "expires_at",
         "failed",
         "history",
         "hub",
@@ -81,6 +83,8 @@ class Connection:
         self.template: TemplateCounters = UNCOUNTED
         #: metrics: the stream ended on a server error (``stream-error`` was sent).
         self.failed = False
+        #: When the client's credentials end (Unix time): the stream ends with stream-expired.
+        self.expires_at: float | None = None
 
     # -- where to start --------------------------------------------------
 
@@ -171,7 +175,8 @@ class Connection:
         # Its start and stop are called, not "async with": the bound __aexit__ would stay
         # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
         watch = DisconnectWatch(receive, self)
-        subscriber.cancel_scope = await watch.start(keep_alive=self.keep_alive_interval is not None)
+        timed = self.keep_alive_interval is not None or self.expires_at is not None
+        subscriber.cancel_scope = await watch.start(keep_alive=timed)
         try:
             try:
                 # The start runs in a coroutine of its own: its frame is gone once it returns.
@@ -182,9 +187,12 @@ class Connection:
                     try:
                         queue = subscriber.queue  # the same list for the subscription's life
                         interval = self.keep_alive_interval
-                        if interval is not None:
+                        if timed:
                             watch.start_timer(waiter)
-                        deadline = math.inf if interval is None else waiter.time() + interval
+                        # auth: the credentials' end on the loop's clock (math.inf: none).
+                        expires_at = self.expires_at
+                        end = math.inf if expires_at is None else waiter.time() + expires_at - time.time()
+                        deadline = min(end, math.inf if interval is None else waiter.time() + interval)
                         while True:
                             if queue:
                                 # Rendered and cleared before any await: what a publish adds
@@ -204,16 +212,22 @@ class Connection:
                                     self.template.written_bytes += len(body)  # metrics
                                 self.hub.count_delivered(count)
                                 if interval is not None:
-                                    deadline = waiter.time() + interval
+                                    deadline = min(end, waiter.time() + interval)
+                                if end != math.inf and waiter.time() >= end:
+                                    await self._expire(send)
+                                    break
                             elif subscriber.closed:
                                 break
                             elif subscriber.stalled is not None:
                                 await self._catch_up(send)
                             elif not await waiter.wait(deadline):  # idle for the whole interval
+                                if waiter.time() >= end:
+                                    await self._expire(send)
+                                    break
                                 await send(
                                     {"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True}
                                 )
-                                deadline = waiter.time() + (interval or math.inf)
+                                deadline = min(end, waiter.time() + (interval or math.inf))
                     except OSError:
                         raise
                     except Exception as exc:
@@ -282,6 +296,10 @@ class Connection:
                 self.template.written_bytes += len(body)  # metrics
             if count:
                 self.hub.count_delivered(len(entries[start : start + 256]))
+
+    async def _expire(self, send: Send) -> None:
+        # The credentials ended: say so; the response then ends (the caller breaks out).
+        await send({"type": "http.response.body", "body": STREAM_EXPIRED, "more_body": True})
 
     @staticmethod
     async def send_stream_error(send: Send, exc: BaseException) -> None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._auth._grant import Grant, Unauthorized
 from .._broker import Broker
 from .._exceptions import BrokerError
 from .._grip import GripPublisher, GripRequest, hold_response
@@ -35,6 +36,7 @@ __all__ = ["EventStreamEndpoint", "Serving", "serve"]
 logger = logging.getLogger("eventstream")
 
 _ALLOW = [(b"allow", b"GET, HEAD")]
+_CHALLENGE = [(b"www-authenticate", b"Bearer")]  # a 401's required challenge, with no detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +106,10 @@ async def _open(
             max_channels=stream.options.max_channels,
             max_channel_name_length=stream.options.max_channel_name_length,
         )
-        await _admit(stream, scope, request)
+        grant = await _admit(stream, scope, request)
     except BadRequest as exc:
         extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
+        extra = _CHALLENGE if exc.status == 401 else extra
         head = scope.get("method", "GET") == "HEAD"  # the request may not have parsed
         with contextlib.suppress(OSError):  # the client left before reading the answer
             await send_plain(send, exc.status, exc.reason, extra, head=head)
@@ -137,23 +140,33 @@ async def _open(
     connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
     label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
+    connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
 
-async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> None:
-    # Raises BadRequest: authorize refuses (403), the stream is closed or full (503).
+async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> Grant | None:
+    # Raises BadRequest: no valid credentials (401), authorize refuses (403), the stream is
+    # closed or full (503). Returns authorize's Grant, if it answered with one.
     options = stream.options
+    grant: Grant | None = None
     if options.authorize is not None and not request.trusted_next_link:
-        allowed = options.authorize(scope, list(request.channels))
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
+        try:
+            allowed = options.authorize(scope, list(request.channels))
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+        except Unauthorized:  # its message is for the server's log, not for the client
+            raise BadRequest("Unauthorized", status=401) from None
+        except BrokerError:  # a shared ticket ledger's engine (eventstream.auth): its error stays here
+            raise BadRequest("Service unavailable: credentials cannot be checked now", status=503) from None
         if not allowed:
             raise BadRequest("Forbidden: not authorized for these channels", status=403)
+        grant = allowed if isinstance(allowed, Grant) else None
     if stream.hub.closed:
         raise BadRequest("Service unavailable: the event stream is shutting down", status=503)
     if options.max_subscribers is not None and stream.hub.subscriber_count() >= options.max_subscribers:
         raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
+    return grant
 
 
 async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> bool:

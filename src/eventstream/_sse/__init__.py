@@ -18,7 +18,7 @@ Decoding follows the WHATWG HTML "event stream interpretation" rules
         ...
 """
 
-from ._control import KEEP_ALIVE, STREAM_ERROR, STREAM_RESET, stream_open, stream_reset
+from ._control import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, STREAM_RESET, stream_open, stream_reset
 from ._decoder import NEED_DATA, SSEDecoder
 from ._event import MAX_RETRY, ServerSentEvent, encode, header_problem, with_id
 
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_RETRY",
     "NEED_DATA",
     "STREAM_ERROR",
+    "STREAM_EXPIRED",
     "STREAM_RESET",
     "SSEDecoder",
     "ServerSentEvent",

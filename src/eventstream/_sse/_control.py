@@ -4,7 +4,9 @@
 ``keep-alive`` fills silences (and is GRIP's ``Grip-Keep-Alive`` content);
 ``stream-reset`` tells a resuming client that history cannot tell what it
 missed; ``stream-error`` ends a stream the server failed (its id ``error``
-makes a resuming client's request refused, not replayed).
+makes a resuming client's request refused, not replayed); ``stream-expired``
+ends a stream whose credentials expired (no id: the client's last id stays
+its last event's, so it resumes with new credentials and loses nothing).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import Final
 
 from ._event import ServerSentEvent, encode
 
-__all__ = ["KEEP_ALIVE", "STREAM_ERROR", "STREAM_RESET", "stream_open", "stream_reset"]
+__all__ = ["KEEP_ALIVE", "STREAM_ERROR", "STREAM_EXPIRED", "STREAM_RESET", "stream_open", "stream_reset"]
 
 KEEP_ALIVE: Final = encode(ServerSentEvent(event="keep-alive"))
 STREAM_RESET: Final = encode(ServerSentEvent(event="stream-reset"))
 STREAM_ERROR: Final = encode(
     ServerSentEvent(event="stream-error", id="error", data={"reason": "server error"})
 )
+STREAM_EXPIRED: Final = encode(ServerSentEvent(event="stream-expired", data={"reason": "token expired"}))
 _STREAM_OPEN: Final = encode(ServerSentEvent(event="stream-open"))
 
 

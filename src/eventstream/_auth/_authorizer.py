@@ -1,0 +1,261 @@
+"""The ready-made ``authorize`` callable: a JWT from a header, a cookie or a one-time ticket."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._serve._http import header, query_param
+from ._grant import Grant, Unauthorized
+from ._keys import TokenVerifier
+from ._patterns import ChannelPattern, granted, patterns_from_claim
+from ._tickets import MemoryTicketLedger, TicketCodec, TicketLedger
+
+if TYPE_CHECKING:
+    from ..types import Scope
+
+__all__ = ["JWTAuthorizer"]
+
+logger = logging.getLogger("eventstream.auth")
+
+_COOKIE_NAME = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class JWTAuthorizer:
+    """An ``authorize`` callable for :class:`~eventstream.EventStream`: who may stream which channels.
+
+    It reads a JWT from the first of these the request has, and only from it:
+
+    1. an ``Authorization: Bearer <token>`` header (apps, servers, polyfills);
+    2. the cookie ``cookie`` (a browser's ``EventSource``, same site or with
+       ``withCredentials``: set it ``HttpOnly; Secure; SameSite``);
+    3. the query parameter ``ticket_param``: a one-time ticket from
+       :meth:`mint_ticket` (a cross-origin page that cannot send the cookie);
+       only when ``ticket_secret`` is given.
+
+    The token must verify (see the key arguments below); then every requested
+    channel must be granted by ``channels`` or by the token's ``channels_claim``
+    (patterns: ``user-{sub}`` is filled from the token's claims, ``room-*``
+    grants every channel that starts with ``room-``). The answer is a
+    :class:`Grant` whose ``expires_at`` is the token's ``exp`` (the stream ends
+    then) and whose ``identity`` is the claim ``identity_claim``; ``False``
+    (403) when a channel is not granted; :class:`Unauthorized` (401) when the
+    credentials are missing, malformed, longer than ``max_token_length`` or
+    refused. Why a token was refused is logged at debug level on the
+    ``eventstream.auth`` logger, never told to the client.
+
+    Args:
+        secret: An HMAC secret (at least 32 bytes); algorithms default to HS256.
+        public_key: A PEM public key (RSA, EC, Ed25519/Ed448).
+        jwks: A JWKS document (a mapping or JSON text) of public keys, chosen
+            by the token's ``kid``.
+        algorithms: The accepted algorithms, all of the key's family (never
+            ``none``; never HMAC with a public key).
+        issuer: The required ``iss``, or ``None`` (not checked).
+        audience: The required ``aud``, or ``None`` (then a token with an
+            ``aud`` is refused: it is meant for someone else).
+        leeway: Seconds of clock skew allowed on ``exp`` and ``nbf``.
+        required: Claims a token must have (``exp`` by default: a token
+            without one never ends its stream).
+        channels: Patterns every valid token is granted (``"user-{sub}"``).
+        channels_claim: The claim that lists a token's own patterns, or ``None``.
+        identity_claim: The claim that names the client (``Grant.identity``).
+        cookie: The cookie that holds the token, or ``None``.
+        ticket_secret: The secret tickets are signed with (at least 32 bytes,
+            not the token's), or ``None``: no tickets.
+        ticket_param: The query parameter that holds a ticket.
+        ticket_ttl: How long a new ticket is valid, in seconds (it is also
+            never valid past its token's ``exp``).
+        ticket_ledger: Where used tickets are recorded; by default a
+            :class:`MemoryTicketLedger` (single use in this process only).
+        max_token_length: Longer credentials are refused unread (401).
+
+    Raises:
+        ValueError: see :class:`TokenVerifier` for the keys; a pattern in
+            ``channels`` is invalid; an invalid cookie name; ``ticket_ttl``
+            or ``max_token_length`` not positive.
+        TypeError: a key or pattern of the wrong type.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: str | bytes | None = None,
+        public_key: str | bytes | None = None,
+        jwks: Mapping[str, Any] | str | None = None,
+        algorithms: Sequence[str] | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: float = 30.0,
+        required: Sequence[str] = ("exp",),
+        channels: Sequence[str] = (),
+        channels_claim: str | None = "channels",
+        identity_claim: str = "sub",
+        cookie: str | None = "eventstream_token",
+        ticket_secret: str | bytes | None = None,
+        ticket_param: str = "ticket",
+        ticket_ttl: float = 30.0,
+        ticket_ledger: TicketLedger | None = None,
+        max_token_length: int = 8192,
+    ) -> None:
+        self.verifier: TokenVerifier = TokenVerifier(
+            secret=secret,
+            public_key=public_key,
+            jwks=jwks,
+            algorithms=algorithms,
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
+            required=required,
+        )
+        if isinstance(channels, str):
+            raise TypeError("channels must be a sequence of patterns, not a str")
+        self.channels: tuple[ChannelPattern, ...] = tuple(ChannelPattern(text) for text in channels)
+        if cookie is not None and (not cookie or not set(cookie) <= _COOKIE_NAME):
+            raise ValueError(f"{cookie!r} is not a valid cookie name")
+        if not math.isfinite(ticket_ttl) or ticket_ttl <= 0:
+            raise ValueError(f"ticket_ttl must be a positive number of seconds, not {ticket_ttl!r}")
+        if max_token_length < 1:
+            raise ValueError(f"max_token_length must be >= 1, not {max_token_length!r}")
+        self.channels_claim: str | None = channels_claim
+        self.identity_claim: str = identity_claim
+        self.cookie: str | None = cookie
+        self.ticket_param: str = ticket_param
+        self.ticket_ttl: float = float(ticket_ttl)
+        self.max_token_length: int = max_token_length
+        self._tickets = TicketCodec(ticket_secret) if ticket_secret is not None else None
+        self.ticket_ledger: TicketLedger = MemoryTicketLedger() if ticket_ledger is None else ticket_ledger
+
+    async def __call__(self, scope: Scope, channels: list[str]) -> Grant | bool:
+        """Decide one stream request (the ``authorize`` protocol).
+
+        Raises:
+            Unauthorized: no credentials, or none that verify (401).
+
+        Cancellation: a ticket being redeemed may or may not be used up.
+        """
+        try:
+            claims = await self.authenticate(scope)
+        except Unauthorized as exc:
+            logger.debug("401 for %s: %s", scope.get("path", ""), exc)
+            raise
+        if not self.grants(claims, channels):
+            logger.debug("403 for %s: a channel is not granted", scope.get("path", ""))
+            return False
+        return self.grant(claims)
+
+    async def authenticate(self, scope: Scope) -> dict[str, Any]:
+        """The verified claims of the request's credentials (header, cookie or ticket, in that order).
+
+        A ticket is used up by this call.
+
+        Raises:
+            Unauthorized: no credentials, or none that verify.
+
+        Cancellation: a ticket may or may not be used up.
+        """
+        token = self._token(scope)
+        if token is not None:
+            return self.verifier.verify(token)
+        if self._tickets is not None:
+            ticket = query_param(scope, self.ticket_param)
+            if ticket is not None:
+                self._check_length(ticket)
+                nonce, expires_at, claims = self._tickets.open(ticket)
+                if not await self.ticket_ledger.use(nonce, expires_at):
+                    raise Unauthorized("ticket refused: already used")
+                return claims
+        raise Unauthorized("no credentials")
+
+    def mint_ticket(self, scope: Scope) -> str:
+        """A one-time ticket for the token of ``scope`` (header or cookie; not a ticket).
+
+        Call it from an authenticated request of your app (for example ``POST
+        /api/ticket`` from the page, with its cookie) and hand the result to the
+        page, which opens ``EventSource(url + "?ticket=" + ticket)``. The ticket
+        is valid for ``ticket_ttl`` seconds (and not past the token's ``exp``),
+        once, and carries the token's claims that deciding needs (``exp``, the
+        identity, the channels claim and the claims the patterns name; signed,
+        not encrypted: it can be read): the stream it opens ends when the token
+        would have expired.
+
+        Raises:
+            Unauthorized: the request has no valid token.
+            RuntimeError: the authorizer has no ``ticket_secret``.
+            ValueError: the token's claims are too large for a ticket (4096 characters).
+        """
+        if self._tickets is None:
+            raise RuntimeError("this JWTAuthorizer has no ticket_secret: it mints no tickets")
+        token = self._token(scope)
+        if token is None:
+            raise Unauthorized("no credentials")
+        claims = self.verifier.verify(token)
+        expires_at = time.time() + self.ticket_ttl
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            expires_at = min(expires_at, float(exp))
+        return self._tickets.mint(self._ticket_claims(claims), expires_at)
+
+    def _ticket_claims(self, claims: Mapping[str, Any]) -> dict[str, Any]:
+        # Only what deciding needs (exp, the identity, the channels claim, the claims its
+        # patterns and the configured ones name): the ticket is readable in the URL.
+        wanted = {"exp", self.identity_claim}
+        patterns = list(self.channels)
+        if self.channels_claim is not None and self.channels_claim in claims:
+            wanted.add(self.channels_claim)
+            patterns += patterns_from_claim(claims[self.channels_claim])
+        for pattern in patterns:
+            wanted |= pattern.fields
+        return {name: value for name, value in claims.items() if name in wanted}
+
+    def grants(self, claims: Mapping[str, Any], channels: Sequence[str]) -> bool:
+        """Whether verified ``claims`` grant every one of ``channels``."""
+        patterns = list(self.channels)
+        if self.channels_claim is not None:
+            patterns += patterns_from_claim(claims.get(self.channels_claim))
+        return granted(patterns, claims, channels)
+
+    def grant(self, claims: Mapping[str, Any]) -> Grant:
+        """The :class:`Grant` for verified ``claims``: their ``exp`` and identity (when a non-empty str)."""
+        exp = claims.get("exp")
+        expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+        identity = claims.get(self.identity_claim)
+        named = identity if isinstance(identity, str) and identity else None
+        return Grant(expires_at=expires_at, identity=named)
+
+    def _token(self, scope: Scope) -> str | None:
+        # The bearer header, else the cookie: the first present decides (None: neither).
+        authorization = header(scope, b"authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                token = token.strip()
+                self._check_length(token)
+                if not token:
+                    raise Unauthorized("empty bearer token")
+                return token
+        if self.cookie is not None:
+            cookie = _cookie(scope, self.cookie.encode("ascii"))
+            if cookie is not None:
+                self._check_length(cookie)
+                return cookie
+        return None
+
+    def _check_length(self, credential: str) -> None:
+        if len(credential) > self.max_token_length:
+            raise Unauthorized("credential too long")
+
+
+def _cookie(scope: Scope, wanted: bytes) -> str | None:
+    # Cookie headers (HTTP/2 sends one per cookie) are "; "-separated pairs.
+    for key, value in scope.get("headers", ()):
+        if key.lower() != b"cookie":
+            continue
+        for pair in bytes(value).split(b";"):
+            name, eq, content = pair.strip().partition(b"=")
+            if eq and name == wanted:
+                return content.strip().strip(b'"').decode("latin-1")
+    return None

@@ -1,0 +1,25 @@
+"""Token authentication for event streams: JWTs from a header, a cookie or a one-time ticket.
+
+:class:`JWTAuthorizer` is a ready-made ``authorize`` callable for
+:class:`~eventstream.EventStream`. Any ``authorize`` callable may answer with a
+:class:`Grant` (allowed, with an expiry and an identity) or raise
+:class:`Unauthorized` (401). See the authentication how-to.
+"""
+
+from ._auth._authorizer import JWTAuthorizer
+from ._auth._grant import Grant, Unauthorized
+from ._auth._keys import TokenVerifier
+from ._auth._patterns import ChannelPattern
+from ._auth._redis_ledger import RedisTicketLedger
+from ._auth._tickets import MemoryTicketLedger, TicketLedger
+
+__all__ = [
+    "ChannelPattern",
+    "Grant",
+    "JWTAuthorizer",
+    "MemoryTicketLedger",
+    "RedisTicketLedger",
+    "TicketLedger",
+    "TokenVerifier",
+    "Unauthorized",
+]
