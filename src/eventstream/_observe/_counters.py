@@ -57,20 +57,20 @@ class TemplateCounters:
     __slots__ = ("caught_up", "closed", "label", "opened", "replayed", "resets", "written_bytes")
 
     def __init__(self, label: str) -> None:
-        self.label = label
+        self.label: str = label
         #: Streams that started (their response began).
-        self.opened = 0
+        self.opened: int = 0
         #: Streams that ended, per reason (``END_REASONS``).
         self.closed: dict[str, int] = dict.fromkeys(END_REASONS, 0)
         #: Events written from history to clients that resumed with ``Last-Event-ID``.
-        self.replayed = 0
+        self.replayed: int = 0
         #: ``stream-reset`` events sent (history could not tell what a client missed).
-        self.resets = 0
+        self.resets: int = 0
         #: Bytes of events written (live, replayed and caught up; not headers nor keep-alives).
-        self.written_bytes = 0
+        self.written_bytes: int = 0
         #: Times a stream that publishes had left behind caught up from history (or got
         #: ``stream-reset`` when history no longer had what it missed) and joined the live stream.
-        self.caught_up = 0
+        self.caught_up: int = 0
 
     @property
     def open(self) -> int:
@@ -90,9 +90,9 @@ class PublishTiming:
     def __init__(self) -> None:
         self.clock: Callable[[], float] = time.perf_counter
         #: Observations per bucket of ``PUBLISH_BUCKETS`` (not cumulative), the last for +Inf.
-        self.counts = [0] * (len(PUBLISH_BUCKETS) + 1)
-        self.count = 0
-        self.sum = 0.0
+        self.counts: list[int] = [0] * (len(PUBLISH_BUCKETS) + 1)
+        self.count: int = 0
+        self.sum: float = 0.0
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(PUBLISH_BUCKETS, seconds)] += 1
