@@ -25,7 +25,9 @@ uvloop and httptools) and ``granian`` (Rust, one worker), each with the
 peers on the same server.
 
 Paced scenarios report CPU per delivery: the server process's CPU time over
-the run (from /proc) divided by the events delivered.
+the run (from /proc) divided by the events delivered. ``paced-20k-metrics``
+compares the eventstream app with and without a Prometheus collector
+registered (``eventstream+metrics``), on uvicorn and hypercorn's trio worker.
 
 Prints, per scenario, the medians and eventstream's ratios, and writes every
 run as JSON.
@@ -59,6 +61,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 APPS = {
     "eventstream": "benchmarks.apps:eventstream_app",
+    # The same app with a Prometheus collector registered (its publishes timed): the cost of metrics.
+    "eventstream+metrics": "benchmarks.apps:eventstream_app",
     "sse-starlette": "benchmarks.apps:sse_starlette_app",
     "naive": "benchmarks.apps:naive_app",
 }
@@ -126,6 +130,19 @@ SCENARIOS = {
                 ("sse-starlette", "granian"),
                 ("naive", "uvicorn"),
                 ("bare", "asyncio"),
+            ),
+        ),
+        Scenario(
+            "paced-20k-metrics",
+            100,
+            1000,
+            100,
+            rate=200.0,
+            contenders=(
+                ("eventstream", "uvicorn"),
+                ("eventstream+metrics", "uvicorn"),
+                ("eventstream", "hypercorn-trio"),
+                ("eventstream+metrics", "hypercorn-trio"),
             ),
         ),
         Scenario("vanish-half", 100, 2000, 100, vanish_half=True),
@@ -301,6 +318,8 @@ def serve(peer: str, server: str, log: IO[bytes], tracemalloc: bool) -> Iterator
     }
     if tracemalloc:
         env["BENCH_TRACEMALLOC"] = "1"
+    if peer == "eventstream+metrics":
+        env["BENCH_METRICS"] = "1"
     process = subprocess.Popen(
         server_command(peer, server, port),
         env=env,
@@ -505,6 +524,11 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         "| delivered, % of offered: eventstream / sse-starlette / naive |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    metrics = [
+        "| scenario | server | µs CPU/delivery, metrics off | metrics on | x off (target <= 1.05) "
+        "| p99 ms off / on | lost/dup/ooo on |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     idle = [
         "| scenario | server | streams | RSS idle MiB | RSS per stream KiB | one event reaches all, s "
         "| library objects per stream KiB (tracemalloc) |",
@@ -517,6 +541,16 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         for server in SERVERS:
             ours = contenders.get(f"eventstream@{server}")
             if ours is None:
+                continue
+            measured = contenders.get(f"eventstream+metrics@{server}")
+            if measured is not None:  # the cost of metrics: the same app with a collector registered
+                key = "cpu_us_per_delivery"
+                metrics.append(
+                    f"| {name} | {server} | {_fmt(ours.get(key), 1)} | {_fmt(measured.get(key), 1)} "
+                    f"| {ratio(measured.get(key), ours.get(key))} "
+                    f"| {_fmt(ours['latency_p99_ms'], 1)} / {_fmt(measured['latency_p99_ms'], 1)} "
+                    f"| {measured['lost']}/{measured['duplicated']}/{measured['out_of_order']} |"
+                )
                 continue
             sse = contenders.get(f"sse-starlette@{server}", {})
             naive = contenders.get(f"naive@{server}", {})
@@ -555,7 +589,7 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                     f"| {ratio(rate, naive.get(key))} | {ratio(rate, bare.get(key))} "
                     f"| {ratio(rate, anchor.get(key))} | {latency} | {fairness} | {counts} |"
                 )
-    parts = [lines for lines in (bursts, paced, idle) if len(lines) > 2]
+    parts = [lines for lines in (bursts, paced, metrics, idle) if len(lines) > 2]
     return "\n\n".join("\n".join(lines) for lines in parts)
 
 
