@@ -149,6 +149,29 @@ def test_the_cpu_table_says_what_share_of_the_offered_load_each_contender_delive
     assert rows == [expected + "| 100 / 78 / 100 |"]
 
 
+def test_the_metrics_table_sets_the_app_with_a_collector_beside_the_app_without() -> None:
+    def contender(cpu_us: float, p99: float) -> dict[str, float]:
+        return {
+            "connections": 100,
+            "cpu_us_per_delivery": cpu_us,
+            "events_per_s": 20_000.0,
+            "latency_p50_ms": 1.0,
+            "latency_p99_ms": p99,
+            "lost": 0,
+            "duplicated": 0,
+            "out_of_order": 0,
+        }
+
+    summary = {
+        "paced-20k-metrics": {
+            "eventstream@uvicorn": contender(20.0, 4.0),
+            "eventstream+metrics@uvicorn": contender(20.6, 4.5),
+        }
+    }
+    rows = [line for line in fanout.table(summary).splitlines() if line.startswith("| paced-20k-metrics |")]
+    assert rows == ["| paced-20k-metrics | uvicorn | 20.0 | 20.6 | 1.03 | 4.0 / 4.5 | 0/0/0 |"]
+
+
 def test_the_auth_opens_benchmark_opens_every_stream_it_counts() -> None:
     from benchmarks import auth_opens
 
