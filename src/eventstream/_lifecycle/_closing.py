@@ -20,9 +20,8 @@ import anyio.lowlevel
 
 from .._broker import Broker
 from .._grip import GripPublisher
-from .._hub import Hub
+from .._hub import Hub, Subscriber
 from .._options import StreamOptions
-from .._subscriber import Subscriber
 from ._loop import LoopBinding
 from ._signals import SignalRelay, chain_close, release, watch
 

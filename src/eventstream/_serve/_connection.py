@@ -22,10 +22,9 @@ from collections.abc import Sequence
 
 from .._backends import DisconnectWatch, current_waiter
 from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
-from .._hub import Hub
+from .._hub import Hub, Subscriber
 from .._observe import UNCOUNTED, TemplateCounters
 from .._sse import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, stream_reset, with_id
-from .._subscriber import Subscriber
 from ..types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]

@@ -54,7 +54,7 @@ from typing import Final, Literal
 import anyio
 import anyio.lowlevel
 
-from ._history import HistoryEntry
+from .._history import HistoryEntry
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]

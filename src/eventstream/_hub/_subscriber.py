@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._history import HistoryEntry
+from .._history import HistoryEntry
 
 if TYPE_CHECKING:
-    from ._backends import Waiter
-    from ._grip import GripProxyStatistics
+    from .._backends import Waiter
+    from .._grip import GripProxyStatistics
 
 __all__ = ["CancelScopeLike", "Channel", "EventStreamStatistics", "Subscriber", "clock"]
 

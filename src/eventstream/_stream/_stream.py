@@ -19,14 +19,14 @@ from typing import TypeVar
 
 import anyio
 
-from ._broker import Broker
-from ._exceptions import BrokerError, GripPublishError
-from ._grip import GripPublisher, GripSubmission
-from ._history import HistoryStore
-from ._hub import Hub, SlowConsumerPolicy
-from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
-from ._observe import Observed
-from ._options import (
+from .._broker import Broker
+from .._exceptions import BrokerError, GripPublishError
+from .._grip import GripPublisher, GripSubmission
+from .._history import HistoryStore
+from .._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._observe import Observed
+from .._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,
     UNSAFE_GRIP_ID,
@@ -36,10 +36,9 @@ from ._options import (
     make_broker,
     make_grip,
 )
-from ._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
-from ._subscriber import EventStreamStatistics
+from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
+from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 from ._writer import ChannelPublisher, ChannelWriter
-from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
 __all__ = ["EventStream", "EventStreamEndpoint"]
 
