@@ -15,9 +15,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .._auth._grant import Grant, Unauthorized
 from .._broker import Broker
-from .._exceptions import BrokerError
+from .._exceptions import BrokerError, Grant, Unauthorized
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
