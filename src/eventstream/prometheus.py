@@ -28,10 +28,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ._broker import LocalBroker
+from ._grip import GripPublisher
 from ._observe import END_REASONS
 from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
-from ._stream import EventStream
+from ._stream import EventStream, parts_of
 from .types import Receive, Scope, Send
 
 __all__ = ["EventStreamCollector", "MetricsEndpoint", "register"]
@@ -52,7 +53,7 @@ class EventStreamCollector(Collector):
 
     def __init__(self, stream: EventStream) -> None:
         self.stream: EventStream = stream
-        self._timing = stream._observed.watch()
+        self._timing = parts_of(stream).observed.watch()
 
     def describe(self) -> list[Metric]:
         """The metric families (so that a registry refuses a second collector of the same names)."""
@@ -60,10 +61,10 @@ class EventStreamCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, read now (prometheus-client calls it on each scrape)."""
-        stream = self.stream
-        observed = stream._observed
+        parts = parts_of(self.stream)
+        observed = parts.observed
         templates = list(observed.templates.values())
-        hub = stream._hub
+        hub = parts.hub
 
         open_ = GaugeMetricFamily(
             "eventstream_streams_open", "Event streams open now, per channel template.", labels=["template"]
@@ -115,22 +116,22 @@ class EventStreamCollector(Collector):
         yield CounterMetricFamily(
             "eventstream_events_published",
             "Events published (publish_event calls, one per event and channel).",
-            value=hub._published,
+            value=hub.published,
         )
         yield CounterMetricFamily(
             "eventstream_events_delivered",
             "Events written to clients, once per client.",
-            value=hub._delivered,
+            value=hub.delivered,
         )
         yield CounterMetricFamily(
             "eventstream_subscribers_left_behind",
             "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
-            value=hub._left_behind,
+            value=hub.left_behind,
         )
         yield CounterMetricFamily(
             "eventstream_events_dropped",
             "Events dropped from full buffers under the drop-oldest policy.",
-            value=hub._events_dropped,
+            value=hub.events_dropped,
         )
         timing = self._timing
         buckets = []
@@ -152,23 +153,23 @@ class EventStreamCollector(Collector):
         for reason, count in observed.publish_errors.items():
             errors.add_metric([reason], count)
         yield errors
-        if not isinstance(stream._broker, LocalBroker):
-            up = stream._lifecycle.broker_started and observed.engine_up is not False
+        if not isinstance(parts.broker, LocalBroker):
+            up = parts.lifecycle.broker_started and observed.engine_up is not False
             yield GaugeMetricFamily(
                 "eventstream_broker_engine_up",
                 "1 when the broker runs and its latest contact with the engine "
                 "(a publish, a readiness check) succeeded.",
                 value=1 if up else 0,
             )
-        if stream._grip is not None:
-            yield from _grip_families(stream)
+        if parts.grip is not None:
+            yield from _grip_families(parts.grip)
 
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def _grip_families(stream: EventStream) -> Iterator[Metric]:
+def _grip_families(grip: GripPublisher) -> Iterator[Metric]:
     published = CounterMetricFamily(
         "eventstream_grip_items_published", "Items a GRIP proxy accepted.", labels=["proxy"]
     )
@@ -183,8 +184,7 @@ def _grip_families(stream: EventStream) -> Iterator[Metric]:
         "Batches a GRIP proxy never accepted (their publishers got GripPublishError).",
         labels=["proxy"],
     )
-    assert stream._grip is not None
-    for proxy in stream._grip.statistics():
+    for proxy in grip.statistics():
         label = [urlunsplit(urlsplit(proxy.control_uri)._replace(query=""))]  # no query: no tokens
         published.add_metric(label, proxy.items_published)
         requests.add_metric(label, proxy.requests)

@@ -111,7 +111,7 @@ class Hub:
         self._delivered = 0
         self._dropped = 0
         self._events_dropped = 0
-        self._left_behind = 0  # metrics: subscribers left behind (read by eventstream.prometheus)
+        self._left_behind = 0  # metrics: subscribers left behind
         self._since_yield = 0
         self.closed: bool = False
 
@@ -183,6 +183,41 @@ class Hub:
 
     def count_delivered(self, count: int) -> None:
         self._delivered += count
+
+    def subscribed(self, channel: str) -> bool:
+        """Somebody is subscribed to ``channel`` (live or left behind): its name was checked then."""
+        return channel in self._channels
+
+    def reopen(self) -> None:
+        """Take new subscribers again (a stream entered after it was closed)."""
+        self.closed = False
+
+    # -- counters (read by eventstream.prometheus) -------------------------
+
+    @property
+    def published(self) -> int:
+        """Events published (one per event and channel)."""
+        return self._published
+
+    @property
+    def delivered(self) -> int:
+        """Events written to clients, once per client."""
+        return self._delivered
+
+    @property
+    def dropped(self) -> int:
+        """Subscribers disconnected for taking nothing (the slow-consumer policy)."""
+        return self._dropped
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped from full buffers (drop-oldest)."""
+        return self._events_dropped
+
+    @property
+    def left_behind(self) -> int:
+        """Times a subscriber was left behind by publishes, to catch up from history."""
+        return self._left_behind
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""

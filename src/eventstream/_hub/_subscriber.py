@@ -72,9 +72,9 @@ class Subscriber:
         self.waiter: Waiter | None = None
         #: No more entries will come: the stream ends once the queue is written.
         self.closed: bool = False
-        #: Set by the connection once its response is over (shutdown waits for it).
+        #: Its connection's response is over (shutdown waits for it): see finish().
         self.finished: bool = False
-        #: Set by the connection; the hub moves its deadline to disconnect it.
+        #: Its connection's (see watch()); the hub moves its deadline to disconnect it.
         self.cancel_scope: CancelScopeLike | None = None
         #: The deadline set when the stream was closed (shutdown grace).
         self.close_deadline: float = math.inf
@@ -101,6 +101,15 @@ class Subscriber:
         self.prove_at: int = 0
         #: The events of publishes waiting for room in its queue: set when the connection takes.
         self.room: list[anyio.Event] | None = None
+
+    def watch(self, scope: CancelScopeLike) -> None:
+        """The connection's cancel scope: the hub moves its deadline to disconnect it."""
+        self.cancel_scope = scope
+
+    def finish(self) -> None:
+        """The connection's response is over (shutdown waits for it)."""
+        self.cancel_scope = None  # the scope refers to the connection: no cycle
+        self.finished = True
 
     def take(self) -> list[HistoryEntry]:
         """Everything queued, oldest first (empty if nothing is); the queue is emptied."""

@@ -175,7 +175,7 @@ class Connection:
         # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
         watch = DisconnectWatch(receive, self)
         timed = self.keep_alive_interval is not None or self.expires_at is not None
-        subscriber.cancel_scope = await watch.start(keep_alive=timed)
+        subscriber.watch(await watch.start(keep_alive=timed))
         try:
             try:
                 # The start runs in a coroutine of its own: its frame is gone once it returns.

@@ -85,8 +85,7 @@ async def serve(
 def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
     subscriber = connection.subscriber
     unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
-    subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
-    subscriber.finished = True
+    subscriber.finish()
     stream.lifecycle.notify_waiters()
 
 

@@ -2,7 +2,7 @@
 
 from ._publisher import Publisher
 from ._singleton import get_event_stream_singleton
-from ._stream import EventStream, EventStreamEndpoint
+from ._stream import EventStream, EventStreamEndpoint, parts_of
 from ._writer import ChannelPublisher, ChannelWriter
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "EventStreamEndpoint",
     "Publisher",
     "get_event_stream_singleton",
+    "parts_of",
 ]

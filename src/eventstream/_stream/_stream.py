@@ -40,7 +40,7 @@ from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 from ._writer import ChannelPublisher, ChannelWriter
 
-__all__ = ["EventStream", "EventStreamEndpoint"]
+__all__ = ["EventStream", "EventStreamEndpoint", "parts_of"]
 
 _Self = TypeVar("_Self", bound="EventStream")
 
@@ -394,7 +394,7 @@ class EventStream:
         hub = self._hub
         # A channel somebody is subscribed to was checked when they subscribed.
         limit = self.max_channel_name_length
-        if type(channel) is not str or channel not in hub._channels or len(channel) > limit:
+        if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
             check_channel_name(channel, limit)
         if self.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
             raise ValueError(
@@ -562,3 +562,11 @@ class EventStream:
         publishers with ``GripPublishError``; the broker disconnects.
         """
         await self._lifecycle.exit()
+
+
+def parts_of(stream: EventStream) -> Serving:
+    """The parts of ``stream`` (its hub, broker, GRIP publisher, lifecycle and counters).
+
+    For :mod:`eventstream.prometheus`, which reads their counters at scrape time.
+    """
+    return stream._serving
