@@ -91,7 +91,7 @@ class Subscriber:
         #: holds it there).
         self.sending: bool = False
         #: Its client reads: a send that held it while its buffer was full has ended. Until
-        #: then, publishes do not wait for it (see the hub's docstring).
+        #: then, publishes do not wait for it (see the _hub package's docstring).
         self.proven: bool = False
         #: When its buffer was found full while its connection was held in a send and it
         #: is not proven (it holds more meanwhile).
