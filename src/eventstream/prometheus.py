@@ -29,7 +29,8 @@ from prometheus_client.registry import Collector
 
 from ._broker import LocalBroker
 from ._grip import GripPublisher
-from ._observe import END_REASONS
+from ._hub import Hub
+from ._observe import END_REASONS, Observed, PublishTiming, TemplateCounters
 from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
 from ._stream import EventStream, parts_of
@@ -63,96 +64,9 @@ class EventStreamCollector(Collector):
         """The metric families, read now (prometheus-client calls it on each scrape)."""
         parts = parts_of(self.stream)
         observed = parts.observed
-        templates = list(observed.templates.values())
-        hub = parts.hub
-
-        open_ = GaugeMetricFamily(
-            "eventstream_streams_open", "Event streams open now, per channel template.", labels=["template"]
-        )
-        opened = CounterMetricFamily(
-            "eventstream_streams_opened", "Event streams started, per channel template.", labels=["template"]
-        )
-        closed = CounterMetricFamily(
-            "eventstream_streams_closed",
-            "Event streams ended, per channel template and reason "
-            "(client left, slow: dropped by the slow-consumer policy, shutdown, reset, error).",
-            labels=["template", "reason"],
-        )
-        replayed = CounterMetricFamily(
-            "eventstream_events_replayed",
-            "Events replayed from history to clients that resumed with Last-Event-ID.",
-            labels=["template"],
-        )
-        resets = CounterMetricFamily(
-            "eventstream_stream_resets",
-            "stream-reset events sent (history could not tell what a client missed).",
-            labels=["template"],
-        )
-        written = CounterMetricFamily(
-            "eventstream_written_bytes",
-            "Bytes of events written to clients (live, replayed, caught up).",
-            labels=["template"],
-        )
-        caught_up = CounterMetricFamily(
-            "eventstream_streams_caught_up",
-            "Times a stream left behind by publishes caught up from history and joined the live stream.",
-            labels=["template"],
-        )
-        for counters in templates:
-            label = [counters.label]
-            open_.add_metric(label, counters.open)
-            opened.add_metric(label, counters.opened)
-            for reason in END_REASONS:
-                closed.add_metric([counters.label, reason], counters.closed[reason])
-            replayed.add_metric(label, counters.replayed)
-            resets.add_metric(label, counters.resets)
-            written.add_metric(label, counters.written_bytes)
-            caught_up.add_metric(label, counters.caught_up)
-        yield from (open_, opened, closed, replayed, resets, written, caught_up)
-
-        yield GaugeMetricFamily(
-            "eventstream_subscribers", "Subscribers now (one per open stream).", value=hub.subscriber_count()
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_published",
-            "Events published (publish_event calls, one per event and channel).",
-            value=hub.published,
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_delivered",
-            "Events written to clients, once per client.",
-            value=hub.delivered,
-        )
-        yield CounterMetricFamily(
-            "eventstream_subscribers_left_behind",
-            "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
-            value=hub.left_behind,
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_dropped",
-            "Events dropped from full buffers under the drop-oldest policy.",
-            value=hub.events_dropped,
-        )
-        timing = self._timing
-        buckets = []
-        cumulative = 0
-        for bound, count in zip((*PUBLISH_BUCKETS, float("inf")), timing.counts, strict=True):
-            cumulative += count
-            buckets.append((_le(bound), cumulative))
-        yield HistogramMetricFamily(
-            "eventstream_publish_duration_seconds",
-            "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
-            buckets=buckets,
-            sum_value=timing.sum,
-        )
-        errors = CounterMetricFamily(
-            "eventstream_publish_errors",
-            "Publishes that raised, by cause (broker: its engine; grip: a proxy).",
-            labels=["reason"],
-        )
-        for reason, count in observed.publish_errors.items():
-            errors.add_metric([reason], count)
-        yield errors
+        yield from _template_families(list(observed.templates.values()))
+        yield from _hub_families(parts.hub)
+        yield from _publish_families(self._timing, observed)
         if not isinstance(parts.broker, LocalBroker):
             up = parts.lifecycle.broker_started and observed.engine_up is not False
             yield GaugeMetricFamily(
@@ -163,6 +77,100 @@ class EventStreamCollector(Collector):
             )
         if parts.grip is not None:
             yield from _grip_families(parts.grip)
+
+
+def _template_families(templates: list[TemplateCounters]) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily(
+        "eventstream_streams_open", "Event streams open now, per channel template.", labels=["template"]
+    )
+    opened = CounterMetricFamily(
+        "eventstream_streams_opened", "Event streams started, per channel template.", labels=["template"]
+    )
+    closed = CounterMetricFamily(
+        "eventstream_streams_closed",
+        "Event streams ended, per channel template and reason "
+        "(client left, slow: dropped by the slow-consumer policy, shutdown, reset, error).",
+        labels=["template", "reason"],
+    )
+    replayed = CounterMetricFamily(
+        "eventstream_events_replayed",
+        "Events replayed from history to clients that resumed with Last-Event-ID.",
+        labels=["template"],
+    )
+    resets = CounterMetricFamily(
+        "eventstream_stream_resets",
+        "stream-reset events sent (history could not tell what a client missed).",
+        labels=["template"],
+    )
+    written = CounterMetricFamily(
+        "eventstream_written_bytes",
+        "Bytes of events written to clients (live, replayed, caught up).",
+        labels=["template"],
+    )
+    caught_up = CounterMetricFamily(
+        "eventstream_streams_caught_up",
+        "Times a stream left behind by publishes caught up from history and joined the live stream.",
+        labels=["template"],
+    )
+    for counters in templates:
+        label = [counters.label]
+        open_.add_metric(label, counters.open)
+        opened.add_metric(label, counters.opened)
+        for reason in END_REASONS:
+            closed.add_metric([counters.label, reason], counters.closed[reason])
+        replayed.add_metric(label, counters.replayed)
+        resets.add_metric(label, counters.resets)
+        written.add_metric(label, counters.written_bytes)
+        caught_up.add_metric(label, counters.caught_up)
+    yield from (open_, opened, closed, replayed, resets, written, caught_up)
+
+
+def _hub_families(hub: Hub) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "eventstream_subscribers", "Subscribers now (one per open stream).", value=hub.subscriber_count()
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_published",
+        "Events published (publish_event calls, one per event and channel).",
+        value=hub.published,
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_delivered",
+        "Events written to clients, once per client.",
+        value=hub.delivered,
+    )
+    yield CounterMetricFamily(
+        "eventstream_subscribers_left_behind",
+        "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
+        value=hub.left_behind,
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_dropped",
+        "Events dropped from full buffers under the drop-oldest policy.",
+        value=hub.events_dropped,
+    )
+
+
+def _publish_families(timing: PublishTiming, observed: Observed) -> Iterator[Metric]:
+    buckets = []
+    cumulative = 0
+    for bound, count in zip((*PUBLISH_BUCKETS, float("inf")), timing.counts, strict=True):
+        cumulative += count
+        buckets.append((_le(bound), cumulative))
+    yield HistogramMetricFamily(
+        "eventstream_publish_duration_seconds",
+        "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
+        buckets=buckets,
+        sum_value=timing.sum,
+    )
+    errors = CounterMetricFamily(
+        "eventstream_publish_errors",
+        "Publishes that raised, by cause (broker: its engine; grip: a proxy).",
+        labels=["reason"],
+    )
+    for reason, count in observed.publish_errors.items():
+        errors.add_metric([reason], count)
+    yield errors
 
 
 def _le(bound: float) -> str:
