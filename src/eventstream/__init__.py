@@ -9,14 +9,18 @@ from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._publisher import Publisher
+from ._hub import EventStreamStatistics
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
-from ._singleton import get_event_stream_singleton
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
-from ._stream import EventStream, EventStreamEndpoint
-from ._subscriber import EventStreamStatistics
-from ._writer import ChannelPublisher, ChannelWriter
+from ._stream import (
+    ChannelPublisher,
+    ChannelWriter,
+    EventStream,
+    EventStreamEndpoint,
+    Publisher,
+    get_event_stream_singleton,
+)
 
 __all__ = [
     "NEED_DATA",

@@ -7,11 +7,11 @@
 """
 
 from ._auth._authorizer import JWTAuthorizer
-from ._auth._grant import Grant, Unauthorized
 from ._auth._keys import TokenVerifier
 from ._auth._patterns import ChannelPattern
 from ._auth._redis_ledger import RedisTicketLedger
 from ._auth._tickets import MemoryTicketLedger, TicketLedger
+from ._exceptions import Grant, Unauthorized
 
 __all__ = [
     "ChannelPattern",

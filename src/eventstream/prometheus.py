@@ -28,10 +28,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ._broker import LocalBroker
-from ._observe import END_REASONS
+from ._grip import GripPublisher
+from ._hub import Hub
+from ._observe import END_REASONS, Observed, PublishTiming, TemplateCounters
 from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
-from ._stream import EventStream
+from ._stream import EventStream, parts_of
 from .types import Receive, Scope, Send
 
 __all__ = ["EventStreamCollector", "MetricsEndpoint", "register"]
@@ -52,7 +54,7 @@ class EventStreamCollector(Collector):
 
     def __init__(self, stream: EventStream) -> None:
         self.stream: EventStream = stream
-        self._timing = stream._observed.watch()
+        self._timing = parts_of(stream).observed.watch()
 
     def describe(self) -> list[Metric]:
         """The metric families (so that a registry refuses a second collector of the same names)."""
@@ -60,115 +62,122 @@ class EventStreamCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, read now (prometheus-client calls it on each scrape)."""
-        stream = self.stream
-        observed = stream._observed
-        templates = list(observed.templates.values())
-        hub = stream._hub
-
-        open_ = GaugeMetricFamily(
-            "eventstream_streams_open", "Event streams open now, per channel template.", labels=["template"]
-        )
-        opened = CounterMetricFamily(
-            "eventstream_streams_opened", "Event streams started, per channel template.", labels=["template"]
-        )
-        closed = CounterMetricFamily(
-            "eventstream_streams_closed",
-            "Event streams ended, per channel template and reason "
-            "(client left, slow: dropped by the slow-consumer policy, shutdown, reset, error).",
-            labels=["template", "reason"],
-        )
-        replayed = CounterMetricFamily(
-            "eventstream_events_replayed",
-            "Events replayed from history to clients that resumed with Last-Event-ID.",
-            labels=["template"],
-        )
-        resets = CounterMetricFamily(
-            "eventstream_stream_resets",
-            "stream-reset events sent (history could not tell what a client missed).",
-            labels=["template"],
-        )
-        written = CounterMetricFamily(
-            "eventstream_written_bytes",
-            "Bytes of events written to clients (live, replayed, caught up).",
-            labels=["template"],
-        )
-        caught_up = CounterMetricFamily(
-            "eventstream_streams_caught_up",
-            "Times a stream left behind by publishes caught up from history and joined the live stream.",
-            labels=["template"],
-        )
-        for counters in templates:
-            label = [counters.label]
-            open_.add_metric(label, counters.open)
-            opened.add_metric(label, counters.opened)
-            for reason in END_REASONS:
-                closed.add_metric([counters.label, reason], counters.closed[reason])
-            replayed.add_metric(label, counters.replayed)
-            resets.add_metric(label, counters.resets)
-            written.add_metric(label, counters.written_bytes)
-            caught_up.add_metric(label, counters.caught_up)
-        yield from (open_, opened, closed, replayed, resets, written, caught_up)
-
-        yield GaugeMetricFamily(
-            "eventstream_subscribers", "Subscribers now (one per open stream).", value=hub.subscriber_count()
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_published",
-            "Events published (publish_event calls, one per event and channel).",
-            value=hub._published,
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_delivered",
-            "Events written to clients, once per client.",
-            value=hub._delivered,
-        )
-        yield CounterMetricFamily(
-            "eventstream_subscribers_left_behind",
-            "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
-            value=hub._left_behind,
-        )
-        yield CounterMetricFamily(
-            "eventstream_events_dropped",
-            "Events dropped from full buffers under the drop-oldest policy.",
-            value=hub._events_dropped,
-        )
-        timing = self._timing
-        buckets = []
-        cumulative = 0
-        for bound, count in zip((*PUBLISH_BUCKETS, float("inf")), timing.counts, strict=True):
-            cumulative += count
-            buckets.append((_le(bound), cumulative))
-        yield HistogramMetricFamily(
-            "eventstream_publish_duration_seconds",
-            "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
-            buckets=buckets,
-            sum_value=timing.sum,
-        )
-        errors = CounterMetricFamily(
-            "eventstream_publish_errors",
-            "Publishes that raised, by cause (broker: its engine; grip: a proxy).",
-            labels=["reason"],
-        )
-        for reason, count in observed.publish_errors.items():
-            errors.add_metric([reason], count)
-        yield errors
-        if not isinstance(stream._broker, LocalBroker):
-            up = stream._lifecycle.broker_started and observed.engine_up is not False
+        parts = parts_of(self.stream)
+        observed = parts.observed
+        yield from _template_families(list(observed.templates.values()))
+        yield from _hub_families(parts.hub)
+        yield from _publish_families(self._timing, observed)
+        if not isinstance(parts.broker, LocalBroker):
+            up = parts.lifecycle.broker_started and observed.engine_up is not False
             yield GaugeMetricFamily(
                 "eventstream_broker_engine_up",
                 "1 when the broker runs and its latest contact with the engine "
                 "(a publish, a readiness check) succeeded.",
                 value=1 if up else 0,
             )
-        if stream._grip is not None:
-            yield from _grip_families(stream)
+        if parts.grip is not None:
+            yield from _grip_families(parts.grip)
+
+
+def _template_families(templates: list[TemplateCounters]) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily(
+        "eventstream_streams_open", "Event streams open now, per channel template.", labels=["template"]
+    )
+    opened = CounterMetricFamily(
+        "eventstream_streams_opened", "Event streams started, per channel template.", labels=["template"]
+    )
+    closed = CounterMetricFamily(
+        "eventstream_streams_closed",
+        "Event streams ended, per channel template and reason "
+        "(client left, slow: dropped by the slow-consumer policy, shutdown, reset, error).",
+        labels=["template", "reason"],
+    )
+    replayed = CounterMetricFamily(
+        "eventstream_events_replayed",
+        "Events replayed from history to clients that resumed with Last-Event-ID.",
+        labels=["template"],
+    )
+    resets = CounterMetricFamily(
+        "eventstream_stream_resets",
+        "stream-reset events sent (history could not tell what a client missed).",
+        labels=["template"],
+    )
+    written = CounterMetricFamily(
+        "eventstream_written_bytes",
+        "Bytes of events written to clients (live, replayed, caught up).",
+        labels=["template"],
+    )
+    caught_up = CounterMetricFamily(
+        "eventstream_streams_caught_up",
+        "Times a stream left behind by publishes caught up from history and joined the live stream.",
+        labels=["template"],
+    )
+    for counters in templates:
+        label = [counters.label]
+        open_.add_metric(label, counters.open)
+        opened.add_metric(label, counters.opened)
+        for reason in END_REASONS:
+            closed.add_metric([counters.label, reason], counters.closed[reason])
+        replayed.add_metric(label, counters.replayed)
+        resets.add_metric(label, counters.resets)
+        written.add_metric(label, counters.written_bytes)
+        caught_up.add_metric(label, counters.caught_up)
+    yield from (open_, opened, closed, replayed, resets, written, caught_up)
+
+
+def _hub_families(hub: Hub) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "eventstream_subscribers", "Subscribers now (one per open stream).", value=hub.subscriber_count()
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_published",
+        "Events published (publish_event calls, one per event and channel).",
+        value=hub.published,
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_delivered",
+        "Events written to clients, once per client.",
+        value=hub.delivered,
+    )
+    yield CounterMetricFamily(
+        "eventstream_subscribers_left_behind",
+        "Times a subscriber's buffer stayed full and publishes left it behind to catch up from history.",
+        value=hub.left_behind,
+    )
+    yield CounterMetricFamily(
+        "eventstream_events_dropped",
+        "Events dropped from full buffers under the drop-oldest policy.",
+        value=hub.events_dropped,
+    )
+
+
+def _publish_families(timing: PublishTiming, observed: Observed) -> Iterator[Metric]:
+    buckets = []
+    cumulative = 0
+    for bound, count in zip((*PUBLISH_BUCKETS, float("inf")), timing.counts, strict=True):
+        cumulative += count
+        buckets.append((_le(bound), cumulative))
+    yield HistogramMetricFamily(
+        "eventstream_publish_duration_seconds",
+        "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
+        buckets=buckets,
+        sum_value=timing.sum,
+    )
+    errors = CounterMetricFamily(
+        "eventstream_publish_errors",
+        "Publishes that raised, by cause (broker: its engine; grip: a proxy).",
+        labels=["reason"],
+    )
+    for reason, count in observed.publish_errors.items():
+        errors.add_metric([reason], count)
+    yield errors
 
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def _grip_families(stream: EventStream) -> Iterator[Metric]:
+def _grip_families(grip: GripPublisher) -> Iterator[Metric]:
     published = CounterMetricFamily(
         "eventstream_grip_items_published", "Items a GRIP proxy accepted.", labels=["proxy"]
     )
@@ -183,8 +192,7 @@ def _grip_families(stream: EventStream) -> Iterator[Metric]:
         "Batches a GRIP proxy never accepted (their publishers got GripPublishError).",
         labels=["proxy"],
     )
-    assert stream._grip is not None
-    for proxy in stream._grip.statistics():
+    for proxy in grip.statistics():
         label = [urlunsplit(urlsplit(proxy.control_uri)._replace(query=""))]  # no query: no tokens
         published.add_metric(label, proxy.items_published)
         requests.add_metric(label, proxy.requests)

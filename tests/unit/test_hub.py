@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import eventstream._singleton
+import eventstream._stream._singleton
 from eventstream import EventStream, MemoryHistory, ServerSentEvent, encode, get_event_stream_singleton
 from eventstream._hub import Hub
 from eventstream.testing import StreamResponse, open_stream
@@ -502,7 +502,7 @@ def test_singleton_survives_reload() -> None:
     first = get_event_stream_singleton()
     assert get_event_stream_singleton() is first
     assert get_event_stream_singleton("other", buffer_size=8) is not first
-    reloaded = importlib.reload(eventstream._singleton)
+    reloaded = importlib.reload(eventstream._stream._singleton)
     assert reloaded.get_event_stream_singleton() is first
 
 

@@ -19,8 +19,7 @@ import trio.testing
 
 from eventstream import EventStream
 from eventstream._history import HistoryEntry
-from eventstream._hub import Hub
-from eventstream._subscriber import Subscriber
+from eventstream._hub import Hub, Subscriber
 from eventstream.types import Message, Scope
 
 from ..support.helpers import wait_until

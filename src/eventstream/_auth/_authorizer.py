@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._exceptions import Grant, Unauthorized
 from .._serve._http import header, query_param
-from ._grant import Grant, Unauthorized
 from ._keys import TokenVerifier
 from ._patterns import ChannelPattern, granted, patterns_from_claim
 from ._tickets import MemoryTicketLedger, TicketCodec, TicketLedger

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ._grant import Unauthorized
+from .._exceptions import Unauthorized
 
 __all__ = ["MemoryTicketLedger", "TicketCodec", "TicketLedger"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
@@ -14,7 +13,7 @@ import httpx
 
 from .._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 from ._body import ACCEPT_ENCODING, Body, codings
-from ._http import INCURABLE, EventSourceError, check_response, open_stream
+from ._http import INCURABLE, EventSourceError, check_response, check_seconds, open_stream
 
 __all__ = ["DEFAULT_RECONNECT_DELAY", "EventSource"]
 
@@ -26,21 +25,6 @@ _BACKOFF_UNIT: Final = 0.1
 _STEADY_AFTER: Final = 1.0
 #: The most bytes of body decompressed and decoded at a time, once the events before are taken.
 _PIECE: Final = 64 * 1024
-
-
-def _positive(name: str, value: float | None, *, allow_none: bool = False, allow_zero: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        raise ValueError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number (seconds), not {value!r}"
-        )
 
 
 class EventSource:
@@ -137,10 +121,10 @@ class EventSource:
             raise ValueError(
                 f"last_event_id {last_event_id!r} cannot be sent in a Last-Event-ID header: {problem}"
             )
-        _positive("reconnect_delay", reconnect_delay, allow_zero=True)
-        _positive("max_reconnect_delay", max_reconnect_delay)
-        _positive("connect_timeout", connect_timeout)
-        _positive("read_timeout", read_timeout, allow_none=True)
+        check_seconds("reconnect_delay", reconnect_delay, allow_zero=True)
+        check_seconds("max_reconnect_delay", max_reconnect_delay)
+        check_seconds("connect_timeout", connect_timeout)
+        check_seconds("read_timeout", read_timeout, allow_none=True)
         if max_event_size is not None and (
             isinstance(max_event_size, bool) or not isinstance(max_event_size, int) or max_event_size < 1
         ):

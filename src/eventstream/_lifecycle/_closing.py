@@ -20,9 +20,8 @@ import anyio.lowlevel
 
 from .._broker import Broker
 from .._grip import GripPublisher
-from .._hub import Hub
+from .._hub import Hub, Subscriber
 from .._options import StreamOptions
-from .._subscriber import Subscriber
 from ._loop import LoopBinding
 from ._signals import SignalRelay, chain_close, release, watch
 
@@ -120,7 +119,7 @@ class Lifecycle:
         if not self._started_broker:
             await self._broker.__aenter__()  # BrokerError: a shared engine cannot be reached
             self._started_broker = True
-        self._hub.closed = False
+        self._hub.reopen()
         self._loop.bind()
         self.watch_signals()
         if self._grip is not None and not self._grip.running:

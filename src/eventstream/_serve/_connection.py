@@ -20,12 +20,11 @@ import math
 import time
 from collections.abc import Sequence
 
-from .._backends import DisconnectWatch, current_waiter
+from .._backends import DisconnectWatch, Waiter, Watch, current_waiter
 from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
-from .._hub import Hub
+from .._hub import Hub, Subscriber
 from .._observe import UNCOUNTED, TemplateCounters
 from .._sse import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, stream_reset, with_id
-from .._subscriber import Subscriber
 from ..types import Receive, Send
 
 __all__ = ["STREAM_HEADERS", "Connection"]
@@ -171,12 +170,7 @@ class Connection:
         with the connection.
         """
         subscriber = self.subscriber
-        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
-        # Its start and stop are called, not "async with": the bound __aexit__ would stay
-        # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
-        watch = DisconnectWatch(receive, self)
-        timed = self.keep_alive_interval is not None or self.expires_at is not None
-        subscriber.cancel_scope = await watch.start(keep_alive=timed)
+        watch, timed = await self._watch(receive)
         try:
             try:
                 # The start runs in a coroutine of its own: its frame is gone once it returns.
@@ -189,10 +183,7 @@ class Connection:
                         interval = self.keep_alive_interval
                         if timed:
                             watch.start_timer(waiter)
-                        # auth: the credentials' end on the loop's clock (math.inf: none).
-                        expires_at = self.expires_at
-                        end = math.inf if expires_at is None else waiter.time() + expires_at - time.time()
-                        deadline = min(end, math.inf if interval is None else waiter.time() + interval)
+                        end, deadline = self._deadlines(waiter)
                         while True:
                             if queue:
                                 # Rendered and cleared before any await: what a publish adds
@@ -235,14 +226,7 @@ class Connection:
                     finally:
                         subscriber.waiter = None
                         waiter.close()
-                if failure is not None:
-                    self.failed = True  # metrics
-                    await self.send_stream_error(send, failure)
-                # Servers report the end of the response to the app as http.disconnect,
-                # from inside this send (hypercorn); cancelling it then would cut the
-                # server's own bookkeeping short (the connection would never go idle).
-                self.completing = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await self._end(send, failure)
             except OSError:  # the client is gone (ASGI 2.4 servers raise it from send)
                 pass
         except BaseException as exc:
@@ -250,6 +234,35 @@ class Connection:
                 raise
         else:
             await watch.stop(None)
+
+    async def _watch(self, receive: Receive) -> tuple[Watch, bool]:
+        # One task: the client's disconnect cancels the watch's scope (see _disconnect.py).
+        # Its start and stop are called, not "async with": the bound __aexit__ would stay
+        # alive while parked, and so would contextlib.suppress's object (64 and 192 bytes).
+        # Returns the watch, and whether it keeps time (keep-alives, the credentials' end).
+        watch = DisconnectWatch(receive, self)
+        timed = self.keep_alive_interval is not None or self.expires_at is not None
+        self.subscriber.watch(await watch.start(keep_alive=timed))
+        return watch, timed
+
+    def _deadlines(self, waiter: Waiter) -> tuple[float, float]:
+        # On the loop's clock: the credentials' end (auth; math.inf: none), and the first
+        # keep-alive's (or that end, if sooner).
+        interval = self.keep_alive_interval
+        expires_at = self.expires_at
+        end = math.inf if expires_at is None else waiter.time() + expires_at - time.time()
+        return end, min(end, math.inf if interval is None else waiter.time() + interval)
+
+    async def _end(self, send: Send, failure: Exception | None) -> None:
+        # The stream-error event of the server's own failure, if any, then the response's end.
+        if failure is not None:
+            self.failed = True  # metrics
+            await self.send_stream_error(send, failure)
+        # Servers report the end of the response to the app as http.disconnect,
+        # from inside this send (hypercorn); cancelling it then would cut the
+        # server's own bookkeeping short (the connection would never go idle).
+        self.completing = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _begin(self, send: Send, last_event_id: str | None, opening: bytes) -> Exception | None:
         # The headers, the opening and the replay. Returns the server's own failure

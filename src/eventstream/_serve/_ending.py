@@ -26,10 +26,10 @@ def unsubscribe_counted(connection: Connection, scope: Scope) -> None:
         reason = "error"
     elif subscriber.closed:  # ended by the hub: a close, a drop, or the broker's reset
         reason = "shutdown" if hub.closed else "slow" if subscriber.stalled is not None else "reset"
-    dropped = hub._dropped
+    dropped = hub.dropped
     hub.unsubscribe(subscriber)
     if reason is None:  # the response ended by itself: its client left, or its deadline cut it
-        reason = "slow" if hub._dropped != dropped else "client"
+        reason = "slow" if hub.dropped != dropped else "client"
     connection.template.closed[reason] += 1
     if reason == "slow":
         client = _address(scope.get("client"))

@@ -15,9 +15,8 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .._auth._grant import Grant, Unauthorized
 from .._broker import Broker
-from .._exceptions import BrokerError
+from .._exceptions import BrokerError, Grant, Unauthorized
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
@@ -86,8 +85,7 @@ async def serve(
 def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
     subscriber = connection.subscriber
     unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
-    subscriber.cancel_scope = None  # the scope refers to the connection: no cycle
-    subscriber.finished = True
+    subscriber.finish()
     stream.lifecycle.notify_waiters()
 
 

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectSendStream
 
-from .types import EventLike
+from ..types import EventLike
 
 __all__ = ["ChannelPublisher", "ChannelWriter", "EventSink"]
 

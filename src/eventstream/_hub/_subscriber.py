@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ._history import HistoryEntry
+from .._history import HistoryEntry
 
 if TYPE_CHECKING:
-    from ._backends import Waiter
-    from ._grip import GripProxyStatistics
+    from .._backends import Waiter
+    from .._grip import GripProxyStatistics
 
 __all__ = ["CancelScopeLike", "Channel", "EventStreamStatistics", "Subscriber", "clock"]
 
@@ -72,9 +72,9 @@ class Subscriber:
         self.waiter: Waiter | None = None
         #: No more entries will come: the stream ends once the queue is written.
         self.closed: bool = False
-        #: Set by the connection once its response is over (shutdown waits for it).
+        #: Its connection's response is over (shutdown waits for it): see finish().
         self.finished: bool = False
-        #: Set by the connection; the hub moves its deadline to disconnect it.
+        #: Its connection's (see watch()); the hub moves its deadline to disconnect it.
         self.cancel_scope: CancelScopeLike | None = None
         #: The deadline set when the stream was closed (shutdown grace).
         self.close_deadline: float = math.inf
@@ -91,7 +91,7 @@ class Subscriber:
         #: holds it there).
         self.sending: bool = False
         #: Its client reads: a send that held it while its buffer was full has ended. Until
-        #: then, publishes do not wait for it (see the hub's docstring).
+        #: then, publishes do not wait for it (see the _hub package's docstring).
         self.proven: bool = False
         #: When its buffer was found full while its connection was held in a send and it
         #: is not proven (it holds more meanwhile).
@@ -101,6 +101,15 @@ class Subscriber:
         self.prove_at: int = 0
         #: The events of publishes waiting for room in its queue: set when the connection takes.
         self.room: list[anyio.Event] | None = None
+
+    def watch(self, scope: CancelScopeLike) -> None:
+        """The connection's cancel scope: the hub moves its deadline to disconnect it."""
+        self.cancel_scope = scope
+
+    def finish(self) -> None:
+        """The connection's response is over (shutdown waits for it)."""
+        self.cancel_scope = None  # the scope refers to the connection: no cycle
+        self.finished = True
 
     def take(self) -> list[HistoryEntry]:
         """Everything queued, oldest first (empty if nothing is); the queue is emptied."""

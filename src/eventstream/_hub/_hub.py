@@ -1,48 +1,4 @@
-"""The fan-out core: channels, subscribers and their bounded buffers.
-
-Each subscriber (:mod:`._subscriber`) owns a bounded queue of published
-entries (the event encoded once, shared by every subscriber) and one reusable
-:class:`~._backends.Waiter` that its connection sleeps on. A publish appends
-the entry to the queue of every live subscriber of its channel and wakes the
-connections that wait; nothing is created per event or per wait. What happens
-to a subscriber whose queue is full is the slow-consumer policy
-(docs/discussion/backpressure.md tells why):
-
-``disconnect`` (default)
-    The publish waits for full subscribers, all together, *as long as they
-    make progress* (their connection takes what is queued). One that takes
-    nothing for ``stall_after`` seconds (``min(send_timeout, 0.1)``) is *left
-    behind*: it leaves its channels' live sets, so publishes neither wait for
-    it nor visit it (it still counts as subscribed). Once its connection has
-    written what it holds, it catches up from history if anything was
-    published on its channels since (``stream-reset`` if history no longer
-    has it all) and rejoins. Its connection is cancelled ``send_timeout``
-    after its last progress, published or not (its disconnect watch then
-    drops the subscription, even from a send the server shields).
-
-    Until a subscriber is *proven* to read, publishes do not wait for it
-    while its connection is held in a send (a client that never reads holds
-    it there for good): it holds more entries instead, up to ``stall_after``
-    seconds' worth or ``16 * max(buffer_size, 32)``, then it is left behind,
-    keeping the oldest ``buffer_size`` (the rest comes from history: a stream
-    of non-reading clients must not each keep events alive that history has
-    let go). Unless that send ends, its connection is cancelled
-    ``send_timeout`` after its queue was first found full. It is proven once
-    its connection takes from a queue that grew well past ``buffer_size``
-    while a send held it (a transport that takes a few writes before it fills
-    up proves nothing). Publishes wait for proven subscribers, and for any
-    whose connection is not in a send (it has not run since it was woken).
-``drop-oldest``
-    The oldest event in the full buffer is dropped to make room, and the
-    client gets ``stream-reset`` before its next events. Publishers never wait.
-``block``
-    Pure backpressure: the publish waits, without deadline, until every
-    subscriber has room. One stalled client stalls the channel.
-
-Cancellation of a waiting publish leaves its entry queued for the subscribers
-it was offered to (the queue may then hold a few entries beyond
-``buffer_size``: at most one per publish in flight).
-"""
+"""The fan-out core: channels, subscribers and their bounded buffers (the policies: see the package)."""
 
 from __future__ import annotations
 
@@ -54,7 +10,7 @@ from typing import Final, Literal
 import anyio
 import anyio.lowlevel
 
-from ._history import HistoryEntry
+from .._history import HistoryEntry
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
@@ -100,7 +56,7 @@ class Hub:
         self.send_timeout: float = float(send_timeout)
         #: How long a publish waits for a full subscriber that takes nothing.
         self.stall_after: float = min(self.send_timeout, STALL_AFTER)
-        #: The most entries a subscriber not yet proven to read holds (see the module's docstring).
+        #: The most entries a subscriber not yet proven to read holds (see the package's docstring).
         self.overfill: int = max(buffer_size, _YIELD_EVERY) * OVERFILL
         #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
         self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
@@ -111,7 +67,7 @@ class Hub:
         self._delivered = 0
         self._dropped = 0
         self._events_dropped = 0
-        self._left_behind = 0  # metrics: subscribers left behind (read by eventstream.prometheus)
+        self._left_behind = 0  # metrics: subscribers left behind
         self._since_yield = 0
         self.closed: bool = False
 
@@ -184,6 +140,41 @@ class Hub:
     def count_delivered(self, count: int) -> None:
         self._delivered += count
 
+    def subscribed(self, channel: str) -> bool:
+        """Somebody is subscribed to ``channel`` (live or left behind): its name was checked then."""
+        return channel in self._channels
+
+    def reopen(self) -> None:
+        """Take new subscribers again (a stream entered after it was closed)."""
+        self.closed = False
+
+    # -- counters (read by eventstream.prometheus) -------------------------
+
+    @property
+    def published(self) -> int:
+        """Events published (one per event and channel)."""
+        return self._published
+
+    @property
+    def delivered(self) -> int:
+        """Events written to clients, once per client."""
+        return self._delivered
+
+    @property
+    def dropped(self) -> int:
+        """Subscribers disconnected for taking nothing (the slow-consumer policy)."""
+        return self._dropped
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped from full buffers (drop-oldest)."""
+        return self._events_dropped
+
+    @property
+    def left_behind(self) -> int:
+        """Times a subscriber was left behind by publishes, to catch up from history."""
+        return self._left_behind
+
     def subscriber_count(self, channel: str | None = None) -> int:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
         if channel is None:
@@ -233,7 +224,7 @@ class Hub:
         """Put ``payload`` in the queue of every subscriber of ``channel``; return what to await.
 
         The awaitable returns once every subscriber that is still connected
-        holds it, or was left behind (see the module's docstring: it then
+        holds it, or was left behind (see the package's docstring: it then
         catches up from history). Cancelling it while it waits for full
         subscribers leaves the payload queued for them. Most publishes have
         nothing to wait for and no checkpoint due: they get an awaitable that

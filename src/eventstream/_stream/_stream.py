@@ -19,14 +19,14 @@ from typing import TypeVar
 
 import anyio
 
-from ._broker import Broker
-from ._exceptions import BrokerError, GripPublishError
-from ._grip import GripPublisher, GripSubmission
-from ._history import HistoryStore
-from ._hub import Hub, SlowConsumerPolicy
-from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
-from ._observe import Observed
-from ._options import (
+from .._broker import Broker
+from .._exceptions import BrokerError, GripPublishError
+from .._grip import GripPublisher, GripSubmission
+from .._history import HistoryStore
+from .._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._observe import Observed
+from .._options import (
     DEFAULT_HISTORY,
     STREAM_RETRY,
     UNSAFE_GRIP_ID,
@@ -36,12 +36,11 @@ from ._options import (
     make_broker,
     make_grip,
 )
-from ._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
-from ._subscriber import EventStreamStatistics
+from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
+from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 from ._writer import ChannelPublisher, ChannelWriter
-from .types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 
-__all__ = ["EventStream", "EventStreamEndpoint"]
+__all__ = ["EventStream", "EventStreamEndpoint", "parts_of"]
 
 _Self = TypeVar("_Self", bound="EventStream")
 
@@ -395,7 +394,7 @@ class EventStream:
         hub = self._hub
         # A channel somebody is subscribed to was checked when they subscribed.
         limit = self.max_channel_name_length
-        if type(channel) is not str or channel not in hub._channels or len(channel) > limit:
+        if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
             check_channel_name(channel, limit)
         if self.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
             raise ValueError(
@@ -563,3 +562,11 @@ class EventStream:
         publishers with ``GripPublishError``; the broker disconnects.
         """
         await self._lifecycle.exit()
+
+
+def parts_of(stream: EventStream) -> Serving:
+    """The parts of ``stream`` (its hub, broker, GRIP publisher, lifecycle and counters).
+
+    For :mod:`eventstream.prometheus`, which reads their counters at scrape time.
+    """
+    return stream._serving

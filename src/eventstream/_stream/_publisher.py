@@ -11,10 +11,10 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._broker import Broker
-from ._options import as_event, check_count, make_broker
-from ._serve import check_channel_name
-from .types import EventLike
+from .._broker import Broker
+from .._options import as_event, check_count, make_broker
+from .._serve import check_channel_name
+from ..types import EventLike
 
 __all__ = ["Publisher"]
 
