@@ -145,6 +145,33 @@ async def test_a_connection_on_more_channels_than_one_read_holds_gets_each_ones_
     assert sorted(e.json() for e in replay) == sorted(f"{name}-2" for name in names)
 
 
+async def test_channels_read_together_get_their_number_whatever_their_names(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The read script takes each channel's field in the state hash from its key's
+    # name: names holding the key's separators, spaces or "seq:" get their own number
+    # (also where the engine lost their history: the number alone tells how far it went).
+    names = ["a|b", "h:x", "|lead", "two words", "seq:y", "caf\u00e9 \u2603"]
+    writer, reader = make_stream(engine, prefix), make_stream(engine, prefix)
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for name in names:
+                for n in range(2 + names.index(name)):
+                    await writer.publish_event(name, {"data": f"{name}-{n}"})
+            engine.command("DEL", f"{prefix}|h:two words")  # its number stays in the state hash
+            async with open_stream(reader(names)) as response:
+                await reader.wait_subscribers(1)
+                history = reader._broker.history
+                assert isinstance(history, SharedHistory)
+                assert {name: history.last_seq[name] for name in names} == {
+                    name: 2 + index for index, name in enumerate(names)
+                }
+                await writer.publish_event("two words", {"data": "next"})
+                (event,) = await receive_data(response, 1)
+                assert event.json() == "next"
+                assert history.last_seq["two words"] == 2 + names.index("two words") + 1
+
+
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:
     stream = make_stream(engine, prefix, max_events=3)
     with anyio.fail_after(20):

@@ -146,9 +146,8 @@ class EngineReader:
         if client is None:
             raise BrokerError(self._engine, "not connected")
         keys = [f"{self._keys}state", *(f"{self._keys}h:{channel}" for channel, _after in requests)]
-        args = [str(count)]
-        for channel, after in requests:
-            args += (f"seq:{channel}", str(after))
+        # Each channel's field in the state hash is taken from its key by the script.
+        args = [str(count), " ".join(str(after) for _channel, after in requests)]
         try:
             reply = await client.invoke_script(self._read_script, keys=keys, args=args)
         except glide.GlideError as exc:
