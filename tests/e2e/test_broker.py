@@ -7,6 +7,7 @@ multi-process tests are in ``test_broker_processes.py``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -170,6 +171,57 @@ async def test_channels_read_together_get_their_number_whatever_their_names(
                 (event,) = await receive_data(response, 1)
                 assert event.json() == "next"
                 assert history.last_seq["two words"] == 2 + names.index("two words") + 1
+
+
+def _script_calls(engine: RedisEngine) -> int:
+    for line in engine.command("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_connections_opening_together_on_new_channels_share_reads_and_miss_nothing(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Connections that open at the same time on channels new to this process are
+    # read together (fewer requests than connections); each channel's copy holds
+    # its history, then the events that follow, without a gap, and each
+    # connection gets the events of its own channels, once each.
+    connections, per = 12, 8
+    names = [[f"n{c}-{k}" for k in range(per)] for c in range(connections)]
+    writer = make_stream(engine, prefix)
+    reader = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), max_channels=per)
+    received: dict[int, list[str]] = {c: [] for c in range(connections)}
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for group in names:
+                for name in group:
+                    for n in range(2):
+                        await writer.publish_event(name, {"data": f"{name}-{n}"})
+            calls = _script_calls(engine)
+
+            async def follow(c: int) -> None:
+                async with open_stream(reader(names[c])) as response:
+                    received[c] = [event.json() for event in await receive_data(response, per)]
+
+            async with anyio.create_task_group() as tg:
+                for c in range(connections):
+                    tg.start_soon(follow, c)
+                await reader.wait_subscribers(connections)
+                reads = _script_calls(engine) - calls
+                for group in names:
+                    for name in group:
+                        await writer.publish_event(name, {"data": f"{name}-2"})
+            history = reader._broker.history
+            assert isinstance(history, SharedHistory)
+            kept = {name: history.since(name, 0) for group in names for name in group}
+    assert 1 <= reads < connections
+    assert received == {c: [f"{name}-2" for name in names[c]] for c in range(connections)}
+    for name, entries in kept.items():
+        assert entries is not None
+        assert [(entry.seq, json.loads(entry.body.removeprefix(b"data: "))) for entry in entries] == [
+            (n + 1, f"{name}-{n}") for n in range(3)
+        ]
 
 
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:

@@ -126,17 +126,28 @@ class EngineReader:
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
         """What :meth:`read` returns for each request, or the :class:`BrokerError` of its read.
 
-        The channels are read by one call of the read script (per
-        ``_READ_TOGETHER`` channels): one request to encode and send, not one per channel.
+        The channels are read by one call of the read script per
+        ``_READ_TOGETHER`` channels, the calls sent at once (pipelined): one
+        request to encode and send per call, not one per channel, and one round trip.
         """
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
-        for start in range(0, len(requests), _READ_TOGETHER):
-            chunk = requests[start : start + _READ_TOGETHER]
+        step = _READ_TOGETHER
+        chunks = [requests[start : start + step] for start in range(0, len(requests), step)]
+        results: list[list[tuple[str, int, list[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
+
+        async def read_chunk(index: int) -> None:
+            chunk = chunks[index]
             try:
-                results.extend(await self._read_together(chunk, count))
+                results[index] = list(await self._read_together(chunk, count))
             except BrokerError as exc:
-                results.extend([exc] * len(chunk))
-        return results
+                results[index] = [exc] * len(chunk)
+
+        if len(chunks) == 1:
+            await read_chunk(0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(chunks)):
+                    tg.start_soon(read_chunk, index)
+        return [result for chunk_results in results for result in chunk_results]
 
     async def _read_together(
         self, requests: Sequence[tuple[str, int]], count: int
