@@ -19,7 +19,7 @@ from eventstream._redis._batching import Pending
 from eventstream._redis._follow import FORGET_AT_ONCE
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._publish import BatchSender
-from eventstream._redis._reader import _READ_TOGETHER
+from eventstream._redis._reader import _READ_FULL, _READ_TOGETHER
 from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
@@ -222,6 +222,45 @@ async def test_connections_opening_together_on_new_channels_share_reads_and_miss
         assert [(entry.seq, json.loads(entry.body.removeprefix(b"data: "))) for entry in entries] == [
             (n + 1, f"{name}-{n}") for n in range(3)
         ]
+
+
+async def test_a_read_of_channels_with_long_histories_takes_several_calls_and_keeps_every_entry(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # One call of the read script returns about _READ_FULL channels' full
+    # histories at most: a connection on more full channels than that reads the
+    # others in a second call; empty channels cost nothing against that budget.
+    full = [f"full{n}" for n in range(_READ_FULL + 6)]
+    empty = [f"empty{n}" for n in range(40)]
+    names = [*full[:30], *empty, *full[30:]]
+    writer = make_stream(engine, prefix, max_events=2)
+    reader = EventStream(
+        broker=RedisBroker(engine.url, key_prefix=prefix, max_events=2), max_channels=len(names)
+    )
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for name in full:
+                for n in range(2):
+                    await writer.publish_event(name, {"data": f"{name}-{n}"})
+            async with open_stream(reader("warm-up")):  # the engine has the read script from now on
+                pass
+            calls = _script_calls(engine)
+            async with open_stream(reader(names)):
+                await reader.wait_subscribers(1)
+                reads = _script_calls(engine) - calls
+            history = reader._broker.history
+            assert isinstance(history, SharedHistory)
+            kept = {name: history.since(name, 0) for name in names}
+    assert reads == 2
+    assert {name: [e.seq for e in entries or ()] for name, entries in kept.items()} == {
+        **{name: [1, 2] for name in full},
+        **{name: [] for name in empty},
+    }
+    assert all(
+        json.loads(entry.body.removeprefix(b"data: ")) == f"{name}-{entry.seq - 1}"
+        for name in full
+        for entry in kept[name] or ()
+    )
 
 
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:

@@ -197,13 +197,20 @@ return result
 # ({prefix}|h:{channel}: its field in the state hash, seq:{channel}, is taken
 # from that name). ARGV: count, then one argument: each channel's "after"
 # (-1: the newest entries), in KEYS order, separated by spaces (two strings
-# for the client to encode however many channels are read, not two per channel).
-# Returns {epoch or '', then per channel: newest seq, {message, ...} oldest first}.
+# for the client to encode however many channels are read, not two per
+# channel), then a budget: once the messages read reach it, the channels left
+# are not read (the client reads them in another call), so a reply weighs at
+# most a budget and one channel's worth, however many empty channels it covers.
+# Returns {epoch or '', then per channel read, in KEYS order: newest seq,
+# {message, ...} oldest first}; at least the first channel is read.
 READ = """
 local count = ARGV[1]
+local budget = tonumber(ARGV[3])
+local total = 0
 local reply = {redis.call('HGET', KEYS[1], 'epoch') or ''}
 local k = 1
 for after in string.gmatch(ARGV[2], '%S+') do
+  if total >= budget then break end
   k = k + 1
   local key = KEYS[k]
   local items
@@ -225,6 +232,7 @@ for after in string.gmatch(ARGV[2], '%S+') do
   local bar = string.find(key, '|', 1, true)
   reply[#reply + 1] = redis.call('HGET', KEYS[1], 'seq:' .. string.sub(key, bar + 3)) or '0'
   reply[#reply + 1] = messages
+  total = total + #messages
 end
 return reply
 """
