@@ -85,7 +85,8 @@ class _Loading:
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.entries: list[EngineEntry] = []
+        #: Feed entries that arrived meanwhile (made for the first: most reads get none).
+        self.entries: list[EngineEntry] | None = None
         self.error: BrokerError | None = None
         self.finished = False
         self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
@@ -198,8 +199,11 @@ class EngineFollower:
             # is in flight, the entry is taken in after it (a bounded number:
             # past that, the gap shows and is read).
             loading = self._loading.get(channel)
-            if loading is not None and len(loading.entries) < self.history.max_events:
-                loading.entries.append(entry)
+            if loading is not None:
+                if loading.entries is None:
+                    loading.entries = [entry]
+                elif len(loading.entries) < self.history.max_events:
+                    loading.entries.append(entry)
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
@@ -538,7 +542,7 @@ class EngineFollower:
         self.history.replace(channel, run, newest)
         self._loaded.add(channel)
         del self._loading[channel]
-        for entry in loading.entries:  # from the feed meanwhile
+        for entry in loading.entries or ():  # from the feed meanwhile
             if entry.epoch == self.epoch:  # (an older one is history)
                 await self._receive_one(channel, entry)
         return True
