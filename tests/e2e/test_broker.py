@@ -7,6 +7,7 @@ multi-process tests are in ``test_broker_processes.py``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -18,7 +19,7 @@ from eventstream._redis._batching import Pending
 from eventstream._redis._follow import FORGET_AT_ONCE
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._publish import BatchSender
-from eventstream._redis._reader import _READ_TOGETHER
+from eventstream._redis._reader import _READ_FULL, _READ_TOGETHER
 from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
@@ -143,6 +144,123 @@ async def test_a_connection_on_more_channels_than_one_read_holds_gets_each_ones_
             async with open_stream(reader(names), headers={"last-event-id": last}) as response:
                 replay = await receive_data(response, len(names))
     assert sorted(e.json() for e in replay) == sorted(f"{name}-2" for name in names)
+
+
+async def test_channels_read_together_get_their_number_whatever_their_names(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The read script takes each channel's field in the state hash from its key's
+    # name: names holding the key's separators, spaces or "seq:" get their own number
+    # (also where the engine lost their history: the number alone tells how far it went).
+    names = ["a|b", "h:x", "|lead", "two words", "seq:y", "caf\u00e9 \u2603"]
+    writer, reader = make_stream(engine, prefix), make_stream(engine, prefix)
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for name in names:
+                for n in range(2 + names.index(name)):
+                    await writer.publish_event(name, {"data": f"{name}-{n}"})
+            engine.command("DEL", f"{prefix}|h:two words")  # its number stays in the state hash
+            async with open_stream(reader(names)) as response:
+                await reader.wait_subscribers(1)
+                history = reader._broker.history
+                assert isinstance(history, SharedHistory)
+                assert {name: history.last_seq[name] for name in names} == {
+                    name: 2 + index for index, name in enumerate(names)
+                }
+                await writer.publish_event("two words", {"data": "next"})
+                (event,) = await receive_data(response, 1)
+                assert event.json() == "next"
+                assert history.last_seq["two words"] == 2 + names.index("two words") + 1
+
+
+def _script_calls(engine: RedisEngine) -> int:
+    for line in engine.command("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_connections_opening_together_on_new_channels_share_reads_and_miss_nothing(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Connections that open at the same time on channels new to this process are
+    # read together (fewer requests than connections); each channel's copy holds
+    # its history, then the events that follow, without a gap, and each
+    # connection gets the events of its own channels, once each.
+    connections, per = 12, 8
+    names = [[f"n{c}-{k}" for k in range(per)] for c in range(connections)]
+    writer = make_stream(engine, prefix)
+    reader = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), max_channels=per)
+    received: dict[int, list[str]] = {c: [] for c in range(connections)}
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for group in names:
+                for name in group:
+                    for n in range(2):
+                        await writer.publish_event(name, {"data": f"{name}-{n}"})
+            calls = _script_calls(engine)
+
+            async def follow(c: int) -> None:
+                async with open_stream(reader(names[c])) as response:
+                    received[c] = [event.json() for event in await receive_data(response, per)]
+
+            async with anyio.create_task_group() as tg:
+                for c in range(connections):
+                    tg.start_soon(follow, c)
+                await reader.wait_subscribers(connections)
+                reads = _script_calls(engine) - calls
+                for group in names:
+                    for name in group:
+                        await writer.publish_event(name, {"data": f"{name}-2"})
+            history = reader._broker.history
+            assert isinstance(history, SharedHistory)
+            kept = {name: history.since(name, 0) for group in names for name in group}
+    assert 1 <= reads < connections
+    assert received == {c: [f"{name}-2" for name in names[c]] for c in range(connections)}
+    for name, entries in kept.items():
+        assert entries is not None
+        assert [(entry.seq, json.loads(entry.body.removeprefix(b"data: "))) for entry in entries] == [
+            (n + 1, f"{name}-{n}") for n in range(3)
+        ]
+
+
+async def test_a_read_of_channels_with_long_histories_takes_several_calls_and_keeps_every_entry(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # One call of the read script returns about _READ_FULL channels' full
+    # histories at most: a connection on more full channels than that reads the
+    # others in a second call; empty channels cost nothing against that budget.
+    full = [f"full{n}" for n in range(_READ_FULL + 6)]
+    empty = [f"empty{n}" for n in range(40)]
+    names = [*full[:30], *empty, *full[30:]]
+    writer = make_stream(engine, prefix, max_events=2)
+    reader = EventStream(
+        broker=RedisBroker(engine.url, key_prefix=prefix, max_events=2), max_channels=len(names)
+    )
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for name in full:
+                for n in range(2):
+                    await writer.publish_event(name, {"data": f"{name}-{n}"})
+            async with open_stream(reader("warm-up")):  # the engine has the read script from now on
+                pass
+            calls = _script_calls(engine)
+            async with open_stream(reader(names)):
+                await reader.wait_subscribers(1)
+                reads = _script_calls(engine) - calls
+            history = reader._broker.history
+            assert isinstance(history, SharedHistory)
+            kept = {name: history.since(name, 0) for name in names}
+    assert reads == 2
+    assert {name: [e.seq for e in entries or ()] for name, entries in kept.items()} == {
+        **{name: [1, 2] for name in full},
+        **{name: [] for name in empty},
+    }
+    assert all(
+        json.loads(entry.body.removeprefix(b"data: ")) == f"{name}-{entry.seq - 1}"
+        for name in full
+        for entry in kept[name] or ()
+    )
 
 
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:

@@ -145,6 +145,31 @@ async def test_new_streams_wait_together_for_an_engine_that_does_not_answer(
     assert max(took for _, took in answered.values()) <= 1.0 + 0.5 + 2.0, answered
 
 
+async def test_new_streams_whose_reads_wait_behind_others_still_answer_within_their_own_bound(
+    via_relay: Relay, prefix: str
+) -> None:
+    # Reads of streams opening at once are sent together, two requests at a time:
+    # those queued behind the first two go out when these time out, and a stream
+    # sending them for others gets its 503 within its own bound (request_timeout
+    # + 0.5 s from its start), not after a second request_timeout.
+    stream = through(via_relay, prefix, request_timeout=2.0)
+    answered: dict[int, tuple[int, float]] = {}
+
+    async def open_one(n: int, started: float) -> None:
+        async with open_stream(stream([f"new{n}-{k}" for k in range(4)])) as response:
+            answered[n] = (response.status, anyio.current_time() - started)
+
+    with anyio.fail_after(60):
+        async with stream:
+            via_relay.hold()
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                for n in range(10):
+                    tg.start_soon(open_one, n, started)
+    assert {n: status for n, (status, _) in answered.items()} == dict.fromkeys(range(10), 503)
+    assert max(took for _, took in answered.values()) <= 2.0 + 0.5 + 1.0, answered
+
+
 async def test_live_delivery_goes_on_while_new_channels_wait_for_the_engine(
     engine: RedisEngine, via_relay: Relay, prefix: str
 ) -> None:
@@ -218,7 +243,7 @@ async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
 
                 async def on_the_feed() -> bool:
                     loading = follower_of(stream)._loading.get("x")
-                    kept = {entry.seq for entry in loading.entries} if loading is not None else set()
+                    kept = {entry.seq for entry in loading.entries or ()} if loading is not None else set()
                     return kept >= set(range(seq + 1, seq + 6))
 
                 await wait_until(on_the_feed)

@@ -1,56 +1,38 @@
-"""Sending concurrent publishes together: batches, and who sends them.
+"""Sending concurrent requests together: batches, and who sends them.
 
-Calls that publish at the same time queue their events; a few of them (the
-senders) each send a batch of what is queued in one request, the others wait
-for their event's outcome. A sender stops once its own event is done and
-asks a waiting call to take over, so no caller keeps sending for others
-forever. Requests of several senders are pipelined on one connection, which
-the engine runs in order. No task is started: the callers do the sending.
+Calls that make the same kind of request at the same time (publishes, reads
+of channels' histories) queue their items; a few of them (the senders) each
+send a batch of what is queued in one request, the others wait for their
+item's outcome. A sender stops once its own item is done and asks a waiting
+call to take over, so no caller keeps sending for others forever. Requests
+of several senders are pipelined on one connection, which the engine runs in
+order. No task is started: the callers do the sending.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from .._backends import Waiter, waiter_factory
 
-__all__ = ["BatchQueue", "Pending"]
+__all__ = ["BatchQueue", "Pending", "Queued"]
 
 
-class Pending:
-    """One publish waiting for its batch; the sender fills in its outcome."""
+class Queued:
+    """One call's item waiting for its batch; the sender marks it done (and sets its outcome)."""
 
-    __slots__ = (
-        "body",
-        "channel",
-        "deadline",
-        "done",
-        "epoch",
-        "error",
-        "id",
-        "leads",
-        "prev_id",
-        "seq",
-        "waiter",
-    )
+    __slots__ = ("done", "error", "leads", "waiter")
 
-    def __init__(self, channel: str, body: bytes, event_id: str | None, deadline: float = math.inf) -> None:
-        self.channel = channel
-        self.body = body
-        self.id = event_id
-        #: When (``time.monotonic()``) its call gives up: the sender fails it then, sent or not.
-        self.deadline = deadline
+    def __init__(self) -> None:
         #: The waiting call's waiter, while it waits (made then: most never wait).
         self.waiter: Waiter | None = None
         self.leads = False
         self.done = False
-        self.epoch = ""
-        self.seq = 0
-        self.prev_id = ""
         #: A BrokerError from the engine (or, from a bug, any exception).
         self.error: Exception | None = None
 
@@ -66,21 +48,42 @@ class Pending:
         await waiter.wait(math.inf)
 
 
+class Pending(Queued):
+    """One publish waiting for its batch; the sender fills in its outcome."""
+
+    __slots__ = ("body", "channel", "deadline", "epoch", "id", "prev_id", "seq")
+
+    def __init__(self, channel: str, body: bytes, event_id: str | None, deadline: float = math.inf) -> None:
+        super().__init__()
+        self.channel = channel
+        self.body = body
+        self.id = event_id
+        #: When (``time.monotonic()``) its call gives up: the sender fails it then, sent or not.
+        self.deadline = deadline
+        self.epoch = ""
+        self.seq = 0
+        self.prev_id = ""
+
+
+#: The kind of item a queue holds.
+Item = TypeVar("Item", bound=Queued)
+
+
 def _unbound() -> Waiter:
     raise RuntimeError("BatchQueue.bind() was not called in this event loop")
 
 
-class BatchQueue:
-    """Queued publishes and the calls sending them in batches of up to ``batch_size``."""
+class BatchQueue(Generic[Item]):
+    """Queued items and the calls sending them in batches of up to ``batch_size``."""
 
     def __init__(
-        self, send: Callable[[list[Pending]], Awaitable[None]], *, batch_size: int, senders: int
+        self, send: Callable[[list[Item]], Awaitable[None]], *, batch_size: int, senders: int
     ) -> None:
         #: Sends one batch and marks every item done (with its outcome); must not raise.
         self._send = send
         self.batch_size = batch_size
         self.senders = senders
-        self._pending: list[Pending] = []
+        self._pending: list[Item] = []
         self._senders = 0
         self._new_waiter: Callable[[], Waiter] = _unbound
 
@@ -88,13 +91,13 @@ class BatchQueue:
         """Make waiters for the calling event loop from now on (call when the broker starts)."""
         self._new_waiter = waiter_factory()
 
-    async def submit(self, item: Pending) -> None:
+    async def submit(self, item: Item) -> None:
         """Return once ``item`` was sent (``item.done``; its outcome is on it).
 
         Cancellation: an item still waiting is withdrawn (not sent); a call
         that is sending a batch for others finishes sending it first. A call
         made in a cancelled scope is cancelled before anything is queued (a
-        loop of publishes that are each sent at once still sees cancellation).
+        loop of calls that are each sent at once still sees cancellation).
         """
         if self._senders < self.senders:
             # It sends (shielded) at once: see cancellation first. (A waiting
@@ -122,12 +125,13 @@ class BatchQueue:
                 self._senders += 1
                 await self._send_until_done(item)
 
-    async def _send_until_done(self, item: Pending) -> None:
-        # Send batches (one script call each) until this call's own event is
+    async def _send_until_done(self, item: Item) -> None:
+        # Send batches (one request each) until this call's own item is
         # done, then ask a waiting call to go on: no caller sends for others
         # forever. Up to `senders` calls send at once; their batches are
         # pipelined on one connection, which the engine runs in order.
-        # Shielded: waiting calls depend on it (bounded by publish_timeout).
+        # Shielded: waiting calls depend on it (bounded by the send's own
+        # time limit: publish_timeout, or a read's request_timeout).
         try:
             with anyio.CancelScope(shield=True):
                 while not item.done:

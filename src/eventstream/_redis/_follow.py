@@ -6,12 +6,14 @@ handled one at a time (under one lock), and each is kept in history and
 queued for subscribers with no await in between, so a connection that
 subscribes meanwhile finds it in one place or the other.
 
-The reads a connection needs before it subscribes go in one request, run
-concurrently with other connections' (up to :data:`CONCURRENT_READS` requests
-at once) and outside the lock: only their outcome is taken in under it, so a
-flood of connections on new channels does not hold up the feed of the
-channels already followed. Feed entries of a channel whose first read is in
-flight are kept aside meanwhile, and taken in after it.
+The reads a connection needs before it subscribes go in one request with
+those of the other connections that open meanwhile (two such requests in
+flight at most, each for up to :data:`CONNECTIONS_TOGETHER` connections): a
+flood of connections on new channels costs a few requests, not one each. They
+run outside the lock: each connection takes in its own outcome under it, so
+the flood does not hold up the feed of the channels already followed. Feed
+entries of a channel whose first read is in flight are kept aside meanwhile,
+and taken in after it.
 
 Because sequence numbers are per channel and without holes, an entry whose
 number is not the next one reveals a gap: the missing entries are read from
@@ -44,10 +46,18 @@ import anyio.lowlevel
 from .._exceptions import BrokerError
 from .._history import HistoryEntry
 from .._hub import Hub
+from ._batching import BatchQueue, Queued
 from ._history import SharedHistory
 from ._wire import EngineEntry
 
-__all__ = ["CONCURRENT_READS", "FORGET_AT_ONCE", "EngineFollower", "ManyReader", "Reader"]
+__all__ = [
+    "CONCURRENT_READS",
+    "CONNECTIONS_TOGETHER",
+    "FORGET_AT_ONCE",
+    "EngineFollower",
+    "ManyReader",
+    "Reader",
+]
 
 logger = logging.getLogger("eventstream")
 
@@ -59,9 +69,11 @@ Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]
 ManyReader = Callable[
     [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
 ]
-#: Requests (a connection's reads together, or one read) for connections about to
-#: subscribe that run at once; the others wait their turn.
+#: Reads of one channel for connections about to subscribe (read again after a new
+#: epoch, or by another connection meanwhile) that run at once; the others wait their turn.
 CONCURRENT_READS = 128
+#: Connections about to subscribe whose reads one request carries at most.
+CONNECTIONS_TOGETHER = 64
 #: Idle channels forgotten between two passes of the event loop by the periodic check.
 FORGET_AT_ONCE = 512
 
@@ -73,7 +85,8 @@ class _Loading:
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.entries: list[EngineEntry] = []
+        #: Feed entries that arrived meanwhile (made for the first: most reads get none).
+        self.entries: list[EngineEntry] | None = None
         self.error: BrokerError | None = None
         self.finished = False
         self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
@@ -90,6 +103,19 @@ class _Loading:
             if self._done is None:
                 self._done = anyio.Event()
             await self._done.wait()
+
+
+class _Reads(Queued):
+    """A connection's reads, queued to be sent with other connections' (in one request)."""
+
+    __slots__ = ("deadline", "requests", "results")
+
+    def __init__(self, requests: list[tuple[str, int]], deadline: float) -> None:
+        super().__init__()
+        self.requests = requests
+        #: When (``anyio.current_time()``) the connection stops waiting: its request ends by then.
+        self.deadline = deadline
+        self.results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
 
 
 class EngineFollower:
@@ -115,6 +141,10 @@ class EngineFollower:
         #: Counts the engine's new epochs: a read begun before one is stale.
         self._generation = 0
         self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
+        self._together: BatchQueue[_Reads] = BatchQueue(
+            self._send_reads, batch_size=CONNECTIONS_TOGETHER, senders=2
+        )
+        self._together.bind()  # (made in the event loop that runs the broker)
 
     @property
     def epoch(self) -> str:
@@ -169,8 +199,11 @@ class EngineFollower:
             # is in flight, the entry is taken in after it (a bounded number:
             # past that, the gap shows and is read).
             loading = self._loading.get(channel)
-            if loading is not None and len(loading.entries) < self.history.max_events:
-                loading.entries.append(entry)
+            if loading is not None:
+                if loading.entries is None:
+                    loading.entries = [entry]
+                elif len(loading.entries) < self.history.max_events:
+                    loading.entries.append(entry)
             return
         known = self.history.last_seq.get(channel)
         if known is not None and entry.seq <= known:
@@ -350,10 +383,10 @@ class EngineFollower:
         for channel in channels:  # not forgotten before the connection subscribes
             preparing[channel] = preparing.get(channel, 0) + 1
         try:
-            with anyio.move_on_after(within):
+            with anyio.move_on_after(within) as scope:
                 # What the reads together leave (read by another connection, or
                 # read again after a new epoch) is prepared channel by channel.
-                rest = await self._prepare_together(channels, errors)
+                rest = await self._prepare_together(channels, errors, scope.deadline)
                 if len(rest) == 1:
                     await prepare_one(rest[0])
                 elif rest:
@@ -372,9 +405,12 @@ class EngineFollower:
                 raise errors[0]
             raise BrokerError(self.engine, f"no answer within {within:g} s (request_timeout)")
 
-    async def _prepare_together(self, channels: Sequence[str], errors: list[BrokerError]) -> list[str]:
+    async def _prepare_together(
+        self, channels: Sequence[str], errors: list[BrokerError], deadline: float
+    ) -> list[str]:
         # Read every channel that no other connection is reading in one
-        # request; return the channels left to prepare one by one.
+        # request (with other connections' reads); return the channels left
+        # to prepare one by one.
         generation = self._generation
         mine: dict[str, _Loading] = {}
         known: dict[str, int] = {}
@@ -390,8 +426,11 @@ class EngineFollower:
         if not requests:
             return rest
         try:
-            async with self._reads:
-                results = await self._read_many(requests, self.history.max_events)
+            reads = _Reads(requests, deadline)
+            await self._together.submit(reads)
+            if reads.error is not None:  # (a bug)
+                raise reads.error
+            results = reads.results
             async with self._lock:
                 with anyio.CancelScope(shield=True):  # what was read is taken in whole
                     for (channel, after), result in zip(requests, results, strict=True):
@@ -414,6 +453,25 @@ class EngineFollower:
                     del self._loading[channel]
                 loading.finish()
         return rest
+
+    async def _send_reads(self, batch: list[_Reads]) -> None:
+        # The reads of the connections in `batch`, in one request (a call of the
+        # read script per _READ_TOGETHER channels, sent at once), each given its
+        # results. It ends by the earliest deadline of theirs: the connection
+        # sending it (shielded: the others depend on it) returns in time too.
+        requests = [request for reads in batch for request in reads.requests]
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
+            results = await self._read_many(requests, self.history.max_events)
+        if not results:
+            late = BrokerError(self.engine, "no answer in time (request_timeout)")
+            results = [late] * len(requests)
+        start = 0
+        for reads in batch:
+            reads.results = results[start : start + len(reads.requests)]
+            start += len(reads.requests)
+            reads.done = True
+            reads.wake()
 
     async def _prepare_one(self, channel: str) -> None:
         while True:
@@ -484,7 +542,7 @@ class EngineFollower:
         self.history.replace(channel, run, newest)
         self._loaded.add(channel)
         del self._loading[channel]
-        for entry in loading.entries:  # from the feed meanwhile
+        for entry in loading.entries or ():  # from the feed meanwhile
             if entry.epoch == self.epoch:  # (an older one is history)
                 await self._receive_one(channel, entry)
         return True

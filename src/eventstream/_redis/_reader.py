@@ -29,7 +29,10 @@ logger = logging.getLogger("eventstream")
 _GATHER = 0.0005
 _GATHER_FOR = 0.01
 #: Channels read by one call of the read script at most (a longer list takes several calls).
-_READ_TOGETHER = 64
+_READ_TOGETHER = 256
+#: A call of the read script returns at most about this many channels' full histories:
+#: once its messages reach ``_READ_FULL * count``, it leaves the other channels for the next call.
+_READ_FULL = 64
 
 
 class EngineReader:
@@ -126,39 +129,56 @@ class EngineReader:
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
         """What :meth:`read` returns for each request, or the :class:`BrokerError` of its read.
 
-        The channels are read by one call of the read script (per
-        ``_READ_TOGETHER`` channels): one request to encode and send, not one per channel.
+        The channels are read by calls of the read script of up to
+        ``_READ_TOGETHER`` channels each, sent at once (pipelined): one request
+        to encode and send per call, not one per channel. A call whose reply
+        holds ``_READ_FULL`` channels' worth of entries leaves the rest of its
+        channels to a next call.
         """
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
-        for start in range(0, len(requests), _READ_TOGETHER):
-            chunk = requests[start : start + _READ_TOGETHER]
-            try:
-                results.extend(await self._read_together(chunk, count))
-            except BrokerError as exc:
-                results.extend([exc] * len(chunk))
-        return results
+        step = _READ_TOGETHER
+        chunks = [requests[start : start + step] for start in range(0, len(requests), step)]
+        results: list[list[tuple[str, int, list[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
+
+        async def read_chunk(index: int) -> None:
+            chunk = chunks[index]
+            done = results[index]
+            while len(done) < len(chunk):
+                left = chunk[len(done) :]
+                try:
+                    done += await self._read_together(left, count)
+                except BrokerError as exc:
+                    done += [exc] * len(left)
+
+        if len(chunks) == 1:
+            await read_chunk(0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(chunks)):
+                    tg.start_soon(read_chunk, index)
+        return [result for chunk_results in results for result in chunk_results]
 
     async def _read_together(
         self, requests: Sequence[tuple[str, int]], count: int
     ) -> list[tuple[str, int, list[EngineEntry]]]:
+        # What one call of the read script returns: the first channels of
+        # `requests` (at least one), up to its budget of entries.
         client = self._client
         glide = glide_module()
         if client is None:
             raise BrokerError(self._engine, "not connected")
         keys = [f"{self._keys}state", *(f"{self._keys}h:{channel}" for channel, _after in requests)]
-        args = [str(count)]
-        for channel, after in requests:
-            args += (f"seq:{channel}", str(after))
+        # Each channel's field in the state hash is taken from its key by the script.
+        args = [str(count), " ".join(str(after) for _channel, after in requests), str(_READ_FULL * count)]
         try:
             reply = await client.invoke_script(self._read_script, keys=keys, args=args)
         except glide.GlideError as exc:
             raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(reply, list) or len(reply) != 1 + 2 * len(requests):
+        if not isinstance(reply, list) or len(reply) % 2 != 1 or not 3 <= len(reply) <= 1 + 2 * len(requests):
             raise BrokerError(self._engine, "the read script's reply is not a list of the channels read")
         epoch = bytes(reply[0]).decode("ascii")
         return [
             (epoch, int(reply[1 + 2 * k]), self._decode_entries(channel, reply[2 + 2 * k]))
-            for k, (channel, _after) in enumerate(requests)
+            for k, (channel, _after) in enumerate(requests[: (len(reply) - 1) // 2])
         ]
 
     def _decode_entries(self, channel: str, messages: Any) -> list[EngineEntry]:

@@ -193,23 +193,34 @@ return result
 """
 
 # Reads of one or more channels' histories (one call for all the channels a
-# connection needs). KEYS: the state hash, then each channel's stream.
-# ARGV: count, then per channel: its field in the state hash, after (-1: the
-# newest entries).
-# Returns {epoch or '', then per channel: newest seq, {message, ...} oldest first}.
+# connection needs). KEYS: the state hash, then each channel's stream
+# ({prefix}|h:{channel}: its field in the state hash, seq:{channel}, is taken
+# from that name). ARGV: count, then one argument: each channel's "after"
+# (-1: the newest entries), in KEYS order, separated by spaces (two strings
+# for the client to encode however many channels are read, not two per
+# channel), then a budget: once the messages read reach it, the channels left
+# are not read (the client reads them in another call), so a reply weighs at
+# most a budget and one channel's worth, however many empty channels it covers.
+# Returns {epoch or '', then per channel read, in KEYS order: newest seq,
+# {message, ...} oldest first}; at least the first channel is read.
 READ = """
 local count = ARGV[1]
+local budget = tonumber(ARGV[3])
+local total = 0
 local reply = {redis.call('HGET', KEYS[1], 'epoch') or ''}
-for k = 2, #KEYS do
-  local after = ARGV[2 * k - 1]
+local k = 1
+for after in string.gmatch(ARGV[2], '%S+') do
+  if total >= budget then break end
+  k = k + 1
+  local key = KEYS[k]
   local items
   if after == '-1' then
-    items = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', count)
+    items = redis.call('XREVRANGE', key, '+', '-', 'COUNT', count)
     local reversed = {}
     for i = #items, 1, -1 do reversed[#reversed + 1] = items[i] end
     items = reversed
   else
-    items = redis.call('XRANGE', KEYS[k], '(' .. after .. '-0', '+', 'COUNT', count)
+    items = redis.call('XRANGE', key, '(' .. after .. '-0', '+', 'COUNT', count)
   end
   local messages = {}
   for _, item in ipairs(items) do
@@ -218,8 +229,10 @@ for k = 2, #KEYS do
       if fields[i] == 'm' then messages[#messages + 1] = fields[i + 1] end
     end
   end
-  reply[#reply + 1] = redis.call('HGET', KEYS[1], ARGV[2 * k - 2]) or '0'
+  local bar = string.find(key, '|', 1, true)
+  reply[#reply + 1] = redis.call('HGET', KEYS[1], 'seq:' .. string.sub(key, bar + 3)) or '0'
   reply[#reply + 1] = messages
+  total = total + #messages
 end
 return reply
 """
