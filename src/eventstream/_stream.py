@@ -25,6 +25,7 @@ from ._grip import GripPublisher, GripSubmission
 from ._history import HistoryStore
 from ._hub import Hub, SlowConsumerPolicy
 from ._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from ._limits import AddressLimiter, SubscribeLimits
 from ._observe import Observed
 from ._options import (
     DEFAULT_HISTORY,
@@ -117,6 +118,11 @@ class EventStream:
             ``expires_at``) or raise :class:`~eventstream.auth.Unauthorized` (401).
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
+        subscribe_limits: Limits per client address (new streams per second,
+            open streams), a :class:`~eventstream.SubscribeLimits`; beyond
+            them, 429 with ``Retry-After``. The address is the scope's
+            ``client``: behind a proxy, have the server set it from
+            ``X-Forwarded-For`` (see the how-to on authentication).
         shutdown_event: An event sent to every open stream when the stream
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
@@ -160,6 +166,7 @@ class EventStream:
         retry: int | None = None,
         authorize: Authorize | None = None,
         max_subscribers: int | None = None,
+        subscribe_limits: SubscribeLimits | None = None,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
         handle_signals: bool = True,
@@ -179,6 +186,7 @@ class EventStream:
             retry=retry,
             authorize=authorize,
             max_subscribers=max_subscribers,
+            subscribe_limits=subscribe_limits,
             shutdown_event=shutdown_event,
             shutdown_grace=shutdown_grace,
             handle_signals=handle_signals,
@@ -199,8 +207,9 @@ class EventStream:
         self._broker.bind(self._hub)
         self._observed = Observed()  # metrics: counters that eventstream.prometheus reads
         self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
+        limiter = AddressLimiter(subscribe_limits) if subscribe_limits is not None else None  # limits
         self._serving = Serving(
-            self._hub, self._broker, self._grip, self._loop, self._lifecycle, options, self._observed
+            self._hub, self._broker, self._grip, self._loop, self._lifecycle, options, self._observed, limiter
         )
 
     @property
@@ -257,6 +266,11 @@ class EventStream:
     def max_subscribers(self) -> int | None:
         """The most concurrent streams, or ``None``."""
         return self._options.max_subscribers
+
+    @property
+    def subscribe_limits(self) -> SubscribeLimits | None:
+        """The limits on subscribing per client address, or ``None``."""
+        return self._options.subscribe_limits
 
     @property
     def shutdown_grace(self) -> float:

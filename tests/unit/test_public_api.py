@@ -40,6 +40,7 @@ EXPECTED = {
     "Readiness",
     "RedisBroker",
     "SSEDecoder",
+    "SubscribeLimits",
     "ServerSentEvent",
     "encode",
     "get_event_stream_singleton",

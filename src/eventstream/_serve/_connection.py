@@ -53,6 +53,7 @@ class Connection:
         "history",
         "hub",
         "keep_alive_interval",
+        "limit_key",
         "multi",
         "positions",
         "subscriber",
@@ -85,6 +86,8 @@ class Connection:
         self.failed = False
         #: When the client's credentials end (Unix time): the stream ends with stream-expired.
         self.expires_at: float | None = None
+        #: limits: the client address whose open-stream count it holds (see _limits.py), if any.
+        self.limit_key: str | None = None
 
     # -- where to start --------------------------------------------------
 
