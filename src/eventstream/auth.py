@@ -8,6 +8,7 @@
 
 from ._auth._authorizer import JWTAuthorizer
 from ._auth._grant import Grant, Unauthorized
+from ._auth._jwks import JWKSFetcher, KeysUnavailable
 from ._auth._keys import TokenVerifier
 from ._auth._patterns import ChannelPattern
 from ._auth._redis_ledger import RedisTicketLedger
@@ -16,7 +17,9 @@ from ._auth._tickets import MemoryTicketLedger, TicketLedger
 __all__ = [
     "ChannelPattern",
     "Grant",
+    "JWKSFetcher",
     "JWTAuthorizer",
+    "KeysUnavailable",
     "MemoryTicketLedger",
     "RedisTicketLedger",
     "TicketLedger",

@@ -82,7 +82,9 @@ def test_the_auth_module_surface() -> None:
     assert set(eventstream.auth.__all__) == {
         "ChannelPattern",
         "Grant",
+        "JWKSFetcher",
         "JWTAuthorizer",
+        "KeysUnavailable",
         "MemoryTicketLedger",
         "RedisTicketLedger",
         "TicketLedger",

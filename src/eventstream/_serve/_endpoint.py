@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .._auth._grant import Grant, Unauthorized
+from .._auth._jwks import KeysUnavailable
 from .._broker import Broker
 from .._exceptions import BrokerError
 from .._grip import GripPublisher, GripRequest, hold_response
@@ -175,6 +176,8 @@ async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> Grant
                 allowed = await allowed
         except Unauthorized:  # its message is for the server's log, not for the client
             raise BadRequest("Unauthorized", status=401) from None
+        except KeysUnavailable:  # auth: the JWKS endpoint failed and no keys were fetched before
+            raise BadRequest("Service unavailable: credentials cannot be checked now", status=503) from None
         except BrokerError:  # a shared ticket ledger's engine (eventstream.auth): its error stays here
             raise BadRequest("Service unavailable: credentials cannot be checked now", status=503) from None
         if not allowed:
