@@ -492,6 +492,22 @@ class EventStream:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
 
+    async def subscriber_count_all(self, channel: str | None = None) -> int:
+        """The subscribers of ``channel`` (or of all channels) in every process sharing the broker.
+
+        Without a broker (this process alone) it is :meth:`subscriber_count`;
+        the synchronous :meth:`subscriber_count` keeps counting this process only.
+
+        Raises:
+            TypeError, ValueError: ``channel`` is not a valid channel name.
+            NotImplementedError: the broker cannot count across processes.
+            BrokerError: the broker's engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        if channel is not None:
+            check_channel_name(channel, self._options.max_channel_name_length)
+        return await self._broker.subscriber_count_all(channel, self._hub.subscriber_count(channel))
+
     async def readiness(self, within: float = 2.0) -> Readiness:
         """Whether this process can take new streams: what a readiness probe asks.
 

@@ -153,6 +153,24 @@ class Broker:
             RuntimeError: the broker is not running.
         """
 
+    # -- counts across processes (issue 24, item 3) ----------------------
+
+    async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """The subscribers of ``channel`` (of every channel: ``None``) in every process on the engine.
+
+        ``local`` is this process's own count, as the hub has it now: a broker
+        adds the other processes' counts to it (each process keeps its own in
+        the engine, and one that died drops out within a bounded time).
+
+        Raises:
+            NotImplementedError: this broker cannot count across processes (this
+                default: a broker that has no answer must not give this process's
+                count as everyone's).
+            BrokerError: the engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot count subscribers across processes")
+
     async def __aenter__(self) -> Broker:
         raise NotImplementedError
 

@@ -126,6 +126,10 @@ class LocalBroker(Broker):
     async def prepare(self, channels: Sequence[str]) -> None:
         """Nothing to do: the history is this process's own (and it does not yield)."""
 
+    async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """``local``: this broker serves this process alone."""
+        return local
+
     async def __aenter__(self) -> LocalBroker:
         return self
 
