@@ -10,6 +10,7 @@ from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._limits import SubscribeLimits
+from ._presence import PresenceMember
 from ._publisher import Publisher
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
@@ -36,6 +37,7 @@ __all__ = [
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "PresenceMember",
     "Publisher",
     "Readiness",
     "RedisBroker",

@@ -111,6 +111,7 @@ class StreamOptions:
     authorize: Authorize | None = None
     max_subscribers: int | None = None
     subscribe_limits: SubscribeLimits | None = None  # limits: per client address
+    presence: bool = False  # presence: streams' identities per channel
     shutdown_event: EventLike | None = None
     shutdown_grace: float = 2.0
     handle_signals: bool = True

@@ -37,6 +37,7 @@ from ._options import (
     make_broker,
     make_grip,
 )
+from ._presence import PresenceMember, PresenceTable
 from ._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ._subscriber import EventStreamStatistics
 from ._writer import ChannelPublisher, ChannelWriter
@@ -123,6 +124,8 @@ class EventStream:
             them, 429 with ``Retry-After``. The address is the scope's
             ``client``: behind a proxy, have the server set it from
             ``X-Forwarded-For`` (see the how-to on authentication).
+        presence: Keep who is subscribed to each channel, by the identity of
+            each stream's :class:`~eventstream.auth.Grant` (see :meth:`presence`).
         shutdown_event: An event sent to every open stream when the stream
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
@@ -167,6 +170,7 @@ class EventStream:
         authorize: Authorize | None = None,
         max_subscribers: int | None = None,
         subscribe_limits: SubscribeLimits | None = None,
+        presence: bool = False,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
         handle_signals: bool = True,
@@ -187,6 +191,7 @@ class EventStream:
             authorize=authorize,
             max_subscribers=max_subscribers,
             subscribe_limits=subscribe_limits,
+            presence=presence,
             shutdown_event=shutdown_event,
             shutdown_grace=shutdown_grace,
             handle_signals=handle_signals,
@@ -209,7 +214,15 @@ class EventStream:
         self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
         limiter = AddressLimiter(subscribe_limits) if subscribe_limits is not None else None  # limits
         self._serving = Serving(
-            self._hub, self._broker, self._grip, self._loop, self._lifecycle, options, self._observed, limiter
+            self._hub,
+            self._broker,
+            self._grip,
+            self._loop,
+            self._lifecycle,
+            options,
+            self._observed,
+            limiter,
+            PresenceTable() if presence else None,
         )
 
     @property
@@ -507,6 +520,27 @@ class EventStream:
         if channel is not None:
             check_channel_name(channel, self._options.max_channel_name_length)
         return await self._broker.subscriber_count_all(channel, self._hub.subscriber_count(channel))
+
+    async def presence(self, channel: str) -> list[PresenceMember]:
+        """Who is subscribed to ``channel`` in every process sharing the broker, by identity.
+
+        A stream is present under the identity of its ``authorize`` answer's
+        :class:`~eventstream.auth.Grant` (``JWTAuthorizer``: the token's
+        ``sub``); a stream without one is not named. Without a broker, this
+        process's streams.
+
+        Raises:
+            RuntimeError: the stream was built without ``presence=True``, or
+                the broker is not running.
+            TypeError, ValueError: ``channel`` is not a valid channel name.
+            NotImplementedError: the broker cannot tell presence across processes.
+            BrokerError: the broker's engine could not be reached.
+        """
+        table = self._serving.presence
+        if table is None:
+            raise RuntimeError("presence is not kept: build the EventStream with presence=True")
+        check_channel_name(channel, self._options.max_channel_name_length)
+        return await self._broker.presence(channel, table.members(channel))
 
     async def readiness(self, within: float = 2.0) -> Readiness:
         """Whether this process can take new streams: what a readiness probe asks.

@@ -41,6 +41,7 @@ EXPECTED = {
     "RedisBroker",
     "SSEDecoder",
     "SubscribeLimits",
+    "PresenceMember",
     "ServerSentEvent",
     "encode",
     "get_event_stream_singleton",

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
+from .._presence import PresenceMember
 from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:
@@ -170,6 +171,20 @@ class Broker:
             RuntimeError: the broker is not running.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot count subscribers across processes")
+
+    async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
+        """Who is subscribed to ``channel`` in every process on the engine, by identity.
+
+        ``local`` is this process's part (from its :class:`PresenceTable`); a
+        broker merges the other processes' parts (kept in the engine with an
+        expiry that a heartbeat renews, so a dead process leaves within a bounded time).
+
+        Raises:
+            NotImplementedError: this broker cannot tell presence across processes.
+            BrokerError: the engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot tell presence across processes")
 
     async def __aenter__(self) -> Broker:
         raise NotImplementedError

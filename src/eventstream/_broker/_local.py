@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, new_entry, origin_id
+from .._presence import PresenceMember
 from .._sse import ServerSentEvent, with_id
 from ._base import Broker, Numbered, PublishedEvent, unkept_entry
 
@@ -127,6 +128,10 @@ class LocalBroker(Broker):
         """Nothing to do: the history is this process's own (and it does not yield)."""
 
     async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """``local``: this broker serves this process alone."""
+        return local
+
+    async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
         """``local``: this broker serves this process alone."""
         return local
 

@@ -52,6 +52,7 @@ class Connection:
         "failed",
         "history",
         "hub",
+        "identity",
         "keep_alive_interval",
         "limit_key",
         "multi",
@@ -88,6 +89,8 @@ class Connection:
         self.expires_at: float | None = None
         #: limits: the client address whose open-stream count it holds (see _limits.py), if any.
         self.limit_key: str | None = None
+        #: presence: the identity it is present under (see _presence.py), if any.
+        self.identity: str | None = None
 
     # -- where to start --------------------------------------------------
 

@@ -25,6 +25,7 @@ from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from .._limits import AddressLimiter, Refused
 from .._observe import RUN_TEMPLATE, Observed
 from .._options import StreamOptions
+from .._presence import PresenceTable
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import ChannelSpec, Receive, Scope, Send
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
@@ -56,6 +57,7 @@ class Serving:
     options: StreamOptions
     observed: Observed  # metrics
     limiter: AddressLimiter | None = None  # limits: subscribe_limits' state, per client address
+    presence: PresenceTable | None = None  # presence: identities per channel (presence=True)
 
 
 async def serve(
@@ -94,6 +96,8 @@ def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
     subscriber.finished = True
     if connection.limit_key is not None and stream.limiter is not None:  # limits: the address holds one fewer
         stream.limiter.release(connection.limit_key)
+    if connection.identity is not None and stream.presence is not None:  # presence: it left
+        stream.presence.leave(subscriber.channels, connection.identity)
     stream.lifecycle.notify_waiters()
 
 
@@ -160,6 +164,9 @@ async def _open(
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
     connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     connection.limit_key = limit_key  # limits: given back when the stream ends (_finish)
+    if stream.presence is not None and grant is not None and grant.identity is not None:  # presence
+        connection.identity = grant.identity
+        stream.presence.join(request.channels, grant.identity)
     opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
