@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 
 from eventstream import EventStream, HistoryEntry, MemoryHistory, SubscribeLimits
@@ -221,3 +223,21 @@ async def test_a_table_full_of_open_streams_refuses_new_addresses() -> None:
                 assert refused.header("retry-after") == "5"
                 assert "too many clients" in (await refused.read()).decode()
         assert await _status(stream, ("192.0.2.200", 1)) == (200, None)  # room again
+
+
+async def test_streams_held_by_a_grip_proxy_count_against_the_rate_not_the_open_streams() -> None:
+    key = "a-long-enough-signing-key-0123456789"
+    grip = f"http://proxy:5561/?verify-iss=pushpin&verify-key={key}"
+    sig = jwt.encode({"iss": "pushpin", "exp": int(time.time()) + 3600}, key, algorithm="HS256")
+    held = EventStream(grip=grip, subscribe_limits=SubscribeLimits(max_open=1))
+    with anyio.fail_after(10):
+        for _ in range(5):  # the proxy holds them: this process holds nothing
+            async with open_stream(held("c"), client=A, headers={"grip-sig": sig}) as response:
+                assert response.status == 200
+                assert response.header("grip-hold") == "stream"
+        rated = EventStream(grip=grip, subscribe_limits=SubscribeLimits(rate=0.5, burst=2))
+        statuses = []
+        for _ in range(3):
+            async with open_stream(rated("c"), client=A, headers={"grip-sig": sig}) as response:
+                statuses.append((response.status, response.header("retry-after")))
+        assert statuses == [(200, None), (200, None), (429, "2")]
