@@ -9,7 +9,7 @@ nothing uses is deleted instead.
 from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher
 from eventstream._backends._trio import _TrioWaiter
 from eventstream._lifecycle._loop import _Call
-from eventstream.auth import JWTAuthorizer
+from eventstream.auth import JWKSFetcher, JWTAuthorizer
 from eventstream.client import EventSource
 from eventstream.prometheus import EventStreamCollector
 from eventstream.testing import StreamResponse
@@ -29,6 +29,7 @@ Publisher.publish_event_sync
 ChannelWriter.pipe
 EventSource.connections
 JWTAuthorizer.mint_ticket
+JWKSFetcher.fetches
 StreamResponse.body_messages
 StreamResponse.receive_event
 

@@ -9,7 +9,8 @@ from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._hub import EventStreamStatistics
+from ._hub import EventStreamStatistics, PresenceMember
+from ._limits import SubscribeLimits
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
@@ -39,11 +40,13 @@ __all__ = [
     "HistoryEntry",
     "HistoryStore",
     "MemoryHistory",
+    "PresenceMember",
     "Publisher",
     "Readiness",
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
+    "SubscribeLimits",
     "encode",
     "get_event_stream_singleton",
     "parse_grip_uri",

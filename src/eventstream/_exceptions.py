@@ -20,7 +20,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["BrokerError", "EventStreamError", "Grant", "GripPublishError", "Unauthorized"]
+__all__ = [
+    "BrokerError",
+    "EventStreamError",
+    "Grant",
+    "GripPublishError",
+    "KeysUnavailable",
+    "Unauthorized",
+]
 
 
 class EventStreamError(Exception):
@@ -132,4 +139,12 @@ class Unauthorized(EventStreamError):
     and nothing else: the exception's message (why the credentials were
     refused) is for the server's debug log, never for the client. Returning
     ``False`` instead answers ``403`` (valid credentials, channels not granted).
+    """
+
+
+class KeysUnavailable(EventStreamError):
+    """No verification keys can be had now (the JWKS endpoint failed and none were fetched before).
+
+    An endpoint answers ``503 Service Unavailable`` with ``Retry-After``: the
+    client's credentials may be good, they cannot be checked.
     """

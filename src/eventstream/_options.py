@@ -21,6 +21,7 @@ from ._broker import Broker, LocalBroker
 from ._grip import GripPublisher
 from ._history import HistoryStore, MemoryHistory
 from ._hub import SlowConsumerPolicy
+from ._limits import SubscribeLimits
 from ._sse import ServerSentEvent, stream_open
 from .types import Authorize, EventLike
 
@@ -91,7 +92,8 @@ class StreamOptions:
     Raises:
         ValueError: an option is out of range, or ``grip_reliable`` was
             given without ``grip`` or without history.
-        TypeError: ``grip_prefix`` is not a str, or ``shutdown_event`` is
+        TypeError: ``grip_prefix`` is not a str, ``subscribe_limits`` not a
+            :class:`~eventstream.SubscribeLimits`, or ``shutdown_event`` is
             not an event (ValueError: an invalid one).
     """
 
@@ -108,6 +110,8 @@ class StreamOptions:
     retry: int | None = None
     authorize: Authorize | None = None
     max_subscribers: int | None = None
+    subscribe_limits: SubscribeLimits | None = None  # limits: per client address
+    presence: bool = False  # presence: streams' identities per channel
     shutdown_event: EventLike | None = None
     shutdown_grace: float = 2.0
     handle_signals: bool = True
@@ -125,6 +129,11 @@ class StreamOptions:
             stream_open(self.retry)  # ValueError: not a reconnection delay
         if self.max_subscribers is not None and self.max_subscribers < 1:
             raise ValueError(f"max_subscribers must be >= 1 or None, not {self.max_subscribers!r}")
+        limits = self.subscribe_limits
+        if limits is not None and not isinstance(limits, SubscribeLimits):
+            raise TypeError(
+                f"subscribe_limits must be a SubscribeLimits or None, not {type(limits).__name__}"
+            )
         grace = self.shutdown_grace
         if not grace >= 0 or math.isinf(grace):
             raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {grace!r}")

@@ -7,16 +7,19 @@
 """
 
 from ._auth._authorizer import JWTAuthorizer
+from ._auth._jwks import JWKSFetcher
 from ._auth._keys import TokenVerifier
 from ._auth._patterns import ChannelPattern
 from ._auth._redis_ledger import RedisTicketLedger
 from ._auth._tickets import MemoryTicketLedger, TicketLedger
-from ._exceptions import Grant, Unauthorized
+from ._exceptions import Grant, KeysUnavailable, Unauthorized
 
 __all__ = [
     "ChannelPattern",
     "Grant",
+    "JWKSFetcher",
     "JWTAuthorizer",
+    "KeysUnavailable",
     "MemoryTicketLedger",
     "RedisTicketLedger",
     "TicketLedger",

@@ -99,8 +99,9 @@ def _request_scope(
     method: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     path_params: Mapping[str, Any] | None,
+    client: tuple[str, int] = ("127.0.0.1", 50000),
 ) -> dict[str, Any]:
-    """The ASGI ``http`` scope of one request from 127.0.0.1 to ``testserver``."""
+    """The ASGI ``http`` scope of one request from ``client`` to ``testserver``."""
     parts = urlsplit(url)
     header_items = headers.items() if isinstance(headers, Mapping) else headers
     scope: dict[str, Any] = {
@@ -114,7 +115,7 @@ def _request_scope(
         "query_string": parts.query.encode("latin-1"),
         "root_path": "",
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in header_items],
-        "client": ("127.0.0.1", 50000),
+        "client": (client[0], client[1]),
         "server": ("testserver", 80),
     }
     if path_params is not None:
@@ -187,6 +188,7 @@ async def open_stream(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     path_params: Mapping[str, Any] | None = None,
     close_timeout: float = 5.0,
+    client: tuple[str, int] = ("127.0.0.1", 50000),
 ) -> AsyncIterator[StreamResponse]:
     """Run ``app`` for one HTTP request and yield its response once headers are sent.
 
@@ -198,6 +200,7 @@ async def open_stream(
         path_params: Put in ``scope["path_params"]``, as routers do.
         close_timeout: How long, on leaving the block, the app may take to
             return after the client disconnected.
+        client: The client's ``(host, port)``, put in ``scope["client"]``.
 
     Raises:
         TimeoutError: the app did not return within ``close_timeout`` seconds
@@ -211,7 +214,7 @@ async def open_stream(
     client does not read is held up in ``send``, as it would be by a real
     server.
     """
-    scope = _request_scope(url, method, headers, path_params)
+    scope = _request_scope(url, method, headers, path_params, client)
     exchange = _Exchange()
     try:
         async with anyio.create_task_group() as tg:

@@ -182,3 +182,12 @@ def test_the_auth_opens_benchmark_opens_every_stream_it_counts() -> None:
     # Tokens that do not verify are counted as refused, not as opens.
     expired = auth_opens.run("authenticated_app", opens=10, concurrency=2, lifetime=-3600)
     assert (expired["ok"], expired["refused"], expired["opens_per_s"]) == (0, {"401": 10}, 0)
+
+
+def test_the_auth_flood_benchmark_counts_bad_tokens_and_log_lines() -> None:
+    from benchmarks import auth_flood
+
+    run = auth_flood.run(requests=120, connections=3)
+    assert run["statuses"] == {"401": 120}, run
+    assert run["bad_tokens_per_s"] > 0
+    assert run["log_lines"] == 0, run["log_lines_sample"]  # INFO and above: none per bad token

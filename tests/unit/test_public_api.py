@@ -40,6 +40,8 @@ EXPECTED = {
     "Readiness",
     "RedisBroker",
     "SSEDecoder",
+    "SubscribeLimits",
+    "PresenceMember",
     "ServerSentEvent",
     "encode",
     "get_event_stream_singleton",
@@ -81,7 +83,9 @@ def test_the_auth_module_surface() -> None:
     assert set(eventstream.auth.__all__) == {
         "ChannelPattern",
         "Grant",
+        "JWKSFetcher",
         "JWTAuthorizer",
+        "KeysUnavailable",
         "MemoryTicketLedger",
         "RedisTicketLedger",
         "TicketLedger",

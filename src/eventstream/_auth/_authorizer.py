@@ -8,9 +8,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import Grant, Unauthorized
+from .._exceptions import Grant, KeysUnavailable, Unauthorized
 from .._serve._http import header, query_param
-from ._keys import TokenVerifier
+from ._jwks import JWKSFetcher
+from ._keys import ASYMMETRIC, TokenVerifier, unverified_kid
 from ._patterns import ChannelPattern, granted, patterns_from_claim
 from ._tickets import MemoryTicketLedger, TicketCodec, TicketLedger
 
@@ -52,6 +53,11 @@ class JWTAuthorizer:
         public_key: A PEM public key (RSA, EC, Ed25519/Ed448).
         jwks: A JWKS document (a mapping or JSON text) of public keys, chosen
             by the token's ``kid``.
+        jwks_url: Where to fetch the JWKS document (an ``https://`` URL), or a
+            :class:`JWKSFetcher` for its limits: fetched when first needed,
+            cached, fetched again for an unknown ``kid`` at a bounded rate.
+            While no document can be had, requests get 503
+            (:class:`KeysUnavailable`).
         algorithms: The accepted algorithms, all of the key's family (never
             ``none``; never HMAC with a public key).
         issuer: The required ``iss``, or ``None`` (not checked).
@@ -74,7 +80,9 @@ class JWTAuthorizer:
         max_token_length: Longer credentials are refused unread (401).
 
     Raises:
-        ValueError: see :class:`TokenVerifier` for the keys; a pattern in
+        ValueError: see :class:`TokenVerifier` for the keys (``jwks_url``
+            counts as one of them; its algorithms must be public-key ones), and
+            :class:`JWKSFetcher` for the URL; a pattern in
             ``channels`` is invalid; an invalid cookie name; ``ticket_ttl``
             or ``max_token_length`` not positive.
         TypeError: a key or pattern of the wrong type.
@@ -86,6 +94,7 @@ class JWTAuthorizer:
         secret: str | bytes | None = None,
         public_key: str | bytes | None = None,
         jwks: Mapping[str, Any] | str | None = None,
+        jwks_url: str | JWKSFetcher | None = None,
         algorithms: Sequence[str] | None = None,
         issuer: str | None = None,
         audience: str | None = None,
@@ -101,16 +110,32 @@ class JWTAuthorizer:
         ticket_ledger: TicketLedger | None = None,
         max_token_length: int = 8192,
     ) -> None:
-        self.verifier: TokenVerifier = TokenVerifier(
-            secret=secret,
-            public_key=public_key,
-            jwks=jwks,
-            algorithms=algorithms,
-            issuer=issuer,
-            audience=audience,
-            leeway=leeway,
-            required=required,
-        )
+        self._verifier_options: dict[str, Any] = {
+            "algorithms": algorithms,
+            "issuer": issuer,
+            "audience": audience,
+            "leeway": leeway,
+            "required": required,
+        }
+        #: Where the keys are fetched from (``jwks_url``), or ``None``: the keys were given.
+        self.jwks_fetcher: JWKSFetcher | None = None
+        self._verifier: TokenVerifier | None = None
+        self._document: Mapping[str, Any] | None = None  # the JWKS document _verifier was built from
+        if jwks_url is None:
+            self._verifier = TokenVerifier(
+                secret=secret, public_key=public_key, jwks=jwks, **self._verifier_options
+            )
+        else:
+            if any(key is not None for key in (secret, public_key, jwks)):
+                raise ValueError("give exactly one of secret, public_key, jwks and jwks_url")
+            if isinstance(algorithms, str):
+                raise TypeError("algorithms must be a sequence of names, not a str")
+            for name in algorithms or ():
+                if name not in ASYMMETRIC:
+                    raise ValueError(f"algorithm {name!r} cannot be used with a JWKS of public keys")
+            if leeway < 0:
+                raise ValueError(f"leeway must be >= 0, not {leeway!r}")
+            self.jwks_fetcher = jwks_url if isinstance(jwks_url, JWKSFetcher) else JWKSFetcher(jwks_url)
         if isinstance(channels, str):
             raise TypeError("channels must be a sequence of patterns, not a str")
         self.channels: tuple[ChannelPattern, ...] = tuple(ChannelPattern(text) for text in channels)
@@ -147,6 +172,38 @@ class JWTAuthorizer:
             return False
         return self.grant(claims)
 
+    @property
+    def verifier(self) -> TokenVerifier:
+        """What verifies tokens: of the keys given, or of the JWKS document fetched last (``jwks_url``).
+
+        Raises:
+            KeysUnavailable: with ``jwks_url``, no document was fetched yet.
+        """
+        if self._verifier is None:
+            raise KeysUnavailable("no JWKS document was fetched yet")
+        return self._verifier
+
+    async def _current_verifier(self, token: str) -> TokenVerifier:
+        # With jwks_url: the verifier of the current document, fetched again (at a bounded
+        # rate: see JWKSFetcher) when the token's kid is not in it. Raises KeysUnavailable.
+        fetcher = self.jwks_fetcher
+        if fetcher is None:
+            return self.verifier
+        verifier = self._verifier_of(await fetcher.document())
+        kid = unverified_kid(token)
+        if kid is not None and not verifier.knows(kid):
+            verifier = self._verifier_of(await fetcher.document(refresh=True))
+        return verifier
+
+    def _verifier_of(self, document: Mapping[str, Any]) -> TokenVerifier:
+        if document is not self._document or self._verifier is None:
+            try:
+                verifier = TokenVerifier(jwks=document, **self._verifier_options)
+            except ValueError as exc:  # the keys do not suit the algorithms pinned here
+                raise KeysUnavailable(f"the JWKS document's keys cannot be used: {exc}") from None
+            self._verifier, self._document = verifier, document
+        return self._verifier
+
     async def authenticate(self, scope: Scope) -> dict[str, Any]:
         """The verified claims of the request's credentials (header, cookie or ticket, in that order).
 
@@ -154,12 +211,13 @@ class JWTAuthorizer:
 
         Raises:
             Unauthorized: no credentials, or none that verify.
+            KeysUnavailable: with ``jwks_url``, no keys can be had now.
 
         Cancellation: a ticket may or may not be used up.
         """
         token = self._token(scope)
         if token is not None:
-            return self.verifier.verify(token)
+            return (await self._current_verifier(token)).verify(token)
         if self._tickets is not None:
             ticket = query_param(scope, self.ticket_param)
             if ticket is not None:
@@ -184,6 +242,8 @@ class JWTAuthorizer:
 
         Raises:
             Unauthorized: the request has no valid token.
+            KeysUnavailable: with ``jwks_url``, no document was fetched yet
+                (the keys fetched last verify the token: no fetch here).
             RuntimeError: the authorizer has no ``ticket_secret``.
             ValueError: the token's claims are too large for a ticket (4096 characters).
         """

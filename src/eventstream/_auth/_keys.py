@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .._exceptions import Unauthorized
 
-__all__ = ["TokenVerifier"]
+__all__ = ["ASYMMETRIC", "TokenVerifier", "unverified_kid"]
 
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
-_ASYMMETRIC = frozenset(
+ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
@@ -77,13 +77,13 @@ class TokenVerifier:
             family, default = _HMAC, ["HS256"]
             self._keys[None] = material
         elif public_key is not None:
-            family = _ASYMMETRIC
+            family = ASYMMETRIC
             key = _load_public_key(public_key)
             default = [_default_algorithm(key)]
             self._keys[None] = key
         else:
             assert jwks is not None
-            family = _ASYMMETRIC
+            family = ASYMMETRIC
             default = self._load_jwks(jwks)
         chosen = list(default if algorithms is None else algorithms)
         if not chosen:
@@ -121,6 +121,10 @@ class TokenVerifier:
         if not self._keys:
             raise ValueError("the JWKS document has no signing key")
         return algorithms
+
+    def knows(self, kid: str) -> bool:
+        """Whether a token with this ``kid`` has a key here (a single key without a kid takes any)."""
+        return kid in self._keys or (len(self._keys) == 1 and None in self._keys)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of ``token`` once its signature and registered claims check out.
@@ -181,3 +185,12 @@ def _default_algorithm(key: Any) -> str:
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return "EdDSA"
     raise ValueError(f"a {type(key).__name__} cannot verify JWTs")
+
+
+def unverified_kid(token: str) -> str | None:
+    """The ``kid`` of ``token``'s header, not verified, or ``None`` (none, or not a JWT)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return kid if isinstance(kid, str) else None

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
+from .._hub import PresenceMember
 from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:
@@ -152,6 +153,38 @@ class Broker:
             BrokerError: the engine did not answer, or answered an error.
             RuntimeError: the broker is not running.
         """
+
+    # -- counts across processes (issue 24, item 3) ----------------------
+
+    async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """The subscribers of ``channel`` (of every channel: ``None``) in every process on the engine.
+
+        ``local`` is this process's own count, as the hub has it now: a broker
+        adds the other processes' counts to it (each process keeps its own in
+        the engine, and one that died drops out within a bounded time).
+
+        Raises:
+            NotImplementedError: this broker cannot count across processes (this
+                default: a broker that has no answer must not give this process's
+                count as everyone's).
+            BrokerError: the engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot count subscribers across processes")
+
+    async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
+        """Who is subscribed to ``channel`` in every process on the engine, by identity.
+
+        ``local`` is this process's part (from its :class:`PresenceTable`); a
+        broker merges the other processes' parts (kept in the engine with an
+        expiry that a heartbeat renews, so a dead process leaves within a bounded time).
+
+        Raises:
+            NotImplementedError: this broker cannot tell presence across processes.
+            BrokerError: the engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot tell presence across processes")
 
     async def __aenter__(self) -> Broker:
         raise NotImplementedError

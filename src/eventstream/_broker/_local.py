@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, new_entry, origin_id
+from .._hub import PresenceMember
 from .._sse import ServerSentEvent, with_id
 from ._base import Broker, Numbered, PublishedEvent, unkept_entry
 
@@ -125,6 +126,14 @@ class LocalBroker(Broker):
 
     async def prepare(self, channels: Sequence[str]) -> None:
         """Nothing to do: the history is this process's own (and it does not yield)."""
+
+    async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """``local``: this broker serves this process alone."""
+        return local
+
+    async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
+        """``local``: this broker serves this process alone."""
+        return local
 
     async def __aenter__(self) -> LocalBroker:
         return self

@@ -46,6 +46,16 @@ it was offered to (the queue may then hold a few entries beyond
 """
 
 from ._hub import Hub, SlowConsumerPolicy
+from ._presence import PresenceMember, PresenceTable
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
-__all__ = ["Channel", "EventStreamStatistics", "Hub", "SlowConsumerPolicy", "Subscriber", "clock"]
+__all__ = [
+    "Channel",
+    "EventStreamStatistics",
+    "Hub",
+    "PresenceMember",
+    "PresenceTable",
+    "SlowConsumerPolicy",
+    "Subscriber",
+    "clock",
+]

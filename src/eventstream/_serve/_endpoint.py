@@ -16,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .._broker import Broker
-from .._exceptions import BrokerError, Grant, Unauthorized
+from .._exceptions import BrokerError, Grant, KeysUnavailable, Unauthorized
 from .._grip import GripPublisher, GripRequest, hold_response
-from .._hub import Hub
+from .._hub import Hub, PresenceTable
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._limits import AddressLimiter, Refused
 from .._observe import RUN_TEMPLATE, Observed
 from .._options import StreamOptions
 from .._sse import KEEP_ALIVE, stream_open
@@ -52,6 +53,8 @@ class Serving:
     lifecycle: Lifecycle
     options: StreamOptions
     observed: Observed  # metrics
+    limiter: AddressLimiter | None = None  # limits: subscribe_limits' state, per client address
+    presence: PresenceTable | None = None  # presence: identities per channel (presence=True)
 
 
 async def serve(
@@ -75,9 +78,10 @@ async def serve(
     opened = await _open(stream, scope, send, channels, retry)
     if opened is None:
         return
-    connection = opened[0]
+    connection, last_event_id, opening = opened
+    del opened
     try:
-        await connection.run(receive, send, opened[1], opened[2])
+        await connection.run(receive, send, last_event_id, opening)
     finally:
         _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
 
@@ -86,6 +90,10 @@ def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
     subscriber = connection.subscriber
     unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
     subscriber.finish()
+    if connection.limit_key is not None and stream.limiter is not None:  # limits: the address holds one fewer
+        stream.limiter.release(connection.limit_key)
+    if connection.identity is not None and stream.presence is not None:  # presence: it left
+        stream.presence.leave(subscriber.channels, connection.identity)
     stream.lifecycle.notify_waiters()
 
 
@@ -105,6 +113,12 @@ async def _open(
             max_channel_name_length=stream.options.max_channel_name_length,
         )
         grant = await _admit(stream, scope, request)
+        limit_key = _limit(stream, scope, request)  # limits: counted from here, given back below
+    except Refused as exc:
+        with contextlib.suppress(OSError):
+            retry_after = [(b"retry-after", str(exc.retry_after).encode("ascii"))]
+            await send_plain(send, 429, exc.reason, retry_after, head=request.head)
+        return None
     except BadRequest as exc:
         extra = _ALLOW if exc.status == 405 else [(b"retry-after", b"5")] if exc.status == 503 else []
         extra = _CHALLENGE if exc.status == 401 else extra
@@ -123,7 +137,13 @@ async def _open(
             await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return None
-    if not await _prepare_broker(stream.broker, request.channels, send):
+    prepared = False
+    try:
+        prepared = await _prepare_broker(stream.broker, request.channels, send)
+    finally:  # limits: no stream is held if the broker failed or the request was cancelled
+        if not prepared and limit_key is not None and stream.limiter is not None:
+            stream.limiter.release(limit_key)
+    if not prepared:
         return None
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
@@ -139,6 +159,10 @@ async def _open(
     label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
     connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
+    connection.limit_key = limit_key  # limits: given back when the stream ends (_finish)
+    if stream.presence is not None and grant is not None and grant.identity is not None:  # presence
+        connection.identity = grant.identity
+        stream.presence.join(request.channels, grant.identity)
     opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
@@ -155,6 +179,8 @@ async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> Grant
                 allowed = await allowed
         except Unauthorized:  # its message is for the server's log, not for the client
             raise BadRequest("Unauthorized", status=401) from None
+        except KeysUnavailable:  # auth: the JWKS endpoint failed and no keys were fetched before
+            raise BadRequest("Service unavailable: credentials cannot be checked now", status=503) from None
         except BrokerError:  # a shared ticket ledger's engine (eventstream.auth): its error stays here
             raise BadRequest("Service unavailable: credentials cannot be checked now", status=503) from None
         if not allowed:
@@ -165,6 +191,19 @@ async def _admit(stream: Serving, scope: Scope, request: StreamRequest) -> Grant
     if options.max_subscribers is not None and stream.hub.subscriber_count() >= options.max_subscribers:
         raise BadRequest("Service unavailable: too many open streams, retry later", status=503)
     return grant
+
+
+def _limit(stream: Serving, scope: Scope, request: StreamRequest) -> str | None:
+    # limits: count the request against its client address's subscribe_limits. Returns
+    # the address when the stream will be held here (it must be released), else None.
+    # Raises Refused (429). HEAD and GRIP-held requests count as new streams, not as open ones.
+    limiter = stream.limiter
+    if limiter is None:
+        return None
+    key = limiter.key(scope.get("client"))
+    holds = not request.head and request.grip is None
+    limiter.admit(key, holds=holds)
+    return key if holds else None
 
 
 async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> bool:

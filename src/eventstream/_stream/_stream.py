@@ -23,8 +23,9 @@ from .._broker import Broker
 from .._exceptions import BrokerError, GripPublishError
 from .._grip import GripPublisher, GripSubmission
 from .._history import HistoryStore
-from .._hub import EventStreamStatistics, Hub, SlowConsumerPolicy
+from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, SlowConsumerPolicy
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._limits import AddressLimiter, SubscribeLimits
 from .._observe import Observed
 from .._options import (
     DEFAULT_HISTORY,
@@ -116,6 +117,13 @@ class EventStream:
             ``expires_at``) or raise :class:`~eventstream.auth.Unauthorized` (401).
         max_subscribers: The most concurrent streams; beyond it, 503 with
             ``Retry-After``.
+        subscribe_limits: Limits per client address (new streams per second,
+            open streams), a :class:`~eventstream.SubscribeLimits`; beyond
+            them, 429 with ``Retry-After``. The address is the scope's
+            ``client``: behind a proxy, have the server set it from
+            ``X-Forwarded-For`` (see the how-to on authentication).
+        presence: Keep who is subscribed to each channel, by the identity of
+            each stream's :class:`~eventstream.auth.Grant` (see :meth:`presence`).
         shutdown_event: An event sent to every open stream when the stream
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
@@ -159,6 +167,8 @@ class EventStream:
         retry: int | None = None,
         authorize: Authorize | None = None,
         max_subscribers: int | None = None,
+        subscribe_limits: SubscribeLimits | None = None,
+        presence: bool = False,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
         handle_signals: bool = True,
@@ -178,6 +188,8 @@ class EventStream:
             retry=retry,
             authorize=authorize,
             max_subscribers=max_subscribers,
+            subscribe_limits=subscribe_limits,
+            presence=presence,
             shutdown_event=shutdown_event,
             shutdown_grace=shutdown_grace,
             handle_signals=handle_signals,
@@ -198,8 +210,17 @@ class EventStream:
         self._broker.bind(self._hub)
         self._observed = Observed()  # metrics: counters that eventstream.prometheus reads
         self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
+        limiter = AddressLimiter(subscribe_limits) if subscribe_limits is not None else None  # limits
         self._serving = Serving(
-            self._hub, self._broker, self._grip, self._loop, self._lifecycle, options, self._observed
+            self._hub,
+            self._broker,
+            self._grip,
+            self._loop,
+            self._lifecycle,
+            options,
+            self._observed,
+            limiter,
+            PresenceTable() if presence else None,
         )
 
     @property
@@ -256,6 +277,11 @@ class EventStream:
     def max_subscribers(self) -> int | None:
         """The most concurrent streams, or ``None``."""
         return self._options.max_subscribers
+
+    @property
+    def subscribe_limits(self) -> SubscribeLimits | None:
+        """The limits on subscribing per client address, or ``None``."""
+        return self._options.subscribe_limits
 
     @property
     def shutdown_grace(self) -> float:
@@ -476,6 +502,43 @@ class EventStream:
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
         return self._hub.subscriber_count(channel)
+
+    async def subscriber_count_all(self, channel: str | None = None) -> int:
+        """The subscribers of ``channel`` (or of all channels) in every process sharing the broker.
+
+        Without a broker (this process alone) it is :meth:`subscriber_count`;
+        the synchronous :meth:`subscriber_count` keeps counting this process only.
+
+        Raises:
+            TypeError, ValueError: ``channel`` is not a valid channel name.
+            NotImplementedError: the broker cannot count across processes.
+            BrokerError: the broker's engine could not be reached.
+            RuntimeError: the broker is not running.
+        """
+        if channel is not None:
+            check_channel_name(channel, self._options.max_channel_name_length)
+        return await self._broker.subscriber_count_all(channel, self._hub.subscriber_count(channel))
+
+    async def presence(self, channel: str) -> list[PresenceMember]:
+        """Who is subscribed to ``channel`` in every process sharing the broker, by identity.
+
+        A stream is present under the identity of its ``authorize`` answer's
+        :class:`~eventstream.auth.Grant` (``JWTAuthorizer``: the token's
+        ``sub``); a stream without one is not named. Without a broker, this
+        process's streams.
+
+        Raises:
+            RuntimeError: the stream was built without ``presence=True``, or
+                the broker is not running.
+            TypeError, ValueError: ``channel`` is not a valid channel name.
+            NotImplementedError: the broker cannot tell presence across processes.
+            BrokerError: the broker's engine could not be reached.
+        """
+        table = self._serving.presence
+        if table is None:
+            raise RuntimeError("presence is not kept: build the EventStream with presence=True")
+        check_channel_name(channel, self._options.max_channel_name_length)
+        return await self._broker.presence(channel, table.members(channel))
 
     async def readiness(self, within: float = 2.0) -> Readiness:
         """Whether this process can take new streams: what a readiness probe asks.
