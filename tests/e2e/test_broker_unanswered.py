@@ -195,7 +195,7 @@ async def test_live_delivery_goes_on_while_new_channels_wait_for_the_engine(
                     tg.start_soon(open_new, n)
 
                 async def all_waiting() -> bool:
-                    return len(follower_of(stream)._loading) == 8 * 32
+                    return len(follower_of(stream)._preparer._loading) == 8 * 32
 
                 await wait_until(all_waiting)
                 with anyio.fail_after(15):  # the reads would answer after 60 s
@@ -242,7 +242,7 @@ async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
                     await other.publish_event("x", {"data": n})
 
                 async def on_the_feed() -> bool:
-                    loading = follower_of(stream)._loading.get("x")
+                    loading = follower_of(stream)._preparer._loading.get("x")
                     kept = {entry.seq for entry in loading.entries or ()} if loading is not None else set()
                     return kept >= set(range(seq + 1, seq + 6))
 
@@ -369,7 +369,7 @@ async def test_streams_on_one_new_channel_at_once_share_its_first_read(
                     return via_relay.holds_reply(COMMANDS)
 
                 await wait_until(read_once)
-                assert list(follower_of(stream)._loading) == ["shared"]
+                assert list(follower_of(stream)._preparer._loading) == ["shared"]
                 via_relay.release()
                 await stream.wait_subscribers(5, "shared")
                 await other.publish_event("shared", {"data": "to all five"})

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventstream import EventStream, HistoryEntry, MemoryHistory
 from eventstream._observe import MAX_TEMPLATES, OTHER_TEMPLATE, RUN_TEMPLATE
+from eventstream._stream import parts_of
 from eventstream.prometheus import EventStreamCollector, MetricsEndpoint, register
 from eventstream.testing import open_stream
 from eventstream.types import Message, Receive, Scope, Send
@@ -229,7 +230,7 @@ async def test_a_callable_spec_is_labelled_by_its_name() -> None:
 async def test_publishes_are_timed_only_while_a_collector_watches() -> None:
     stream = EventStream()
     await stream.publish_event("a", {"data": 1})
-    assert stream._observed.timing is None  # nothing registered: nothing measured
+    assert parts_of(stream).observed.timing is None  # nothing registered: nothing measured
     registry = CollectorRegistry()
     collector = register(stream, registry)
     for i in range(5):
@@ -330,7 +331,7 @@ def test_the_library_does_not_import_prometheus_client_unless_asked() -> None:
         "import sys, eventstream\n"
         "stream = eventstream.EventStream()\n"
         "assert 'prometheus_client' not in sys.modules, 'imported by eventstream'\n"
-        "assert stream._observed.timing is None\n"
+        "assert eventstream._stream.parts_of(stream).observed.timing is None\n"
         "import eventstream.prometheus\n"
         "assert 'prometheus_client' in sys.modules\n"
     )

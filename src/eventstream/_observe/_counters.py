@@ -101,7 +101,7 @@ class PublishTiming:
 
 
 class Observed:
-    """One event stream's counters for monitoring (``EventStream._observed``)."""
+    """One event stream's counters for monitoring (``parts_of(stream).observed``)."""
 
     __slots__ = ("engine_up", "publish_errors", "templates", "timing")
 

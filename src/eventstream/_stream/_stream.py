@@ -6,39 +6,27 @@ history and delivery are a broker's (``_broker/_local.py`` by default, for
 one process); entering, closing and signals are its :class:`Lifecycle`'s
 (``_lifecycle/``); serving a request (and :class:`EventStreamEndpoint`,
 re-exported here) is the request path's (``_serve/``), which gets a
-:class:`Serving` of the parts.
+:class:`Serving` of the parts. ``_parts.py`` builds them, and holds the
+bodies of publishing and of the state queries: the methods here keep the
+public documentation and delegate there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-import anyio
-
 from .._broker import Broker
-from .._exceptions import BrokerError, GripPublishError
-from .._grip import GripPublisher, GripSubmission
+from .._grip import GripPublisher
 from .._history import HistoryStore
-from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, SlowConsumerPolicy
-from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
-from .._limits import AddressLimiter, SubscribeLimits
-from .._observe import Observed
-from .._options import (
-    DEFAULT_HISTORY,
-    STREAM_RETRY,
-    UNSAFE_GRIP_ID,
-    GripConfig,
-    StreamOptions,
-    as_event,
-    make_broker,
-    make_grip,
-)
+from .._hub import EventStreamStatistics, PresenceMember, SlowConsumerPolicy
+from .._limits import SubscribeLimits
+from .._options import DEFAULT_HISTORY, STREAM_RETRY, GripConfig, StreamOptions
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
+from . import _parts
 from ._writer import ChannelPublisher, ChannelWriter
 
 __all__ = ["EventStream", "EventStreamEndpoint", "parts_of"]
@@ -195,33 +183,9 @@ class EventStream:
             handle_signals=handle_signals,
             broker=broker,
         )
-        self._hub = Hub(buffer_size=buffer_size, send_timeout=send_timeout, policy=slow_consumer)
-        self._broker = make_broker(broker, history)
-        if slow_consumer == "block" and not self._broker.blocks_per_channel:
-            # The broker's feed delivers every channel in one task: a client
-            # that stopped reading would stall every channel, not its own.
-            raise ValueError(
-                'slow_consumer="block" cannot be used with a broker: one stalled client would stall '
-                'the delivery of every channel; use "disconnect" or "drop-oldest"'
-            )
-        # The thread and event loop that serve the connections (publishes must run there).
-        self._loop = LoopBinding()
-        self._grip = make_grip(grip)
-        self._broker.bind(self._hub)
-        self._observed = Observed()  # metrics: counters that eventstream.prometheus reads
-        self._lifecycle = Lifecycle(self._hub, self._broker, self._grip, self._loop, options)
-        limiter = AddressLimiter(subscribe_limits) if subscribe_limits is not None else None  # limits
-        self._serving = Serving(
-            self._hub,
-            self._broker,
-            self._grip,
-            self._loop,
-            self._lifecycle,
-            options,
-            self._observed,
-            limiter,
-            PresenceTable() if presence else None,
-        )
+        self._serving = parts = _parts.assemble(options)  # ValueError: GRIP, or "block" with a broker
+        self._hub, self._broker, self._grip = parts.hub, parts.broker, parts.grip
+        self._loop, self._lifecycle = parts.loop, parts.lifecycle
 
     @property
     def closed(self) -> bool:
@@ -357,12 +321,7 @@ class EventStream:
         parameter) first gets every event it missed, from history, then live
         events; if history cannot tell, it gets ``stream-reset`` instead.
         """
-        if isinstance(channels, str):
-            names: tuple[str, ...] = (channels,)
-        elif isinstance(channels, Iterable) and not isinstance(channels, bytes | bytearray | memoryview):
-            names = tuple(channels)
-        else:
-            raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
+        names = _parts.channel_names(channels)  # TypeError
         self._lifecycle.watch_signals()
         await serve(
             self._serving, scope, receive, send, names, self.retry if retry is STREAM_RETRY else retry
@@ -414,39 +373,7 @@ class EventStream:
         the call waits for full ones, so cancelling the wait does not take it
         back; an event already queued for the proxies is still sent to them.
         """
-        if current_thread_id() != self._loop.thread:  # ~50 ns
-            self._loop.claim()  # first use, or another thread: raises unless its loop has ended
-        message = as_event(event)
-        hub = self._hub
-        # A channel somebody is subscribed to was checked when they subscribed.
-        limit = self.max_channel_name_length
-        if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
-            check_channel_name(channel, limit)
-        if self.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
-            raise ValueError(
-                f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
-            )
-        if hub.closed:
-            raise anyio.ClosedResourceError("the event stream has been closed")
-        grip = self._grip
-        timing = self._observed.timing  # metrics: set while eventstream.prometheus watches
-        start = timing.clock() if timing is not None else 0.0
-        try:  # metrics: errors counted by cause
-            if grip is None:
-                await self._broker.dispatch(channel, message)
-            else:
-                grip.check_running()  # before the event is numbered and kept
-                # Queued for the proxies as soon as it is numbered, before delivery
-                # waits for full subscribers: proxies get a channel's ids in order.
-                submission = GripSubmission(grip, self.grip_prefix + channel, reliable=self.grip_reliable)
-                await self._broker.dispatch(channel, message, submission)
-                await submission.wait()
-        except (BrokerError, GripPublishError) as exc:
-            self._observed.publish_failed(exc)
-            raise
-        if timing is not None:  # metrics
-            timing.observe(timing.clock() - start)
-            self._observed.engine_up = True  # (a shared broker's engine took it)
+        await _parts.publish(self._serving, channel, event)
 
     def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
         """Publish from a thread that is not the event loop's: blocks until published.
@@ -494,10 +421,7 @@ class EventStream:
 
     def statistics(self) -> EventStreamStatistics:
         """Return a snapshot of subscriber counts and event counters (and GRIP proxies')."""
-        stats = self._hub.statistics()
-        if self._grip is not None:
-            stats = dataclasses.replace(stats, grip=self._grip.statistics())
-        return stats
+        return _parts.statistics(self._serving)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """The number of subscribers of ``channel``, or of all channels when it is ``None``."""
@@ -515,9 +439,7 @@ class EventStream:
             BrokerError: the broker's engine could not be reached.
             RuntimeError: the broker is not running.
         """
-        if channel is not None:
-            check_channel_name(channel, self._options.max_channel_name_length)
-        return await self._broker.subscriber_count_all(channel, self._hub.subscriber_count(channel))
+        return await _parts.count_all(self._serving, channel)
 
     async def presence(self, channel: str) -> list[PresenceMember]:
         """Who is subscribed to ``channel`` in every process sharing the broker, by identity.
@@ -534,11 +456,7 @@ class EventStream:
             NotImplementedError: the broker cannot tell presence across processes.
             BrokerError: the broker's engine could not be reached.
         """
-        table = self._serving.presence
-        if table is None:
-            raise RuntimeError("presence is not kept: build the EventStream with presence=True")
-        check_channel_name(channel, self._options.max_channel_name_length)
-        return await self._broker.presence(channel, table.members(channel))
+        return await _parts.presence(self._serving, channel)
 
     async def readiness(self, within: float = 2.0) -> Readiness:
         """Whether this process can take new streams: what a readiness probe asks.

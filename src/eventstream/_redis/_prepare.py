@@ -1,0 +1,341 @@
+"""Before a connection subscribes: the reads of its channels, taken in by the follower.
+
+The reads a connection needs before it subscribes go in one request with
+those of the other connections that open meanwhile (two such requests in
+flight at most, each for up to :data:`CONNECTIONS_TOGETHER` connections): a
+flood of connections on new channels costs a few requests, not one each. They
+run outside the follower's lock: each connection takes in its own outcome
+under it, so the flood does not hold up the feed of the channels already
+followed. Feed entries of a channel whose first read is in flight are kept
+aside meanwhile (:meth:`Preparer.set_aside`), and taken in after it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._exceptions import BrokerError
+from .._history import HistoryEntry
+from ._batching import BatchQueue, Queued
+from ._wire import EngineEntry
+
+if TYPE_CHECKING:
+    from ._follow import EngineFollower
+
+__all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "ManyReader", "Preparer", "Reader", "as_history"]
+
+#: ``read(channel, after, count)``: the engine's epoch, the channel's newest
+#: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
+Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+#: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
+#: the :class:`BrokerError` of that read, in the same order, read together (one request).
+ManyReader = Callable[
+    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
+]
+#: Reads of one channel for connections about to subscribe (read again after a new
+#: epoch, or by another connection meanwhile) that run at once; the others wait their turn.
+CONCURRENT_READS = 128
+#: Connections about to subscribe whose reads one request carries at most.
+CONNECTIONS_TOGETHER = 64
+
+
+def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
+    """``entry`` of ``channel`` as kept in history, on this process's clock by its age on the engine's."""
+    age = max(0.0, time.time() - entry.published_ms / 1000)
+    return entry.to_history(channel, time.monotonic() - age)
+
+
+class _Loading:
+    """A channel's first read, in flight: feed entries that arrive meanwhile, and its outcome."""
+
+    __slots__ = ("_done", "entries", "error", "finished", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        #: Feed entries that arrived meanwhile (made for the first: most reads get none).
+        self.entries: list[EngineEntry] | None = None
+        self.error: BrokerError | None = None
+        self.finished = False
+        self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
+
+    def finish(self) -> None:
+        """The read is over (taken in, failed or abandoned): wake the waiters."""
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait(self) -> None:
+        """Return once :meth:`finish` was called."""
+        if not self.finished:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+
+
+class _Reads(Queued):
+    """A connection's reads, queued to be sent with other connections' (in one request)."""
+
+    __slots__ = ("deadline", "requests", "results")
+
+    def __init__(self, requests: list[tuple[str, int]], deadline: float) -> None:
+        super().__init__()
+        self.requests = requests
+        #: When (``anyio.current_time()``) the connection stops waiting: its request ends by then.
+        self.deadline = deadline
+        self.results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+
+
+class Preparer:
+    """The reads of a :class:`EngineFollower`'s channels for connections about to subscribe.
+
+    What a read returns is taken in under the follower's lock, through its
+    methods (``take_in``, ``catch_up``, ``new_epoch``, ``receive_one``).
+    """
+
+    def __init__(self, follower: EngineFollower, read: Reader, read_many: ManyReader) -> None:
+        self._follower = follower
+        self._read = read
+        self._read_many = read_many
+        #: Channels of the connections being prepared (how many each): kept while they are.
+        self.preparing: dict[str, int] = {}
+        #: Channels whose first read is in flight.
+        self._loading: dict[str, _Loading] = {}
+        self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
+        self._together: BatchQueue[_Reads] = BatchQueue(
+            self._send_reads, batch_size=CONNECTIONS_TOGETHER, senders=2
+        )
+        self._together.bind()  # (made in the event loop that runs the broker)
+
+    def set_aside(self, channel: str, entry: EngineEntry) -> None:
+        """Keep a feed entry of a channel not followed yet, if its first read is in flight.
+
+        It is taken in after the read (a bounded number: past that, the gap
+        shows and is read); without a read in flight, it is dropped.
+        """
+        loading = self._loading.get(channel)
+        if loading is not None:
+            if loading.entries is None:
+                loading.entries = [entry]
+            elif len(loading.entries) < self._follower.history.max_events:
+                loading.entries.append(entry)
+
+    async def reload(self, channel: str) -> None:
+        """Read ``channel`` again as a new channel (the engine's numbering of it went back).
+
+        Called with the follower's lock held (not through :meth:`_load`).
+
+        Raises:
+            BrokerError: the engine could not be reached.
+        """
+        follower = self._follower
+        epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
+        loading = self._loading[channel] = _Loading(follower.generation)
+        try:
+            await self.install(channel, loading, epoch, newest, entries)
+        finally:
+            if self._loading.get(channel) is loading:
+                del self._loading[channel]
+            loading.finish()
+
+    async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
+        """Load the history of channels seen for the first time, and catch up on the others.
+
+        The channels are read together (one request), concurrently with
+        other connections' reads (:data:`CONCURRENT_READS` requests at once); the
+        feed of the channels already followed goes on meanwhile. It returns
+        within ``within`` seconds: a followed channel whose read is not
+        answered by then is served from this process's copy.
+
+        Raises:
+            BrokerError: the engine could not be reached (or did not answer
+                within ``within``) and a channel was never loaded (a channel
+                loaded before is served from this process's copy; the periodic
+                check fills it in later).
+        """
+        errors: list[BrokerError] = []
+        follower = self._follower
+
+        async def prepare_one(channel: str) -> None:
+            try:
+                await self._prepare_one(channel)
+            except BrokerError as exc:
+                errors.append(exc)
+
+        preparing = self.preparing
+        for channel in channels:  # not forgotten before the connection subscribes
+            preparing[channel] = preparing.get(channel, 0) + 1
+        try:
+            with anyio.move_on_after(within) as scope:
+                # What the reads together leave (read by another connection, or
+                # read again after a new epoch) is prepared channel by channel.
+                rest = await self._prepare_together(channels, errors, scope.deadline)
+                if len(rest) == 1:
+                    await prepare_one(rest[0])
+                elif rest:
+                    async with anyio.create_task_group() as tg:
+                        for channel in rest:
+                            tg.start_soon(prepare_one, channel)
+        finally:
+            for channel in channels:
+                if preparing[channel] == 1:
+                    del preparing[channel]
+                else:
+                    preparing[channel] -= 1
+        missing = [channel for channel in channels if channel not in follower.loaded]
+        if missing:
+            if errors:
+                raise errors[0]
+            raise BrokerError(follower.engine, f"no answer within {within:g} s (request_timeout)")
+
+    async def _prepare_together(
+        self, channels: Sequence[str], errors: list[BrokerError], deadline: float
+    ) -> list[str]:
+        # Read every channel that no other connection is reading in one
+        # request (with other connections' reads); return the channels left
+        # to prepare one by one.
+        follower = self._follower
+        generation = follower.generation
+        mine: dict[str, _Loading] = {}
+        known: dict[str, int] = {}
+        rest: list[str] = []
+        for channel in channels:
+            if channel in follower.loaded:
+                known[channel] = follower.history.last_seq.get(channel, 0)
+            elif channel in self._loading:
+                rest.append(channel)
+            else:
+                mine[channel] = self._loading[channel] = _Loading(generation)
+        requests = [*((channel, -1) for channel in mine), *known.items()]
+        if not requests:
+            return rest
+        try:
+            reads = _Reads(requests, deadline)
+            await self._together.submit(reads)
+            if reads.error is not None:  # (a bug)
+                raise reads.error
+            results = reads.results
+            async with follower.lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    for (channel, after), result in zip(requests, results, strict=True):
+                        loading = mine.get(channel)
+                        try:
+                            if isinstance(result, BrokerError):
+                                raise result
+                            if loading is not None:
+                                if not await self.install(channel, loading, *result):
+                                    rest.append(channel)
+                            elif not await self._refreshed(channel, generation, after, *result):
+                                rest.append(channel)
+                        except BrokerError as exc:  # (also: a gap after it that could not be read)
+                            errors.append(exc)
+                            if loading is not None:
+                                loading.error = exc
+        finally:
+            for channel, loading in mine.items():
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.finish()
+        return rest
+
+    async def _send_reads(self, batch: list[_Reads]) -> None:
+        # The reads of the connections in `batch`, in one request (a call of the
+        # read script per _READ_TOGETHER channels, sent at once), each given its
+        # results. It ends by the earliest deadline of theirs: the connection
+        # sending it (shielded: the others depend on it) returns in time too.
+        follower = self._follower
+        requests = [request for reads in batch for request in reads.requests]
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
+            results = await self._read_many(requests, follower.history.max_events)
+        if not results:
+            late = BrokerError(follower.engine, "no answer in time (request_timeout)")
+            results = [late] * len(requests)
+        start = 0
+        for reads in batch:
+            reads.results = results[start : start + len(reads.requests)]
+            start += len(reads.requests)
+            reads.done = True
+            reads.wake()
+
+    async def _prepare_one(self, channel: str) -> None:
+        follower = self._follower
+        while True:
+            if channel not in follower.loaded:
+                await self._load(channel)
+                return
+            generation = follower.generation
+            known = follower.history.last_seq.get(channel, 0)
+            async with self._reads:
+                epoch, newest, entries = await self._read(channel, known, follower.history.max_events)
+            async with follower.lock:
+                with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                    if await self._refreshed(channel, generation, known, epoch, newest, entries):
+                        return
+
+    async def _refreshed(
+        self, channel: str, generation: int, known: int, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in a read of a followed channel after ``known``; False if it must be read anew."""
+        follower = self._follower
+        if generation != follower.generation or channel not in follower.loaded:
+            return False  # a new epoch, or forgotten meanwhile
+        if epoch and epoch != follower.epoch:
+            follower.new_epoch(epoch)
+            return False
+        after = await follower.take_in(channel, known, newest, entries)
+        if after is not None:  # more than one read's worth is missing (rare)
+            await follower.catch_up(channel, after)
+        return True
+
+    async def _load(self, channel: str) -> None:
+        # Read a channel's history for the first time; one read per channel
+        # at a time (other connections asking for it wait for its outcome).
+        follower = self._follower
+        while channel not in follower.loaded:
+            loading = self._loading.get(channel)
+            if loading is not None:
+                await loading.wait()
+                if loading.error is not None:
+                    raise loading.error
+                continue
+            loading = self._loading[channel] = _Loading(follower.generation)
+            try:
+                async with self._reads:
+                    epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
+                async with follower.lock:
+                    with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                        await self.install(channel, loading, epoch, newest, entries)
+            except BrokerError as exc:
+                loading.error = exc
+                raise
+            finally:
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.finish()
+
+    async def install(
+        self, channel: str, loading: _Loading, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
+        follower = self._follower
+        if loading.generation != follower.generation:
+            return False
+        if epoch and epoch != follower.epoch:
+            follower.new_epoch(epoch)
+        run: list[HistoryEntry] = []
+        for entry in entries:
+            if run and entry.seq != run[-1].seq + 1:
+                run = []
+            run.append(as_history(channel, entry))
+        follower.history.replace(channel, run, newest)
+        follower.loaded.add(channel)
+        del self._loading[channel]
+        for entry in loading.entries or ():  # from the feed meanwhile
+            if entry.epoch == follower.epoch:  # (an older one is history)
+                await follower.receive_one(channel, entry)
+        return True

@@ -1,0 +1,139 @@
+"""What :class:`~eventstream.EventStream`'s methods do, on its parts (a :class:`Serving`).
+
+:func:`assemble` builds the parts from the frozen options; :func:`publish` is
+the body of ``publish_event`` (the hot path: the stream calls it once, nothing
+is allocated for the call); the others are the bodies of the state queries.
+The stream's methods keep the public documentation and delegate here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import anyio
+
+from .._exceptions import BrokerError, GripPublishError
+from .._grip import GripSubmission
+from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable
+from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._limits import AddressLimiter
+from .._observe import Observed
+from .._options import UNSAFE_GRIP_ID, StreamOptions, as_event, make_broker, make_grip
+from .._serve import Serving, check_channel_name
+from ..types import EventLike
+
+__all__ = ["assemble", "channel_names", "count_all", "presence", "publish", "statistics"]
+
+
+def assemble(options: StreamOptions) -> Serving:
+    """The parts of a stream built from ``options``: hub, broker, GRIP publisher, lifecycle, counters.
+
+    Raises:
+        ValueError: a GRIP configuration is malformed, or ``slow_consumer="block"``
+            was given with a broker whose feed serves every channel at once.
+        TypeError, ImportError: as :func:`make_broker`.
+    """
+    hub = Hub(
+        buffer_size=options.buffer_size, send_timeout=options.send_timeout, policy=options.slow_consumer
+    )
+    broker = make_broker(options.broker, options.history)
+    if options.slow_consumer == "block" and not broker.blocks_per_channel:
+        # The broker's feed delivers every channel in one task: a client
+        # that stopped reading would stall every channel, not its own.
+        raise ValueError(
+            'slow_consumer="block" cannot be used with a broker: one stalled client would stall '
+            'the delivery of every channel; use "disconnect" or "drop-oldest"'
+        )
+    loop = LoopBinding()  # the thread and event loop that serve the connections (publishes run there)
+    grip = make_grip(options.grip)
+    broker.bind(hub)
+    limits = options.subscribe_limits
+    return Serving(
+        hub,
+        broker,
+        grip,
+        loop,
+        Lifecycle(hub, broker, grip, loop, options),
+        options,
+        Observed(),  # metrics: counters that eventstream.prometheus reads
+        AddressLimiter(limits) if limits is not None else None,  # limits
+        PresenceTable() if options.presence else None,
+    )
+
+
+def channel_names(channels: str | Iterable[str]) -> tuple[str, ...]:
+    """``channels`` as a tuple of names (not yet checked).
+
+    Raises:
+        TypeError: ``channels`` is neither a str nor an iterable of str.
+    """
+    if isinstance(channels, str):
+        return (channels,)
+    if isinstance(channels, Iterable) and not isinstance(channels, bytes | bytearray | memoryview):
+        return tuple(channels)
+    raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
+
+
+async def publish(parts: Serving, channel: str, event: EventLike) -> None:
+    """The body of :meth:`EventStream.publish_event` (see it for errors and cancellation)."""
+    loop = parts.loop
+    if current_thread_id() != loop.thread:  # ~50 ns
+        loop.claim()  # first use, or another thread: raises unless its loop has ended
+    message = as_event(event)
+    hub = parts.hub
+    options = parts.options
+    # A channel somebody is subscribed to was checked when they subscribed.
+    limit = options.max_channel_name_length
+    if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
+        check_channel_name(channel, limit)
+    if options.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
+        raise ValueError(
+            f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
+        )
+    if hub.closed:
+        raise anyio.ClosedResourceError("the event stream has been closed")
+    grip = parts.grip
+    observed = parts.observed
+    timing = observed.timing  # metrics: set while eventstream.prometheus watches
+    start = timing.clock() if timing is not None else 0.0
+    try:  # metrics: errors counted by cause
+        if grip is None:
+            await parts.broker.dispatch(channel, message)
+        else:
+            grip.check_running()  # before the event is numbered and kept
+            # Queued for the proxies as soon as it is numbered, before delivery
+            # waits for full subscribers: proxies get a channel's ids in order.
+            submission = GripSubmission(grip, options.grip_prefix + channel, reliable=options.grip_reliable)
+            await parts.broker.dispatch(channel, message, submission)
+            await submission.wait()
+    except (BrokerError, GripPublishError) as exc:
+        observed.publish_failed(exc)
+        raise
+    if timing is not None:  # metrics
+        timing.observe(timing.clock() - start)
+        observed.engine_up = True  # (a shared broker's engine took it)
+
+
+def statistics(parts: Serving) -> EventStreamStatistics:
+    """The body of :meth:`EventStream.statistics`."""
+    stats = parts.hub.statistics()
+    if parts.grip is not None:
+        stats = dataclasses.replace(stats, grip=parts.grip.statistics())
+    return stats
+
+
+async def count_all(parts: Serving, channel: str | None) -> int:
+    """The body of :meth:`EventStream.subscriber_count_all` (see it for errors)."""
+    if channel is not None:
+        check_channel_name(channel, parts.options.max_channel_name_length)
+    return await parts.broker.subscriber_count_all(channel, parts.hub.subscriber_count(channel))
+
+
+async def presence(parts: Serving, channel: str) -> list[PresenceMember]:
+    """The body of :meth:`EventStream.presence` (see it for errors)."""
+    table = parts.presence
+    if table is None:
+        raise RuntimeError("presence is not kept: build the EventStream with presence=True")
+    check_channel_name(channel, parts.options.max_channel_name_length)
+    return await parts.broker.presence(channel, table.members(channel))
