@@ -362,6 +362,11 @@ def test_quick_start_demo(
             message = decoder.next_event()
             assert isinstance(message, ServerSentEvent)
             assert (message.event, message.json()) == ("message", {"user": "curl", "text": "hello"})
+            # The monitoring URLs the README names.
+            assert client.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+            assert client.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "alive"
+            metrics = client.get(f"http://127.0.0.1:{port}/metrics").text
+            assert "\neventstream_events_published_total 1.0\n" in metrics, metrics
             elapsed = stop_with_sigint(nox, log)
             assert curl.wait(10) == 0  # its response ended complete, before --max-time
         finally:
@@ -372,6 +377,7 @@ def test_quick_start_demo(
     assert "Traceback" not in output, output
     assert "Session demo was successful" in output, output
     assert f"curl -N http://127.0.0.1:{port}/api/events" in output  # the session says how to read it
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in output
     assert elapsed < 1.0
 
 
