@@ -9,6 +9,7 @@ from ._broker import Broker
 from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
+from ._observe._lag import SubscriberLag
 from ._publisher import Publisher
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
@@ -40,6 +41,7 @@ __all__ = [
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
+    "SubscriberLag",
     "encode",
     "get_event_stream_singleton",
     "parse_grip_uri",

@@ -41,6 +41,7 @@ EXPECTED = {
     "RedisBroker",
     "SSEDecoder",
     "ServerSentEvent",
+    "SubscriberLag",
     "encode",
     "get_event_stream_singleton",
     "parse_grip_uri",
