@@ -89,6 +89,13 @@ COMMANDS = {
         "not run as written (6379 is the system's engine): tests/e2e/test_broker_processes.py runs "
         "this command with REDIS_URL pointing at a private engine on a free port"
     ),
+    "hypercorn --workers 0 --bind 127.0.0.1:8001 examples.raw_asgi:app &": (
+        "not run as written (fixed ports): tests/e2e/test_deploy.py runs two single-process servers on "
+        "free ports, each scraped by a real Prometheus, and sums them in PromQL"
+    ),
+    "hypercorn --workers 0 --bind 127.0.0.1:8002 examples.raw_asgi:app &": (
+        "not run as written: see the line before (tests/e2e/test_deploy.py)"
+    ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s unit": "not run: tests/unit, a part of this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
