@@ -85,6 +85,7 @@ def demo(session: nox.Session) -> None:
         f"  curl -X POST http://{bind}/api/publish "
         """-d '{"event": "message", "data": {"user": "curl", "text": "hello"}}'"""
     )
+    session.log(f"Probes: http://{bind}/healthz, http://{bind}/readyz; metrics: http://{bind}/metrics")
     session.run(*demo_command(bind, *session.posargs))
 
 

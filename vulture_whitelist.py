@@ -6,7 +6,7 @@ is used where vulture cannot see (the apps, a framework, a protocol); code that
 nothing uses is deleted instead.
 """
 
-from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher
+from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher, SubscriberLag
 from eventstream._backends._trio import _TrioWaiter
 from eventstream._lifecycle._loop import _Call
 from eventstream.auth import JWKSFetcher, JWTAuthorizer
@@ -20,6 +20,8 @@ EventStreamStatistics.events_published
 EventStreamStatistics.events_delivered
 EventStreamStatistics.subscribers_dropped
 EventStreamStatistics.events_dropped
+EventStreamStatistics.slowest
+SubscriberLag.seconds_behind
 EventStream.wait_subscribers
 EventStream.close_on_signals
 EventStream.publish_event_threadsafe

@@ -14,7 +14,7 @@ tokens answered per second, the server's CPU microseconds per bad token, the
 answers by status (all should be 401), and the lines the server logged (the
 target: none per bad token; a flood must not become a log flood).
 
-Target (issue 24): "10,000 bad tokens a second: no log flood, bounded CPU". The
+Target: "10,000 bad tokens a second: no log flood, bounded CPU". The
 client runs in this process: on a machine with two cores or fewer it competes
 with the server for the CPU.
 """

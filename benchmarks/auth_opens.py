@@ -11,7 +11,7 @@ uvicorn (``--loop asyncio --http h11``), one after the other. The client opens
 closes. It prints one JSON line per app (opens per second, the server's CPU
 milliseconds per open, answers other than 200) and the ratio.
 
-Target (issue 24): at least 2,000 authenticated opens per second per process on
+Target: at least 2,000 authenticated opens per second per process on
 uvicorn. The client runs in this process: on a machine with fewer cores than
 two, it competes with the server for the CPU.
 """

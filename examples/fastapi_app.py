@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from eventstream import get_event_stream_singleton
 
+from .observability import monitoring_routes
 from .raw_asgi import CHAT_PAGE, query_channels
 
 stream = get_event_stream_singleton()
@@ -23,6 +24,8 @@ app = FastAPI()  # no shutdown code: Ctrl+C and SIGTERM end open streams (handle
 app.add_route("/api/events", stream(query_channels))  # type: ignore[arg-type]
 app.add_route("/api/events/{id}", stream("{id}"))  # type: ignore[arg-type]
 app.mount("/api/lobby", stream("lobby"))  # a mounted endpoint: every path below it streams "lobby"
+for path, endpoint in monitoring_routes(stream).items():  # /healthz, /readyz (and /metrics)
+    app.add_route(path, endpoint)  # type: ignore[arg-type]
 
 
 @app.get("/", response_class=HTMLResponse)

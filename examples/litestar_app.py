@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from eventstream import get_event_stream_singleton
 
+from .observability import monitoring_routes
 from .raw_asgi import CHAT_PAGE, query_channels
 
 stream = get_event_stream_singleton()
@@ -73,4 +74,7 @@ async def publish(request: Request[Any, Any, Any]) -> Response[str]:
     return Response("Published\n", media_type="text/plain", status_code=202)
 
 
-app = Litestar([homepage, events, room, lobby, publish], lifespan=[lifespan])
+# /healthz, /readyz (and /metrics with prometheus-client): ASGI apps, as the lobby's endpoint.
+monitoring = [asgi(path, copy_scope=True)(endpoint) for path, endpoint in monitoring_routes(stream).items()]
+
+app = Litestar([homepage, events, room, lobby, publish, *monitoring], lifespan=[lifespan])

@@ -17,9 +17,10 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
-from eventstream import EventStreamEndpoint, get_event_stream_singleton
+from eventstream import get_event_stream_singleton
 from eventstream.types import ASGIApp, Receive, Scope, Send
 
+from .observability import monitoring_routes
 from .raw_asgi import CHAT_PAGE, query_channels
 
 stream = get_event_stream_singleton()
@@ -54,7 +55,7 @@ async def publish() -> tuple[str, int, dict[str, str]]:
 class StreamDispatcher:
     """Serves the paths of ``routes`` with their endpoints and everything else with ``app``."""
 
-    def __init__(self, app: ASGIApp, routes: dict[str, EventStreamEndpoint]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp]) -> None:
         self.app = app
         self.endpoints = routes
         self.map = Map([Rule(path, endpoint=path) for path in routes])
@@ -77,5 +78,6 @@ app = StreamDispatcher(
     {
         "/api/events": stream(query_channels),
         "/api/rooms/<token>": stream("room-{token}"),  # werkzeug's <token> fills {token}
+        **monitoring_routes(stream),  # /healthz, /readyz (and /metrics with prometheus-client)
     },
 )

@@ -4,6 +4,8 @@
     GET  /api/events        streams channel "test", or the channels named in ?channel=...
     GET  /api/events/{id}   streams channel {id}
     POST /api/publish       {"channel": "test", "event": "message", "data": {...}}
+    GET  /healthz, /readyz  liveness and readiness probes; /metrics with prometheus-client
+                            installed (examples/observability.py)
 
 Run it with ``hypercorn --workers 0 examples.raw_asgi:app`` (or ``-k trio``; ``--workers 0``
 keeps hypercorn in one process, which Ctrl+C reaches), open http://127.0.0.1:8000/, or
@@ -29,6 +31,8 @@ from urllib.parse import parse_qs
 from eventstream import BrokerError, EventStream, get_event_stream_singleton
 from eventstream.cors import CORS
 from eventstream.types import ASGIApp, Receive, Scope, Send
+
+from .observability import monitoring_routes
 
 CHAT_PAGE = (Path(__file__).parent / "static" / "chat.html").read_bytes()
 
@@ -58,6 +62,7 @@ def chat_app(stream: EventStream) -> ASGIApp:
     """The chat app around ``stream``; its lifespan keeps the stream entered (and GRIP publishing on)."""
     events = stream(query_channels)
     events_by_id = stream("{id}")
+    monitoring = monitoring_routes(stream)
 
     async def publish(receive: Receive, send: Send) -> None:
         try:
@@ -93,6 +98,8 @@ def chat_app(stream: EventStream) -> ASGIApp:
             await events_by_id(scope, receive, send)
         elif path == "/api/publish" and scope["method"] == "POST":
             await publish(receive, send)
+        elif path in monitoring:
+            await monitoring[path](scope, receive, send)
         else:
             await respond(send, 404, b"Not found\n")
 

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 
 from eventstream import BrokerError, get_event_stream_singleton
 
+from .observability import monitoring_routes
 from .raw_asgi import CHAT_PAGE, query_channels
 
 stream = get_event_stream_singleton(broker=os.environ.get("REDIS_URL") or None)
@@ -55,6 +56,8 @@ app = Starlette(
         Route("/api/events/{id}", stream("{id}")),
         Route("/api/publish", publish, methods=["POST"]),
         Mount("/api/lobby", app=stream("lobby")),  # every path below /api/lobby streams "lobby"
+        # /healthz, /readyz, and /metrics with prometheus-client installed
+        *(Route(path, endpoint) for path, endpoint in monitoring_routes(stream).items()),
     ],
     lifespan=lifespan,
 )

@@ -4,6 +4,7 @@
     POST /api/publish        a sync Django view that publishes
     GET  /api/events         eventstream: channel "test", or the channels in ?channel=...
     GET  /api/rooms/{token}  eventstream: channel "room-{token}"
+    GET  /healthz, /readyz   probes; /metrics with prometheus-client (examples/observability.py)
 
 Django's ASGI handler serves HTTP only; this app answers the lifespan protocol itself
 (the hub lives as long as the server) and routes the stream paths before Django.
@@ -25,12 +26,14 @@ from django.core.asgi import get_asgi_application  # after the settings module i
 
 from eventstream.types import Receive, Scope, Send
 
+from ..observability import monitoring_routes
 from ..raw_asgi import query_channels
 from .views import stream
 
 django_app = get_asgi_application()
 events = stream(query_channels)
 room = stream("room-{token}")
+monitoring = monitoring_routes(stream)  # /healthz, /readyz (and /metrics with prometheus-client)
 _ROOM = re.compile(r"/api/rooms/(?P<token>[^/]+)")
 
 
@@ -48,5 +51,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await events(scope, receive, send)
     elif scope["type"] == "http" and (match := _ROOM.fullmatch(path)):
         await room({**scope, "path_params": match.groupdict()}, receive, send)
+    elif scope["type"] == "http" and path in monitoring:
+        await monitoring[path](scope, receive, send)
     else:
         await django_app(scope, receive, send)

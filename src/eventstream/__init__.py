@@ -11,6 +11,7 @@ from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics, PresenceMember
 from ._limits import SubscribeLimits
+from ._observe._lag import SubscriberLag
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
 from ._sse import NEED_DATA, ServerSentEvent, SSEDecoder, encode
@@ -47,6 +48,7 @@ __all__ = [
     "SSEDecoder",
     "ServerSentEvent",
     "SubscribeLimits",
+    "SubscriberLag",
     "encode",
     "get_event_stream_singleton",
     "parse_grip_uri",

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventstream import EventStream, get_event_stream_singleton
 
@@ -20,6 +21,26 @@ from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.servers import Server, run_server, serve_in_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
+
+
+async def check_monitoring(client: httpx.AsyncClient, template: str, published: int) -> None:
+    """The example serves /healthz, /readyz and /metrics: the probes answer, and the metrics count
+    ``published`` events at least and the open streams of ``template`` (while some are open)."""
+    live = await client.get("/healthz")
+    assert live.status_code == 200, live.text
+    assert live.json() == {"status": "alive", "shutting_down": False}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    scrape = await client.get("/metrics")
+    assert scrape.status_code == 200, scrape.text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scrape.text)
+        for sample in family.samples
+    }
+    assert samples[("eventstream_events_published_total", ())] >= published
+    assert samples[("eventstream_streams_open", (("template", template),))] >= 1
 
 
 @pytest.fixture(scope="module", params=["hypercorn-asyncio", "hypercorn-trio"])
@@ -62,6 +83,7 @@ async def test_chat_page_and_publish(chat_server: Server) -> None:
             assert (await default.next()).json() == {"text": "hello"}
             assert (await room.next()).json() == {"text": "in the room"}
             assert [(await both.next()).json() for _ in range(2)] == [{"text": "on a"}, {"text": "on b"}]
+            await check_monitoring(client, "{id}", published=len(published))
             # What `curl -d` sends: a JSON body with a form content type (FastAPI answered 422).
             form = await client.post(
                 "/api/publish",
@@ -146,6 +168,7 @@ async def test_framework_example(example: str, kind: str, log_dir: Path) -> None
                 assert (await room.next()).json() == "for blue"  # the path parameter named the channel
                 assert (await default.next()).json() == "hello"
                 assert [(await both.next()).json() for _ in range(2)] == ["on a", "on b"]
+                await check_monitoring(client, "room-{token}", published=5)
                 bad = await client.post("/api/publish", json={"event": "bad\nname", "data": 1})
                 assert bad.status_code == 400
                 assert "CR, LF or NUL" in bad.text

@@ -89,6 +89,13 @@ COMMANDS = {
         "not run as written (6379 is the system's engine): tests/e2e/test_broker_processes.py runs "
         "this command with REDIS_URL pointing at a private engine on a free port"
     ),
+    "hypercorn --workers 0 --bind 127.0.0.1:8001 examples.raw_asgi:app &": (
+        "not run as written (fixed ports): tests/e2e/test_deploy.py runs two single-process servers on "
+        "free ports, each scraped by a real Prometheus, and sums them in PromQL"
+    ),
+    "hypercorn --workers 0 --bind 127.0.0.1:8002 examples.raw_asgi:app &": (
+        "not run as written: see the line before (tests/e2e/test_deploy.py)"
+    ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s unit": "not run: tests/unit, a part of this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",
@@ -362,6 +369,11 @@ def test_quick_start_demo(
             message = decoder.next_event()
             assert isinstance(message, ServerSentEvent)
             assert (message.event, message.json()) == ("message", {"user": "curl", "text": "hello"})
+            # The monitoring URLs the README names.
+            assert client.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+            assert client.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "alive"
+            metrics = client.get(f"http://127.0.0.1:{port}/metrics").text
+            assert "\neventstream_events_published_total 1.0\n" in metrics, metrics
             elapsed = stop_with_sigint(nox, log)
             assert curl.wait(10) == 0  # its response ended complete, before --max-time
         finally:
@@ -372,6 +384,7 @@ def test_quick_start_demo(
     assert "Traceback" not in output, output
     assert "Session demo was successful" in output, output
     assert f"curl -N http://127.0.0.1:{port}/api/events" in output  # the session says how to read it
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in output
     assert elapsed < 1.0
 
 

@@ -43,6 +43,7 @@ EXPECTED = {
     "SubscribeLimits",
     "PresenceMember",
     "ServerSentEvent",
+    "SubscriberLag",
     "encode",
     "get_event_stream_singleton",
     "parse_grip_uri",
@@ -54,7 +55,8 @@ def test_all_is_the_public_surface() -> None:
     for name in eventstream.__all__:
         assert getattr(eventstream, name).__module__.startswith("eventstream")
     public_modules = {name for name in vars(eventstream) if not name.startswith("_") and name not in EXPECTED}
-    assert public_modules <= {"auth", "client", "cors", "testing", "types", "prometheus", "annotations"}
+    modules = {"auth", "client", "cors", "testing", "types", "prometheus", "otel", "annotations"}
+    assert public_modules <= modules
 
 
 def test_the_client_module_surface() -> None:

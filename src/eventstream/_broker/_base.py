@@ -154,7 +154,7 @@ class Broker:
             RuntimeError: the broker is not running.
         """
 
-    # -- counts across processes (issue 24, item 3) ----------------------
+    # -- counts and presence across processes ------------------------------
 
     async def subscriber_count_all(self, channel: str | None, local: int) -> int:
         """The subscribers of ``channel`` (of every channel: ``None``) in every process on the engine.

@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 
 from .._history import HistoryEntry
+from .._observe._lag import slowest_subscribers
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
@@ -189,6 +190,7 @@ class Hub:
             events_delivered=self._delivered,
             subscribers_dropped=self._dropped,
             events_dropped=self._events_dropped,
+            slowest=slowest_subscribers(self._subscribers, clock),
         )
 
     def close(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from .._history import HistoryEntry
+from .._observe._lag import SubscriberLag
 
 if TYPE_CHECKING:
     from .._backends import Waiter
@@ -248,3 +249,7 @@ class EventStreamStatistics:
     events_dropped: int = 0
     #: Counters per GRIP proxy, when GRIP is configured.
     grip: tuple[GripProxyStatistics, ...] = field(default=())
+    #: The subscribers most behind now (at most 10, most behind first): left behind by
+    #: publishes, or with a full buffer, or with entries queued. Computed when
+    #: ``statistics()`` is called, in time proportional to the number of subscribers.
+    slowest: tuple[SubscriberLag, ...] = field(default=())

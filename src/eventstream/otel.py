@@ -1,0 +1,166 @@
+"""OpenTelemetry metrics of an :class:`~eventstream.EventStream` (the ``eventstream[otel]`` extra).
+
+:func:`instrument` creates observable instruments on an OpenTelemetry meter
+whose callbacks read the counters the library keeps anyway (the ones
+``eventstream.prometheus`` reads): nothing is recorded per event, and when
+no OpenTelemetry SDK is configured the API's meter is a no-op whose
+callbacks never run. Instruments are named ``eventstream.*``; streams carry
+their endpoint's channel template as ``messaging.destination.template`` (an
+OpenTelemetry messaging attribute), never a concrete channel. Spans are not
+emitted yet.
+
+Raises:
+    ImportError: on import, when opentelemetry-api is not installed
+        (``pip install 'eventstream[otel]'``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Sequence
+
+if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - tests install it
+    raise ImportError("eventstream.otel needs opentelemetry-api: pip install 'eventstream[otel]'")
+
+from opentelemetry.metrics import CallbackOptions, Instrument, MeterProvider, Observation, get_meter
+
+from . import __version__
+from ._broker import LocalBroker
+from ._observe import END_REASONS, TemplateCounters
+from ._stream import EventStream, parts_of
+
+__all__ = ["TEMPLATE", "instrument"]
+
+#: The attribute that names a stream's channel template (OpenTelemetry's messaging conventions).
+TEMPLATE = "messaging.destination.template"
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+def instrument(stream: EventStream, meter_provider: MeterProvider | None = None) -> Sequence[Instrument]:
+    """Create ``stream``'s observable instruments on the ``eventstream`` meter of ``meter_provider``.
+
+    ``meter_provider`` defaults to OpenTelemetry's global one (what
+    ``opentelemetry.metrics.set_meter_provider`` configured; a no-op until
+    then). The values are read when the SDK's reader collects, in time
+    proportional to the number of channel templates. Call it once per
+    stream and provider: a second call makes a second set of callbacks
+    (the SDK warns of duplicate instruments). Returns the instruments.
+    """
+    meter = get_meter("eventstream", __version__, meter_provider=meter_provider)
+    parts = parts_of(stream)
+    observed = parts.observed
+    hub = parts.hub
+
+    def per_template(read: Callable[[TemplateCounters], int]) -> _Callback:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(read(counters), {TEMPLATE: counters.label})
+                for counters in list(observed.templates.values())
+            ]
+
+        return callback
+
+    def closed(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(counters.closed[reason], {TEMPLATE: counters.label, "eventstream.end_reason": reason})
+            for counters in list(observed.templates.values())
+            for reason in END_REASONS
+        ]
+
+    def total(read: Callable[[], int]) -> _Callback:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(read())]
+
+        return callback
+
+    def errors(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"error.type": reason}) for reason, count in observed.publish_errors.items()
+        ]
+
+    instruments: list[Instrument] = [
+        meter.create_observable_up_down_counter(
+            "eventstream.streams.open",
+            [per_template(lambda c: c.open)],
+            "{stream}",
+            "Event streams open now.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.streams.opened",
+            [per_template(lambda c: c.opened)],
+            "{stream}",
+            "Event streams started.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.streams.closed",
+            [closed],
+            "{stream}",
+            "Event streams ended, by eventstream.end_reason.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.events.replayed",
+            [per_template(lambda c: c.replayed)],
+            "{event}",
+            "Events replayed from history to clients that resumed with Last-Event-ID.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.stream_resets",
+            [per_template(lambda c: c.resets)],
+            "{event}",
+            "stream-reset events sent.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.written",
+            [per_template(lambda c: c.written_bytes)],
+            "By",
+            "Bytes of events written to clients.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.streams.caught_up",
+            [per_template(lambda c: c.caught_up)],
+            "{stream}",
+            "Times a stream left behind by publishes caught up from history.",
+        ),
+        meter.create_observable_up_down_counter(
+            "eventstream.subscribers", [total(hub.subscriber_count)], "{subscriber}", "Subscribers now."
+        ),
+        meter.create_observable_counter(
+            "eventstream.events.published",
+            [total(lambda: hub.published)],
+            "{event}",
+            "Events published (one per event and channel).",
+        ),
+        meter.create_observable_counter(
+            "eventstream.events.delivered",
+            [total(lambda: hub.delivered)],
+            "{event}",
+            "Events written to clients, once per client.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.subscribers.left_behind",
+            [total(lambda: hub.left_behind)],
+            "{subscriber}",
+            "Times publishes left a subscriber whose buffer stayed full behind.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.events.dropped",
+            [total(lambda: hub.events_dropped)],
+            "{event}",
+            "Events dropped from full buffers under the drop-oldest policy.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.publish.errors", [errors], "{publish}", "Publishes that raised, by error.type."
+        ),
+    ]
+    if not isinstance(parts.broker, LocalBroker):
+
+        def engine_up(options: CallbackOptions) -> Iterable[Observation]:
+            up = parts.lifecycle.broker_started and observed.engine_up is not False
+            return [Observation(1 if up else 0)]
+
+        instruments.append(
+            meter.create_observable_gauge(
+                "eventstream.broker.engine_up", [engine_up], "1", "1 while the broker's engine answers."
+            )
+        )
+    return instruments
