@@ -222,6 +222,8 @@ class EventStream:
             limiter,
             PresenceTable() if presence else None,
         )
+        if self._serving.presence is not None:
+            self._broker.bind_presence(self._serving.presence)
 
     @property
     def closed(self) -> bool:
