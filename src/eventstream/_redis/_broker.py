@@ -345,7 +345,11 @@ class RedisBroker(Broker):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the feed and close the connections."""
+        """Stop the feed and the heartbeat, remove this process's part of the counts, close the connections.
+
+        The removal waits at most ``request_timeout`` (+ 0.5 s) for the engine; if it fails
+        (logged), the part expires after ``heartbeat_expiry``.
+        """
         stack, self._exit = self._exit, None
         if stack is not None:
             await stack.aclose()
