@@ -9,12 +9,17 @@ Routes:
                              or {"channel": ..., "values": [...]} -> one event per value, as data
     GET  /stats              statistics() as JSON
     GET  /rss                the server's resident set size in bytes
+    GET  /count?channel=...  subscriber_count_all (no channel: of all) as JSON
+    GET  /presence?channel=  presence(channel) as JSON [[identity, connections], ...]
 
 ``EVENTSTREAM_KEEP_ALIVE`` (seconds), ``EVENTSTREAM_SEND_TIMEOUT`` and
 ``EVENTSTREAM_BUFFER_SIZE`` configure the hub; ``EVENTSTREAM_GRIP`` is a GRIP URL
 or a JSON list of them; ``EVENTSTREAM_BROKER`` a broker URL (with the key prefix
 ``EVENTSTREAM_BROKER_PREFIX``): a publish the engine refuses gets 503. The hub
-is entered for the life of the app (lifespan).
+is entered for the life of the app (lifespan). ``EVENTSTREAM_PRESENCE`` set:
+``presence=True``, each stream present under its ``?who=`` (an authorize that
+grants every stream that identity); ``EVENTSTREAM_HEARTBEAT`` (seconds): the
+broker's heartbeat interval (its expiry: three of them).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Iterable
 from urllib.parse import parse_qs
 
 from eventstream import BrokerError, EventStream, GripPublishError, RedisBroker
+from eventstream.auth import Grant
 from eventstream.types import Receive, Scope, Send
 
 # The library's logger has only a NullHandler: the app sends its lines to stderr (the server's log).
@@ -34,10 +40,26 @@ logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 
 _grip = os.environ.get("EVENTSTREAM_GRIP")
 _broker = os.environ.get("EVENTSTREAM_BROKER")
+_heartbeat = float(os.environ.get("EVENTSTREAM_HEARTBEAT", "5"))
+_presence = bool(os.environ.get("EVENTSTREAM_PRESENCE"))
+
+
+def _who(scope: Scope, channels: list[str]) -> bool | Grant:
+    who = parse_qs(scope["query_string"].decode()).get("who")
+    return Grant(identity=who[0]) if who else True
+
+
 stream = EventStream(
-    broker=RedisBroker(_broker, key_prefix=os.environ.get("EVENTSTREAM_BROKER_PREFIX", "eventstream:"))
+    broker=RedisBroker(
+        _broker,
+        key_prefix=os.environ.get("EVENTSTREAM_BROKER_PREFIX", "eventstream:"),
+        heartbeat_interval=_heartbeat,
+        heartbeat_expiry=3 * _heartbeat,
+    )
     if _broker
     else None,
+    presence=_presence,
+    authorize=_who if _presence else None,
     shutdown_event={"event": "shutdown"},
     grip=json.loads(_grip) if _grip and _grip.startswith("[") else _grip,
     keep_alive_interval=float(os.environ.get("EVENTSTREAM_KEEP_ALIVE", "20")),
@@ -125,6 +147,18 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             }
         )
         await _reply(send, 200, body.encode(), b"application/json")
+    elif path in ("/count", "/presence"):
+        channel = parse_qs(scope["query_string"].decode()).get("channel", [None])[0]
+        try:
+            if path == "/count":
+                answer: object = await stream.subscriber_count_all(channel)
+            else:
+                assert channel is not None
+                answer = [[m.identity, m.connections] for m in await stream.presence(channel)]
+        except BrokerError as exc:
+            await _reply(send, 503, str(exc).encode())
+            return
+        await _reply(send, 200, json.dumps(answer).encode(), b"application/json")
     elif path == "/rss":
         await _reply(send, 200, str(_rss()).encode())
     else:

@@ -191,3 +191,13 @@ def test_the_auth_flood_benchmark_counts_bad_tokens_and_log_lines() -> None:
     assert run["statuses"] == {"401": 120}, run
     assert run["bad_tokens_per_s"] > 0
     assert run["log_lines"] == 0, run["log_lines_sample"]  # INFO and above: none per bad token
+
+
+def test_the_presence_benchmark_sees_every_member_it_holds() -> None:
+    from benchmarks import presence
+
+    run = presence.run(members=300, processes=3, rounds=5)  # asserts each answer holds all 300
+    assert (run["members"], run["processes"]) == (300, 3)
+    assert 0 < run["query_p50_ms"] <= run["query_p99_ms"] <= run["query_max_ms"]
+    assert run["engine_us_per_idle_beat_no_members"] > 0
+    assert run["engine_us_per_idle_beat_all_members"] > 0

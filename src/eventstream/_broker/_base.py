@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
-from .._hub import PresenceMember
+from .._hub import PresenceMember, PresenceTable
 from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:
@@ -88,6 +88,12 @@ class Broker:
     def bind(self, hub: Hub) -> None:
         """Deliver the engine's events to ``hub`` while the broker runs (before entering it)."""
         raise NotImplementedError
+
+    def bind_presence(self, table: PresenceTable) -> None:
+        """Keep ``table``'s identities in the engine for other processes (before entering it).
+
+        This default keeps nothing (a broker for this process alone).
+        """
 
     async def publish(self, channel: str, event: ServerSentEvent) -> PublishedEvent:
         """Have the engine number, keep and fan out ``event``; return its id and the previous one.

@@ -49,6 +49,10 @@ class PresenceTable:
             else:
                 members[identity] -= 1
 
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """A copy of every channel's identities and stream counts (what a broker's heartbeat sends)."""
+        return {channel: dict(members) for channel, members in self._channels.items()}
+
     def members(self, channel: str) -> list[PresenceMember]:
         """Who is subscribed to ``channel``, by identity."""
         members = self._channels.get(channel, {})

@@ -22,6 +22,8 @@ whichever extends which)::
     {prefix}|ch:{db}:{ch}  the pub/sub channel that carries each entry (pub/sub
                          is server-wide: the database number keeps apps on
                          other databases of the engine out)
+    {prefix}|pr:...     each process's subscriber counts and presence, renewed
+                         by its heartbeat (see _presence.py)
     {prefix}|batch:{tok} a batch's reply, kept until acknowledged (for a retry
                          whose reply was lost), at most publish_timeout +
                          request_timeout + 1 s
@@ -57,12 +59,14 @@ import anyio
 from .._broker import Broker, PublishedEvent
 from .._exceptions import BrokerError
 from .._history import HistoryStore
+from .._hub import PresenceMember, PresenceTable
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
 from ._connect import check_eviction, connect, engine_epoch, glide_configuration, glide_module
 from ._feed import FeedInbox
 from ._follow import EngineFollower
 from ._history import SharedHistory
+from ._presence import PresenceKeeper
 from ._publish import BatchSender
 from ._reader import EngineReader
 from ._scripts import PUBLISH
@@ -122,11 +126,20 @@ class RedisBroker(Broker):
             it (their clients get ``stream-reset``), an evicted state starts
             a new epoch (every stream resets), and a retried publish whose
             kept reply was evicted may be published twice.
+        heartbeat_interval: Seconds between the beats that renew this
+            process's subscriber counts and presence in the engine (each
+            sends what changed since the last; other processes see a change
+            within this time).
+        heartbeat_expiry: Seconds after its last beat when a process is left
+            out of :meth:`subscriber_count_all` and :meth:`presence`: one that
+            dies (``kill -9``) leaves them within this time (one that stops
+            cleanly, at once). At least twice ``heartbeat_interval``.
 
     Raises:
         ValueError: the URL is malformed, both or neither of ``url`` and
             ``configuration`` were given, a limit is out of range, or
-            ``key_prefix`` holds ``|`` or a glob character.
+            ``key_prefix`` holds ``|`` or a glob character, or
+            ``heartbeat_expiry`` is less than twice ``heartbeat_interval``.
         ImportError: valkey-glide is not installed.
     """
 
@@ -147,6 +160,8 @@ class RedisBroker(Broker):
         publish_timeout: float = 10.0,
         check_interval: float = 1.0,
         allow_eviction: bool = False,
+        heartbeat_interval: float = 5.0,
+        heartbeat_expiry: float = 15.0,
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
@@ -166,9 +181,16 @@ class RedisBroker(Broker):
             ("request_timeout", request_timeout),
             ("publish_timeout", publish_timeout),
             ("check_interval", check_interval),
+            ("heartbeat_interval", heartbeat_interval),
+            ("heartbeat_expiry", heartbeat_expiry),
         ):
             if not number > 0 or math.isinf(number):
                 raise ValueError(f"{name} must be a positive number of seconds, not {number!r}")
+        if heartbeat_expiry < 2 * heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_expiry ({heartbeat_expiry!r}) must be at least twice heartbeat_interval "
+                f"({heartbeat_interval!r}): a live process would drop out between two beats"
+            )
         self.key_prefix = key_prefix
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -177,6 +199,8 @@ class RedisBroker(Broker):
         self.publish_timeout = publish_timeout
         self.check_interval = check_interval
         self.allow_eviction = allow_eviction
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_expiry = heartbeat_expiry
         #: Every key starts so; the feed's channels start with _feed_prefix.
         self._keys = f"{key_prefix}|"
         # Pub/sub is server-wide: the channels name the database (keys are its own).
@@ -208,6 +232,8 @@ class RedisBroker(Broker):
         )
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
+        self._presence_table: PresenceTable | None = None
+        self._keeper: PresenceKeeper | None = None
         self._publish_script: Any = None
 
     # -- the interface ---------------------------------------------------------
@@ -235,6 +261,11 @@ class RedisBroker(Broker):
             raise RuntimeError("bind the hub before entering the broker")
         self._hub = hub
 
+    def bind_presence(self, table: PresenceTable) -> None:
+        if self._exit is not None:
+            raise RuntimeError("bind the presence table before entering the broker")
+        self._presence_table = table
+
     async def __aenter__(self) -> RedisBroker:
         """Connect to the engine, check that it keeps keys, read (or set) its epoch and start the feed.
 
@@ -249,12 +280,20 @@ class RedisBroker(Broker):
         glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH)
+        keeper = PresenceKeeper(
+            keys=self._keys,
+            engine=self.description,
+            interval=self.heartbeat_interval,
+            expiry=self.heartbeat_expiry,
+            request_timeout=self._request_seconds,
+        )
         async with contextlib.AsyncExitStack() as stack:
             client = await self._connect(feed=None)
             stack.push_async_callback(client.close)
             await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
             self._epoch = await engine_epoch(client, keys=self._keys, engine=self.description)
             self._client = client
+            self._keeper = keeper
             stack.callback(self._stopped)
             if self._hub is not None:
                 history = SharedHistory(
@@ -275,16 +314,19 @@ class RedisBroker(Broker):
                 inbox = FeedInbox()
                 feed = await self._connect(feed=inbox)
                 stack.push_async_callback(feed.close)
+                stack.push_async_callback(keeper.leave, client)  # after the beats stop
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._follower = follower
                 tg.start_soon(reader.read_feed, inbox, follower)
                 tg.start_soon(reader.check_periodically, follower)
+                tg.start_soon(keeper.run, client, self._hub, self._presence_table)
             self._exit = stack.pop_all()
         return self
 
     def _stopped(self) -> None:
         self._client = None
+        self._keeper = None
         self._follower = None
 
     async def _connect(self, *, feed: FeedInbox | None) -> GlideClient:
@@ -303,7 +345,11 @@ class RedisBroker(Broker):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the feed and close the connections."""
+        """Stop the feed and the heartbeat, remove this process's part of the counts, close the connections.
+
+        The removal waits at most ``request_timeout`` (+ 0.5 s) for the engine; if it fails
+        (logged), the part expires after ``heartbeat_expiry``.
+        """
         stack, self._exit = self._exit, None
         if stack is not None:
             await stack.aclose()
@@ -384,3 +430,35 @@ class RedisBroker(Broker):
         # A little more than one request's time: a read sent at once gets its
         # answer (or its timeout error) first.
         await follower.prepare(channels, within=self._request_seconds + 0.5)
+
+    # -- counts and presence across processes ----------------------------------
+
+    async def subscriber_count_all(self, channel: str | None, local: int) -> int:
+        """``local`` plus the subscribers of ``channel`` (``None``: all) in the other live processes.
+
+        Other processes' counts are as of their last heartbeat (at most
+        ``heartbeat_interval`` old); a process that died is left out at most
+        ``heartbeat_expiry`` after its last one. One script call.
+
+        Raises:
+            BrokerError: the engine did not answer within ``request_timeout`` (+ 0.5 s),
+                or answered an error.
+            RuntimeError: the broker is not running.
+        """
+        keeper = self._keeper
+        if keeper is None:
+            raise RuntimeError("the broker is not running: enter it (async with) first")
+        return await keeper.count_all(self._client, channel, local)
+
+    async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
+        """``local`` merged with who is subscribed to ``channel`` in the other live processes, by identity.
+
+        As fresh as :meth:`subscriber_count_all`; one script call.
+
+        Raises:
+            BrokerError, RuntimeError: as :meth:`subscriber_count_all`.
+        """
+        keeper = self._keeper
+        if keeper is None:
+            raise RuntimeError("the broker is not running: enter it (async with) first")
+        return await keeper.presence(self._client, channel, local)

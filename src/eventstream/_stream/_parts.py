@@ -49,6 +49,9 @@ def assemble(options: StreamOptions) -> Serving:
     grip = make_grip(options.grip)
     broker.bind(hub)
     limits = options.subscribe_limits
+    presence = PresenceTable() if options.presence else None
+    if presence is not None:
+        broker.bind_presence(presence)  # a shared broker keeps this process's part in its engine
     return Serving(
         hub,
         broker,
@@ -58,7 +61,7 @@ def assemble(options: StreamOptions) -> Serving:
         options,
         Observed(),  # metrics: counters that eventstream.prometheus reads
         AddressLimiter(limits) if limits is not None else None,  # limits
-        PresenceTable() if options.presence else None,
+        presence,
     )
 
 

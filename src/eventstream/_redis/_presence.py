@@ -1,0 +1,197 @@
+"""Counts and presence across processes, on the engine: each process's part, renewed by a heartbeat.
+
+Each process (each running :class:`~eventstream.RedisBroker` with a hub) has a
+random id and keeps its part under ``{prefix}|pr:`` (see the scripts'
+``HEARTBEAT``): its subscriber count per channel in one hash, the identities
+present on each channel in one hash per channel, and its time in the sorted
+set ``{prefix}|pr:live``. Every ``heartbeat_interval`` it sends what changed
+since its last beat (nothing but its time when nothing did): the engine's
+work per interval grows with the processes, not with their subscribers.
+
+A process whose last beat is older than ``heartbeat_expiry`` (engine time)
+is left out of every answer, and its keys are deleted by the next beat of
+any process on the prefix: one killed (``kill -9``) leaves the answers at
+most ``heartbeat_expiry`` seconds after it died. One that leaves cleanly
+deletes its part at once. A process whose part the engine lost (restarted
+empty, or deleted as dead after a stall) writes all of it again.
+
+Answers add this process's own part, as its hub has it now, to the other
+live processes' parts as of their last beat (at most ``heartbeat_interval``
+old), in one script call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._exceptions import BrokerError
+from .._hub import PresenceMember, PresenceTable
+from ._connect import glide_module
+from ._scripts import COUNT_ALL, HEARTBEAT, PRESENCE
+
+if TYPE_CHECKING:
+    from glide import GlideClient
+
+    from .._hub import Hub
+
+__all__ = ["PresenceKeeper"]
+
+logger = logging.getLogger("eventstream")
+
+#: The field of a process's count hash that holds all of its subscribers (no channel is named '').
+_ALL = ""
+
+
+class PresenceKeeper:
+    """This process's part of the counts and presence in the engine, and the queries of everyone's.
+
+    Args:
+        keys: The broker's key prefix, with its ``|``.
+        engine: Where the engine is (for messages).
+        interval: Seconds between beats.
+        expiry: Seconds after its last beat when a process is taken for dead.
+        request_timeout: Seconds one call may take before it fails with :class:`BrokerError`.
+    """
+
+    def __init__(
+        self, *, keys: str, engine: str, interval: float, expiry: float, request_timeout: float
+    ) -> None:
+        self._base = f"{keys}pr:"
+        self._live = f"{self._base}live"
+        self._engine = engine
+        self._interval = interval
+        self._expiry_ms = str(round(expiry * 1000))
+        self._timeout = request_timeout + 0.5
+        #: This process, in the engine's keys.
+        self.process_id = os.urandom(8).hex()
+        glide = glide_module()
+        self._heartbeat = glide.Script(HEARTBEAT)
+        self._count_all = glide.Script(COUNT_ALL)
+        self._presence = glide.Script(PRESENCE)
+        # What the engine holds of this process, as of the last beat it answered.
+        self._counts: dict[str, int] = {}
+        self._members: dict[str, dict[str, int]] = {}
+        self._registered = False
+
+    async def _call(self, client: GlideClient | None, script: Any, args: list[str]) -> Any:
+        if client is None:
+            raise RuntimeError("the broker is not running: enter it (async with) first")
+        glide = glide_module()
+        with anyio.move_on_after(self._timeout):
+            try:
+                return await client.invoke_script(script, keys=[self._live], args=args)
+            except glide.GlideError as exc:
+                raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
+        raise BrokerError(self._engine, f"no answer within {self._timeout:g} s")
+
+    # -- this process's part ---------------------------------------------------
+
+    async def run(self, client: GlideClient, hub: Hub, table: PresenceTable | None) -> None:
+        """Beat every interval until cancelled (a failed beat is logged and sent again at the next)."""
+        while True:
+            try:
+                await self.beat(client, hub, table)
+            except BrokerError as exc:
+                logger.warning("broker: cannot renew this process's counts and presence: %s", exc)
+            await anyio.sleep(self._interval)
+
+    async def beat(self, client: GlideClient, hub: Hub, table: PresenceTable | None) -> None:
+        """Send what changed since the last beat (all of it, the first time or when the engine lost it).
+
+        Raises:
+            BrokerError: the engine did not answer, or answered an error (the
+                next beat sends the same changes again: each sets a value).
+        """
+        stats = hub.statistics()
+        counts = {_ALL: stats.subscribers, **stats.channels}
+        members = table.snapshot() if table is not None else {}
+        if self._registered:
+            args = self._diff(counts, members)
+            if await self._call(client, self._heartbeat, args) == 1:
+                self._counts, self._members = counts, members
+                return
+        # First beat, or the engine no longer holds this process: all of it again.
+        await self._call(client, self._heartbeat, self._full(counts, members))
+        self._counts, self._members = counts, members
+        self._registered = True
+
+    def _header(self, mode: str, pairs: list[str]) -> list[str]:
+        return [self._base, self._expiry_ms, self.process_id, mode, str(len(pairs) // 2), *pairs]
+
+    def _full(self, counts: dict[str, int], members: dict[str, dict[str, int]]) -> list[str]:
+        args = self._header(
+            "full", [part for channel, n in counts.items() if n for part in (channel, str(n))]
+        )
+        for channel, present in members.items():
+            for identity, n in present.items():
+                args += (channel, identity, str(n))
+        return args
+
+    def _diff(self, counts: dict[str, int], members: dict[str, dict[str, int]]) -> list[str]:
+        pairs: list[str] = []
+        old_counts = self._counts
+        if counts != old_counts:
+            pairs += (
+                part
+                for channel, n in counts.items()
+                if old_counts.get(channel) != n
+                for part in (channel, str(n))
+            )
+            pairs += (part for channel in old_counts if channel not in counts for part in (channel, "0"))
+        args = self._header("diff", pairs)
+        old_members = self._members
+        if members != old_members:
+            for channel, present in members.items():
+                old = old_members.get(channel, {})
+                if present == old:
+                    continue
+                for identity, n in present.items():
+                    if old.get(identity) != n:
+                        args += (channel, identity, str(n))
+                args += (
+                    part for identity in old if identity not in present for part in (channel, identity, "0")
+                )
+            for channel, old in old_members.items():
+                if channel not in members:
+                    args += (part for identity in old for part in (channel, identity, "0"))
+        return args
+
+    async def leave(self, client: GlideClient) -> None:
+        """Delete this process's part (when the broker stops); a failure is logged (it expires)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._call(client, self._heartbeat, self._header("leave", []))
+            except BrokerError as exc:
+                logger.warning("broker: cannot remove this process's counts and presence: %s", exc)
+
+    # -- everyone's --------------------------------------------------------------
+
+    async def count_all(self, client: GlideClient | None, channel: str | None, local: int) -> int:
+        """``local`` plus the other live processes' subscribers of ``channel`` (``None``: of all).
+
+        Raises:
+            BrokerError: the engine did not answer within the request timeout, or answered an error.
+            RuntimeError: the broker is not running.
+        """
+        args = [self._base, self._expiry_ms, self.process_id, channel if channel is not None else _ALL]
+        return local + int(await self._call(client, self._count_all, args))
+
+    async def presence(
+        self, client: GlideClient | None, channel: str, local: list[PresenceMember]
+    ) -> list[PresenceMember]:
+        """``local`` merged with the other live processes' identities on ``channel``, sorted.
+
+        Raises:
+            BrokerError, RuntimeError: as :meth:`count_all`.
+        """
+        args = [self._base, self._expiry_ms, self.process_id, channel]
+        found = await self._call(client, self._presence, args)
+        merged = {member.identity: member.connections for member in local}
+        for i in range(0, len(found), 2):
+            identity = bytes(found[i]).decode()
+            merged[identity] = merged.get(identity, 0) + int(found[i + 1])
+        return [PresenceMember(identity, n) for identity, n in sorted(merged.items())]

@@ -1,0 +1,184 @@
+"""Counts and presence across processes on a real private redis-server (several brokers in one test).
+
+Each EventStream with its own RedisBroker stands for a process: their parts
+add up; one that leaves takes its part with it; one that stops beating
+drops out after the expiry; prefixes never see each other; an engine down
+is a BrokerError, not a hang. (Real app processes and kill -9:
+test_broker_presence_processes.py.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from eventstream import BrokerError, EventStream, PresenceMember, RedisBroker
+from eventstream.auth import JWTAuthorizer
+from eventstream.testing import open_stream
+
+from ..support.helpers import wait_until
+from ..support.redis_engine import RedisEngine, run_redis
+from ..support.tokens import AUDIENCE, ISSUER, SECRET, hs256
+
+pytestmark = pytest.mark.anyio
+
+AUTH = JWTAuthorizer(secret=SECRET, issuer=ISSUER, audience=AUDIENCE, channels=["room-*"])
+
+
+def bearer(sub: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {hs256(sub=sub)}"}
+
+
+def app(url: str, prefix: str, *, interval: float = 0.1, expiry: float = 0.5) -> EventStream:
+    broker = RedisBroker(url, key_prefix=prefix, heartbeat_interval=interval, heartbeat_expiry=expiry)
+    return EventStream(broker=broker, authorize=AUTH, presence=True, keep_alive_interval=None)
+
+
+@contextlib.asynccontextmanager
+async def streams(*opened: tuple[EventStream, str, str]) -> AsyncIterator[None]:
+    """Open each (stream, channel, identity) and hold it."""
+    async with contextlib.AsyncExitStack() as stack:
+        for stream, channel, who in opened:
+            response = await stack.enter_async_context(
+                open_stream(stream(channel), f"/{channel}", headers=bearer(who))
+            )
+            assert response.status == 200
+        yield
+
+
+async def test_counts_and_presence_add_up_across_brokers(engine: RedisEngine, prefix: str) -> None:
+    a, b, c = (app(engine.url, prefix) for _ in range(3))
+    expected = [PresenceMember("ann", 2), PresenceMember("bob", 1), PresenceMember("cy", 1)]
+    with anyio.fail_after(30):
+        async with a, b, c:
+            async with streams(
+                (a, "room-1", "ann"), (b, "room-1", "ann"), (b, "room-1", "bob"), (c, "room-1", "cy"),
+                (c, "room-2", "cy"),
+            ):  # fmt: skip
+
+                async def everyone_sees_it() -> bool:
+                    for s in (a, b, c):
+                        if await s.presence("room-1") != expected:
+                            return False
+                        counts = [await s.subscriber_count_all(ch) for ch in ("room-1", "room-2", None)]
+                        if counts != [4, 1, 5]:
+                            return False
+                    return True
+
+                await wait_until(everyone_sees_it)
+                assert await a.presence("room-2") == [PresenceMember("cy", 1)]
+                assert await a.subscriber_count_all("room-3") == 0
+                assert a.subscriber_count("room-1") == 1  # the synchronous count stays this process's
+            # The streams ended: each process's next beat says so.
+            await wait_until(lambda: _all_zero((a, b, c)))
+            assert await b.presence("room-1") == []
+
+
+async def _all_zero(apps: tuple[EventStream, ...]) -> bool:
+    for s in apps:
+        if await s.subscriber_count_all() or await s.presence("room-1"):
+            return False
+    return True
+
+
+async def test_a_broker_that_stops_takes_its_part_at_once(engine: RedisEngine, prefix: str) -> None:
+    # An expiry far longer than the test: only the clean leave can remove it.
+    a = app(engine.url, prefix, interval=0.1, expiry=60)
+    b = app(engine.url, prefix, interval=0.1, expiry=60)
+    with anyio.fail_after(30):
+        async with a:
+            async with b, streams((b, "room-1", "bob")):
+                await wait_until(lambda: _sees(a, [PresenceMember("bob", 1)]))
+            assert await a.presence("room-1") == []  # b left before its stream ended
+            assert await a.subscriber_count_all() == 0
+
+
+async def _sees(stream: EventStream, members: list[PresenceMember], channel: str = "room-1") -> bool:
+    return await stream.presence(channel) == members
+
+
+def engine_ms(engine: RedisEngine) -> int:
+    seconds, micros = engine.command("TIME").split()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_a_process_that_stops_beating_drops_out_after_the_expiry(
+    engine: RedisEngine, prefix: str
+) -> None:
+    a = app(engine.url, prefix, interval=0.1, expiry=1.0)
+    with anyio.fail_after(30):
+        async with a:
+            # A process that beat just now and then died (kill -9): its part, as its beats wrote it.
+            engine.command("HSET", f"{prefix}|pr:n:dead", "", "3", "room-1", "3")
+            engine.command("HSET", f"{prefix}|pr:m:dead:room-1", "zoe", "3")
+            engine.command("SADD", f"{prefix}|pr:c:dead", "room-1")
+            engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "dead")
+            died = anyio.current_time()
+            assert await a.subscriber_count_all("room-1") == 3
+            assert await a.presence("room-1") == [PresenceMember("zoe", 3)]
+            await wait_until(lambda: _counts(a, "room-1", 0))
+            assert anyio.current_time() - died < 1.0 + 0.5  # the expiry (and a little for the polling)
+            assert await a.presence("room-1") == []
+            # a's next beat deletes the dead one's keys.
+            await wait_until(lambda: _no_keys(engine, f"{prefix}|pr:*dead*"))
+
+
+async def _counts(stream: EventStream, channel: str, n: int) -> bool:
+    return await stream.subscriber_count_all(channel) == n
+
+
+async def _no_keys(engine: RedisEngine, pattern: str) -> bool:
+    return engine.command("KEYS", pattern).split() == []
+
+
+async def test_a_process_whose_part_the_engine_lost_writes_it_again(engine: RedisEngine, prefix: str) -> None:
+    a = app(engine.url, prefix)
+    b = app(engine.url, prefix)
+    with anyio.fail_after(30):
+        async with a, b, streams((b, "room-1", "bob")):
+            await wait_until(lambda: _sees(a, [PresenceMember("bob", 1)]))
+            engine.command("FLUSHDB")  # the engine restarted empty
+            assert await a.presence("room-1") == []
+            await wait_until(lambda: _sees(a, [PresenceMember("bob", 1)]))
+            assert await a.subscriber_count_all() == 1
+
+
+async def test_two_prefixes_never_see_each_other(engine: RedisEngine, prefix: str) -> None:
+    a = app(engine.url, f"{prefix}one:")
+    b = app(engine.url, f"{prefix}one")  # a prefix of the other one's
+    with anyio.fail_after(30):
+        async with a, b, streams((a, "room-1", "ann"), (a, "room-1", "bob")):
+            await wait_until(lambda: _sees(a, [PresenceMember("ann", 1), PresenceMember("bob", 1)]))
+            async with streams((b, "room-1", "cy")):
+                assert await b.presence("room-1") == [PresenceMember("cy", 1)]
+                assert await b.subscriber_count_all("room-1") == 1
+                assert await b.subscriber_count_all() == 1
+                assert await a.subscriber_count_all("room-1") == 2
+                assert [m.identity for m in await a.presence("room-1")] == ["ann", "bob"]
+    # Both left cleanly: nothing of theirs stays in the engine.
+    assert engine.command("KEYS", f"{prefix}*|pr:*").split() == []
+
+
+async def test_an_engine_down_is_a_broker_error_not_a_hang() -> None:
+    with run_redis() as engine:
+        stream = app(engine.url, "down:")
+        with anyio.fail_after(30):
+            async with stream:
+                assert await stream.subscriber_count_all("room-1") == 0
+                engine.stop(kill=True)
+                with pytest.raises(BrokerError):
+                    await stream.subscriber_count_all("room-1")
+                with pytest.raises(BrokerError):
+                    await stream.presence("room-1")
+
+
+@pytest.mark.parametrize(
+    ("interval", "expiry"),
+    [(0, 15), (-1, 15), (5, float("inf")), (float("nan"), 15), (5, 9.9)],
+)
+def test_heartbeat_options_are_checked(interval: float, expiry: float) -> None:
+    with pytest.raises(ValueError, match="heartbeat"):
+        RedisBroker("redis://127.0.0.1:6379", heartbeat_interval=interval, heartbeat_expiry=expiry)
