@@ -75,17 +75,17 @@ class JWKSFetcher:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"max_size must be an int >= 1, not {max_size!r}")
-        self.url = url
-        self.ttl = float(ttl)
-        self.min_refresh_interval = float(min_refresh_interval)
-        self.timeout = float(timeout)
-        self.max_size = max_size
+        self.url: str = url
+        self.ttl: float = float(ttl)
+        self.min_refresh_interval: float = float(min_refresh_interval)
+        self.timeout: float = float(timeout)
+        self.max_size: int = max_size
         self._document: Mapping[str, Any] | None = None
         self._fetched_at = -math.inf  # monotonic: the last good fetch
         self._attempted_at = -math.inf  # monotonic: the last attempt, good or not
         self._lock: anyio.Lock | None = None
         #: How many fetches were attempted (good or not).
-        self.fetches = 0
+        self.fetches: int = 0
 
     async def document(self, *, refresh: bool = False) -> Mapping[str, Any]:
         """The current JWKS document; ``refresh``: fetch again if ``min_refresh_interval`` allows.

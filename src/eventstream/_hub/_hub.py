@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Awaitable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Final, Literal
 
 import anyio
@@ -63,6 +63,9 @@ class Hub:
         self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
         #: Every channel somebody is subscribed to (live or left behind), by name.
         self._channels: dict[str, Channel] = {}
+        #: ``subscribed(channel)``: somebody is subscribed to ``channel`` (live or left behind), so
+        #: its name was checked then. The dict's own membership test: every publish asks it.
+        self.subscribed: Callable[[str], bool] = self._channels.__contains__
         self._subscribers: set[Subscriber] = set()
         self._published = 0
         self._delivered = 0
@@ -140,10 +143,6 @@ class Hub:
 
     def count_delivered(self, count: int) -> None:
         self._delivered += count
-
-    def subscribed(self, channel: str) -> bool:
-        """Somebody is subscribed to ``channel`` (live or left behind): its name was checked then."""
-        return channel in self._channels
 
     def reopen(self) -> None:
         """Take new subscribers again (a stream entered after it was closed)."""

@@ -1,9 +1,9 @@
 """What :class:`~eventstream.EventStream`'s methods do, on its parts (a :class:`Serving`).
 
-:func:`assemble` builds the parts from the frozen options; :func:`publish` is
-the body of ``publish_event`` (the hot path: the stream calls it once, nothing
-is allocated for the call); the others are the bodies of the state queries.
-The stream's methods keep the public documentation and delegate here.
+:func:`assemble` builds the parts from the frozen options; the others are the
+bodies of the state queries. The stream's methods keep the public
+documentation and delegate here; ``publish_event``, the hot path, keeps its
+body (a delegating call would cost every publish a coroutine more).
 """
 
 from __future__ import annotations
@@ -11,19 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-import anyio
-
-from .._exceptions import BrokerError, GripPublishError
-from .._grip import GripSubmission
 from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable
-from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
+from .._lifecycle import Lifecycle, LoopBinding
 from .._limits import AddressLimiter
 from .._observe import Observed
-from .._options import UNSAFE_GRIP_ID, StreamOptions, as_event, make_broker, make_grip
+from .._options import StreamOptions, make_broker, make_grip
 from .._serve import Serving, check_channel_name
-from ..types import EventLike
 
-__all__ = ["assemble", "channel_names", "count_all", "presence", "publish", "statistics"]
+__all__ = ["assemble", "channel_names", "count_all", "presence", "statistics"]
 
 
 def assemble(options: StreamOptions) -> Serving:
@@ -76,46 +71,6 @@ def channel_names(channels: str | Iterable[str]) -> tuple[str, ...]:
     if isinstance(channels, Iterable) and not isinstance(channels, bytes | bytearray | memoryview):
         return tuple(channels)
     raise TypeError(f"channels must be a channel name or an iterable of names, not {channels!r}")
-
-
-async def publish(parts: Serving, channel: str, event: EventLike) -> None:
-    """The body of :meth:`EventStream.publish_event` (see it for errors and cancellation)."""
-    loop = parts.loop
-    if current_thread_id() != loop.thread:  # ~50 ns
-        loop.claim()  # first use, or another thread: raises unless its loop has ended
-    message = as_event(event)
-    hub = parts.hub
-    options = parts.options
-    # A channel somebody is subscribed to was checked when they subscribed.
-    limit = options.max_channel_name_length
-    if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
-        check_channel_name(channel, limit)
-    if options.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
-        raise ValueError(
-            f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
-        )
-    if hub.closed:
-        raise anyio.ClosedResourceError("the event stream has been closed")
-    grip = parts.grip
-    observed = parts.observed
-    timing = observed.timing  # metrics: set while eventstream.prometheus watches
-    start = timing.clock() if timing is not None else 0.0
-    try:  # metrics: errors counted by cause
-        if grip is None:
-            await parts.broker.dispatch(channel, message)
-        else:
-            grip.check_running()  # before the event is numbered and kept
-            # Queued for the proxies as soon as it is numbered, before delivery
-            # waits for full subscribers: proxies get a channel's ids in order.
-            submission = GripSubmission(grip, options.grip_prefix + channel, reliable=options.grip_reliable)
-            await parts.broker.dispatch(channel, message, submission)
-            await submission.wait()
-    except (BrokerError, GripPublishError) as exc:
-        observed.publish_failed(exc)
-        raise
-    if timing is not None:  # metrics
-        timing.observe(timing.clock() - start)
-        observed.engine_up = True  # (a shared broker's engine took it)
 
 
 def statistics(parts: Serving) -> EventStreamStatistics:

@@ -7,7 +7,7 @@ one process); entering, closing and signals are its :class:`Lifecycle`'s
 (``_lifecycle/``); serving a request (and :class:`EventStreamEndpoint`,
 re-exported here) is the request path's (``_serve/``), which gets a
 :class:`Serving` of the parts. ``_parts.py`` builds them, and holds the
-bodies of publishing and of the state queries: the methods here keep the
+bodies of the state queries (publishing keeps its own here): the methods here keep the
 public documentation and delegate there.
 """
 
@@ -18,12 +18,16 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
+import anyio
+
 from .._broker import Broker
-from .._grip import GripPublisher
+from .._exceptions import BrokerError, GripPublishError
+from .._grip import GripPublisher, GripSubmission
 from .._history import HistoryStore
 from .._hub import EventStreamStatistics, PresenceMember, SlowConsumerPolicy
+from .._lifecycle import current_thread_id
 from .._limits import SubscribeLimits
-from .._options import DEFAULT_HISTORY, STREAM_RETRY, GripConfig, StreamOptions
+from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 from . import _parts
@@ -373,7 +377,45 @@ class EventStream:
         the call waits for full ones, so cancelling the wait does not take it
         back; an event already queued for the proxies is still sent to them.
         """
-        await _parts.publish(self._serving, channel, event)
+        parts = self._serving  # the body is here, not in a helper: a call less per publish
+        loop = parts.loop
+        if current_thread_id() != loop.thread:
+            loop.claim()  # first use, or another thread: raises unless its loop has ended
+        message = as_event(event)
+        hub = parts.hub
+        options = parts.options
+        # A channel somebody is subscribed to was checked when they subscribed.
+        limit = options.max_channel_name_length
+        if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
+            check_channel_name(channel, limit)
+        if options.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
+            raise ValueError(
+                f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
+            )
+        if hub.closed:
+            raise anyio.ClosedResourceError("the event stream has been closed")
+        grip = parts.grip
+        observed = parts.observed
+        timing = observed.timing  # metrics: set while eventstream.prometheus watches
+        start = timing.clock() if timing is not None else 0.0
+        try:  # metrics: errors counted by cause
+            if grip is None:
+                await parts.broker.dispatch(channel, message)
+            else:
+                grip.check_running()  # before the event is numbered and kept
+                # Queued for the proxies as soon as it is numbered, before delivery
+                # waits for full subscribers: proxies get a channel's ids in order.
+                submission = GripSubmission(
+                    grip, options.grip_prefix + channel, reliable=options.grip_reliable
+                )
+                await parts.broker.dispatch(channel, message, submission)
+                await submission.wait()
+        except (BrokerError, GripPublishError) as exc:
+            observed.publish_failed(exc)
+            raise
+        if timing is not None:  # metrics
+            timing.observe(timing.clock() - start)
+            observed.engine_up = True  # (a shared broker's engine took it)
 
     def publish_event_threadsafe(self, channel: str, event: EventLike) -> None:
         """Publish from a thread that is not the event loop's: blocks until published.
