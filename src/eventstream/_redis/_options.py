@@ -9,11 +9,11 @@ and its connections.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._checks import check_count, check_seconds
 from ._connect import connect, glide_configuration
 from ._history import SharedHistory
 from ._presence import PresenceKeeper
@@ -59,19 +59,17 @@ class RedisOptions:
                 f"key_prefix must be a str without '|' (it ends the prefix in every key) "
                 f"or glob characters, not {key_prefix!r}"
             )
-        for name, value in (("max_events", self.max_events), ("max_bytes", self.max_bytes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-        for name, number in (
-            ("max_age", self.max_age),
-            ("request_timeout", self.request_timeout),
-            ("publish_timeout", self.publish_timeout),
-            ("check_interval", self.check_interval),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("heartbeat_expiry", self.heartbeat_expiry),
+        check_count("max_events", self.max_events)
+        check_count("max_bytes", self.max_bytes)
+        for name in (
+            "max_age",
+            "request_timeout",
+            "publish_timeout",
+            "check_interval",
+            "heartbeat_interval",
+            "heartbeat_expiry",
         ):
-            if not number > 0 or math.isinf(number):
-                raise ValueError(f"{name} must be a positive number of seconds, not {number!r}")
+            check_seconds(name, getattr(self, name))
         if self.heartbeat_expiry < 2 * self.heartbeat_interval:
             raise ValueError(
                 f"heartbeat_expiry ({self.heartbeat_expiry!r}) must be at least twice heartbeat_interval "
