@@ -162,10 +162,9 @@ class RedisBroker(Broker):
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
-        address = parse_redis_url(url) if url is not None else None
-        glide_module()
+        glide_module()  # ImportError: valkey-glide is not installed
         self._options = options = RedisOptions(
-            address=address,
+            address=parse_redis_url(url) if url is not None else None,
             configuration=configuration,
             key_prefix=key_prefix,
             max_events=max_events,
