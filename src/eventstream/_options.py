@@ -5,7 +5,7 @@ built from (the one place its options are checked, but for the hub's own:
 ``buffer_size``, ``send_timeout``, ``slow_consumer``). Beside it: the
 sentinels that stand for "not given" in signatures, the coercion of an
 event-like value into a :class:`ServerSentEvent`, and the choice of a broker
-and of a GRIP publisher (numbers are checked by :mod:`eventstream._checks`).
+and of a GRIP publisher (numbers are checked by :mod:`eventstream._base`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._base import SubscribeLimits, check_count, check_seconds
 from ._broker import Broker, LocalBroker
-from ._checks import check_count, check_seconds
 from ._grip import GripPublisher
 from ._history import HistoryStore, MemoryHistory
 from ._hub import SlowConsumerPolicy
-from ._limits import SubscribeLimits
 from ._sse import ServerSentEvent, stream_open
 from .types import Authorize, EventLike
 

@@ -7,8 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._checks import check_count, check_seconds
-from .._exceptions import Grant, KeysUnavailable, Unauthorized
+from .._base import Grant, KeysUnavailable, Unauthorized, check_count, check_seconds
 from .._serve._http import header, query_param
 from ._jwks import JWKSFetcher
 from ._keys import ASYMMETRIC, TokenVerifier, unverified_kid

@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from .._checks import check_count, check_seconds
-from .._exceptions import KeysUnavailable
+from .._base import KeysUnavailable, check_count, check_seconds
 from .._observe import RateLimitedLog
 from ._keys import TokenVerifier
 

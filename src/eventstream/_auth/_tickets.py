@@ -26,8 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .._checks import check_count
-from .._exceptions import Unauthorized
+from .._base import Unauthorized, check_count
 
 __all__ = ["MemoryTicketLedger", "TicketCodec", "TicketLedger"]
 

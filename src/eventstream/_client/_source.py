@@ -11,7 +11,7 @@ from typing import Final, NoReturn
 import anyio
 import httpx
 
-from .._checks import check_seconds
+from .._base import check_seconds
 from .._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 from ._body import ACCEPT_ENCODING, Body, codings
 from ._http import INCURABLE, EventSourceError, check_response, open_stream

@@ -25,8 +25,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from .._checks import check_count, check_seconds
-from .._exceptions import GripPublishError
+from .._base import GripPublishError, check_count, check_seconds
 from ._batch import (
     GripProxyStatistics,
     Item,

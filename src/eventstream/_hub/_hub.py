@@ -10,7 +10,7 @@ from typing import Final, Literal
 import anyio
 import anyio.lowlevel
 
-from .._checks import check_count, check_seconds
+from .._base import check_count, check_seconds
 from .._history import HistoryEntry
 from .._observe._lag import slowest_subscribers
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._base import BrokerError
 from .._broker import Broker, PublishedEvent
-from .._exceptions import BrokerError
 from .._history import HistoryStore
 from .._hub import PresenceMember, PresenceTable
 from .._sse import ServerSentEvent

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._checks import check_count, check_seconds
+from .._base import check_count, check_seconds
 from ._connect import connect, glide_configuration
 from ._history import SharedHistory
 from ._presence import PresenceKeeper
