@@ -5,12 +5,11 @@ The public API is re-exported here; the modules behind it are private.
 
 import logging as _logging
 
+from ._base import BrokerError, EventStreamError, GripPublishError, SubscribeLimits
 from ._broker import Broker
-from ._exceptions import BrokerError, EventStreamError, GripPublishError
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics, PresenceMember
-from ._limits import SubscribeLimits
 from ._observe._lag import SubscriberLag
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness

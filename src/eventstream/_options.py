@@ -4,24 +4,23 @@
 built from (the one place its options are checked, but for the hub's own:
 ``buffer_size``, ``send_timeout``, ``slow_consumer``). Beside it: the
 sentinels that stand for "not given" in signatures, the coercion of an
-event-like value into a :class:`ServerSentEvent`, the choice of a broker and
-of a GRIP publisher, and the shared checks of numbers.
+event-like value into a :class:`ServerSentEvent`, and the choice of a broker
+and of a GRIP publisher (numbers are checked by :mod:`eventstream._base`).
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._base import SubscribeLimits, check_count, check_seconds
 from ._broker import Broker, LocalBroker
 from ._grip import GripPublisher
 from ._history import HistoryStore, MemoryHistory
 from ._hub import SlowConsumerPolicy
-from ._limits import SubscribeLimits
 from ._sse import ServerSentEvent, stream_open
 from .types import Authorize, EventLike
 
@@ -32,7 +31,6 @@ __all__ = [
     "GripConfig",
     "StreamOptions",
     "as_event",
-    "check_count",
     "make_broker",
     "make_grip",
 ]
@@ -67,18 +65,6 @@ def as_event(event: EventLike) -> ServerSentEvent:
     if isinstance(event, Mapping):
         return ServerSentEvent(**event)
     raise TypeError(f"expected a ServerSentEvent or a mapping of its fields, not {type(event).__name__}")
-
-
-def check_count(name: str, value: object, *, allow_none: bool = False) -> None:
-    """Check that option ``name`` is an int >= 1 (or ``None``, when ``allow_none``).
-
-    Raises:
-        ValueError: it is not (a bool is not a count).
-    """
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,25 +104,18 @@ class StreamOptions:
     broker: str | Broker | None = None
 
     def __post_init__(self) -> None:
-        keep_alive = self.keep_alive_interval
-        if keep_alive is not None and (not keep_alive > 0 or math.isinf(keep_alive)):
-            raise ValueError(
-                f"keep_alive_interval must be a positive number of seconds or None, not {keep_alive!r}"
-            )
+        check_seconds("keep_alive_interval", self.keep_alive_interval, allow_none=True)
         check_count("max_channels", self.max_channels)
         check_count("max_channel_name_length", self.max_channel_name_length)
         if self.retry is not None:
             stream_open(self.retry)  # ValueError: not a reconnection delay
-        if self.max_subscribers is not None and self.max_subscribers < 1:
-            raise ValueError(f"max_subscribers must be >= 1 or None, not {self.max_subscribers!r}")
+        check_count("max_subscribers", self.max_subscribers, allow_none=True)
         limits = self.subscribe_limits
         if limits is not None and not isinstance(limits, SubscribeLimits):
             raise TypeError(
                 f"subscribe_limits must be a SubscribeLimits or None, not {type(limits).__name__}"
             )
-        grace = self.shutdown_grace
-        if not grace >= 0 or math.isinf(grace):
-            raise ValueError(f"shutdown_grace must be a number of seconds >= 0, not {grace!r}")
+        check_seconds("shutdown_grace", self.shutdown_grace, allow_zero=True)
         if not isinstance(self.grip_prefix, str):
             raise TypeError(f"grip_prefix must be a str, not {type(self.grip_prefix).__name__}")
         if self.grip_reliable and (self.grip is None or self.history is None):

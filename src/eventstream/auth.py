@@ -12,7 +12,7 @@ from ._auth._keys import TokenVerifier
 from ._auth._patterns import ChannelPattern
 from ._auth._redis_ledger import RedisTicketLedger
 from ._auth._tickets import MemoryTicketLedger, TicketLedger
-from ._exceptions import Grant, KeysUnavailable, Unauthorized
+from ._base import Grant, KeysUnavailable, Unauthorized
 
 __all__ = [
     "ChannelPattern",

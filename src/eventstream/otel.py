@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - tests install it
     raise ImportError("eventstream.otel needs opentelemetry-api: pip install 'eventstream[otel]'")
 
-from opentelemetry.metrics import CallbackOptions, Instrument, MeterProvider, Observation, get_meter
+from opentelemetry.metrics import CallbackOptions, Instrument, Meter, MeterProvider, Observation, get_meter
 
 from . import __version__
 from ._broker import LocalBroker
-from ._observe import END_REASONS, TemplateCounters
+from ._hub import Hub
+from ._observe import END_REASONS, Observed, TemplateCounters
+from ._serve import Serving
 from ._stream import EventStream, parts_of
 
 __all__ = ["TEMPLATE", "instrument"]
@@ -48,9 +50,15 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
     """
     meter = get_meter("eventstream", __version__, meter_provider=meter_provider)
     parts = parts_of(stream)
-    observed = parts.observed
-    hub = parts.hub
+    return [
+        *_template_instruments(meter, parts.observed),
+        *_hub_instruments(meter, parts.hub, parts.observed),
+        *_broker_instruments(meter, parts),
+    ]
 
+
+def _template_instruments(meter: Meter, observed: Observed) -> list[Instrument]:
+    # The streams' counters, one observation per channel template.
     def per_template(read: Callable[[TemplateCounters], int]) -> _Callback:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
@@ -67,18 +75,7 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
             for reason in END_REASONS
         ]
 
-    def total(read: Callable[[], int]) -> _Callback:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(read())]
-
-        return callback
-
-    def errors(options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, {"error.type": reason}) for reason, count in observed.publish_errors.items()
-        ]
-
-    instruments: list[Instrument] = [
+    return [
         meter.create_observable_up_down_counter(
             "eventstream.streams.open",
             [per_template(lambda c: c.open)],
@@ -121,6 +118,23 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
             "{stream}",
             "Times a stream left behind by publishes caught up from history.",
         ),
+    ]
+
+
+def _hub_instruments(meter: Meter, hub: Hub, observed: Observed) -> list[Instrument]:
+    # The hub's totals (one observation each) and the publish errors, by error type.
+    def total(read: Callable[[], int]) -> _Callback:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(read())]
+
+        return callback
+
+    def errors(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"error.type": reason}) for reason, count in observed.publish_errors.items()
+        ]
+
+    return [
         meter.create_observable_up_down_counter(
             "eventstream.subscribers", [total(hub.subscriber_count)], "{subscriber}", "Subscribers now."
         ),
@@ -152,15 +166,20 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
             "eventstream.publish.errors", [errors], "{publish}", "Publishes that raised, by error.type."
         ),
     ]
-    if not isinstance(parts.broker, LocalBroker):
 
-        def engine_up(options: CallbackOptions) -> Iterable[Observation]:
-            up = parts.lifecycle.broker_started and observed.engine_up is not False
-            return [Observation(1 if up else 0)]
 
-        instruments.append(
-            meter.create_observable_gauge(
-                "eventstream.broker.engine_up", [engine_up], "1", "1 while the broker's engine answers."
-            )
+def _broker_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
+    # A shared broker's engine, up or down (none for the in-process broker).
+    if isinstance(parts.broker, LocalBroker):
+        return []
+    observed = parts.observed
+
+    def engine_up(options: CallbackOptions) -> Iterable[Observation]:
+        up = parts.lifecycle.broker_started and observed.engine_up is not False
+        return [Observation(1 if up else 0)]
+
+    return [
+        meter.create_observable_gauge(
+            "eventstream.broker.engine_up", [engine_up], "1", "1 while the broker's engine answers."
         )
-    return instruments
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from ._exceptions import Grant
+from ._base import Grant
 from ._sse import ServerSentEvent
 
 __all__ = [

@@ -2,16 +2,19 @@
 
 The broker's engine answers, stops (SIGKILL), then starts again on the same
 port: readiness goes 503 while it is down and 200 once glide has reconnected;
-the metrics follow. On asyncio and trio.
+the metrics follow, Prometheus's and OpenTelemetry's. On asyncio and trio.
 """
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 
 from eventstream import BrokerError, EventStream, HealthEndpoint, RedisBroker
+from eventstream.otel import instrument
 from eventstream.prometheus import register
 
 from ..support.helpers import wait_until
@@ -20,22 +23,41 @@ from ..support.redis_engine import RedisEngine
 pytestmark = pytest.mark.anyio
 
 
+def engine_up(reader: InMemoryMetricReader) -> float:
+    """The value of OpenTelemetry's ``eventstream.broker.engine_up`` in one collection by ``reader``."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    (value,) = [
+        point.value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "eventstream.broker.engine_up"
+        for point in metric.data.data_points
+    ]
+    return value
+
+
 async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) -> None:
     broker = RedisBroker(engine.url, key_prefix=prefix, publish_timeout=1.0, request_timeout=0.5)
     stream = EventStream(broker=broker, handle_signals=False)
     registry = CollectorRegistry()
     register(stream, registry)
+    reader = InMemoryMetricReader()
+    instrument(stream, MeterProvider(metric_readers=[reader]))
     transport = httpx.ASGITransport(app=HealthEndpoint(stream, "ready", timeout=1.0))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         before = await client.get("/readyz")
         assert before.status_code == 503
         assert before.json()["checks"]["broker"].startswith("not running")
         assert registry.get_sample_value("eventstream_broker_engine_up") == 0
+        assert engine_up(reader) == 0
         async with stream:
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
             assert ready.json() == {"status": "ready", "checks": {"stream": "ok", "broker": "ok"}}
             assert registry.get_sample_value("eventstream_broker_engine_up") == 1
+            assert engine_up(reader) == 1
             await stream.publish_event("a", {"data": 1})
             engine.stop(kill=True)
             try:
@@ -44,6 +66,7 @@ async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) ->
                 assert down.json()["checks"]["broker"] != "ok"
                 assert down.json()["checks"]["stream"] == "ok"
                 assert registry.get_sample_value("eventstream_broker_engine_up") == 0
+                assert engine_up(reader) == 0
                 with pytest.raises(BrokerError):
                     await stream.publish_event("a", {"data": 2})
                 errors = registry.get_sample_value("eventstream_publish_errors_total", {"reason": "broker"})
@@ -56,6 +79,7 @@ async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) ->
 
             await wait_until(ready_again, timeout=20)
             assert registry.get_sample_value("eventstream_broker_engine_up") == 1
+            assert engine_up(reader) == 1
         after = await client.get("/readyz")
         assert after.status_code == 503
         assert after.json()["checks"] == {

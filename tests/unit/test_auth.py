@@ -408,6 +408,25 @@ async def test_the_memory_ledger_is_bounded_and_purges_expired_tickets() -> None
         MemoryTicketLedger(max_tickets=0)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"ticket_ttl": 0}, "ticket_ttl must be a positive number of seconds, not 0"),
+        ({"ticket_ttl": True}, "ticket_ttl must be a positive number of seconds, not True"),
+        ({"max_token_length": 0}, "max_token_length must be an int >= 1, not 0"),
+        ({"max_token_length": 8.5}, "max_token_length must be an int >= 1, not 8.5"),
+    ],
+)
+def test_an_authorizer_refuses_bad_limits_when_built(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        authorizer(**options)
+
+
+def test_a_memory_ledger_refuses_a_size_that_is_not_a_count() -> None:
+    with pytest.raises(ValueError, match="max_tickets must be an int >= 1, not True"):
+        MemoryTicketLedger(max_tickets=True)
+
+
 # -- the answers of an endpoint ------------------------------------------------------------
 
 

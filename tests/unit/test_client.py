@@ -257,6 +257,8 @@ async def test_given_last_event_id_headers_and_client_are_used() -> None:
         ({"read_timeout": 0}, "read_timeout"),
         ({"max_event_size": 0}, "max_event_size"),
         ({"connect_timeout": math.nan}, "connect_timeout"),
+        ({"reconnect_delay": True}, "reconnect_delay must be a number of seconds >= 0, not True"),
+        ({"read_timeout": "5"}, "read_timeout must be a positive number of seconds or None, not '5'"),
     ],
 )
 def test_bad_arguments_are_refused_when_built(kwargs: dict[str, object], message: str) -> None:

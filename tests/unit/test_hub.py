@@ -513,6 +513,8 @@ def test_singleton_survives_reload() -> None:
         ({"send_timeout": 0}, "send_timeout"),
         ({"keep_alive_interval": -1}, "keep_alive_interval"),
         ({"max_channels": 0}, "max_channels"),
+        ({"send_timeout": True}, "send_timeout must be a positive number of seconds, not True"),
+        ({"keep_alive_interval": True}, "keep_alive_interval must be a positive number of seconds or None"),
     ],
 )
 def test_invalid_options(kwargs: dict[str, float], match: str) -> None:

@@ -18,8 +18,12 @@ NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"max_subscribers": 0}, ValueError, "max_subscribers must be >= 1 or None, not 0"),
-        ({"max_subscribers": -5}, ValueError, "max_subscribers must be >= 1 or None, not -5"),
+        ({"max_subscribers": 0}, ValueError, "max_subscribers must be an int >= 1 or None, not 0"),
+        ({"max_subscribers": -5}, ValueError, "max_subscribers must be an int >= 1 or None, not -5"),
+        ({"max_subscribers": 1.5}, ValueError, "max_subscribers must be an int >= 1 or None, not 1.5"),
+        ({"max_subscribers": True}, ValueError, "max_subscribers must be an int >= 1 or None, not True"),
+        ({"shutdown_grace": True}, ValueError, GRACE + "True"),
+        ({"shutdown_grace": "2"}, ValueError, GRACE + "'2'"),
         ({"shutdown_grace": -1}, ValueError, GRACE + "-1"),
         (
             {"shutdown_grace": math.inf},
@@ -167,6 +171,8 @@ SECONDS = "must be a positive number of seconds, not "
         ((URL,), {"request_timeout": -1}, f"request_timeout {SECONDS}-1"),
         ((URL,), {"publish_timeout": math.inf}, f"publish_timeout {SECONDS}inf"),
         ((URL,), {"check_interval": math.nan}, f"check_interval {SECONDS}nan"),
+        ((URL,), {"heartbeat_interval": True}, f"heartbeat_interval {SECONDS}True"),
+        ((URL,), {"max_age": "300"}, f"max_age {SECONDS}'300'"),
         ((URL,), {"key_prefix": "app|"}, "key_prefix must be a str without '|'"),
     ],
 )

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from eventstream import EventStream, HistoryEntry, MemoryHistory, SubscribeLimits
-from eventstream._limits import AddressLimiter
+from eventstream._base import AddressLimiter
 from eventstream.testing import open_stream
 from eventstream.types import Message, Scope
 from tests.support.helpers import wait_until

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import Grant, KeysUnavailable, Unauthorized
+from .._base import Grant, KeysUnavailable, Unauthorized, check_count, check_seconds
 from .._serve._http import header, query_param
 from ._jwks import JWKSFetcher
 from ._keys import ASYMMETRIC, TokenVerifier, unverified_kid
@@ -141,10 +140,8 @@ class JWTAuthorizer:
         self.channels: tuple[ChannelPattern, ...] = tuple(ChannelPattern(text) for text in channels)
         if cookie is not None and (not cookie or not set(cookie) <= _COOKIE_NAME):
             raise ValueError(f"{cookie!r} is not a valid cookie name")
-        if not math.isfinite(ticket_ttl) or ticket_ttl <= 0:
-            raise ValueError(f"ticket_ttl must be a positive number of seconds, not {ticket_ttl!r}")
-        if max_token_length < 1:
-            raise ValueError(f"max_token_length must be >= 1, not {max_token_length!r}")
+        check_seconds("ticket_ttl", ticket_ttl)
+        check_count("max_token_length", max_token_length)
         self.channels_claim: str | None = channels_claim
         self.identity_claim: str = identity_claim
         self.cookie: str | None = cookie

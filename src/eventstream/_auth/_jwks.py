@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from .._exceptions import KeysUnavailable
+from .._base import KeysUnavailable, check_count, check_seconds
 from .._observe import RateLimitedLog
 from ._keys import TokenVerifier
 
@@ -66,15 +66,10 @@ class JWKSFetcher:
             raise ValueError(f"the JWKS URL must be https:// (http:// only with allow_http), not {url!r}")
         if not parts.hostname:
             raise ValueError(f"the JWKS URL has no host: {url!r}")
-        for name, value in (
-            ("ttl", ttl),
-            ("min_refresh_interval", min_refresh_interval),
-            ("timeout", timeout),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be an int >= 1, not {max_size!r}")
+        check_seconds("ttl", ttl)
+        check_seconds("min_refresh_interval", min_refresh_interval)
+        check_seconds("timeout", timeout)
+        check_count("max_size", max_size)
         self.url: str = url
         self.ttl: float = float(ttl)
         self.min_refresh_interval: float = float(min_refresh_interval)

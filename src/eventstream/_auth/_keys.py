@@ -10,7 +10,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .._exceptions import Unauthorized
+from .._base import Unauthorized
 
 __all__ = ["ASYMMETRIC", "TokenVerifier", "unverified_kid"]
 

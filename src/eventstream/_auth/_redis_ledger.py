@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from .._redis import RedisBroker
 from .._redis._connect import glide_module
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .._exceptions import Unauthorized
+from .._base import Unauthorized, check_count
 
 __all__ = ["MemoryTicketLedger", "TicketCodec", "TicketLedger"]
 
@@ -65,8 +65,7 @@ class MemoryTicketLedger:
     """
 
     def __init__(self, max_tickets: int = 100_000) -> None:
-        if max_tickets < 1:
-            raise ValueError(f"max_tickets must be >= 1, not {max_tickets!r}")
+        check_count("max_tickets", max_tickets)
         self.max_tickets: int = max_tickets
         self._used: dict[str, float] = {}
         self._expiries: list[tuple[float, str]] = []

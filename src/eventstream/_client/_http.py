@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import anyio
@@ -10,7 +9,7 @@ import httpx
 
 from ._body import CODINGS, codings
 
-__all__ = ["INCURABLE", "EventSourceError", "check_response", "check_seconds", "open_stream", "origin"]
+__all__ = ["INCURABLE", "EventSourceError", "check_response", "open_stream", "origin"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -131,21 +130,3 @@ def _is_event_stream(content_type: str | None) -> bool:
     if content_type is None:
         return False
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
-
-
-def check_seconds(
-    name: str, value: float | None, *, allow_none: bool = False, allow_zero: bool = False
-) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number of seconds > 0 (or >= 0, or None)."""
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        raise ValueError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number (seconds), not {value!r}"
-        )

@@ -11,9 +11,10 @@ from typing import Final, NoReturn
 import anyio
 import httpx
 
+from .._base import check_seconds
 from .._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 from ._body import ACCEPT_ENCODING, Body, codings
-from ._http import INCURABLE, EventSourceError, check_response, check_seconds, open_stream
+from ._http import INCURABLE, EventSourceError, check_response, open_stream
 
 __all__ = ["DEFAULT_RECONNECT_DELAY", "EventSource"]
 

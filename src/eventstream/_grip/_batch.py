@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .._exceptions import GripPublishError
+from .._base import GripPublishError
 from ._config import GripProxy
 
 __all__ = [

@@ -15,7 +15,6 @@ seconds after it was made, at the latest, however the proxy behaves.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -26,7 +25,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from .._exceptions import GripPublishError
+from .._base import GripPublishError, check_count, check_seconds
 from ._batch import (
     GripProxyStatistics,
     Item,
@@ -84,12 +83,10 @@ class GripPublisher:
         publish_timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, not {max_batch!r}")
+        check_count("max_batch", max_batch)
         self._policy = RetryPolicy(retries, backoff, max_backoff)
-        for name, value in (("timeout", timeout), ("publish_timeout", publish_timeout)):
-            if not value > 0 or math.isinf(value):
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        check_seconds("timeout", timeout)
+        check_seconds("publish_timeout", publish_timeout)
         self.proxies: tuple[GripProxy, ...] = proxies_from_config(proxies)
         self.max_batch = max_batch
         self.timeout = timeout

@@ -10,6 +10,7 @@ from typing import Final, Literal
 import anyio
 import anyio.lowlevel
 
+from .._base import check_count, check_seconds
 from .._history import HistoryEntry
 from .._observe._lag import slowest_subscribers
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
@@ -49,10 +50,8 @@ class Hub:
         if policy not in _POLICIES:
             raise ValueError(f"slow_consumer must be one of {', '.join(_POLICIES)}, not {policy!r}")
         self.policy = policy
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size must be an int >= 1, not {buffer_size!r}")
-        if not send_timeout > 0 or math.isinf(send_timeout):
-            raise ValueError(f"send_timeout must be a positive number of seconds, not {send_timeout!r}")
+        check_count("buffer_size", buffer_size)
+        check_seconds("send_timeout", send_timeout)
         self.buffer_size = buffer_size
         self.send_timeout: float = float(send_timeout)
         #: How long a publish waits for a full subscriber that takes nothing.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from .._exceptions import BrokerError, GripPublishError
+from .._base import BrokerError, GripPublishError
 
 __all__ = [
     "END_REASONS",

@@ -48,7 +48,6 @@ so that their clients reconnect and get ``stream-reset``.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -56,21 +55,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._base import BrokerError
 from .._broker import Broker, PublishedEvent
-from .._exceptions import BrokerError
 from .._history import HistoryStore
 from .._hub import PresenceMember, PresenceTable
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
-from ._connect import check_eviction, connect, engine_epoch, glide_configuration, glide_module
+from ._connect import check_eviction, engine_epoch, glide_module
 from ._feed import FeedInbox
 from ._follow import EngineFollower
-from ._history import SharedHistory
+from ._options import RedisOptions
 from ._presence import PresenceKeeper
-from ._publish import BatchSender
-from ._reader import EngineReader
 from ._scripts import PUBLISH
-from ._url import RedisAddress, parse_redis_url
+from ._url import parse_redis_url
 
 if TYPE_CHECKING:
     from glide import GlideClient, GlideClientConfiguration
@@ -165,32 +162,21 @@ class RedisBroker(Broker):
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
-        self._address: RedisAddress | None = parse_redis_url(url) if url is not None else None
-        glide_module()
-        self._configuration = configuration
-        if not isinstance(key_prefix, str) or any(c in key_prefix for c in "|*?[]\\"):
-            raise ValueError(
-                f"key_prefix must be a str without '|' (it ends the prefix in every key) "
-                f"or glob characters, not {key_prefix!r}"
-            )
-        for name, value in (("max_events", max_events), ("max_bytes", max_bytes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-        for name, number in (
-            ("max_age", max_age),
-            ("request_timeout", request_timeout),
-            ("publish_timeout", publish_timeout),
-            ("check_interval", check_interval),
-            ("heartbeat_interval", heartbeat_interval),
-            ("heartbeat_expiry", heartbeat_expiry),
-        ):
-            if not number > 0 or math.isinf(number):
-                raise ValueError(f"{name} must be a positive number of seconds, not {number!r}")
-        if heartbeat_expiry < 2 * heartbeat_interval:
-            raise ValueError(
-                f"heartbeat_expiry ({heartbeat_expiry!r}) must be at least twice heartbeat_interval "
-                f"({heartbeat_interval!r}): a live process would drop out between two beats"
-            )
+        glide_module()  # ImportError: valkey-glide is not installed
+        self._options = options = RedisOptions(
+            address=parse_redis_url(url) if url is not None else None,
+            configuration=configuration,
+            key_prefix=key_prefix,
+            max_events=max_events,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            request_timeout=request_timeout,
+            publish_timeout=publish_timeout,
+            check_interval=check_interval,
+            allow_eviction=allow_eviction,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_expiry=heartbeat_expiry,
+        )
         self.key_prefix = key_prefix
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -201,35 +187,14 @@ class RedisBroker(Broker):
         self.allow_eviction = allow_eviction
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_expiry = heartbeat_expiry
-        #: Every key starts so; the feed's channels start with _feed_prefix.
-        self._keys = f"{key_prefix}|"
-        # Pub/sub is server-wide: the channels name the database (keys are its own).
-        database = self._address.database if self._address is not None else None
-        if configuration is not None:
-            database = configuration.database_id
-        self._feed_prefix = f"{self._keys}ch:{database or 0}:"
+        self._keys = options.keys  #: every key starts so (the prefix and its "|")
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
         self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
         self._publishing = 0
-        #: Seconds one request may take (the configuration's, when it sets one).
-        self._request_seconds = (
-            configuration.request_timeout / 1000
-            if configuration is not None and configuration.request_timeout
-            else request_timeout
-        )
-        self._sender = BatchSender(
-            engine=self.description,
-            key_prefix=self._keys,
-            feed_prefix=self._feed_prefix,
-            max_events=max_events,
-            max_bytes=max_bytes,
-            max_age=max_age,
-            request_timeout=self._request_seconds,
-            publish_timeout=publish_timeout,
-        )
+        self._sender = options.sender()
         self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._presence_table: PresenceTable | None = None
@@ -250,11 +215,7 @@ class RedisBroker(Broker):
 
     @property
     def description(self) -> str:
-        if self._address is not None:
-            return self._address.display
-        assert self._configuration is not None
-        hosts = ", ".join(f"{a.host}:{a.port}" for a in self._configuration.addresses)
-        return f"redis://{hosts}"
+        return self._options.description
 
     def bind(self, hub: Hub) -> None:
         if self._exit is not None:
@@ -280,39 +241,24 @@ class RedisBroker(Broker):
         glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH)
-        keeper = PresenceKeeper(
-            keys=self._keys,
-            engine=self.description,
-            interval=self.heartbeat_interval,
-            expiry=self.heartbeat_expiry,
-            request_timeout=self._request_seconds,
-        )
+        keeper = self._options.keeper()
         async with contextlib.AsyncExitStack() as stack:
-            client = await self._connect(feed=None)
+            client = await self._options.connect(feed=None)
             stack.push_async_callback(client.close)
             await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
-            self._epoch = await engine_epoch(client, keys=self._keys, engine=self.description)
+            self._epoch = await engine_epoch(client, keys=self._options.keys, engine=self.description)
             self._client = client
             self._keeper = keeper
             stack.callback(self._stopped)
             if self._hub is not None:
-                history = SharedHistory(
-                    self._epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
-                )
-                reader = EngineReader(
-                    client,
-                    keys=self._keys,
-                    feed_prefix=self._feed_prefix,
-                    engine=self.description,
-                    check_interval=self.check_interval,
-                    publishing=lambda: self._publishing,
-                )
+                history = self._options.history(self._epoch)
+                reader = self._options.reader(client, publishing=lambda: self._publishing)
                 stack.callback(reader.stop)
                 follower = EngineFollower(
                     self._hub, history, reader.read, engine=self.description, read_many=reader.read_many
                 )
                 inbox = FeedInbox()
-                feed = await self._connect(feed=inbox)
+                feed = await self._options.connect(feed=inbox)
                 stack.push_async_callback(feed.close)
                 stack.push_async_callback(keeper.leave, client)  # after the beats stop
                 tg = await stack.enter_async_context(anyio.create_task_group())
@@ -328,16 +274,6 @@ class RedisBroker(Broker):
         self._client = None
         self._keeper = None
         self._follower = None
-
-    async def _connect(self, *, feed: FeedInbox | None) -> GlideClient:
-        config = glide_configuration(
-            self._address,
-            self._configuration,
-            request_timeout=self.request_timeout,
-            pattern=f"{self._feed_prefix}*" if feed is not None else None,
-            on_message=feed.push if feed is not None else None,
-        )
-        return await connect(config, engine=self.description, within=self.publish_timeout)
 
     async def __aexit__(
         self,
@@ -429,7 +365,7 @@ class RedisBroker(Broker):
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
         # A little more than one request's time: a read sent at once gets its
         # answer (or its timeout error) first.
-        await follower.prepare(channels, within=self._request_seconds + 0.5)
+        await follower.prepare(channels, within=self._options.request_seconds + 0.5)
 
     # -- counts and presence across processes ----------------------------------
 

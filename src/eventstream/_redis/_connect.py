@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from ._url import RedisAddress
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from .._history import HistoryEntry
 from ._batching import BatchQueue, Queued
 from ._wire import EngineEntry

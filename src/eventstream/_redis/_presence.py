@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from .._hub import PresenceMember, PresenceTable
 from ._connect import glide_module
 from ._scripts import COUNT_ALL, HEARTBEAT, PRESENCE

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
 from ._connect import glide_module, transient

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._exceptions import BrokerError
+from .._base import BrokerError
 from ._connect import engine_epoch, glide_module
 from ._feed import FeedInbox
 from ._follow import EngineFollower

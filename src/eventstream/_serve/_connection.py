@@ -86,7 +86,7 @@ class Connection:
         self.failed = False
         #: When the client's credentials end (Unix time): the stream ends with stream-expired.
         self.expires_at: float | None = None
-        #: limits: the client address whose open-stream count it holds (see _limits.py), if any.
+        #: limits: the client address whose open-stream count it holds (see _base/_limits.py), if any.
         self.limit_key: str | None = None
         #: presence: the identity it is present under (see _hub/_presence.py), if any.
         self.identity: str | None = None

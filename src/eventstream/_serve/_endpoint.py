@@ -15,12 +15,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._base import AddressLimiter, BrokerError, Grant, KeysUnavailable, Refused, Unauthorized
 from .._broker import Broker
-from .._exceptions import BrokerError, Grant, KeysUnavailable, Unauthorized
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub, PresenceTable
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
-from .._limits import AddressLimiter, Refused
 from .._observe import RUN_TEMPLATE, Observed
 from .._options import StreamOptions
 from .._sse import KEEP_ALIVE, stream_open

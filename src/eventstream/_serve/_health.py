@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
+from .._base import BrokerError
 from .._broker import LocalBroker
-from .._exceptions import BrokerError
 from ..types import Receive, Scope, Send
 from ._http import send_plain
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from .._base import AddressLimiter
 from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable
 from .._lifecycle import Lifecycle, LoopBinding
-from .._limits import AddressLimiter
 from .._observe import Observed
 from .._options import StreamOptions, make_broker, make_grip
 from .._serve import Serving, check_channel_name

@@ -11,8 +11,9 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .._base import check_count
 from .._broker import Broker
-from .._options import as_event, check_count, make_broker
+from .._options import as_event, make_broker
 from .._serve import check_channel_name
 from ..types import EventLike
 

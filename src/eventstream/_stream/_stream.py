@@ -20,13 +20,12 @@ from typing import TypeVar
 
 import anyio
 
+from .._base import BrokerError, GripPublishError, SubscribeLimits
 from .._broker import Broker
-from .._exceptions import BrokerError, GripPublishError
 from .._grip import GripPublisher, GripSubmission
 from .._history import HistoryStore
 from .._hub import EventStreamStatistics, PresenceMember, SlowConsumerPolicy
 from .._lifecycle import current_thread_id
-from .._limits import SubscribeLimits
 from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send

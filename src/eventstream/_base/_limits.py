@@ -17,6 +17,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from ._checks import check_count
+
 __all__ = ["AddressLimiter", "Refused", "SubscribeLimits"]
 
 # How many table entries one new address may look at to make room (entries with open streams are skipped).
@@ -57,10 +59,10 @@ class SubscribeLimits:
         ):
             raise ValueError(f"rate must be a positive number of streams per second or None, not {rate!r}")
         for name in ("burst", "max_open"):
-            _check_int(name, getattr(self, name), 1, allow_none=True)
-        _check_int("open_retry_after", self.open_retry_after, 1)
-        _check_int("max_addresses", self.max_addresses, 1)
-        _check_int("ipv6_prefix", self.ipv6_prefix, 1, 128)
+            check_count(name, getattr(self, name), allow_none=True)
+        check_count("open_retry_after", self.open_retry_after)
+        check_count("max_addresses", self.max_addresses)
+        check_count("ipv6_prefix", self.ipv6_prefix, high=128)
         if self.burst is not None and rate is None:
             raise ValueError("burst needs a rate")
 
@@ -70,21 +72,6 @@ class SubscribeLimits:
         if self.burst is not None:
             return float(self.burst)
         return float(max(1, math.ceil(self.rate))) if self.rate is not None else math.inf
-
-
-def _check_int(
-    name: str, value: object, low: int, high: int | None = None, *, allow_none: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int {bound}{' or None' if allow_none else ''}, not {value!r}")
 
 
 class Refused(Exception):

@@ -1,0 +1,165 @@
+"""A :class:`~eventstream.RedisBroker`'s options, checked once, and the parts built from them.
+
+:class:`RedisOptions` is the broker's frozen, validated configuration: where
+the engine is, the key prefix, the history limits and the timings. From it
+come the names of the broker's keys and feed channels, and the parts the
+broker runs: its batch sender, its presence keeper, its copy of the history
+and its connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._base import check_count, check_seconds
+from ._connect import connect, glide_configuration
+from ._history import SharedHistory
+from ._presence import PresenceKeeper
+from ._publish import BatchSender
+from ._reader import EngineReader
+from ._url import RedisAddress
+
+if TYPE_CHECKING:
+    from glide import GlideClient, GlideClientConfiguration
+
+    from ._feed import FeedInbox
+
+__all__ = ["RedisOptions"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisOptions:
+    """The options of a :class:`~eventstream.RedisBroker` (see it for each), checked when built.
+
+    Raises:
+        ValueError: a limit is out of range, ``key_prefix`` holds ``|`` or a
+            glob character, or ``heartbeat_expiry`` is less than twice
+            ``heartbeat_interval``.
+    """
+
+    address: RedisAddress | None
+    configuration: GlideClientConfiguration | None
+    key_prefix: str
+    max_events: int
+    max_bytes: int
+    max_age: float
+    request_timeout: float
+    publish_timeout: float
+    check_interval: float
+    allow_eviction: bool
+    heartbeat_interval: float
+    heartbeat_expiry: float
+
+    def __post_init__(self) -> None:
+        key_prefix = self.key_prefix
+        if not isinstance(key_prefix, str) or any(c in key_prefix for c in "|*?[]\\"):
+            raise ValueError(
+                f"key_prefix must be a str without '|' (it ends the prefix in every key) "
+                f"or glob characters, not {key_prefix!r}"
+            )
+        check_count("max_events", self.max_events)
+        check_count("max_bytes", self.max_bytes)
+        for name in (
+            "max_age",
+            "request_timeout",
+            "publish_timeout",
+            "check_interval",
+            "heartbeat_interval",
+            "heartbeat_expiry",
+        ):
+            check_seconds(name, getattr(self, name))
+        if self.heartbeat_expiry < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_expiry ({self.heartbeat_expiry!r}) must be at least twice heartbeat_interval "
+                f"({self.heartbeat_interval!r}): a live process would drop out between two beats"
+            )
+
+    @property
+    def description(self) -> str:
+        """The engine's URL without credentials, for messages and logs."""
+        if self.address is not None:
+            return self.address.display
+        assert self.configuration is not None
+        hosts = ", ".join(f"{a.host}:{a.port}" for a in self.configuration.addresses)
+        return f"redis://{hosts}"
+
+    @property
+    def keys(self) -> str:
+        """The start of every key: the prefix and its ``|``."""
+        return f"{self.key_prefix}|"
+
+    @property
+    def feed_prefix(self) -> str:
+        """The start of every feed channel (pub/sub is server-wide: the channels name the database)."""
+        database = self.address.database if self.address is not None else None
+        if self.configuration is not None:
+            database = self.configuration.database_id
+        return f"{self.keys}ch:{database or 0}:"
+
+    @property
+    def request_seconds(self) -> float:
+        """Seconds one request may take (the configuration's, when it sets one)."""
+        configuration = self.configuration
+        if configuration is not None and configuration.request_timeout:
+            return float(configuration.request_timeout) / 1000
+        return self.request_timeout
+
+    def sender(self) -> BatchSender:
+        """The sender of publish batches, with these limits."""
+        return BatchSender(
+            engine=self.description,
+            key_prefix=self.keys,
+            feed_prefix=self.feed_prefix,
+            max_events=self.max_events,
+            max_bytes=self.max_bytes,
+            max_age=self.max_age,
+            request_timeout=self.request_seconds,
+            publish_timeout=self.publish_timeout,
+        )
+
+    def keeper(self) -> PresenceKeeper:
+        """The keeper of this process's counts and presence in the engine, with these timings."""
+        return PresenceKeeper(
+            keys=self.keys,
+            engine=self.description,
+            interval=self.heartbeat_interval,
+            expiry=self.heartbeat_expiry,
+            request_timeout=self.request_seconds,
+        )
+
+    def history(self, epoch: str) -> SharedHistory:
+        """This process's copy of the history of the channels it follows, with these limits."""
+        return SharedHistory(
+            epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
+        )
+
+    def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
+        """The reader of the engine's feed and history through ``client``, at this check interval.
+
+        ``publishing`` tells how many publishes are waiting for the engine.
+        """
+        return EngineReader(
+            client,
+            keys=self.keys,
+            feed_prefix=self.feed_prefix,
+            engine=self.description,
+            check_interval=self.check_interval,
+            publishing=publishing,
+        )
+
+    async def connect(self, *, feed: FeedInbox | None) -> GlideClient:
+        """A client of the engine: for commands, or (with ``feed``) subscribed to every feed channel.
+
+        Raises:
+            BrokerError: the engine cannot be reached within ``publish_timeout``.
+        """
+        config = glide_configuration(
+            self.address,
+            self.configuration,
+            request_timeout=self.request_timeout,
+            pattern=f"{self.feed_prefix}*" if feed is not None else None,
+            on_message=feed.push if feed is not None else None,
+        )
+        return await connect(config, engine=self.description, within=self.publish_timeout)
