@@ -218,3 +218,26 @@ async def test_join_and_leave_events_are_per_process_and_reach_every_process(
                     await wait_until(lambda: _sees(a, [PresenceMember("ann", 1)]))  # still present in b
                 assert await _announcement(page) == ("leave", "ann")
                 await wait_until(lambda: _sees(a, []))
+
+
+async def test_the_members_of_a_process_that_died_get_their_leave_events_once(
+    engine: RedisEngine, prefix: str
+) -> None:
+    a, b = (app(engine.url, prefix, interval=0.1, expiry=1.0, authorize=WATCHING) for _ in range(2))
+    with anyio.fail_after(30):
+        async with a, b:
+            async with open_stream(a("presence:room-1"), headers=bearer("page")) as page:
+                assert page.status == 200
+                # A process that beat just now and then died (kill -9): its part, as its beats wrote it.
+                engine.command("HSET", f"{prefix}|pr:n:dead", "", "2", "room-1", "2")
+                engine.command("HSET", f"{prefix}|pr:m:dead:room-1", "zoe", "1", "yan", "1")
+                engine.command("SADD", f"{prefix}|pr:c:dead", "room-1")
+                engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "dead")
+                assert [m.identity for m in await a.presence("room-1")] == ["yan", "zoe"]
+                # One beat (of a or of b) deletes it and announces its members' leaves, once each.
+                got = {await _announcement(page), await _announcement(page)}
+                assert got == {("leave", "zoe"), ("leave", "yan")}
+                async with streams((b, "room-1", "ann")):  # the next announcement is ann's: no third leave
+                    assert await _announcement(page) == ("join", "ann")
+                assert await _announcement(page) == ("leave", "ann")
+                assert await a.presence("room-1") == []

@@ -14,7 +14,7 @@ last stream there ends, a ``leave`` event. Channels that start with
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +87,14 @@ class PresenceTable:
     kept: ``None``, all but the companion channels (``presence:...``).
     """
 
-    __slots__ = ("_channels", "_names", "_prefixes")
+    __slots__ = ("_channels", "_names", "_prefixes", "announcer")
 
     def __init__(self, selection: tuple[frozenset[str], tuple[str, ...]] | None = None) -> None:
         self._channels: dict[str, dict[str, int]] = {}
         self._names: frozenset[str] | None = selection[0] if selection is not None else None  # None: all
         self._prefixes: tuple[str, ...] = selection[1] if selection is not None else ()
+        #: What publishes the leave events of :meth:`expired` (set by the stream that owns the table).
+        self.announcer: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None
 
     def keeps(self, channel: str) -> bool:
         """Whether the presence of ``channel`` is kept (and announced on its companion channel)."""
@@ -130,6 +132,15 @@ class PresenceTable:
             else:
                 members[identity] -= 1
         return left
+
+    async def expired(self, pairs: list[tuple[str, str]]) -> None:
+        """The (channel, identity) pairs of a process that died: their ``leave`` events are published.
+
+        A shared broker calls it from the beat that found the process dead (one
+        beat of one process does, once). Errors are logged by the announcer, not raised.
+        """
+        if self.announcer is not None:
+            await self.announcer([(channel, identity) for channel, identity in pairs if self.keeps(channel)])
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """A copy of every channel's identities and stream counts (what a broker's heartbeat sends)."""

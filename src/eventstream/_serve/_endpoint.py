@@ -35,7 +35,7 @@ from ._ending import unsubscribe_counted
 from ._http import send_plain
 from ._request import StreamRequest, parse_request
 
-__all__ = ["EventStreamEndpoint", "Serving", "serve"]
+__all__ = ["EventStreamEndpoint", "Serving", "announce_expired", "serve"]
 
 logger = logging.getLogger("eventstream")
 
@@ -125,6 +125,15 @@ async def _announce(
         logger.warning(
             "presence: %s events of %r were lost: the broker did not take them in time", kind, identity
         )
+
+
+async def announce_expired(stream: Serving, pairs: list[tuple[str, str]]) -> None:
+    """presence: the ``leave`` events of the members of a process that died (a shared broker found them).
+
+    Errors are logged, not raised (see ``_announce``). Cancellation: the events not yet published are not.
+    """
+    for channel, identity in pairs:
+        await _announce(stream, "leave", [channel], identity, None)
 
 
 def _finish(stream: Serving, connection: Connection, scope: Scope) -> list[str]:

@@ -9,6 +9,7 @@ body (a delegating call would cost every publish a coroutine more).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 
 from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, presence_selection
@@ -16,7 +17,7 @@ from .._lifecycle import Lifecycle, LoopBinding
 from .._limits import AddressLimiter
 from .._observe import Observed
 from .._options import StreamOptions, make_broker, make_grip
-from .._serve import Serving, check_channel_name
+from .._serve import Serving, announce_expired, check_channel_name
 
 __all__ = ["assemble", "channel_names", "count_all", "presence", "statistics"]
 
@@ -48,7 +49,7 @@ def assemble(options: StreamOptions) -> Serving:
     presence = PresenceTable(presence_selection(options.presence)) if options.presence else None
     if presence is not None:
         broker.bind_presence(presence)  # a shared broker keeps this process's part in its engine
-    return Serving(
+    serving = Serving(
         hub,
         broker,
         grip,
@@ -59,6 +60,9 @@ def assemble(options: StreamOptions) -> Serving:
         AddressLimiter(limits) if limits is not None else None,  # limits
         presence,
     )
+    if presence is not None:  # presence: a shared broker's beat announces the members of dead processes
+        presence.announcer = functools.partial(announce_expired, serving)
+    return serving
 
 
 def channel_names(channels: str | Iterable[str]) -> tuple[str, ...]:
