@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from eventstream import EventStream, PresenceMember, ServerSentEvent
 from eventstream.auth import Grant, JWTAuthorizer
 from eventstream.testing import StreamResponse, open_stream
-from tests.support.tokens import AUDIENCE, ISSUER, SECRET, hs256
+from tests.support.tokens import AUDIENCE, ISSUER, SECRET, TICKET_SECRET, hs256
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +149,29 @@ def test_grant_info_is_small_json() -> None:
     auth = JWTAuthorizer(secret=SECRET, issuer=ISSUER, audience=AUDIENCE, info_claims=("name",))
     assert auth.grant({"sub": "ann", "name": "x" * 600}).info is None  # too large: left out
     assert auth.grant({"sub": "ann"}).info is None
+
+
+async def test_a_ticket_carries_the_info_claims() -> None:
+    auth = JWTAuthorizer(
+        secret=SECRET, issuer=ISSUER, audience=AUDIENCE, info_claims=("name",), ticket_secret=TICKET_SECRET
+    )
+    token = hs256(sub="ann", name="Ann", secret_note="not for the URL", channels=["room-1"])
+    scope = {"type": "http", "headers": [(b"authorization", f"Bearer {token}".encode())], "query_string": b""}
+    ticket = auth.mint_ticket(scope)
+    query = f"ticket={quote(ticket)}".encode()
+    grant = await auth({"type": "http", "headers": [], "query_string": query}, ["room-1"])
+    assert isinstance(grant, Grant)
+    assert (grant.identity, grant.info) == ("ann", {"name": "Ann"})
+
+
+async def test_a_channel_whose_companion_would_be_too_long_is_kept_but_not_announced() -> None:
+    long = "room-" + "x" * 20  # 25 characters: its companion has 34
+    auth = JWTAuthorizer(secret=SECRET, issuer=ISSUER, audience=AUDIENCE, channels=["room-*"])
+    stream = EventStream(authorize=auth, presence=True, keep_alive_interval=None, max_channel_name_length=30)
+    with anyio.fail_after(10):
+        async with open_stream(stream(long), headers=bearer("ann")) as response:
+            assert response.status == 200
+            assert await stream.presence(long) == [PresenceMember("ann", 1)]
+        await stream.wait_subscribers(0)
+        assert await stream.presence(long) == []
+        assert stream.statistics().events_published == 0  # no join, no leave (and no error)
