@@ -207,6 +207,14 @@ async def _open(
         if joined:  # shielded and bounded: a cancellation lands in run, whose end announces the leave
             with anyio.CancelScope(shield=True):
                 await _announce(stream, "join", joined, identity, grant.info if grant is not None else None)
+        if stream.hub.closed:  # closed while the join was published: nothing is held, 503
+            presence.leave(request.channels, identity)
+            if limit_key is not None and stream.limiter is not None:
+                stream.limiter.release(limit_key)
+            with contextlib.suppress(OSError):
+                reason = "Service unavailable: the event stream is shutting down"
+                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+            return None
     if current_thread_id() != stream.loop.thread or not stream.hub.subscriber_count():
         stream.loop.bind()  # the first connection in this thread or this event loop
     hub = stream.hub
