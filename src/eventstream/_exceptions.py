@@ -112,7 +112,7 @@ class Grant:
 
     Raises:
         ValueError: ``expires_at`` is not a finite number, ``identity`` is
-            empty, or ``info`` weighs more than :data:`MAX_INFO_BYTES`.
+            empty, or ``info`` weighs more than 512 bytes of JSON.
         TypeError: ``identity`` is not a str; ``info`` is not a mapping of
             str to JSON values.
     """
@@ -127,7 +127,7 @@ class Grant:
     #: Who the client is (a JWT's ``sub``), or ``None``.
     identity: str | None = None
     #: What the ``join`` presence event tells about the client (a display name...):
-    #: a mapping of str to JSON values, at most :data:`MAX_INFO_BYTES` once
+    #: a mapping of str to JSON values, at most 512 bytes once
     #: encoded as JSON, or ``None``. It is published: put nothing secret in it.
     info: Mapping[str, Any] | None = None
 
