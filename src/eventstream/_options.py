@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +97,7 @@ class StreamOptions:
     authorize: Authorize | None = None
     max_subscribers: int | None = None
     subscribe_limits: SubscribeLimits | None = None  # limits: per client address
-    presence: bool = False  # presence: streams' identities per channel
+    presence: bool | Collection[str] = False  # presence: streams' identities per channel
     shutdown_event: EventLike | None = None
     shutdown_grace: float = 2.0
     handle_signals: bool = True

@@ -10,6 +10,7 @@ test_broker_presence_processes.py.)
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import anyio
@@ -17,7 +18,7 @@ import pytest
 
 from eventstream import BrokerError, EventStream, PresenceMember, RedisBroker
 from eventstream.auth import JWTAuthorizer
-from eventstream.testing import open_stream
+from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import wait_until
 from ..support.redis_engine import RedisEngine, run_redis
@@ -32,9 +33,11 @@ def bearer(sub: str) -> dict[str, str]:
     return {"authorization": f"Bearer {hs256(sub=sub)}"}
 
 
-def app(url: str, prefix: str, *, interval: float = 0.1, expiry: float = 0.5) -> EventStream:
+def app(
+    url: str, prefix: str, *, interval: float = 0.1, expiry: float = 0.5, authorize: JWTAuthorizer = AUTH
+) -> EventStream:
     broker = RedisBroker(url, key_prefix=prefix, heartbeat_interval=interval, heartbeat_expiry=expiry)
-    return EventStream(broker=broker, authorize=AUTH, presence=True, keep_alive_interval=None)
+    return EventStream(broker=broker, authorize=authorize, presence=True, keep_alive_interval=None)
 
 
 @contextlib.asynccontextmanager
@@ -182,3 +185,59 @@ async def test_an_engine_down_is_a_broker_error_not_a_hang() -> None:
 def test_heartbeat_options_are_checked(interval: float, expiry: float) -> None:
     with pytest.raises(ValueError, match="heartbeat"):
         RedisBroker("redis://127.0.0.1:6379", heartbeat_interval=interval, heartbeat_expiry=expiry)
+
+
+WATCHING = JWTAuthorizer(
+    secret=SECRET, issuer=ISSUER, audience=AUDIENCE, channels=["room-*", "presence:room-*"]
+)
+
+
+async def _announcement(page: StreamResponse) -> tuple[str | None, str]:
+    # The next join or leave a page gets: (event, identity).
+    while True:
+        event = await page.receive_event()
+        if event.event in ("join", "leave"):
+            return event.event, json.loads(event.text or "")["identity"]
+
+
+async def test_join_and_leave_events_are_per_process_and_reach_every_process(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The documented rule: each process announces its own first and last stream of an identity;
+    # a page counting joins minus leaves per identity knows in how many processes it is present.
+    a, b = (app(engine.url, prefix, authorize=WATCHING) for _ in range(2))
+    with anyio.fail_after(30):
+        async with a, b:
+            async with open_stream(a("presence:room-1"), headers=bearer("page")) as page:
+                assert page.status == 200
+                async with streams((b, "room-1", "ann")):  # another process: its join reaches this page
+                    assert await _announcement(page) == ("join", "ann")
+                    async with streams((a, "room-1", "ann")):  # present in a second process: a second join
+                        assert await _announcement(page) == ("join", "ann")
+                    assert await _announcement(page) == ("leave", "ann")
+                    await wait_until(lambda: _sees(a, [PresenceMember("ann", 1)]))  # still present in b
+                assert await _announcement(page) == ("leave", "ann")
+                await wait_until(lambda: _sees(a, []))
+
+
+async def test_the_members_of_a_process_that_died_get_their_leave_events_once(
+    engine: RedisEngine, prefix: str
+) -> None:
+    a, b = (app(engine.url, prefix, interval=0.1, expiry=1.0, authorize=WATCHING) for _ in range(2))
+    with anyio.fail_after(30):
+        async with a, b:
+            async with open_stream(a("presence:room-1"), headers=bearer("page")) as page:
+                assert page.status == 200
+                # A process that beat just now and then died (kill -9): its part, as its beats wrote it.
+                engine.command("HSET", f"{prefix}|pr:n:dead", "", "2", "room-1", "2")
+                engine.command("HSET", f"{prefix}|pr:m:dead:room-1", "zoe", "1", "yan", "1")
+                engine.command("SADD", f"{prefix}|pr:c:dead", "room-1")
+                engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "dead")
+                assert [m.identity for m in await a.presence("room-1")] == ["yan", "zoe"]
+                # One beat (of a or of b) deletes it and announces its members' leaves, once each.
+                got = {await _announcement(page), await _announcement(page)}
+                assert got == {("leave", "zoe"), ("leave", "yan")}
+                async with streams((b, "room-1", "ann")):  # the next announcement is ann's: no third leave
+                    assert await _announcement(page) == ("join", "ann")
+                assert await _announcement(page) == ("leave", "ann")
+                assert await a.presence("room-1") == []

@@ -96,6 +96,14 @@ COMMANDS = {
     "hypercorn --workers 0 --bind 127.0.0.1:8002 examples.raw_asgi:app &": (
         "not run as written: see the line before (tests/e2e/test_deploy.py)"
     ),
+    "uvicorn examples.chat_auth.app:app": (
+        "not run as written (port 8000): tests/e2e/test_chat_auth_browser.py runs the same app under "
+        "uvicorn (and hypercorn -k trio) on a free port and drives its page in Chromium"
+    ),
+    "CHAT_CORS_ORIGIN=http://127.0.0.1:8001 uvicorn examples.chat_auth.app:app": (
+        "not run as written (fixed ports): tests/e2e/test_chat_auth_browser.py runs the app with "
+        "CHAT_CORS_ORIGIN set to the origin of a page server on a free port, and the page there uses a ticket"
+    ),
     "python3 -m nox -s tests": "not run: it is this test suite",
     "python3 -m nox -s unit": "not run: tests/unit, a part of this test suite",
     "python3 -m nox -s lint typing": "not run here: .ci/run runs it",

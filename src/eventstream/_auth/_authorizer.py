@@ -68,6 +68,9 @@ class JWTAuthorizer:
         channels: Patterns every valid token is granted (``"user-{sub}"``).
         channels_claim: The claim that lists a token's own patterns, or ``None``.
         identity_claim: The claim that names the client (``Grant.identity``).
+        info_claims: The claims copied into ``Grant.info`` (what presence's
+            ``join`` events tell, e.g. ``("name",)``); left out when their
+            JSON weighs more than 512 bytes.
         cookie: The cookie that holds the token, or ``None``.
         ticket_secret: The secret tickets are signed with (at least 32 bytes,
             not the token's), or ``None``: no tickets.
@@ -102,6 +105,7 @@ class JWTAuthorizer:
         channels: Sequence[str] = (),
         channels_claim: str | None = "channels",
         identity_claim: str = "sub",
+        info_claims: Sequence[str] = (),
         cookie: str | None = "eventstream_token",
         ticket_secret: str | bytes | None = None,
         ticket_param: str = "ticket",
@@ -144,6 +148,9 @@ class JWTAuthorizer:
         check_count("max_token_length", max_token_length)
         self.channels_claim: str | None = channels_claim
         self.identity_claim: str = identity_claim
+        if isinstance(info_claims, str):
+            raise TypeError("info_claims must be a sequence of claim names, not a str")
+        self.info_claims: tuple[str, ...] = tuple(info_claims)
         self.cookie: str | None = cookie
         self.ticket_param: str = ticket_param
         self.ticket_ttl: float = float(ticket_ttl)
@@ -259,7 +266,7 @@ class JWTAuthorizer:
     def _ticket_claims(self, claims: Mapping[str, Any]) -> dict[str, Any]:
         # Only what deciding needs (exp, the identity, the channels claim, the claims its
         # patterns and the configured ones name): the ticket is readable in the URL.
-        wanted = {"exp", self.identity_claim}
+        wanted = {"exp", self.identity_claim, *self.info_claims}
         patterns = list(self.channels)
         if self.channels_claim is not None and self.channels_claim in claims:
             wanted.add(self.channels_claim)
@@ -276,11 +283,17 @@ class JWTAuthorizer:
         return granted(patterns, claims, channels)
 
     def grant(self, claims: Mapping[str, Any]) -> Grant:
-        """The :class:`Grant` for verified ``claims``: their ``exp`` and identity (when a non-empty str)."""
+        """The :class:`Grant` for verified ``claims``: ``exp``, identity (a non-empty str), info claims."""
         exp = claims.get("exp")
         expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
         identity = claims.get(self.identity_claim)
         named = identity if isinstance(identity, str) and identity else None
+        info = {name: claims[name] for name in self.info_claims if name in claims}
+        if info:
+            try:
+                return Grant(expires_at=expires_at, identity=named, info=info)
+            except (TypeError, ValueError) as exc:  # too large (JSON values only: verified claims)
+                logger.debug("info claims left out of the grant: %s", exc)
         return Grant(expires_at=expires_at, identity=named)
 
     def _token(self, scope: Scope) -> str | None:

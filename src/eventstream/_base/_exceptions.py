@@ -17,8 +17,11 @@ them without importing the authentication package (public in
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BrokerError",
@@ -96,6 +99,10 @@ class BrokerError(EventStreamError):
         super().__init__(f"broker engine {engine} failed{tries}: {reason}{maybe}")
 
 
+#: The most bytes a :attr:`Grant.info` may weigh, encoded as JSON.
+MAX_INFO_BYTES = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """An ``authorize`` callable's yes, with what the stream must know about it.
@@ -104,9 +111,10 @@ class Grant:
     attributes say.
 
     Raises:
-        ValueError: ``expires_at`` is not a finite number, or ``identity`` is
-            empty.
-        TypeError: ``identity`` is not a str.
+        ValueError: ``expires_at`` is not a finite number, ``identity`` is
+            empty, or ``info`` weighs more than 512 bytes of JSON.
+        TypeError: ``identity`` is not a str; ``info`` is not a mapping of
+            str to JSON values.
     """
 
     #: When the credentials end (Unix time, seconds), or ``None``. A direct
@@ -118,6 +126,10 @@ class Grant:
     expires_at: float | None = None
     #: Who the client is (a JWT's ``sub``), or ``None``.
     identity: str | None = None
+    #: What the ``join`` presence event tells about the client (a display name...):
+    #: a mapping of str to JSON values, at most 512 bytes once
+    #: encoded as JSON, or ``None``. It is published: put nothing secret in it.
+    info: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.expires_at is not None:
@@ -130,6 +142,17 @@ class Grant:
                 raise TypeError(f"identity must be a str, not {type(self.identity).__name__}")
             if not self.identity:
                 raise ValueError("identity must not be empty")
+        if self.info is not None:
+            if not isinstance(self.info, Mapping) or not all(isinstance(key, str) for key in self.info):
+                raise TypeError(f"info must be a mapping with str keys, not {self.info!r}")
+            try:
+                encoded = json.dumps(dict(self.info), separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"info must hold JSON values only: {exc}") from None
+            if len(encoded.encode()) > MAX_INFO_BYTES:
+                raise ValueError(
+                    f"info is {len(encoded.encode())} bytes of JSON; the limit is {MAX_INFO_BYTES}"
+                )
 
 
 class Unauthorized(EventStreamError):

@@ -46,7 +46,14 @@ it was offered to (the queue may then hold a few entries beyond
 """
 
 from ._hub import Hub, SlowConsumerPolicy
-from ._presence import PresenceMember, PresenceTable
+from ._presence import (
+    PRESENCE_PREFIX,
+    PresenceMember,
+    PresenceTable,
+    presence_channel,
+    presence_event,
+    presence_selection,
+)
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 __all__ = [
@@ -55,6 +62,10 @@ __all__ = [
     "Hub",
     "PresenceMember",
     "PresenceTable",
+    "PRESENCE_PREFIX",
+    "presence_channel",
+    "presence_event",
+    "presence_selection",
     "SlowConsumerPolicy",
     "Subscriber",
     "clock",

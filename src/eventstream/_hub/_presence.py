@@ -4,14 +4,72 @@ An open stream is present under the identity its ``authorize`` answer gave
 (:attr:`~eventstream.auth.Grant.identity`); a stream without one is counted,
 not named. :class:`PresenceTable` is this process's part; a broker answers
 for every process (:meth:`Broker.presence`).
+
+Join and leave events: when an identity's first stream on a present channel
+opens in this process, a ``join`` event is published on the channel's
+companion channel, :func:`presence_channel` (``presence:{channel}``); when its
+last stream there ends, a ``leave`` event. Channels that start with
+``presence:`` are reserved for them (see :class:`PresenceTable`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["PresenceMember", "PresenceTable"]
+__all__ = [
+    "PRESENCE_PREFIX",
+    "PresenceMember",
+    "PresenceTable",
+    "presence_channel",
+    "presence_event",
+    "presence_selection",
+]
+
+#: The start of every companion channel's name: ``presence:{channel}`` carries
+#: the ``join`` and ``leave`` events of ``channel``.
+PRESENCE_PREFIX = "presence:"
+
+
+def presence_channel(channel: str) -> str:
+    """The companion channel that carries ``channel``'s ``join`` and ``leave`` events."""
+    return PRESENCE_PREFIX + channel
+
+
+def presence_selection(presence: object) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """The channels ``presence`` (an ``EventStream`` argument) keeps: (names, prefixes), or ``None``: all.
+
+    ``True`` keeps every channel (but the companions); a collection of names,
+    and of prefixes ending with ``*`` (``room-*``), keeps those.
+
+    Raises:
+        TypeError: ``presence`` is a str, or holds something that is not a str.
+        ValueError: an entry is empty, only ``*``, has a ``*`` before its end,
+            or starts with ``presence:`` (the companion channels have no presence).
+    """
+    if presence is True:
+        return None
+    if isinstance(presence, str | bytes) or not isinstance(presence, Collection):
+        raise TypeError(f"presence must be a bool or a collection of channel names, not {presence!r}")
+    names: set[str] = set()
+    prefixes: list[str] = []
+    for entry in presence:
+        if not isinstance(entry, str):
+            raise TypeError(f"a presence channel must be a str, not {type(entry).__name__}")
+        body = entry.removesuffix("*")
+        if not body or "*" in body:
+            raise ValueError(f"presence channel {entry!r}: a name, or a prefix ending with a single '*'")
+        if entry.startswith(PRESENCE_PREFIX):
+            raise ValueError(
+                f"presence channel {entry!r}: channels that start with {PRESENCE_PREFIX!r} "
+                "carry join and leave events and have no presence of their own"
+            )
+        if entry.endswith("*"):
+            prefixes.append(body)
+        else:
+            names.add(entry)
+    return frozenset(names), tuple(prefixes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,31 +81,66 @@ class PresenceMember:
 
 
 class PresenceTable:
-    """The identities subscribed to each channel in this process, with their stream counts."""
+    """The identities subscribed to each channel in this process, with their stream counts.
 
-    __slots__ = ("_channels",)
+    ``selection`` (from :func:`presence_selection`) says which channels are
+    kept: ``None``, all but the companion channels (``presence:...``).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_channels", "_names", "_prefixes", "announcer")
+
+    def __init__(self, selection: tuple[frozenset[str], tuple[str, ...]] | None = None) -> None:
         self._channels: dict[str, dict[str, int]] = {}
+        self._names: frozenset[str] | None = selection[0] if selection is not None else None  # None: all
+        self._prefixes: tuple[str, ...] = selection[1] if selection is not None else ()
+        #: What publishes the leave events of :meth:`expired` (set by the stream that owns the table).
+        self.announcer: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None
 
-    def join(self, channels: Sequence[str], identity: str) -> None:
-        """A stream of ``identity`` on ``channels`` opened."""
+    def keeps(self, channel: str) -> bool:
+        """Whether the presence of ``channel`` is kept (and announced on its companion channel)."""
+        if channel.startswith(PRESENCE_PREFIX):
+            return False
+        if self._names is None:
+            return True
+        return channel in self._names or channel.startswith(self._prefixes)
+
+    def join(self, channels: Sequence[str], identity: str) -> list[str]:
+        """A stream of ``identity`` on ``channels`` opened: the channels it is new on, in this process."""
+        joined = []
         for channel in channels:
+            if not self.keeps(channel):
+                continue
             members = self._channels.setdefault(channel, {})
-            members[identity] = members.get(identity, 0) + 1
+            count = members.get(identity, 0)
+            members[identity] = count + 1
+            if not count:
+                joined.append(channel)
+        return joined
 
-    def leave(self, channels: Sequence[str], identity: str) -> None:
-        """A stream that :meth:`join` counted ended."""
+    def leave(self, channels: Sequence[str], identity: str) -> list[str]:
+        """A stream that :meth:`join` counted ended: the channels it has no stream left on, here."""
+        left = []
         for channel in channels:
             members = self._channels.get(channel)
             if members is None or identity not in members:
                 continue
             if members[identity] <= 1:
                 del members[identity]
+                left.append(channel)
                 if not members:
                     del self._channels[channel]
             else:
                 members[identity] -= 1
+        return left
+
+    async def expired(self, pairs: list[tuple[str, str]]) -> None:
+        """The (channel, identity) pairs of a process that died: their ``leave`` events are published.
+
+        A shared broker calls it from the beat that found the process dead (one
+        beat of one process does, once). Errors are logged by the announcer, not raised.
+        """
+        if self.announcer is not None:
+            await self.announcer([(channel, identity) for channel, identity in pairs if self.keeps(channel)])
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """A copy of every channel's identities and stream counts (what a broker's heartbeat sends)."""
@@ -57,3 +150,11 @@ class PresenceTable:
         """Who is subscribed to ``channel``, by identity."""
         members = self._channels.get(channel, {})
         return [PresenceMember(identity, count) for identity, count in sorted(members.items())]
+
+
+def presence_event(kind: str, channel: str, identity: str, info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``join`` or ``leave`` event of ``identity`` on ``channel`` (published on its companion)."""
+    data: dict[str, Any] = {"channel": channel, "identity": identity}
+    if kind == "join" and info is not None:
+        data["info"] = dict(info)
+    return {"event": kind, "data": data}

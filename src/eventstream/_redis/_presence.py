@@ -11,7 +11,9 @@ work per interval grows with the processes, not with their subscribers.
 A process whose last beat is older than ``heartbeat_expiry`` (engine time)
 is left out of every answer, and its keys are deleted by the next beat of
 any process on the prefix: one killed (``kill -9``) leaves the answers at
-most ``heartbeat_expiry`` seconds after it died. One that leaves cleanly
+most ``heartbeat_expiry`` seconds after it died. The beat that deletes them
+gets the (channel, identity) pairs the dead one held (at most 1,024) and
+publishes their ``leave`` events (:meth:`PresenceTable.expired`), once. One that leaves cleanly
 deletes its part at once. A process whose part the engine lost (restarted
 empty, or deleted as dead after a stall) writes all of it again.
 
@@ -111,13 +113,25 @@ class PresenceKeeper:
         members = table.snapshot() if table is not None else {}
         if self._registered:
             args = self._diff(counts, members)
-            if await self._call(client, self._heartbeat, args) == 1:
+            answer = await self._call(client, self._heartbeat, args)
+            await self._bury(answer, table)
+            if answer[0] == 1:
                 self._counts, self._members = counts, members
                 return
         # First beat, or the engine no longer holds this process: all of it again.
-        await self._call(client, self._heartbeat, self._full(counts, members))
+        answer = await self._call(client, self._heartbeat, self._full(counts, members))
         self._counts, self._members = counts, members
         self._registered = True
+        await self._bury(answer, table)
+
+    async def _bury(self, answer: list[Any], table: PresenceTable | None) -> None:
+        # The members of the dead processes this beat deleted: their leave events.
+        if table is not None and len(answer) > 1:
+            pairs = [
+                (bytes(answer[i]).decode(), bytes(answer[i + 1]).decode())
+                for i in range(1, len(answer) - 1, 2)
+            ]
+            await table.expired(pairs)
 
     def _header(self, mode: str, pairs: list[str]) -> list[str]:
         return [self._base, self._expiry_ms, self.process_id, mode, str(len(pairs) // 2), *pairs]

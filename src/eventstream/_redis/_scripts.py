@@ -259,15 +259,25 @@ end
 # are rewritten; 'diff': changes since its last beat, refused (0) if the engine
 # no longer holds it; 'leave': its keys are deleted), n, then n pairs (channel,
 # subscribers; '0': none), then triples (channel, identity, streams; '0': none).
-# The dead (at most 16 per beat) are deleted. Returns 1, or 0 (send 'full').
+# The dead (at most 16 per beat) are deleted, by exactly one beat. Returns {1}, or
+# {0} (send 'full'), followed by the (channel, identity) pairs the dead held (at
+# most 1,024 pairs: the beat that deleted them announces their leave events).
 HEARTBEAT = (
     _PRESENCE_COMMON
     + """
 local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. (ms - expiry), 'LIMIT', 0, 16)
-for _, p in ipairs(dead) do drop(p) end
+local reply = {1}
+for _, p in ipairs(dead) do
+  for _, ch in ipairs(redis.call('SMEMBERS', base .. 'c:' .. p)) do
+    for _, who in ipairs(redis.call('HKEYS', base .. 'm:' .. p .. ':' .. ch)) do
+      if #reply < 2049 then reply[#reply + 1] = ch reply[#reply + 1] = who end
+    end
+  end
+  drop(p)
+end
 local pid, mode = ARGV[3], ARGV[4]
-if mode == 'leave' then drop(pid) return 1 end
-if mode == 'diff' and not redis.call('ZSCORE', live, pid) then return 0 end
+if mode == 'leave' then drop(pid) return reply end
+if mode == 'diff' and not redis.call('ZSCORE', live, pid) then reply[1] = 0 return reply end
 if mode == 'full' then drop(pid) end
 redis.call('ZADD', live, ms, pid)
 local counts = base .. 'n:' .. pid
@@ -287,7 +297,7 @@ for i = 6 + 2 * n, #ARGV, 3 do
     redis.call('SADD', index, ARGV[i])
   end
 end
-return 1
+return reply
 """
 )
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import anyio
 
 from .._base import AddressLimiter, BrokerError, Grant, KeysUnavailable, Refused, Unauthorized
 from .._broker import Broker
 from .._grip import GripPublisher, GripRequest, hold_response
-from .._hub import Hub, PresenceTable
+from .._hub import Hub, PresenceTable, presence_channel, presence_event
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from .._observe import RUN_TEMPLATE, Observed
-from .._options import StreamOptions
+from .._options import StreamOptions, as_event
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import ChannelSpec, Receive, Scope, Send
 from ._channels import BadChannelsResult, BadRequest, ChannelResolver
@@ -30,7 +34,7 @@ from ._ending import unsubscribe_counted
 from ._http import send_plain
 from ._request import StreamRequest, parse_request
 
-__all__ = ["EventStreamEndpoint", "Serving", "serve"]
+__all__ = ["EventStreamEndpoint", "Serving", "announce_expired", "serve"]
 
 logger = logging.getLogger("eventstream")
 
@@ -82,18 +86,66 @@ async def serve(
     try:
         await connection.run(receive, send, last_event_id, opening)
     finally:
-        _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
+        left = _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
+        if left:  # presence: the identity's last stream on these channels, in this process
+            await _announce_leave(stream, connection, left)
 
 
-def _finish(stream: Serving, connection: Connection, scope: Scope) -> None:
+async def _announce_leave(stream: Serving, connection: Connection, left: list[str]) -> None:
+    # presence: shielded (the stream may end by cancellation), bounded (_announce gives up in time).
+    with anyio.CancelScope(shield=True):
+        await _announce(stream, "leave", left, connection.identity or "", None)
+
+
+async def _announce(
+    stream: Serving, kind: str, channels: Sequence[str], identity: str, info: Mapping[str, Any] | None
+) -> None:
+    # presence: publish the join or leave events of identity on channels' companion channels.
+    # A companion name too long for the stream, a closed stream, or an engine that fails or
+    # does not answer within send_timeout loses the event (logged): the stream is served anyway.
+    limit = stream.options.max_channel_name_length
+    timeout = stream.options.send_timeout if math.isfinite(stream.options.send_timeout) else 5.0
+    with anyio.move_on_after(timeout) as scope:
+        for channel in channels:
+            companion = presence_channel(channel)
+            if len(companion) > limit or stream.hub.closed:
+                continue
+            try:
+                await stream.broker.dispatch(
+                    companion, as_event(presence_event(kind, channel, identity, info))
+                )
+            except BrokerError as exc:
+                logger.warning(
+                    "presence: the %s event of %r on %r was lost: %s", kind, identity, channel, exc
+                )
+            except anyio.ClosedResourceError:
+                return
+    if scope.cancelled_caught:
+        logger.warning(
+            "presence: %s events of %r were lost: the broker did not take them in time", kind, identity
+        )
+
+
+async def announce_expired(stream: Serving, pairs: list[tuple[str, str]]) -> None:
+    """presence: the ``leave`` events of the members of a process that died (a shared broker found them).
+
+    Errors are logged, not raised (see ``_announce``). Cancellation: the events not yet published are not.
+    """
+    for channel, identity in pairs:
+        await _announce(stream, "leave", [channel], identity, None)
+
+
+def _finish(stream: Serving, connection: Connection, scope: Scope) -> list[str]:
     subscriber = connection.subscriber
     unsubscribe_counted(connection, scope)  # metrics: hub.unsubscribe(subscriber), counting why it ended
     subscriber.finish()
     if connection.limit_key is not None and stream.limiter is not None:  # limits: the address holds one fewer
         stream.limiter.release(connection.limit_key)
+    left: list[str] = []
     if connection.identity is not None and stream.presence is not None:  # presence: it left
-        stream.presence.leave(subscriber.channels, connection.identity)
+        left = stream.presence.leave(subscriber.channels, connection.identity)
     stream.lifecycle.notify_waiters()
+    return left
 
 
 async def _open(
@@ -147,6 +199,21 @@ async def _open(
     if request.grip is not None:
         await _answer_proxy(stream, scope, request.grip, request, send, retry)
         return None
+    presence = stream.presence
+    identity = grant.identity if presence is not None and grant is not None else None
+    if presence is not None and identity is not None:  # presence: its join events, before it subscribes
+        joined = presence.join(request.channels, identity)
+        if joined:  # shielded and bounded: a cancellation lands in run, whose end announces the leave
+            with anyio.CancelScope(shield=True):
+                await _announce(stream, "join", joined, identity, grant.info if grant is not None else None)
+        if stream.hub.closed:  # closed while the join was published: nothing is held, 503
+            presence.leave(request.channels, identity)
+            if limit_key is not None and stream.limiter is not None:
+                stream.limiter.release(limit_key)
+            with contextlib.suppress(OSError):
+                reason = "Service unavailable: the event stream is shutting down"
+                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+            return None
     if current_thread_id() != stream.loop.thread or not stream.hub.subscriber_count():
         stream.loop.bind()  # the first connection in this thread or this event loop
     hub = stream.hub
@@ -159,9 +226,8 @@ async def _open(
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
     connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     connection.limit_key = limit_key  # limits: given back when the stream ends (_finish)
-    if stream.presence is not None and grant is not None and grant.identity is not None:  # presence
-        connection.identity = grant.identity
-        stream.presence.join(request.channels, grant.identity)
+    if identity is not None:  # presence: counted at its join (above), uncounted at its end (_finish)
+        connection.identity = identity
     opening = stream_open(retry)
     return connection, request.last_event_id, opening
 
@@ -273,7 +339,9 @@ class EventStreamEndpoint:
             try:
                 await connection.run(receive, send, last_event_id, opening)
             finally:
-                _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
+                left = _finish(stream, connection, scope)  # (scope: metrics, the client in a log line)
+                if left:  # presence: the identity's last stream on these channels, in this process
+                    await _announce_leave(stream, connection, left)
         elif kind == "lifespan":
             while True:
                 message = await receive()

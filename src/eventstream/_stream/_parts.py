@@ -9,14 +9,15 @@ body (a delegating call would cost every publish a coroutine more).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 
 from .._base import AddressLimiter
-from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable
+from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, presence_selection
 from .._lifecycle import Lifecycle, LoopBinding
 from .._observe import Observed
 from .._options import StreamOptions, make_broker, make_grip
-from .._serve import Serving, check_channel_name
+from .._serve import Serving, announce_expired, check_channel_name
 
 __all__ = ["assemble", "channel_names", "count_all", "presence", "statistics"]
 
@@ -28,6 +29,7 @@ def assemble(options: StreamOptions) -> Serving:
         ValueError: a GRIP configuration is malformed, or ``slow_consumer="block"``
             was given with a broker whose feed serves every channel at once.
         TypeError, ImportError: as :func:`make_broker`.
+        TypeError, ValueError: ``presence`` is malformed (see :func:`presence_selection`).
     """
     hub = Hub(
         buffer_size=options.buffer_size, send_timeout=options.send_timeout, policy=options.slow_consumer
@@ -44,10 +46,10 @@ def assemble(options: StreamOptions) -> Serving:
     grip = make_grip(options.grip)
     broker.bind(hub)
     limits = options.subscribe_limits
-    presence = PresenceTable() if options.presence else None
+    presence = PresenceTable(presence_selection(options.presence)) if options.presence else None
     if presence is not None:
         broker.bind_presence(presence)  # a shared broker keeps this process's part in its engine
-    return Serving(
+    serving = Serving(
         hub,
         broker,
         grip,
@@ -58,6 +60,9 @@ def assemble(options: StreamOptions) -> Serving:
         AddressLimiter(limits) if limits is not None else None,  # limits
         presence,
     )
+    if presence is not None:  # presence: a shared broker's beat announces the members of dead processes
+        presence.announcer = functools.partial(announce_expired, serving)
+    return serving
 
 
 def channel_names(channels: str | Iterable[str]) -> tuple[str, ...]:
@@ -94,4 +99,6 @@ async def presence(parts: Serving, channel: str) -> list[PresenceMember]:
     if table is None:
         raise RuntimeError("presence is not kept: build the EventStream with presence=True")
     check_channel_name(channel, parts.options.max_channel_name_length)
+    if not table.keeps(channel):
+        raise ValueError(f"the presence of channel {channel!r} is not kept (see the presence argument)")
     return await parts.broker.presence(channel, table.members(channel))

@@ -14,7 +14,7 @@ public documentation and delegate there.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ from .._base import BrokerError, GripPublishError, SubscribeLimits
 from .._broker import Broker
 from .._grip import GripPublisher, GripSubmission
 from .._history import HistoryStore
-from .._hub import EventStreamStatistics, PresenceMember, SlowConsumerPolicy
+from .._hub import PRESENCE_PREFIX, EventStreamStatistics, PresenceMember, SlowConsumerPolicy
 from .._lifecycle import current_thread_id
 from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
@@ -114,7 +114,18 @@ class EventStream:
             ``client``: behind a proxy, have the server set it from
             ``X-Forwarded-For`` (see the how-to on authentication).
         presence: Keep who is subscribed to each channel, by the identity of
-            each stream's :class:`~eventstream.auth.Grant` (see :meth:`presence`).
+            each stream's :class:`~eventstream.auth.Grant` (see :meth:`presence`),
+            and announce it: when an identity's first stream on a channel opens
+            in this process, a ``join`` event (``{"channel", "identity", "info"}``,
+            ``info`` from :attr:`~eventstream.auth.Grant.info`) is published on
+            the companion channel ``presence:{channel}``; when its last one here
+            ends, a ``leave`` event. ``True`` for every channel, or a
+            collection of names and of prefixes ending with ``*``
+            (``["lobby", "room-*"]``). Channels that start with ``presence:``
+            are then reserved for these events: publishing to one raises
+            ``ValueError``; pages subscribe to them like to any channel, as
+            ``authorize`` allows. See the how-to on presence for what the
+            events mean across processes.
         shutdown_event: An event sent to every open stream when the stream
             is closed (for example ``{"event": "shutdown"}``), or ``None``.
         shutdown_grace: Seconds open streams get, when the stream is closed,
@@ -159,7 +170,7 @@ class EventStream:
         authorize: Authorize | None = None,
         max_subscribers: int | None = None,
         subscribe_limits: SubscribeLimits | None = None,
-        presence: bool = False,
+        presence: bool | Collection[str] = False,
         shutdown_event: EventLike | None = None,
         shutdown_grace: float = 2.0,
         handle_signals: bool = True,
@@ -351,8 +362,9 @@ class EventStream:
         Raises:
             ValueError, TypeError: the channel name or the event is invalid,
                 or, with a shared broker, the event alone weighs more than the
-                history it keeps per channel (``max_bytes``); nothing was sent
-                to anyone.
+                history it keeps per channel (``max_bytes``), or, with
+                ``presence``, the channel starts with ``presence:``; nothing
+                was sent to anyone.
             anyio.ClosedResourceError: the event stream has been closed.
             GripPublishError: a GRIP proxy refused the event, could not be
                 reached after retries, or did not accept it within the
@@ -387,6 +399,10 @@ class EventStream:
         limit = options.max_channel_name_length
         if type(channel) is not str or not hub.subscribed(channel) or len(channel) > limit:
             check_channel_name(channel, limit)
+        if parts.presence is not None and channel.startswith(PRESENCE_PREFIX):  # presence: reserved
+            raise ValueError(
+                f"channel {channel!r}: channels that start with {PRESENCE_PREFIX!r} carry presence"
+            )
         if options.grip_reliable and message.id is not None and UNSAFE_GRIP_ID.search(message.id):
             raise ValueError(
                 f"event id {message.id!r}: with GRIP, ids must not contain white space, ',', ';' or '\"'"
@@ -493,7 +509,8 @@ class EventStream:
         Raises:
             RuntimeError: the stream was built without ``presence=True``, or
                 the broker is not running.
-            TypeError, ValueError: ``channel`` is not a valid channel name.
+            TypeError, ValueError: ``channel`` is not a valid channel name, or
+                its presence is not kept (not in ``presence``'s collection).
             NotImplementedError: the broker cannot tell presence across processes.
             BrokerError: the broker's engine could not be reached.
         """
