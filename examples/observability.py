@@ -5,9 +5,9 @@
     GET /metrics   Prometheus's text format, when prometheus-client is installed
                    (``pip install 'eventstream[prometheus]'``); absent otherwise
 
-The examples share one hub (``get_event_stream_singleton``), so its collector is
-registered in prometheus-client's global registry once, whichever examples import
-this (a second registration of the same names is refused).
+Each stream gets a registry of its own, made once: a process may build more than
+one app (the GRIP example builds its own stream beside the chat example's), and
+one registry refuses a second stream's metrics of the same names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from eventstream import EventStream, HealthEndpoint
 from eventstream.types import ASGIApp
 
-_collected: set[int] = set()  # ids of the streams whose collector is in the global registry
+_registries: dict[int, object] = {}  # id of a stream -> its registry (a CollectorRegistry)
 
 
 def monitoring_routes(stream: EventStream) -> dict[str, ASGIApp]:
@@ -25,11 +25,15 @@ def monitoring_routes(stream: EventStream) -> dict[str, ASGIApp]:
         "/readyz": HealthEndpoint(stream, "ready"),
     }
     try:
+        from prometheus_client import CollectorRegistry
+
         from eventstream.prometheus import MetricsEndpoint, register
     except ImportError:  # the extra is not installed: no /metrics
         return routes
-    if id(stream) not in _collected:
-        register(stream)
-        _collected.add(id(stream))
-    routes["/metrics"] = MetricsEndpoint()
+    registry = _registries.get(id(stream))
+    if not isinstance(registry, CollectorRegistry):
+        registry = CollectorRegistry()
+        register(stream, registry)
+        _registries[id(stream)] = registry
+    routes["/metrics"] = MetricsEndpoint(registry)
     return routes
