@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import anyio.lowlevel
@@ -13,6 +13,9 @@ import anyio.lowlevel
 from .._history import HistoryEntry
 from .._observe._lag import slowest_subscribers
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
+
+if TYPE_CHECKING:
+    from .._observe._trace import Tracing
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
@@ -74,6 +77,8 @@ class Hub:
         self._left_behind = 0  # metrics: subscribers left behind
         self._since_yield = 0
         self.closed: bool = False
+        #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
+        self.tracing: Tracing | None = None
 
     # -- subscriptions ---------------------------------------------------
 

@@ -155,7 +155,12 @@ class EngineFollower:
                 entry.seq, channel, self.engine, known,
             )  # fmt: skip
             return
-        await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+        tracing = self.hub.tracing
+        if tracing is None:
+            await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+        else:  # tracing: delivered in a span whose parent is the publish's (another process's, maybe)
+            with tracing.deliver(channel, entry.id, entry.traceparent):
+                await self._deliver(channel, entry.to_history(channel, time.monotonic()))
 
     async def _check_went_back(self, channel: str, seq: int, known: int, *, differs: bool) -> None:
         """End the channel's streams and reload it if the engine's newest number is below ``known``.
