@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from eventstream import EventStream, RedisBroker
+from eventstream._history import _ENTRY_OVERHEAD
+from eventstream._redis._scripts import PUBLISH
 from eventstream.otel import trace
 from eventstream.testing import open_stream
 
@@ -120,3 +122,32 @@ async def test_a_publish_the_broker_refuses_ends_its_span_with_the_error(
     (span,) = named(a_spans, "publish")
     assert span.status.status_code == StatusCode.ERROR
     assert [event.name for event in span.events] == ["exception"]
+
+
+async def test_an_event_missed_on_the_feed_is_delivered_from_history_under_its_publish(
+    engine: RedisEngine, prefix: str
+) -> None:
+    """An entry the feed did not bring is caught up from the engine's history, with its traceparent."""
+    b, b_spans = process(engine, prefix)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with anyio.fail_after(20):
+        async with b, open_stream(b("news")) as response:
+            await b.wait_subscribers(1)
+            # The publish script, run as the broker runs it but announcing on a channel nobody
+            # follows: the entry is numbered and kept, and b's feed never sees it.
+            keys = [f"{prefix}|state", f"{prefix}|batch:missed", f"{prefix}|seq:news", f"{prefix}|last:news"]
+            keys.append(f"{prefix}|h:news")
+            arguments = ["ep0", "1000", "60000", "262144", str(_ENTRY_OVERHEAD), "0", "60000", "0"]
+            arguments += ["elsewhere:", f"0 {traceparent}\n\ndata: 1\n"]
+            engine.command("EVAL", PUBLISH, str(len(keys)), *keys, *arguments)
+            await b.publish_event("news", {"data": 2})  # numbered 2: b's follower reads 1 from history
+            assert (await response.receive_event()).event == "stream-open"
+            assert (await response.receive_event()).json() == 1
+            assert (await response.receive_event()).json() == 2
+            await wait_until(finished(b_spans, "process", 2))
+    caught_up, live = sorted(named(b_spans, "process"), key=lambda span: span.start_time or 0)
+    (publish,) = named(b_spans, "publish")
+    assert caught_up.parent is not None
+    assert f"{caught_up.parent.trace_id:032x}-{caught_up.parent.span_id:016x}" in traceparent
+    assert live.parent is not None
+    assert live.parent.span_id == publish.context.span_id
