@@ -39,7 +39,7 @@ from . import __version__
 from ._broker import LocalBroker
 from ._observe import END_REASONS, TemplateCounters
 from ._observe._trace import TRACEPARENT
-from ._stream import EventStream, parts_of
+from ._stream import EventStream, Publisher, parts_of
 
 __all__ = ["TEMPLATE", "instrument", "trace"]
 
@@ -57,8 +57,12 @@ END_REASON = "eventstream.end_reason"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def trace(stream: EventStream, tracer_provider: TracerProvider | None = None) -> None:
+def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | None = None) -> None:
     """Have ``stream`` make spans with the ``eventstream`` tracer of ``tracer_provider``.
+
+    ``stream`` may also be a :class:`~eventstream.Publisher`: its publishes
+    make ``publish`` spans, whose context the events carry to the processes
+    that deliver them.
 
     ``tracer_provider`` defaults to OpenTelemetry's global one (a no-op
     until ``opentelemetry.trace.set_tracer_provider`` configures an SDK:
@@ -77,7 +81,11 @@ def trace(stream: EventStream, tracer_provider: TracerProvider | None = None) ->
 
     A later call replaces the earlier one's tracer.
     """
-    parts_of(stream).hub.tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider))
+    tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider))
+    if isinstance(stream, Publisher):
+        stream.tracing = tracing
+    else:
+        parts_of(stream).hub.tracing = tracing
 
 
 class _StreamSpan:

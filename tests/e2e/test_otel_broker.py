@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from eventstream import EventStream, RedisBroker
+from eventstream import EventStream, Publisher, RedisBroker
 from eventstream._history import _ENTRY_OVERHEAD
 from eventstream._redis._scripts import PUBLISH
 from eventstream.otel import trace
@@ -85,6 +85,31 @@ async def test_a_publish_span_in_one_process_is_the_parent_of_the_delivery_in_an
         "messaging.message.id": event.id,
     }
     assert not named(a_spans, "process")  # nobody listens to "news" in a: nothing delivered there
+
+
+async def test_a_publisher_s_span_is_the_parent_of_the_delivery(engine: RedisEngine, prefix: str) -> None:
+    """A Publisher (a worker that serves no streams) traced as a stream is."""
+    b, b_spans = process(engine, prefix)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    publisher = Publisher(broker=RedisBroker(engine.url, key_prefix=prefix))
+    trace(publisher, provider)
+    with anyio.fail_after(20):
+        async with b, publisher, open_stream(b("news")) as response:
+            await b.wait_subscribers(1)
+            event_id = await publisher.publish_event("news", {"data": 1})
+            assert (await response.receive_event()).event == "stream-open"
+            assert (await response.receive_event()).id == event_id
+            await wait_until(finished(b_spans, "process", 1))
+    (publish,) = named(exporter, "publish")
+    (delivery,) = named(b_spans, "process")
+    assert publish.kind == SpanKind.PRODUCER
+    assert delivery.parent is not None
+    assert (delivery.context.trace_id, delivery.parent.span_id) == (
+        publish.context.trace_id,
+        publish.context.span_id,
+    )
 
 
 async def test_a_malformed_traceparent_on_the_feed_is_ignored(engine: RedisEngine, prefix: str) -> None:
