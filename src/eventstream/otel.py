@@ -9,7 +9,7 @@ their endpoint's channel template as ``messaging.destination.template`` (an
 OpenTelemetry messaging attribute), never a concrete channel.
 
 :func:`trace` makes spans, with OpenTelemetry's messaging conventions
-(semantic conventions 1.37, ``messaging.*``): one per publish (kind
+(semantic conventions 1.44, ``messaging.*``): one per publish (kind
 ``PRODUCER``, named ``publish``), one per event a shared broker delivers
 from its engine's feed (kind ``CONSUMER``, named ``process``, the child of
 the publish's span, whichever process published: the span's W3C
@@ -46,7 +46,8 @@ __all__ = ["TEMPLATE", "instrument", "trace"]
 #: The attribute that names a stream's channel template (OpenTelemetry's messaging conventions).
 TEMPLATE = "messaging.destination.template"
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
-#: Messaging attributes (OpenTelemetry semantic conventions 1.37).
+#: Messaging attributes (OpenTelemetry semantic conventions 1.44).
+_SCHEMA = "https://opentelemetry.io/schemas/1.44.0"
 _SYSTEM = "messaging.system"
 _OPERATION_TYPE = "messaging.operation.type"
 _OPERATION_NAME = "messaging.operation.name"
@@ -81,7 +82,7 @@ def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | Non
 
     A later call replaces the earlier one's tracer.
     """
-    tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider))
+    tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider, schema_url=_SCHEMA))
     if isinstance(stream, Publisher):
         stream.tracing = tracing
     else:

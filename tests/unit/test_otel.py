@@ -103,6 +103,7 @@ async def test_a_publish_is_a_producer_span_with_the_messaging_attributes() -> N
     assert (span.name, span.kind, span.status.status_code) == ("publish", SpanKind.PRODUCER, StatusCode.UNSET)
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == "eventstream"
+    assert span.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.44.0"
     assert dict(span.attributes or {}) == {
         "messaging.system": "eventstream",
         "messaging.operation.type": "send",
