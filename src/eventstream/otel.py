@@ -41,7 +41,7 @@ from ._observe import END_REASONS, TemplateCounters
 from ._observe._trace import TRACEPARENT
 from ._stream import EventStream, Publisher, parts_of
 
-__all__ = ["TEMPLATE", "instrument", "trace"]
+__all__ = ["END_REASON", "TEMPLATE", "instrument", "trace"]
 
 #: The attribute that names a stream's channel template (OpenTelemetry's messaging conventions).
 TEMPLATE = "messaging.destination.template"
