@@ -6,8 +6,15 @@ whose callbacks read the counters the library keeps anyway (the ones
 no OpenTelemetry SDK is configured the API's meter is a no-op whose
 callbacks never run. Instruments are named ``eventstream.*``; streams carry
 their endpoint's channel template as ``messaging.destination.template`` (an
-OpenTelemetry messaging attribute), never a concrete channel. Spans are not
-emitted yet.
+OpenTelemetry messaging attribute), never a concrete channel.
+
+:func:`trace` makes spans, with OpenTelemetry's messaging conventions
+(semantic conventions 1.44, ``messaging.*``): one per publish (kind
+``PRODUCER``, named ``publish``), one per event a shared broker delivers
+from its engine's feed (kind ``CONSUMER``, named ``process``, the child of
+the publish's span, whichever process published: the span's W3C
+``traceparent`` travels with the event), and one per stream's life (kind
+``INTERNAL``, named ``stream {template}``, ended with its end reason).
 
 Raises:
     ImportError: on import, when opentelemetry-api is not installed
@@ -17,25 +24,132 @@ Raises:
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - tests install it
     raise ImportError("eventstream.otel needs opentelemetry-api: pip install 'eventstream[otel]'")
 
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Instrument, Meter, MeterProvider, Observation, get_meter
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider, get_tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__
 from ._broker import LocalBroker
 from ._hub import Hub
 from ._observe import END_REASONS, Observed, TemplateCounters
+from ._observe._trace import TRACEPARENT
 from ._serve import Serving
-from ._stream import EventStream, parts_of
+from ._stream import EventStream, Publisher, parts_of
 
-__all__ = ["TEMPLATE", "instrument"]
+__all__ = ["END_REASON", "TEMPLATE", "instrument", "trace"]
 
 #: The attribute that names a stream's channel template (OpenTelemetry's messaging conventions).
 TEMPLATE = "messaging.destination.template"
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
+#: Messaging attributes (OpenTelemetry semantic conventions 1.44).
+_SCHEMA = "https://opentelemetry.io/schemas/1.44.0"
+_SYSTEM = "messaging.system"
+_OPERATION_TYPE = "messaging.operation.type"
+_OPERATION_NAME = "messaging.operation.name"
+_DESTINATION = "messaging.destination.name"
+_MESSAGE_ID = "messaging.message.id"
+#: Why a stream ended (one of ``eventstream._observe.END_REASONS``), on its span.
+END_REASON = "eventstream.end_reason"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | None = None) -> None:
+    """Have ``stream`` make spans with the ``eventstream`` tracer of ``tracer_provider``.
+
+    ``stream`` may also be a :class:`~eventstream.Publisher`: its publishes
+    make ``publish`` spans, whose context the events carry to the processes
+    that deliver them.
+
+    ``tracer_provider`` defaults to OpenTelemetry's global one (a no-op
+    until ``opentelemetry.trace.set_tracer_provider`` configures an SDK:
+    then nothing is recorded). Spans:
+
+    - ``publish`` (``PRODUCER``), around each :meth:`~eventstream.EventStream.publish_event`:
+      ``messaging.destination.name`` is the channel; the span records the
+      error a publish raised. With a :class:`~eventstream.RedisBroker`, its
+      ``traceparent`` is sent with the event.
+    - ``process`` (``CONSUMER``), with a shared broker: the delivery of an
+      event from the engine's feed to this process's subscribers, the child
+      of the ``publish`` span that sent it (in this process or another).
+    - ``stream {template}`` (``INTERNAL``): a stream's life, with its
+      endpoint's ``messaging.destination.template`` and, when it ends,
+      ``eventstream.end_reason`` (status ``ERROR`` for ``error``).
+
+    A later call replaces the earlier one's tracer.
+    """
+    tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider, schema_url=_SCHEMA))
+    if isinstance(stream, Publisher):
+        stream.tracing = tracing
+    else:
+        parts_of(stream).hub.tracing = tracing
+
+
+class _StreamSpan:
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def end(self, reason: str) -> None:
+        span = self._span
+        span.set_attribute(END_REASON, reason)
+        if reason == "error":
+            span.set_status(StatusCode.ERROR)
+        span.end()
+
+
+class _Tracing:
+    """The spans of one stream, on OpenTelemetry (see ``eventstream._observe._trace.Tracing``)."""
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    @contextmanager
+    def publish(self, channel: str, event_id: str | None) -> Iterator[Span]:
+        attributes = {_SYSTEM: "eventstream", _OPERATION_TYPE: "send", _OPERATION_NAME: "publish"}
+        attributes[_DESTINATION] = channel
+        if event_id is not None:
+            attributes[_MESSAGE_ID] = event_id
+        with self._tracer.start_as_current_span(
+            "publish", kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            carrier: dict[str, str] = {}
+            _PROPAGATOR.inject(carrier)
+            token = TRACEPARENT.set(carrier.get("traceparent", ""))
+            try:
+                yield span
+            finally:
+                TRACEPARENT.reset(token)
+
+    @contextmanager
+    def deliver(self, channel: str, event_id: str, traceparent: str | None) -> Iterator[Span]:
+        context = Context()
+        if traceparent:
+            context = _PROPAGATOR.extract({"traceparent": traceparent}, context)
+        attributes = {
+            _SYSTEM: "eventstream",
+            _OPERATION_TYPE: "process",
+            _OPERATION_NAME: "deliver",
+            _DESTINATION: channel,
+            _MESSAGE_ID: event_id,
+        }
+        with self._tracer.start_as_current_span("process", context, SpanKind.CONSUMER, attributes) as span:
+            yield span
+
+    def stream(self, template: str, channels: tuple[str, ...]) -> _StreamSpan:
+        attributes = {_SYSTEM: "eventstream", _OPERATION_NAME: "stream", TEMPLATE: template}
+        if len(channels) == 1:
+            attributes[_DESTINATION] = channels[0]
+        return _StreamSpan(self._tracer.start_span(f"stream {template}", attributes=attributes))
 
 
 def instrument(stream: EventStream, meter_provider: MeterProvider | None = None) -> Sequence[Instrument]:

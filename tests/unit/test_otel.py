@@ -1,5 +1,6 @@
 """eventstream.otel: observable instruments read the stream's counters, collected by the real
-OpenTelemetry SDK's in-memory reader (both backends); nothing runs without an SDK."""
+OpenTelemetry SDK's in-memory reader (both backends); nothing runs without an SDK. Spans, with the
+SDK's in-memory exporter (across processes through a broker: tests/e2e/test_otel_broker.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ import pytest
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 
 from eventstream import EventStream
-from eventstream.otel import TEMPLATE, instrument
+from eventstream._stream import parts_of
+from eventstream.otel import END_REASON, TEMPLATE, instrument, trace
 from eventstream.testing import open_stream
 
 pytestmark = pytest.mark.anyio
@@ -79,3 +85,69 @@ async def test_without_an_sdk_no_callback_runs() -> None:
     assert all(type(each).__name__.startswith("NoOp") for each in instruments)  # nothing holds a callback
     await stream.publish_event("news", {"data": 1})  # nothing to observe, nothing fails
     assert stream.statistics().events_published == 1
+
+
+def tracer() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+async def test_a_publish_is_a_producer_span_with_the_messaging_attributes() -> None:
+    stream = EventStream(keep_alive_interval=None)
+    provider, exporter = tracer()
+    trace(stream, provider)
+    await stream.publish_event("news", {"data": 1, "id": "n-1"})
+    (span,) = exporter.get_finished_spans()
+    assert (span.name, span.kind, span.status.status_code) == ("publish", SpanKind.PRODUCER, StatusCode.UNSET)
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == "eventstream"
+    assert span.instrumentation_scope.schema_url == "https://opentelemetry.io/schemas/1.44.0"
+    assert dict(span.attributes or {}) == {
+        "messaging.system": "eventstream",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": "news",
+        "messaging.message.id": "n-1",
+    }
+    with pytest.raises(ValueError, match="channel"):
+        await stream.publish_event("bad channel\n", {"data": 1})  # refused before any span
+    assert len(exporter.get_finished_spans()) == 1
+
+
+async def test_a_stream_is_a_span_under_its_template_ended_with_its_reason() -> None:
+    stream = EventStream(keep_alive_interval=None)
+    provider, exporter = tracer()
+    trace(stream, provider)
+    with anyio.fail_after(5):
+        async with open_stream(stream("user-{id}"), path_params={"id": "7"}) as seven:
+            await stream.wait_subscribers(1)
+            assert not [s for s in exporter.get_finished_spans() if s.name.startswith("stream")]
+            await stream.publish_event("user-7", {"data": 1})
+            assert (await seven.receive_event()).event == "stream-open"
+            assert (await seven.receive_event()).json() == 1
+        await stream.wait_subscribers(0)
+    (span,) = [s for s in exporter.get_finished_spans() if s.name != "publish"]
+    assert (span.name, span.kind) == ("stream user-{id}", SpanKind.INTERNAL)
+    assert dict(span.attributes or {}) == {
+        "messaging.system": "eventstream",
+        "messaging.operation.name": "stream",
+        TEMPLATE: "user-{id}",
+        "messaging.destination.name": "user-7",
+        END_REASON: "client",
+    }
+
+
+async def test_without_tracing_or_without_an_sdk_no_span_is_made() -> None:
+    stream = EventStream(keep_alive_interval=None)
+    assert parts_of(stream).hub.tracing is None  # the default: one `is None` check per publish
+    await stream.publish_event("news", {"data": 1})
+    trace(stream, NoOpTracerProvider())  # the API alone, as an app without an SDK has it
+    with anyio.fail_after(5):
+        async with open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1)
+            await stream.publish_event("news", {"data": 2})
+            assert (await response.receive_event()).event == "stream-open"
+            assert (await response.receive_event()).json() == 2
+    assert stream.statistics().events_published == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 import anyio.lowlevel
@@ -14,6 +14,9 @@ from .._base import check_count, check_seconds
 from .._history import HistoryEntry
 from .._observe._lag import slowest_subscribers
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
+
+if TYPE_CHECKING:
+    from .._observe._trace import Tracing
 
 SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
@@ -73,6 +76,8 @@ class Hub:
         self._left_behind = 0  # metrics: subscribers left behind
         self._since_yield = 0
         self.closed: bool = False
+        #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
+        self.tracing: Tracing | None = None
 
     # -- subscriptions ---------------------------------------------------
 

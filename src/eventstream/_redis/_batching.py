@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from .._backends import Waiter, waiter_factory
+from .._observe._trace import TRACEPARENT
 
 __all__ = ["BatchQueue", "Pending", "Queued"]
 
@@ -51,7 +52,7 @@ class Queued:
 class Pending(Queued):
     """One publish waiting for its batch; the sender fills in its outcome."""
 
-    __slots__ = ("body", "channel", "deadline", "epoch", "id", "prev_id", "seq")
+    __slots__ = ("body", "channel", "deadline", "epoch", "id", "prev_id", "seq", "traceparent")
 
     def __init__(self, channel: str, body: bytes, event_id: str | None, deadline: float = math.inf) -> None:
         super().__init__()
@@ -63,6 +64,8 @@ class Pending(Queued):
         self.epoch = ""
         self.seq = 0
         self.prev_id = ""
+        #: tracing: the publish span's traceparent, sent with the event (see _wire.py).
+        self.traceparent = TRACEPARENT.get()
 
 
 #: The kind of item a queue holds.

@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -43,6 +44,9 @@ from .._hub import Hub
 from ._history import SharedHistory
 from ._prepare import ManyReader, Preparer, Reader, as_history
 from ._wire import EngineEntry
+
+if TYPE_CHECKING:
+    from .._observe._trace import Tracing
 
 __all__ = ["FORGET_AT_ONCE", "EngineFollower"]
 
@@ -155,7 +159,11 @@ class EngineFollower:
                 entry.seq, channel, self.engine, known,
             )  # fmt: skip
             return
-        await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+        tracing = self.hub.tracing
+        if tracing is None:
+            await self._deliver(channel, entry.to_history(channel, time.monotonic()))
+        else:
+            await self._deliver_traced(tracing, channel, entry, entry.to_history(channel, time.monotonic()))
 
     async def _check_went_back(self, channel: str, seq: int, known: int, *, differs: bool) -> None:
         """End the channel's streams and reload it if the engine's newest number is below ``known``.
@@ -205,6 +213,13 @@ class EngineFollower:
             channel, entry.epoch, self.engine, epoch,
         )  # fmt: skip
         return False
+
+    async def _deliver_traced(
+        self, tracing: Tracing, channel: str, entry: EngineEntry, kept: HistoryEntry
+    ) -> None:
+        # tracing: delivered in a span whose parent is the publish's (another process's, maybe)
+        with tracing.deliver(channel, entry.id, entry.traceparent):
+            await self._deliver(channel, kept)
 
     async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
         self.history.append(entry)
@@ -261,9 +276,13 @@ class EngineFollower:
             self._end_streams(channel)
             if not entries:
                 return None
+        tracing = self.hub.tracing
         for entry in entries:
             if entry.seq == history.last_seq.get(channel, 0) + 1:
-                await self._deliver(channel, as_history(channel, entry))
+                if tracing is None:
+                    await self._deliver(channel, as_history(channel, entry))
+                else:  # (a catch-up: the entry came from history, with its publish's traceparent)
+                    await self._deliver_traced(tracing, channel, entry, as_history(channel, entry))
         known = history.last_seq.get(channel, 0)
         if known >= newest:
             return None

@@ -29,6 +29,7 @@ from .._base import BrokerError
 from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
 from ._connect import glide_module, transient
+from ._wire import traced_mark
 
 if TYPE_CHECKING:
     from glide import GlideClient
@@ -139,7 +140,10 @@ class BatchSender:
                     self._key("h", item.channel),
                 ]
             own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
-            per_event.append(k + own + item.body)
+            if item.traceparent:  # tracing: the publish's span, for the delivering processes
+                per_event.append(traced_mark(k, item.traceparent) + own + item.body)
+            else:
+                per_event.append(k + own + item.body)
         deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None

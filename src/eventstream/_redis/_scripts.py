@@ -17,8 +17,9 @@ __all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ"]
 # ARGV: candidate epoch, max entries, max age (ms), max bytes, bytes counted
 # per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
 # pub/sub channels' prefix (the channel's name follows), then one per event:
-# "{channel index}\n{own id mark}\n{event fields}" (channel index from 0 in
-# KEYS order; own id mark '' = none, else '=' .. id).
+# "{channel index}[ {traceparent}]\n{own id mark}\n{event fields}" (channel
+# index from 0 in KEYS order; own id mark '' = none, else '=' .. id; the
+# traceparent, when given, follows the time in the message, see _wire.py).
 # Returns {epoch, then each event's seq and the id of the event before it}.
 #
 # The reply is also kept under the batch's result key for the result lifetime
@@ -79,7 +80,14 @@ for e = 0, #ARGV - 10 do
   local arg = ARGV[10 + e]
   local cut1 = string.find(arg, '\\n', 1, true)
   local cut2 = string.find(arg, '\\n', cut1 + 1, true)
-  local k = tonumber(string.sub(arg, 1, cut1 - 1))
+  local head = string.sub(arg, 1, cut1 - 1)
+  local space = string.find(head, ' ', 1, true)
+  local trace = ''
+  if space then
+    trace = string.sub(head, space)
+    head = string.sub(head, 1, space - 1)
+  end
+  local k = tonumber(head)
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
   local fields_ = string.sub(arg, cut2 + 1)
   local seq_key, stream = KEYS[first + 1 + 3 * k], KEYS[first + 3 + 3 * k]
@@ -122,7 +130,7 @@ for e = 0, #ARGV - 10 do
   end
   local prev = st.prev
   local front_bound = st.front_bound
-  local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms
+  local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. trace
   message = message .. '\\n' .. fields_
 
   -- Bytes: where this entry starts in the channel's running sum of sizes.

@@ -24,6 +24,7 @@ from .._backends import DisconnectWatch, Waiter, Watch, current_waiter
 from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
 from .._hub import Hub, Subscriber
 from .._observe import UNCOUNTED, TemplateCounters
+from .._observe._trace import StreamSpan
 from .._sse import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, stream_reset, with_id
 from ..types import Receive, Send
 
@@ -56,6 +57,7 @@ class Connection:
         "limit_key",
         "multi",
         "positions",
+        "span",
         "subscriber",
         "template",
     )
@@ -90,6 +92,8 @@ class Connection:
         self.limit_key: str | None = None
         #: presence: the identity it is present under (see _hub/_presence.py), if any.
         self.identity: str | None = None
+        #: tracing: the span of the stream's life, while tracing is on (ended with its reason).
+        self.span: StreamSpan | None = None
 
     # -- where to start --------------------------------------------------
 

@@ -31,6 +31,8 @@ def unsubscribe_counted(connection: Connection, scope: Scope) -> None:
     if reason is None:  # the response ended by itself: its client left, or its deadline cut it
         reason = "slow" if hub.dropped != dropped else "client"
     connection.template.closed[reason] += 1
+    if connection.span is not None:  # tracing
+        connection.span.end(reason)
     if reason == "slow":
         client = _address(scope.get("client"))
         SLOW_CLIENTS.warning(

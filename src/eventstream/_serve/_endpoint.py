@@ -224,6 +224,8 @@ async def _open(
     connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
     label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
+    if hub.tracing is not None:  # tracing: the stream's life is a span
+        connection.span = hub.tracing.stream(connection.template.label, subscriber.channels)
     connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     connection.limit_key = limit_key  # limits: given back when the stream ends (_finish)
     if identity is not None:  # presence: counted at its join (above), uncounted at its end (_finish)

@@ -13,6 +13,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._base import check_count
 from .._broker import Broker
+from .._observe._trace import TRACEPARENT, Tracing
 from .._options import as_event, make_broker
 from .._serve import check_channel_name
 from ..types import EventLike
@@ -67,6 +68,8 @@ class Publisher:
         self._closed = False  # close() was called: publish_event_sync raises
         self._calls = 0  # publish_event_sync calls in flight (close() waits for them)
         self._idle = threading.Condition(self._lock)
+        #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
+        self.tracing: Tracing | None = None
 
     # -- async -----------------------------------------------------------------
 
@@ -89,6 +92,10 @@ class Publisher:
         check_channel_name(channel, self.max_channel_name_length)
         if not self._entered:
             raise RuntimeError("enter the Publisher (async with) before publish_event")
+        tracing = self.tracing
+        if tracing is not None and TRACEPARENT.get() is None:  # tracing: the publish runs in its span
+            with tracing.publish(channel, message.id):
+                return (await self.broker.publish(channel, message)).id
         return (await self.broker.publish(channel, message)).id
 
     async def __aenter__(self) -> Publisher:

@@ -26,6 +26,7 @@ from .._grip import GripPublisher, GripSubmission
 from .._history import HistoryStore
 from .._hub import PRESENCE_PREFIX, EventStreamStatistics, PresenceMember, SlowConsumerPolicy
 from .._lifecycle import current_thread_id
+from .._observe._trace import TRACEPARENT
 from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
@@ -409,6 +410,10 @@ class EventStream:
             )
         if hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
+        tracing = hub.tracing
+        if tracing is not None and TRACEPARENT.get() is None:  # tracing: the publish runs in its span
+            with tracing.publish(channel, message.id):
+                return await self.publish_event(channel, message)
         grip = parts.grip
         observed = parts.observed
         timing = observed.timing  # metrics: set while eventstream.prometheus watches
