@@ -39,7 +39,7 @@ from eventstream import EventStream
 from eventstream.auth import JWTAuthorizer
 
 from .auth_opens import AUDIENCE, ISSUER, SECRET, _app
-from .fanout import ROOT, cpu_seconds, free_port, request, wait_for
+from .fanout import ROOT, answering, cpu_seconds, free_port
 
 # Every line at INFO and above reaches stderr, which the benchmark counts (set up in the server).
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
@@ -125,30 +125,12 @@ def run(requests: int, connections: int) -> dict[str, Any]:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-
-            def up() -> bool:
-                if process.poll() is not None:
-                    raise RuntimeError(f"uvicorn exited with {process.returncode}: {log_path.read_text()}")
-                try:
-                    request(port, "GET", "/stats", timeout=1)
-                except OSError:
-                    return False
-                return True
-
-            wait_for(up, 30, "uvicorn to start", interval=0.05)
+        with answering(process, port, "uvicorn", log_path):
             lines_before = len(log_path.read_text(errors="replace").splitlines())
             cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
             statuses = asyncio.run(_flood(port, requests, connections))
             elapsed, cpu = time.perf_counter() - started, cpu_seconds(process.pid) - cpu_before
             lines = log_path.read_text(errors="replace").splitlines()[lines_before:]
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     answered = sum(statuses.values())
     return {
         "requests": requests,

@@ -32,7 +32,7 @@ import jwt
 from eventstream import EventStream
 from eventstream.auth import JWTAuthorizer
 
-from .fanout import ROOT, cpu_seconds, free_port, request, wait_for
+from .fanout import ROOT, answering, cpu_seconds, free_port
 
 SECRET = "benchmark-secret-0123456789abcdef0123"
 ISSUER = "https://bench.invalid"
@@ -132,28 +132,10 @@ def run(app: str, opens: int, concurrency: int, lifetime: float = 3600) -> dict[
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
-    try:
-
-        def up() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}")
-            try:
-                request(port, "GET", "/stats", timeout=1)
-            except OSError:
-                return False
-            return True
-
-        wait_for(up, 30, "uvicorn to start", interval=0.05)
+    with answering(process, port, "uvicorn"):
         cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
         statuses = asyncio.run(_open_all(port, all_tokens, concurrency))
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(process.pid) - cpu_before
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     ok = statuses.get(200, 0)
     return {
         "app": app,

@@ -328,19 +328,33 @@ def serve(peer: str, server: str, log: IO[bytes], tracemalloc: bool) -> Iterator
         cwd=ROOT,
         preexec_fn=_raise_file_limit if os.geteuid() == 0 else None,
     )
+    with answering(process, port, f"{peer} on {server}"):
+        yield port, process.pid
+
+
+@contextlib.contextmanager
+def answering(
+    process: subprocess.Popen[bytes], port: int, what: str, log: Path | None = None
+) -> Iterator[None]:
+    """The server ``process`` on ``port``, once it answers ``GET /stats`` (30 s at most).
+
+    Raises ``RuntimeError`` (with ``log``'s text, if given) when it exits
+    first. On leaving, it is terminated, and killed after 10 s.
+    """
     try:
 
         def up() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"{peer} on {server} exited with {process.returncode}")
+                detail = f": {log.read_text(errors='replace')}" if log is not None else ""
+                raise RuntimeError(f"{what} exited with {process.returncode}{detail}")
             try:
                 request(port, "GET", "/stats", timeout=1)
             except OSError:
                 return False
             return True
 
-        wait_for(up, 30, f"{peer} on {server} to start", interval=0.05)
-        yield port, process.pid
+        wait_for(up, 30, f"{what} to start", interval=0.05)
+        yield
     finally:
         process.terminate()
         try:
