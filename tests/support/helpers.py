@@ -10,6 +10,7 @@ import anyio
 import httpx
 
 from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
+from eventstream.types import ASGIApp, Message
 
 
 class EventReader:
@@ -64,3 +65,20 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
     with anyio.fail_after(timeout):
         while not await predicate():
             await anyio.sleep(0.02)
+
+
+async def answers_to_lifespan_and_websocket(app: ASGIApp) -> list[str]:
+    """The message types ``app`` sends for a lifespan (startup, then shutdown) and a websocket scope."""
+    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(5):
+        await app({"type": "lifespan"}, receive, send)
+        await app({"type": "websocket"}, receive, send)
+    return [message["type"] for message in sent]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import anyio
 import httpx
 import pytest
 
 from eventstream import EventStream, HealthEndpoint, Readiness
-from eventstream.types import Message, Receive, Scope, Send
+from eventstream.types import Receive, Scope, Send
+
+from ..support.helpers import answers_to_lifespan_and_websocket
 
 pytestmark = pytest.mark.anyio
 
@@ -70,19 +71,7 @@ async def test_head_other_methods_lifespan_and_websocket() -> None:
         assert post.status_code == 405
         assert post.headers["allow"] == "GET, HEAD"
     endpoint = HealthEndpoint(stream, "ready")
-    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(5):
-        await endpoint({"type": "lifespan"}, receive, send)
-        await endpoint({"type": "websocket"}, receive, send)
-    assert [m["type"] for m in sent] == [
+    assert await answers_to_lifespan_and_websocket(endpoint) == [
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
         "websocket.close",

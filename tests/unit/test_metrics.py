@@ -19,7 +19,9 @@ from eventstream._observe import MAX_TEMPLATES, OTHER_TEMPLATE, RUN_TEMPLATE
 from eventstream._stream import parts_of
 from eventstream.prometheus import EventStreamCollector, MetricsEndpoint, register
 from eventstream.testing import open_stream
-from eventstream.types import Message, Receive, Scope, Send
+from eventstream.types import Receive, Scope, Send
+
+from ..support.helpers import answers_to_lifespan_and_websocket
 
 pytestmark = pytest.mark.anyio
 
@@ -285,19 +287,7 @@ async def test_the_metrics_endpoint_serves_the_registry_and_answers_lifespan_and
         openmetrics = await client.get("/metrics", headers={"accept": "application/openmetrics-text"})
         assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
         assert openmetrics.text.endswith("# EOF\n")
-    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(5):
-        await endpoint({"type": "lifespan"}, receive, send)
-        await endpoint({"type": "websocket"}, receive, send)
-    assert [m["type"] for m in sent] == [
+    assert await answers_to_lifespan_and_websocket(endpoint) == [
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
         "websocket.close",
