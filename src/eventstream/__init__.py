@@ -10,6 +10,7 @@ from ._broker import Broker
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
 from ._history import HistoryEntry, HistoryStore, MemoryHistory
 from ._hub import EventStreamStatistics, PresenceMember
+from ._observe._broker import BrokerStatistics
 from ._observe._lag import SubscriberLag
 from ._redis import RedisBroker
 from ._serve import HealthEndpoint, Readiness
@@ -32,6 +33,7 @@ __all__ = [
     "EventStream",
     "EventStreamEndpoint",
     "EventStreamError",
+    "BrokerStatistics",
     "EventStreamStatistics",
     "GripProxyStatistics",
     "GripPublishError",

@@ -39,6 +39,7 @@ from . import __version__
 from ._broker import LocalBroker
 from ._hub import Hub
 from ._observe import END_REASONS, Observed, TemplateCounters
+from ._observe._broker import BrokerStatistics
 from ._observe._trace import TRACEPARENT
 from ._serve import Serving
 from ._stream import EventStream, Publisher, parts_of
@@ -292,8 +293,45 @@ def _broker_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
         up = parts.lifecycle.broker_started and observed.engine_up is not False
         return [Observation(1 if up else 0)]
 
+    def feed(read: Callable[[BrokerStatistics], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            stats = parts.broker.statistics()
+            return [Observation(read(stats))] if stats is not None else []
+
+        return observe
+
     return [
         meter.create_observable_gauge(
             "eventstream.broker.engine_up", [engine_up], "1", "1 while the broker's engine answers."
-        )
+        ),
+        meter.create_observable_up_down_counter(
+            "eventstream.broker.feed.channels",
+            [feed(lambda s: s.feed_channels)],
+            "{channel}",
+            "Channels whose feed from the engine this process takes in.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.broker.feed.messages",
+            [feed(lambda s: s.feed_messages)],
+            "{message}",
+            "Messages taken in from the engine's feed.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.broker.feed.dropped",
+            [feed(lambda s: s.feed_dropped)],
+            "{message}",
+            "Feed messages dropped because this process fell too far behind.",
+        ),
+        meter.create_observable_counter(
+            "eventstream.broker.events.filled",
+            [feed(lambda s: s.events_filled)],
+            "{event}",
+            "Events delivered from reads of the engine's history (gaps filled, catch-ups).",
+        ),
+        meter.create_observable_counter(
+            "eventstream.broker.feed.requests",
+            [feed(lambda s: s.feed_requests)],
+            "{request}",
+            "Subscribe and unsubscribe requests sent for the feed.",
+        ),
     ]

@@ -31,6 +31,7 @@ from ._broker import LocalBroker
 from ._grip import GripPublisher
 from ._hub import Hub
 from ._observe import END_REASONS, Observed, PublishTiming, TemplateCounters
+from ._observe._broker import BrokerStatistics
 from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
 from ._stream import EventStream, parts_of
@@ -75,6 +76,9 @@ class EventStreamCollector(Collector):
                 "(a publish, a readiness check) succeeded.",
                 value=1 if up else 0,
             )
+            feed = parts.broker.statistics()
+            if feed is not None:
+                yield from _feed_families(feed)
         if parts.grip is not None:
             yield from _grip_families(parts.grip)
 
@@ -171,6 +175,34 @@ def _publish_families(timing: PublishTiming, observed: Observed) -> Iterator[Met
     for reason, count in observed.publish_errors.items():
         errors.add_metric([reason], count)
     yield errors
+
+
+def _feed_families(feed: BrokerStatistics) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "eventstream_broker_feed_channels",
+        "Channels whose feed from the engine this process takes in (served, or lingering).",
+        value=feed.feed_channels,
+    )
+    yield CounterMetricFamily(
+        "eventstream_broker_feed_messages",
+        "Messages taken in from the engine's feed (one per event of the channels taken in).",
+        value=feed.feed_messages,
+    )
+    yield CounterMetricFamily(
+        "eventstream_broker_feed_dropped",
+        "Feed messages dropped because this process fell too far behind (read from history instead).",
+        value=feed.feed_dropped,
+    )
+    yield CounterMetricFamily(
+        "eventstream_broker_events_filled",
+        "Events delivered from reads of the engine's history: gaps in the feed filled, catch-ups.",
+        value=feed.events_filled,
+    )
+    yield CounterMetricFamily(
+        "eventstream_broker_feed_requests",
+        "Subscribe and unsubscribe requests sent for the feed.",
+        value=feed.feed_requests,
+    )
 
 
 def _le(bound: float) -> str:

@@ -24,6 +24,7 @@ broker's heartbeat interval (its expiry: three of them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -144,6 +145,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 "events_published": stats.events_published,
                 "events_delivered": stats.events_delivered,
                 "subscribers_dropped": stats.subscribers_dropped,
+                "broker": dataclasses.asdict(stats.broker) if stats.broker is not None else None,
             }
         )
         await _reply(send, 200, body.encode(), b"application/json")

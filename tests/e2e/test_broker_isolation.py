@@ -141,7 +141,7 @@ async def test_a_user_limited_to_its_prefix_without_config_is_served_with_a_warn
     with run_redis() as own:
         # The README's ACL: its keys, its channels, its feed's pattern (literally); no CONFIG.
         own.command(
-            "ACL", "SETUSER", "app", "on", ">pw", f"~{prefix}|*", f"&{prefix}|*", f"&{prefix}|ch:0:*",
+            "ACL", "SETUSER", "app", "on", ">pw", f"~{prefix}|*", f"&{prefix}|*",
             "+@all", "-config",
         )  # fmt: skip
         url = f"redis://app:pw@127.0.0.1:{own.port}/0"

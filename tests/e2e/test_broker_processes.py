@@ -109,6 +109,49 @@ async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(ap
     assert [int(str(event_id).rsplit("-", 1)[1]) for event_id, _ in first] == list(range(1, 301))
 
 
+async def feed_messages(client: httpx.AsyncClient, server: Server) -> int:
+    """The feed messages ``server``'s process took in so far (its own counter)."""
+    response = await client.get(f"{server.base_url}/stats")
+    return int(response.json()["broker"]["feed_messages"])
+
+
+@CLIENT_ON_ASYNCIO
+async def test_each_process_takes_in_only_its_own_users_channels(
+    engine: RedisEngine, apps: list[Server]
+) -> None:
+    # Per-user channels, disjoint between the processes: each process's feed
+    # carries its own users' events, and none of the others'.
+    users = [[unique(f"user{index}-") for _ in range(4)] for index in range(len(apps))]
+    async with httpx.AsyncClient(timeout=30) as client, contextlib.AsyncExitStack() as stack:
+        readers = {
+            user: await stack.enter_async_context(open_events(client, f"{server.base_url}/events/{user}"))
+            for server, mine in zip(apps, users, strict=True)
+            for user in mine
+        }
+        for server, mine in zip(apps, users, strict=True):
+            for user in mine:
+                await wait_until(lambda s=server, u=user: _has_subscriber(client, s, u))  # type: ignore[misc]
+        before = [await feed_messages(client, server) for server in apps]
+        prefix = app_env(engine)["EVENTSTREAM_BROKER_PREFIX"]
+        feeds = [f"{prefix}|ch:0:{user}" for mine in users for user in mine]
+        counts = engine.command("PUBSUB", "NUMSUB", *feeds).split()[1::2]
+        assert [int(count) for count in counts] == [1] * len(feeds)  # one process each
+        with anyio.fail_after(60):
+            # Every process publishes to every user, wherever the user is served.
+            async with anyio.create_task_group() as tg:
+                for index, server in enumerate(apps):
+                    values = [f"{index}:{n}" for n in range(5)]
+                    for mine in users:
+                        for user in mine:
+                            tg.start_soon(publish_values, client, server, user, values)
+            for reader in readers.values():
+                received = [e.json() for e in await read_data(reader, 15)]
+                assert sorted(received) == sorted(f"{i}:{n}" for i in range(3) for n in range(5))
+        after = [await feed_messages(client, server) for server in apps]
+    # 4 users x 15 events each: exactly its own share, not the 12 users' 180.
+    assert [a - b for a, b in zip(after, before, strict=True)] == [60, 60, 60]
+
+
 async def _has_subscriber(client: httpx.AsyncClient, server: Server, channel: str) -> bool:
     return await subscribers(client, server, channel) >= 1
 

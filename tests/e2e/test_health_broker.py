@@ -7,6 +7,7 @@ the metrics follow, Prometheus's and OpenTelemetry's. On asyncio and trio.
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from eventstream import BrokerError, EventStream, HealthEndpoint, RedisBroker
 from eventstream.otel import instrument
 from eventstream.prometheus import register
+from eventstream.testing import open_stream
 
 from ..support.helpers import wait_until
 from ..support.redis_engine import RedisEngine
@@ -23,8 +25,8 @@ from ..support.redis_engine import RedisEngine
 pytestmark = pytest.mark.anyio
 
 
-def engine_up(reader: InMemoryMetricReader) -> float:
-    """The value of OpenTelemetry's ``eventstream.broker.engine_up`` in one collection by ``reader``."""
+def otel_value(reader: InMemoryMetricReader, name: str) -> float:
+    """The value of the OpenTelemetry instrument ``name`` in one collection by ``reader``."""
     data = reader.get_metrics_data()
     assert data is not None
     (value,) = [
@@ -32,10 +34,42 @@ def engine_up(reader: InMemoryMetricReader) -> float:
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
-        if metric.name == "eventstream.broker.engine_up"
+        if metric.name == name
         for point in metric.data.data_points
     ]
     return value
+
+
+def engine_up(reader: InMemoryMetricReader) -> float:
+    """The value of OpenTelemetry's ``eventstream.broker.engine_up`` in one collection by ``reader``."""
+    return otel_value(reader, "eventstream.broker.engine_up")
+
+
+async def test_the_feed_counters_are_metrics(engine: RedisEngine, prefix: str) -> None:
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), handle_signals=False)
+    registry = CollectorRegistry()
+    register(stream, registry)
+    reader = InMemoryMetricReader()
+    instrument(stream, MeterProvider(metric_readers=[reader]))
+    with anyio.fail_after(20):
+        async with stream, open_stream(stream("watched")) as response:
+            await stream.wait_subscribers(1, "watched")
+            for n in range(3):
+                await stream.publish_event("watched", {"data": n})
+                await stream.publish_event("unwatched", {"data": n})
+            received = 0
+            while received < 3:
+                received += (await response.receive_event()).event not in ("stream-open", "keep-alive")
+            feed = stream.statistics().broker
+            assert feed is not None
+            assert (feed.feed_channels, feed.feed_messages, feed.feed_requests) == (1, 3, 1)
+            expected = {"feed_channels": 1, "feed_messages": 3, "feed_dropped": 0}
+            expected |= {"events_filled": 0, "feed_requests": 1}
+            for name, value in expected.items():
+                suffix = "" if name == "feed_channels" else "_total"
+                assert registry.get_sample_value(f"eventstream_broker_{name}{suffix}") == value, name
+                otel_name = "eventstream.broker." + name.replace("_", ".")
+                assert otel_value(reader, otel_name) == value, otel_name
 
 
 async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) -> None:

@@ -174,6 +174,8 @@ SECONDS = "must be a positive number of seconds, not "
         ((URL,), {"heartbeat_interval": True}, f"heartbeat_interval {SECONDS}True"),
         ((URL,), {"max_age": "300"}, f"max_age {SECONDS}'300'"),
         ((URL,), {"key_prefix": "app|"}, "key_prefix must be a str without '|'"),
+        ((URL,), {"feed_linger": -1}, "feed_linger must be a number of seconds >= 0, not -1"),
+        ((URL,), {"feed_linger": math.inf}, "feed_linger must be a number of seconds >= 0, not inf"),
     ],
 )
 def test_redis_broker_refuses_bad_options_when_built(

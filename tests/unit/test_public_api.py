@@ -20,6 +20,7 @@ from eventstream.testing import open_stream
 from eventstream.types import Receive, Scope, Send
 
 EXPECTED = {
+    "BrokerStatistics",
     "NEED_DATA",
     "Broker",
     "BrokerError",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
 from .._hub import PresenceMember, PresenceTable
+from .._observe._broker import BrokerStatistics
 from .._sse import ServerSentEvent, encode, with_id
 
 if TYPE_CHECKING:
@@ -151,6 +152,10 @@ class Broker:
             RuntimeError: the broker is not running.
         """
         raise NotImplementedError
+
+    def statistics(self) -> BrokerStatistics | None:
+        """This broker's feed counters; this default (a broker with no feed) has none."""
+        return None
 
     async def ping(self) -> None:
         """Ask the engine for an answer (a readiness check); this default has no engine to ask.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from .._history import HistoryEntry
+from .._observe._broker import BrokerStatistics
 from .._observe._lag import SubscriberLag
 
 if TYPE_CHECKING:
@@ -253,3 +254,5 @@ class EventStreamStatistics:
     #: publishes, or with a full buffer, or with entries queued. Computed when
     #: ``statistics()`` is called, in time proportional to the number of subscribers.
     slowest: tuple[SubscriberLag, ...] = field(default=())
+    #: A shared broker's feed counters (``None`` with the in-process broker).
+    broker: BrokerStatistics | None = None

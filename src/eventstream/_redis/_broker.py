@@ -36,13 +36,16 @@ The engine must not evict keys: entering refuses an engine whose
 ``maxmemory-policy`` may drop the broker's keys (anything but ``noeviction``)
 unless ``allow_eviction`` is true.
 
-Each process subscribes once, to the pattern ``{prefix}|ch:{db}:*``: it receives
-every channel's traffic (simple and free of subscribe/unsubscribe races; it
-stops scaling when one process cannot read the whole publish rate). Each
-entry's sequence number tells whether the process missed one (the feed was
-interrupted); it then reads the missing ones from the stream before
-delivering newer ones, or, where history is gone, ends the affected streams
-so that their clients reconnect and get ``stream-reset``.
+Each process takes in the feed of the channels it serves only: it subscribes
+to a channel's pub/sub channel before it first reads the channel's history,
+and unsubscribes once the channel has had no local subscriber for
+``feed_linger`` seconds (``_interest.py``). The feed traffic a process reads
+is its share of the channels times their rate, not the whole publish rate.
+Each entry's sequence number tells whether the process missed one (the feed
+was interrupted, or the entry came between its subscribe and its read); it
+then reads the missing ones from the stream before delivering newer ones, or,
+where history is gone, ends the affected streams so that their clients
+reconnect and get ``stream-reset``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from .._base import BrokerError
 from .._broker import Broker, PublishedEvent
 from .._history import HistoryStore
 from .._hub import PresenceMember, PresenceTable
+from .._observe._broker import BrokerStatistics
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
 from ._connect import check_eviction, engine_epoch, glide_module
@@ -66,6 +70,7 @@ from ._feed import FeedInbox
 from ._follow import EngineFollower
 from ._options import RedisOptions
 from ._presence import PresenceKeeper
+from ._reader import EngineReader
 from ._scripts import PUBLISH
 from ._url import parse_redis_url
 
@@ -131,6 +136,12 @@ class RedisBroker(Broker):
             out of :meth:`subscriber_count_all` and :meth:`presence`: one that
             dies (``kill -9``) leaves them within this time (one that stops
             cleanly, at once). At least twice ``heartbeat_interval``.
+        feed_linger: Seconds this process keeps taking in a channel's feed
+            (and its copy of the channel's history) after the channel's last
+            local subscriber left (plus up to ``check_interval``): a client
+            that reconnects within it is served from this copy, and a
+            channel whose subscribers come and go costs no subscribe. A
+            process takes in the feed of the channels it serves only.
 
     Raises:
         ValueError: the URL is malformed, both or neither of ``url`` and
@@ -159,6 +170,7 @@ class RedisBroker(Broker):
         allow_eviction: bool = False,
         heartbeat_interval: float = 5.0,
         heartbeat_expiry: float = 15.0,
+        feed_linger: float = 5.0,
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
@@ -176,6 +188,7 @@ class RedisBroker(Broker):
             allow_eviction=allow_eviction,
             heartbeat_interval=heartbeat_interval,
             heartbeat_expiry=heartbeat_expiry,
+            feed_linger=feed_linger,
         )
         self.key_prefix = key_prefix
         self.max_events = max_events
@@ -187,6 +200,7 @@ class RedisBroker(Broker):
         self.allow_eviction = allow_eviction
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_expiry = heartbeat_expiry
+        self.feed_linger = feed_linger
         self._keys = options.keys  #: every key starts so (the prefix and its "|")
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
@@ -200,6 +214,8 @@ class RedisBroker(Broker):
         self._presence_table: PresenceTable | None = None
         self._keeper: PresenceKeeper | None = None
         self._publish_script: Any = None
+        self._reader: EngineReader | None = None
+        self._inbox: FeedInbox | None = None
 
     # -- the interface ---------------------------------------------------------
 
@@ -254,12 +270,22 @@ class RedisBroker(Broker):
                 history = self._options.history(self._epoch)
                 reader = self._options.reader(client, publishing=lambda: self._publishing)
                 stack.callback(reader.stop)
+                interest = self._options.interest()
                 follower = EngineFollower(
-                    self._hub, history, reader.read, engine=self.description, read_many=reader.read_many
+                    self._hub,
+                    history,
+                    reader.read,
+                    engine=self.description,
+                    read_many=reader.read_many,
+                    interest=interest,
+                    linger=self.feed_linger,
                 )
                 inbox = FeedInbox()
                 feed = await self._options.connect(feed=inbox)
                 stack.push_async_callback(feed.close)
+                interest.bind(feed)
+                stack.callback(interest.bind, None)
+                self._reader, self._inbox = reader, inbox
                 stack.push_async_callback(keeper.leave, client)  # after the beats stop
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
@@ -271,6 +297,7 @@ class RedisBroker(Broker):
         return self
 
     def _stopped(self) -> None:
+        self._reader = self._inbox = None
         self._client = None
         self._keeper = None
         self._follower = None
@@ -329,6 +356,19 @@ class RedisBroker(Broker):
             raise item.error
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
         return PublishedEvent(event_id, item.prev_id)
+
+    def statistics(self) -> BrokerStatistics | None:
+        """The feed's counters since the broker started; ``None`` when it does not run with a hub."""
+        follower, reader, inbox = self._follower, self._reader, self._inbox
+        if follower is None or reader is None or inbox is None:
+            return None
+        return BrokerStatistics(
+            feed_channels=len(follower.interest.subscribed),
+            feed_messages=reader.messages,
+            feed_dropped=inbox.dropped,
+            events_filled=follower.filled,
+            feed_requests=follower.interest.requests,
+        )
 
     async def ping(self) -> None:  # health: the readiness check (eventstream._observe)
         """Send ``PING`` to the engine (a readiness check), through the command client.

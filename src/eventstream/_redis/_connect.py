@@ -50,23 +50,20 @@ def glide_configuration(
     base: GlideClientConfiguration | None,
     *,
     request_timeout: float,
-    pattern: str | None,
     on_message: Callable[[Any, Any], None] | None = None,
 ) -> GlideClientConfiguration:
     """A client configuration from a parsed URL or from the user's own (one of them).
 
-    ``pattern``: the pub/sub pattern the client subscribes to (the feed), or
-    None (the command client); ``on_message`` gets each of its messages.
+    ``on_message``: the feed client's, which gets each pub/sub message of the
+    channels it subscribes to later; None for the command client.
     ``request_timeout`` (seconds) applies unless ``base`` sets its own.
     """
     glide = glide_module()
     config_class = glide.GlideClientConfiguration
     timeout_ms = max(1, round(request_timeout * 1000))
     subscriptions = None
-    if pattern is not None:
-        subscriptions = config_class.PubSubSubscriptions(
-            {config_class.PubSubChannelModes.Pattern: {pattern}}, on_message, None
-        )
+    if on_message is not None:
+        subscriptions = config_class.PubSubSubscriptions({}, on_message, None)
     if base is not None:
         config: GlideClientConfiguration = config_class(
             addresses=base.addresses,

@@ -42,6 +42,7 @@ import anyio.lowlevel
 from .._history import HistoryEntry
 from .._hub import Hub
 from ._history import SharedHistory
+from ._interest import FeedInterest
 from ._prepare import ManyReader, Preparer, Reader, as_history
 from ._wire import EngineEntry
 
@@ -65,9 +66,24 @@ class EngineFollower:
     """
 
     def __init__(
-        self, hub: Hub, history: SharedHistory, read: Reader, *, engine: str, read_many: ManyReader
+        self,
+        hub: Hub,
+        history: SharedHistory,
+        read: Reader,
+        *,
+        engine: str,
+        read_many: ManyReader,
+        interest: FeedInterest,
+        linger: float,
     ) -> None:
         self.hub = hub
+        #: The feed's subscriptions: every followed channel's feed is subscribed to.
+        self.interest = interest
+        self._linger = linger
+        #: When each channel followed (or subscribed to) without local subscribers was first seen so.
+        self._idle_since: dict[str, float] = {}
+        #: Entries delivered from reads of the engine's history (gaps in the feed filled).
+        self.filled = 0
         self.history = history
         self._read = read
         self.engine = engine
@@ -87,30 +103,45 @@ class EngineFollower:
         return self.history.epoch
 
     async def channels_to_check(self) -> list[str]:
-        """Channels with local subscribers whose history is followed; forgets idle others.
+        """Channels with local subscribers whose history is followed; stops following idle ones.
 
-        A followed channel without subscribers whose newest event is older
-        than the history's ``max_age`` (and no connection being prepared for
-        it) is no longer followed (its copy is
-        dropped; a connection that asks for it again reads it from the engine).
-        The idle channels are forgotten :data:`FORGET_AT_ONCE` at a time, with a
-        pass of the event loop in between: thousands of them do not hold up the feed.
+        A channel (followed, or only subscribed to after a failed first read)
+        that has had no local subscriber, and no connection being prepared
+        for it, for ``linger`` seconds is no longer followed: its copy is
+        dropped and its feed unsubscribed (a connection that asks for it
+        again subscribes and reads it from the engine). The idle channels are
+        dropped :data:`FORGET_AT_ONCE` at a time, with a pass of the event
+        loop in between: thousands of them do not hold up the feed.
         """
         hub = self.hub
+        interest = self.interest
         subscribed = hub.statistics().channels
-        idle = [name for name in self.loaded if name not in subscribed]
-        for start in range(0, len(idle), FORGET_AT_ONCE):
+        preparing = self._preparer.preparing
+        now = anyio.current_time()
+        idle_since = self._idle_since
+        idle = [
+            name
+            for name in self.loaded | interest.subscribed
+            if name not in subscribed and name not in preparing
+        ]
+        for name in set(idle_since).difference(idle):
+            del idle_since[name]
+        due = [name for name in idle if now - idle_since.setdefault(name, now) >= self._linger]
+        for start in range(0, len(due), FORGET_AT_ONCE):
             if start:
                 await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)
-            for name in idle[start : start + FORGET_AT_ONCE]:
-                if (
-                    name in self.loaded
-                    and name not in self._preparer.preparing
-                    and not hub.subscriber_count(name)
-                    and self.history.last(name) is None
-                ):
+            dropped = [
+                name
+                for name in due[start : start + FORGET_AT_ONCE]
+                if name not in preparing and not hub.subscriber_count(name)
+            ]
+            for name in dropped:
+                idle_since.pop(name, None)
+                if name in self.loaded:
                     self.loaded.discard(name)
                     self.history.forget(name)
+            if interest.drop(dropped):
+                await interest.unsubscribe(dropped)
         return [name for name in hub.statistics().channels if name in self.loaded]
 
     # -- entries from the feed ----------------------------------------------------
@@ -279,6 +310,7 @@ class EngineFollower:
         tracing = self.hub.tracing
         for entry in entries:
             if entry.seq == history.last_seq.get(channel, 0) + 1:
+                self.filled += 1
                 if tracing is None:
                     await self._deliver(channel, as_history(channel, entry))
                 else:  # (a catch-up: the entry came from history, with its publish's traceparent)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._base import check_count, check_seconds
 from ._connect import connect, glide_configuration
 from ._history import SharedHistory
+from ._interest import FeedInterest
 from ._presence import PresenceKeeper
 from ._publish import BatchSender
 from ._reader import EngineReader
@@ -51,6 +52,7 @@ class RedisOptions:
     allow_eviction: bool
     heartbeat_interval: float
     heartbeat_expiry: float
+    feed_linger: float
 
     def __post_init__(self) -> None:
         key_prefix = self.key_prefix
@@ -70,6 +72,7 @@ class RedisOptions:
             "heartbeat_expiry",
         ):
             check_seconds(name, getattr(self, name))
+        check_seconds("feed_linger", self.feed_linger, allow_zero=True)
         if self.heartbeat_expiry < 2 * self.heartbeat_interval:
             raise ValueError(
                 f"heartbeat_expiry ({self.heartbeat_expiry!r}) must be at least twice heartbeat_interval "
@@ -135,6 +138,12 @@ class RedisOptions:
             epoch, max_events=self.max_events, max_bytes=self.max_bytes, max_age=self.max_age
         )
 
+    def interest(self) -> FeedInterest:
+        """The feed's subscriptions, with this request timeout."""
+        return FeedInterest(
+            feed_prefix=self.feed_prefix, engine=self.description, request_timeout=self.request_seconds
+        )
+
     def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
         """The reader of the engine's feed and history through ``client``, at this check interval.
 
@@ -150,7 +159,7 @@ class RedisOptions:
         )
 
     async def connect(self, *, feed: FeedInbox | None) -> GlideClient:
-        """A client of the engine: for commands, or (with ``feed``) subscribed to every feed channel.
+        """A client of the engine: for commands, or (with ``feed``) for the feed, whose messages go there.
 
         Raises:
             BrokerError: the engine cannot be reached within ``publish_timeout``.
@@ -159,7 +168,6 @@ class RedisOptions:
             self.address,
             self.configuration,
             request_timeout=self.request_timeout,
-            pattern=f"{self.feed_prefix}*" if feed is not None else None,
             on_message=feed.push if feed is not None else None,
         )
         return await connect(config, engine=self.description, within=self.publish_timeout)

@@ -133,6 +133,7 @@ class Preparer:
             BrokerError: the engine could not be reached.
         """
         follower = self._follower
+        await follower.interest.follow((channel,))  # (subscribed already, unless it was just dropped)
         epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
         loading = self._loading[channel] = _Loading(follower.generation)
         try:
@@ -251,7 +252,13 @@ class Preparer:
         requests = [request for reads in batch for request in reads.requests]
         results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
         with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
-            results = await self._read_many(requests, follower.history.max_events)
+            try:
+                # Subscribed first: what is published after the read comes through the feed.
+                await follower.interest.follow({channel for channel, _after in requests})
+            except BrokerError as exc:
+                results = [exc] * len(requests)
+            else:
+                results = await self._read_many(requests, follower.history.max_events)
         if not results:
             late = BrokerError(follower.engine, "no answer in time (request_timeout)")
             results = [late] * len(requests)
@@ -305,6 +312,7 @@ class Preparer:
                 continue
             loading = self._loading[channel] = _Loading(follower.generation)
             try:
+                await follower.interest.follow((channel,))  # (before the read: see _send_reads)
                 async with self._reads:
                     epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
                 async with follower.lock:

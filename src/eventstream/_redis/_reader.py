@@ -65,6 +65,8 @@ class EngineReader:
         self._check_interval = check_interval
         self._publishing = publishing
         self._read_script: Any = glide_module().Script(READ)
+        #: Feed messages taken in so far.
+        self.messages = 0
 
     def stop(self) -> None:
         """Reads from now on fail with :class:`BrokerError` ("not connected")."""
@@ -84,6 +86,7 @@ class EngineReader:
             if burst:
                 await self._gather(inbox)
             messages = inbox.take(1024)
+            self.messages += len(messages)
             burst = len(messages) > 1
             batch: list[tuple[str, EngineEntry]] = []
             for message in messages:

@@ -83,6 +83,9 @@ def statistics(parts: Serving) -> EventStreamStatistics:
     stats = parts.hub.statistics()
     if parts.grip is not None:
         stats = dataclasses.replace(stats, grip=parts.grip.statistics())
+    broker = parts.broker.statistics()
+    if broker is not None:
+        stats = dataclasses.replace(stats, broker=broker)
     return stats
 
 

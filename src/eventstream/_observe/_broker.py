@@ -1,0 +1,30 @@
+"""What a shared broker counts about its feed, read when statistics are asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BrokerStatistics"]
+
+
+@dataclass(frozen=True)
+class BrokerStatistics:
+    """A shared broker's counters in this process (see :meth:`~eventstream.EventStream.statistics`).
+
+    A :class:`~eventstream.RedisBroker` takes in the engine's feed of the
+    channels this process serves only; these tell how much that is.
+    """
+
+    #: Channels whose feed this process takes in now: those with local
+    #: subscribers, and those left without for less than ``feed_linger``.
+    feed_channels: int
+    #: Feed messages taken in since the broker started (one per event of those channels).
+    feed_messages: int
+    #: Feed messages dropped because this process fell too far behind (their
+    #: events were read from the engine's history instead).
+    feed_dropped: int
+    #: Events delivered from reads of the engine's history: gaps in the feed
+    #: filled, and channels caught up on before a connection subscribed.
+    events_filled: int
+    #: Subscribe and unsubscribe requests sent for the feed (each for one or many channels).
+    feed_requests: int
