@@ -108,6 +108,8 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "benchmarks.idle_memory", "--sites", "--servers", "uvicorn")
         session.run("python", "-m", "benchmarks.inprocess_fanout")
         session.run("python", "-m", "benchmarks.empty_publish")
+        session.run("python", "-m", "benchmarks.feed_share")
+        session.run("python", "-m", "benchmarks.feed_share", "--scenario", "churn")
 
 
 @nox.session(name="bench_broker")

@@ -201,3 +201,14 @@ def test_the_presence_benchmark_sees_every_member_it_holds() -> None:
     assert 0 < run["query_p50_ms"] <= run["query_p99_ms"] <= run["query_max_ms"]
     assert run["engine_us_per_idle_beat_no_members"] > 0
     assert run["engine_us_per_idle_beat_all_members"] > 0
+
+
+def test_the_feed_share_benchmark_counts_each_process_s_own_events(log_dir: Path) -> None:
+    from benchmarks import feed_share
+
+    # Two processes, disjoint users: each took in its own users' events, exactly.
+    ratios = feed_share.share_round(processes=2, users=60, events=2, log_dir=log_dir)
+    assert ratios == [1.0, 1.0]
+    app, engine = feed_share.churn_round("rotating", rate=50, seconds=1, log_dir=log_dir)
+    assert app > 0
+    assert engine >= 0  # (in 10 ms ticks: a second of light churn may show none)
