@@ -374,3 +374,35 @@ async def test_streams_on_one_new_channel_at_once_share_its_first_read(
                 await stream.wait_subscribers(5, "shared")
                 await other.publish_event("shared", {"data": "to all five"})
     assert opened == ["to all five"] * 5
+
+
+async def test_a_subscribe_left_unanswered_is_taken_back_and_made_again_later(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    # The engine takes the subscribe, but its answer never comes in time: the
+    # stream gets 503, and the broker takes the subscription back (no channel
+    # stays subscribed that this process does not follow). Once the engine
+    # answers again, the channel is subscribed once and streams.
+    stream = through(via_relay, prefix, request_timeout=0.5)
+    feed = f"{prefix}|ch:0:late"
+
+    async def subscriptions() -> int:
+        return int(engine.command("PUBSUB", "NUMSUB", feed).split()[1])
+
+    with anyio.fail_after(30):
+        async with stream:
+            via_relay.hold(replies_only=True)
+            async with open_stream(stream("late")) as response:
+                assert response.status == 503
+            via_relay.release()
+
+            async def taken_back() -> bool:
+                return await subscriptions() == 0
+
+            await wait_until(taken_back)
+            async with open_stream(stream("late")) as response:
+                assert response.status == 200
+                await stream.wait_subscribers(1, "late")
+                assert await subscriptions() == 1
+                await stream.publish_event("late", {"data": "on time"})
+                assert [e.json() for e in await receive_data(response, 1)] == ["on time"]

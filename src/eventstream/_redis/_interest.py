@@ -17,6 +17,7 @@ after the unsubscribe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
@@ -88,8 +89,10 @@ class FeedInterest:
             try:
                 await client.subscribe(names, timeout_ms=self._timeout_ms)
             except glide.GlideError as exc:
-                # glide would keep trying in the background: take the request back.
-                await self._unsubscribe_quietly(client, names)
+                # glide would keep trying in the background: take the request back
+                # (without waiting: the engine did not answer the first).
+                with contextlib.suppress(glide.GlideError):
+                    await client.unsubscribe_lazy(names)
                 reason = f"cannot subscribe to the feed: {type(exc).__name__}: {exc}"
                 raise BrokerError(self._engine, reason) from exc
             self.subscribed |= new
@@ -121,15 +124,12 @@ class FeedInterest:
             if client is None or not gone:
                 return
             self.requests += 1
-            await self._unsubscribe_quietly(client, gone)
-
-    async def _unsubscribe_quietly(self, client: GlideClient, names: set[str]) -> None:
-        glide = glide_module()
-        try:
-            await client.unsubscribe(names, timeout_ms=self._timeout_ms)
-        except glide.GlideError as exc:
-            logger.warning(
-                "broker: cannot unsubscribe from the feed of %d channels on the engine %s (%s): "
-                "their messages are ignored",
-                len(names), self._engine, exc,
-            )  # fmt: skip
+            glide = glide_module()
+            try:
+                await client.unsubscribe(gone, timeout_ms=self._timeout_ms)
+            except glide.GlideError as exc:
+                logger.warning(
+                    "broker: cannot unsubscribe from the feed of %d channels on the engine %s (%s): "
+                    "their messages are ignored",
+                    len(gone), self._engine, exc,
+                )  # fmt: skip
