@@ -253,3 +253,7 @@ class EventStreamStatistics:
     #: publishes, or with a full buffer, or with entries queued. Computed when
     #: ``statistics()`` is called, in time proportional to the number of subscribers.
     slowest: tuple[SubscriberLag, ...] = field(default=())
+    #: Streams opened through a GRIP proxy (its hold instructions sent for a client's request; not its
+    #: next-link requests). The proxy holds them, so they are not in ``subscribers``; it does not tell
+    #: when they end, so this counts streams opened, not streams open.
+    grip_streams_opened: int = 0
