@@ -213,5 +213,48 @@ def test_firefox_a_logged_in_user_streams_with_the_cookie_and_a_visitor_is_refus
         firefox.switch_to(private)
         firefox.close_window()
         firefox.switch_to(main)
-        firefox.command("WebDriver:DeleteAllCookies")  # the app's (127.0.0.1's): the page is the app's
+        firefox.navigate(f"{app.base_url}/")
+        firefox.command("WebDriver:DeleteAllCookies")  # the app's (127.0.0.1's)
         firefox.navigate("about:blank")  # ann's stream ends with her page
+
+
+def test_firefox_the_page_on_another_origin_streams_with_a_one_time_ticket(
+    firefox: Firefox,  # noqa: F811
+    chat: tuple[Server, PageServer],
+) -> None:
+    app, pages = chat
+    elsewhere = f"http://127.0.0.1:{pages.server_address[1]}/"
+    main = firefox.command("WebDriver:GetWindowHandle")["value"]
+    private = firefox.new_window(private=True)
+    try:
+        # Not logged in: the page on the other origin links to the app's, and gets no ticket.
+        firefox.navigate(elsewhere)
+        firefox.wait_for("document.getElementById('elsewhere').style.display === 'block'")
+        assert firefox_fetch(firefox, f"{app.base_url}/ticket", "POST") == 401
+        assert firefox.execute("return window.opened;") == 0
+
+        firefox.switch_to(main)
+        firefox_log_in(firefox, app, "ann")  # the cookie is set for the app's origin
+        firefox.navigate(elsewhere)
+        firefox.wait_for("window.opened === 1")
+        assert "?ticket=" in firefox.execute("return window.source.url;")
+        firefox.switch_to(private)
+        firefox_log_in(firefox, app, "bob")
+        firefox_send(firefox, "across origins", to="ann")
+        firefox.wait_for("window.lines.includes('you to ann: across origins')")
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob (to you): across origins')")
+        firefox_online(firefox, "ann", "bob")
+        firefox.switch_to(private)
+        firefox.close_window()  # bob goes away: his stream ends
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob left')")
+        firefox_online(firefox, "ann")
+    finally:
+        if private in firefox.command("WebDriver:GetWindowHandles"):
+            firefox.switch_to(private)
+            firefox.close_window()
+        firefox.switch_to(main)
+        firefox.navigate(f"{app.base_url}/")
+        firefox.command("WebDriver:DeleteAllCookies")  # the app's (127.0.0.1's)
+        firefox.navigate("about:blank")
