@@ -21,6 +21,7 @@ EventStreamStatistics.events_delivered
 EventStreamStatistics.subscribers_dropped
 EventStreamStatistics.events_dropped
 EventStreamStatistics.slowest
+EventStreamStatistics.grip_streams_opened
 SubscriberLag.seconds_behind
 EventStream.wait_subscribers
 EventStream.close_on_signals

@@ -169,6 +169,7 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
         *_template_instruments(meter, parts.observed),
         *_hub_instruments(meter, parts.hub, parts.observed),
         *_broker_instruments(meter, parts),
+        *_grip_instruments(meter, parts),
     ]
 
 
@@ -280,6 +281,28 @@ def _hub_instruments(meter: Meter, hub: Hub, observed: Observed) -> list[Instrum
         meter.create_observable_counter(
             "eventstream.publish.errors", [errors], "{publish}", "Publishes that raised, by error.type."
         ),
+    ]
+
+
+def _grip_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
+    # With GRIP: the streams opened through the proxy, per channel template (it holds them).
+    if parts.grip is None:
+        return []
+    observed = parts.observed
+
+    def opened(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(counters.grip_opened, {TEMPLATE: counters.label})
+            for counters in list(observed.templates.values())
+        ]
+
+    return [
+        meter.create_observable_counter(
+            "eventstream.grip.streams.opened",
+            [opened],
+            "{stream}",
+            "Event streams opened through a GRIP proxy (hold instructions sent; not next-link fetches).",
+        )
     ]
 
 

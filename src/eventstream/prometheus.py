@@ -81,6 +81,7 @@ class EventStreamCollector(Collector):
                 yield from _feed_families(feed)
         if parts.grip is not None:
             yield from _grip_families(parts.grip)
+            yield _grip_streams_family(list(observed.templates.values()))
 
 
 def _template_families(templates: list[TemplateCounters]) -> Iterator[Metric]:
@@ -231,6 +232,18 @@ def _grip_families(grip: GripPublisher) -> Iterator[Metric]:
         retries.add_metric(label, proxy.retries)
         failures.add_metric(label, proxy.failures)
     yield from (published, requests, retries, failures)
+
+
+def _grip_streams_family(templates: list[TemplateCounters]) -> Metric:
+    opened = CounterMetricFamily(
+        "eventstream_grip_streams_opened",
+        "Event streams opened through a GRIP proxy, per channel template: hold instructions sent "
+        "(not next-link fetches). The proxy holds them; it does not tell when they end.",
+        labels=["template"],
+    )
+    for counters in templates:
+        opened.add_metric([counters.label], counters.grip_opened)
+    return opened
 
 
 def register(stream: EventStream, registry: CollectorRegistry = REGISTRY) -> EventStreamCollector:

@@ -3,7 +3,8 @@
 Two people log in through the page's form (an HttpOnly cookie with a short-lived JWT), each
 sees the other join and leave (presence, and its join and leave events), and a private
 message reaches only the one it is for. The same page served from another origin opens its
-stream with a one-time ticket.
+stream with a one-time ticket. The same people in Firefox ESR (a normal and a private window:
+two cookie jars), where a visitor who has not logged in is refused the stream.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from ..support.firefox import Firefox
 from ..support.servers import ROOT, Server, run_server
 from .test_auth_browser import PageHandler, PageServer
 from .test_browser import browser  # noqa: F401  (the fixture)
+from .test_firefox import firefox  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.server
 
@@ -113,3 +116,145 @@ def test_the_page_on_another_origin_streams_with_a_one_time_ticket(
         elsewhere.wait_for_function("window.lines.includes('bob left')", timeout=WAIT)
     finally:
         ann.context.close()
+
+
+def firefox_log_in(page: Firefox, app: Server, name: str) -> None:
+    """In Firefox's current window, ``name`` logs in with the page's form; the stream opens."""
+    page.navigate(f"{app.base_url}/")
+    page.wait_for("document.getElementById('login').style.display === 'block'")
+    page.type("input[name=name]", name)
+    page.click("#login button")  # the form's POST, its redirect and the page's load are waited for
+    page.wait_for("window.opened === 1")
+    assert page.execute("return document.cookie;") == ""  # HttpOnly: no script reads the token
+
+
+def firefox_online(page: Firefox, *names: str) -> None:
+    expected = json.dumps(json.dumps(list(names), separators=(",", ":")))
+    page.wait_for(f"JSON.stringify(window.online) === {expected}")
+
+
+def firefox_send(page: Firefox, text: str, to: str = "") -> None:
+    page.execute("document.getElementById('to').value = arguments[0];", to)
+    page.type("#text", text)
+    page.click("#say button")
+
+
+def firefox_fetch(page: Firefox, path: str, method: str = "GET") -> int:
+    """The status of the page's ``fetch`` of ``path``, its cookies included."""
+    status: int = page.command(
+        "WebDriver:ExecuteAsyncScript",
+        {
+            "script": "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0], {method: arguments[1], credentials: 'include'})"
+            ".then((answer) => done(answer.status));",
+            "args": [path, method],
+        },
+    )["value"]
+    return status
+
+
+def test_firefox_a_logged_in_user_streams_with_the_cookie_and_a_visitor_is_refused(
+    firefox: Firefox,  # noqa: F811
+    chat: tuple[Server, PageServer],
+) -> None:
+    app, _pages = chat
+    main = firefox.command("WebDriver:GetWindowHandle")["value"]
+    private = firefox.new_window(private=True)  # bob's cookies: apart from ann's
+    try:
+        # Not logged in: the page asks for a name, and the stream itself is refused.
+        firefox.navigate(f"{app.base_url}/")
+        firefox.wait_for("document.getElementById('login').style.display === 'block'")
+        firefox.execute(
+            "window.refused = null;"
+            "const source = new EventSource('/events/ann', {withCredentials: true});"
+            "source.onopen = () => { window.refused = false; };"
+            "source.onerror = () => { if (source.readyState === EventSource.CLOSED) window.refused = true; };"
+        )
+        firefox.wait_for("window.refused !== null")
+        assert firefox.execute("return window.refused;") is True
+        assert firefox_fetch(firefox, "/events/ann") == 401
+
+        firefox.switch_to(main)
+        firefox_log_in(firefox, app, "ann")
+        firefox_online(firefox, "ann")
+        firefox.switch_to(private)
+        firefox_log_in(firefox, app, "bob")
+        assert firefox.execute("return document.getElementById('me').textContent;") == "bob"
+        firefox_online(firefox, "ann", "bob")
+        firefox.switch_to(main)
+        assert firefox.execute("return document.getElementById('me').textContent;") == "ann"
+        firefox.wait_for("window.lines.includes('bob joined')")
+        firefox_online(firefox, "ann", "bob")
+
+        firefox.switch_to(private)
+        firefox_send(firefox, "for ann only", to="ann")
+        firefox.wait_for("window.lines.includes('you to ann: for ann only')")  # the POST was answered
+        firefox_send(firefox, "hello all")
+        firefox.wait_for("window.lines.includes('bob: hello all')")  # through bob's own stream
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob: hello all')")
+        lines = firefox.execute("return window.lines;")
+        assert "bob (to you): for ann only" in lines
+        assert lines.index("bob (to you): for ann only") < lines.index("bob: hello all")
+        firefox_send(firefox, "for bob only", to="bob")
+        firefox.switch_to(private)
+        firefox.wait_for("window.lines.includes('ann (to you): for bob only')")
+        assert "bob (to you): for ann only" not in firefox.execute("return window.lines;")
+
+        # bob logs out (the cookie is cleared) and opens the page again: no stream, a form to log in.
+        assert firefox_fetch(firefox, "/logout", "POST") == 200  # its redirect to the page, followed
+        firefox.navigate(f"{app.base_url}/")
+        firefox.wait_for("document.getElementById('login').style.display === 'block'")
+        assert firefox.execute("return window.opened;") == 0
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob left')")
+        firefox_online(firefox, "ann")
+    finally:
+        firefox.switch_to(private)
+        firefox.close_window()
+        firefox.switch_to(main)
+        firefox.navigate(f"{app.base_url}/")
+        firefox.command("WebDriver:DeleteAllCookies")  # the app's (127.0.0.1's)
+        firefox.navigate("about:blank")  # ann's stream ends with her page
+
+
+def test_firefox_the_page_on_another_origin_streams_with_a_one_time_ticket(
+    firefox: Firefox,  # noqa: F811
+    chat: tuple[Server, PageServer],
+) -> None:
+    app, pages = chat
+    elsewhere = f"http://127.0.0.1:{pages.server_address[1]}/"
+    main = firefox.command("WebDriver:GetWindowHandle")["value"]
+    private = firefox.new_window(private=True)
+    try:
+        # Not logged in: the page on the other origin links to the app's, and gets no ticket.
+        firefox.navigate(elsewhere)
+        firefox.wait_for("document.getElementById('elsewhere').style.display === 'block'")
+        assert firefox_fetch(firefox, f"{app.base_url}/ticket", "POST") == 401
+        assert firefox.execute("return window.opened;") == 0
+
+        firefox.switch_to(main)
+        firefox_log_in(firefox, app, "ann")  # the cookie is set for the app's origin
+        firefox.navigate(elsewhere)
+        firefox.wait_for("window.opened === 1")
+        assert "?ticket=" in firefox.execute("return window.source.url;")
+        firefox.switch_to(private)
+        firefox_log_in(firefox, app, "bob")
+        firefox_send(firefox, "across origins", to="ann")
+        firefox.wait_for("window.lines.includes('you to ann: across origins')")
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob (to you): across origins')")
+        firefox_online(firefox, "ann", "bob")
+        firefox.switch_to(private)
+        firefox.close_window()  # bob goes away: his stream ends
+        firefox.switch_to(main)
+        firefox.wait_for("window.lines.includes('bob left')")
+        firefox_online(firefox, "ann")
+    finally:
+        if private in firefox.command("WebDriver:GetWindowHandles"):
+            firefox.switch_to(private)
+            firefox.close_window()
+        firefox.switch_to(main)
+        firefox.navigate(f"{app.base_url}/")
+        firefox.command("WebDriver:DeleteAllCookies")  # the app's (127.0.0.1's)
+        firefox.navigate("about:blank")

@@ -72,7 +72,8 @@ class MarionetteError(Exception):
 
 
 class Firefox:
-    """One Marionette session: navigate, run scripts, wait for conditions, take screenshots."""
+    """One Marionette session: navigate, click and type, run scripts, wait for conditions, open
+    windows (a private one has cookies of its own), take screenshots."""
 
     def __init__(self, sock: socket.socket, version: str) -> None:
         self._sock = sock
@@ -106,6 +107,37 @@ class Firefox:
 
     def execute(self, script: str, *args: object) -> Any:
         return self.command("WebDriver:ExecuteScript", {"script": script, "args": list(args)})["value"]
+
+    def element(self, selector: str) -> str:
+        """The id of the first element matching the CSS ``selector``.
+
+        Raises:
+            MarionetteError: no such element.
+        """
+        found = self.command("WebDriver:FindElement", {"using": "css selector", "value": selector})["value"]
+        return str(next(iter(found.values())))  # {"element-6066-11e4-a52e-4f735466cecf": id}
+
+    def click(self, selector: str) -> None:
+        """Click the element as a user would; a navigation it starts is waited for (page load)."""
+        self.command("WebDriver:ElementClick", {"id": self.element(selector)})
+
+    def type(self, selector: str, text: str) -> None:
+        """Type ``text`` into the element, key by key."""
+        self.command("WebDriver:ElementSendKeys", {"id": self.element(selector), "text": text})
+
+    def new_window(self, *, private: bool = False) -> str:
+        """Open a window and switch to it; ``private``: a private window, with cookies of its own."""
+        handle = str(self.command("WebDriver:NewWindow", {"type": "window", "private": private})["handle"])
+        self.switch_to(handle)
+        return handle
+
+    def switch_to(self, handle: str) -> None:
+        """Send the next commands to the window ``handle`` (and focus it)."""
+        self.command("WebDriver:SwitchToWindow", {"handle": handle, "focus": True})
+
+    def close_window(self) -> None:
+        """Close the current window; switch to another with :meth:`switch_to` next."""
+        self.command("WebDriver:CloseWindow")
 
     def wait_for(self, condition: str, timeout: float = 15.0) -> None:
         """Wait in the page until the JavaScript expression ``condition`` is true.

@@ -256,3 +256,7 @@ class EventStreamStatistics:
     slowest: tuple[SubscriberLag, ...] = field(default=())
     #: A shared broker's feed counters (``None`` with the in-process broker).
     broker: BrokerStatistics | None = None
+    #: Streams opened through a GRIP proxy (its hold instructions sent for a client's request; not its
+    #: next-link requests). The proxy holds them, so they are not in ``subscribers``; it does not tell
+    #: when they end, so this counts streams opened, not streams open.
+    grip_streams_opened: int = 0

@@ -54,7 +54,9 @@ PUBLISH_BUCKETS: Final = (
 class TemplateCounters:
     """The counters of the streams of one channel template."""
 
-    __slots__ = ("caught_up", "closed", "label", "opened", "replayed", "resets", "written_bytes")
+    __slots__ = (
+        "caught_up", "closed", "grip_opened", "label", "opened", "replayed", "resets", "written_bytes",
+    )  # fmt: skip
 
     def __init__(self, label: str) -> None:
         self.label: str = label
@@ -71,6 +73,10 @@ class TemplateCounters:
         #: Times a stream that publishes had left behind caught up from history (or got
         #: ``stream-reset`` when history no longer had what it missed) and joined the live stream.
         self.caught_up: int = 0
+        #: Streams opened through a GRIP proxy: hold instructions sent for a client's request (not for
+        #: the proxy's next-link requests). The proxy holds them, so they are in none of the counts
+        #: above, and this process is not told when they end.
+        self.grip_opened: int = 0
 
     @property
     def open(self) -> int:

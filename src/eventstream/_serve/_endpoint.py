@@ -196,8 +196,11 @@ async def _open(
             stream.limiter.release(limit_key)
     if not prepared:
         return None
+    label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
     if request.grip is not None:
-        await _answer_proxy(stream, scope, request.grip, request, send, retry)
+        answered = await _answer_proxy(stream, scope, request.grip, request, send, retry)
+        if answered and not request.grip.next_link:  # metrics: a stream the proxy holds from now on
+            stream.observed.template(label).grip_opened += 1
         return None
     presence = stream.presence
     identity = grant.identity if presence is not None and grant is not None else None
@@ -222,7 +225,6 @@ async def _open(
     # From here to Connection.start (in run), no await: see Connection.start.
     broker = stream.broker
     connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
-    label = channels.label if isinstance(channels, ChannelResolver) else RUN_TEMPLATE
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
     if hub.tracing is not None:  # tracing: the stream's life is a span
         connection.span = hub.tracing.stream(connection.template.label, subscriber.channels)
@@ -289,8 +291,9 @@ async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> b
 
 async def _answer_proxy(
     stream: Serving, scope: Scope, grip: GripRequest, request: StreamRequest, send: Send, retry: int | None
-) -> None:
+) -> bool:
     # The proxy holds the client: answer with hold instructions and what it must see first.
+    # Returns whether the answer was sent (False: the proxy's connection was gone).
     grip_headers, body = hold_response(
         grip,
         request.channels,
@@ -304,9 +307,12 @@ async def _answer_proxy(
         keep_alive_interval=stream.options.keep_alive_interval,
     )
     headers = [*STREAM_HEADERS, *grip_headers, (b"content-length", str(len(body)).encode("ascii"))]
-    with contextlib.suppress(OSError):  # the client left before reading the answer
+    try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+    except OSError:  # the client left before reading the answer
+        return False
+    return True
 
 
 class EventStreamEndpoint:

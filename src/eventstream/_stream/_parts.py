@@ -82,7 +82,8 @@ def statistics(parts: Serving) -> EventStreamStatistics:
     """The body of :meth:`EventStream.statistics`."""
     stats = parts.hub.statistics()
     if parts.grip is not None:
-        stats = dataclasses.replace(stats, grip=parts.grip.statistics())
+        opened = sum(counters.grip_opened for counters in list(parts.observed.templates.values()))
+        stats = dataclasses.replace(stats, grip=parts.grip.statistics(), grip_streams_opened=opened)
     broker = parts.broker.statistics()
     if broker is not None:
         stats = dataclasses.replace(stats, broker=broker)
