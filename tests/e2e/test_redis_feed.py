@@ -1,4 +1,4 @@
-"""The feed inbox: glide's pub/sub callback hands messages to the feed reader.
+"""The feed inbox: the feed's connection hands messages to the feed reader.
 
 Unit tests of the inbox on asyncio and trio, and against a real redis-server:
 a broker that stops while its feed is busy stops cleanly (no event-loop
@@ -9,11 +9,6 @@ from the feed wakes each subscriber once.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import threading
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -32,12 +27,13 @@ pytestmark = pytest.mark.anyio
 
 async def test_messages_are_taken_in_order_up_to_the_limit() -> None:
     inbox = FeedInbox()
-    for number in range(5):
-        inbox.push(number, None)
+    messages = [(b"ch", b"%d" % number) for number in range(5)]
+    for message in messages:
+        inbox.push(message)
     await inbox.wait()
-    assert inbox.take(3) == [0, 1, 2]
+    assert inbox.take(3) == messages[:3]
     assert len(inbox) == 2
-    assert inbox.take(10) == [3, 4]
+    assert inbox.take(10) == messages[3:]
     assert inbox.take(10) == []
 
 
@@ -53,10 +49,10 @@ async def test_a_waiting_reader_wakes_on_the_next_message() -> None:
         tg.start_soon(reader)
         await anyio.wait_all_tasks_blocked()
         assert not woke.is_set()
-        inbox.push("m", None)
+        inbox.push((b"ch", b"m"))
         with anyio.fail_after(5):
             await woke.wait()
-    assert inbox.take(1) == ["m"]
+    assert inbox.take(1) == [(b"ch", b"m")]
     # The event was used up: the next wait blocks until the next message.
     with anyio.move_on_after(0.05) as scope:
         await inbox.wait()
@@ -68,25 +64,10 @@ async def test_a_cancelled_wait_leaves_every_message_for_the_next() -> None:
     with anyio.CancelScope() as scope:
         scope.cancel()
         await inbox.wait()
-    inbox.push("kept", None)
+    inbox.push((b"ch", b"kept"))
     with anyio.fail_after(5):
         await inbox.wait()
-    assert inbox.take(5) == ["kept"]
-
-
-async def test_a_message_pushed_from_another_thread_is_handed_over() -> None:
-    inbox = FeedInbox()
-    threads: list[int] = []
-
-    def push_elsewhere() -> None:
-        threads.append(threading.get_ident())
-        inbox.push("from a thread", None)
-
-    await anyio.to_thread.run_sync(push_elsewhere)
-    assert threads[0] != threading.get_ident()
-    with anyio.fail_after(5):
-        await inbox.wait()
-    assert inbox.take(5) == ["from a thread"]
+    assert inbox.take(5) == [(b"ch", b"kept")]
 
 
 async def test_a_broker_stopping_while_its_feed_is_busy_stops_cleanly(
@@ -158,21 +139,3 @@ async def test_a_feed_batch_wakes_each_subscriber_once(engine: RedisEngine, pref
                 await follower.receive(entries)
         assert received == [list(range(1, 101))] * len(subscribers)
         assert wakes == [1] * len(subscribers)
-
-
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_feed_messages_read_in_another_loops_thread_are_handed_over(
-    engine: RedisEngine, prefix: str, backend: str
-) -> None:
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(root / "src"), str(root)))}
-    result = subprocess.run(
-        [sys.executable, str(root / "tests" / "support" / "feed_handover.py"), engine.url, prefix, backend],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        cwd=root,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("handed over")

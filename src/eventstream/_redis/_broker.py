@@ -259,7 +259,7 @@ class RedisBroker(Broker):
         self._publish_script = glide.Script(PUBLISH)
         keeper = self._options.keeper()
         async with contextlib.AsyncExitStack() as stack:
-            client = await self._options.connect(feed=None)
+            client = await self._options.connect()
             stack.push_async_callback(client.close)
             await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
             self._epoch = await engine_epoch(client, keys=self._options.keys, engine=self.description)
@@ -281,8 +281,9 @@ class RedisBroker(Broker):
                     linger=self.feed_linger,
                 )
                 inbox = FeedInbox()
-                feed = await self._options.connect(feed=inbox)
-                stack.push_async_callback(feed.close)
+                feed = self._options.feed(inbox)
+                await feed.connect(within=self.publish_timeout)
+                stack.push_async_callback(feed.aclose)
                 interest.bind(feed)
                 stack.callback(interest.bind, None)
                 self._reader, self._inbox = reader, inbox
@@ -290,6 +291,7 @@ class RedisBroker(Broker):
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
                 self._follower = follower
+                tg.start_soon(feed.run)
                 tg.start_soon(reader.read_feed, inbox, follower)
                 tg.start_soon(reader.check_periodically, follower)
                 tg.start_soon(keeper.run, client, self._hub, self._presence_table)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -50,20 +49,14 @@ def glide_configuration(
     base: GlideClientConfiguration | None,
     *,
     request_timeout: float,
-    on_message: Callable[[Any, Any], None] | None = None,
 ) -> GlideClientConfiguration:
-    """A client configuration from a parsed URL or from the user's own (one of them).
+    """A command client's configuration from a parsed URL or from the user's own (one of them).
 
-    ``on_message``: the feed client's, which gets each pub/sub message of the
-    channels it subscribes to later; None for the command client.
     ``request_timeout`` (seconds) applies unless ``base`` sets its own.
     """
     glide = glide_module()
     config_class = glide.GlideClientConfiguration
     timeout_ms = max(1, round(request_timeout * 1000))
-    subscriptions = None
-    if on_message is not None:
-        subscriptions = config_class.PubSubSubscriptions({}, on_message, None)
     if base is not None:
         config: GlideClientConfiguration = config_class(
             addresses=base.addresses,
@@ -74,7 +67,6 @@ def glide_configuration(
             database_id=base.database_id,
             client_name=base.client_name,
             advanced_config=base.advanced_config,
-            pubsub_subscriptions=subscriptions,
         )
         return config
     assert address is not None
@@ -88,7 +80,6 @@ def glide_configuration(
         request_timeout=timeout_ms,
         database_id=address.database or None,
         reconnect_strategy=glide.BackoffStrategy(num_of_retries=6, factor=50, exponent_base=2),
-        pubsub_subscriptions=subscriptions,
     )
     return result
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._base import check_count, check_seconds
 from ._connect import connect, glide_configuration
+from ._feedconn import FeedConnection, FeedEndpoint
 from ._history import SharedHistory
 from ._interest import FeedInterest
 from ._presence import PresenceKeeper
@@ -139,10 +141,8 @@ class RedisOptions:
         )
 
     def interest(self) -> FeedInterest:
-        """The feed's subscriptions, with this request timeout."""
-        return FeedInterest(
-            feed_prefix=self.feed_prefix, engine=self.description, request_timeout=self.request_seconds
-        )
+        """The feed's subscriptions."""
+        return FeedInterest(feed_prefix=self.feed_prefix, engine=self.description)
 
     def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
         """The reader of the engine's feed and history through ``client``, at this check interval.
@@ -158,16 +158,57 @@ class RedisOptions:
             publishing=publishing,
         )
 
-    async def connect(self, *, feed: FeedInbox | None) -> GlideClient:
-        """A client of the engine: for commands, or (with ``feed``) for the feed, whose messages go there.
+    async def connect(self) -> GlideClient:
+        """A client of the engine for commands (valkey-glide).
 
         Raises:
             BrokerError: the engine cannot be reached within ``publish_timeout``.
         """
-        config = glide_configuration(
-            self.address,
-            self.configuration,
-            request_timeout=self.request_timeout,
-            on_message=feed.push if feed is not None else None,
-        )
+        config = glide_configuration(self.address, self.configuration, request_timeout=self.request_timeout)
         return await connect(config, engine=self.description, within=self.publish_timeout)
+
+    def feed(self, inbox: FeedInbox) -> FeedConnection:
+        """The feed's own connection (not connected yet), whose messages go to ``inbox``."""
+        return FeedConnection(
+            self.feed_endpoint(), inbox, engine=self.description, request_timeout=self.request_seconds
+        )
+
+    def feed_endpoint(self) -> FeedEndpoint:
+        """Where the feed connects and how it logs in: from the URL, or from the glide configuration."""
+        address = self.address
+        if address is not None:
+            return FeedEndpoint(
+                host=address.host,
+                port=address.port,
+                tls=address.tls,
+                username=address.username,
+                password=address.password,
+            )
+        configuration = self.configuration
+        assert configuration is not None
+        first = configuration.addresses[0]
+        credentials = configuration.credentials
+        advanced = configuration.advanced_config
+        tls = advanced.tls_config if advanced is not None else None
+        return FeedEndpoint(
+            host=first.host,
+            port=first.port,
+            tls=bool(configuration.use_tls),
+            ca_pem=tls.root_pem_cacerts if tls is not None else None,
+            client_pem=_pem(tls, "client_cert_pem", "client_cert_path"),
+            client_key_pem=_pem(tls, "client_key_pem", "client_key_path"),
+            insecure=bool(tls is not None and tls.use_insecure_tls),
+            username=credentials.username if credentials is not None else None,
+            password=credentials.password if credentials is not None else None,
+        )
+
+
+def _pem(tls: object, data: str, path: str) -> bytes | None:
+    # A PEM given to glide's TLS settings as bytes, or as the path of a file.
+    if tls is None:
+        return None
+    value = getattr(tls, data, None)
+    if value is not None:
+        return bytes(value)
+    location = getattr(tls, path, None)
+    return Path(location).read_bytes() if location is not None else None

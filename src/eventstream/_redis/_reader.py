@@ -89,13 +89,12 @@ class EngineReader:
             self.messages += len(messages)
             burst = len(messages) > 1
             batch: list[tuple[str, EngineEntry]] = []
-            for message in messages:
-                channel_name = bytes(message.channel)
+            for channel_name, data in messages:
                 if not channel_name.startswith(prefix):
                     continue
                 try:
                     channel = channel_name[len(prefix) :].decode("utf-8")
-                    batch.append((channel, decode_entry(bytes(message.message))))
+                    batch.append((channel, decode_entry(data)))
                 except ValueError as exc:
                     logger.warning(
                         "ignoring a message on %r that is not an eventstream entry: %s", channel_name, exc
