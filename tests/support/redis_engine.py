@@ -121,10 +121,15 @@ class RedisEngine:
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
+    def ca_file(self) -> Path:
+        """The file of the private CA that signed a TLS engine's certificate (PEM)."""
+        assert self.tls
+        return self.directory / "ca.pem"
+
+    @property
     def ca_pem(self) -> bytes:
         """The PEM of the private CA that signed a TLS engine's certificate."""
-        assert self.tls
-        return (self.directory / "ca.pem").read_bytes()
+        return self.ca_file.read_bytes()
 
     def _listen(self) -> list[str]:
         if not self.tls:
@@ -133,13 +138,13 @@ class RedisEngine:
             "--port", "0", "--tls-port", str(self.port),
             "--tls-cert-file", str(self.directory / "server.pem"),
             "--tls-key-file", str(self.directory / "server.key"),
-            "--tls-ca-cert-file", str(self.directory / "ca.pem"),
+            "--tls-ca-cert-file", str(self.ca_file),
             "--tls-auth-clients", "no",
         ]  # fmt: skip
 
     def _cli(self) -> list[str]:
         """redis-cli and its options to reach this engine (trusting its CA if TLS)."""
-        tls = ["--tls", "--cacert", str(self.directory / "ca.pem")] if self.tls else []
+        tls = ["--tls", "--cacert", str(self.ca_file)] if self.tls else []
         return ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *tls]
 
     def log(self) -> str:
