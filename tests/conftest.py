@@ -46,6 +46,14 @@ def engine() -> Iterator[RedisEngine]:
         yield engine
 
 
+@pytest.fixture(scope="module")
+def tls_engine() -> Iterator[RedisEngine]:
+    """A private redis-server for the test module that speaks TLS only (``rediss://``), its certificate
+    signed by a private CA made for it (``tls_engine.ca_pem``); clients need no certificate."""
+    with run_redis(tls=True) as engine:
+        yield engine
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix of its own per test, so tests sharing the engine share no channel."""

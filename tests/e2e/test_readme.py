@@ -21,7 +21,7 @@ from eventstream.testing import open_stream
 
 from ..support.documents import DOCUMENTS, blocks, name
 from ..support.helpers import wait_until
-from ..support.redis_engine import run_redis
+from ..support.redis_engine import RedisEngine, run_redis
 from ..support.servers import run_server
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +43,9 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-async def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+async def test_python_blocks_run(
+    page: str, monkeypatch: pytest.MonkeyPatch, redis_url: str, tls_engine: RedisEngine
+) -> None:
     monkeypatch.setenv("GRIP_URL", "http://127.0.0.1:5561/?verify-iss=pushpin&verify-key=changeme")
     # A real module, as the code would be in an app (frameworks such as Litestar look up
     # a handler's module in sys.modules to resolve its annotations).
@@ -51,6 +53,10 @@ async def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch, red
     monkeypatch.setitem(sys.modules, "readme", module)
     namespace = module.__dict__
     monkeypatch.setenv("REDIS_URL", redis_url)
+    # The TLS example's engine: its certificate signed by a private CA.
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REDIS_PORT", str(tls_engine.port))
+    monkeypatch.setenv("REDIS_CA_FILE", str(tls_engine.ca_file))
     for number, block in enumerate(PAGES[page], 1):
         code = compile(block, f"{page} python block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         result = eval(code, namespace)  # the project's own documentation
