@@ -25,8 +25,8 @@ from ..support.relay import Relay, relay
 
 pytestmark = pytest.mark.anyio
 
-#: The relay's connection that carries a broker's commands (it connects first; the feed second).
-COMMANDS = 0
+#: The relay's connection that carries a broker's commands (the feed connects first, commands second).
+COMMANDS = 1
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ async def test_live_delivery_goes_on_while_new_channels_wait_for_the_engine(
 
     with anyio.fail_after(60):
         async with stream, other, open_stream(stream("live")) as live:
-            assert via_relay.connections == 2  # commands, then the feed
+            assert via_relay.connections == 2  # the feed, then commands
             await stream.wait_subscribers(1, "live")
             via_relay.hold(COMMANDS)
             async with anyio.create_task_group() as tg:

@@ -129,7 +129,7 @@ async def test_a_wrong_password_is_refused_at_once() -> None:
             engine="test",
             request_timeout=2.0,
         )
-        with anyio.fail_after(5), pytest.raises(BrokerError, match="the feed's login was refused: WRONGPASS"):
+        with anyio.fail_after(5), pytest.raises(BrokerError, match="the login was refused: WRONGPASS"):
             await connection.connect(within=60)  # (not tried again for a minute)
         right = FeedConnection(
             FeedEndpoint(host="127.0.0.1", port=engine.port, password="right"),

@@ -259,6 +259,13 @@ class RedisBroker(Broker):
         self._publish_script = glide.Script(PUBLISH)
         keeper = self._options.keeper()
         async with contextlib.AsyncExitStack() as stack:
+            # The feed's connection first: it is made on the event loop, within
+            # publish_timeout, and says why it failed (glide's client is made
+            # while the loop waits, and says "timed out" for an untrusted certificate).
+            inbox = FeedInbox()
+            feed = self._options.feed(inbox)
+            await feed.connect(within=self.publish_timeout)
+            stack.push_async_callback(feed.aclose)
             client = await self._options.connect()
             stack.push_async_callback(client.close)
             await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
@@ -266,7 +273,9 @@ class RedisBroker(Broker):
             self._client = client
             self._keeper = keeper
             stack.callback(self._stopped)
-            if self._hub is not None:
+            if self._hub is None:
+                await feed.aclose()  # (publishing only: no feed to read)
+            else:
                 history = self._options.history(self._epoch)
                 reader = self._options.reader(client, publishing=lambda: self._publishing)
                 stack.callback(reader.stop)
@@ -280,10 +289,6 @@ class RedisBroker(Broker):
                     interest=interest,
                     linger=self.feed_linger,
                 )
-                inbox = FeedInbox()
-                feed = self._options.feed(inbox)
-                await feed.connect(within=self.publish_timeout)
-                stack.push_async_callback(feed.aclose)
                 interest.bind(feed)
                 stack.callback(interest.bind, None)
                 self._reader, self._inbox = reader, inbox

@@ -85,8 +85,8 @@ class FeedEndpoint:
         return context
 
 
-class _LoginRefused(BrokerError):
-    """The engine refused the feed's credentials (trying again at once would not help)."""
+class _Refused(BrokerError):
+    """The engine refused the credentials, or its certificate is not trusted (trying again would not help)."""
 
 
 class _Sent:
@@ -148,14 +148,14 @@ class FeedConnection:
         Raises:
             BrokerError: the engine could not be reached in time, or refused the login.
         """
-        failure = BrokerError(self._engine, "the feed's connection timed out")
+        failure = BrokerError(self._engine, "connecting timed out")
         delay = 0.05
         with anyio.move_on_after(within):
             while True:
                 try:
                     await self._open()
                     return
-                except _LoginRefused:
+                except _Refused:
                     raise
                 except BrokerError as exc:
                     failure = exc
@@ -185,14 +185,18 @@ class FeedConnection:
                         reply = await self._read_reply(stream)
                         if reply != b"OK":
                             detail = reply.message if isinstance(reply, ErrorReply) else "an unexpected reply"
-                            raise _LoginRefused(self._engine, f"the feed's login was refused: {detail}")
+                            raise _Refused(self._engine, f"the login was refused: {detail}")
                 except BaseException:
                     await anyio.aclose_forcefully(stream)
                     raise
         except TimeoutError:
-            raise BrokerError(self._engine, "the feed's connection timed out") from None
+            raise BrokerError(self._engine, "connecting timed out") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise _Refused(
+                self._engine, f"cannot connect: its TLS certificate is not trusted ({exc})"
+            ) from exc
         except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, RespError) as exc:
-            raise BrokerError(self._engine, f"the feed cannot connect: {type(exc).__name__}: {exc}") from exc
+            raise BrokerError(self._engine, f"cannot connect: {type(exc).__name__}: {exc}") from exc
         self._stream = stream
         self.connections += 1
         self._parser = RespParser(max_bulk=_MAX_MESSAGE)

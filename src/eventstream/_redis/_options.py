@@ -88,7 +88,7 @@ class RedisOptions:
             return self.address.display
         assert self.configuration is not None
         hosts = ", ".join(f"{a.host}:{a.port}" for a in self.configuration.addresses)
-        return f"redis://{hosts}"
+        return f"{'rediss' if self.configuration.use_tls else 'redis'}://{hosts}"
 
     @property
     def keys(self) -> str:
