@@ -225,3 +225,28 @@ async def test_a_server_that_sends_what_is_not_the_feed_is_left_and_connected_ag
                 assert b"x" in feed.wanted  # (made again on each connection until given up)
                 assert len(inbox) == 0
     assert "the feed's connection to the engine test was lost" in caplog.text
+
+
+async def test_an_engine_silent_after_a_ping_is_left_and_connected_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accepted = 0
+
+    async def silent(client: anyio.abc.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        async with client:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await client.receive()  # (the PING too: never answered)
+
+    with anyio.fail_after(20):
+        async with hostile_server(silent) as port:
+            endpoint = FeedEndpoint(host="127.0.0.1", port=port)
+            async with running(endpoint, FeedInbox(), idle_seconds=0.05, request_timeout=0.2) as feed:
+
+                async def connected_again() -> bool:
+                    return feed.connections >= 2 and accepted >= 2
+
+                await wait_until(connected_again)
+    assert "did not answer the feed's PING within 0.2 s" in caplog.text

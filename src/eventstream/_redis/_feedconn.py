@@ -11,8 +11,8 @@ loop's own thread.
 capped, jittered backoff, logs in, subscribes to every channel wanted, and
 reads: each ``message`` goes to the inbox, each confirmation marks its
 channel subscribed (on this connection). A connection idle for
-``idle_seconds`` is sent a ``PING``; one that stays silent as long again is
-dropped and made anew. Messages published while it was down are missing: the
+``idle_seconds`` is sent a ``PING``; one that stays silent for a request
+timeout more is dropped and made anew. Messages published while it was down are missing: the
 follower sees the gap in the sequence numbers (or the periodic check does) and
 reads them from history.
 """
@@ -44,6 +44,15 @@ logger = logging.getLogger("eventstream")
 _PER_COMMAND = 1024
 #: The longest feed message accepted (the engine's own pub/sub output limit is smaller by default).
 _MAX_MESSAGE = 64 * 1024 * 1024
+#: What a lost connection raises (reading, sending, or the engine's bytes not RESP).
+_LOST = (
+    BrokerError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    RespError,
+)
 #: The pushes that confirm a command: one per channel (un)subscribed, one per PING.
 _CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"pong")
 
@@ -137,6 +146,10 @@ class FeedConnection:
         #: Channels the engine refused (an error reply to their SUBSCRIBE), with its message.
         self._refused: dict[bytes, str] = {}
         self._changed = anyio.Event()
+        #: Whether confirmations or refusals came in the replies being read (waiters are woken once).
+        self._changes = False
+        #: Whether bytes came since the idle watcher last looked.
+        self._heard = False
         #: Connections made so far (the first included).
         self.connections = 0
 
@@ -232,8 +245,8 @@ class FeedConnection:
                     await self._open()
                     logger.warning("broker: the feed is connected again to the engine %s", self._engine)
                 delay = 0.05
-                await self._read(self._stream)
-            except (BrokerError, OSError, anyio.BrokenResourceError, anyio.EndOfStream, RespError) as exc:
+                await self._read_watched(self._stream)
+            except _LOST as exc:
                 if self._stream is not None:
                     logger.warning(
                         "broker: the feed's connection to the engine %s was lost (%s: %s); connecting again",
@@ -249,25 +262,55 @@ class FeedConnection:
         self.confirmed.clear()
         self._wake()
 
-    async def _read(self, stream: anyio.abc.ByteStream | None) -> None:
+    async def _read_watched(self, stream: anyio.abc.ByteStream | None) -> None:
+        # Read, while a watcher pings the engine when the connection is idle.
         assert stream is not None
-        parser = self._parser
-        pinged = False
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, stream)
+            try:
+                await self._read(stream)
+            except _LOST as exc:
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _watch(self, stream: anyio.abc.ByteStream) -> None:
+        # After an idle period without a byte from the engine: a PING; still
+        # silent a request timeout later: the connection is closed (the reading
+        # fails, and connects again).
         while True:
-            with anyio.move_on_after(self._idle) as idle:
-                data = await stream.receive()
-            if idle.cancelled_caught:
-                if pinged:
-                    raise BrokerError(self._engine, f"no answer to PING within {self._idle:g} s")
-                pinged = True
-                async with self._send_lock:
-                    self._sent.append(_Sent(1, [], subscribe=False))
-                    await stream.send(command("PING"))
+            self._heard = False
+            await anyio.sleep(self._idle)
+            if self._heard:
                 continue
-            pinged = False
+            async with self._send_lock:
+                self._sent.append(_Sent(1, [], subscribe=False))
+                with contextlib.suppress(*_LOST):
+                    await stream.send(command("PING"))
+            await anyio.sleep(self._timeout)
+            if not self._heard:
+                logger.warning(
+                    "broker: the engine %s did not answer the feed's PING within %g s",
+                    self._engine,
+                    self._timeout,
+                )
+                await anyio.aclose_forcefully(stream)
+                return
+
+    async def _read(self, stream: anyio.abc.ByteStream) -> None:
+        parser = self._parser
+        while True:
+            data = await stream.receive()
+            self._heard = True
             parser.feed(data)
             while (reply := parser.next_reply()) is not NEED_DATA:
                 self._take(reply)
+            if self._changes:
+                self._changes = False
+                self._wake()
 
     def _take(self, reply: object) -> None:
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
@@ -287,7 +330,7 @@ class FeedConnection:
                     "broker: the engine %s refused to subscribe the feed to %d channels: %s",
                     self._engine, len(sent.channels), reply.message,
                 )  # fmt: skip
-                self._wake()
+                self._changes = True
             return
         if reply == b"PONG":  # (a PING while no channel is subscribed)
             reply = [b"pong", b""]
@@ -305,7 +348,7 @@ class FeedConnection:
             channel = reply[1]
             if reply[0] == b"subscribe" and isinstance(channel, bytes):
                 self.confirmed.add(channel)
-                self._wake()
+                self._changes = True
             elif reply[0] == b"unsubscribe" and isinstance(channel, bytes):
                 self.confirmed.discard(channel)
             return
@@ -325,7 +368,7 @@ class FeedConnection:
         async with self._send_lock:
             self._sent.append(_Sent(len(channels), channels, subscribe=subscribe))
             # (A connection lost: the reading loop sees it, and subscribes again.)
-            with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            with contextlib.suppress(*_LOST):
                 await stream.send(command(verb, *channels))
 
     async def subscribe(self, channels: Collection[bytes]) -> None:
