@@ -14,7 +14,7 @@ import pytest
 from eventstream import BrokerStatistics, EventStream, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.helpers import wait_until
+from ..support.helpers import broker_of, follower_of, wait_until
 from ..support.redis_engine import RedisEngine
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +188,64 @@ async def test_a_first_subscriber_during_a_burst_gets_every_event_after_its_posi
     for events, after in zip(got, (20, 150, 300), strict=True):
         assert [e.id for e in events] == ids[after:]
         assert [e.json() for e in events] == list(range(after, total))
+
+
+async def test_a_fresh_stream_on_a_followed_channel_asks_nothing_of_the_engine(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Without Last-Event-ID, a stream starts from now: on a channel the process
+    # follows, its feed brings what is newer, and no read goes to the engine.
+    # A stream that resumes still catches up (it may come from a process ahead).
+    stream = make_stream(engine, prefix, check_interval=3600)
+    with anyio.fail_after(20):
+        async with stream, open_stream(stream("busy")) as first:
+            await stream.wait_subscribers(1, "busy")
+            await stream.publish_event("busy", {"data": 1})
+            seen = await receive_data(first, 1)
+            broker = broker_of(stream)
+            reader = broker._reader
+            assert reader is not None
+            reads: list[int] = []
+            original = reader.read_many
+
+            async def counted(requests, count):  # type: ignore[no-untyped-def]
+                reads.append(len(requests))
+                return await original(requests, count)
+
+            follower = broker._follower
+            assert follower is not None
+            follower._preparer._read_many = counted
+            async with open_stream(stream("busy")) as fresh:
+                await stream.wait_subscribers(2, "busy")
+                await stream.publish_event("busy", {"data": 2})
+                assert [e.json() for e in await receive_data(fresh, 1)] == [2]
+            assert reads == []
+            position = seen[0].id
+            assert position is not None
+            async with open_stream(stream("busy"), headers={"last-event-id": position}) as resumed:
+                assert [e.json() for e in await receive_data(resumed, 1)] == [2]
+            assert reads == [1]
+
+
+async def test_a_channel_with_subscribers_that_lost_its_feed_is_followed_again(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The moment between a stream's preparation and its subscription holds an
+    # await (presence's join): if its channel was dropped then, the periodic
+    # check follows it again. Here the drop is made by hand.
+    stream = make_stream(engine, prefix, check_interval=0.05)
+    with anyio.fail_after(20):
+        async with stream, open_stream(stream("orphan")) as response:
+            await stream.wait_subscribers(1, "orphan")
+            follower = follower_of(stream)
+            follower.loaded.discard("orphan")
+            follower.history.forget("orphan")
+            follower.interest.drop(["orphan"])
+            await follower.interest.unsubscribe(["orphan"])
+
+            async def followed_again() -> bool:
+                return "orphan" in follower.loaded and numsub(engine, prefix, "orphan")["orphan"] == 1
+
+            await wait_until(followed_again)
+            await stream.publish_event("orphan", {"data": "found"})
+            assert [e.json() for e in await receive_data(response, 1)] == ["found"]

@@ -17,15 +17,10 @@ import pytest
 from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
 from eventstream.testing import StreamResponse, open_stream
 
+from ..support.helpers import broker_of
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
-
-
-def broker_of(stream: EventStream) -> RedisBroker:
-    broker = stream._broker
-    assert isinstance(broker, RedisBroker)
-    return broker
 
 
 async def receive_until(response: StreamResponse, last: object) -> list[ServerSentEvent]:

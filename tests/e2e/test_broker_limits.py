@@ -19,6 +19,7 @@ import pytest
 from eventstream import EventStream, RedisBroker, ServerSentEvent, encode
 from eventstream._redis._wire import decode_entry
 
+from ..support.helpers import broker_of
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
@@ -29,12 +30,6 @@ OVERHEAD = 400
 
 def make_stream(engine: RedisEngine, prefix: str, **options: object) -> EventStream:
     return EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, **options))  # type: ignore[arg-type]
-
-
-def broker_of(stream: EventStream) -> RedisBroker:
-    broker = stream._broker
-    assert isinstance(broker, RedisBroker)
-    return broker
 
 
 @contextlib.asynccontextmanager

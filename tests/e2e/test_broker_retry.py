@@ -19,6 +19,7 @@ from eventstream import EventStream, RedisBroker, ServerSentEvent
 from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
+from ..support.helpers import broker_of
 from ..support.redis_engine import RedisEngine
 from ..support.reply_cutter import ReplyCutter, reply_cutter
 
@@ -40,13 +41,6 @@ def make_stream(url: str, prefix: str, **options: object) -> EventStream:
     # No periodic check: the broker's command connection carries publishes only.
     broker = RedisBroker(url, key_prefix=prefix, check_interval=3600, **options)  # type: ignore[arg-type]
     return EventStream(broker=broker)
-
-
-def broker_of(stream: EventStream) -> RedisBroker:
-    """The stream's broker: its ``publish`` returns the id (``publish_event`` does not)."""
-    broker = stream._broker
-    assert isinstance(broker, RedisBroker)
-    return broker
 
 
 async def receive_until(response: StreamResponse, last: str) -> list[ServerSentEvent]:

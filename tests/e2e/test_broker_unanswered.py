@@ -16,10 +16,9 @@ import pytest
 from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
 from eventstream._broker import LocalBroker
 from eventstream._redis._feed import FeedInbox
-from eventstream._redis._follow import EngineFollower
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.helpers import wait_until
+from ..support.helpers import broker_of, follower_of, wait_until
 from ..support.redis_engine import RedisEngine
 from ..support.relay import Relay, relay
 
@@ -47,18 +46,6 @@ def through(
         publish_timeout=publish_timeout,
     )
     return EventStream(broker=broker)
-
-
-def broker_of(stream: EventStream) -> RedisBroker:
-    broker = stream._broker
-    assert isinstance(broker, RedisBroker)
-    return broker
-
-
-def follower_of(stream: EventStream) -> EngineFollower:
-    follower = broker_of(stream)._follower
-    assert follower is not None
-    return follower
 
 
 async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:

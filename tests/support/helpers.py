@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 import httpx
 
-from eventstream import NEED_DATA, ServerSentEvent, SSEDecoder
+from eventstream import NEED_DATA, EventStream, RedisBroker, ServerSentEvent, SSEDecoder
+from eventstream._redis._follow import EngineFollower
 from eventstream.types import ASGIApp, Message
 
 
@@ -82,3 +83,17 @@ async def answers_to_lifespan_and_websocket(app: ASGIApp) -> list[str]:
         await app({"type": "lifespan"}, receive, send)
         await app({"type": "websocket"}, receive, send)
     return [message["type"] for message in sent]
+
+
+def broker_of(stream: EventStream) -> RedisBroker:
+    """The stream's Redis broker (a test looks inside it)."""
+    broker = stream._broker
+    assert isinstance(broker, RedisBroker)
+    return broker
+
+
+def follower_of(stream: EventStream) -> EngineFollower:
+    """The running Redis broker's follower of the engine (a test looks inside it)."""
+    follower = broker_of(stream)._follower
+    assert follower is not None
+    return follower

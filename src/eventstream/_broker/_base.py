@@ -143,8 +143,12 @@ class Broker:
         """
         return unkept_entry(event, self.epoch, 1)
 
-    async def prepare(self, channels: Sequence[str]) -> None:
+    async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Bring :attr:`history` up to date for ``channels`` (before a connection subscribes).
+
+        ``resuming`` is false for a connection that starts from now (no
+        ``Last-Event-ID``, no proxy): a broker may then skip catching up on
+        the channels it already follows (their feed brings what is newer).
 
         Raises:
             BrokerError: the engine could not be reached and the local view

@@ -124,7 +124,7 @@ class LocalBroker(Broker):
         self._seq += 1
         return unkept_entry(event, self._epoch, self._seq)
 
-    async def prepare(self, channels: Sequence[str]) -> None:
+    async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Nothing to do: the history is this process's own (and it does not yield)."""
 
     async def subscriber_count_all(self, channel: str | None, local: int) -> int:

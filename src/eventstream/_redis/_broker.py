@@ -396,8 +396,12 @@ class RedisBroker(Broker):
     async def _send_batch(self, batch: list[Pending]) -> None:
         await self._sender.send(self._client, self._publish_script, batch)
 
-    async def prepare(self, channels: Sequence[str]) -> None:
+    async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
+
+        For a connection that starts from now (``resuming`` false), the
+        channels this process follows are not read again: their feed brings
+        what is newer, to the connection too.
 
         Channels are read concurrently, with other connections' reads, while
         the feed goes on; it returns within ``request_timeout`` (+ 0.5 s).
@@ -412,7 +416,7 @@ class RedisBroker(Broker):
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
         # A little more than one request's time: a read sent at once gets its
         # answer (or its timeout error) first.
-        await follower.prepare(channels, within=self._options.request_seconds + 0.5)
+        await follower.prepare(channels, within=self._options.request_seconds + 0.5, resuming=resuming)
 
     # -- counts and presence across processes ----------------------------------
 

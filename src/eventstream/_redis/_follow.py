@@ -144,6 +144,17 @@ class EngineFollower:
                 await interest.unsubscribe(dropped)
         return [name for name in hub.statistics().channels if name in self.loaded]
 
+    def unfollowed(self) -> list[str]:
+        """Channels with local subscribers that are not followed, nor being prepared.
+
+        None, unless a channel was dropped in the moment between a
+        connection's preparation and its subscription (an await there): the
+        periodic check follows them again.
+        """
+        preparing = self._preparer.preparing
+        channels = self.hub.statistics().channels
+        return [name for name in channels if name not in self.loaded and name not in preparing]
+
     # -- entries from the feed ----------------------------------------------------
 
     async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
@@ -322,7 +333,9 @@ class EngineFollower:
 
     # -- before a connection subscribes ----------------------------------------
 
-    async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
+    async def prepare(
+        self, channels: Sequence[str], *, within: float = math.inf, resuming: bool = True
+    ) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
 
         See :meth:`Preparer.prepare`: the channels are read together with
@@ -332,7 +345,7 @@ class EngineFollower:
             BrokerError: the engine could not be reached (or did not answer
                 within ``within``) and a channel was never loaded.
         """
-        await self._preparer.prepare(channels, within=within)
+        await self._preparer.prepare(channels, within=within, resuming=resuming)
 
     # -- the periodic check ------------------------------------------------------
 

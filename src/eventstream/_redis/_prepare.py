@@ -143,8 +143,13 @@ class Preparer:
                 del self._loading[channel]
             loading.finish()
 
-    async def prepare(self, channels: Sequence[str], *, within: float = math.inf) -> None:
+    async def prepare(
+        self, channels: Sequence[str], *, within: float = math.inf, resuming: bool = True
+    ) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
+
+        Without ``resuming`` (a connection that starts from now), the channels
+        already followed are not read: nothing is asked of the engine for them.
 
         The channels are read together (one request), concurrently with
         other connections' reads (:data:`CONCURRENT_READS` requests at once); the
@@ -158,8 +163,12 @@ class Preparer:
                 loaded before is served from this process's copy; the periodic
                 check fills it in later).
         """
-        errors: list[BrokerError] = []
         follower = self._follower
+        if not resuming:
+            channels = [channel for channel in channels if channel not in follower.loaded]
+            if not channels:
+                return
+        errors: list[BrokerError] = []
 
         async def prepare_one(channel: str) -> None:
             try:

@@ -202,6 +202,14 @@ class EngineReader:
 
     async def _check(self, follower: EngineFollower) -> None:
         client = self._client
+        unfollowed = follower.unfollowed()
+        if unfollowed:
+            logger.warning(
+                "broker: %d channels with subscribers were not followed (dropped as they subscribed); "
+                "following them again",
+                len(unfollowed),
+            )
+            await follower.prepare(unfollowed, within=self._check_interval)
         channels = await follower.channels_to_check()
         if client is None or not channels:
             return

@@ -190,7 +190,10 @@ async def _open(
         return None
     prepared = False
     try:
-        prepared = await _prepare_broker(stream.broker, request.channels, send)
+        # A stream that starts now (no Last-Event-ID, no proxy to tell where it is)
+        # needs no catch-up on the channels the broker follows.
+        resuming = request.last_event_id is not None or request.grip is not None
+        prepared = await _prepare_broker(stream.broker, request.channels, send, resuming=resuming)
     finally:  # limits: no stream is held if the broker failed or the request was cancelled
         if not prepared and limit_key is not None and stream.limiter is not None:
             stream.limiter.release(limit_key)
@@ -275,12 +278,12 @@ def _limit(stream: Serving, scope: Scope, request: StreamRequest) -> str | None:
     return key if holds else None
 
 
-async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send) -> bool:
+async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send, *, resuming: bool) -> bool:
     # Bring the broker's history up to date for these channels before
     # subscribing (the in-process broker has nothing to do, and does not
     # yield); the connection then replays from it with no await.
     try:
-        await broker.prepare(names)
+        await broker.prepare(names, resuming=resuming)
     except (BrokerError, RuntimeError) as exc:
         reason = f"Service unavailable: the event broker cannot be reached ({exc})"
         with contextlib.suppress(OSError):
