@@ -80,6 +80,9 @@ def test_nothing_is_taken_before_a_reply_is_whole() -> None:
         (b":\r\n", "is not an integer"),
         (b":123456789012345678901\r\n", "is not an integer"),
         (b"$5\r\nabcdefg\r\n", "does not end with CRLF"),
+        (b"*3\r\n$1\r\nab\r\n$1\r\nc\r\n:1\r\n", "does not end with CRLF"),  # (a message's shape)
+        (b"*3\r\n$1\r\na\r\n$1\r\nb\r\n:x\r\n", "is not an integer"),
+        (b"*3\r\n$1\r\na\r\n$2000\r\n", "a bulk string of 2000 bytes"),
         (b"$1025\r\n", r"a bulk string of 1025 bytes \(at most 1024\)"),
         (b"$-2\r\n", "a bulk string of -2 bytes"),
         (b"*-5\r\n", "an array of -5 items"),

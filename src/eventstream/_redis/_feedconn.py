@@ -31,6 +31,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._base import BrokerError
 from ._feed import FeedInbox
@@ -311,6 +312,8 @@ class FeedConnection:
             if self._changes:
                 self._changes = False
                 self._wake()
+            # (Bytes already received return at once: let other tasks run between chunks.)
+            await anyio.lowlevel.checkpoint()
 
     def _take(self, reply: object) -> None:
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":

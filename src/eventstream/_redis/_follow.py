@@ -115,18 +115,21 @@ class EngineFollower:
         """
         hub = self.hub
         interest = self.interest
-        subscribed = hub.statistics().channels
         preparing = self._preparer.preparing
         now = anyio.current_time()
         idle_since = self._idle_since
-        idle = [
-            name
-            for name in self.loaded | interest.subscribed
-            if name not in subscribed and name not in preparing
-        ]
-        for name in set(idle_since).difference(idle):
+        # Set operations (no Python loop over every channel followed): the idle
+        # ones, those no longer idle, and those newly so, noted in time order.
+        idle = (self.loaded | interest.subscribed).difference(hub.statistics().channels, preparing)
+        for name in idle_since.keys() - idle:
             del idle_since[name]
-        due = [name for name in idle if now - idle_since.setdefault(name, now) >= self._linger]
+        for name in idle - idle_since.keys():
+            idle_since[name] = now
+        due: list[str] = []
+        for name, since in idle_since.items():  # oldest first: stop at the first not due
+            if now - since < self._linger:
+                break
+            due.append(name)
         for start in range(0, len(due), FORGET_AT_ONCE):
             if start:
                 await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)

@@ -73,14 +73,18 @@ class RespParser:
         max_bulk: The longest bulk string accepted, in bytes.
     """
 
-    __slots__ = ("_buffer", "_max_bulk")
+    __slots__ = ("_buffer", "_max_bulk", "_start")
 
     def __init__(self, *, max_bulk: int) -> None:
         self._buffer = bytearray()
+        self._start = 0  # where the next reply starts (consumed bytes are dropped in bulk)
         self._max_bulk = max_bulk
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the engine."""
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
         self._buffer += data
 
     def next_reply(self) -> Reply | _NeedData:
@@ -89,12 +93,41 @@ class RespParser:
         Raises:
             RespError: the bytes are not RESP, or a limit was passed.
         """
-        parsed = self._parse(0, 0)
+        parsed = self._pushed(self._start)
+        if parsed is None:
+            parsed = self._parse(self._start, 0)
         if parsed is None:
             return NEED_DATA
-        reply, end = parsed
-        del self._buffer[:end]
+        reply, self._start = parsed
         return reply
+
+    def _pushed(self, start: int) -> tuple[Reply, int] | None:
+        # The feed's common reply, read in one go: an array of 3 bulk strings, or
+        # of 2 and an integer (a message, a confirmation). None: any other
+        # shape, or not whole yet (then parsed in full, with every check).
+        buffer = self._buffer
+        if buffer[start : start + 5] != b"*3\r\n$":
+            return None
+        items: list[Reply] = []
+        at = start + 4
+        for index in range(3):
+            if buffer[at : at + 1] == b":" and index == 2:
+                end = buffer.find(b"\r\n", at, at + 22)
+                if end < 0 or not buffer[at + 1 : end].isdigit():
+                    return None
+                items.append(int(buffer[at + 1 : end]))
+                return items, end + 2
+            if buffer[at : at + 1] != b"$":
+                return None
+            end = buffer.find(b"\r\n", at, at + 22)
+            if end < 0 or not buffer[at + 1 : end].isdigit():
+                return None
+            length = int(buffer[at + 1 : end])
+            if length > self._max_bulk or buffer[end + 2 + length : end + 4 + length] != b"\r\n":
+                return None
+            items.append(bytes(buffer[end + 2 : end + 2 + length]))
+            at = end + 4 + length
+        return items, at
 
     def _line(self, start: int) -> tuple[bytes, int] | None:
         buffer = self._buffer
@@ -114,23 +147,18 @@ class RespParser:
         if line is None:
             return None
         text, after = line
-        if kind == 0x2B:  # +
-            return text, after
-        if kind == 0x2D:  # -
-            return ErrorReply(text.decode("utf-8", "replace")), after
-        if kind == 0x3A:  # :
-            return _integer(text), after
         if kind == 0x24:  # $
             length = _integer(text)
             if length == -1:
                 return None, after
             if not 0 <= length <= self._max_bulk:
                 raise RespError(f"a bulk string of {length} bytes (at most {self._max_bulk})")
-            if len(buffer) < after + length + 2:
+            end = after + length
+            if len(buffer) < end + 2:
                 return None
-            if buffer[after + length : after + length + 2] != b"\r\n":
+            if buffer[end : end + 2] != b"\r\n":
                 raise RespError("a bulk string does not end with CRLF")
-            return bytes(buffer[after : after + length]), after + length + 2
+            return bytes(buffer[after:end]), end + 2
         if kind == 0x2A:  # *
             count = _integer(text)
             if count == -1:
@@ -147,10 +175,18 @@ class RespParser:
                 item, after = parsed
                 items.append(item)
             return items, after
+        if kind == 0x3A:  # :
+            return _integer(text), after
+        if kind == 0x2B:  # +
+            return text, after
+        if kind == 0x2D:  # -
+            return ErrorReply(text.decode("utf-8", "replace")), after
         raise RespError(f"a reply starts with {bytes([kind])!r}, not a RESP2 type")
 
 
 def _integer(text: bytes) -> int:
+    if len(text) <= 20 and text.isdigit():  # (the common case: a length, a count)
+        return int(text)
     digits = text[1:] if text[:1] == b"-" else text
     if not digits.isdigit() or len(digits) > 19:
         raise RespError(f"{text[:32]!r} is not an integer")
