@@ -238,7 +238,7 @@ async def test_a_channel_with_subscribers_that_lost_its_feed_is_followed_again(
         async with stream, open_stream(stream("orphan")) as response:
             await stream.wait_subscribers(1, "orphan")
             follower = follower_of(stream)
-            follower.loaded.discard("orphan")
+            del follower.loaded["orphan"]
             follower.history.forget("orphan")
             follower.interest.drop(["orphan"])
             await follower.interest.unsubscribe(["orphan"])

@@ -185,7 +185,7 @@ async def test_a_server_that_never_answers_fails_the_subscribe_in_time() -> None
                     await feed.subscribe([b"x"])
                 assert anyio.current_time() - started < 2
                 await feed.unsubscribe([b"x"])
-                assert feed.wanted == set()
+                assert feed.wanted == {}
 
 
 @pytest.mark.parametrize(

@@ -140,10 +140,12 @@ class FeedConnection:
         self._parser = RespParser(max_bulk=_MAX_MESSAGE)
         self._send_lock = anyio.Lock()
         self._sent: deque[_Sent] = deque()
-        #: Channels to be subscribed (made again on each new connection).
-        self.wanted: set[bytes] = set()
+        #: Channels to be subscribed (made again on each new connection). Dicts of None,
+        #: not sets: a dict of bytes only is not tracked by the garbage collector, whose
+        #: full passes would otherwise walk every channel subscribed.
+        self.wanted: dict[bytes, None] = {}
         #: Channels the engine confirmed on the current connection.
-        self.confirmed: set[bytes] = set()
+        self.confirmed: dict[bytes, None] = {}
         #: Channels the engine refused (an error reply to their SUBSCRIBE), with its message.
         self._refused: dict[bytes, str] = {}
         self._changed = anyio.Event()
@@ -328,7 +330,7 @@ class FeedConnection:
             if sent.subscribe:
                 for channel in sent.channels:
                     self._refused[channel] = reply.message
-                    self.wanted.discard(channel)
+                    self.wanted.pop(channel, None)
                 logger.error(
                     "broker: the engine %s refused to subscribe the feed to %d channels: %s",
                     self._engine, len(sent.channels), reply.message,
@@ -350,10 +352,10 @@ class FeedConnection:
                 self._sent.popleft()
             channel = reply[1]
             if reply[0] == b"subscribe" and isinstance(channel, bytes):
-                self.confirmed.add(channel)
+                self.confirmed[channel] = None
                 self._changes = True
             elif reply[0] == b"unsubscribe" and isinstance(channel, bytes):
-                self.confirmed.discard(channel)
+                self.confirmed.pop(channel, None)
             return
         raise RespError(f"an unexpected reply on the feed: {str(reply)[:100]}")
 
@@ -385,7 +387,7 @@ class FeedConnection:
         new = [channel for channel in channels if channel not in self.wanted]
         for channel in channels:
             self._refused.pop(channel, None)
-        self.wanted.update(new)
+        self.wanted.update(dict.fromkeys(new))
         for start in range(0, len(new), _PER_COMMAND):
             await self._send_subscribe(new[start : start + _PER_COMMAND], subscribe=True)
         try:
@@ -410,9 +412,10 @@ class FeedConnection:
         Cancellation: the request may or may not have been sent.
         """
         gone = [channel for channel in channels if channel in self.wanted]
-        self.wanted.difference_update(gone)
-        # (Unconfirmed at once: a subscribe sent after this waits for its own confirmation.)
-        self.confirmed.difference_update(gone)
+        for channel in gone:
+            del self.wanted[channel]
+            # (Unconfirmed at once: a subscribe sent after this waits for its own confirmation.)
+            self.confirmed.pop(channel, None)
         for start in range(0, len(gone), _PER_COMMAND):
             await self._send_subscribe(gone[start : start + _PER_COMMAND], subscribe=False)
 

@@ -88,7 +88,9 @@ class EngineFollower:
         self._read = read
         self.engine = engine
         #: Channels whose history is followed (read once, then kept in step).
-        self.loaded: set[str] = set()
+        #: (A dict of None, not a set: a dict of strings only is not tracked by the garbage
+        #: collector, whose full passes would otherwise walk every channel followed.)
+        self.loaded: dict[str, None] = {}
         #: Held while entries are taken in (feed, reads). Uncontended, taking it does
         #: not yield: what the feed and each read for a new stream do under it runs
         #: without a pass of the event loop, so hundreds of new streams do not queue
@@ -120,7 +122,9 @@ class EngineFollower:
         idle_since = self._idle_since
         # Set operations (no Python loop over every channel followed): the idle
         # ones, those no longer idle, and those newly so, noted in time order.
-        idle = (self.loaded | interest.subscribed).difference(hub.statistics().channels, preparing)
+        idle = (self.loaded.keys() | interest.subscribed.keys()).difference(
+            hub.statistics().channels, preparing
+        )
         for name in idle_since.keys() - idle:
             del idle_since[name]
         for name in idle - idle_since.keys():
@@ -141,7 +145,7 @@ class EngineFollower:
             for name in dropped:
                 idle_since.pop(name, None)
                 if name in self.loaded:
-                    self.loaded.discard(name)
+                    del self.loaded[name]
                     self.history.forget(name)
             if interest.drop(dropped):
                 await interest.unsubscribe(dropped)
@@ -237,7 +241,7 @@ class EngineFollower:
             channel, known, newest, self.engine,
         )  # fmt: skip
         self.history.forget(channel)
-        self.loaded.discard(channel)
+        self.loaded.pop(channel, None)
         await self._preparer.reload(channel)  # read again as a new channel
         self._end_streams(channel)
 

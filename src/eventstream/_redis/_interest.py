@@ -46,8 +46,9 @@ class FeedInterest:
         self._connection: FeedConnection | None = None
         #: Serialises the requests: a channel's subscribe and unsubscribe reach the engine in order.
         self._lock = anyio.Lock(fast_acquire=True)
-        #: Channels whose feed the engine confirmed and that were not dropped since.
-        self.subscribed: set[str] = set()
+        #: Channels whose feed the engine confirmed and that were not dropped since (a dict
+        #: of None: see ``EngineFollower.loaded``).
+        self.subscribed: dict[str, None] = {}
         #: Subscribe and unsubscribe requests sent so far (each for one or many channels).
         self.requests = 0
 
@@ -89,7 +90,7 @@ class FeedInterest:
                 with anyio.CancelScope(shield=True):
                     await connection.unsubscribe(names)
                 raise
-            self.subscribed.update(new)
+            self.subscribed.update(dict.fromkeys(new))
 
     def drop(self, channels: Collection[str]) -> bool:
         """Stop counting ``channels`` as subscribed (call :meth:`unsubscribe` with them next).
@@ -100,7 +101,7 @@ class FeedInterest:
         dropped = False
         for channel in channels:
             if channel in subscribed:
-                subscribed.discard(channel)
+                del subscribed[channel]
                 dropped = True
         return dropped
 

@@ -350,7 +350,7 @@ class Preparer:
                 run = []
             run.append(as_history(channel, entry))
         follower.history.replace(channel, run, newest)
-        follower.loaded.add(channel)
+        follower.loaded[channel] = None
         del self._loading[channel]
         for entry in loading.entries or ():  # from the feed meanwhile
             if entry.epoch == follower.epoch:  # (an older one is history)
