@@ -272,3 +272,31 @@ async def test_entering_gives_up_within_publish_timeout_and_other_tasks_run_mean
     assert ticks >= 3  # the loop ran other tasks meanwhile
     assert elapsed < 2.0  # 0.3 s and what it takes to hand the error back
     assert error.reason == "connecting timed out"
+
+
+@pytest.mark.parametrize("given_as", ["pem", "path"])
+async def test_a_client_certificate_is_presented_to_an_engine_that_asks_for_one(
+    prefix: str, given_as: str
+) -> None:
+    # Mutual TLS: the engine refuses clients without a certificate its CA signed.
+    # Both connections (glide's, and the feed's own) present the one configured,
+    # given as PEM bytes or as file paths.
+    with run_redis(tls=True, options=("--tls-auth-clients", "yes")) as engine:
+        cert, key = engine.directory / "client.pem", engine.directory / "client.key"
+        if given_as == "pem":
+            mutual = TlsAdvancedConfiguration(
+                root_pem_cacerts=engine.ca_pem,
+                client_cert_pem=cert.read_bytes(),
+                client_key_pem=key.read_bytes(),
+            )
+        else:
+            mutual = TlsAdvancedConfiguration(
+                root_pem_cacerts=engine.ca_pem, client_cert_path=str(cert), client_key_path=str(key)
+            )
+        configuration = tls_configuration(engine, tls=mutual)
+        with anyio.fail_after(20):
+            await share_and_resume(make_stream(configuration, prefix), make_stream(configuration, prefix))
+        without = tls_configuration(engine)  # (trusts the CA, presents nothing)
+        broker = RedisBroker(configuration=without, key_prefix=prefix, request_timeout=0.5, publish_timeout=1)
+        error = await refused_on_entering(broker)
+        assert error.reason.startswith("cannot connect")

@@ -11,8 +11,9 @@ import anyio.to_thread
 import pytest
 
 from eventstream import BrokerError
+from eventstream._redis._endpoint import FeedEndpoint
 from eventstream._redis._feed import FeedInbox
-from eventstream._redis._feedconn import FeedConnection, FeedEndpoint
+from eventstream._redis._feedconn import FeedConnection
 
 from ..support.helpers import wait_until
 from ..support.redis_engine import RedisEngine, run_redis

@@ -48,7 +48,8 @@ def require_redis() -> None:
 
 def write_tls_files(directory: Path) -> None:
     """Write a private CA (``ca.pem``) and a server certificate it signed for ``127.0.0.1`` (IP SAN)
-    and ``localhost`` (DNS SAN) with its key (``server.pem``, ``server.key``) into ``directory``."""
+    and ``localhost`` (DNS SAN) with its key (``server.pem``, ``server.key``) into ``directory``, and a
+    client certificate it signed with its key (``client.pem``, ``client.key``)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -91,6 +92,28 @@ def write_tls_files(directory: Path) -> None:
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         .sign(ca_key, hashes.SHA256())
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "eventstream test client")]))
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "client.pem").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    (directory / "client.key").write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
@@ -145,6 +168,8 @@ class RedisEngine:
     def _cli(self) -> list[str]:
         """redis-cli and its options to reach this engine (trusting its CA if TLS)."""
         tls = ["--tls", "--cacert", str(self.ca_file)] if self.tls else []
+        if self.tls:  # (a client certificate, for an engine started with --tls-auth-clients yes)
+            tls += ["--cert", str(self.directory / "client.pem"), "--key", str(self.directory / "client.key")]
         return ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *tls]
 
     def log(self) -> str:

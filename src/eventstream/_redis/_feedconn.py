@@ -23,21 +23,19 @@ import contextlib
 import logging
 import random
 import ssl
-import tempfile
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
 from .._base import BrokerError
+from ._endpoint import FeedEndpoint
 from ._feed import FeedInbox
 from ._resp import NEED_DATA, ErrorReply, RespError, RespParser, command
 
-__all__ = ["FeedConnection", "FeedEndpoint"]
+__all__ = ["FeedConnection"]
 
 logger = logging.getLogger("eventstream")
 
@@ -56,43 +54,6 @@ _LOST = (
 )
 #: The pushes that confirm a command: one per channel (un)subscribed, one per PING.
 _CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"pong")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FeedEndpoint:
-    """Where the feed connects, and how it logs in."""
-
-    host: str
-    port: int
-    tls: bool = False
-    #: PEM certificates of the authorities to trust (else the system's).
-    ca_pem: bytes | None = field(default=None, repr=False)
-    #: A PEM client certificate and its key (mutual TLS).
-    client_pem: bytes | None = field(default=None, repr=False)
-    client_key_pem: bytes | None = field(default=None, repr=False)
-    #: TLS without checking the engine's certificate (the user's explicit choice).
-    insecure: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context of the connection (None without TLS)."""
-        if not self.tls:
-            return None
-        context = ssl.create_default_context()
-        if self.ca_pem is not None:
-            context.load_verify_locations(cadata=self.ca_pem.decode("ascii"))
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.client_pem is not None:
-            # The ssl module loads a certificate chain from files only: a private, short-lived folder.
-            with tempfile.TemporaryDirectory(prefix="eventstream-tls-") as folder:
-                cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
-                cert.write_bytes(self.client_pem)
-                key.write_bytes(self.client_key_pem or b"")
-                context.load_cert_chain(cert, key if self.client_key_pem is not None else None)
-        return context
 
 
 class _Refused(BrokerError):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._base import check_count, check_seconds
 from ._connect import connect, glide_configuration
-from ._feedconn import FeedConnection, FeedEndpoint
+from ._endpoint import feed_endpoint
+from ._feedconn import FeedConnection
 from ._history import SharedHistory
 from ._interest import FeedInterest
 from ._presence import PresenceKeeper
@@ -169,46 +169,5 @@ class RedisOptions:
 
     def feed(self, inbox: FeedInbox) -> FeedConnection:
         """The feed's own connection (not connected yet), whose messages go to ``inbox``."""
-        return FeedConnection(
-            self.feed_endpoint(), inbox, engine=self.description, request_timeout=self.request_seconds
-        )
-
-    def feed_endpoint(self) -> FeedEndpoint:
-        """Where the feed connects and how it logs in: from the URL, or from the glide configuration."""
-        address = self.address
-        if address is not None:
-            return FeedEndpoint(
-                host=address.host,
-                port=address.port,
-                tls=address.tls,
-                username=address.username,
-                password=address.password,
-            )
-        configuration = self.configuration
-        assert configuration is not None
-        first = configuration.addresses[0]
-        credentials = configuration.credentials
-        advanced = configuration.advanced_config
-        tls = advanced.tls_config if advanced is not None else None
-        return FeedEndpoint(
-            host=first.host,
-            port=first.port,
-            tls=bool(configuration.use_tls),
-            ca_pem=tls.root_pem_cacerts if tls is not None else None,
-            client_pem=_pem(tls, "client_cert_pem", "client_cert_path"),
-            client_key_pem=_pem(tls, "client_key_pem", "client_key_path"),
-            insecure=bool(tls is not None and tls.use_insecure_tls),
-            username=credentials.username if credentials is not None else None,
-            password=credentials.password if credentials is not None else None,
-        )
-
-
-def _pem(tls: object, data: str, path: str) -> bytes | None:
-    # A PEM given to glide's TLS settings as bytes, or as the path of a file.
-    if tls is None:
-        return None
-    value = getattr(tls, data, None)
-    if value is not None:
-        return bytes(value)
-    location = getattr(tls, path, None)
-    return Path(location).read_bytes() if location is not None else None
+        endpoint = feed_endpoint(self.address, self.configuration)
+        return FeedConnection(endpoint, inbox, engine=self.description, request_timeout=self.request_seconds)
