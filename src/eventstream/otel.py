@@ -42,7 +42,7 @@ from ._observe import END_REASONS, Observed, TemplateCounters
 from ._observe._broker import BrokerStatistics
 from ._observe._trace import TRACEPARENT
 from ._serve import Serving
-from ._stream import EventStream, Publisher, parts_of
+from ._stream import EventStream, Publisher, engine_up, parts_of
 
 __all__ = ["END_REASON", "TEMPLATE", "instrument", "trace"]
 
@@ -310,11 +310,9 @@ def _broker_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
     # A shared broker's engine, up or down (none for the in-process broker).
     if isinstance(parts.broker, LocalBroker):
         return []
-    observed = parts.observed
 
-    def engine_up(options: CallbackOptions) -> Iterable[Observation]:
-        up = parts.lifecycle.broker_started and observed.engine_up is not False
-        return [Observation(1 if up else 0)]
+    def up(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(1 if engine_up(parts) else 0)]
 
     def feed(read: Callable[[BrokerStatistics], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -325,7 +323,7 @@ def _broker_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
 
     return [
         meter.create_observable_gauge(
-            "eventstream.broker.engine_up", [engine_up], "1", "1 while the broker's engine answers."
+            "eventstream.broker.engine_up", [up], "1", "1 while the broker's engine answers."
         ),
         meter.create_observable_up_down_counter(
             "eventstream.broker.feed.channels",

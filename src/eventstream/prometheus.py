@@ -34,7 +34,7 @@ from ._observe import END_REASONS, Observed, PublishTiming, TemplateCounters
 from ._observe._broker import BrokerStatistics
 from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
-from ._stream import EventStream, parts_of
+from ._stream import EventStream, engine_up, parts_of
 from .types import Receive, Scope, Send
 
 __all__ = ["EventStreamCollector", "MetricsEndpoint", "register"]
@@ -69,7 +69,7 @@ class EventStreamCollector(Collector):
         yield from _hub_families(parts.hub)
         yield from _publish_families(self._timing, observed)
         if not isinstance(parts.broker, LocalBroker):
-            up = parts.lifecycle.broker_started and observed.engine_up is not False
+            up = engine_up(parts)
             yield GaugeMetricFamily(
                 "eventstream_broker_engine_up",
                 "1 when the broker runs and its latest contact with the engine "

@@ -89,7 +89,12 @@ async def test_a_process_without_subscribers_takes_in_no_feed(engine: RedisEngin
                 await idle.publish_event("news", {"data": n})  # (publishing needs no feed)
             await receive_data(response, 20)
             assert feed(idle) == BrokerStatistics(
-                feed_channels=0, feed_messages=0, feed_dropped=0, events_filled=0, feed_requests=0
+                feed_channels=0,
+                feed_messages=0,
+                feed_dropped=0,
+                events_filled=0,
+                feed_requests=0,
+                feed_connected=True,
             )
             assert feed(busy).feed_messages == 20
 

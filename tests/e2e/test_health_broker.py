@@ -8,6 +8,7 @@ the metrics follow, Prometheus's and OpenTelemetry's. On asyncio and trio.
 from __future__ import annotations
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -120,3 +121,46 @@ async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) ->
             "stream": "shutting down",
             "broker": "not running: enter the stream (async with)",
         }
+
+
+async def test_an_engine_gone_shows_in_the_metric_without_a_publish_or_a_probe(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The feed's connection is watched (pinged when idle, made again when lost): an
+    # engine that goes away sets eventstream_broker_engine_up to 0 by itself, and
+    # readiness says the feed is down; once the feed is back, the next readiness
+    # check (or publish) that succeeds sets it to 1 again.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), handle_signals=False)
+    registry = CollectorRegistry()
+    register(stream, registry)
+    reader = InMemoryMetricReader()
+    instrument(stream, MeterProvider(metric_readers=[reader]))
+
+    def up() -> float | None:
+        return registry.get_sample_value("eventstream_broker_engine_up")
+
+    async def down() -> bool:
+        return up() == 0 and engine_up(reader) == 0
+
+    async def feed_back() -> bool:
+        feed = stream.statistics().broker
+        return feed is not None and feed.feed_connected
+
+    with anyio.fail_after(30):
+        async with stream:
+            assert up() == 1
+            await anyio.to_thread.run_sync(lambda: engine.stop(kill=True))
+            try:
+                await wait_until(down)
+                feed = stream.statistics().broker
+                assert feed is not None
+                assert not feed.feed_connected
+                readiness = await stream.readiness(within=1.0)
+                assert not readiness.ready
+                assert "the feed's connection is down" in readiness.checks["broker"]
+            finally:
+                await anyio.to_thread.run_sync(engine.start)
+            await wait_until(feed_back, timeout=20)
+            assert (await stream.readiness(within=2.0)).ready
+            assert up() == 1
+            assert engine_up(reader) == 1

@@ -28,3 +28,6 @@ class BrokerStatistics:
     events_filled: int
     #: Subscribe and unsubscribe requests sent for the feed (each for one or many channels).
     feed_requests: int
+    #: Whether the feed's connection is up now (it is made again, with backoff, when
+    #: lost; an idle one is pinged, so a silent engine shows within seconds).
+    feed_connected: bool

@@ -67,6 +67,7 @@ from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
 from ._connect import check_eviction, engine_epoch, glide_module
 from ._feed import FeedInbox
+from ._feedconn import FeedConnection
 from ._follow import EngineFollower
 from ._options import RedisOptions
 from ._presence import PresenceKeeper
@@ -216,6 +217,7 @@ class RedisBroker(Broker):
         self._publish_script: Any = None
         self._reader: EngineReader | None = None
         self._inbox: FeedInbox | None = None
+        self._feed: FeedConnection | None = None
 
     # -- the interface ---------------------------------------------------------
 
@@ -291,7 +293,7 @@ class RedisBroker(Broker):
                 )
                 interest.bind(feed)
                 stack.callback(interest.bind, None)
-                self._reader, self._inbox = reader, inbox
+                self._reader, self._inbox, self._feed = reader, inbox, feed
                 stack.push_async_callback(keeper.leave, client)  # after the beats stop
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tg.cancel_scope.cancel)
@@ -304,7 +306,7 @@ class RedisBroker(Broker):
         return self
 
     def _stopped(self) -> None:
-        self._reader = self._inbox = None
+        self._reader = self._inbox = self._feed = None
         self._client = None
         self._keeper = None
         self._follower = None
@@ -375,18 +377,23 @@ class RedisBroker(Broker):
             feed_dropped=inbox.dropped,
             events_filled=follower.filled,
             feed_requests=follower.interest.requests,
+            feed_connected=self._feed is not None and self._feed.connected,
         )
 
     async def ping(self) -> None:  # health: the readiness check (eventstream._observe)
         """Send ``PING`` to the engine (a readiness check), through the command client.
 
         Raises:
-            BrokerError: the engine did not answer within ``request_timeout``, or answered an error.
+            BrokerError: the engine did not answer within ``request_timeout``, or answered an
+                error, or the feed's connection is down (being made again).
             RuntimeError: the broker is not running.
         """
         client = self._client
         if client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
+        feed = self._feed
+        if feed is not None and not feed.connected:
+            raise BrokerError(self.description, "the feed's connection is down (connecting again)")
         glide = glide_module()
         try:
             await client.custom_command(["PING"])

@@ -117,6 +117,11 @@ class FeedConnection:
         #: Connections made so far (the first included).
         self.connections = 0
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (not being made again)."""
+        return self._stream is not None
+
     # -- connecting --------------------------------------------------------------------
 
     async def connect(self, within: float) -> None:

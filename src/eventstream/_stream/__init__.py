@@ -1,5 +1,6 @@
 """The facade: :class:`EventStream`, its channel handles, the sync publisher, the singleton."""
 
+from ._parts import engine_up
 from ._publisher import Publisher
 from ._singleton import get_event_stream_singleton
 from ._stream import EventStream, EventStreamEndpoint, parts_of
@@ -12,5 +13,6 @@ __all__ = [
     "EventStreamEndpoint",
     "Publisher",
     "get_event_stream_singleton",
+    "engine_up",
     "parts_of",
 ]

@@ -90,6 +90,14 @@ def statistics(parts: Serving) -> EventStreamStatistics:
     return stats
 
 
+def engine_up(parts: Serving) -> bool:
+    """Whether a shared broker runs, its latest contact with the engine succeeded, and its feed is up."""
+    if not parts.lifecycle.broker_started or parts.observed.engine_up is False:
+        return False
+    feed = parts.broker.statistics()
+    return feed is None or feed.feed_connected
+
+
 async def count_all(parts: Serving, channel: str | None) -> int:
     """The body of :meth:`EventStream.subscriber_count_all` (see it for errors)."""
     if channel is not None:
