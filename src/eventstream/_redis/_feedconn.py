@@ -147,6 +147,7 @@ class FeedConnection:
 
     async def _open(self) -> None:
         endpoint = self._endpoint
+        self._parser = RespParser(max_bulk=_MAX_MESSAGE)  # (nothing of a connection before)
         try:
             with anyio.fail_after(self._timeout):
                 stream: anyio.abc.ByteStream
@@ -181,7 +182,6 @@ class FeedConnection:
             raise BrokerError(self._engine, f"cannot connect: {type(exc).__name__}: {exc}") from exc
         self._stream = stream
         self.connections += 1
-        self._parser = RespParser(max_bulk=_MAX_MESSAGE)
         self._sent.clear()
         self.confirmed.clear()
         wanted = sorted(self.wanted)
@@ -337,6 +337,10 @@ class FeedConnection:
             return
         verb = "SUBSCRIBE" if subscribe else "UNSUBSCRIBE"
         async with self._send_lock:
+            if subscribe:  # (one given up meanwhile is not made: its UNSUBSCRIBE may be on the wire)
+                channels = [channel for channel in channels if channel in self.wanted]
+                if not channels:
+                    return
             self._sent.append(_Sent(len(channels), channels, subscribe=subscribe))
             # (A connection lost: the reading loop sees it, and subscribes again.)
             with contextlib.suppress(*_LOST):
@@ -359,7 +363,7 @@ class FeedConnection:
         try:
             with anyio.fail_after(self._timeout):
                 while True:
-                    refused = [self._refused[channel] for channel in channels if channel in self._refused]
+                    refused = [self._refused.pop(channel) for channel in channels if channel in self._refused]
                     if refused:
                         raise BrokerError(
                             self._engine, f"the engine refused the feed's subscribe: {refused[0]}"
