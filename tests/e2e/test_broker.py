@@ -23,6 +23,7 @@ from eventstream._redis._reader import _READ_FULL, _READ_TOGETHER
 from eventstream._redis._scripts import PUBLISH
 from eventstream.testing import StreamResponse, open_stream
 
+from ..support.helpers import receive_data
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
@@ -30,15 +31,6 @@ pytestmark = pytest.mark.anyio
 
 def make_stream(engine: RedisEngine, prefix: str, **options: object) -> EventStream:
     return EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, **options))  # type: ignore[arg-type]
-
-
-async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:
-    events: list[ServerSentEvent] = []
-    while len(events) < count:
-        event = await response.receive_event()
-        if event.event not in ("stream-open", "keep-alive"):
-            events.append(event)
-    return events
 
 
 async def test_events_from_every_stream_reach_every_stream_in_one_order(

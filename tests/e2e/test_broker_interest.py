@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from eventstream import BrokerStatistics, EventStream, RedisBroker, ServerSentEvent
-from eventstream.testing import StreamResponse, open_stream
+from eventstream.testing import open_stream
 
-from ..support.helpers import broker_of, follower_of, wait_until
+from ..support.helpers import broker_of, follower_of, receive_data, wait_until
 from ..support.redis_engine import RedisEngine
 
 pytestmark = pytest.mark.anyio
@@ -46,16 +46,6 @@ def feed(stream: EventStream) -> BrokerStatistics:
     stats = stream.statistics().broker
     assert stats is not None
     return stats
-
-
-async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:
-    events: list[ServerSentEvent] = []
-    while len(events) < count:
-        event = await response.receive_event()
-        assert event.event not in ("stream-reset", "stream-error"), event
-        if event.event not in ("stream-open", "keep-alive"):
-            events.append(event)
-    return events
 
 
 async def test_a_process_takes_in_only_the_feed_of_the_channels_it_serves(

@@ -16,9 +16,9 @@ import pytest
 from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
 from eventstream._broker import LocalBroker
 from eventstream._redis._feed import FeedInbox
-from eventstream.testing import StreamResponse, open_stream
+from eventstream.testing import open_stream
 
-from ..support.helpers import broker_of, follower_of, wait_until
+from ..support.helpers import broker_of, follower_of, receive_data, wait_until
 from ..support.redis_engine import RedisEngine
 from ..support.relay import Relay, relay
 
@@ -46,16 +46,6 @@ def through(
         publish_timeout=publish_timeout,
     )
     return EventStream(broker=broker)
-
-
-async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:
-    events: list[ServerSentEvent] = []
-    while len(events) < count:
-        event = await response.receive_event()
-        assert event.event not in ("stream-reset", "stream-error")
-        if event.event not in ("stream-open", "keep-alive"):
-            events.append(event)
-    return events
 
 
 async def test_every_queued_publish_fails_within_the_timeout_of_its_own_call(

@@ -11,6 +11,7 @@ import httpx
 
 from eventstream import NEED_DATA, EventStream, RedisBroker, ServerSentEvent, SSEDecoder
 from eventstream._redis._follow import EngineFollower
+from eventstream.testing import StreamResponse
 from eventstream.types import ASGIApp, Message
 
 
@@ -97,3 +98,17 @@ def follower_of(stream: EventStream) -> EngineFollower:
     follower = broker_of(stream)._follower
     assert follower is not None
     return follower
+
+
+async def receive_data(response: StreamResponse, count: int) -> list[ServerSentEvent]:
+    """The next ``count`` events of an in-process stream, past ``stream-open`` and keep-alives.
+
+    Fails on ``stream-reset`` or ``stream-error``: a test that expects one reads it itself.
+    """
+    events: list[ServerSentEvent] = []
+    while len(events) < count:
+        event = await response.receive_event()
+        assert event.event not in ("stream-reset", "stream-error"), event
+        if event.event not in ("stream-open", "keep-alive"):
+            events.append(event)
+    return events
