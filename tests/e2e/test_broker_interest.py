@@ -85,6 +85,7 @@ async def test_a_process_without_subscribers_takes_in_no_feed(engine: RedisEngin
                 events_filled=0,
                 feed_requests=0,
                 feed_connected=True,
+                engine_answering=True,
             )
             assert feed(busy).feed_messages == 20
 

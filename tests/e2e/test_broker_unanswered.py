@@ -390,3 +390,40 @@ async def test_a_channel_whose_first_read_failed_is_not_left_subscribed(
                 assert await subscriptions() == 1
                 await stream.publish_event("late", {"data": "on time"})
                 assert [e.json() for e in await receive_data(response, 1)] == ["on time"]
+
+
+async def test_a_publish_the_engine_leaves_unanswered_counts_until_one_succeeds(
+    via_relay: Relay, prefix: str
+) -> None:
+    # The feed stays connected while the engine does not answer the commands:
+    # the broker's own account says the engine does not answer until a publish
+    # succeeds again.
+    stream = through(via_relay, prefix, request_timeout=0.3, publish_timeout=0.5)
+
+    def answering() -> bool:
+        feed = stream.statistics().broker
+        assert feed is not None
+        return feed.engine_answering
+
+    with anyio.fail_after(30):
+        async with stream:
+            await stream.publish_event("a", {"data": 1})
+            assert answering()
+            via_relay.hold(COMMANDS)
+            with pytest.raises(BrokerError):
+                await stream.publish_event("a", {"data": 2})
+            assert not answering()
+            feed = stream.statistics().broker
+            assert feed is not None
+            assert feed.feed_connected
+            via_relay.release()
+
+            async def published() -> bool:
+                try:
+                    await stream.publish_event("a", {"data": 3})
+                except BrokerError:
+                    return False
+                return True
+
+            await wait_until(published)
+            assert answering()

@@ -31,3 +31,6 @@ class BrokerStatistics:
     #: Whether the feed's connection is up now (it is made again, with backoff, when
     #: lost; an idle one is pinged, so a silent engine shows within seconds).
     feed_connected: bool
+    #: Whether the engine answers: the feed is connected, and the latest contact (a
+    #: publish, a readiness check) succeeded or the feed connected again since it failed.
+    engine_answering: bool

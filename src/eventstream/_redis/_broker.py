@@ -218,6 +218,8 @@ class RedisBroker(Broker):
         self._reader: EngineReader | None = None
         self._inbox: FeedInbox | None = None
         self._feed: FeedConnection | None = None
+        #: The feed's connection count when the latest contact with the engine failed (None: it did not).
+        self._failed_at: int | None = None
 
     # -- the interface ---------------------------------------------------------
 
@@ -362,7 +364,10 @@ class RedisBroker(Broker):
         finally:
             self._publishing -= 1
         if item.error is not None:
+            if isinstance(item.error, BrokerError):
+                self._contact(ok=False)
             raise item.error
+        self._contact(ok=True)
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
         return PublishedEvent(event_id, item.prev_id)
 
@@ -378,6 +383,7 @@ class RedisBroker(Broker):
             events_filled=follower.filled,
             feed_requests=follower.interest.requests,
             feed_connected=self._feed is not None and self._feed.connected,
+            engine_answering=self._feed is not None and self._answering(self._feed),
         )
 
     async def ping(self) -> None:  # health: the readiness check (eventstream._observe)
@@ -398,7 +404,19 @@ class RedisBroker(Broker):
         try:
             await client.custom_command(["PING"])
         except glide.GlideError as exc:
+            self._contact(ok=False)
             raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
+        self._contact(ok=True)
+
+    def _contact(self, *, ok: bool) -> None:
+        # The latest contact with the engine: a failure counts until a later success, or
+        # until the feed has connected again since.
+        feed = self._feed
+        self._failed_at = None if ok else (feed.connections if feed is not None else 0)
+
+    def _answering(self, feed: FeedConnection) -> bool:
+        failed_at = self._failed_at
+        return feed.connected and (failed_at is None or feed.connections > failed_at)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
         await self._sender.send(self._client, self._publish_script, batch)

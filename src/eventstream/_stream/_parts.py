@@ -91,11 +91,13 @@ def statistics(parts: Serving) -> EventStreamStatistics:
 
 
 def engine_up(parts: Serving) -> bool:
-    """Whether a shared broker runs, its latest contact with the engine succeeded, and its feed is up."""
-    if not parts.lifecycle.broker_started or parts.observed.engine_up is False:
+    """Whether a shared broker runs and its engine answers (its own account, else the latest contact's)."""
+    if not parts.lifecycle.broker_started:
         return False
     feed = parts.broker.statistics()
-    return feed is None or feed.feed_connected
+    if feed is None:
+        return parts.observed.engine_up is not False
+    return feed.engine_answering
 
 
 async def count_all(parts: Serving, channel: str | None) -> int:
