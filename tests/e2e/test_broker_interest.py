@@ -8,6 +8,8 @@ from the engine (``PUBSUB NUMSUB``, ``PUBSUB CHANNELS``).
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
 
@@ -86,6 +88,7 @@ async def test_a_process_without_subscribers_takes_in_no_feed(engine: RedisEngin
                 feed_requests=0,
                 feed_connected=True,
                 engine_answering=True,
+                feed_whole=False,
             )
             assert feed(busy).feed_messages == 20
 
@@ -245,3 +248,45 @@ async def test_a_channel_with_subscribers_that_lost_its_feed_is_followed_again(
             await wait_until(followed_again)
             await stream.publish_event("orphan", {"data": "found"})
             assert [e.json() for e in await receive_data(response, 1)] == ["found"]
+
+
+def numpat(engine: RedisEngine) -> int:
+    return int(engine.command("PUBSUB", "NUMPAT"))
+
+
+async def test_past_feed_channels_max_the_whole_feed_comes_through_one_pattern_and_back(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Past 4 channels followed, one pattern carries the whole feed (the exact
+    # subscriptions are given up); below 2 again, a subscription each. Events
+    # published across both changes reach every stream once, in order.
+    stream = make_stream(engine, prefix, feed_channels_max=4, feed_linger=0.0, check_interval=0.05)
+    publisher = make_stream(engine, prefix)
+    channels = [f"many-{n}" for n in range(6)]
+    with anyio.fail_after(30):
+        async with stream, publisher, contextlib.AsyncExitStack() as all_streams:
+            responses = {}
+            opened: dict[str, contextlib.AsyncExitStack] = {}
+            for channel in channels:
+                opened[channel] = await all_streams.enter_async_context(contextlib.AsyncExitStack())
+                responses[channel] = await opened[channel].enter_async_context(open_stream(stream(channel)))
+                await stream.wait_subscribers(1, channel)
+                await publisher.publish_event(channel, {"data": 0})
+            assert feed(stream).feed_whole
+            assert numpat(engine) == 1
+            assert set(numsub(engine, prefix, *channels).values()) == {0}
+            for channel in channels:
+                await publisher.publish_event(channel, {"data": 1})
+            for channel, response in responses.items():
+                assert [e.json() for e in await receive_data(response, 2)] == [0, 1], channel
+            # All but one leave: below 2 channels followed, one subscription each again.
+            for channel in reversed(channels[1:]):  # (last opened, first closed)
+                await opened.pop(channel).aclose()
+
+            async def shared_again() -> bool:
+                return not feed(stream).feed_whole and numpat(engine) == 0
+
+            await wait_until(shared_again)
+            assert numsub(engine, prefix, channels[0]) == {channels[0]: 1}
+            await publisher.publish_event(channels[0], {"data": 2})
+            assert [e.json() for e in await receive_data(responses[channels[0]], 1)] == [2]

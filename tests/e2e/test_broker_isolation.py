@@ -136,7 +136,7 @@ async def test_a_user_limited_to_its_prefix_without_config_is_served_with_a_warn
     with run_redis() as own:
         # The README's ACL: its keys, its channels, its feed's pattern (literally); no CONFIG.
         own.command(
-            "ACL", "SETUSER", "app", "on", ">pw", f"~{prefix}|*", f"&{prefix}|*",
+            "ACL", "SETUSER", "app", "on", ">pw", f"~{prefix}|*", f"&{prefix}|*", f"&{prefix}|ch:0:*",
             "+@all", "-config",
         )  # fmt: skip
         url = f"redis://app:pw@127.0.0.1:{own.port}/0"
@@ -315,3 +315,26 @@ def _remove(path: object) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+async def test_an_acl_without_the_feeds_pattern_keeps_one_subscription_per_channel(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Past feed_channels_max, the whole feed would come through the pattern; the ACL
+    # does not grant it: a warning names the grant, and each channel stays subscribed.
+    with run_redis() as own:
+        own.command(
+            "ACL", "SETUSER", "app", "on", ">pw", f"~{prefix}|*", f"&{prefix}|*", "+@all", "-config",
+        )  # fmt: skip
+        url = f"redis://app:pw@127.0.0.1:{own.port}/0"
+        stream = EventStream(broker=RedisBroker(url, key_prefix=prefix, feed_channels_max=2))
+        channels = ["a", "b", "c"]
+        with anyio.fail_after(30), caplog.at_level(logging.WARNING, logger="eventstream"):
+            async with stream, open_stream(stream(channels)) as response:
+                await stream.wait_subscribers(1, "a")
+                await stream.publish_event("c", {"data": "served"})
+                assert [e.json() for e in await receive_until(response, "served")] == ["served"]
+                feed = stream.statistics().broker
+                assert feed is not None
+                assert (feed.feed_whole, feed.feed_channels) == (False, 3)
+    assert any(f"{prefix}|ch:0:*" in r.getMessage() for r in caplog.records), caplog.text

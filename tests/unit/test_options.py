@@ -176,6 +176,7 @@ SECONDS = "must be a positive number of seconds, not "
         ((URL,), {"key_prefix": "app|"}, "key_prefix must be a str without '|'"),
         ((URL,), {"feed_linger": -1}, "feed_linger must be a number of seconds >= 0, not -1"),
         ((URL,), {"feed_linger": math.inf}, "feed_linger must be a number of seconds >= 0, not inf"),
+        ((URL,), {"feed_channels_max": 1}, "feed_channels_max must be an int >= 2 or None, not 1"),
     ],
 )
 def test_redis_broker_refuses_bad_options_when_built(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, KeysView
 from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
@@ -184,6 +184,10 @@ class Hub:
         if channel is None:
             return len(self._subscribers)
         return len(self._channels.get(channel, ()))
+
+    def channel_names(self) -> KeysView[str]:
+        """The channels somebody is subscribed to (live or left behind): a live view."""
+        return self._channels.keys()
 
     def statistics(self) -> EventStreamStatistics:
         return EventStreamStatistics(

@@ -34,3 +34,6 @@ class BrokerStatistics:
     #: Whether the engine answers: the feed is connected, and the latest contact (a
     #: publish, a readiness check) succeeded or the feed connected again since it failed.
     engine_answering: bool
+    #: Whether the whole feed comes through one pattern now (past ``feed_channels_max``
+    #: channels followed), rather than one subscription per channel.
+    feed_whole: bool

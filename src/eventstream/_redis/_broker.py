@@ -143,6 +143,14 @@ class RedisBroker(Broker):
             that reconnects within it is served from this copy, and a
             channel whose subscribers come and go costs no subscribe. A
             process takes in the feed of the channels it serves only.
+        feed_channels_max: Past this many channels followed (as a flood of
+            streams on new channels makes it), the process takes the whole
+            feed through one pattern subscription instead of one
+            subscription each, until it follows fewer than half as many
+            again; ``None``: never (an ACL user then needs only the
+            channels ``{prefix}|*``; for the whole feed it needs
+            ``{prefix}|ch:{db}:*`` too, or the process logs a warning and
+            stays on one subscription each).
 
     Raises:
         ValueError: the URL is malformed, both or neither of ``url`` and
@@ -172,6 +180,7 @@ class RedisBroker(Broker):
         heartbeat_interval: float = 5.0,
         heartbeat_expiry: float = 15.0,
         feed_linger: float = 5.0,
+        feed_channels_max: int | None = 50_000,
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
@@ -190,6 +199,7 @@ class RedisBroker(Broker):
             heartbeat_interval=heartbeat_interval,
             heartbeat_expiry=heartbeat_expiry,
             feed_linger=feed_linger,
+            feed_channels_max=feed_channels_max,
         )
         self.key_prefix = key_prefix
         self.max_events = max_events
@@ -202,6 +212,7 @@ class RedisBroker(Broker):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_expiry = heartbeat_expiry
         self.feed_linger = feed_linger
+        self.feed_channels_max = feed_channels_max
         self._keys = options.keys  #: every key starts so (the prefix and its "|")
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
@@ -384,6 +395,7 @@ class RedisBroker(Broker):
             feed_requests=follower.interest.requests,
             feed_connected=self._feed is not None and self._feed.connected,
             engine_answering=self._feed is not None and self._answering(self._feed),
+            feed_whole=follower.interest.whole,
         )
 
     async def ping(self) -> None:  # health: the readiness check (eventstream._observe)

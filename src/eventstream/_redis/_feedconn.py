@@ -52,8 +52,8 @@ _LOST = (
     anyio.EndOfStream,
     RespError,
 )
-#: The pushes that confirm a command: one per channel (un)subscribed, one per PING.
-_CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"pong")
+#: The pushes that confirm a command: one per channel or pattern (un)subscribed, one per PING.
+_CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"pong")
 
 
 class _Refused(BrokerError):
@@ -63,12 +63,13 @@ class _Refused(BrokerError):
 class _Sent:
     """A command whose replies are awaited: how many, and the channels a refusal concerns."""
 
-    __slots__ = ("channels", "left", "subscribe")
+    __slots__ = ("channels", "left", "pattern", "subscribe")
 
-    def __init__(self, left: int, channels: list[bytes], *, subscribe: bool) -> None:
+    def __init__(self, left: int, channels: list[bytes], *, subscribe: bool, pattern: bool = False) -> None:
         self.left = left
         self.channels = channels
         self.subscribe = subscribe
+        self.pattern = pattern
 
 
 class FeedConnection:
@@ -109,6 +110,11 @@ class FeedConnection:
         self.confirmed: dict[bytes, None] = {}
         #: Channels the engine refused (an error reply to their SUBSCRIBE), with its message.
         self._refused: dict[bytes, str] = {}
+        #: The pattern subscribed to as well (made again on each new connection), if any;
+        #: whether the engine confirmed it on this connection; why it refused it.
+        self.pattern: bytes | None = None
+        self.pattern_confirmed = False
+        self._pattern_refused: str | None = None
         self._changed = anyio.Event()
         #: Whether confirmations or refusals came in the replies being read (waiters are woken once).
         self._changes = False
@@ -184,6 +190,9 @@ class FeedConnection:
         self.connections += 1
         self._sent.clear()
         self.confirmed.clear()
+        self.pattern_confirmed = False
+        if self.pattern is not None:
+            await self._send_pattern(self.pattern, subscribe=True)
         wanted = sorted(self.wanted)
         for start in range(0, len(wanted), _PER_COMMAND):
             await self._send_subscribe(wanted[start : start + _PER_COMMAND], subscribe=True)
@@ -229,6 +238,7 @@ class FeedConnection:
     def _lost(self) -> None:
         self._sent.clear()
         self.confirmed.clear()
+        self.pattern_confirmed = False
         self._wake()
 
     async def _read_watched(self, stream: anyio.abc.ByteStream | None) -> None:
@@ -289,10 +299,21 @@ class FeedConnection:
             if isinstance(channel, bytes) and isinstance(data, bytes):
                 self._inbox.push((channel, data))
                 return
+        if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
+            channel, data = reply[2], reply[3]
+            if isinstance(channel, bytes) and isinstance(data, bytes):
+                self._inbox.push((channel, data))
+                return
         if isinstance(reply, ErrorReply):
             sent = self._sent.popleft() if self._sent else None
             if sent is None:
                 raise RespError(f"an error reply to no command: {reply.message}")
+            if sent.pattern:
+                if sent.subscribe:
+                    self._pattern_refused = reply.message
+                    self.pattern = None
+                    self._changes = True
+                return
             if sent.subscribe:
                 for channel in sent.channels:
                     self._refused[channel] = reply.message
@@ -305,11 +326,7 @@ class FeedConnection:
             return
         if reply == b"PONG":  # (a PING while no channel is subscribed)
             reply = [b"pong", b""]
-        if (
-            isinstance(reply, list)
-            and len(reply) >= 2
-            and reply[0] in (b"subscribe", b"unsubscribe", b"pong")
-        ):
+        if isinstance(reply, list) and len(reply) >= 2 and reply[0] in _CONFIRMATIONS:
             sent = self._sent[0] if self._sent else None
             if sent is None:
                 raise RespError(f"a {reply[0]!r} confirmation of no command")
@@ -322,6 +339,9 @@ class FeedConnection:
                 self._changes = True
             elif reply[0] == b"unsubscribe" and isinstance(channel, bytes):
                 self.confirmed.pop(channel, None)
+            elif reply[0] == b"psubscribe" and channel == self.pattern:
+                self.pattern_confirmed = True
+                self._changes = True
             return
         raise RespError(f"an unexpected reply on the feed: {str(reply)[:100]}")
 
@@ -388,6 +408,48 @@ class FeedConnection:
             self.confirmed.pop(channel, None)
         for start in range(0, len(gone), _PER_COMMAND):
             await self._send_subscribe(gone[start : start + _PER_COMMAND], subscribe=False)
+
+    async def _send_pattern(self, pattern: bytes, *, subscribe: bool) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        async with self._send_lock:
+            self._sent.append(_Sent(1, [pattern], subscribe=subscribe, pattern=True))
+            with contextlib.suppress(*_LOST):
+                await stream.send(command("PSUBSCRIBE" if subscribe else "PUNSUBSCRIBE", pattern))
+
+    async def subscribe_pattern(self, pattern: bytes) -> None:
+        """Subscribe to ``pattern`` too; return once the engine confirmed it (on this connection).
+
+        Raises:
+            BrokerError: the engine refused it (an ACL grants a pattern only as written), or
+                did not confirm it within the request timeout (it is then given up).
+        """
+        self.pattern = pattern
+        self.pattern_confirmed = False
+        self._pattern_refused = None
+        await self._send_pattern(pattern, subscribe=True)
+        try:
+            with anyio.fail_after(self._timeout):
+                while not self.pattern_confirmed:
+                    refused = self._pattern_refusal()
+                    if refused is not None:
+                        raise BrokerError(self._engine, f"the engine refused the feed's pattern: {refused}")
+                    await self._changed.wait()
+        except TimeoutError:
+            await self.unsubscribe_pattern()
+            reason = f"the feed's pattern was not confirmed within {self._timeout:g} s"
+            raise BrokerError(self._engine, reason) from None
+
+    def _pattern_refusal(self) -> str | None:
+        return self._pattern_refused
+
+    async def unsubscribe_pattern(self) -> None:
+        """Give up the pattern (not waiting for the engine's confirmation)."""
+        pattern, self.pattern = self.pattern, None
+        self.pattern_confirmed = False
+        if pattern is not None:
+            await self._send_pattern(pattern, subscribe=False)
 
     def __repr__(self) -> str:
         return f"FeedConnection({self._engine!r}, {len(self.wanted)} channels)"

@@ -55,6 +55,8 @@ logger = logging.getLogger("eventstream")
 
 #: Idle channels forgotten between two passes of the event loop by the periodic check.
 FORGET_AT_ONCE = 512
+#: Channels looked at between two passes of the event loop by the periodic check.
+_SCAN_AT_ONCE = 4096
 
 
 class EngineFollower:
@@ -120,15 +122,19 @@ class EngineFollower:
         preparing = self._preparer.preparing
         now = anyio.current_time()
         idle_since = self._idle_since
-        # Set operations (no Python loop over every channel followed): the idle
-        # ones, those no longer idle, and those newly so, noted in time order.
-        idle = (self.loaded.keys() | interest.subscribed.keys()).difference(
-            hub.statistics().channels, preparing
-        )
-        for name in idle_since.keys() - idle:
-            del idle_since[name]
-        for name in idle - idle_since.keys():
-            idle_since[name] = now
+        # Note when each followed channel was first seen idle (a channel seen with
+        # a subscriber or being prepared is not idle), by chunks with a pass of the
+        # event loop in between: a long list does not hold up the feed.
+        names = list(interest.subscribed)
+        names += [name for name in self.loaded if name not in interest.subscribed]
+        for start in range(0, len(names), _SCAN_AT_ONCE):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            for name in names[start : start + _SCAN_AT_ONCE]:
+                if hub.subscribed(name) or name in preparing:
+                    idle_since.pop(name, None)
+                elif name not in idle_since:
+                    idle_since[name] = now
         due: list[str] = []
         for name, since in idle_since.items():  # oldest first: stop at the first not due
             if now - since < self._linger:
@@ -137,19 +143,18 @@ class EngineFollower:
         for start in range(0, len(due), FORGET_AT_ONCE):
             if start:
                 await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)
-            dropped = [
-                name
-                for name in due[start : start + FORGET_AT_ONCE]
-                if name not in preparing and not hub.subscriber_count(name)
-            ]
-            for name in dropped:
+            dropped = []
+            for name in due[start : start + FORGET_AT_ONCE]:
+                if name in preparing or hub.subscribed(name):
+                    continue
+                dropped.append(name)
                 idle_since.pop(name, None)
                 if name in self.loaded:
                     del self.loaded[name]
                     self.history.forget(name)
             if interest.drop(dropped):
                 await interest.unsubscribe(dropped)
-        return [name for name in hub.statistics().channels if name in self.loaded]
+        return [name for name in hub.channel_names() if name in self.loaded]
 
     def unfollowed(self) -> list[str]:
         """Channels with local subscribers that are not followed, nor being prepared.
@@ -159,8 +164,9 @@ class EngineFollower:
         periodic check follows them again.
         """
         preparing = self._preparer.preparing
-        channels = self.hub.statistics().channels
-        return [name for name in channels if name not in self.loaded and name not in preparing]
+        return [
+            name for name in self.hub.channel_names() if name not in self.loaded and name not in preparing
+        ]
 
     # -- entries from the feed ----------------------------------------------------
 
@@ -288,7 +294,7 @@ class EngineFollower:
         self.history.clear(epoch)
         self.loaded.clear()
         self.generation += 1  # reads in flight are read again
-        for channel in list(self.hub.statistics().channels):
+        for channel in list(self.hub.channel_names()):
             self._end_streams(channel)
 
     def _end_streams(self, channel: str) -> None:

@@ -7,6 +7,14 @@ had no local subscriber for ``linger`` seconds (so a channel whose only
 client reconnects, or flaps, costs no subscribe and no read). A process with
 no subscribers takes in no feed messages.
 
+A process that follows very many channels (past ``feed_channels_max``, as a
+flood of streams on new channels makes it) takes the whole feed through one
+pattern subscription instead, as a subscription each would cost it more than
+reading other channels' traffic; once it follows fewer than half as many, it
+subscribes to each again and gives the pattern up. Both cover every channel
+followed in between, so nothing falls between them (an event that comes
+twice meanwhile is taken once, by its sequence number).
+
 Subscribing and unsubscribing go one request at a time, in order, on the
 feed's client, so a channel dropped and followed again right after is
 subscribed in the end. A channel counts as subscribed once the engine
@@ -17,6 +25,7 @@ after the unsubscribe.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -29,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FeedInterest"]
 
+logger = logging.getLogger("eventstream")
+
 
 class FeedInterest:
     """The feed connection's subscriptions: the pub/sub channel of each channel followed.
@@ -36,13 +47,22 @@ class FeedInterest:
     Args:
         feed_prefix: The start of every feed channel (the channel's name follows).
         engine: The engine's description (for errors).
+        whole_above: Past this many channels followed, the whole feed is taken through
+            one pattern instead (until they are fewer than half as many); None: never.
     """
 
-    __slots__ = ("_connection", "_engine", "_lock", "_prefix", "requests", "subscribed")
+    __slots__ = (
+        "_connection", "_engine", "_lock", "_pattern", "_prefix", "_whole_above",
+        "requests", "subscribed", "whole",
+    )  # fmt: skip
 
-    def __init__(self, *, feed_prefix: str, engine: str) -> None:
+    def __init__(self, *, feed_prefix: str, engine: str, whole_above: int | None) -> None:
         self._prefix = feed_prefix
         self._engine = engine
+        self._whole_above = whole_above
+        self._pattern = f"{feed_prefix}*".encode()  # (no glob character in a prefix)
+        #: Whether the whole feed comes through the pattern now (every channel is covered).
+        self.whole = False
         self._connection: FeedConnection | None = None
         #: Serialises the requests: a channel's subscribe and unsubscribe reach the engine in order.
         self._lock = anyio.Lock(fast_acquire=True)
@@ -81,6 +101,12 @@ class FeedInterest:
             connection = self._connection
             if connection is None:
                 raise BrokerError(self._engine, "not connected")
+            if self.whole:  # (covered by the pattern)
+                self.subscribed.update(dict.fromkeys(new))
+            above = self._whole_above
+            if above is not None and len(self.subscribed) > above:
+                await self._take_whole(connection)
+                return
             names = self._names(new)
             self.requests += 1
             try:
@@ -91,6 +117,9 @@ class FeedInterest:
                     await connection.unsubscribe(names)
                 raise
             self.subscribed.update(dict.fromkeys(new))
+            above = self._whole_above
+            if above is not None and len(self.subscribed) > above:
+                await self._take_whole(connection)
 
     def drop(self, channels: Collection[str]) -> bool:
         """Stop counting ``channels`` as subscribed (call :meth:`unsubscribe` with them next).
@@ -116,8 +145,45 @@ class FeedInterest:
         """
         async with self._lock:
             connection = self._connection
+            if connection is None:
+                return
+            if self.whole:
+                above = self._whole_above
+                if above is not None and len(self.subscribed) < above // 2:
+                    await self._take_share(connection)
+                return
             gone = [channel for channel in channels if channel not in self.subscribed]
-            if connection is None or not gone:
+            if not gone:
                 return
             self.requests += 1
             await connection.unsubscribe(self._names(gone))
+
+    async def _take_whole(self, connection: FeedConnection) -> None:
+        # Many channels followed: one pattern carries them all (and the others'
+        # traffic), instead of a subscription each. Called with the lock held.
+        self.requests += 1
+        try:
+            await connection.subscribe_pattern(self._pattern)
+        except BrokerError as exc:
+            logger.warning(
+                "broker: %d channels followed, but the whole feed cannot be taken instead (%s); "
+                "they stay subscribed one by one (an ACL user needs the channels %r for it)",
+                len(self.subscribed), exc.reason, self._pattern.decode(),
+            )  # fmt: skip
+            self._whole_above = None  # (not asked again)
+            return
+        self.whole = True
+        self.requests += 1
+        await connection.unsubscribe(list(connection.wanted))
+
+    async def _take_share(self, connection: FeedConnection) -> None:
+        # Few channels followed again: a subscription each, then the pattern given up.
+        self.requests += 1
+        try:
+            await connection.subscribe(self._names(self.subscribed))
+        except BrokerError as exc:
+            logger.warning("broker: the feed stays whole for now: %s", exc.reason)
+            return
+        self.whole = False
+        self.requests += 1
+        await connection.unsubscribe_pattern()

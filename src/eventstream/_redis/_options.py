@@ -55,6 +55,7 @@ class RedisOptions:
     heartbeat_interval: float
     heartbeat_expiry: float
     feed_linger: float
+    feed_channels_max: int | None
 
     def __post_init__(self) -> None:
         key_prefix = self.key_prefix
@@ -75,6 +76,7 @@ class RedisOptions:
         ):
             check_seconds(name, getattr(self, name))
         check_seconds("feed_linger", self.feed_linger, allow_zero=True)
+        check_count("feed_channels_max", self.feed_channels_max, low=2, allow_none=True)
         if self.heartbeat_expiry < 2 * self.heartbeat_interval:
             raise ValueError(
                 f"heartbeat_expiry ({self.heartbeat_expiry!r}) must be at least twice heartbeat_interval "
@@ -142,7 +144,9 @@ class RedisOptions:
 
     def interest(self) -> FeedInterest:
         """The feed's subscriptions."""
-        return FeedInterest(feed_prefix=self.feed_prefix, engine=self.description)
+        return FeedInterest(
+            feed_prefix=self.feed_prefix, engine=self.description, whole_above=self.feed_channels_max
+        )
 
     def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
         """The reader of the engine's feed and history through ``client``, at this check interval.
