@@ -6,7 +6,14 @@ is used where vulture cannot see (the apps, a framework, a protocol); code that
 nothing uses is deleted instead.
 """
 
-from eventstream import ChannelWriter, EventStream, EventStreamStatistics, Publisher, SubscriberLag
+from eventstream import (
+    BrokerStatistics,
+    ChannelWriter,
+    EventStream,
+    EventStreamStatistics,
+    Publisher,
+    SubscriberLag,
+)
 from eventstream._backends._trio import _TrioWaiter
 from eventstream._lifecycle._loop import _Call
 from eventstream.auth import JWKSFetcher, JWTAuthorizer
@@ -22,6 +29,8 @@ EventStreamStatistics.subscribers_dropped
 EventStreamStatistics.events_dropped
 EventStreamStatistics.slowest
 EventStreamStatistics.grip_streams_opened
+BrokerStatistics.feed_connected
+BrokerStatistics.feed_whole
 SubscriberLag.seconds_behind
 EventStream.wait_subscribers
 EventStream.close_on_signals
