@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .support.redis_cluster import RedisCluster, run_redis_cluster
 from .support.redis_engine import RedisEngine, run_redis
 from .support.servers import SERVER_KINDS, Server, run_server
 
@@ -52,6 +53,14 @@ def tls_engine() -> Iterator[RedisEngine]:
     signed by a private CA made for it (``tls_engine.ca_pem``); clients need no certificate."""
     with run_redis(tls=True) as engine:
         yield engine
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private Redis Cluster for the test module (3 primaries with a replica each, their own
+    ports and folders), stopped by PID. A test that breaks it (a node left stopped) restores it."""
+    with run_redis_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -29,13 +29,14 @@ from .servers import _accepting, free_port
 
 
 def require_redis() -> None:
-    """Skip when redis-server or valkey-glide is missing, except under CI, where that is a failure."""
+    """Skip when redis-server (or its redis-cli) or valkey-glide is missing, except under CI, where
+    that is a failure."""
     import importlib.util
 
     import pytest
 
     missing = []
-    if shutil.which("redis-server") is None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         missing.append("redis-server is not installed: apt-get install redis-server")
     if importlib.util.find_spec("glide") is None:
         missing.append("valkey-glide is not installed: pip install '.[valkey]'")
