@@ -18,6 +18,7 @@ from eventstream import BrokerError, EventStream, GripPublisher, Publisher, Redi
 from eventstream._redis._batching import Pending
 from eventstream._redis._follow import FORGET_AT_ONCE
 from eventstream._redis._history import SharedHistory
+from eventstream._redis._layout import EngineLayout
 from eventstream._redis._publish import BatchSender
 from eventstream._redis._reader import _READ_FULL, _READ_TOGETHER
 from eventstream._redis._scripts import PUBLISH
@@ -279,6 +280,14 @@ async def test_own_ids_and_find(engine: RedisEngine, prefix: str) -> None:
     assert replay[0].json() == 2
 
 
+class _Unannounced(EngineLayout):
+    """The broker's keys, but pub/sub channels that no feed reads."""
+
+    def __init__(self, key_prefix: str) -> None:
+        super().__init__(key_prefix, 0)
+        self.feed_prefix = f"{key_prefix}|nowhere:"
+
+
 async def publish_unannounced(engine: RedisEngine, stream: EventStream, channel: str, *data: object) -> None:
     """Publish as the broker does (its sender and script, on the engine, a connection of the test's
     own), but announce the events on a pub/sub channel no feed reads: as if every feed missed them."""
@@ -288,8 +297,7 @@ async def publish_unannounced(engine: RedisEngine, stream: EventStream, channel:
     assert isinstance(broker, RedisBroker)
     sender = BatchSender(
         engine=broker.description,
-        key_prefix=f"{broker.key_prefix}|",
-        feed_prefix=f"{broker.key_prefix}|nowhere:",
+        layout=_Unannounced(broker.key_prefix),
         max_events=broker.max_events,
         max_bytes=broker.max_bytes,
         max_age=broker.max_age,

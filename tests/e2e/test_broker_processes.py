@@ -6,7 +6,6 @@ Clients are real (httpx streaming); the engine is a private redis-server.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import signal
 from collections.abc import Iterator
@@ -17,8 +16,17 @@ import anyio
 import httpx
 import pytest
 
-from eventstream import Publisher, RedisBroker, ServerSentEvent
+from eventstream import Publisher, RedisBroker
 
+from ..support.broker_apps import (
+    app_env,
+    feed_messages,
+    has_subscriber,
+    publish_values,
+    read_data,
+    run_apps,
+    unique,
+)
 from ..support.helpers import EventReader, open_events, wait_until
 from ..support.marks import CLIENT_ON_ASYNCIO
 from ..support.redis_engine import RedisEngine, run_redis
@@ -27,61 +35,11 @@ from ..support.servers import Server, run_server, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
-_names = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{next(_names)}-{os.getpid()}"
-
-
-def app_env(engine: RedisEngine, prefix: str = "e2e:") -> dict[str, str]:
-    return {
-        "EVENTSTREAM_BROKER": engine.url,
-        "EVENTSTREAM_BROKER_PREFIX": prefix,
-        "EVENTSTREAM_KEEP_ALIVE": "0.5",
-    }
-
-
-#: The app processes sharing one engine. daphne is left out: it sends no lifespan
-#: events, so nothing enters the stream, which the broker needs (see the README).
-BROKER_KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn")
-
-
-@contextlib.contextmanager
-def run_apps(engine: RedisEngine, log_dir: Path, prefix: str = "e2e:") -> Iterator[list[Server]]:
-    """One app process per server kind, all on ``engine``."""
-    with contextlib.ExitStack() as stack:
-        yield [
-            stack.enter_context(run_server(kind, env=app_env(engine, prefix), log_dir=log_dir))
-            for kind in BROKER_KINDS
-        ]
-
 
 @pytest.fixture(scope="module")
 def apps(engine: RedisEngine, log_dir: Path) -> Iterator[list[Server]]:
     with run_apps(engine, log_dir) as servers:
         yield servers
-
-
-async def publish_values(client: httpx.AsyncClient, server: Server, channel: str, values: list[Any]) -> None:
-    response = await client.post(f"{server.base_url}/publish", json={"channel": channel, "values": values})
-    assert response.status_code == 200, response.text
-
-
-async def read_data(reader: EventReader, count: int) -> list[ServerSentEvent]:
-    events: list[ServerSentEvent] = []
-    while len(events) < count:
-        event = await reader.next_not_keep_alive()
-        assert event.event not in ("stream-reset", "stream-error"), event
-        if event.event != "stream-open":
-            events.append(event)
-    return events
-
-
-async def subscribers(client: httpx.AsyncClient, server: Server, channel: str) -> int:
-    stats = (await client.get(f"{server.base_url}/stats")).json()
-    count: int = stats["channels"].get(channel, 0)
-    return count
 
 
 @CLIENT_ON_ASYNCIO
@@ -93,7 +51,7 @@ async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(ap
             for server in apps
         ]
         for server in apps:
-            await wait_until(lambda server=server: _has_subscriber(client, server, channel))  # type: ignore[misc]
+            await wait_until(lambda server=server: has_subscriber(client, server, channel))  # type: ignore[misc]
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 for index, server in enumerate(apps):
@@ -107,12 +65,6 @@ async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(ap
         mine = [value for _, value in first if value.startswith(f"{index}:")]
         assert mine == [f"{index}:{n}" for n in range(100)]
     assert [int(str(event_id).rsplit("-", 1)[1]) for event_id, _ in first] == list(range(1, 301))
-
-
-async def feed_messages(client: httpx.AsyncClient, server: Server) -> int:
-    """The feed messages ``server``'s process took in so far (its own counter)."""
-    response = await client.get(f"{server.base_url}/stats")
-    return int(response.json()["broker"]["feed_messages"])
 
 
 @CLIENT_ON_ASYNCIO
@@ -130,7 +82,7 @@ async def test_each_process_takes_in_only_its_own_users_channels(
         }
         for server, mine in zip(apps, users, strict=True):
             for user in mine:
-                await wait_until(lambda s=server, u=user: _has_subscriber(client, s, u))  # type: ignore[misc]
+                await wait_until(lambda s=server, u=user: has_subscriber(client, s, u))  # type: ignore[misc]
         before = [await feed_messages(client, server) for server in apps]
         prefix = app_env(engine)["EVENTSTREAM_BROKER_PREFIX"]
         feeds = [f"{prefix}|ch:0:{user}" for mine in users for user in mine]
@@ -152,17 +104,13 @@ async def test_each_process_takes_in_only_its_own_users_channels(
     assert [a - b for a, b in zip(after, before, strict=True)] == [60, 60, 60]
 
 
-async def _has_subscriber(client: httpx.AsyncClient, server: Server, channel: str) -> bool:
-    return await subscribers(client, server, channel) >= 1
-
-
 @CLIENT_ON_ASYNCIO
 async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
     channel = unique("resume")
     async with httpx.AsyncClient(timeout=30) as client:
         with anyio.fail_after(60):
             async with open_events(client, f"{apps[0].base_url}/events/{channel}") as reader:
-                await wait_until(lambda: _has_subscriber(client, apps[0], channel))
+                await wait_until(lambda: has_subscriber(client, apps[0], channel))
                 await publish_values(client, apps[1], channel, list(range(10)))
                 seen = await read_data(reader, 10)
             await publish_values(client, apps[2], channel, list(range(10, 20)))
@@ -229,7 +177,7 @@ async def test_every_process_restarted_clients_resume_without_reset(
         with anyio.fail_after(120):
             with run_apps(engine, log_dir, prefix) as servers:
                 async with open_events(client, f"{servers[0].base_url}/events/{channel}") as reader:
-                    await wait_until(lambda: _has_subscriber(client, servers[0], channel))
+                    await wait_until(lambda: has_subscriber(client, servers[0], channel))
                     await publish_values(client, servers[1], channel, list(range(5)))
                     seen = await read_data(reader, 5)
             # Every app process is gone; something else publishes meanwhile.
@@ -269,7 +217,7 @@ async def test_kill_9_of_one_process_its_clients_lose_nothing(engine: RedisEngin
 
                 with contextlib.suppress(httpx.HTTPError, EOFError):
                     async with open_events(client, f"{victim.base_url}/events/{channel}") as reader:
-                        await wait_until(lambda: _has_subscriber(client, victim, channel))
+                        await wait_until(lambda: has_subscriber(client, victim, channel))
                         tg.start_soon(publish_burst)
                         while len(got) < 100:
                             event = await reader.next_not_keep_alive()
@@ -364,7 +312,7 @@ async def test_engine_restarted_mid_burst_with_app_processes(log_dir: Path) -> N
                 for server in servers
             ]
             for server in servers:
-                await wait_until(lambda server=server: _has_subscriber(client, server, channel))  # type: ignore[misc]
+                await wait_until(lambda server=server: has_subscriber(client, server, channel))  # type: ignore[misc]
             with anyio.fail_after(180):
                 done = anyio.Event()
 

@@ -118,8 +118,9 @@ class ClusterNode:
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
-        # Ours answering, not another process that holds the port.
-        while self.info("server").get("process_id") != str(self.process.pid):
+        # Ours answering, not another process that holds the port, and done loading its
+        # append-only file (until then PING answers LOADING).
+        while self.info("server").get("process_id") != str(self.process.pid) or not self.ping():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start; its log ends:\n{self.log()[-3000:]}")
             time.sleep(0.02)  # polling readiness under a deadline

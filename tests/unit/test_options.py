@@ -58,7 +58,7 @@ NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "
             ValueError,
             "with a broker, history is kept by the broker",
         ),
-        ({"broker": "http://127.0.0.1:6390/0"}, ValueError, "the scheme must be redis:// or rediss://"),
+        ({"broker": "http://127.0.0.1:6390/0"}, ValueError, "the scheme must be redis://, rediss://"),
         ({"slow_consumer": "wait"}, ValueError, "slow_consumer must be one of .*, not 'wait'"),
         (
             {"broker": "redis://127.0.0.1:6390/0", "slow_consumer": "block"},

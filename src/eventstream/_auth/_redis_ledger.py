@@ -42,7 +42,7 @@ class RedisTicketLedger:
         if client is None:
             raise RuntimeError("the broker is not running: enter its EventStream (async with) first")
         glide = glide_module()
-        key = f"{self.broker._keys}ticket:{nonce}"
+        key = self.broker._options.layout.ticket(nonce)
         expiry = glide.ExpirySet(glide.ExpiryType.UNIX_MILLSEC, math.ceil(expires_at * 1000))
         try:
             answer = await client.set(

@@ -69,10 +69,12 @@ from ._connect import check_eviction, engine_epoch, glide_module
 from ._feed import FeedInbox
 from ._feedconn import FeedConnection
 from ._follow import EngineFollower
+from ._layout import CLUSTER_EPOCH
 from ._options import RedisOptions
 from ._presence import PresenceKeeper
 from ._reader import EngineReader
-from ._scripts import PUBLISH
+from ._scripts import PUBLISH, PUBLISH_CLUSTER
+from ._shardfeed import ShardedFeed
 from ._url import parse_redis_url
 
 if TYPE_CHECKING:
@@ -213,7 +215,6 @@ class RedisBroker(Broker):
         self.heartbeat_expiry = heartbeat_expiry
         self.feed_linger = feed_linger
         self.feed_channels_max = feed_channels_max
-        self._keys = options.keys  #: every key starts so (the prefix and its "|")
         self._hub: Hub | None = None
         self._client: GlideClient | None = None
         self._follower: EngineFollower | None = None
@@ -228,7 +229,7 @@ class RedisBroker(Broker):
         self._publish_script: Any = None
         self._reader: EngineReader | None = None
         self._inbox: FeedInbox | None = None
-        self._feed: FeedConnection | None = None
+        self._feed: FeedConnection | ShardedFeed | None = None
         #: The feed's connection count when the latest contact with the engine failed (None: it did not).
         self._failed_at: int | None = None
 
@@ -271,7 +272,7 @@ class RedisBroker(Broker):
             raise RuntimeError("the broker is already running")
         glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
-        self._publish_script = glide.Script(PUBLISH)
+        self._publish_script = glide.Script(PUBLISH_CLUSTER if self._options.cluster else PUBLISH)
         keeper = self._options.keeper()
         async with contextlib.AsyncExitStack() as stack:
             # The feed's connection first: it is made on the event loop, within
@@ -284,7 +285,12 @@ class RedisBroker(Broker):
             client = await self._options.connect()
             stack.push_async_callback(client.close)
             await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
-            self._epoch = await engine_epoch(client, keys=self._options.keys, engine=self.description)
+            if self._options.cluster:
+                self._epoch = CLUSTER_EPOCH  # (fixed: see _layout.py)
+            else:
+                self._epoch = await engine_epoch(
+                    client, state=self._options.layout.state, engine=self.description
+                )
             self._client = client
             self._keeper = keeper
             stack.callback(self._stopped)
@@ -426,12 +432,26 @@ class RedisBroker(Broker):
         feed = self._feed
         self._failed_at = None if ok else (feed.connections if feed is not None else 0)
 
-    def _answering(self, feed: FeedConnection) -> bool:
+    def _answering(self, feed: FeedConnection | ShardedFeed) -> bool:
         failed_at = self._failed_at
         return feed.connected and (failed_at is None or feed.connections > failed_at)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        await self._sender.send(self._client, self._publish_script, batch)
+        sender = self._sender
+        layout = sender.layout
+        if not layout.cluster:
+            await sender.send(self._client, self._publish_script, batch)
+            return
+        # A cluster: one script call per slot of the batch's channels, sent at once.
+        by_slot: dict[int, list[Pending]] = {}
+        for item in batch:
+            by_slot.setdefault(layout.slot(item.channel), []).append(item)
+        if len(by_slot) == 1:
+            await sender.send(self._client, self._publish_script, batch)
+            return
+        async with anyio.create_task_group() as tg:
+            for part in by_slot.values():
+                tg.start_soon(sender.send, self._client, self._publish_script, part)
 
     async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.

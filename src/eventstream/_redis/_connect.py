@@ -13,9 +13,14 @@ from .._base import BrokerError
 from ._url import RedisAddress
 
 if TYPE_CHECKING:
-    from glide import GlideClient, GlideClientConfiguration
+    from collections.abc import Callable
 
-__all__ = ["check_eviction", "connect", "engine_epoch", "glide_configuration", "glide_module", "transient"]
+    from glide import GlideClient, GlideClientConfiguration, GlideClusterClientConfiguration
+
+__all__ = [
+    "check_eviction", "cluster_configuration", "connect", "engine_epoch", "glide_configuration",
+    "glide_module", "transient",
+]  # fmt: skip
 
 logger = logging.getLogger("eventstream")
 
@@ -84,7 +89,44 @@ def glide_configuration(
     return result
 
 
-async def connect(config: GlideClientConfiguration, *, engine: str, within: float) -> GlideClient:
+def cluster_configuration(
+    address: RedisAddress,
+    *,
+    request_timeout: float,
+    on_message: Callable[[Any, Any], None] | None = None,
+) -> GlideClusterClientConfiguration:
+    """A cluster client's configuration from a parsed ``redis+cluster://`` URL.
+
+    ``on_message``: the client is the feed's (it takes sharded subscriptions, made again within
+    0.1 s on the shard's new primary after a failover), and each message goes to it.
+    """
+    glide = glide_module()
+    config_class = glide.GlideClusterClientConfiguration
+    credentials = None
+    if address.password is not None or address.username is not None:
+        credentials = glide.ServerCredentials(password=address.password, username=address.username)
+    subscriptions = None
+    advanced = None
+    if on_message is not None:
+        subscriptions = config_class.PubSubSubscriptions(
+            channels_and_patterns={}, callback=on_message, context=None
+        )
+        advanced = glide.AdvancedGlideClusterClientConfiguration(pubsub_reconciliation_interval=100)
+    result: GlideClusterClientConfiguration = config_class(
+        [glide.NodeAddress(host, port) for host, port in address.nodes],
+        use_tls=address.tls,
+        credentials=credentials,
+        request_timeout=max(1, round(request_timeout * 1000)),
+        reconnect_strategy=glide.BackoffStrategy(num_of_retries=6, factor=50, exponent_base=2),
+        pubsub_subscriptions=subscriptions,
+        advanced_config=advanced,
+    )
+    return result
+
+
+async def connect(
+    config: GlideClientConfiguration | GlideClusterClientConfiguration, *, engine: str, within: float
+) -> GlideClient:
     """A connected client.
 
     Raises:
@@ -95,7 +137,11 @@ async def connect(config: GlideClientConfiguration, *, engine: str, within: floa
     glide = glide_module()
     try:
         with anyio.fail_after(within):
-            client: GlideClient = await glide.GlideClient.create(config)
+            if isinstance(config, glide.GlideClusterClientConfiguration):
+                # (a cluster client takes the same commands: typed as the one-engine client's)
+                client: GlideClient = await glide.GlideClusterClient.create(config)
+            else:
+                client = await glide.GlideClient.create(config)
     except TimeoutError:
         raise BrokerError(engine, "connecting timed out") from None
     except glide.GlideError as exc:
@@ -103,15 +149,14 @@ async def connect(config: GlideClientConfiguration, *, engine: str, within: floa
     return client
 
 
-async def engine_epoch(client: GlideClient, *, keys: str, engine: str) -> str:
+async def engine_epoch(client: GlideClient, *, state: str, engine: str) -> str:
     """The engine's epoch (the prefix of every id it assigns), set now if it has none (new, or it
-    lost its data). ``keys`` is the start of every key of the broker's.
+    lost its data). ``state``: the broker's state hash, which holds it.
 
     Raises:
         BrokerError: the engine failed the request (the message names ``engine`` and the reason).
     """
     glide = glide_module()
-    state = f"{keys}state"
     try:
         await client.custom_command(["HSETNX", state, "epoch", os.urandom(4).hex()])
         epoch = await client.custom_command(["HGET", state, "epoch"])
@@ -132,7 +177,13 @@ async def check_eviction(client: GlideClient, *, engine: str, allow_eviction: bo
     """
     glide = glide_module()
     try:
-        reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
+        if isinstance(client, glide.GlideClusterClient):  # every primary must keep keys
+            replies = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"], glide.AllPrimaries())
+            # ({node: reply}: the first node's that evicts, if any)
+            nodes = list(replies.values())
+            reply = next((one for one in nodes if _policy(one) != "noeviction"), nodes[0])
+        else:
+            reply = await client.custom_command(["CONFIG", "GET", "maxmemory-policy"])
     except glide.GlideError as exc:
         if transient(exc, glide):
             raise BrokerError(engine, f"{type(exc).__name__}: {exc}") from exc
@@ -142,8 +193,7 @@ async def check_eviction(client: GlideClient, *, engine: str, allow_eviction: bo
             engine, exc,
         )  # fmt: skip
         return
-    values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
-    policy = bytes(values[0]).decode("ascii", "replace") if values else "noeviction"
+    policy = _policy(reply)
     if policy == "noeviction":
         return
     problem = (
@@ -161,3 +211,9 @@ async def check_eviction(client: GlideClient, *, engine: str, allow_eviction: bo
         "the streams behind it, an evicted state starts a new epoch",
         engine, problem,
     )  # fmt: skip
+
+
+def _policy(reply: Any) -> str:
+    # CONFIG GET's answer: {name: value} (RESP3) or [name, value] (RESP2).
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply)[1::2]
+    return bytes(values[0]).decode("ascii", "replace") if values else "noeviction"

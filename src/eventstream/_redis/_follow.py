@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._history import HistoryEntry
+from .._history import HistoryEntry, origin_id
 from .._hub import Hub
 from ._history import SharedHistory
 from ._interest import FeedInterest
@@ -201,7 +201,7 @@ class EngineFollower:
                 # again: did the engine's numbering go back (its keys deleted)?
                 await self._check_went_back(channel, entry.seq, known, differs=kept is not None)
             return
-        if known is not None and entry.seq > known + 1:
+        if known is not None and entry.seq > known + 1 and not (known == 0 and self._starts(entry)):
             await self.catch_up(channel, known)
             known = self.history.last_seq.get(channel)
             if (known is not None and entry.seq <= known) or channel not in self.loaded:
@@ -219,6 +219,15 @@ class EngineFollower:
             await self._deliver(channel, entry.to_history(channel, time.monotonic()))
         else:
             await self._deliver_traced(tracing, channel, entry, entry.to_history(channel, time.monotonic()))
+
+    def _starts(self, entry: EngineEntry) -> bool:
+        """Whether ``entry`` is the first of its channel (nothing before it is missed).
+
+        On a cluster a channel's numbers start from the engine's clock, not 1
+        (see ``_scripts.py``): its first event is known by its predecessor,
+        the origin.
+        """
+        return entry.prev_id == origin_id(self.epoch)
 
     async def _check_went_back(self, channel: str, seq: int, known: int, *, differs: bool) -> None:
         """End the channel's streams and reload it if the engine's newest number is below ``known``.
@@ -321,7 +330,7 @@ class EngineFollower:
         known = max(known, history.last_seq.get(channel, 0))  # the feed may have delivered more since
         if newest <= known:
             return None
-        if not entries or entries[0].seq > known + 1:
+        if not entries or (entries[0].seq > known + 1 and not (known == 0 and self._starts(entries[0]))):
             logger.warning(
                 "broker: events %d..%d of channel %r are no longer in the engine's history; "
                 "its streams end and their clients get stream-reset",

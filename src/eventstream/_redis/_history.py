@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from .._history import HistoryEntry, HistoryStore
+from .._history import HistoryEntry, HistoryStore, origin_id
 
 __all__ = ["SharedHistory"]
 
@@ -92,6 +92,10 @@ class SharedHistory(HistoryStore):
         if seq == self.last_seq.get(channel, 0):
             return []
         run = self._run(channel)
+        if seq == 0 and run and run[0].prev_id == origin_id(self.epoch):
+            # Before the channel's first event, which is kept (on a cluster its
+            # number is not 1: see _scripts.py).
+            return list(run)
         if not run or not run[0].seq <= seq + 1 <= run[-1].seq:
             return None
         start = seq + 1 - run[0].seq

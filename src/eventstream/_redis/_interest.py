@@ -35,6 +35,8 @@ from .._base import BrokerError
 
 if TYPE_CHECKING:
     from ._feedconn import FeedConnection
+    from ._layout import EngineLayout
+    from ._shardfeed import ShardedFeed
 
 __all__ = ["FeedInterest"]
 
@@ -45,25 +47,25 @@ class FeedInterest:
     """The feed connection's subscriptions: the pub/sub channel of each channel followed.
 
     Args:
-        feed_prefix: The start of every feed channel (the channel's name follows).
+        layout: The names of the feed channels.
         engine: The engine's description (for errors).
         whole_above: Past this many channels followed, the whole feed is taken through
             one pattern instead (until they are fewer than half as many); None: never.
     """
 
     __slots__ = (
-        "_connection", "_engine", "_lock", "_pattern", "_prefix", "_whole_above",
+        "_connection", "_engine", "_feed", "_lock", "_pattern", "_whole_above",
         "requests", "subscribed", "whole",
     )  # fmt: skip
 
-    def __init__(self, *, feed_prefix: str, engine: str, whole_above: int | None) -> None:
-        self._prefix = feed_prefix
+    def __init__(self, *, layout: EngineLayout, engine: str, whole_above: int | None) -> None:
+        self._feed = layout.feed
         self._engine = engine
         self._whole_above = whole_above
-        self._pattern = f"{feed_prefix}*".encode()  # (no glob character in a prefix)
+        self._pattern = layout.pattern
         #: Whether the whole feed comes through the pattern now (every channel is covered).
         self.whole = False
-        self._connection: FeedConnection | None = None
+        self._connection: FeedConnection | ShardedFeed | None = None
         #: Serialises the requests: a channel's subscribe and unsubscribe reach the engine in order.
         self._lock = anyio.Lock(fast_acquire=True)
         #: Channels whose feed the engine confirmed and that were not dropped since (a dict
@@ -72,13 +74,13 @@ class FeedInterest:
         #: Subscribe and unsubscribe requests sent so far (each for one or many channels).
         self.requests = 0
 
-    def bind(self, connection: FeedConnection | None) -> None:
+    def bind(self, connection: FeedConnection | ShardedFeed | None) -> None:
         """Send the requests through ``connection`` (the feed's), or through none (stopped)."""
         self._connection = connection
 
     def _names(self, channels: Collection[str]) -> list[bytes]:
-        prefix = self._prefix
-        return [(prefix + channel).encode() for channel in channels]
+        feed = self._feed
+        return [feed(channel) for channel in channels]
 
     async def follow(self, channels: Collection[str]) -> None:
         """Subscribe to the feed of each of ``channels`` not subscribed yet; return once the engine confirmed.
@@ -158,7 +160,7 @@ class FeedInterest:
             self.requests += 1
             await connection.unsubscribe(self._names(gone))
 
-    async def _take_whole(self, connection: FeedConnection) -> None:
+    async def _take_whole(self, connection: FeedConnection | ShardedFeed) -> None:
         # Many channels followed: one pattern carries them all (and the others'
         # traffic), instead of a subscription each. Called with the lock held.
         self.requests += 1
@@ -176,7 +178,7 @@ class FeedInterest:
         self.requests += 1
         await connection.unsubscribe(list(connection.wanted))
 
-    async def _take_share(self, connection: FeedConnection) -> None:
+    async def _take_share(self, connection: FeedConnection | ShardedFeed) -> None:
         # Few channels followed again: a subscription each, then the pattern given up.
         self.requests += 1
         try:

@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._base import check_count, check_seconds
-from ._connect import connect, glide_configuration
+from ._connect import cluster_configuration, connect, glide_configuration
 from ._endpoint import feed_endpoint
 from ._feedconn import FeedConnection
 from ._history import SharedHistory
 from ._interest import FeedInterest
+from ._layout import ClusterLayout, EngineLayout
 from ._presence import PresenceKeeper
 from ._publish import BatchSender
 from ._reader import EngineReader
+from ._shardfeed import ShardedFeed
 from ._url import RedisAddress
 
 if TYPE_CHECKING:
@@ -93,17 +95,20 @@ class RedisOptions:
         return f"{'rediss' if self.configuration.use_tls else 'redis'}://{hosts}"
 
     @property
-    def keys(self) -> str:
-        """The start of every key: the prefix and its ``|``."""
-        return f"{self.key_prefix}|"
+    def cluster(self) -> bool:
+        """Whether the engine is a cluster (a ``redis+cluster://`` URL)."""
+        return self.address is not None and self.address.cluster
 
     @property
-    def feed_prefix(self) -> str:
-        """The start of every feed channel (pub/sub is server-wide: the channels name the database)."""
+    def layout(self) -> EngineLayout:
+        """The names of the broker's keys and feed channels on this engine."""
+        if self.cluster:
+            return ClusterLayout(self.key_prefix)
         database = self.address.database if self.address is not None else None
         if self.configuration is not None:
             database = self.configuration.database_id
-        return f"{self.keys}ch:{database or 0}:"
+        # (pub/sub is server-wide: the feed channels name the database)
+        return EngineLayout(self.key_prefix, database or 0)
 
     @property
     def request_seconds(self) -> float:
@@ -117,8 +122,7 @@ class RedisOptions:
         """The sender of publish batches, with these limits."""
         return BatchSender(
             engine=self.description,
-            key_prefix=self.keys,
-            feed_prefix=self.feed_prefix,
+            layout=self.layout,
             max_events=self.max_events,
             max_bytes=self.max_bytes,
             max_age=self.max_age,
@@ -129,7 +133,7 @@ class RedisOptions:
     def keeper(self) -> PresenceKeeper:
         """The keeper of this process's counts and presence in the engine, with these timings."""
         return PresenceKeeper(
-            keys=self.keys,
+            base=self.layout.presence_base,
             engine=self.description,
             interval=self.heartbeat_interval,
             expiry=self.heartbeat_expiry,
@@ -144,8 +148,11 @@ class RedisOptions:
 
     def interest(self) -> FeedInterest:
         """The feed's subscriptions."""
+        # (sharded pub/sub has no patterns: a cluster's feed is never whole)
         return FeedInterest(
-            feed_prefix=self.feed_prefix, engine=self.description, whole_above=self.feed_channels_max
+            layout=self.layout,
+            engine=self.description,
+            whole_above=None if self.cluster else self.feed_channels_max,
         )
 
     def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
@@ -155,8 +162,7 @@ class RedisOptions:
         """
         return EngineReader(
             client,
-            keys=self.keys,
-            feed_prefix=self.feed_prefix,
+            layout=self.layout,
             engine=self.description,
             check_interval=self.check_interval,
             publishing=publishing,
@@ -168,10 +174,18 @@ class RedisOptions:
         Raises:
             BrokerError: the engine cannot be reached within ``publish_timeout``.
         """
+        if self.address is not None and self.address.cluster:
+            cluster = cluster_configuration(self.address, request_timeout=self.request_timeout)
+            return await connect(cluster, engine=self.description, within=self.publish_timeout)
         config = glide_configuration(self.address, self.configuration, request_timeout=self.request_timeout)
         return await connect(config, engine=self.description, within=self.publish_timeout)
 
-    def feed(self, inbox: FeedInbox) -> FeedConnection:
-        """The feed's own connection (not connected yet), whose messages go to ``inbox``."""
+    def feed(self, inbox: FeedInbox) -> FeedConnection | ShardedFeed:
+        """The feed's connection (not connected yet), whose messages go to ``inbox``: its own on one
+        engine, valkey-glide's sharded subscriptions on a cluster."""
+        if self.address is not None and self.address.cluster:
+            return ShardedFeed(
+                self.address, inbox, engine=self.description, request_timeout=self.request_seconds
+            )
         endpoint = feed_endpoint(self.address, self.configuration)
         return FeedConnection(endpoint, inbox, engine=self.description, request_timeout=self.request_seconds)

@@ -52,7 +52,8 @@ class PresenceKeeper:
     """This process's part of the counts and presence in the engine, and the queries of everyone's.
 
     Args:
-        keys: The broker's key prefix, with its ``|``.
+        base: The start of every key of counts and presence (``{prefix}|pr:``; on a
+            cluster, under one hash tag, so each script stays in one slot).
         engine: Where the engine is (for messages).
         interval: Seconds between beats.
         expiry: Seconds after its last beat when a process is taken for dead.
@@ -60,9 +61,9 @@ class PresenceKeeper:
     """
 
     def __init__(
-        self, *, keys: str, engine: str, interval: float, expiry: float, request_timeout: float
+        self, *, base: str, engine: str, interval: float, expiry: float, request_timeout: float
     ) -> None:
-        self._base = f"{keys}pr:"
+        self._base = base
         self._live = f"{self._base}live"
         self._engine = engine
         self._interval = interval

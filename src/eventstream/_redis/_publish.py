@@ -29,6 +29,7 @@ from .._base import BrokerError
 from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
 from ._connect import glide_module, transient
+from ._layout import CLUSTER_EPOCH, EngineLayout
 from ._wire import traced_mark
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ class BatchSender:
 
     Args:
         engine: The engine's description (for errors).
-        key_prefix: The start of every key (the broker's prefix and its ``|``).
-        feed_prefix: The start of every pub/sub channel (the channel's name follows).
+        layout: The names of the broker's keys and feed channels (on one engine, or on a
+            cluster: then every batch sent holds channels of one slot only).
         max_events, max_bytes, max_age, publish_timeout: As in
             :class:`~eventstream.RedisBroker`.
         request_timeout: Seconds one request may take (bounds how long a
@@ -59,8 +60,7 @@ class BatchSender:
         self,
         *,
         engine: str,
-        key_prefix: str,
-        feed_prefix: str,
+        layout: EngineLayout,
         max_events: int,
         max_bytes: int,
         max_age: float,
@@ -68,8 +68,7 @@ class BatchSender:
         publish_timeout: float,
     ) -> None:
         self.engine = engine
-        self.key_prefix = key_prefix
-        self.feed_prefix = feed_prefix
+        self.layout = layout
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -77,11 +76,9 @@ class BatchSender:
         # A retry is sent at most publish_timeout after the first attempt and
         # runs within request_timeout: the reply is kept a second longer.
         self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)
-        #: Result keys of batches whose replies arrived, to delete with the next batch.
-        self._acknowledged: list[str] = []
-
-    def _key(self, kind: str, channel: str) -> str:
-        return f"{self.key_prefix}{kind}:{channel}"
+        #: Result keys of batches whose replies arrived, to delete with the next batch (of
+        #: their slot, on a cluster: a script touches keys of one slot).
+        self._acknowledged: dict[int, list[str]] = {}
 
     def check_size(self, body: bytes, event_id: str | None, epoch: str) -> None:
         """Refuse an event that the engine's history could not keep.
@@ -121,11 +118,14 @@ class BatchSender:
             batch = [item for item in batch if item.deadline > now]
             if not batch:
                 return
-        token = os.urandom(8).hex()
-        result_key = f"{self.key_prefix}batch:{token}"
-        acknowledged = self._acknowledged[:_ACKS_PER_BATCH]
-        del self._acknowledged[:_ACKS_PER_BATCH]
-        keys = [f"{self.key_prefix}state", result_key, *acknowledged]
+        layout = self.layout
+        cluster = layout.cluster
+        slot = layout.slot(batch[0].channel)
+        result_key = layout.batch(os.urandom(8).hex(), batch[0].channel)
+        waiting = self._acknowledged.setdefault(slot, [])
+        acknowledged = waiting[:_ACKS_PER_BATCH]
+        del waiting[:_ACKS_PER_BATCH]
+        keys = [result_key, *acknowledged] if cluster else [layout.state, result_key, *acknowledged]
         # Keys once per channel of the batch; one argument per event (the
         # engine parses it), so a batch costs few strings to pass on.
         channel_marks: dict[str, bytes] = {}
@@ -134,11 +134,10 @@ class BatchSender:
             k = channel_marks.get(item.channel)
             if k is None:
                 k = channel_marks[item.channel] = b"%d\n" % len(channel_marks)
-                keys += [
-                    self._key("seq", item.channel),
-                    self._key("last", item.channel),
-                    self._key("h", item.channel),
-                ]
+                channel = item.channel
+                keys += [layout.seq(channel), layout.last(channel), layout.history(channel)]
+                if cluster:
+                    keys.append(layout.feed(channel).decode())
             own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
             if item.traceparent:  # tracing: the publish's span, for the delivering processes
                 per_event.append(traced_mark(k, item.traceparent) + own + item.body)
@@ -151,7 +150,7 @@ class BatchSender:
         unanswered = False  # an attempt was sent and got no answer: it may have run
         while client is not None:
             args: list[str | bytes] = [
-                os.urandom(4).hex(),
+                CLUSTER_EPOCH if cluster else os.urandom(4).hex(),
                 str(self.max_events),
                 str(max(1, round(self.max_age * 1000))),
                 str(self.max_bytes),
@@ -159,7 +158,7 @@ class BatchSender:
                 "1" if attempt else "0",
                 str(self.reply_lifetime_ms),
                 str(len(acknowledged)),
-                self.feed_prefix,
+                "" if cluster else layout.feed_prefix,
                 *per_event,
             ]
             attempt += 1
@@ -189,7 +188,7 @@ class BatchSender:
         else:
             error = BrokerError(self.engine, "the broker was stopped")
         if error is None:
-            self._acknowledged.append(result_key)
+            waiting.append(result_key)
         self._finish(batch, error, result)
 
     @staticmethod

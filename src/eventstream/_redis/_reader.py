@@ -13,7 +13,8 @@ from .._base import BrokerError
 from ._connect import engine_epoch, glide_module
 from ._feed import FeedInbox
 from ._follow import EngineFollower
-from ._scripts import READ
+from ._layout import CLUSTER_EPOCH, EngineLayout
+from ._scripts import READ, READ_CLUSTER
 from ._wire import EngineEntry, decode_entry
 
 if TYPE_CHECKING:
@@ -40,8 +41,7 @@ class EngineReader:
 
     Args:
         client: The broker's command client (not the feed's).
-        keys: The start of every key (the broker's prefix and its ``|``).
-        feed_prefix: The start of every pub/sub channel of the feed.
+        layout: The names of the broker's keys and feed channels.
         engine: The engine's description (for errors).
         check_interval: Seconds between checks for missed events.
         publishing: How many of this process's publishes are in flight (the
@@ -52,19 +52,17 @@ class EngineReader:
         self,
         client: GlideClient,
         *,
-        keys: str,
-        feed_prefix: str,
+        layout: EngineLayout,
         engine: str,
         check_interval: float,
         publishing: Callable[[], int],
     ) -> None:
         self._client: GlideClient | None = client
-        self._keys = keys
-        self._feed_prefix = feed_prefix
+        self._layout = layout
         self._engine = engine
         self._check_interval = check_interval
         self._publishing = publishing
-        self._read_script: Any = glide_module().Script(READ)
+        self._read_script: Any = glide_module().Script(READ_CLUSTER if layout.cluster else READ)
         #: Feed messages taken in so far.
         self.messages = 0
 
@@ -73,7 +71,7 @@ class EngineReader:
         self._client = None
 
     async def read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
-        prefix = self._feed_prefix.encode()
+        channel_of = self._layout.channel_of
         burst = False
         while True:
             # Wait for one message, then take every one already received: a
@@ -90,10 +88,10 @@ class EngineReader:
             burst = len(messages) > 1
             batch: list[tuple[str, EngineEntry]] = []
             for channel_name, data in messages:
-                if not channel_name.startswith(prefix):
-                    continue
                 try:
-                    channel = channel_name[len(prefix) :].decode("utf-8")
+                    channel = channel_of(channel_name)
+                    if channel is None:
+                        continue
                     batch.append((channel, decode_entry(data)))
                 except ValueError as exc:
                     logger.warning(
@@ -138,7 +136,26 @@ class EngineReader:
         channels to a next call.
         """
         step = _READ_TOGETHER
+        layout = self._layout
+        if layout.cluster:  # (a call reads channels of one slot: the requests go by slot)
+            by_slot: dict[int, list[int]] = {}
+            for index, (channel, _after) in enumerate(requests):
+                by_slot.setdefault(layout.slot(channel), []).append(index)
+            order = [index for indices in by_slot.values() for index in indices]
+            slotted = [
+                [requests[index] for index in indices[start : start + step]]
+                for indices in by_slot.values()
+                for start in range(0, len(indices), step)
+            ]
+            placed = dict(zip(order, await self._read_chunks(slotted, count), strict=True))
+            return [placed[index] for index in range(len(requests))]
         chunks = [requests[start : start + step] for start in range(0, len(requests), step)]
+        return await self._read_chunks(chunks, count)
+
+    async def _read_chunks(
+        self, chunks: Sequence[Sequence[tuple[str, int]]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        # Each chunk in calls of its own, all sent at once; the results in the chunks' order.
         results: list[list[tuple[str, int, list[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
 
         async def read_chunk(index: int) -> None:
@@ -168,9 +185,16 @@ class EngineReader:
         glide = glide_module()
         if client is None:
             raise BrokerError(self._engine, "not connected")
-        keys = [f"{self._keys}state", *(f"{self._keys}h:{channel}" for channel, _after in requests)]
-        # Each channel's field in the state hash is taken from its key by the script.
+        layout = self._layout
         args = [str(count), " ".join(str(after) for _channel, after in requests), str(_READ_FULL * count)]
+        if layout.cluster:
+            keys = [
+                key for channel, _after in requests for key in (layout.seq(channel), layout.history(channel))
+            ]
+            args.append(CLUSTER_EPOCH)
+        else:
+            # Each channel's field in the state hash is taken from its key by the script.
+            keys = [layout.state, *(layout.history(channel) for channel, _after in requests)]
         try:
             reply = await client.invoke_script(self._read_script, keys=keys, args=args)
         except glide.GlideError as exc:
@@ -213,12 +237,16 @@ class EngineReader:
         channels = await follower.channels_to_check()
         if client is None or not channels:
             return
+        if self._layout.cluster:
+            await self._check_cluster(client, follower, channels)
+            return
         glide = glide_module()
+        state = self._layout.state
         for start in range(0, len(channels), 256):
             chunk = channels[start : start + 256]
             fields = ["epoch", *(f"seq:{name}" for name in chunk)]
             try:
-                values = await client.custom_command(["HMGET", f"{self._keys}state", *fields])
+                values = await client.custom_command(["HMGET", state, *fields])
             except glide.GlideError as exc:
                 raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
             # No epoch: the engine lost its data (restarted empty, flushed) and
@@ -227,10 +255,33 @@ class EngineReader:
             epoch = (
                 bytes(values[0]).decode("ascii")
                 if values[0] is not None
-                else await engine_epoch(client, keys=self._keys, engine=self._engine)
+                else await engine_epoch(client, state=state, engine=self._engine)
             )
             newest = {
                 name: int(value) if value is not None else 0
                 for name, value in zip(chunk, values[1:], strict=True)
             }
             await follower.check(epoch, newest)
+
+    async def _check_cluster(
+        self, client: GlideClient, follower: EngineFollower, channels: list[str]
+    ) -> None:
+        # A cluster: each channel's number is a key of its own, read by slot
+        # (one MGET per slot of the channels, up to 256 keys each). Its epoch is fixed.
+        glide = glide_module()
+        layout = self._layout
+        by_slot: dict[int, list[str]] = {}
+        for name in channels:
+            by_slot.setdefault(layout.slot(name), []).append(name)
+        for names in by_slot.values():
+            for start in range(0, len(names), 256):
+                chunk = names[start : start + 256]
+                try:
+                    values = await client.custom_command(["MGET", *(layout.seq(name) for name in chunk)])
+                except glide.GlideError as exc:
+                    raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
+                newest = {
+                    name: int(value) if value is not None else 0
+                    for name, value in zip(chunk, values, strict=True)
+                }
+                await follower.check(CLUSTER_EPOCH, newest)

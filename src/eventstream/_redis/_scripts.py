@@ -7,16 +7,19 @@ history at one instant. Only commands that Redis 7.0 and Valkey 7.2+ share.
 
 from __future__ import annotations
 
-__all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ"]
+__all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "PUBLISH_CLUSTER", "READ", "READ_CLUSTER"]
 
 # A batch of publishes.
-# KEYS: the state hash (the epoch, and each channel's sequence number), this
-# batch's result key, the result keys of n acknowledged batches (deleted),
-# then per channel of the batch: its seq key ({prefix}|seq:{channel}, the
-# name of its field in the state hash: never a key of its own), last-id, stream.
-# ARGV: candidate epoch, max entries, max age (ms), max bytes, bytes counted
+# KEYS (one engine): the state hash (the epoch, and each channel's sequence
+# number), this batch's result key, the result keys of n acknowledged batches
+# (deleted), then per channel of the batch: its seq key ({prefix}|seq:{channel},
+# the name of its field in the state hash: never a key of its own), last-id,
+# stream. On a cluster (every key of the call in one slot): no state hash;
+# per channel, its seq key (a key of its own), last-id, stream and sharded
+# pub/sub channel.
+# ARGV: candidate epoch (on a cluster: the epoch), max entries, max age (ms), max bytes, bytes counted
 # per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
-# pub/sub channels' prefix (the channel's name follows), then one per event:
+# pub/sub channels' prefix (the channel's name follows; one engine only), then one per event:
 # "{channel index}[ {traceparent}]\n{own id mark}\n{event fields}" (channel
 # index from 0 in KEYS order; own id mark '' = none, else '=' .. id; the
 # traceparent, when given, follows the time in the message, see _wire.py).
@@ -39,21 +42,26 @@ __all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "READ"]
 # max bytes before sending it). Each channel's last-id key is read and written,
 # and its stream's expiry set, once per batch.
 #
-# A channel's number lives in the same key as the epoch, so it is not lost
-# while the epoch stays. Where its field is missing but the channel's last-id
-# key or stream is not (the field was deleted, or the whole state and with it
-# the epoch), numbering goes on after the highest number they hold: an id is
-# never issued twice, and a stream's entry ids keep increasing.
-PUBLISH = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-end
+# On one engine, a channel's number lives in the same key as the epoch, so it
+# is not lost while the epoch stays. Where its number is missing but the
+# channel's last-id key or stream is not (the field was deleted, or the whole
+# state and with it the epoch), numbering goes on after the highest number
+# they hold: an id is never issued twice, and a stream's entry ids keep
+# increasing. On a cluster, a channel whose keys are all gone (a new channel,
+# or one whose shard lost its data) starts from the engine's clock in
+# microseconds instead of 0, above any number it issued before (unless it
+# averaged more than a million events a second): its ids are never issued
+# twice either, under the cluster's one epoch, and the first event's
+# predecessor is the origin ({epoch}-0), so readers know where it starts.
+# Numbers are written with string.format('%.0f'): the clock's pass 2^31 (and
+# Lua's default conversion writes them in exponent form).
+_PUBLISH = """
+local function num(n) return string.format('%.0f', n) end
+--PROLOGUE--
 local acked = tonumber(ARGV[8])
-for k = 3, 2 + acked do redis.call('DEL', KEYS[k]) end
+for k = R + 1, R + acked do redis.call('DEL', KEYS[k]) end
 if ARGV[6] == '1' then
-  local done = redis.call('GET', KEYS[2])
+  local done = redis.call('GET', KEYS[R])
   if done then
     local again = {}
     for part in string.gmatch(done .. '\\n', '([^\\n]*)\\n') do again[#again + 1] = part end
@@ -72,9 +80,9 @@ local max_age = tonumber(ARGV[3])
 local max_bytes = tonumber(ARGV[4])
 local overhead = tonumber(ARGV[5])
 local now = redis.call('TIME')
-local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local ms = num(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
-local first = 2 + acked
+local first = R + acked
 local state = {}
 for e = 0, #ARGV - 10 do
   local arg = ARGV[10 + e]
@@ -90,24 +98,24 @@ for e = 0, #ARGV - 10 do
   local k = tonumber(head)
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
   local fields_ = string.sub(arg, cut2 + 1)
-  local seq_key, stream = KEYS[first + 1 + 3 * k], KEYS[first + 3 + 3 * k]
+  local seq_key, stream = KEYS[first + 1 + W * k], KEYS[first + 3 + W * k]
   local bar = string.find(seq_key, '|', 1, true)
-  local seq_field = string.sub(seq_key, bar + 1)
-  local seq = redis.call('HINCRBY', KEYS[1], seq_field, 1)
+  --NEXT--
   if seq == 1 then
     -- A new channel, or its number was lost: go on after what its keys hold.
     local high = 0
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     if #newest > 0 then high = tonumber(string.match(newest[1][1], '^(%d+)')) end
-    local last = redis.call('GET', KEYS[first + 2 + 3 * k])
+    local last = redis.call('GET', KEYS[first + 2 + W * k])
     local last_seq = last and tonumber(string.match(last, '^%d+\\n%-?%d+\\n(%d+)\\n'))
     if last_seq and last_seq > high then high = last_seq end
+    --FRESH--
     if high > 0 then
       seq = high + 1
-      redis.call('HSET', KEYS[1], seq_field, seq)
+      --SET--
     end
   end
-  local id = epoch .. '-' .. seq
+  local id = epoch .. '-' .. num(seq)
   if own ~= '' then id = string.sub(own, 2) end
   -- The last-id key holds four lines: where the newest entry ends
   -- in the running sum of sizes, a lower bound of where the oldest starts
@@ -117,7 +125,7 @@ for e = 0, #ARGV - 10 do
   local st = state[k]
   if st == nil then
     st = {prev = epoch .. '-0', finish = nil, front_bound = -1}
-    local last = redis.call('GET', KEYS[first + 2 + 3 * k])
+    local last = redis.call('GET', KEYS[first + 2 + W * k])
     if last then
       local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n%d+\\n(.*)$')
       if f then
@@ -130,7 +138,7 @@ for e = 0, #ARGV - 10 do
   end
   local prev = st.prev
   local front_bound = st.front_bound
-  local message = epoch .. '\\n' .. seq .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. trace
+  local message = epoch .. '\\n' .. num(seq) .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. trace
   message = message .. '\\n' .. fields_
 
   -- Bytes: where this entry starts in the channel's running sum of sizes.
@@ -143,7 +151,7 @@ for e = 0, #ARGV - 10 do
       start = (tonumber(field(newest[1][2], 'b')) or 0) + (tonumber(field(newest[1][2], 's')) or 0)
     end
   end
-  local entry = seq .. '-0'
+  local entry = num(seq) .. '-0'
   redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], entry, 'm', message, 't', ms, 'b', start, 's', size)
   -- Keep the entries that start at or after `floor`: they weigh at most max bytes.
   local floor = start + size - max_bytes
@@ -182,45 +190,81 @@ for e = 0, #ARGV - 10 do
       end
     end
     if keep == nil and #oldest > 0 then
-      keep = (tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
+      keep = num(tonumber(string.match(oldest[#oldest][1], '^(%d+)')) + 1) .. '-0'
     end
     if keep ~= nil then redis.call('XTRIM', stream, 'MINID', keep) end
   end
   st.prev, st.finish, st.front_bound, st.seq = id, start + size, front_bound, seq
-  redis.call('PUBLISH', ARGV[9] .. string.sub(seq_key, bar + 5), message)
-  result[#result + 1] = tostring(seq)
+  --PUBLISH--
+  result[#result + 1] = num(seq)
   result[#result + 1] = prev
 end
 for k, st in pairs(state) do
-  local last = st.finish .. '\\n' .. st.front_bound .. '\\n' .. st.seq .. '\\n' .. st.prev
-  redis.call('SET', KEYS[first + 2 + 3 * k], last)
-  redis.call('PEXPIRE', KEYS[first + 3 + 3 * k], ARGV[3])
+  local last = num(st.finish) .. '\\n' .. num(st.front_bound) .. '\\n' .. num(st.seq) .. '\\n' .. st.prev
+  redis.call('SET', KEYS[first + 2 + W * k], last)
+  redis.call('PEXPIRE', KEYS[first + 3 + W * k], ARGV[3])
 end
-redis.call('SET', KEYS[2], table.concat(result, '\\n'), 'PX', ARGV[7])
+redis.call('SET', KEYS[R], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
 """
 
+PUBLISH = (
+    _PUBLISH.replace(
+        "--PROLOGUE--",
+        """local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local R, W = 2, 3""",
+    )
+    .replace(
+        "--NEXT--",
+        """local seq_field = string.sub(seq_key, bar + 1)
+  local seq = redis.call('HINCRBY', KEYS[1], seq_field, 1)""",
+    )
+    .replace("    --FRESH--\n", "")
+    .replace("--SET--", "redis.call('HSET', KEYS[1], seq_field, num(seq))")
+    .replace("--PUBLISH--", "redis.call('PUBLISH', ARGV[9] .. string.sub(seq_key, bar + 5), message)")
+)
+
+PUBLISH_CLUSTER = (
+    _PUBLISH.replace("--PROLOGUE--", "local epoch = ARGV[1]\nlocal R, W = 1, 4")
+    .replace("--NEXT--", "local seq = redis.call('INCR', seq_key)")
+    .replace(
+        "--FRESH--",
+        """if high == 0 then
+      local clock = redis.call('TIME')
+      high = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    end""",
+    )
+    .replace("--SET--", "redis.call('SET', seq_key, num(seq))")
+    .replace("--PUBLISH--", "redis.call('SPUBLISH', KEYS[first + 4 + W * k], message)")
+)
+
 # Reads of one or more channels' histories (one call for all the channels a
-# connection needs). KEYS: the state hash, then each channel's stream
-# ({prefix}|h:{channel}: its field in the state hash, seq:{channel}, is taken
-# from that name). ARGV: count, then one argument: each channel's "after"
+# connection needs). KEYS (one engine): the state hash, then each channel's
+# stream ({prefix}|h:{channel}: its field in the state hash, seq:{channel}, is
+# taken from that name); on a cluster (all in one slot): each channel's seq key
+# and stream. ARGV: count, then one argument: each channel's "after"
 # (-1: the newest entries), in KEYS order, separated by spaces (two strings
 # for the client to encode however many channels are read, not two per
 # channel), then a budget: once the messages read reach it, the channels left
 # are not read (the client reads them in another call), so a reply weighs at
-# most a budget and one channel's worth, however many empty channels it covers.
+# most a budget and one channel's worth, however many empty channels it
+# covers; on a cluster, then the epoch.
 # Returns {epoch or '', then per channel read, in KEYS order: newest seq,
 # {message, ...} oldest first}; at least the first channel is read.
-READ = """
+_READ = """
 local count = ARGV[1]
 local budget = tonumber(ARGV[3])
 local total = 0
-local reply = {redis.call('HGET', KEYS[1], 'epoch') or ''}
-local k = 1
+--PROLOGUE--
+local k = 0
 for after in string.gmatch(ARGV[2], '%S+') do
   if total >= budget then break end
   k = k + 1
-  local key = KEYS[k]
+  --KEYS--
   local items
   if after == '-1' then
     items = redis.call('XREVRANGE', key, '+', '-', 'COUNT', count)
@@ -237,13 +281,25 @@ for after in string.gmatch(ARGV[2], '%S+') do
       if fields[i] == 'm' then messages[#messages + 1] = fields[i + 1] end
     end
   end
-  local bar = string.find(key, '|', 1, true)
-  reply[#reply + 1] = redis.call('HGET', KEYS[1], 'seq:' .. string.sub(key, bar + 3)) or '0'
+  reply[#reply + 1] = newest
   reply[#reply + 1] = messages
   total = total + #messages
 end
 return reply
 """
+
+READ = _READ.replace("--PROLOGUE--", "local reply = {redis.call('HGET', KEYS[1], 'epoch') or ''}").replace(
+    "--KEYS--",
+    """local key = KEYS[k + 1]
+  local bar = string.find(key, '|', 1, true)
+  local newest = redis.call('HGET', KEYS[1], 'seq:' .. string.sub(key, bar + 3)) or '0'""",
+)
+
+READ_CLUSTER = _READ.replace("--PROLOGUE--", "local reply = {ARGV[4]}").replace(
+    "--KEYS--",
+    """local key = KEYS[2 * k]
+  local newest = redis.call('GET', KEYS[2 * k - 1]) or '0'""",
+)
 
 # Presence and counts across processes (see _presence.py). Every key starts
 # with ARGV's base ({prefix}|pr:); a process's keys name it by its random id:

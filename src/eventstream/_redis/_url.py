@@ -1,4 +1,5 @@
-"""Reading a ``redis://`` / ``rediss://`` URL into a validated address (no I/O)."""
+"""Reading a ``redis://`` / ``rediss://`` URL (or ``redis+cluster://`` / ``rediss+cluster://``, a
+Valkey/Redis Cluster by one or more of its nodes) into a validated address (no I/O)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ __all__ = ["RedisAddress", "parse_redis_url"]
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where a Redis-protocol engine (Valkey, Redis) listens, and how to log in."""
+    """Where a Redis-protocol engine (Valkey, Redis) listens, and how to log in.
+
+    On a cluster (``cluster``), ``host`` and ``port`` are its first seed node
+    and ``seeds`` every one (the client maps the rest from any of them).
+    """
 
     host: str
     port: int = 6379
@@ -18,6 +23,8 @@ class RedisAddress:
     tls: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    cluster: bool = False
+    seeds: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -26,16 +33,26 @@ class RedisAddress:
             raise ValueError(f"port {self.port} is out of range")
         if self.database < 0:
             raise ValueError(f"database {self.database} is negative")
+        if self.cluster and self.database:
+            raise ValueError("a cluster has database 0 only")
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """Every address given: the seeds of a cluster, else the one engine."""
+        return self.seeds or ((self.host, self.port),)
 
     @property
     def display(self) -> str:
         """The URL without credentials, for messages and logs."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.database}"
+        hosts = ",".join(f"{f'[{host}]' if ':' in host else host}:{port}" for host, port in self.nodes)
+        if self.cluster:
+            return f"{'rediss' if self.tls else 'redis'}+cluster://{hosts}"
+        return f"{'rediss' if self.tls else 'redis'}://{hosts}/{self.database}"
 
 
 def parse_redis_url(url: str) -> RedisAddress:
-    """Read ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS).
+    """Read ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS), or
+    ``redis+cluster://[user:password@]host[:port][,host[:port]...]`` (``rediss+cluster://``).
 
     The errors never quote the URL, nor any part of it: whatever its shape,
     a malformed one may hold a password anywhere (an unescaped ``/``, ``#``,
@@ -48,13 +65,19 @@ def parse_redis_url(url: str) -> RedisAddress:
     """
     if not isinstance(url, str):
         raise ValueError(f"a broker URL must be a str, not {type(url).__name__}")
+    scheme, _, rest = url.strip().partition("://")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return _cluster_address(rest, tls=scheme == "rediss+cluster")
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError:
         raise ValueError(f"malformed broker URL{_UNQUOTED}: its host or port cannot be read") from None
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"broker URL{_UNQUOTED}: the scheme must be redis:// or rediss://")
+        raise ValueError(
+            f"broker URL{_UNQUOTED}: the scheme must be redis://, rediss://, redis+cluster:// "
+            "or rediss+cluster://"
+        )
     if not parts.hostname:
         raise ValueError(f"broker URL{_UNQUOTED} has no host")
     if parts.query or parts.fragment:
@@ -77,6 +100,46 @@ def parse_redis_url(url: str) -> RedisAddress:
         tls=parts.scheme == "rediss",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def _cluster_address(rest: str, *, tls: bool) -> RedisAddress:
+    # What follows "redis+cluster://": [user:password@]host[:port][,host[:port]...][/] (database 0 only).
+    userinfo, at, hosts = rest.rpartition("@")
+    if hosts.endswith("/0"):
+        hosts = hosts[:-2]
+    hosts = hosts.rstrip("/")
+    if any(c in hosts for c in "/?#") or (at and any(c in userinfo for c in "/?#")):
+        raise ValueError(
+            f"broker URL{_UNQUOTED}: a cluster URL is [user:password@]host:port[,host:port...] "
+            "(no path but /0, no query string or fragment; percent-encode a '/', '?', '#' or '@' "
+            "in the password)"
+        )
+    seeds = []
+    for node in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{node}")
+            port = parts.port
+        except ValueError:
+            raise ValueError(
+                f"malformed broker URL{_UNQUOTED}: a node's host or port cannot be read"
+            ) from None
+        if not parts.hostname or parts.username is not None or port == 0:
+            raise ValueError(f"malformed broker URL{_UNQUOTED}: each node is host[:port]")
+        seeds.append((parts.hostname, 6379 if port is None else port))
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon else None
+    return RedisAddress(
+        host=seeds[0][0],
+        port=seeds[0][1],
+        tls=tls,
+        username=username,
+        password=password,
+        cluster=True,
+        seeds=tuple(seeds),
     )
 
 

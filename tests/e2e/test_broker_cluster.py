@@ -1,0 +1,277 @@
+"""The broker on a real Redis Cluster (3 primaries, 3 replicas, sharded pub/sub), on asyncio and trio.
+
+Each ``EventStream`` stands for a process (its own hub, feed and copy of
+history); the cluster is a private one of the test module's
+(``tests/support/redis_cluster.py``). What is checked on the engine is read
+from its nodes: where each key lives (``CLUSTER KEYSLOT``), who is subscribed
+to what (``PUBSUB SHARDNUMSUB``, ``PUBSUB NUMSUB``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream._redis._layout import ClusterLayout
+from eventstream.testing import StreamResponse, open_stream
+
+from ..support.helpers import follower_of, receive_data, wait_until
+from ..support.redis_cluster import RedisCluster
+
+pytestmark = pytest.mark.anyio
+
+
+def make_stream(cluster: RedisCluster, prefix: str, **options: object) -> EventStream:
+    return EventStream(broker=RedisBroker(cluster.url, key_prefix=prefix, **options))  # type: ignore[arg-type]
+
+
+def slot_of(cluster: RedisCluster, prefix: str, channel: str) -> int:
+    """The slot of ``channel``'s keys, as the engine computes it."""
+    return cluster.keyslot(ClusterLayout(prefix).seq(channel))
+
+
+def keys_of(cluster: RedisCluster, prefix: str) -> list[str]:
+    """Every key under ``prefix`` on the cluster's primaries."""
+    found: list[str] = []
+    for node in cluster.primaries():
+        found += node.command("--scan", "--pattern", f"*{prefix}|*").decode().split()
+    return found
+
+
+def seq_of(event: ServerSentEvent) -> int:
+    assert event.id is not None
+    assert event.id.startswith("c-"), event.id
+    return int(event.id[2:])
+
+
+async def test_each_channel_lives_in_one_slot_and_its_feed_on_its_shard(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    a = make_stream(redis_cluster, prefix)
+    channels = [f"user-{n}" for n in range(8)]
+    with anyio.fail_after(30):
+        async with a, contextlib.AsyncExitStack() as stack:
+            for channel in channels:
+                await stack.enter_async_context(open_stream(a(channel)))
+            await a.wait_subscribers(len(channels))
+            for channel in channels:
+                await a.publish_event(channel, ServerSentEvent(data=channel))
+            layout = ClusterLayout(prefix)
+            keys = keys_of(redis_cluster, prefix)
+            for channel in channels:
+                mine = [key for key in keys if key.endswith(f":{channel}")]
+                assert {key.split(prefix, 1)[1].split(":", 1)[0] for key in mine} == {"|seq", "|last", "|h"}
+                slot = slot_of(redis_cluster, prefix, channel)
+                assert {redis_cluster.keyslot(key) for key in mine} == {slot}
+                feed = layout.feed(channel).decode()
+                owner = redis_cluster.primary_for_slot(slot)
+                assert owner.command("PUBSUB", "SHARDNUMSUB", feed).split()[1] == b"1"
+            # The shards' channels only: no classic pub/sub channel of the broker's anywhere.
+            for node in redis_cluster.primaries():
+                assert prefix not in node.command("PUBSUB", "CHANNELS", "*").decode()
+            assert len({slot_of(redis_cluster, prefix, channel) for channel in channels}) > 1
+
+
+async def test_two_processes_see_one_order_and_the_same_ids(redis_cluster: RedisCluster, prefix: str) -> None:
+    a, b = make_stream(redis_cluster, prefix), make_stream(redis_cluster, prefix)
+    with anyio.fail_after(30):
+        async with a, b, open_stream(a("room")) as on_a, open_stream(b("room")) as on_b:
+            await a.wait_subscribers(1, "room")
+            await b.wait_subscribers(1, "room")
+
+            async def publish(stream: EventStream, name: str) -> None:
+                for n in range(40):
+                    await stream.publish_event("room", ServerSentEvent(data=f"{name}{n}"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish, a, "a")
+                tg.start_soon(publish, b, "b")
+            seen_a = await receive_data(on_a, 80)
+            seen_b = await receive_data(on_b, 80)
+    assert [(e.id, e.json()) for e in seen_a] == [(e.id, e.json()) for e in seen_b]
+    assert [e.json() for e in seen_a if e.json().startswith("a")] == [f"a{n}" for n in range(40)]
+    numbers = [seq_of(e) for e in seen_a]
+    assert numbers == list(range(numbers[0], numbers[0] + 80))
+
+
+async def test_a_client_resumes_on_another_process_and_after_a_restart(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    a = make_stream(redis_cluster, prefix)
+    with anyio.fail_after(30):
+        async with a, open_stream(a("jobs")) as on_a:
+            await a.wait_subscribers(1, "jobs")
+            for n in range(10):
+                await a.publish_event("jobs", ServerSentEvent(data=n))
+            seen = await receive_data(on_a, 10)
+        # A new process (a restart): the client resumes after the fifth event.
+        b = make_stream(redis_cluster, prefix)
+        async with b:
+            headers = {"last-event-id": str(seen[4].id)}
+            async with open_stream(b("jobs"), headers=headers) as on_b:
+                rest = await receive_data(on_b, 5)
+    assert [(e.id, e.json()) for e in rest] == [(e.id, e.json()) for e in seen[5:]]
+
+
+async def test_a_shard_that_lost_its_data_ends_the_streams_of_its_channels_only(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # Two channels on two different shards; the first one's shard is flushed
+    # (replicated to its replica: the shard lost its data).
+    lost, kept = _on_two_shards(redis_cluster, prefix)
+    a, b = make_stream(redis_cluster, prefix), make_stream(redis_cluster, prefix)
+    with anyio.fail_after(30):
+        async with a, b, open_stream(b(lost)) as on_lost, open_stream(b(kept)) as on_kept:
+            await b.wait_subscribers(2)
+            for channel in (lost, kept):
+                for n in range(3):
+                    await a.publish_event(channel, ServerSentEvent(data=n))
+            before = await receive_data(on_lost, 3)
+            await receive_data(on_kept, 3)
+            redis_cluster.primary_for_slot(slot_of(redis_cluster, prefix, lost)).command("FLUSHALL")
+            published = await a._broker.publish(lost, ServerSentEvent(data="after"))
+            # Numbered on from the engine's clock: above every id issued before.
+            assert int(published.id[2:]) > seq_of(before[-1])
+            await a.publish_event(kept, ServerSentEvent(data="still"))
+            # The lost channel's stream ends (its client reconnects and is told to reset) ...
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await on_lost.receive_event()
+                    except anyio.EndOfStream:
+                        break
+            # ... the other shard's channel goes on.
+            assert [e.json() for e in await receive_data(on_kept, 1)] == ["still"]
+        headers = {"last-event-id": str(before[-1].id)}
+        async with b, open_stream(b(lost), headers=headers) as again:
+            events = [await again.receive_event() for _ in range(2)]
+    assert [e.event for e in events][:1] == ["stream-open"] or "stream-reset" in [e.event for e in events]
+    assert "stream-reset" in [e.event for e in events]
+
+
+def _on_two_shards(cluster: RedisCluster, prefix: str) -> tuple[str, str]:
+    owners: dict[int, str] = {}
+    for n in range(100):
+        channel = f"shard-{n}"
+        port = cluster.primary_for_slot(slot_of(cluster, prefix, channel)).port
+        owners.setdefault(port, channel)
+        if len(owners) == 2:
+            first, second = owners.values()
+            return first, second
+    raise AssertionError("no two channels on two shards")
+
+
+@contextlib.asynccontextmanager
+async def _publishing(
+    stream: EventStream, channel: str, count: int, published: list[str], failed: list[int]
+) -> AsyncIterator[None]:
+    """Publish ``count`` events on ``channel`` in the background, one every 5 ms, noting each id."""
+
+    async def run() -> None:
+        for n in range(count):
+            try:
+                published.append((await stream._broker.publish(channel, ServerSentEvent(data=n))).id)
+            except BrokerError:
+                failed.append(n)
+            await anyio.sleep(0.005)  # pacing the burst (a rate, not a wait)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        yield
+
+
+async def _survives(
+    redis_cluster: RedisCluster, prefix: str, change: Callable[[int], object], *, count: int = 200
+) -> tuple[list[str], list[int], list[ServerSentEvent]]:
+    """Publish a burst on one channel from one process while ``change(slot)`` runs on the
+    channel's slot; return the ids published, the events that failed and what the other
+    process's subscriber received, after every publish ended."""
+    publisher = make_stream(redis_cluster, prefix, publish_timeout=30)
+    reader = make_stream(redis_cluster, prefix, check_interval=0.2)
+    published: list[str] = []
+    failed: list[int] = []
+    slot = slot_of(redis_cluster, prefix, "busy")
+    with anyio.fail_after(90):
+        async with publisher, reader, open_stream(reader("busy")) as on_reader:
+            await reader.wait_subscribers(1, "busy")
+            async with _publishing(publisher, "busy", count, published, failed):
+                await wait_until(lambda: _at_least(published, 40), timeout=30)
+                await anyio.to_thread.run_sync(change, slot)
+            received = await _receive_until(on_reader, published[-1])
+    return published, failed, received
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
+async def _receive_until(response: StreamResponse, last_id: str) -> list[ServerSentEvent]:
+    events: list[ServerSentEvent] = []
+    while not events or events[-1].id != last_id:
+        events += await receive_data(response, 1)
+    return events
+
+
+async def test_a_failover_mid_burst_loses_and_reorders_nothing(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    published, failed, received = await _survives(redis_cluster, prefix, redis_cluster.failover)
+    assert not failed
+    assert [e.id for e in received] == published
+    assert [e.json() for e in received] == list(range(len(published)))
+
+
+async def test_a_slot_migration_mid_burst_loses_and_reorders_nothing(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    def migrate(slot: int) -> None:
+        owner = redis_cluster.primary_for_slot(slot)
+        target = next(node for node in redis_cluster.primaries() if node.port != owner.port)
+        redis_cluster.migrate_slot(slot, target)
+
+    published, failed, received = await _survives(redis_cluster, prefix, migrate)
+    assert not failed
+    assert [e.id for e in received] == published
+    numbers = [int(event_id[2:]) for event_id in published]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+async def test_the_follower_copies_nothing_it_was_not_asked_for(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # A process with no subscribers takes in no feed message, whatever is published.
+    a, idle = make_stream(redis_cluster, prefix), make_stream(redis_cluster, prefix)
+    with anyio.fail_after(30):
+        async with a, idle, open_stream(a("mine")) as on_a:
+            await a.wait_subscribers(1, "mine")
+            for n in range(20):
+                await idle.publish_event("mine", ServerSentEvent(data=n))
+            await receive_data(on_a, 20)
+            stats = idle.statistics().broker
+            assert stats is not None
+            assert (stats.feed_messages, stats.feed_channels) == (0, 0)
+            assert not follower_of(idle).loaded
+
+
+async def test_kill_9_of_a_primary_mid_burst_loses_and_reorders_nothing(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # The shard's replica takes over (about 3 s with a node timeout of 2 s); the
+    # publishes meanwhile are retried within publish_timeout, and the subscriber's
+    # feed comes back on the new primary, its gap filled from history.
+    killed = []
+
+    def kill(slot: int) -> None:
+        killed.append(redis_cluster.kill_primary(slot))
+
+    try:
+        published, failed, received = await _survives(redis_cluster, prefix, kill)
+    finally:
+        for node in killed:
+            redis_cluster.restart(node)
+    assert not failed
+    assert [e.id for e in received] == published
