@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
-from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream import BrokerError, EventStream, PresenceMember, RedisBroker, ServerSentEvent
 from eventstream._redis._layout import ClusterLayout
+from eventstream.auth import JWTAuthorizer
 from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import follower_of, receive_data, wait_until
 from ..support.redis_cluster import RedisCluster
+from ..support.tokens import AUDIENCE, ISSUER, SECRET, hs256
 
 pytestmark = pytest.mark.anyio
 
@@ -275,3 +277,34 @@ async def test_kill_9_of_a_primary_mid_burst_loses_and_reorders_nothing(
             redis_cluster.restart(node)
     assert not failed
     assert [e.id for e in received] == published
+
+
+async def test_counts_and_presence_add_up_across_processes(redis_cluster: RedisCluster, prefix: str) -> None:
+    # Counts and presence live under one hash tag (their scripts stay in one slot).
+    authorize = JWTAuthorizer(secret=SECRET, issuer=ISSUER, audience=AUDIENCE, channels=["room-*"])
+
+    def app() -> EventStream:
+        broker = RedisBroker(
+            redis_cluster.url, key_prefix=prefix, heartbeat_interval=0.1, heartbeat_expiry=0.5
+        )
+        return EventStream(broker=broker, authorize=authorize, presence=True, keep_alive_interval=None)
+
+    a, b = app(), app()
+    expected = [PresenceMember("ann", 2), PresenceMember("bob", 1)]
+
+    async def both_see_it() -> bool:
+        for stream in (a, b):
+            if (
+                await stream.presence("room-1") != expected
+                or await stream.subscriber_count_all("room-1") != 3
+            ):
+                return False
+        return True
+
+    with anyio.fail_after(30):
+        async with a, b, contextlib.AsyncExitStack() as stack:
+            for stream, who in ((a, "ann"), (b, "ann"), (b, "bob")):
+                headers = {"authorization": f"Bearer {hs256(sub=who)}"}
+                await stack.enter_async_context(open_stream(stream("room-1"), "/room-1", headers=headers))
+            await wait_until(both_see_it)
+            assert a.subscriber_count("room-1") == 1
