@@ -28,6 +28,9 @@ whichever extends which)::
                          whose reply was lost), at most publish_timeout +
                          request_timeout + 1 s
 
+On a cluster, each channel's keys and pub/sub channel carry a hash tag of
+their own and its number is a key of its own (see ``_layout.py``).
+
 One Lua script per publish numbers, keeps and publishes the event atomically,
 so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
 same everywhere and survive app restarts.
@@ -90,7 +93,10 @@ class RedisBroker(Broker):
 
     Args:
         url: ``redis://[user:password@]host[:port][/db]``, or ``rediss://``
-            for TLS. Either this or ``configuration``.
+            for TLS; on a Valkey/Redis Cluster,
+            ``redis+cluster://[user:password@]host[:port][,host[:port]...]``
+            (``rediss+cluster://``): some of its nodes (see the broker guide's
+            "On a cluster"). Either this or ``configuration``.
         configuration: A ``glide.GlideClientConfiguration`` you built (TLS
             settings, credentials, timeouts); the broker makes its two
             clients (commands, and the pub/sub feed) from it.
