@@ -1,35 +1,6 @@
 """A broker on a Redis-protocol engine (Valkey, Redis), through valkey-glide.
 
-Keys, under ``key_prefix`` (default ``eventstream:``) and a ``|`` (which no
-prefix holds, so that no prefix's keys or channels are another prefix's,
-whichever extends which)::
-
-    {prefix}|state       a hash: 'epoch', random, set once (HSETNX): the prefix
-                         of every assigned id; and per channel 'seq:{ch}', its
-                         sequence number (HINCRBY per publish). In one key, so
-                         no channel's number is lost (evicted, deleted) while
-                         the epoch stays: ids are never issued twice
-    {prefix}|last:{ch}   the id of the channel's newest event (GRIP's prev-id), after
-                         where it ends in the running sum of sizes, a lower
-                         bound of where the oldest kept event starts, and its
-                         sequence number (numbering goes on after it, or after
-                         the history's newest, if the state lost the channel's)
-    {prefix}|h:{ch}      the channel's history: a stream, entry ids "{seq}-0",
-                         capped by count (MAXLEN ~), bytes (oldest entries
-                         trimmed on publish to max_bytes) and age (oldest
-                         entries trimmed on publish; the key expires max_age
-                         after the last publish)
-    {prefix}|ch:{db}:{ch}  the pub/sub channel that carries each entry (pub/sub
-                         is server-wide: the database number keeps apps on
-                         other databases of the engine out)
-    {prefix}|pr:...     each process's subscriber counts and presence, renewed
-                         by its heartbeat (see _presence.py)
-    {prefix}|batch:{tok} a batch's reply, kept until acknowledged (for a retry
-                         whose reply was lost), at most publish_timeout +
-                         request_timeout + 1 s
-
-On a cluster, each channel's keys and pub/sub channel carry a hash tag of
-their own and its number is a key of its own (see ``_layout.py``).
+Where its data lives on the engine (one engine or a cluster): ``_layout.py``.
 
 One Lua script per publish numbers, keeps and publishes the event atomically,
 so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
@@ -443,21 +414,7 @@ class RedisBroker(Broker):
         return feed.connected and (failed_at is None or feed.connections > failed_at)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        sender = self._sender
-        layout = sender.layout
-        if not layout.cluster:
-            await sender.send(self._client, self._publish_script, batch)
-            return
-        # A cluster: one script call per slot of the batch's channels, sent at once.
-        by_slot: dict[int, list[Pending]] = {}
-        for item in batch:
-            by_slot.setdefault(layout.slot(item.channel), []).append(item)
-        if len(by_slot) == 1:
-            await sender.send(self._client, self._publish_script, batch)
-            return
-        async with anyio.create_task_group() as tg:
-            for part in by_slot.values():
-                tg.start_soon(sender.send, self._client, self._publish_script, part)
+        await self._sender.send_by_slot(self._client, self._publish_script, batch)
 
     async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.

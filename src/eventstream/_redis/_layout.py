@@ -1,14 +1,33 @@
 """Where the broker's data lives on the engine: the names of its keys and feed channels (no I/O).
 
-One engine (:class:`EngineLayout`)::
+Keys, under ``key_prefix`` (default ``eventstream:``) and a ``|`` (which no
+prefix holds, so that no prefix's keys or channels are another prefix's,
+whichever extends which). One engine (:class:`EngineLayout`)::
 
-    {prefix}|state         the epoch, and each channel's sequence number (a field each)
-    {prefix}|last:{ch}     the channel's newest id and byte accounting
-    {prefix}|h:{ch}        the channel's history (a stream)
-    {prefix}|ch:{db}:{ch}  the channel's pub/sub channel (pub/sub is server-wide:
-                           the database number keeps apps on other databases out)
-    {prefix}|pr:...        counts and presence
-    {prefix}|batch:{tok}   a publish batch's kept reply
+    {prefix}|state       a hash: 'epoch', random, set once (HSETNX): the prefix
+                         of every assigned id; and per channel 'seq:{ch}', its
+                         sequence number (HINCRBY per publish). In one key, so
+                         no channel's number is lost (evicted, deleted) while
+                         the epoch stays: ids are never issued twice
+    {prefix}|last:{ch}   the id of the channel's newest event (GRIP's prev-id), after
+                         where it ends in the running sum of sizes, a lower
+                         bound of where the oldest kept event starts, and its
+                         sequence number (numbering goes on after it, or after
+                         the history's newest, if the state lost the channel's)
+    {prefix}|h:{ch}      the channel's history: a stream, entry ids "{seq}-0",
+                         capped by count (MAXLEN ~), bytes (oldest entries
+                         trimmed on publish to max_bytes) and age (oldest
+                         entries trimmed on publish; the key expires max_age
+                         after the last publish)
+    {prefix}|ch:{db}:{ch}  the pub/sub channel that carries each entry (pub/sub
+                         is server-wide: the database number keeps apps on
+                         other databases of the engine out)
+    {prefix}|pr:...     each process's subscriber counts and presence, renewed
+                         by its heartbeat (see _presence.py)
+    {prefix}|batch:{tok} a batch's reply, kept until acknowledged (for a retry
+                         whose reply was lost), at most publish_timeout +
+                         request_timeout + 1 s
+    {prefix}|ticket:{n}  a one-time ticket already used (see _auth)
 
 A cluster (:class:`ClusterLayout`) puts each channel's keys and its sharded
 pub/sub channel in one slot, under a hash tag of its own: ``{T}``, 16 hex

@@ -99,8 +99,27 @@ class BatchSender:
                 f"(max_bytes={self.max_bytes}); it was not published"
             )
 
+    async def send_by_slot(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
+        """:meth:`send` ``batch``, in one script call per slot of its channels on a cluster
+        (a script touches one slot), sent at once; in one call on one engine.
+
+        Never raises (as :meth:`send`).
+        """
+        layout = self.layout
+        by_slot: dict[int, list[Pending]] = {}
+        if layout.cluster:
+            for item in batch:
+                by_slot.setdefault(layout.slot(item.channel), []).append(item)
+        if len(by_slot) < 2:
+            await self.send(client, script, batch)
+            return
+        async with anyio.create_task_group() as tg:
+            for part in by_slot.values():
+                tg.start_soon(self.send, client, script, part)
+
     async def send(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
-        """Publish ``batch`` in one script call, retried while the failure is transient.
+        """Publish ``batch`` in one script call, retried while the failure is transient (on a
+        cluster, its channels are all of one slot).
 
         Never raises: each item gets its outcome (``seq`` and ``prev_id``, or
         ``error``, a :class:`BrokerError`), ``done`` and its ``wake`` event set.
