@@ -308,3 +308,15 @@ async def test_counts_and_presence_add_up_across_processes(redis_cluster: RedisC
                 await stack.enter_async_context(open_stream(stream("room-1"), "/room-1", headers=headers))
             await wait_until(both_see_it)
             assert a.subscriber_count("room-1") == 1
+
+
+async def test_a_primary_that_may_evict_keys_is_refused(redis_cluster: RedisCluster, prefix: str) -> None:
+    # Every primary is checked, not just the one the client first reached.
+    primary = redis_cluster.primaries()[-1]
+    primary.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    try:
+        with anyio.fail_after(20), pytest.raises(BrokerError, match="maxmemory-policy is allkeys-lru"):
+            async with make_stream(redis_cluster, prefix):
+                pass
+    finally:
+        primary.command("CONFIG", "SET", "maxmemory-policy", "noeviction")

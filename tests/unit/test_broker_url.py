@@ -48,6 +48,12 @@ SECRET = "Zq9"  # every password below is made of this and URL delimiters
         "{pw}@host/0",
         "redis:/user:{pw}@host/0",
         "redis://user:{pw}@[::1/0",
+        "redis+cluster://user:{pw}@host:7000,host:7001",
+        "rediss+cluster://:{pw}@host",
+        "redis+cluster://user:{pw}@host:7000/1",
+        "redis+cluster://user:{pw}@host:x,host",
+        "redis+cluster://{pw}",
+        "redis+cluster://user:{pw}",
     ],
 )
 def test_no_part_of_a_password_is_ever_echoed(shape: str, password: str) -> None:
@@ -65,7 +71,18 @@ def test_no_part_of_a_password_is_ever_echoed(shape: str, password: str) -> None
     password=st.lists(
         st.sampled_from([SECRET, "/", "#", "?", "@", ":", "[", "]", "%", "%2F", " ", "0", "\\"]), min_size=1
     ).map("".join),
-    before=st.sampled_from(["redis://user:", "redis://:", "rediss://u:", "redis://", "redis:", "", "x://u:"]),
+    before=st.sampled_from(
+        [
+            "redis://user:",
+            "redis://:",
+            "rediss://u:",
+            "redis://",
+            "redis:",
+            "",
+            "x://u:",
+            "redis+cluster://u:",
+        ]
+    ),
     after=st.sampled_from(["@host/0", "@host:1/2", "@/0", "@host/0?a=b", "@host#f", "", "/0", "@host/x@y"]),
 )
 def test_no_part_of_any_password_is_ever_echoed(password: str, before: str, after: str) -> None:
@@ -90,6 +107,23 @@ def test_the_url_errors_still_say_what_is_wrong() -> None:
         ("redis://host/0?x=1", "query"),
         ("redis://host/db", "database number"),
         ("redis://host:0/0", "port"),
+        ("redis+cluster://host:1/2", "no path but /0"),
+        ("redis+cluster://host:1,host:x", "host or port"),
+        ("redis+cluster://host:1,,host:2", "each node"),
     ]:
         with pytest.raises(ValueError, match=reason):
             RedisBroker(url)
+
+
+def test_a_cluster_url_names_its_seed_nodes() -> None:
+    address = parse_redis_url("rediss+cluster://app:s%2Fcret@10.0.0.1:7000,10.0.0.2,[::1]:7002/0")
+    assert address.cluster
+    assert address.tls
+    assert address.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert (address.username, address.password) == ("app", "s/cret")
+    assert address.display == "rediss+cluster://10.0.0.1:7000,10.0.0.2:6379,[::1]:7002"
+    assert "s/cret" not in repr(address)
+    single = parse_redis_url("redis://10.0.0.1/3")
+    assert not single.cluster
+    assert single.nodes == (("10.0.0.1", 6379),)
+    assert single.display == "redis://10.0.0.1:6379/3"
