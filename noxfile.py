@@ -110,6 +110,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "benchmarks.empty_publish")
         session.run("python", "-m", "benchmarks.feed_share")
         session.run("python", "-m", "benchmarks.feed_share", "--scenario", "churn")
+        session.run("python", "-m", "benchmarks.cluster")
 
 
 @nox.session(name="bench_broker")

@@ -212,3 +212,32 @@ def test_the_feed_share_benchmark_counts_each_process_s_own_events(log_dir: Path
     app, engine = feed_share.churn_round("rotating", rate=50, seconds=1, log_dir=log_dir)
     assert app > 0
     assert engine >= 0  # (in 10 ms ticks: a second of light churn may show none)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_cluster_benchmark_measures_both_engines_in_every_round(backend: str) -> None:
+    from benchmarks import cluster
+    from tests.support.redis_engine import require_redis
+
+    require_redis()
+    config = cluster.settings(quick=True, rounds=None, backend=backend)  # what --quick runs
+    figures = cluster.run(config)
+    assert set(figures) == {"single", "cluster"}
+    for name, data in figures.items():
+        assert all(len(values) == config.rounds == 1 for values in data.values()), (name, data)
+        assert data["client"][0] > 0
+        assert data["events_per_s"][0] > 0
+        assert 0 < data["p50_ms"][0] <= data["p99_ms"][0]
+        assert data["burst_per_s"][0] > 0
+        assert data["burst_ratio"][0] > 0
+    single, on_cluster = figures["single"], figures["cluster"]
+    assert single["engine"][0] > 0
+    assert on_cluster["primaries"][0] > 0
+    assert on_cluster["replicas"][0] > 0  # they replay what the primaries wrote
+    # Concurrent publishes share a script on one engine; on a cluster a script holds one
+    # slot's channels (1,000 channels over 16,384 slots: about one event each).
+    assert 0 < single["scripts"][0] < on_cluster["scripts"][0] <= 1.05
+    rows = cluster.table(figures, config).splitlines()
+    verdicts = [row.rsplit("|", 1)[1].strip() for row in rows if "<=" in row or ">=" in row]
+    assert len(verdicts) == 4
+    assert set(verdicts) <= {"met", "NOT met"}
