@@ -414,7 +414,7 @@ class RedisBroker(Broker):
         return feed.connected and (failed_at is None or feed.connections > failed_at)
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        await self._sender.send_by_slot(self._client, self._publish_script, batch)
+        await self._sender.send_batch(self._client, self._publish_script, batch)
 
     async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.

@@ -42,6 +42,7 @@ A prefix's ``|`` still ends it in every key, after the tag.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 
 __all__ = ["CLUSTER_EPOCH", "ClusterLayout", "EngineLayout"]
@@ -118,8 +119,9 @@ class ClusterLayout(EngineLayout):
         self.presence_base = "{" + _digest(f"presence|{key_prefix}") + "}" + f"{self.keys}pr:"
 
     @staticmethod
+    @functools.lru_cache(maxsize=65536)
     def tag(channel: str) -> str:
-        """``{T}``: the hash tag of the channel's keys."""
+        """``{T}``: the hash tag of the channel's keys (the recent ones are remembered)."""
         return "{" + _digest(channel) + "}"
 
     def seq(self, channel: str) -> str:
@@ -145,7 +147,9 @@ class ClusterLayout(EngineLayout):
     def batch(self, token: str, channel: str) -> str:
         return f"{self.tag(channel)}{self.keys}batch:{token}"
 
-    def slot(self, channel: str) -> int:
+    @staticmethod
+    @functools.lru_cache(maxsize=65536)
+    def slot(channel: str) -> int:
         """The cluster slot of ``channel``'s keys (CRC16 of its tag, as the engine computes it)."""
         return binascii.crc_hqx(_digest(channel).encode(), 0) % _SLOTS
 

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +31,7 @@ from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
 from ._connect import glide_module, transient
 from ._layout import CLUSTER_EPOCH, EngineLayout
+from ._slots import SlotMap
 from ._wire import traced_mark
 
 if TYPE_CHECKING:
@@ -41,6 +43,12 @@ __all__ = ["BatchSender"]
 _ENGINE_ID_DIGITS = 21
 #: Acknowledged replies deleted per batch, at most.
 _ACKS_PER_BATCH = 64
+#: What the engine answers a script that touches a key its node does not serve (now).
+_MISROUTED = ("non local key", "MOVED", "ASK", "TRYAGAIN", "same slot", "CrossSlot")
+
+
+def _misrouted(reason: str) -> bool:
+    return any(word in reason for word in _MISROUTED)
 
 
 class BatchSender:
@@ -76,6 +84,8 @@ class BatchSender:
         # A retry is sent at most publish_timeout after the first attempt and
         # runs within request_timeout: the reply is kept a second longer.
         self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)
+        #: Which primary serves each slot (a cluster's batches are grouped by primary).
+        self._slots = SlotMap()
         #: Result keys of batches whose replies arrived, to delete with the next batch (of
         #: their slot, on a cluster: a script touches keys of one slot).
         self._acknowledged: dict[int, list[str]] = {}
@@ -99,32 +109,69 @@ class BatchSender:
                 f"(max_bytes={self.max_bytes}); it was not published"
             )
 
-    async def send_by_slot(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
-        """:meth:`send` ``batch``, in one script call per slot of its channels on a cluster
-        (a script touches one slot), sent at once; in one call on one engine.
+    async def send_batch(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
+        """:meth:`send` ``batch``: in one script call on one engine; on a cluster, in one call per
+        primary that serves its channels (as the slot map says), sent at once.
+
+        A call whose primary turns out not to serve all its channels (the map
+        was stale) is refused before it writes anything: its events go again,
+        one call per slot (a script may always touch one slot), and the map is
+        read again.
 
         Never raises (as :meth:`send`).
         """
         layout = self.layout
-        by_slot: dict[int, list[Pending]] = {}
-        if layout.cluster:
-            for item in batch:
-                by_slot.setdefault(layout.slot(item.channel), []).append(item)
-        if len(by_slot) < 2:
+        if not layout.cluster:
             await self.send(client, script, batch)
             return
+        slots = self._slots
+        if client is not None:
+            await slots.refresh(client)
+        by_node: dict[int, list[Pending]] = {}
+        for item in batch:
+            by_node.setdefault(slots.node_of(layout.slot(item.channel)), []).append(item)
+        if len(by_node) == 1:
+            node, part = next(iter(by_node.items()))
+            await self._send_node(client, script, part, known=node >= 0)
+            return
         async with anyio.create_task_group() as tg:
-            for part in by_slot.values():
-                tg.start_soon(self.send, client, script, part)
+            for node, part in by_node.items():
+                tg.start_soon(partial(self._send_node, client, script, part, known=node >= 0))
 
-    async def send(self, client: GlideClient | None, script: Any, batch: list[Pending]) -> None:
+    async def _send_node(
+        self, client: GlideClient | None, script: Any, part: list[Pending], *, known: bool
+    ) -> None:
+        # The events of one primary's channels (known: as the slot map says).
+        layout = self.layout
+        by_slot: dict[int, list[Pending]] = {}
+        for item in part:
+            by_slot.setdefault(layout.slot(item.channel), []).append(item)
+        if len(by_slot) == 1:
+            await self.send(client, script, part)
+            return
+        if known:
+            if not await self.send(client, script, part, spread=True):
+                return
+            self._slots.stale = True  # (refused unwritten: slot by slot, below)
+        async with anyio.create_task_group() as tg:
+            for one_slot in by_slot.values():
+                tg.start_soon(self.send, client, script, one_slot)
+
+    async def send(
+        self, client: GlideClient | None, script: Any, batch: list[Pending], *, spread: bool = False
+    ) -> bool:
         """Publish ``batch`` in one script call, retried while the failure is transient (on a
-        cluster, its channels are all of one slot).
+        cluster, its channels are all of one slot, or with ``spread``, of several slots of one
+        primary: their keys then go as arguments).
 
         Never raises: each item gets its outcome (``seq`` and ``prev_id``, or
         ``error``, a :class:`BrokerError`), ``done`` and its ``wake`` event set.
         It returns by the earliest ``deadline`` of the items (plus the time to
         hand out the outcomes); items already past theirs fail unsent.
+
+        Returns True, with ``batch`` untouched, when a ``spread`` batch was refused
+        before anything was written (a key the primary does not serve): send it
+        again slot by slot.
         """
         glide = glide_module()
         now = time.monotonic()
@@ -136,7 +183,7 @@ class BatchSender:
             self._finish(expired, late, None)
             batch = [item for item in batch if item.deadline > now]
             if not batch:
-                return
+                return False
         layout = self.layout
         cluster = layout.cluster
         slot = layout.slot(batch[0].channel)
@@ -162,6 +209,10 @@ class BatchSender:
                 per_event.append(traced_mark(k, item.traceparent) + own + item.body)
             else:
                 per_event.append(k + own + item.body)
+        if spread:  # (several slots: the key checks are the script's, keys as arguments)
+            keys, passed = keys[:1], [str(len(keys) - 1), *keys[1:]]
+        else:
+            passed = ["0"] if cluster else []
         deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None
@@ -178,6 +229,7 @@ class BatchSender:
                 str(self.reply_lifetime_ms),
                 str(len(acknowledged)),
                 "" if cluster else layout.feed_prefix,
+                *passed,
                 *per_event,
             ]
             attempt += 1
@@ -194,6 +246,10 @@ class BatchSender:
                 break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if spread and not unanswered and _misrouted(str(exc)):
+                    # Refused before writing (a key the node does not serve): nothing ran.
+                    waiting[:0] = acknowledged
+                    return True
                 if isinstance(exc, glide.TimeoutError | glide.ConnectionError | glide.ClosingError):
                     unanswered = True
                 if not transient(exc, glide) or time.monotonic() >= deadline:
@@ -209,6 +265,7 @@ class BatchSender:
         if error is None:
             waiting.append(result_key)
         self._finish(batch, error, result)
+        return False
 
     @staticmethod
     def _finish(batch: list[Pending], error: BrokerError | None, result: Any) -> None:

@@ -19,7 +19,10 @@ __all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "PUBLISH_CLUSTER", "
 # pub/sub channel.
 # ARGV: candidate epoch (on a cluster: the epoch), max entries, max age (ms), max bytes, bytes counted
 # per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
-# pub/sub channels' prefix (the channel's name follows; one engine only), then one per event:
+# pub/sub channels' prefix (the channel's name follows; one engine only), on a cluster
+# n: how many of the keys come as the next n arguments instead (KEYS then holds the
+# result key only: a batch of several slots of one node, which the script's flag
+# allow-cross-slot-keys permits; 0: all in KEYS, one slot), then one per event:
 # "{channel index}[ {traceparent}]\n{own id mark}\n{event fields}" (channel
 # index from 0 in KEYS order; own id mark '' = none, else '=' .. id; the
 # traceparent, when given, follows the time in the message, see _wire.py).
@@ -57,11 +60,12 @@ __all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE", "PUBLISH", "PUBLISH_CLUSTER", "
 # Lua's default conversion writes them in exponent form).
 _PUBLISH = """
 local function num(n) return string.format('%.0f', n) end
+--KEYS--
 --PROLOGUE--
 local acked = tonumber(ARGV[8])
-for k = R + 1, R + acked do redis.call('DEL', KEYS[k]) end
+for k = R + 1, R + acked do redis.call('DEL', K[k]) end
 if ARGV[6] == '1' then
-  local done = redis.call('GET', KEYS[R])
+  local done = redis.call('GET', K[R])
   if done then
     local again = {}
     for part in string.gmatch(done .. '\\n', '([^\\n]*)\\n') do again[#again + 1] = part end
@@ -84,8 +88,8 @@ local ms = num(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
 local first = R + acked
 local state = {}
-for e = 0, #ARGV - 10 do
-  local arg = ARGV[10 + e]
+for e = 0, #ARGV - E do
+  local arg = ARGV[E + e]
   local cut1 = string.find(arg, '\\n', 1, true)
   local cut2 = string.find(arg, '\\n', cut1 + 1, true)
   local head = string.sub(arg, 1, cut1 - 1)
@@ -98,7 +102,7 @@ for e = 0, #ARGV - 10 do
   local k = tonumber(head)
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
   local fields_ = string.sub(arg, cut2 + 1)
-  local seq_key, stream = KEYS[first + 1 + W * k], KEYS[first + 3 + W * k]
+  local seq_key, stream = K[first + 1 + W * k], K[first + 3 + W * k]
   local bar = string.find(seq_key, '|', 1, true)
   --NEXT--
   if seq == 1 then
@@ -106,7 +110,7 @@ for e = 0, #ARGV - 10 do
     local high = 0
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     if #newest > 0 then high = tonumber(string.match(newest[1][1], '^(%d+)')) end
-    local last = redis.call('GET', KEYS[first + 2 + W * k])
+    local last = redis.call('GET', K[first + 2 + W * k])
     local last_seq = last and tonumber(string.match(last, '^%d+\\n%-?%d+\\n(%d+)\\n'))
     if last_seq and last_seq > high then high = last_seq end
     --FRESH--
@@ -125,7 +129,7 @@ for e = 0, #ARGV - 10 do
   local st = state[k]
   if st == nil then
     st = {prev = epoch .. '-0', finish = nil, front_bound = -1}
-    local last = redis.call('GET', KEYS[first + 2 + W * k])
+    local last = redis.call('GET', K[first + 2 + W * k])
     if last then
       local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n%d+\\n(.*)$')
       if f then
@@ -201,15 +205,16 @@ for e = 0, #ARGV - 10 do
 end
 for k, st in pairs(state) do
   local last = num(st.finish) .. '\\n' .. num(st.front_bound) .. '\\n' .. num(st.seq) .. '\\n' .. st.prev
-  redis.call('SET', KEYS[first + 2 + W * k], last)
-  redis.call('PEXPIRE', KEYS[first + 3 + W * k], ARGV[3])
+  redis.call('SET', K[first + 2 + W * k], last)
+  redis.call('PEXPIRE', K[first + 3 + W * k], ARGV[3])
 end
-redis.call('SET', KEYS[R], table.concat(result, '\\n'), 'PX', ARGV[7])
+redis.call('SET', K[R], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
 """
 
 PUBLISH = (
-    _PUBLISH.replace(
+    _PUBLISH.replace("--KEYS--", "local K, E = KEYS, 10")
+    .replace(
         "--PROLOGUE--",
         """local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -228,8 +233,24 @@ local R, W = 2, 3""",
     .replace("--PUBLISH--", "redis.call('PUBLISH', ARGV[9] .. string.sub(seq_key, bar + 5), message)")
 )
 
-PUBLISH_CLUSTER = (
-    _PUBLISH.replace("--PROLOGUE--", "local epoch = ARGV[1]\nlocal R, W = 1, 4")
+PUBLISH_CLUSTER = "#!lua flags=allow-cross-slot-keys" + (
+    _PUBLISH.replace(
+        "--KEYS--",
+        """local K, E = KEYS, 11
+local nk = tonumber(ARGV[10])
+if nk > 0 then
+  -- A batch of several slots of this node: their keys come as arguments. They are read
+  -- first (a channel's four in one EXISTS: one slot), which fails on a key this node
+  -- does not serve (a stale slot map, a slot being migrated) before anything is written.
+  K = {KEYS[1]}
+  for i = 11, 10 + nk do K[#K + 1] = ARGV[i] end
+  local acked = tonumber(ARGV[8])
+  for i = 2, 1 + acked do redis.call('EXISTS', K[i]) end
+  for i = 2 + acked, #K, 4 do redis.call('EXISTS', K[i], K[i + 1], K[i + 2], K[i + 3]) end
+  E = 11 + nk
+end""",
+    )
+    .replace("--PROLOGUE--", "local epoch = ARGV[1]\nlocal R, W = 1, 4")
     .replace("--NEXT--", "local seq = redis.call('INCR', seq_key)")
     .replace(
         "--FRESH--",
@@ -239,7 +260,7 @@ PUBLISH_CLUSTER = (
     end""",
     )
     .replace("--SET--", "redis.call('SET', seq_key, num(seq))")
-    .replace("--PUBLISH--", "redis.call('SPUBLISH', KEYS[first + 4 + W * k], message)")
+    .replace("--PUBLISH--", "redis.call('SPUBLISH', K[first + 4 + W * k], message)")
 )
 
 # Reads of one or more channels' histories (one call for all the channels a
