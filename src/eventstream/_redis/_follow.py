@@ -125,21 +125,27 @@ class EngineFollower:
         # Note when each followed channel was first seen idle (a channel seen with
         # a subscriber or being prepared is not idle), by chunks with a pass of the
         # event loop in between: a long list does not hold up the feed.
-        names = list(interest.subscribed)
-        names += [name for name in self.loaded if name not in interest.subscribed]
-        for start in range(0, len(names), _SCAN_AT_ONCE):
-            if start:
+        # (Copies of the keys, made at C speed: the dicts change during the passes.)
+        subscribed, loaded = list(interest.subscribed), list(self.loaded)
+        for names, also_subscribed in ((subscribed, False), (loaded, True)):
+            for start in range(0, len(names), _SCAN_AT_ONCE):
                 await anyio.lowlevel.checkpoint()
-            for name in names[start : start + _SCAN_AT_ONCE]:
-                if hub.subscribed(name) or name in preparing:
-                    idle_since.pop(name, None)
-                elif name not in idle_since:
-                    idle_since[name] = now
+                for name in names[start : start + _SCAN_AT_ONCE]:
+                    if also_subscribed and name in interest.subscribed:
+                        continue  # (seen among the subscribed)
+                    if hub.subscribed(name) or name in preparing:
+                        idle_since.pop(name, None)
+                    elif name not in idle_since:
+                        idle_since[name] = now
+        # Oldest first: stop at the first not due. (Only this pass changes idle_since,
+        # so its iteration goes on across the passes of the event loop.)
         due: list[str] = []
-        for name, since in idle_since.items():  # oldest first: stop at the first not due
+        for count, (name, since) in enumerate(idle_since.items(), 1):
             if now - since < self._linger:
                 break
             due.append(name)
+            if not count % _SCAN_AT_ONCE:
+                await anyio.lowlevel.checkpoint()
         for start in range(0, len(due), FORGET_AT_ONCE):
             if start:
                 await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from .._base import BrokerError
 from ._connect import engine_epoch, glide_module
@@ -173,6 +174,10 @@ class EngineReader:
         else:
             async with anyio.create_task_group() as tg:
                 for index in range(len(chunks)):
+                    if index:
+                        # One call is encoded per pass of the event loop: the feed (and
+                        # everything else) runs in between, not after all of them.
+                        await anyio.lowlevel.checkpoint()
                     tg.start_soon(read_chunk, index)
         return [result for chunk_results in results for result in chunk_results]
 
