@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +25,12 @@ __all__ = [
 
 logger = logging.getLogger("eventstream")
 
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN")
+#: Replies that say "not now": an engine loading or busy, a replica promoted, a cluster's slot
+#: moving or its state down (valkey-glide writes some as ``Moved: ...``, ``TryAgain: ...``).
+_TRANSIENT_REPLIES = re.compile(
+    r"\b(LOADING|BUSY|TRY ?AGAIN|MASTERDOWN|READONLY|CLUSTER ?DOWN|MOVED|ASK)\b|the cluster is down",
+    re.IGNORECASE,
+)
 
 
 def glide_module() -> Any:
@@ -46,7 +52,7 @@ def transient(exc: Exception, glide: Any) -> bool:
         return True
     if isinstance(exc, glide.ClosingError):
         return False
-    return any(word in str(exc) for word in _TRANSIENT_REPLIES)
+    return _TRANSIENT_REPLIES.search(str(exc)) is not None
 
 
 def glide_configuration(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -44,11 +45,11 @@ _ENGINE_ID_DIGITS = 21
 #: Acknowledged replies deleted per batch, at most.
 _ACKS_PER_BATCH = 64
 #: What the engine answers a script that touches a key its node does not serve (now).
-_MISROUTED = ("non local key", "MOVED", "ASK", "TRYAGAIN", "same slot", "CrossSlot")
+_MISROUTED = re.compile(r"non local key|same slot|\b(MOVED|ASK|TRY ?AGAIN|CROSS ?SLOT)\b", re.IGNORECASE)
 
 
 def _misrouted(reason: str) -> bool:
-    return any(word in reason for word in _MISROUTED)
+    return _MISROUTED.search(reason) is not None
 
 
 class BatchSender:
