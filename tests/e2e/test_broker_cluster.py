@@ -372,3 +372,27 @@ async def test_a_burst_over_many_channels_goes_by_primary_and_survives_a_stale_s
                 assert [e.json() for e in events] == list(range(10))
                 numbers = [seq_of(e) for e in events]
                 assert numbers == list(range(numbers[0], numbers[0] + 10))
+
+
+async def test_readiness_and_the_feed_through_a_failover(redis_cluster: RedisCluster, prefix: str) -> None:
+    # Ready while every subscription is held; after a failover of the channel's shard the feed
+    # holds them again (valkey-glide subscribes on the new primary) and the stream is ready.
+    stream = make_stream(redis_cluster, prefix)
+    with anyio.fail_after(60):
+        async with stream, open_stream(stream("watched")) as response:
+            await stream.wait_subscribers(1, "watched")
+            readiness = await stream.readiness()
+            assert readiness.ready, readiness.checks
+            stats = stream.statistics().broker
+            assert stats is not None
+            assert stats.feed_connected
+            assert stats.engine_answering
+            await anyio.to_thread.run_sync(redis_cluster.failover, slot_of(redis_cluster, prefix, "watched"))
+            await stream.publish_event("watched", ServerSentEvent(data="after"))
+            assert [e.json() for e in await receive_data(response, 1)] == ["after"]
+            await wait_until(lambda: _ready(stream))
+
+
+async def _ready(stream: EventStream) -> bool:
+    readiness = await stream.readiness()
+    return readiness.ready

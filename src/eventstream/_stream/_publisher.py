@@ -43,7 +43,8 @@ class Publisher:
     A process-wide instance may be shared by threads; call :meth:`close` at exit.
 
     Args:
-        broker: A ``redis://`` / ``rediss://`` URL, or a :class:`Broker`
+        broker: A ``redis://`` / ``rediss://`` URL (``redis+cluster://`` for a
+            cluster), or a :class:`Broker`
             (such as a tuned :class:`RedisBroker`, with the same
             ``key_prefix`` as the streams).
         max_channel_name_length: The longest channel name accepted.

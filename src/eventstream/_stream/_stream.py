@@ -141,7 +141,8 @@ class EventStream:
             handlers are given back when the stream is closed. ``False``
             for apps that manage signals themselves.
         broker: A shared engine for several processes: a ``redis://`` or
-            ``rediss://`` URL (Valkey or Redis, through valkey-glide), or a
+            ``rediss://`` URL (Valkey or Redis, through valkey-glide; a
+            cluster's: ``redis+cluster://host:port,...``), or a
             :class:`Broker` such as a tuned :class:`RedisBroker`. Events are
             then numbered and kept by the engine, and every process sharing
             it delivers them; the stream must be entered (``async with``),
