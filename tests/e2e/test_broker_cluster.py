@@ -396,3 +396,31 @@ async def test_readiness_and_the_feed_through_a_failover(redis_cluster: RedisClu
 async def _ready(stream: EventStream) -> bool:
     readiness = await stream.readiness()
     return readiness.ready
+
+
+async def test_a_channel_left_is_unsubscribed_on_its_shard_after_the_linger(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    stream = make_stream(redis_cluster, prefix, feed_linger=0.1, check_interval=0.1)
+    feed = ClusterLayout(prefix).feed("passing").decode()
+    owner = redis_cluster.primary_for_slot(slot_of(redis_cluster, prefix, "passing"))
+
+    async def subscribers_on_shard(count: int) -> bool:
+        reply = await anyio.to_thread.run_sync(owner.command, "PUBSUB", "SHARDNUMSUB", feed)
+        return reply.split()[1] == str(count).encode()
+
+    with anyio.fail_after(30):
+        async with stream:
+            async with open_stream(stream("passing")):
+                await stream.wait_subscribers(1, "passing")
+                assert await subscribers_on_shard(1)
+            await wait_until(lambda: subscribers_on_shard(0))
+            stats = stream.statistics().broker
+            assert stats is not None
+            assert stats.feed_channels == 0
+            # Followed again when asked for again, and delivered.
+            async with open_stream(stream("passing")) as again:
+                await stream.wait_subscribers(1, "passing")
+                assert await subscribers_on_shard(1)
+                await stream.publish_event("passing", ServerSentEvent(data="back"))
+                assert [e.json() for e in await receive_data(again, 1)] == ["back"]
