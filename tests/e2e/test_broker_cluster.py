@@ -424,3 +424,39 @@ async def test_a_channel_left_is_unsubscribed_on_its_shard_after_the_linger(
                 assert await subscribers_on_shard(1)
                 await stream.publish_event("passing", ServerSentEvent(data="back"))
                 assert [e.json() for e in await receive_data(again, 1)] == ["back"]
+
+
+async def test_a_stream_on_many_new_channels_reads_them_by_primary_and_survives_a_stale_slot_map(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # The first reads of a stream's 32 channels go in one read per primary (not one per slot);
+    # after a slot moved, a read sent by the old map is refused (it writes nothing) and goes
+    # again slot by slot.
+    a, b = make_stream(redis_cluster, prefix), make_stream(redis_cluster, prefix)
+    first = [f"room-{n}" for n in range(32)]
+    second = [f"hall-{n}" for n in range(32)]
+
+    async def publish_to(channels: list[str], data: str) -> None:
+        for channel in channels:
+            await a.publish_event(channel, ServerSentEvent(data=f"{data} {channel}"))
+
+    with anyio.fail_after(60):
+        async with a, b:
+            await publish_to(first + second, "before")
+            before = await anyio.to_thread.run_sync(_script_calls, redis_cluster)
+            async with open_stream(b(first)) as response:
+                await b.wait_subscribers(1, first[-1])
+                scripts = await anyio.to_thread.run_sync(_script_calls, redis_cluster) - before
+                assert scripts < len(first) / 3, scripts
+                await publish_to(first, "live")
+                got = await receive_data(response, len(first))
+                assert sorted(e.json() for e in got) == sorted(f"live {c}" for c in first)
+            slot = slot_of(redis_cluster, prefix, second[3])
+            owner = redis_cluster.primary_for_slot(slot)
+            target = next(node for node in redis_cluster.primaries() if node.port != owner.port)
+            await anyio.to_thread.run_sync(redis_cluster.migrate_slot, slot, target)
+            async with open_stream(b(second)) as response:
+                await b.wait_subscribers(1, second[-1])
+                await publish_to(second, "live")
+                got = await receive_data(response, len(second))
+                assert sorted(e.json() for e in got) == sorted(f"live {c}" for c in second)

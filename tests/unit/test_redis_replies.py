@@ -9,8 +9,7 @@ from __future__ import annotations
 import glide
 import pytest
 
-from eventstream._redis._connect import transient
-from eventstream._redis._publish import _misrouted
+from eventstream._redis._connect import misrouted, transient
 
 
 @pytest.mark.parametrize(
@@ -53,7 +52,7 @@ def test_connection_failures_are_retried_and_a_closed_client_is_not() -> None:
 
 
 @pytest.mark.parametrize(
-    ("message", "misrouted"),
+    ("message", "refused"),
     [
         ("An error was signalled by the server: - ResponseError: Script attempted to access a non local key "
          "in a cluster node script: 8ab1d0, on @user_script:2.", True),
@@ -64,5 +63,5 @@ def test_connection_failures_are_retried_and_a_closed_client_is_not() -> None:
         ("OOM command not allowed when used memory > 'maxmemory'", False),
     ],
 )  # fmt: skip
-def test_a_batch_refused_for_its_keys_goes_slot_by_slot(message: str, misrouted: bool) -> None:
-    assert _misrouted(message) is misrouted
+def test_a_batch_refused_for_its_keys_goes_slot_by_slot(message: str, refused: bool) -> None:
+    assert misrouted(message) is refused

@@ -275,7 +275,9 @@ class RedisBroker(Broker):
                 await feed.aclose()  # (publishing only: no feed to read)
             else:
                 history = self._options.history(self._epoch)
-                reader = self._options.reader(client, publishing=lambda: self._publishing)
+                reader = self._options.reader(
+                    client, publishing=lambda: self._publishing, slots=self._sender.slots
+                )
                 stack.callback(reader.stop)
                 interest = self._options.interest()
                 follower = EngineFollower(

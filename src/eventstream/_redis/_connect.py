@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_eviction", "cluster_configuration", "connect", "engine_epoch", "glide_configuration",
-    "glide_module", "transient",
+    "glide_module", "misrouted", "transient",
 ]  # fmt: skip
 
 logger = logging.getLogger("eventstream")
@@ -53,6 +53,16 @@ def transient(exc: Exception, glide: Any) -> bool:
     if isinstance(exc, glide.ClosingError):
         return False
     return _TRANSIENT_REPLIES.search(str(exc)) is not None
+
+
+#: What a cluster's node answers a call that names a key it does not serve (now): a script of
+#: several slots' keys (passed as arguments) fails on it before it writes anything.
+_MISROUTED = re.compile(r"non local key|same slot|\b(MOVED|ASK|TRY ?AGAIN|CROSS ?SLOT)\b", re.IGNORECASE)
+
+
+def misrouted(reason: str) -> bool:
+    """Whether the engine refused a call for its keys (see :data:`_MISROUTED`)."""
+    return _MISROUTED.search(reason) is not None
 
 
 def glide_configuration(

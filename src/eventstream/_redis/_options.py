@@ -24,6 +24,7 @@ from ._presence import PresenceKeeper
 from ._publish import BatchSender
 from ._reader import EngineReader
 from ._shardfeed import ShardedFeed
+from ._slots import SlotMap
 from ._url import RedisAddress
 
 if TYPE_CHECKING:
@@ -155,10 +156,11 @@ class RedisOptions:
             whole_above=None if self.cluster else self.feed_channels_max,
         )
 
-    def reader(self, client: GlideClient, *, publishing: Callable[[], int]) -> EngineReader:
+    def reader(self, client: GlideClient, *, publishing: Callable[[], int], slots: SlotMap) -> EngineReader:
         """The reader of the engine's feed and history through ``client``, at this check interval.
 
-        ``publishing`` tells how many publishes are waiting for the engine.
+        ``publishing`` tells how many publishes are waiting for the engine; ``slots`` is a
+        cluster's slot map (the publishes').
         """
         return EngineReader(
             client,
@@ -166,6 +168,7 @@ class RedisOptions:
             engine=self.description,
             check_interval=self.check_interval,
             publishing=publishing,
+            slots=slots,
         )
 
     async def connect(self) -> GlideClient:

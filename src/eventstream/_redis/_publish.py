@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ import anyio
 from .._base import BrokerError
 from .._history import _ENTRY_OVERHEAD
 from ._batching import Pending
-from ._connect import glide_module, transient
+from ._connect import glide_module, misrouted, transient
 from ._layout import CLUSTER_EPOCH, EngineLayout
 from ._slots import SlotMap
 from ._wire import traced_mark
@@ -44,12 +43,6 @@ __all__ = ["BatchSender"]
 _ENGINE_ID_DIGITS = 21
 #: Acknowledged replies deleted per batch, at most.
 _ACKS_PER_BATCH = 64
-#: What the engine answers a script that touches a key its node does not serve (now).
-_MISROUTED = re.compile(r"non local key|same slot|\b(MOVED|ASK|TRY ?AGAIN|CROSS ?SLOT)\b", re.IGNORECASE)
-
-
-def _misrouted(reason: str) -> bool:
-    return _MISROUTED.search(reason) is not None
 
 
 class BatchSender:
@@ -85,8 +78,9 @@ class BatchSender:
         # A retry is sent at most publish_timeout after the first attempt and
         # runs within request_timeout: the reply is kept a second longer.
         self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)
-        #: Which primary serves each slot (a cluster's batches are grouped by primary).
-        self._slots = SlotMap()
+        #: Which primary serves each slot (a cluster's batches are grouped by primary; its
+        #: reads too: see EngineReader).
+        self.slots = SlotMap()
         #: Result keys of batches whose replies arrived, to delete with the next batch (of
         #: their slot, on a cluster: a script touches keys of one slot).
         self._acknowledged: dict[int, list[str]] = {}
@@ -125,7 +119,7 @@ class BatchSender:
         if not layout.cluster:
             await self.send(client, script, batch)
             return
-        slots = self._slots
+        slots = self.slots
         if client is not None:
             await slots.refresh(client)
         by_node: dict[int, list[Pending]] = {}
@@ -153,7 +147,7 @@ class BatchSender:
         if known:
             if not await self.send(client, script, part, spread=True):
                 return
-            self._slots.stale = True  # (refused unwritten: slot by slot, below)
+            self.slots.stale = True  # (refused unwritten: slot by slot, below)
         async with anyio.create_task_group() as tg:
             for one_slot in by_slot.values():
                 tg.start_soon(self.send, client, script, one_slot)
@@ -247,7 +241,7 @@ class BatchSender:
                 break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if spread and not unanswered and _misrouted(str(exc)):
+                if spread and not unanswered and misrouted(str(exc)):
                     # Refused before writing (a key the node does not serve): nothing ran.
                     waiting[:0] = acknowledged
                     return True

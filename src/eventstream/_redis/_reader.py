@@ -11,11 +11,12 @@ import anyio
 import anyio.lowlevel
 
 from .._base import BrokerError
-from ._connect import engine_epoch, glide_module
+from ._connect import engine_epoch, glide_module, misrouted
 from ._feed import FeedInbox
 from ._follow import EngineFollower
 from ._layout import CLUSTER_EPOCH, EngineLayout
 from ._scripts import READ, READ_CLUSTER
+from ._slots import SlotMap
 from ._wire import EngineEntry, decode_entry
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ _READ_TOGETHER = 256
 _READ_FULL = 64
 
 
+class _Misrouted(Exception):
+    """A read of several slots of one node was refused for a key the node does not serve."""
+
+
 class EngineReader:
     """What a running broker reads from the engine, through its command client.
 
@@ -47,6 +52,7 @@ class EngineReader:
         check_interval: Seconds between checks for missed events.
         publishing: How many of this process's publishes are in flight (the
             feed gathers a burst while any are: their events come back soon).
+        slots: A cluster's slot map (shared with the publishes): reads go by primary.
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class EngineReader:
         engine: str,
         check_interval: float,
         publishing: Callable[[], int],
+        slots: SlotMap,
     ) -> None:
         self._client: GlideClient | None = client
+        self._slots = slots
         self._layout = layout
         self._engine = engine
         self._check_interval = check_interval
@@ -137,35 +145,51 @@ class EngineReader:
         channels to a next call.
         """
         step = _READ_TOGETHER
-        layout = self._layout
-        if layout.cluster:  # (a call reads channels of one slot: the requests go by slot)
-            by_slot: dict[int, list[int]] = {}
-            for index, (channel, _after) in enumerate(requests):
-                by_slot.setdefault(layout.slot(channel), []).append(index)
-            order = [index for indices in by_slot.values() for index in indices]
-            slotted = [
-                [requests[index] for index in indices[start : start + step]]
-                for indices in by_slot.values()
-                for start in range(0, len(indices), step)
-            ]
-            placed = dict(zip(order, await self._read_chunks(slotted, count), strict=True))
-            return [placed[index] for index in range(len(requests))]
-        chunks = [requests[start : start + step] for start in range(0, len(requests), step)]
+        if self._layout.cluster:
+            client = self._client
+            if client is not None:
+                await self._slots.refresh(client)
+            return await self._read_grouped(requests, count, by_node=True)
+        chunks = [(requests[start : start + step], False) for start in range(0, len(requests), step)]
         return await self._read_chunks(chunks, count)
 
-    async def _read_chunks(
-        self, chunks: Sequence[Sequence[tuple[str, int]]], count: int
+    async def _read_grouped(
+        self, requests: Sequence[tuple[str, int]], count: int, *, by_node: bool
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
-        # Each chunk in calls of its own, all sent at once; the results in the chunks' order.
+        # A cluster: the requests grouped by the primary that serves them (as the slot map
+        # says; a call then reads several slots of one node), or by slot.
+        layout, slots, step = self._layout, self._slots, _READ_TOGETHER
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (channel, _after) in enumerate(requests):
+            slot = layout.slot(channel)
+            node = slots.node_of(slot) if by_node else -1
+            groups.setdefault((node, slot if node < 0 else -1), []).append(index)
+        order = [index for indices in groups.values() for index in indices]
+        chunks = [
+            ([requests[index] for index in indices[start : start + step]], node >= 0)
+            for (node, _slot), indices in groups.items()
+            for start in range(0, len(indices), step)
+        ]
+        placed = dict(zip(order, await self._read_chunks(chunks, count), strict=True))
+        return [placed[index] for index in range(len(requests))]
+
+    async def _read_chunks(
+        self, chunks: Sequence[tuple[Sequence[tuple[str, int]], bool]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        # Each chunk (its requests, and whether they may be of several slots of one node)
+        # in calls of its own, all sent at once; the results in the chunks' order.
         results: list[list[tuple[str, int, list[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
 
         async def read_chunk(index: int) -> None:
-            chunk = chunks[index]
+            chunk, spread = chunks[index]
             done = results[index]
             while len(done) < len(chunk):
                 left = chunk[len(done) :]
                 try:
-                    done += await self._read_together(left, count)
+                    done += await self._read_together(left, count, spread=spread)
+                except _Misrouted:  # (read nothing: a stale slot map) slot by slot, then
+                    self._slots.stale = True
+                    done += await self._read_grouped(left, count, by_node=False)
                 except BrokerError as exc:
                     done += [exc] * len(left)
 
@@ -182,10 +206,11 @@ class EngineReader:
         return [result for chunk_results in results for result in chunk_results]
 
     async def _read_together(
-        self, requests: Sequence[tuple[str, int]], count: int
+        self, requests: Sequence[tuple[str, int]], count: int, *, spread: bool = False
     ) -> list[tuple[str, int, list[EngineEntry]]]:
         # What one call of the read script returns: the first channels of
-        # `requests` (at least one), up to its budget of entries.
+        # `requests` (at least one), up to its budget of entries. `spread`: on a
+        # cluster, channels of several slots of one node (_Misrouted if not).
         client = self._client
         glide = glide_module()
         if client is None:
@@ -197,12 +222,19 @@ class EngineReader:
                 key for channel, _after in requests for key in (layout.seq(channel), layout.history(channel))
             ]
             args.append(CLUSTER_EPOCH)
+            if spread:  # (the keys as arguments; the first in KEYS, for the routing)
+                args += [str(len(keys)), *keys]
+                keys = keys[:1]
+            else:
+                args.append("0")
         else:
             # Each channel's field in the state hash is taken from its key by the script.
             keys = [layout.state, *(layout.history(channel) for channel, _after in requests)]
         try:
             reply = await client.invoke_script(self._read_script, keys=keys, args=args)
         except glide.GlideError as exc:
+            if spread and misrouted(str(exc)):
+                raise _Misrouted from exc
             raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(reply, list) or len(reply) % 2 != 1 or not 3 <= len(reply) <= 1 + 2 * len(requests):
             raise BrokerError(self._engine, "the read script's reply is not a list of the channels read")

@@ -273,7 +273,8 @@ end""",
 # channel), then a budget: once the messages read reach it, the channels left
 # are not read (the client reads them in another call), so a reply weighs at
 # most a budget and one channel's worth, however many empty channels it
-# covers; on a cluster, then the epoch.
+# covers; on a cluster, then the epoch and n: how many keys come as the next n arguments
+# instead of KEYS (channels of several slots of one node; 0: all in KEYS, one slot).
 # Returns {epoch or '', then per channel read, in KEYS order: newest seq,
 # {message, ...} oldest first}; at least the first channel is read.
 _READ = """
@@ -316,10 +317,21 @@ READ = _READ.replace("--PROLOGUE--", "local reply = {redis.call('HGET', KEYS[1],
   local newest = redis.call('HGET', KEYS[1], 'seq:' .. string.sub(key, bar + 3)) or '0'""",
 )
 
-READ_CLUSTER = _READ.replace("--PROLOGUE--", "local reply = {ARGV[4]}").replace(
+READ_CLUSTER = "#!lua flags=allow-cross-slot-keys" + _READ.replace(
+    "--PROLOGUE--",
+    """local reply = {ARGV[4]}
+-- Channels of several slots of this node: their keys come as arguments (KEYS holds the
+-- first, for the routing): a key this node does not serve fails the read, which writes nothing.
+local K = KEYS
+local nk = tonumber(ARGV[5])
+if nk > 0 then
+  K = {}
+  for i = 6, 5 + nk do K[#K + 1] = ARGV[i] end
+end""",
+).replace(
     "--KEYS--",
-    """local key = KEYS[2 * k]
-  local newest = redis.call('GET', KEYS[2 * k - 1]) or '0'""",
+    """local key = K[2 * k]
+  local newest = redis.call('GET', K[2 * k - 1]) or '0'""",
 )
 
 # Presence and counts across processes (see _presence.py). Every key starts
