@@ -95,7 +95,6 @@ async def test_streams_held_by_pushpin_are_counted_once_each_not_their_next_link
                         # The proxy sent the app two requests (more if it retried one under load):
                         # each hold answer sent is counted, once.
                         await wait_until(both_counted)
-                        holds = answers.holds
                         # Held by the proxy: no subscriber in this process.
                         assert stream.statistics().subscribers == 0
                         # The proxy fetches each new session's next link (reliable mode), and sends
@@ -108,12 +107,13 @@ async def test_streams_held_by_pushpin_are_counted_once_each_not_their_next_link
                                 assert (await opened.next()).event == "keep-alive"
                         await stream.publish_event("second", {"event": "m", "text": "one"})
                         assert (await second.next_not_keep_alive()).text == "one"
-                        assert counts(stream, registry, reader) == [holds] * 3
-                        assert answers.holds == holds
+                        # Next links and keep-alives counted nothing: every count is still the
+                        # hold answers sent (the proxy may have retried a hold meanwhile, under load).
+                        await wait_until(lambda: counted(answers.holds))
                 # A stream straight to the app (no proxy) is a stream of this process, not a GRIP one.
                 async with open_events(client, f"http://127.0.0.1:{origin.port}/events/direct") as direct:
                     assert (await direct.next()).event == "stream-open"
                     assert stream.statistics().subscribers == 1
-                    assert counts(stream, registry, reader) == [holds] * 3
+                    await wait_until(lambda: counted(answers.holds))
     direct_streams = registry.get_sample_value("eventstream_streams_opened_total", {"template": "{id}"})
     assert direct_streams == 1
