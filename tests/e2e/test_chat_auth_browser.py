@@ -134,7 +134,10 @@ def firefox_online(page: Firefox, *names: str) -> None:
 
 
 def firefox_send(page: Firefox, text: str, to: str = "") -> None:
+    if to:  # the page lists whom it can write to once its /online answer is in: wait for that name
+        page.wait_for(f"[...document.getElementById('to').options].some((o) => o.value === {json.dumps(to)})")
     page.execute("document.getElementById('to').value = arguments[0];", to)
+    assert page.execute("return document.getElementById('to').value;") == to
     page.type("#text", text)
     page.click("#say button")
 
