@@ -1,6 +1,10 @@
-"""The broker across real app processes (hypercorn asyncio, hypercorn trio, uvicorn) on one engine.
+"""The broker across real app processes (hypercorn asyncio, hypercorn trio, uvicorn) on one engine,
+and (one order, resume on another process, each process's own share) on a Redis Cluster too.
 
-Clients are real (httpx streaming); the engine is a private redis-server.
+Clients are real (httpx streaming); the engine is a private redis-server, the cluster private
+redis-servers (3 primaries, a replica each). Each process's feed carries only its own users'
+channels: counted on the engine (``PUBSUB NUMSUB``) or the shards (``PUBSUB SHARDNUMSUB``), and by
+the processes themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import httpx
 import pytest
 
 from eventstream import Publisher, RedisBroker
+from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
 
 from ..support.broker_apps import (
     app_env,
@@ -29,21 +34,48 @@ from ..support.broker_apps import (
 )
 from ..support.helpers import EventReader, open_events, wait_until
 from ..support.marks import CLIENT_ON_ASYNCIO
+from ..support.redis_cluster import RedisCluster
 from ..support.redis_engine import RedisEngine, run_redis
 from ..support.relay import relay
 from ..support.servers import Server, run_server, stop_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
+#: A test on the module's engine and on its cluster (started only for the tests that run on it).
+ON_ENGINE_AND_CLUSTER = pytest.mark.parametrize("backend", ["engine", "redis_cluster"], indirect=True)
+
 
 @pytest.fixture(scope="module")
-def apps(engine: RedisEngine, log_dir: Path) -> Iterator[list[Server]]:
-    with run_apps(engine, log_dir) as servers:
+def backend(request: pytest.FixtureRequest) -> RedisEngine | RedisCluster:
+    """The fixture named by the test's parameter: ``engine`` or ``redis_cluster``."""
+    found: RedisEngine | RedisCluster = request.getfixturevalue(request.param)
+    return found
+
+
+@pytest.fixture(scope="module")
+def apps(backend: RedisEngine | RedisCluster, log_dir: Path) -> Iterator[list[Server]]:
+    with run_apps(backend, log_dir) as servers:
         yield servers
 
 
+def feed_subscribers(backend: RedisEngine | RedisCluster, channel: str) -> int:
+    """The subscribers of ``channel``'s feed (the apps' prefix): on the engine, or on the shard that
+    owns the feed's slot."""
+    prefix = app_env(backend)["EVENTSTREAM_BROKER_PREFIX"]
+    if isinstance(backend, RedisCluster):
+        feed = ClusterLayout(prefix).feed(channel).decode()
+        owner = backend.primary_for_slot(backend.keyslot(feed))
+        reply = owner.command("PUBSUB", "SHARDNUMSUB", feed)
+    else:
+        reply = backend.command("PUBSUB", "NUMSUB", f"{prefix}|ch:0:{channel}")
+    return int(reply.split()[1])
+
+
+@ON_ENGINE_AND_CLUSTER
 @CLIENT_ON_ASYNCIO
-async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(apps: list[Server]) -> None:
+async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(
+    backend: RedisEngine | RedisCluster, apps: list[Server]
+) -> None:
     channel = unique("room")
     async with httpx.AsyncClient(timeout=30) as client, contextlib.AsyncExitStack() as stack:
         readers = [
@@ -64,12 +96,21 @@ async def test_publishes_from_each_process_reach_clients_on_each_in_one_order(ap
     for index in range(3):
         mine = [value for _, value in first if value.startswith(f"{index}:")]
         assert mine == [f"{index}:{n}" for n in range(100)]
-    assert [int(str(event_id).rsplit("-", 1)[1]) for event_id, _ in first] == list(range(1, 301))
+    epochs, numbers = zip(*(str(event_id).rsplit("-", 1) for event_id, _ in first), strict=True)
+    assert len(set(epochs)) == 1
+    seqs = [int(number) for number in numbers]
+    if isinstance(backend, RedisCluster):
+        # A new channel on a cluster numbers on from the engine's clock (see _scripts.py).
+        assert epochs[0] == CLUSTER_EPOCH
+        assert seqs == list(range(seqs[0], seqs[0] + 300))
+    else:
+        assert seqs == list(range(1, 301))
 
 
+@ON_ENGINE_AND_CLUSTER
 @CLIENT_ON_ASYNCIO
 async def test_each_process_takes_in_only_its_own_users_channels(
-    engine: RedisEngine, apps: list[Server]
+    backend: RedisEngine | RedisCluster, apps: list[Server]
 ) -> None:
     # Per-user channels, disjoint between the processes: each process's feed
     # carries its own users' events, and none of the others'.
@@ -84,10 +125,10 @@ async def test_each_process_takes_in_only_its_own_users_channels(
             for user in mine:
                 await wait_until(lambda s=server, u=user: has_subscriber(client, s, u))  # type: ignore[misc]
         before = [await feed_messages(client, server) for server in apps]
-        prefix = app_env(engine)["EVENTSTREAM_BROKER_PREFIX"]
-        feeds = [f"{prefix}|ch:0:{user}" for mine in users for user in mine]
-        counts = engine.command("PUBSUB", "NUMSUB", *feeds).split()[1::2]
-        assert [int(count) for count in counts] == [1] * len(feeds)  # one process each
+        # Each user's feed is subscribed once (by one process), on the engine or on the shard
+        # that owns its slot.
+        counts = [feed_subscribers(backend, user) for mine in users for user in mine]
+        assert counts == [1] * len(counts)
         with anyio.fail_after(60):
             # Every process publishes to every user, wherever the user is served.
             async with anyio.create_task_group() as tg:
@@ -104,6 +145,7 @@ async def test_each_process_takes_in_only_its_own_users_channels(
     assert [a - b for a, b in zip(after, before, strict=True)] == [60, 60, 60]
 
 
+@ON_ENGINE_AND_CLUSTER
 @CLIENT_ON_ASYNCIO
 async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
     channel = unique("resume")
@@ -121,6 +163,7 @@ async def test_a_client_resumes_on_another_process(apps: list[Server]) -> None:
     assert len({e.id for e in seen + rest}) == 20
 
 
+@pytest.mark.parametrize("backend", ["engine"], indirect=True)
 @CLIENT_ON_ASYNCIO
 async def test_round_robin_relay_many_reconnects_lose_and_duplicate_nothing(apps: list[Server]) -> None:
     # Each connection goes to the next process; on each one, a publish is

@@ -5,13 +5,14 @@ connection per command; an error reply raises :class:`ReplyError`)."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
+
+from .servers import stop_process
 
 #: A node's reply as read from the wire (RESP2): simple and bulk strings as bytes, integers,
 #: nil as None, arrays as lists.
@@ -130,15 +131,8 @@ class ClusterNode:
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """SIGTERM (redis then writes its append-only file) or SIGKILL; wait for the exit."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if self.process is not None:
+            stop_process(self.process, timeout, kill=kill)
 
     def call(self, *args: str | int | bytes, timeout: float = 5.0) -> Reply:
         """Send one command on a connection of its own; raises :class:`ReplyError` on an error

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from .servers import _accepting, free_port
+from .servers import _accepting, free_port, stop_process
 
 
 def require_redis() -> None:
@@ -211,15 +210,8 @@ class RedisEngine:
 
     def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """SIGTERM (redis then writes its append-only file) or SIGKILL; wait for the exit."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if self.process is not None:
+            stop_process(self.process, timeout, kill=kill)
 
     def command(self, *args: str) -> bytes:
         """Run one command with redis-cli (for checks from the tests' side)."""

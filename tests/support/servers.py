@@ -118,10 +118,13 @@ def run_server(
         stop_process(process)
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
-    """SIGTERM, then SIGKILL after ``timeout``; return the exit status."""
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float = 10.0, *, kill: bool = False
+) -> int | None:
+    """SIGTERM (``kill``: SIGKILL at once), then SIGKILL after ``timeout``; return the exit status
+    (a process that exited already is only reaped)."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
             return process.wait(timeout)
         except subprocess.TimeoutExpired:

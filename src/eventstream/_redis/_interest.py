@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._base import BrokerError
+from ._feedconn import FeedConnection
 
 if TYPE_CHECKING:
-    from ._feedconn import FeedConnection
     from ._layout import EngineLayout
     from ._shardfeed import ShardedFeed
 
@@ -176,6 +176,9 @@ class FeedInterest:
             return
         self.whole = True
         self.requests += 1
+        # Only the one-engine connection takes a pattern (a cluster's refuses it, above), and only
+        # it keeps the channels wanted as the names handed to it.
+        assert isinstance(connection, FeedConnection)
         await connection.unsubscribe(list(connection.wanted))
 
     async def _take_share(self, connection: FeedConnection | ShardedFeed) -> None:

@@ -47,7 +47,9 @@ class ShardedFeed:
     """The feed's sharded subscriptions on a cluster; run :meth:`run` in a task group after :meth:`connect`.
 
     It offers what :class:`~eventstream._redis._interest.FeedInterest` asks of
-    the one-engine feed connection, but patterns: sharded pub/sub has none.
+    the one-engine feed connection, but patterns: sharded pub/sub has none (so
+    the whole feed is never taken, which alone reads the channels wanted back;
+    they are kept as text here, as the client names them).
 
     Args:
         address: The cluster's seed nodes and login.
@@ -64,12 +66,11 @@ class ShardedFeed:
         self._engine = engine
         self._timeout = request_timeout
         self._client: Any = None
-        #: Channels to be subscribed (a dict of None: see ``FeedConnection.wanted``).
-        self.wanted: dict[bytes, None] = {}
+        #: Channels to be subscribed, as text: the client's subscriptions are text (the names
+        #: handed in are decoded once, when subscribed or given up; never per message).
+        self.wanted: set[str] = set()
         #: Connections made so far: 1 once connected (valkey-glide makes its own again).
         self.connections = 0
-        #: The same, as text (the client's subscriptions are text).
-        self._wanted_text: set[str] = set()
         #: Whether, at the last look, every channel wanted was subscribed on its shard.
         self._complete = True
 
@@ -124,7 +125,7 @@ class ShardedFeed:
                 continue
             sharded = glide.GlideClusterClientConfiguration.PubSubChannelModes.Sharded
             actual = state.actual_subscriptions.get(sharded, set())
-            missing = len(self._wanted_text - actual)  # (a set difference, at C speed)
+            missing = len(self.wanted - actual)  # (a set difference, at C speed)
             self._note(complete=not missing, why=f"{missing} channels not subscribed on their shard yet")
 
     def _note(self, *, complete: bool, why: str) -> None:
@@ -146,15 +147,13 @@ class ShardedFeed:
         client = self._client
         if client is None:
             raise BrokerError(self._engine, "not connected")
-        new = [channel for channel in channels if channel not in self.wanted]
-        self.wanted.update(dict.fromkeys(new))
+        new = {channel.decode() for channel in channels} - self.wanted
         if not new:
             return
-        names = {name.decode() for name in new}
-        self._wanted_text |= names
+        self.wanted |= new
         glide = glide_module()
         try:
-            await client.ssubscribe(names, timeout_ms=round(self._timeout * 1000))
+            await client.ssubscribe(new, timeout_ms=round(self._timeout * 1000))
         except glide.GlideError as exc:
             raise BrokerError(
                 self._engine, f"the feed's subscribe failed: {type(exc).__name__}: {exc}"
@@ -165,17 +164,14 @@ class ShardedFeed:
 
         Cancellation: the request may or may not have been sent.
         """
-        gone = [channel for channel in channels if channel in self.wanted]
-        for channel in gone:
-            del self.wanted[channel]
-        names = {name.decode() for name in gone}
-        self._wanted_text -= names
+        gone = {channel.decode() for channel in channels} & self.wanted
+        self.wanted -= gone
         client = self._client
         if client is None or not gone:
             return
         glide = glide_module()
         try:
-            await client.sunsubscribe_lazy(names)
+            await client.sunsubscribe_lazy(gone)
         except glide.GlideError as exc:
             logger.warning("broker: the feed's unsubscribe failed: %s: %s", type(exc).__name__, exc)
 
