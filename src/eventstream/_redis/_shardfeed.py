@@ -64,7 +64,7 @@ class ShardedFeed:
         self._engine = engine
         self._timeout = request_timeout
         self._client: Any = None
-        #: Channels to be subscribed (a dict of None: see ``FeedConnection.wanted``).
+        #: Channels to be subscribed (a dict of None: see ``FeedBook.wanted``).
         self.wanted: dict[bytes, None] = {}
         #: Connections made so far: 1 once connected (valkey-glide makes its own again).
         self.connections = 0
