@@ -202,7 +202,7 @@ async def test_a_fresh_stream_on_a_followed_channel_asks_nothing_of_the_engine(
             await stream.publish_event("busy", {"data": 1})
             seen = await receive_data(first, 1)
             broker = broker_of(stream)
-            reader = broker._reader
+            reader = broker._parts.reader
             assert reader is not None
             reads: list[int] = []
             original = reader.read_many
@@ -211,7 +211,7 @@ async def test_a_fresh_stream_on_a_followed_channel_asks_nothing_of_the_engine(
                 reads.append(len(requests))
                 return await original(requests, count)
 
-            follower = broker._follower
+            follower = broker._parts.follower
             assert follower is not None
             follower._preparer._read_many = counted
             async with open_stream(stream("busy")) as fresh:

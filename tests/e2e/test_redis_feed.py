@@ -110,7 +110,7 @@ async def test_a_feed_batch_wakes_each_subscriber_once(engine: RedisEngine, pref
     async with stream:
         await broker.prepare(["batch"])
         hub = stream._hub
-        follower = broker._follower
+        follower = broker._parts.follower
         assert follower is not None
         subscribers = [hub.subscribe(("batch",)) for _ in range(3)]
         entries = [

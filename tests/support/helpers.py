@@ -95,7 +95,7 @@ def broker_of(stream: EventStream) -> RedisBroker:
 
 def follower_of(stream: EventStream) -> EngineFollower:
     """The running Redis broker's follower of the engine (a test looks inside it)."""
-    follower = broker_of(stream)._follower
+    follower = broker_of(stream)._parts.follower
     assert follower is not None
     return follower
 

@@ -38,7 +38,7 @@ class RedisTicketLedger:
 
         Cancellation: the ticket may or may not be recorded (then it is refused later).
         """
-        client = self.broker._client
+        client = self.broker._parts.client
         if client is None:
             raise RuntimeError("the broker is not running: enter its EventStream (async with) first")
         glide = glide_module()

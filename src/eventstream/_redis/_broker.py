@@ -1,6 +1,8 @@
 """A broker on a Redis-protocol engine (Valkey, Redis), through valkey-glide.
 
 Where its data lives on the engine (one engine or a cluster): ``_layout.py``.
+What it starts on entering (its connections, the feed, the follower of the
+channels, the heartbeat) and stops on leaving: ``_running.py``.
 
 One Lua script per publish numbers, keeps and publishes the event atomically,
 so every process sees one order per channel, and ids ``{epoch}-{seq}`` are the
@@ -30,8 +32,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from .._base import BrokerError
 from .._broker import Broker, PublishedEvent
 from .._history import HistoryStore
@@ -39,20 +39,14 @@ from .._hub import PresenceMember, PresenceTable
 from .._observe._broker import BrokerStatistics
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
-from ._connect import check_eviction, engine_epoch, glide_module
-from ._feed import FeedInbox
-from ._feedconn import FeedConnection
-from ._follow import EngineFollower
-from ._layout import CLUSTER_EPOCH
+from ._connect import glide_module
 from ._options import RedisOptions
-from ._presence import PresenceKeeper
-from ._reader import EngineReader
+from ._running import RunningParts
 from ._scripts import PUBLISH, PUBLISH_CLUSTER
-from ._shardfeed import ShardedFeed
 from ._url import parse_redis_url
 
 if TYPE_CHECKING:
-    from glide import GlideClient, GlideClientConfiguration
+    from glide import GlideClientConfiguration
 
     from .._hub import Hub
 
@@ -193,34 +187,29 @@ class RedisBroker(Broker):
         self.feed_linger = feed_linger
         self.feed_channels_max = feed_channels_max
         self._hub: Hub | None = None
-        self._client: GlideClient | None = None
-        self._follower: EngineFollower | None = None
         self._queue = BatchQueue(self._send_batch, batch_size=256, senders=2)
         #: Calls of publish waiting for the engine (the feed gathers a burst while any are).
         self._publishing = 0
         self._sender = options.sender()
-        self._epoch = ""
         self._exit: contextlib.AsyncExitStack | None = None
         self._presence_table: PresenceTable | None = None
-        self._keeper: PresenceKeeper | None = None
         self._publish_script: Any = None
-        self._reader: EngineReader | None = None
-        self._inbox: FeedInbox | None = None
-        self._feed: FeedConnection | ShardedFeed | None = None
-        #: The feed's connection count when the latest contact with the engine failed (None: it did not).
-        self._failed_at: int | None = None
+        #: Its connections, feed and heartbeat while it runs (_running.py).
+        self._parts = RunningParts(options)
 
     # -- the interface ---------------------------------------------------------
 
     @property
     def epoch(self) -> str:
-        return self._follower.epoch if self._follower is not None else self._epoch
+        follower = self._parts.follower
+        return follower.epoch if follower is not None else self._parts.epoch
 
     @property
     def history(self) -> HistoryStore:
-        if self._follower is None:
+        follower = self._parts.follower
+        if follower is None:
             raise RuntimeError("the broker is not running with a hub: enter the stream (async with) first")
-        return self._follower.history
+        return follower.history
 
     @property
     def description(self) -> str:
@@ -250,64 +239,19 @@ class RedisBroker(Broker):
         glide = glide_module()
         self._queue.bind()  # publishes wait in this event loop
         self._publish_script = glide.Script(PUBLISH_CLUSTER if self._options.cluster else PUBLISH)
-        keeper = self._options.keeper()
         async with contextlib.AsyncExitStack() as stack:
-            # The feed's connection first: it is made on the event loop, within
-            # publish_timeout, and says why it failed (glide's client is made
-            # while the loop waits, and says "timed out" for an untrusted certificate).
-            inbox = FeedInbox()
-            feed = self._options.feed(inbox)
-            await feed.connect(within=self.publish_timeout)
-            stack.push_async_callback(feed.aclose)
-            client = await self._options.connect()
-            stack.push_async_callback(client.close)
-            await check_eviction(client, engine=self.description, allow_eviction=self.allow_eviction)
-            if self._options.cluster:
-                self._epoch = CLUSTER_EPOCH  # (fixed: see _layout.py)
-            else:
-                self._epoch = await engine_epoch(
-                    client, state=self._options.layout.state, engine=self.description
-                )
-            self._client = client
-            self._keeper = keeper
-            stack.callback(self._stopped)
-            if self._hub is None:
-                await feed.aclose()  # (publishing only: no feed to read)
-            else:
-                history = self._options.history(self._epoch)
-                reader = self._options.reader(
-                    client, publishing=lambda: self._publishing, slots=self._sender.slots
-                )
-                stack.callback(reader.stop)
-                interest = self._options.interest()
-                follower = EngineFollower(
-                    self._hub,
-                    history,
-                    reader.read,
-                    engine=self.description,
-                    read_many=reader.read_many,
-                    interest=interest,
-                    linger=self.feed_linger,
-                )
-                interest.bind(feed)
-                stack.callback(interest.bind, None)
-                self._reader, self._inbox, self._feed = reader, inbox, feed
-                stack.push_async_callback(keeper.leave, client)  # after the beats stop
-                tg = await stack.enter_async_context(anyio.create_task_group())
-                stack.callback(tg.cancel_scope.cancel)
-                self._follower = follower
-                tg.start_soon(feed.run)
-                tg.start_soon(reader.read_feed, inbox, follower)
-                tg.start_soon(reader.check_periodically, follower)
-                tg.start_soon(keeper.run, client, self._hub, self._presence_table)
+            await self._parts.start(
+                stack,
+                self._hub,
+                self._presence_table,
+                within=self.publish_timeout,
+                allow_eviction=self.allow_eviction,
+                linger=self.feed_linger,
+                publishing=lambda: self._publishing,
+                slots=self._sender.slots,
+            )
             self._exit = stack.pop_all()
         return self
-
-    def _stopped(self) -> None:
-        self._reader = self._inbox = self._feed = None
-        self._client = None
-        self._keeper = None
-        self._follower = None
 
     async def __aexit__(
         self,
@@ -350,7 +294,7 @@ class RedisBroker(Broker):
         not, if it was still waiting for a batch); a call that is sending a
         batch for others finishes sending it first.
         """
-        if self._client is None:
+        if self._parts.client is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
         self._sender.check_size(event._body, event.id, self.epoch)
         item = Pending(channel, event._body, event.id, time.monotonic() + self.publish_timeout)
@@ -361,27 +305,15 @@ class RedisBroker(Broker):
             self._publishing -= 1
         if item.error is not None:
             if isinstance(item.error, BrokerError):
-                self._contact(ok=False)
+                self._parts.contact(ok=False)
             raise item.error
-        self._contact(ok=True)
+        self._parts.contact(ok=True)
         event_id = item.id if item.id is not None else f"{item.epoch}-{item.seq}"
         return PublishedEvent(event_id, item.prev_id)
 
     def statistics(self) -> BrokerStatistics | None:
         """The feed's counters since the broker started; ``None`` when it does not run with a hub."""
-        follower, reader, inbox = self._follower, self._reader, self._inbox
-        if follower is None or reader is None or inbox is None:
-            return None
-        return BrokerStatistics(
-            feed_channels=len(follower.interest.subscribed),
-            feed_messages=reader.messages,
-            feed_dropped=inbox.dropped,
-            events_filled=follower.filled,
-            feed_requests=follower.interest.requests,
-            feed_connected=self._feed is not None and self._feed.connected,
-            engine_answering=self._feed is not None and self._answering(self._feed),
-            feed_whole=follower.interest.whole,
-        )
+        return self._parts.statistics()
 
     async def ping(self) -> None:  # health: the readiness check (eventstream._observe)
         """Send ``PING`` to the engine (a readiness check), through the command client.
@@ -391,32 +323,10 @@ class RedisBroker(Broker):
                 error, or the feed's connection is down (being made again).
             RuntimeError: the broker is not running.
         """
-        client = self._client
-        if client is None:
-            raise RuntimeError("the broker is not running: enter it (async with) first")
-        feed = self._feed
-        if feed is not None and not feed.connected:
-            raise BrokerError(self.description, "the feed's connection is down (connecting again)")
-        glide = glide_module()
-        try:
-            await client.custom_command(["PING"])
-        except glide.GlideError as exc:
-            self._contact(ok=False)
-            raise BrokerError(self.description, f"{type(exc).__name__}: {exc}") from exc
-        self._contact(ok=True)
-
-    def _contact(self, *, ok: bool) -> None:
-        # The latest contact with the engine: a failure counts until a later success, or
-        # until the feed has connected again since.
-        feed = self._feed
-        self._failed_at = None if ok else (feed.connections if feed is not None else 0)
-
-    def _answering(self, feed: FeedConnection | ShardedFeed) -> bool:
-        failed_at = self._failed_at
-        return feed.connected and (failed_at is None or feed.connections > failed_at)
+        await self._parts.ping()
 
     async def _send_batch(self, batch: list[Pending]) -> None:
-        await self._sender.send_batch(self._client, self._publish_script, batch)
+        await self._sender.send_batch(self._parts.client, self._publish_script, batch)
 
     async def prepare(self, channels: Sequence[str], *, resuming: bool = True) -> None:
         """Load the history of channels seen for the first time, and catch up on the others.
@@ -433,8 +343,8 @@ class RedisBroker(Broker):
                 within ``request_timeout``) and a channel was never loaded.
             RuntimeError: the broker is not running, or runs without a hub (publishing only).
         """
-        follower = self._follower
-        if self._client is None or follower is None:
+        follower = self._parts.follower
+        if self._parts.client is None or follower is None:
             raise RuntimeError("the broker is not running: enter the stream (async with) first")
         # A little more than one request's time: a read sent at once gets its
         # answer (or its timeout error) first.
@@ -454,10 +364,10 @@ class RedisBroker(Broker):
                 or answered an error.
             RuntimeError: the broker is not running.
         """
-        keeper = self._keeper
+        keeper = self._parts.keeper
         if keeper is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
-        return await keeper.count_all(self._client, channel, local)
+        return await keeper.count_all(self._parts.client, channel, local)
 
     async def presence(self, channel: str, local: list[PresenceMember]) -> list[PresenceMember]:
         """``local`` merged with who is subscribed to ``channel`` in the other live processes, by identity.
@@ -467,7 +377,7 @@ class RedisBroker(Broker):
         Raises:
             BrokerError, RuntimeError: as :meth:`subscriber_count_all`.
         """
-        keeper = self._keeper
+        keeper = self._parts.keeper
         if keeper is None:
             raise RuntimeError("the broker is not running: enter it (async with) first")
-        return await keeper.presence(self._client, channel, local)
+        return await keeper.presence(self._parts.client, channel, local)

@@ -15,6 +15,10 @@ channel subscribed (on this connection). A connection idle for
 timeout more is dropped and made anew. Messages published while it was down are missing: the
 follower sees the gap in the sequence numbers (or the periodic check does) and
 reads them from history.
+
+Opening the socket and logging in: ``_feedopen.py``; the book of what was
+asked of the engine and what it answered, and what each reply means:
+``_feedbook.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import ssl
-from collections import deque
 from collections.abc import Collection
 
 import anyio
@@ -33,7 +35,9 @@ import anyio.lowlevel
 from .._base import BrokerError
 from ._endpoint import FeedEndpoint
 from ._feed import FeedInbox
-from ._resp import NEED_DATA, ErrorReply, RespError, RespParser, command
+from ._feedbook import FeedBook
+from ._feedopen import LOST, MAX_MESSAGE, Refused, open_feed
+from ._resp import NEED_DATA, RespParser, command
 
 __all__ = ["FeedConnection"]
 
@@ -41,35 +45,6 @@ logger = logging.getLogger("eventstream")
 
 #: Channels one SUBSCRIBE or UNSUBSCRIBE names at most (a longer set takes several).
 _PER_COMMAND = 1024
-#: The longest feed message accepted (the engine's own pub/sub output limit is smaller by default).
-_MAX_MESSAGE = 64 * 1024 * 1024
-#: What a lost connection raises (reading, sending, or the engine's bytes not RESP).
-_LOST = (
-    BrokerError,
-    OSError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    RespError,
-)
-#: The pushes that confirm a command: one per channel or pattern (un)subscribed, one per PING.
-_CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"pong")
-
-
-class _Refused(BrokerError):
-    """The engine refused the credentials, or its certificate is not trusted (trying again would not help)."""
-
-
-class _Sent:
-    """A command whose replies are awaited: how many, and the channels a refusal concerns."""
-
-    __slots__ = ("channels", "left", "pattern", "subscribe")
-
-    def __init__(self, left: int, channels: list[bytes], *, subscribe: bool, pattern: bool = False) -> None:
-        self.left = left
-        self.channels = channels
-        self.subscribe = subscribe
-        self.pattern = pattern
 
 
 class FeedConnection:
@@ -99,29 +74,19 @@ class FeedConnection:
         self._idle = idle_seconds
         self._ssl = endpoint.ssl_context()
         self._stream: anyio.abc.ByteStream | None = None
-        self._parser = RespParser(max_bulk=_MAX_MESSAGE)
+        self._parser = RespParser(max_bulk=MAX_MESSAGE)
         self._send_lock = anyio.Lock()
-        self._sent: deque[_Sent] = deque()
-        #: Channels to be subscribed (made again on each new connection). Dicts of None,
-        #: not sets: a dict of bytes only is not tracked by the garbage collector, whose
-        #: full passes would otherwise walk every channel subscribed.
-        self.wanted: dict[bytes, None] = {}
-        #: Channels the engine confirmed on the current connection.
-        self.confirmed: dict[bytes, None] = {}
-        #: Channels the engine refused (an error reply to their SUBSCRIBE), with its message.
-        self._refused: dict[bytes, str] = {}
-        #: The pattern subscribed to as well (made again on each new connection), if any;
-        #: whether the engine confirmed it on this connection; why it refused it.
-        self.pattern: bytes | None = None
-        self.pattern_confirmed = False
-        self._pattern_refused: str | None = None
+        self._book = FeedBook(engine)
         self._changed = anyio.Event()
-        #: Whether confirmations or refusals came in the replies being read (waiters are woken once).
-        self._changes = False
         #: Whether bytes came since the idle watcher last looked.
         self._heard = False
         #: Connections made so far (the first included).
         self.connections = 0
+
+    @property
+    def wanted(self) -> dict[bytes, None]:
+        """Channels to be subscribed (made again on each new connection)."""
+        return self._book.wanted
 
     @property
     def connected(self) -> bool:
@@ -143,7 +108,7 @@ class FeedConnection:
                 try:
                     await self._open()
                     return
-                except _Refused:
+                except Refused:
                     raise
                 except BrokerError as exc:
                     failure = exc
@@ -152,56 +117,18 @@ class FeedConnection:
         raise failure
 
     async def _open(self) -> None:
-        endpoint = self._endpoint
-        self._parser = RespParser(max_bulk=_MAX_MESSAGE)  # (nothing of a connection before)
-        try:
-            with anyio.fail_after(self._timeout):
-                stream: anyio.abc.ByteStream
-                if self._ssl is None:
-                    stream = await anyio.connect_tcp(endpoint.host, endpoint.port)
-                else:
-                    stream = await anyio.connect_tcp(
-                        endpoint.host, endpoint.port, ssl_context=self._ssl, tls_standard_compatible=False
-                    )
-                try:
-                    if endpoint.password is not None:
-                        login = (
-                            [endpoint.username, endpoint.password]
-                            if endpoint.username
-                            else [endpoint.password]
-                        )
-                        await stream.send(command("AUTH", *login))
-                        reply = await self._read_reply(stream)
-                        if reply != b"OK":
-                            detail = reply.message if isinstance(reply, ErrorReply) else "an unexpected reply"
-                            raise _Refused(self._engine, f"the login was refused: {detail}")
-                except BaseException:
-                    await anyio.aclose_forcefully(stream)
-                    raise
-        except TimeoutError:
-            raise BrokerError(self._engine, "connecting timed out") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise _Refused(
-                self._engine, f"cannot connect: its TLS certificate is not trusted ({exc})"
-            ) from exc
-        except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, RespError) as exc:
-            raise BrokerError(self._engine, f"cannot connect: {type(exc).__name__}: {exc}") from exc
+        stream, self._parser = await open_feed(
+            self._endpoint, self._ssl, engine=self._engine, request_timeout=self._timeout
+        )
         self._stream = stream
         self.connections += 1
-        self._sent.clear()
-        self.confirmed.clear()
-        self.pattern_confirmed = False
-        if self.pattern is not None:
-            await self._send_pattern(self.pattern, subscribe=True)
-        wanted = sorted(self.wanted)
+        book = self._book
+        book.reset()
+        if book.pattern is not None:
+            await self._send_pattern(book.pattern, subscribe=True)
+        wanted = sorted(book.wanted)
         for start in range(0, len(wanted), _PER_COMMAND):
             await self._send_subscribe(wanted[start : start + _PER_COMMAND], subscribe=True)
-
-    async def _read_reply(self, stream: anyio.abc.ByteStream) -> object:
-        # One reply, while logging in (before the reading loop runs).
-        while (reply := self._parser.next_reply()) is NEED_DATA:
-            self._parser.feed(await stream.receive())
-        return reply
 
     async def aclose(self) -> None:
         """Close the connection (:meth:`run` must have stopped)."""
@@ -224,7 +151,7 @@ class FeedConnection:
                     logger.warning("broker: the feed is connected again to the engine %s", self._engine)
                 delay = 0.05
                 await self._read_watched(self._stream)
-            except _LOST as exc:
+            except LOST as exc:
                 if self._stream is not None:
                     logger.warning(
                         "broker: the feed's connection to the engine %s was lost (%s: %s); connecting again",
@@ -236,9 +163,7 @@ class FeedConnection:
                 delay = min(delay * 2, 2.0)
 
     def _lost(self) -> None:
-        self._sent.clear()
-        self.confirmed.clear()
-        self.pattern_confirmed = False
+        self._book.reset()
         self._wake()
 
     async def _read_watched(self, stream: anyio.abc.ByteStream | None) -> None:
@@ -249,7 +174,7 @@ class FeedConnection:
             tg.start_soon(self._watch, stream)
             try:
                 await self._read(stream)
-            except _LOST as exc:
+            except LOST as exc:
                 failure = exc
             finally:
                 tg.cancel_scope.cancel()
@@ -266,8 +191,8 @@ class FeedConnection:
             if self._heard:
                 continue
             async with self._send_lock:
-                self._sent.append(_Sent(1, [], subscribe=False))
-                with contextlib.suppress(*_LOST):
+                self._book.sent(1, [], subscribe=False)
+                with contextlib.suppress(*LOST):
                     await stream.send(command("PING"))
             await anyio.sleep(self._timeout)
             if not self._heard:
@@ -280,70 +205,20 @@ class FeedConnection:
                 return
 
     async def _read(self, stream: anyio.abc.ByteStream) -> None:
-        parser = self._parser
+        parser, book, inbox = self._parser, self._book, self._inbox
         while True:
             data = await stream.receive()
             self._heard = True
             parser.feed(data)
             while (reply := parser.next_reply()) is not NEED_DATA:
-                self._take(reply)
-            if self._changes:
-                self._changes = False
+                message = book.take(reply)
+                if message is not None:
+                    inbox.push(message)
+            if book.changes:
+                book.changes = False
                 self._wake()
             # (Bytes already received return at once: let other tasks run between chunks.)
             await anyio.lowlevel.checkpoint()
-
-    def _take(self, reply: object) -> None:
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-            channel, data = reply[1], reply[2]
-            if isinstance(channel, bytes) and isinstance(data, bytes):
-                self._inbox.push((channel, data))
-                return
-        if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
-            channel, data = reply[2], reply[3]
-            if isinstance(channel, bytes) and isinstance(data, bytes):
-                self._inbox.push((channel, data))
-                return
-        if isinstance(reply, ErrorReply):
-            sent = self._sent.popleft() if self._sent else None
-            if sent is None:
-                raise RespError(f"an error reply to no command: {reply.message}")
-            if sent.pattern:
-                if sent.subscribe:
-                    self._pattern_refused = reply.message
-                    self.pattern = None
-                    self._changes = True
-                return
-            if sent.subscribe:
-                for channel in sent.channels:
-                    self._refused[channel] = reply.message
-                    self.wanted.pop(channel, None)
-                logger.error(
-                    "broker: the engine %s refused to subscribe the feed to %d channels: %s",
-                    self._engine, len(sent.channels), reply.message,
-                )  # fmt: skip
-                self._changes = True
-            return
-        if reply == b"PONG":  # (a PING while no channel is subscribed)
-            reply = [b"pong", b""]
-        if isinstance(reply, list) and len(reply) >= 2 and reply[0] in _CONFIRMATIONS:
-            sent = self._sent[0] if self._sent else None
-            if sent is None:
-                raise RespError(f"a {reply[0]!r} confirmation of no command")
-            sent.left -= 1
-            if not sent.left:
-                self._sent.popleft()
-            channel = reply[1]
-            if reply[0] == b"subscribe" and isinstance(channel, bytes):
-                self.confirmed[channel] = None
-                self._changes = True
-            elif reply[0] == b"unsubscribe" and isinstance(channel, bytes):
-                self.confirmed.pop(channel, None)
-            elif reply[0] == b"psubscribe" and channel == self.pattern:
-                self.pattern_confirmed = True
-                self._changes = True
-            return
-        raise RespError(f"an unexpected reply on the feed: {str(reply)[:100]}")
 
     def _wake(self) -> None:
         self._changed.set()
@@ -358,12 +233,12 @@ class FeedConnection:
         verb = "SUBSCRIBE" if subscribe else "UNSUBSCRIBE"
         async with self._send_lock:
             if subscribe:  # (one given up meanwhile is not made: its UNSUBSCRIBE may be on the wire)
-                channels = [channel for channel in channels if channel in self.wanted]
+                channels = [channel for channel in channels if channel in self._book.wanted]
                 if not channels:
                     return
-            self._sent.append(_Sent(len(channels), channels, subscribe=subscribe))
+            self._book.sent(len(channels), channels, subscribe=subscribe)
             # (A connection lost: the reading loop sees it, and subscribes again.)
-            with contextlib.suppress(*_LOST):
+            with contextlib.suppress(*LOST):
                 await stream.send(command(verb, *channels))
 
     async def subscribe(self, channels: Collection[bytes]) -> None:
@@ -374,21 +249,22 @@ class FeedConnection:
                 confirmed within the request timeout (the channels stay wanted:
                 call :meth:`unsubscribe` to give them up).
         """
-        new = [channel for channel in channels if channel not in self.wanted]
+        book = self._book
+        new = [channel for channel in channels if channel not in book.wanted]
         for channel in channels:
-            self._refused.pop(channel, None)
-        self.wanted.update(dict.fromkeys(new))
+            book.refused.pop(channel, None)
+        book.wanted.update(dict.fromkeys(new))
         for start in range(0, len(new), _PER_COMMAND):
             await self._send_subscribe(new[start : start + _PER_COMMAND], subscribe=True)
         try:
             with anyio.fail_after(self._timeout):
                 while True:
-                    refused = [self._refused.pop(channel) for channel in channels if channel in self._refused]
+                    refused = [book.refused.pop(channel) for channel in channels if channel in book.refused]
                     if refused:
                         raise BrokerError(
                             self._engine, f"the engine refused the feed's subscribe: {refused[0]}"
                         )
-                    if all(channel in self.confirmed for channel in channels):
+                    if all(channel in book.confirmed for channel in channels):
                         return
                     await self._changed.wait()
         except TimeoutError:
@@ -401,11 +277,12 @@ class FeedConnection:
 
         Cancellation: the request may or may not have been sent.
         """
-        gone = [channel for channel in channels if channel in self.wanted]
+        book = self._book
+        gone = [channel for channel in channels if channel in book.wanted]
         for channel in gone:
-            del self.wanted[channel]
+            del book.wanted[channel]
             # (Unconfirmed at once: a subscribe sent after this waits for its own confirmation.)
-            self.confirmed.pop(channel, None)
+            book.confirmed.pop(channel, None)
         for start in range(0, len(gone), _PER_COMMAND):
             await self._send_subscribe(gone[start : start + _PER_COMMAND], subscribe=False)
 
@@ -414,8 +291,8 @@ class FeedConnection:
         if stream is None:
             return
         async with self._send_lock:
-            self._sent.append(_Sent(1, [pattern], subscribe=subscribe, pattern=True))
-            with contextlib.suppress(*_LOST):
+            self._book.sent(1, [pattern], subscribe=subscribe, pattern=True)
+            with contextlib.suppress(*LOST):
                 await stream.send(command("PSUBSCRIBE" if subscribe else "PUNSUBSCRIBE", pattern))
 
     async def subscribe_pattern(self, pattern: bytes) -> None:
@@ -425,14 +302,15 @@ class FeedConnection:
             BrokerError: the engine refused it (an ACL grants a pattern only as written), or
                 did not confirm it within the request timeout (it is then given up).
         """
-        self.pattern = pattern
-        self.pattern_confirmed = False
-        self._pattern_refused = None
+        book = self._book
+        book.pattern = pattern
+        book.pattern_confirmed = False
+        book.pattern_refused = None
         await self._send_pattern(pattern, subscribe=True)
         try:
             with anyio.fail_after(self._timeout):
-                while not self.pattern_confirmed:
-                    refused = self._pattern_refusal()
+                while not book.pattern_confirmed:
+                    refused = book.pattern_refusal()
                     if refused is not None:
                         raise BrokerError(self._engine, f"the engine refused the feed's pattern: {refused}")
                     await self._changed.wait()
@@ -441,13 +319,11 @@ class FeedConnection:
             reason = f"the feed's pattern was not confirmed within {self._timeout:g} s"
             raise BrokerError(self._engine, reason) from None
 
-    def _pattern_refusal(self) -> str | None:
-        return self._pattern_refused
-
     async def unsubscribe_pattern(self) -> None:
         """Give up the pattern (not waiting for the engine's confirmation)."""
-        pattern, self.pattern = self.pattern, None
-        self.pattern_confirmed = False
+        book = self._book
+        pattern, book.pattern = book.pattern, None
+        book.pattern_confirmed = False
         if pattern is not None:
             await self._send_pattern(pattern, subscribe=False)
 

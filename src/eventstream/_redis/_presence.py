@@ -33,7 +33,7 @@ import anyio
 from .._base import BrokerError
 from .._hub import PresenceMember, PresenceTable
 from ._connect import glide_module
-from ._scripts import COUNT_ALL, HEARTBEAT, PRESENCE
+from ._presence_scripts import COUNT_ALL, HEARTBEAT, PRESENCE
 
 if TYPE_CHECKING:
     from glide import GlideClient
