@@ -32,10 +32,10 @@ whichever extends which). One engine (:class:`EngineLayout`)::
 A cluster (:class:`ClusterLayout`) puts each channel's keys and its sharded
 pub/sub channel in one slot, under a hash tag of its own: ``{T}``, 16 hex
 digits of a digest of the channel's name (never a ``}``, whatever the name
-holds, so the tag is always exactly that). The channel's sequence number is a
-key of its own there (``{T}{prefix}|seq:{ch}``), since a script may touch one
-slot only, and its kept batch replies are under the tag of the batch's first
-channel. Counts and presence share one tag, so their scripts stay in one slot.
+holds, so the tag is always exactly that). There is no state hash (a script
+may touch one slot only): the channel's sequence number is the one its
+last-id key holds, and its kept batch replies are under the tag of the
+batch's first channel. Counts and presence share one tag, so their scripts stay in one slot.
 A prefix's ``|`` still ends it in every key, after the tag.
 """
 
@@ -70,9 +70,14 @@ class EngineLayout:
         #: The start of the keys of counts and presence.
         self.presence_base = f"{keys}pr:"
 
-    def seq(self, channel: str) -> str:
-        """The channel's sequence number (a field of the state hash, named after ``|``)."""
-        return f"{self.keys}seq:{channel}"
+    def publish_keys(self, channel: str) -> list[str]:
+        """The keys the publish script takes per channel (see ``_scripts.py``).
+
+        On one engine the first names the channel's number, a field of the
+        state hash (its name after the ``|``: ``seq:{ch}``), not a key.
+        """
+        keys = self.keys
+        return [f"{keys}seq:{channel}", f"{keys}last:{channel}", f"{keys}h:{channel}"]
 
     def last(self, channel: str) -> str:
         return f"{self.keys}last:{channel}"
@@ -124,8 +129,9 @@ class ClusterLayout(EngineLayout):
         """``{T}``: the hash tag of the channel's keys (the recent ones are remembered)."""
         return "{" + _digest(channel) + "}"
 
-    def seq(self, channel: str) -> str:
-        return f"{self.tag(channel)}{self.keys}seq:{channel}"
+    def publish_keys(self, channel: str) -> list[str]:
+        tag, keys = self.tag(channel), self.keys
+        return [f"{tag}{keys}last:{channel}", f"{tag}{keys}h:{channel}", f"{tag}{keys}ch:{channel}"]
 
     def last(self, channel: str) -> str:
         return f"{self.tag(channel)}{self.keys}last:{channel}"

@@ -196,9 +196,7 @@ class BatchSender:
             if k is None:
                 k = channel_marks[item.channel] = b"%d\n" % len(channel_marks)
                 channel = item.channel
-                keys += [layout.seq(channel), layout.last(channel), layout.history(channel)]
-                if cluster:
-                    keys.append(layout.feed(channel).decode())
+                keys += layout.publish_keys(channel)
             own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
             if item.traceparent:  # tracing: the publish's span, for the delivering processes
                 per_event.append(traced_mark(k, item.traceparent) + own + item.body)

@@ -15,7 +15,7 @@ from ._connect import engine_epoch, glide_module, misrouted
 from ._feed import FeedInbox
 from ._follow import EngineFollower
 from ._layout import CLUSTER_EPOCH, EngineLayout
-from ._scripts import READ, READ_CLUSTER
+from ._scripts import READ, READ_CLUSTER, held_number
 from ._slots import SlotMap
 from ._wire import EngineEntry, decode_entry
 
@@ -219,7 +219,7 @@ class EngineReader:
         args = [str(count), " ".join(str(after) for _channel, after in requests), str(_READ_FULL * count)]
         if layout.cluster:
             keys = [
-                key for channel, _after in requests for key in (layout.seq(channel), layout.history(channel))
+                key for channel, _after in requests for key in (layout.last(channel), layout.history(channel))
             ]
             args.append(CLUSTER_EPOCH)
             if spread:  # (the keys as arguments; the first in KEYS, for the routing)
@@ -303,7 +303,7 @@ class EngineReader:
     async def _check_cluster(
         self, client: GlideClient, follower: EngineFollower, channels: list[str]
     ) -> None:
-        # A cluster: each channel's number is a key of its own, read by slot
+        # A cluster: each channel's number is in its last-id key, read by slot
         # (one MGET per slot of the channels, up to 256 keys each). Its epoch is fixed.
         glide = glide_module()
         layout = self._layout
@@ -314,11 +314,8 @@ class EngineReader:
             for start in range(0, len(names), 256):
                 chunk = names[start : start + 256]
                 try:
-                    values = await client.custom_command(["MGET", *(layout.seq(name) for name in chunk)])
+                    values = await client.custom_command(["MGET", *(layout.last(name) for name in chunk)])
                 except glide.GlideError as exc:
                     raise BrokerError(self._engine, f"{type(exc).__name__}: {exc}") from exc
-                newest = {
-                    name: int(value) if value is not None else 0
-                    for name, value in zip(chunk, values, strict=True)
-                }
+                newest = {name: held_number(value) for name, value in zip(chunk, values, strict=True)}
                 await follower.check(CLUSTER_EPOCH, newest)

@@ -8,7 +8,20 @@ The scripts of counts and presence across processes: ``_presence_scripts.py``.
 
 from __future__ import annotations
 
-__all__ = ["PUBLISH", "PUBLISH_CLUSTER", "READ", "READ_CLUSTER"]
+__all__ = ["PUBLISH", "PUBLISH_CLUSTER", "READ", "READ_CLUSTER", "held_number"]
+
+
+def held_number(last: bytes | None) -> int:
+    """The sequence number a channel's last-id key holds (its third line); 0 if none.
+
+    On a cluster that key is where the channel's number lives (see the publish
+    script below).
+    """
+    if last is None:
+        return 0
+    lines = last.split(b"\n", 3)
+    return int(lines[2]) if len(lines) == 4 and lines[2].isdigit() else 0
+
 
 # A batch of publishes.
 # KEYS (one engine): the state hash (the epoch, and each channel's sequence
@@ -16,7 +29,7 @@ __all__ = ["PUBLISH", "PUBLISH_CLUSTER", "READ", "READ_CLUSTER"]
 # (deleted), then per channel of the batch: its seq key ({prefix}|seq:{channel},
 # the name of its field in the state hash: never a key of its own), last-id,
 # stream. On a cluster (every key of the call in one slot): no state hash;
-# per channel, its seq key (a key of its own), last-id, stream and sharded
+# per channel, its last-id key (which holds its number), stream and sharded
 # pub/sub channel.
 # ARGV: candidate epoch (on a cluster: the epoch), max entries, max age (ms), max bytes, bytes counted
 # per entry besides its wire bytes, retry flag, result lifetime (ms), n, the
@@ -51,9 +64,10 @@ __all__ = ["PUBLISH", "PUBLISH_CLUSTER", "READ", "READ_CLUSTER"]
 # channel's last-id key or stream is not (the field was deleted, or the whole
 # state and with it the epoch), numbering goes on after the highest number
 # they hold: an id is never issued twice, and a stream's entry ids keep
-# increasing. On a cluster, a channel whose keys are all gone (a new channel,
-# or one whose shard lost its data) starts from the engine's clock in
-# microseconds instead of 0, above any number it issued before (unless it
+# increasing. On a cluster, a channel's number is the one its last-id key
+# holds (no key of its own: one command less per event), and a channel whose
+# keys are all gone (a new channel, or one whose shard lost its data) starts
+# from the engine's clock in microseconds instead of 0, above any number it issued before (unless it
 # averaged more than a million events a second): its ids are never issued
 # twice either, under the cluster's one epoch, and the first event's
 # predecessor is the origin ({epoch}-0), so readers know where it starts.
@@ -88,7 +102,27 @@ local now = redis.call('TIME')
 local ms = num(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 local result = {epoch}
 local first = R + acked
+-- A channel's state, from its last-id key, which holds four lines: where the
+-- newest entry ends in the running sum of sizes, a lower bound of where the
+-- oldest starts (trims by count or age only raise it), the newest entry's
+-- sequence number and its id. It is read before a channel's first event of
+-- the batch and written after its last.
 local state = {}
+local function load(k)
+  local st = {prev = epoch .. '-0', finish = nil, front_bound = -1, seq = nil}
+  local last = redis.call('GET', K[first + L + W * k])
+  if last then
+    local f, b, n, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n(%d+)\\n(.*)$')
+    if f then
+      st.prev, st.finish, st.front_bound, st.seq = i, tonumber(f), tonumber(b), tonumber(n)
+    else
+      st.prev = last
+    end
+  end
+  state[k] = st
+  return st
+end
+--LOAD--
 for e = 0, #ARGV - E do
   local arg = ARGV[E + e]
   local cut1 = string.find(arg, '\\n', 1, true)
@@ -103,17 +137,15 @@ for e = 0, #ARGV - E do
   local k = tonumber(head)
   local own = string.sub(arg, cut1 + 1, cut2 - 1)
   local fields_ = string.sub(arg, cut2 + 1)
-  local seq_key, stream = K[first + 1 + W * k], K[first + 3 + W * k]
-  local bar = string.find(seq_key, '|', 1, true)
+  local stream = K[first + S + W * k]
+  local st = state[k] or load(k)
   --NEXT--
   if seq == 1 then
     -- A new channel, or its number was lost: go on after what its keys hold.
     local high = 0
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     if #newest > 0 then high = tonumber(string.match(newest[1][1], '^(%d+)')) end
-    local last = redis.call('GET', K[first + 2 + W * k])
-    local last_seq = last and tonumber(string.match(last, '^%d+\\n%-?%d+\\n(%d+)\\n'))
-    if last_seq and last_seq > high then high = last_seq end
+    if st.seq and st.seq > high then high = st.seq end
     --FRESH--
     if high > 0 then
       seq = high + 1
@@ -122,25 +154,6 @@ for e = 0, #ARGV - E do
   end
   local id = epoch .. '-' .. num(seq)
   if own ~= '' then id = string.sub(own, 2) end
-  -- The last-id key holds four lines: where the newest entry ends
-  -- in the running sum of sizes, a lower bound of where the oldest starts
-  -- (trims by count or age only raise it), the newest entry's sequence number
-  -- and its id. It is read at a channel's first event of the batch and
-  -- written after the last.
-  local st = state[k]
-  if st == nil then
-    st = {prev = epoch .. '-0', finish = nil, front_bound = -1}
-    local last = redis.call('GET', K[first + 2 + W * k])
-    if last then
-      local f, b, i = string.match(last, '^(%d+)\\n(%-?%d+)\\n%d+\\n(.*)$')
-      if f then
-        st.prev, st.finish, st.front_bound = i, tonumber(f), tonumber(b)
-      else
-        st.prev = last
-      end
-    end
-    state[k] = st
-  end
   local prev = st.prev
   local front_bound = st.front_bound
   local message = epoch .. '\\n' .. num(seq) .. '\\n' .. id .. '\\n' .. prev .. '\\n' .. ms .. trace
@@ -206,8 +219,8 @@ for e = 0, #ARGV - E do
 end
 for k, st in pairs(state) do
   local last = num(st.finish) .. '\\n' .. num(st.front_bound) .. '\\n' .. num(st.seq) .. '\\n' .. st.prev
-  redis.call('SET', K[first + 2 + W * k], last)
-  redis.call('PEXPIRE', K[first + 3 + W * k], ARGV[3])
+  redis.call('SET', K[first + L + W * k], last)
+  redis.call('PEXPIRE', K[first + S + W * k], ARGV[3])
 end
 redis.call('SET', K[R], table.concat(result, '\\n'), 'PX', ARGV[7])
 return result
@@ -222,11 +235,14 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-local R, W = 2, 3""",
+local R, W, L, S = 2, 3, 2, 3""",
     )
+    .replace("--LOAD--\n", "")
     .replace(
         "--NEXT--",
-        """local seq_field = string.sub(seq_key, bar + 1)
+        """local seq_key = K[first + 1 + W * k]
+  local bar = string.find(seq_key, '|', 1, true)
+  local seq_field = string.sub(seq_key, bar + 1)
   local seq = redis.call('HINCRBY', KEYS[1], seq_field, 1)""",
     )
     .replace("    --FRESH--\n", "")
@@ -240,19 +256,21 @@ PUBLISH_CLUSTER = "#!lua flags=allow-cross-slot-keys" + (
         """local K, E = KEYS, 11
 local nk = tonumber(ARGV[10])
 if nk > 0 then
-  -- A batch of several slots of this node: their keys come as arguments. They are read
-  -- first (a channel's four in one EXISTS: one slot), which fails on a key this node
-  -- does not serve (a stale slot map, a slot being migrated) before anything is written.
+  -- A batch of several slots of this node: their keys come as arguments.
   K = {KEYS[1]}
   for i = 11, 10 + nk do K[#K + 1] = ARGV[i] end
-  local acked = tonumber(ARGV[8])
-  for i = 2, 1 + acked do redis.call('EXISTS', K[i]) end
-  for i = 2 + acked, #K, 4 do redis.call('EXISTS', K[i], K[i + 1], K[i + 2], K[i + 3]) end
   E = 11 + nk
 end""",
     )
-    .replace("--PROLOGUE--", "local epoch = ARGV[1]\nlocal R, W = 1, 4")
-    .replace("--NEXT--", "local seq = redis.call('INCR', seq_key)")
+    .replace("--PROLOGUE--", "local epoch = ARGV[1]\nlocal R, W, L, S = 1, 3, 1, 2")
+    .replace(
+        "--LOAD--",
+        # Every channel's last-id key is read before anything is written: a batch of several
+        # slots whose map was stale (a slot moved away) fails on a key this node does not serve
+        # before it changed anything (the keys a channel's events write are in its key's slot).
+        "for k = 0, (#K - first) / W - 1 do load(k) end",
+    )
+    .replace("--NEXT--", "local seq = (st.seq or 0) + 1")
     .replace(
         "--FRESH--",
         """if high == 0 then
@@ -260,14 +278,14 @@ end""",
       high = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
     end""",
     )
-    .replace("--SET--", "redis.call('SET', seq_key, num(seq))")
-    .replace("--PUBLISH--", "redis.call('SPUBLISH', K[first + 4 + W * k], message)")
+    .replace("--SET--", "")
+    .replace("--PUBLISH--", "redis.call('SPUBLISH', K[first + 3 + W * k], message)")
 )
 
 # Reads of one or more channels' histories (one call for all the channels a
 # connection needs). KEYS (one engine): the state hash, then each channel's
 # stream ({prefix}|h:{channel}: its field in the state hash, seq:{channel}, is
-# taken from that name); on a cluster (all in one slot): each channel's seq key
+# taken from that name); on a cluster (all in one slot): each channel's last-id key
 # and stream. ARGV: count, then one argument: each channel's "after"
 # (-1: the newest entries), in KEYS order, separated by spaces (two strings
 # for the client to encode however many channels are read, not two per
@@ -332,5 +350,6 @@ end""",
 ).replace(
     "--KEYS--",
     """local key = K[2 * k]
-  local newest = redis.call('GET', K[2 * k - 1]) or '0'""",
+  local last = redis.call('GET', K[2 * k - 1])
+  local newest = last and string.match(last, '^%d+\\n%-?%d+\\n(%d+)\\n') or '0'""",
 )
