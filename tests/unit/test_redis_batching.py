@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import anyio
+import anyio.lowlevel
 import pytest
 
 from eventstream._redis._batching import BatchQueue, Pending
@@ -78,3 +81,60 @@ async def test_a_send_that_raises_fails_its_whole_batch_and_strands_no_waiter() 
     assert raised == [bug, bug]
     assert all(item.done for item in items)
     assert [item.error for item in items] == [bug, bug, bug]
+
+
+async def test_calls_asked_to_send_keep_the_place_and_none_is_lost_whatever_is_cancelled() -> None:
+    # Many calls, some cancelled while they wait (maybe just asked to send): at most
+    # `senders` batches are ever out at once, every call that was not cancelled gets its
+    # outcome, each event is sent once at most (a cancelled call's, only if its batch was
+    # already out), and no place is lost (two calls made afterwards are both sent at once).
+    out = 0
+    most = 0
+    batches: list[str] = []
+    both_out = anyio.Event()
+
+    async def send(batch: list[Pending]) -> None:
+        nonlocal out, most
+        out += 1
+        most = max(most, out)
+        if batch[0].channel == "after":  # the last two calls: each waits until both are out
+            if out == 2:
+                both_out.set()
+            with anyio.move_on_after(5):  # (a send is shielded: a lost place would hang here)
+                await both_out.wait()
+        for _ in range(random.randrange(3)):  # a round trip: others run meanwhile
+            await anyio.lowlevel.checkpoint()
+        out -= 1
+        batches.extend(item.id or "" for item in batch)
+        for item in batch:
+            item.done = True
+            item.wake()
+
+    queue = BatchQueue(send, batch_size=3, senders=2)
+    queue.bind()
+    items: list[Pending] = []
+    cancelled: list[Pending] = []
+
+    async def publisher(n: int) -> None:
+        for k in range(10):
+            item = Pending("c", b"data: x\n", f"{n}-{k}")
+            items.append(item)
+            with anyio.move_on_after(random.choice([0, 0.0002, 1])) as scope:
+                await queue.submit(item)
+            if scope.cancelled_caught:
+                cancelled.append(item)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for n in range(30):
+                tg.start_soon(publisher, n)
+        last = [Pending("after", b"data: x\n", f"last-{n}") for n in range(2)]
+        async with anyio.create_task_group() as tg:
+            for item in last:
+                tg.start_soon(queue.submit, item)
+    assert most <= 2
+    assert all(item.done for item in items if item not in cancelled)
+    assert 0 < len(cancelled) < len(items)
+    assert both_out.is_set()
+    assert all(item.done for item in last)
+    assert sorted(batches) == sorted(item.id or "" for item in [*items, *last] if item.done)

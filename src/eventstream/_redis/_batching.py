@@ -119,14 +119,13 @@ class BatchQueue(Generic[Item]):
             except BaseException:  # cancelled while waiting
                 if item in self._pending:
                     self._pending.remove(item)  # not sent
-                if item.leads and self._pending:  # asked to send: pass that on
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.wake()
+                if item.leads:  # asked to send: pass that on
+                    self._hand_on()
                 raise
-            if not item.done:
-                self._senders += 1
+            if not item.done:  # asked to send, in the place of the call that asked
                 await self._send_until_done(item)
+            elif item.leads:  # asked, but another sender took it meanwhile: pass that on
+                self._hand_on()
 
     async def _send_until_done(self, item: Item) -> None:
         # Send batches (one request each) until this call's own item is
@@ -154,8 +153,15 @@ class BatchQueue(Generic[Item]):
                     else:  # in another call's batch, in flight
                         await item.wait(self._new_waiter)
         finally:
-            self._senders -= 1
-            if self._pending and self._senders < self.senders:
-                successor = self._pending[0]
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        # A sender stops: the oldest waiting call takes its place (the place stays taken
+        # meanwhile: the calls queued until it runs go in its batch, not in batches of
+        # their own); none waiting, the place is free.
+        for successor in self._pending:
+            if not successor.leads:  # (one asked already has a place)
                 successor.leads = True
                 successor.wake()
+                return
+        self._senders -= 1
