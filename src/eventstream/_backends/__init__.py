@@ -4,8 +4,9 @@ The backend is chosen once (per waiter factory, per response's disconnect watch,
 handle), never per event.
 """
 
-from ._disconnect import DisconnectWatch, Watch
+from ._disconnect import DisconnectWatch
+from ._interfaces import Waiter, Watch
 from ._loop import LoopHandle
-from ._waiter import Waiter, current_waiter, waiter_factory
+from ._waiter import current_waiter, waiter_factory
 
 __all__ = ["DisconnectWatch", "LoopHandle", "Waiter", "Watch", "current_waiter", "waiter_factory"]

@@ -24,8 +24,7 @@ from ._task_scope import TaskScope
 
 if TYPE_CHECKING:
     from ..types import Receive
-    from ._disconnect import Connection
-    from ._waiter import Waiter
+    from ._interfaces import Connection, Waiter
 
 __all__ = ["AsyncioWatch", "loop_callbacks", "no_context", "waiter_factory"]
 
@@ -258,7 +257,7 @@ def loop_callbacks(
 class AsyncioWatch(TaskScope):
     """The disconnect watch on asyncio: the response's task in a :class:`TaskScope`, and
     the server's ``receive()`` as a bare task whose done callback reads the message
-    (see :mod:`._disconnect`; :class:`~._disconnect.Watch` says what each method does)."""
+    (see :mod:`._disconnect`; :class:`~._interfaces.Watch` says what each method does)."""
 
     __slots__ = ("_connection", "_error", "_pending", "_receive", "scope")
 

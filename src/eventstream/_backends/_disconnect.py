@@ -29,84 +29,15 @@ server shields from cancellation then cannot hold it).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
 
 import anyio.lowlevel
 
 from ..types import Receive
 from ._asyncio import AsyncioWatch
+from ._interfaces import Connection, Watch
 from ._trio import TrioWatch
-from ._waiter import Waiter
 
-__all__ = ["Connection", "DisconnectWatch", "Watch"]
-
-
-class _Hub(Protocol):
-    def drop_if_overdue(self, subscriber: Any) -> None:
-        """Drop ``subscriber`` if it was left behind ``send_timeout`` ago."""
-
-
-class Connection(Protocol):
-    """What the watch needs of the response (``_connection.Connection``)."""
-
-    @property
-    def hub(self) -> _Hub: ...
-
-    @property
-    def subscriber(self) -> Any: ...
-
-    #: The response's last message is being sent: a disconnect no longer cancels anything.
-    completing: bool
-
-
-class Watch(Protocol):
-    """Between :meth:`start` and :meth:`stop`, the client's disconnect cancels :attr:`scope`.
-
-    The scope is also the subscriber's (the hub moves its deadline to drop a
-    client that takes nothing). Start it in the response's task, and stop it
-    there with what the response raised: ``async with`` does that, and so does
-    :meth:`Connection.run <eventstream._serve._connection.Connection.run>` by hand
-    (``async with`` keeps its bound ``__aexit__`` alive, 64 bytes, for as long
-    as the connection is open).
-
-    Raises:
-        Exception: from :meth:`stop`, what ``receive()`` raised other than
-            ``OSError`` (the server's fault; ``OSError`` means the client is gone).
-
-    Cancellation: cancelling the enclosing scope cancels the response as
-    usual; the pending ``receive()`` is cancelled by :meth:`stop`.
-    """
-
-    #: An anyio (asyncio) or trio cancel scope: ``deadline``, ``cancel()``.
-    scope: Any
-
-    async def __aenter__(self) -> Watch: ...
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        """:meth:`stop` with what the block raised."""
-
-    async def start(self, keep_alive: bool = False) -> Any:
-        """Start watching (what ``async with`` does on entering); returns :attr:`scope`.
-
-        ``keep_alive``: :meth:`start_timer` will be called (on trio, the
-        watcher then waits for each message in a cancel scope, for the timer).
-        """
-
-    def start_timer(self, waiter: Waiter) -> None:
-        """Run ``waiter``'s deadlines beside the response until :meth:`stop`.
-
-        On trio, in the watcher task when ``receive()`` may be cancelled
-        safely, else in a timer task of the nursery; on asyncio, the event
-        loop's clock runs them.
-        """
-
-    async def stop(self, exc: BaseException | None) -> bool:
-        """Stop watching (what ``async with`` does on leaving, ``exc`` raised in the block).
-
-        Returns whether ``exc`` is swallowed (the cancellation the watch caused).
-        """
+__all__ = ["DisconnectWatch"]
 
 
 def DisconnectWatch(receive: Receive, connection: Connection) -> Watch:

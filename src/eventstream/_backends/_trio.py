@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..types import Receive
-    from ._disconnect import Connection
-    from ._waiter import Waiter
+    from ._interfaces import Connection, Waiter
 
 __all__ = ["TrioWatch", "_TrioWaiter", "loop_callbacks"]
 
@@ -142,7 +141,7 @@ class _TrioWaiter:
 class TrioWatch:
     """The disconnect watch on trio: a nursery with one watcher task, which also runs the
     keep-alive's deadlines when ``receive()`` is a memory channel's (see :mod:`._disconnect`;
-    :class:`~._disconnect.Watch` says what each method does)."""
+    :class:`~._interfaces.Watch` says what each method does)."""
 
     __slots__ = (
         "_connection",

@@ -28,38 +28,15 @@ it from the event loop it waits in.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
 
 import anyio.lowlevel
 
 from . import _asyncio
+from ._interfaces import Waiter
 from ._trio import _TrioWaiter
 
-__all__ = ["Waiter", "current_waiter", "waiter_factory"]
-
-
-class Waiter(Protocol):
-    def time(self) -> float:
-        """The event loop's clock (the one deadlines are on)."""
-
-    def wake(self) -> None:
-        """Wake the waiting task, if any (it then returns ``True`` from :meth:`wait`)."""
-
-    def wait(self, deadline: float) -> Awaitable[bool]:
-        """Wait until woken (``True``) or until ``deadline`` (``False``; ``math.inf``: never).
-
-        Cancellation: the wait ends at once; the waiter can wait again.
-        """
-
-    def start_timer(self, nursery: Any) -> None:
-        """On trio, run this waiter's deadlines in a task of ``nursery`` (cheaper than a scope per wait).
-
-        On asyncio nothing to do: one clock per event loop runs them.
-        """
-
-    def close(self) -> None:
-        """Release the timer. The waiter must not be used afterwards."""
+__all__ = ["current_waiter", "waiter_factory"]
 
 
 def current_waiter() -> Waiter:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -25,7 +25,8 @@ from ._batching import BatchQueue, Queued
 from ._wire import EngineEntry
 
 if TYPE_CHECKING:
-    from ._follow import EngineFollower
+    from ._history import SharedHistory
+    from ._interest import FeedInterest
 
 __all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "ManyReader", "Preparer", "Reader", "as_history"]
 
@@ -42,6 +43,31 @@ ManyReader = Callable[
 CONCURRENT_READS = 128
 #: Connections about to subscribe whose reads one request carries at most.
 CONNECTIONS_TOGETHER = 64
+
+
+class Follower(Protocol):
+    """What a :class:`Preparer` reads and calls of the follower it prepares for
+    (``_follow.EngineFollower``: the follower makes its preparer, not the other way)."""
+
+    engine: str
+    history: SharedHistory
+    interest: FeedInterest
+    loaded: dict[str, None]
+    lock: anyio.Lock
+    generation: int
+
+    @property
+    def epoch(self) -> str: ...
+
+    def new_epoch(self, epoch: str) -> None: ...
+
+    async def receive_one(self, channel: str, entry: EngineEntry) -> None: ...
+
+    async def catch_up(self, channel: str, known: int) -> None: ...
+
+    async def take_in(
+        self, channel: str, known: int, newest: int, entries: list[EngineEntry]
+    ) -> int | None: ...
 
 
 def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
@@ -91,13 +117,13 @@ class _Reads(Queued):
 
 
 class Preparer:
-    """The reads of a :class:`EngineFollower`'s channels for connections about to subscribe.
+    """The reads of a follower's channels for connections about to subscribe.
 
     What a read returns is taken in under the follower's lock, through its
     methods (``take_in``, ``catch_up``, ``new_epoch``, ``receive_one``).
     """
 
-    def __init__(self, follower: EngineFollower, read: Reader, read_many: ManyReader) -> None:
+    def __init__(self, follower: Follower, read: Reader, read_many: ManyReader) -> None:
         self._follower = follower
         self._read = read
         self._read_many = read_many
