@@ -111,6 +111,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "benchmarks.feed_share")
         session.run("python", "-m", "benchmarks.feed_share", "--scenario", "churn")
         session.run("python", "-m", "benchmarks.cluster")
+        session.run("python", "-m", "benchmarks.scrape")
 
 
 @nox.session(name="bench_broker")

@@ -241,3 +241,13 @@ def test_the_cluster_benchmark_measures_both_engines_in_every_round(backend: str
     verdicts = [row.rsplit("|", 1)[1].strip() for row in rows if "<=" in row or ">=" in row]
     assert len(verdicts) == 4
     assert set(verdicts) <= {"met", "NOT met"}
+
+
+def test_the_scrape_benchmark_counts_every_open_stream_and_times_each_scrape() -> None:
+    from benchmarks import scrape
+
+    run = scrape.run(streams=120, channels=12, scrapes=3)  # asserts the scrape counts all 120 open
+    assert (run["streams"], run["channels"], run["scrapes"]) == (120, 12, 3)
+    assert 0 < run["p50_ms"] <= run["max_ms"]
+    assert 0 < run["series"] < scrape.TARGET_SERIES
+    assert run["bytes"] > 0
