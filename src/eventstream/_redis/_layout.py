@@ -76,8 +76,7 @@ class EngineLayout:
         On one engine the first names the channel's number, a field of the
         state hash (its name after the ``|``: ``seq:{ch}``), not a key.
         """
-        keys = self.keys
-        return [f"{keys}seq:{channel}", f"{keys}last:{channel}", f"{keys}h:{channel}"]
+        return [f"{self.keys}seq:{channel}", self.last(channel), self.history(channel)]
 
     def last(self, channel: str) -> str:
         return f"{self.keys}last:{channel}"
@@ -130,8 +129,7 @@ class ClusterLayout(EngineLayout):
         return "{" + _digest(channel) + "}"
 
     def publish_keys(self, channel: str) -> list[str]:
-        tag, keys = self.tag(channel), self.keys
-        return [f"{tag}{keys}last:{channel}", f"{tag}{keys}h:{channel}", f"{tag}{keys}ch:{channel}"]
+        return [self.last(channel), self.history(channel), self.feed(channel).decode()]
 
     def last(self, channel: str) -> str:
         return f"{self.tag(channel)}{self.keys}last:{channel}"
