@@ -20,9 +20,15 @@ def install(session: nox.Session, *groups: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite: unit tests, real servers on 127.0.0.1, asyncio and trio."""
+    """The whole test suite: unit tests, real servers on 127.0.0.1, asyncio and trio.
+
+    In parallel (pytest-xdist): a test file per worker, one worker per core and one more,
+    since end-to-end tests spend much of their time waiting on servers, engines and
+    browsers. ``-- -n 0`` runs it in this process.
+    """
     install(session, "test")
-    session.run("pytest", *session.posargs)
+    workers = str((os.cpu_count() or 1) + 1)
+    session.run("pytest", "-n", workers, "--dist", "loadfile", *session.posargs)
 
 
 @nox.session

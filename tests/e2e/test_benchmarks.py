@@ -234,9 +234,11 @@ def test_the_cluster_benchmark_measures_both_engines_in_every_round(backend: str
     assert single["engine"][0] > 0
     assert on_cluster["primaries"][0] > 0
     assert on_cluster["replicas"][0] > 0  # they replay what the primaries wrote
-    # Concurrent publishes share a script on one engine; on a cluster a script holds one
-    # slot's channels (1,000 channels over 16,384 slots: about one event each).
-    assert 0 < single["scripts"][0] < on_cluster["scripts"][0] <= 1.05
+    # Concurrent publishes share a script, on one engine and on a cluster. How many share one
+    # depends on how busy the machine is (0.045 and 0.047 per event on a quiet one, 0.061 and
+    # 0.047 under a parallel test run): each is counted, neither is ranked.
+    for scripts in (single["scripts"][0], on_cluster["scripts"][0]):
+        assert 0 < scripts <= 1.05
     rows = cluster.table(figures, config).splitlines()
     verdicts = [row.rsplit("|", 1)[1].strip() for row in rows if "<=" in row or ">=" in row]
     assert len(verdicts) == 4

@@ -523,9 +523,15 @@ async def test_engine_down_publish_fails_within_the_timeout_and_streams_stay_ope
                 assert [e.event for e in events][-2:] == ["keep-alive", "keep-alive"]
                 await anyio.to_thread.run_sync(own.start)
                 await wait_published(stream, "back")
-                while (event := await response.receive_event()).event == "keep-alive":
-                    pass
-                assert event.json() == "back"
+                # "May have published": an attempt the engine's client still held (on a busy
+                # machine) can reach the engine once it is back. Then it is delivered once,
+                # in its place in the channel's order.
+                data: list[object] = []
+                while not data or data[-1] != "back":
+                    event = await response.receive_event()
+                    if event.event != "keep-alive":
+                        data.append(event.json())
+                assert data in (["back"], ["lost", "back"])
 
 
 async def wait_published(stream: EventStream, data: str) -> None:

@@ -59,8 +59,9 @@ def ed25519_jwk() -> str:
 @pytest.mark.parametrize(
     ("verify_key", "match"),
     [
-        (ed25519_pem(), "verify_key: unsupported public key type"),
-        (ed25519_jwk(), "verify_key: unsupported JWK key type 'OKP'"),
+        # Named: a fresh key each run would give the test a new id each run.
+        pytest.param(ed25519_pem(), "verify_key: unsupported public key type", id="ed25519-pem"),
+        pytest.param(ed25519_jwk(), "verify_key: unsupported JWK key type 'OKP'", id="ed25519-jwk"),
         # PyJWT's own errors (InvalidKeyError, a KeyError for a missing member) were let through.
         ('{"kty": "RSA", "n": "not base64 at all!"}', NOT_A_JWK),
         ('{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}', NOT_A_JWK),

@@ -85,8 +85,10 @@ class BrokerError(EventStreamError):
         maybe_published: For a publish: True when an attempt was sent and got
             no answer (a timeout, a connection lost), so the engine may have
             published the event (once: a later attempt would have been
-            answered with that outcome); False when the engine refused it
-            or it was never sent.
+            answered with that outcome), or still publish it: an attempt
+            that the engine's client held when the engine went away can
+            reach it once it is back. False when the engine refused it or
+            it was never sent.
     """
 
     def __init__(self, engine: str, reason: str, attempts: int = 1, *, maybe_published: bool = False) -> None:

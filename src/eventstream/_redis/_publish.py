@@ -4,7 +4,8 @@ One call of the publish script (see ``_scripts.PUBLISH``) numbers,
 keeps and announces a whole batch atomically. A batch that fails on the way
 (a cut connection, an engine that is loading) is sent again, with capped,
 jittered backoff, until the deadline of its oldest event (``publish_timeout``
-after that event's call; an attempt still unanswered then is abandoned), so
+after that event's call; an attempt still unanswered then is abandoned, though
+the engine's client may still send it once the engine is back), so
 every publish ends within ``publish_timeout`` of its call however many are
 queued; an event whose deadline passed before its batch is sent fails
 unsent. Every attempt carries the same batch token. The engine keeps each
