@@ -31,14 +31,22 @@ if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - test
     raise ImportError("eventstream.otel needs opentelemetry-api: pip install 'eventstream[otel]'")
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Instrument, Meter, MeterProvider, Observation, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Instrument,
+    Meter,
+    MeterProvider,
+    NoOpHistogram,
+    Observation,
+    get_meter,
+)
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider, get_tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__
 from ._broker import LocalBroker
 from ._hub import Hub
-from ._observe import END_REASONS, Observed, TemplateCounters
+from ._observe import END_REASONS, FEED_LAG_BUCKETS, PUBLISH_BUCKETS, Observed, TemplateCounters
 from ._observe._broker import BrokerStatistics
 from ._observe._trace import TRACEPARENT
 from ._serve import Serving
@@ -154,12 +162,17 @@ class _Tracing:
 
 
 def instrument(stream: EventStream, meter_provider: MeterProvider | None = None) -> Sequence[Instrument]:
-    """Create ``stream``'s observable instruments on the ``eventstream`` meter of ``meter_provider``.
+    """Create ``stream``'s instruments on the ``eventstream`` meter of ``meter_provider``.
 
     ``meter_provider`` defaults to OpenTelemetry's global one (what
     ``opentelemetry.metrics.set_meter_provider`` configured; a no-op until
-    then). The values are read when the SDK's reader collects, in time
-    proportional to the number of channel templates. Call it once per
+    then). The counters and gauges are observable: read when the SDK's
+    reader collects, in time proportional to the number of channel
+    templates. Two histograms are recorded as things happen:
+    ``eventstream.publish.duration`` (each publish is then timed) and, with
+    a shared broker, ``eventstream.broker.feed.lag`` (each event its feed
+    delivers here: from the engine's clock at publish to this process's at
+    delivery, so clocks apart add to it). Call it once per
     stream and provider: a second call makes a second set of callbacks
     (the SDK warns of duplicate instruments). Returns the instruments.
     """
@@ -168,9 +181,35 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
     return [
         *_template_instruments(meter, parts.observed),
         *_hub_instruments(meter, parts.hub, parts.observed),
+        *_histograms(meter, parts),
         *_broker_instruments(meter, parts),
         *_grip_instruments(meter, parts),
     ]
+
+
+def _histograms(meter: Meter, parts: Serving) -> list[Instrument]:
+    # Recorded as they happen (OpenTelemetry has no observable histogram): each publish, and each
+    # event a shared broker's feed delivers here. A no-op meter's (no SDK) get nothing, and
+    # publishes are then not timed for them.
+    publish = meter.create_histogram(
+        "eventstream.publish.duration",
+        "s",
+        "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
+        explicit_bucket_boundaries_advisory=PUBLISH_BUCKETS,
+    )
+    if not isinstance(publish, NoOpHistogram):
+        parts.observed.watch().sinks.append(publish.record)
+    if isinstance(parts.broker, LocalBroker):
+        return [publish]
+    feed = meter.create_histogram(
+        "eventstream.broker.feed.lag",
+        "s",
+        "From an event's publish (the engine's clock) to its delivery here from the feed.",
+        explicit_bucket_boundaries_advisory=FEED_LAG_BUCKETS,
+    )
+    if not isinstance(feed, NoOpHistogram):
+        parts.hub.watch_feed_lag().sinks.append(feed.record)
+    return [publish, feed]
 
 
 def _template_instruments(meter: Meter, observed: Observed) -> list[Instrument]:

@@ -30,9 +30,8 @@ from prometheus_client.registry import Collector
 from ._broker import LocalBroker
 from ._grip import GripPublisher
 from ._hub import Hub
-from ._observe import END_REASONS, Observed, PublishTiming, TemplateCounters
+from ._observe import END_REASONS, Histogram, Observed, TemplateCounters
 from ._observe._broker import BrokerStatistics
-from ._observe._counters import PUBLISH_BUCKETS
 from ._serve import answer_other
 from ._stream import EventStream, engine_up, parts_of
 from .types import Receive, Scope, Send
@@ -55,7 +54,9 @@ class EventStreamCollector(Collector):
 
     def __init__(self, stream: EventStream) -> None:
         self.stream: EventStream = stream
-        self._timing = parts_of(stream).observed.watch()
+        parts = parts_of(stream)
+        self._timing = parts.observed.watch()
+        self._feed_lag = parts.hub.watch_feed_lag()
 
     def describe(self) -> list[Metric]:
         """The metric families (so that a registry refuses a second collector of the same names)."""
@@ -79,6 +80,12 @@ class EventStreamCollector(Collector):
             feed = parts.broker.statistics()
             if feed is not None:
                 yield from _feed_families(feed)
+                yield _histogram(
+                    "eventstream_broker_feed_lag_seconds",
+                    "From an event's publish (the engine's clock) to its delivery here from the feed "
+                    "(this process's clock).",
+                    self._feed_lag,
+                )
         if parts.grip is not None:
             yield from _grip_families(parts.grip)
             yield _grip_streams_family(list(observed.templates.values()))
@@ -156,17 +163,20 @@ def _hub_families(hub: Hub) -> Iterator[Metric]:
     )
 
 
-def _publish_families(timing: PublishTiming, observed: Observed) -> Iterator[Metric]:
+def _histogram(name: str, documentation: str, histogram: Histogram) -> Metric:
     buckets = []
     cumulative = 0
-    for bound, count in zip((*PUBLISH_BUCKETS, float("inf")), timing.counts, strict=True):
+    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
         cumulative += count
         buckets.append((_le(bound), cumulative))
-    yield HistogramMetricFamily(
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=histogram.sum)
+
+
+def _publish_families(timing: Histogram, observed: Observed) -> Iterator[Metric]:
+    yield _histogram(
         "eventstream_publish_duration_seconds",
         "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
-        buckets=buckets,
-        sum_value=timing.sum,
+        timing,
     )
     errors = CounterMetricFamily(
         "eventstream_publish_errors",

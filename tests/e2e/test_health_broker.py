@@ -41,6 +41,21 @@ def otel_value(reader: InMemoryMetricReader, name: str) -> float:
     return value
 
 
+def otel_histogram(reader: InMemoryMetricReader, name: str) -> tuple[int, tuple[float, ...]]:
+    """The count of the OpenTelemetry histogram ``name`` and its first two bucket bounds."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
+    return point.count, tuple(point.explicit_bounds[:2])  # type: ignore[union-attr]
+
+
 def engine_up(reader: InMemoryMetricReader) -> float:
     """The value of OpenTelemetry's ``eventstream.broker.engine_up`` in one collection by ``reader``."""
     return otel_value(reader, "eventstream.broker.engine_up")
@@ -71,6 +86,15 @@ async def test_the_feed_counters_are_metrics(engine: RedisEngine, prefix: str) -
                 assert registry.get_sample_value(f"eventstream_broker_{name}{suffix}") == value, name
                 otel_name = "eventstream.broker." + name.replace("_", ".")
                 assert otel_value(reader, otel_name) == value, otel_name
+            # The feed's lag: one observation per event the feed delivered here (same machine:
+            # the engine's clock and this process's agree), and every publish timed.
+            lag = "eventstream_broker_feed_lag_seconds"
+            assert registry.get_sample_value(f"{lag}_count") == 3
+            assert registry.get_sample_value(f"{lag}_bucket", {"le": "+Inf"}) == 3
+            assert 0 <= registry.get_sample_value(f"{lag}_sum") < 5  # type: ignore[operator]
+            assert registry.get_sample_value("eventstream_publish_duration_seconds_count") == 6
+            assert otel_histogram(reader, "eventstream.broker.feed.lag") == (3, (0.0005, 0.001))
+            assert otel_histogram(reader, "eventstream.publish.duration")[0] == 6
 
 
 async def test_readiness_follows_the_engine(engine: RedisEngine, prefix: str) -> None:

@@ -233,6 +233,7 @@ async def test_publishes_are_timed_only_while_a_collector_watches() -> None:
     stream = EventStream()
     await stream.publish_event("a", {"data": 1})
     assert parts_of(stream).observed.timing is None  # nothing registered: nothing measured
+    assert parts_of(stream).hub.feed_lag is None
     registry = CollectorRegistry()
     collector = register(stream, registry)
     for i in range(5):

@@ -34,7 +34,8 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any],
             assert scope.scope.name == "eventstream"
             for metric in scope.metrics:
                 found[metric.name] = [
-                    (dict(point.attributes or {}), point.value)  # type: ignore[union-attr]
+                    # A histogram's point: its count.
+                    (dict(point.attributes or {}), point.count if hasattr(point, "count") else point.value)
                     for point in metric.data.data_points
                 ]
     return found
@@ -72,6 +73,8 @@ async def test_the_instruments_read_the_counters_under_the_template() -> None:
     assert one(found, "eventstream.events.delivered") == 1
     assert one(found, "eventstream.written", **template) > len("data: \n\n") + 10
     assert one(found, "eventstream.publish.errors", **{"error.type": "broker"}) == 0
+    assert one(found, "eventstream.publish.duration") == 1  # a histogram: publishes timed
+    assert "eventstream.broker.feed.lag" not in found  # no shared broker, no feed
     assert "eventstream.broker.engine_up" not in found  # no shared broker
     # Labels stay bounded: the concrete channels are nowhere.
     assert not any("user-7" in str(attrs) for series in found.values() for attrs, _ in series)
@@ -81,9 +84,10 @@ async def test_without_an_sdk_no_callback_runs() -> None:
     """The API's no-op provider (what an app without an SDK gets) takes the instruments and never reads."""
     stream = EventStream(keep_alive_interval=None)
     instruments = instrument(stream, NoOpMeterProvider())
-    assert len(instruments) == 13
+    assert len(instruments) == 14
     assert all(type(each).__name__.startswith("NoOp") for each in instruments)  # nothing holds a callback
     await stream.publish_event("news", {"data": 1})  # nothing to observe, nothing fails
+    assert parts_of(stream).observed.timing is None  # nor are publishes timed for nothing
     assert stream.statistics().events_published == 1
 
 

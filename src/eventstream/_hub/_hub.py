@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Awaitable, Callable, Generator, Iterable, KeysView
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Awaitable, Callable, Iterable, KeysView
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.lowlevel
 
 from .._base import check_count, check_seconds
 from .._history import HistoryEntry
+from .._observe._counters import FEED_LAG_BUCKETS, Histogram
 from .._observe._lag import slowest_subscribers
+from ._done import DONE
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 if TYPE_CHECKING:
@@ -22,19 +24,6 @@ SlowConsumerPolicy = Literal["disconnect", "drop-oldest", "block"]
 _YIELD_EVERY = 32
 
 
-class _Done:
-    """An awaitable that is done at once: awaiting it neither yields nor builds a coroutine."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[None, None, None]:
-        return _EXHAUSTED
-
-
-# An iterator that is already exhausted stays so: every await of _DONE shares it.
-_EXHAUSTED: Generator[None, None, None] = (None for _ in ())
-next(_EXHAUSTED, None)
-_DONE: Final = _Done()
 _POLICIES = ("disconnect", "drop-oldest", "block")
 #: The longest a publish waits for a full subscriber that takes nothing (disconnect policy).
 STALL_AFTER = 0.1
@@ -78,6 +67,14 @@ class Hub:
         self.closed: bool = False
         #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
         self.tracing: Tracing | None = None
+        #: metrics: a shared broker's feed lag, from publish to delivery here (see watch_feed_lag).
+        self.feed_lag: Histogram | None = None
+
+    def watch_feed_lag(self) -> Histogram:
+        """metrics: have a shared broker's feed observe its lag from now on; idempotent."""
+        if self.feed_lag is None:
+            self.feed_lag = Histogram(FEED_LAG_BUCKETS)
+        return self.feed_lag
 
     # -- subscriptions ---------------------------------------------------
 
@@ -254,7 +251,7 @@ class Hub:
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
             return anyio.lowlevel.checkpoint()
-        return _DONE
+        return DONE
 
     def put(self, channel: str, payload: HistoryEntry) -> list[Subscriber] | None:
         """Put ``payload`` in the queue of every subscriber of ``channel``; never waits.

@@ -8,24 +8,28 @@ nothing calls a metrics library per event.
 
 from ._counters import (
     END_REASONS,
+    FEED_LAG_BUCKETS,
     MAX_TEMPLATES,
     OTHER_TEMPLATE,
+    PUBLISH_BUCKETS,
     RUN_TEMPLATE,
     UNCOUNTED,
+    Histogram,
     Observed,
-    PublishTiming,
     TemplateCounters,
 )
 from ._logging import RateLimitedLog
 
 __all__ = [
     "END_REASONS",
+    "FEED_LAG_BUCKETS",
     "MAX_TEMPLATES",
     "OTHER_TEMPLATE",
+    "PUBLISH_BUCKETS",
     "RUN_TEMPLATE",
     "UNCOUNTED",
+    "Histogram",
     "Observed",
-    "PublishTiming",
     "RateLimitedLog",
     "TemplateCounters",
 ]

@@ -25,12 +25,14 @@ from .._base import BrokerError, GripPublishError
 
 __all__ = [
     "END_REASONS",
+    "FEED_LAG_BUCKETS",
     "MAX_TEMPLATES",
     "OTHER_TEMPLATE",
+    "PUBLISH_BUCKETS",
     "RUN_TEMPLATE",
     "UNCOUNTED",
     "Observed",
-    "PublishTiming",
+    "Histogram",
     "TemplateCounters",
 ]
 
@@ -48,6 +50,10 @@ OTHER_TEMPLATE: Final = "(other)"
 #: Publish-duration histogram bounds, seconds (Prometheus ``le``; +Inf is implied).
 PUBLISH_BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+#: Feed-lag histogram bounds, seconds: from an event's publish to its delivery from the feed.
+FEED_LAG_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
 
@@ -88,22 +94,29 @@ class TemplateCounters:
 UNCOUNTED: Final = TemplateCounters("")
 
 
-class PublishTiming:
-    """A histogram of publish durations: counts per bucket, kept while a collector watches."""
+class Histogram:
+    """Durations counted per bucket, kept while a collector watches (publishes, the feed's lag)."""
 
-    __slots__ = ("clock", "count", "counts", "sum")
+    __slots__ = ("bounds", "clock", "count", "counts", "sinks", "sum")
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: tuple[float, ...] = PUBLISH_BUCKETS) -> None:
+        #: The buckets' upper bounds, seconds, ascending (+Inf is implied).
+        self.bounds: tuple[float, ...] = bounds
+        #: What durations are measured with (where the observer measures them).
         self.clock: Callable[[], float] = time.perf_counter
-        #: Observations per bucket of ``PUBLISH_BUCKETS`` (not cumulative), the last for +Inf.
-        self.counts: list[int] = [0] * (len(PUBLISH_BUCKETS) + 1)
+        #: Observations per bucket of ``bounds`` (not cumulative), the last for +Inf.
+        self.counts: list[int] = [0] * (len(bounds) + 1)
         self.count: int = 0
         self.sum: float = 0.0
+        #: Also given each observation: OpenTelemetry histograms' ``record`` (``eventstream.otel``).
+        self.sinks: list[Callable[[float], object]] = []
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(PUBLISH_BUCKETS, seconds)] += 1
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self.count += 1
         self.sum += seconds
+        for sink in self.sinks:
+            sink(seconds)
 
 
 class Observed:
@@ -115,17 +128,17 @@ class Observed:
         #: Per template label (at most ``MAX_TEMPLATES`` and ``OTHER_TEMPLATE``).
         self.templates: dict[str, TemplateCounters] = {}
         #: Set while a collector watches: then each publish is timed.
-        self.timing: PublishTiming | None = None
+        self.timing: Histogram | None = None
         #: Publishes that raised, by cause: the broker's engine, or a GRIP proxy.
         self.publish_errors: dict[str, int] = {"broker": 0, "grip": 0}
         #: Whether the latest contact with a shared broker's engine (a publish, a
         #: readiness check) succeeded; ``None`` before any.
         self.engine_up: bool | None = None
 
-    def watch(self) -> PublishTiming:
+    def watch(self) -> Histogram:
         """Start timing publishes (a collector was registered); idempotent."""
         if self.timing is None:
-            self.timing = PublishTiming()
+            self.timing = Histogram(PUBLISH_BUCKETS)
         return self.timing
 
     def opened(self, label: str) -> TemplateCounters:

@@ -220,6 +220,9 @@ class EngineFollower:
                 entry.seq, channel, self.engine, known,
             )  # fmt: skip
             return
+        lag = self.hub.feed_lag
+        if lag is not None:  # metrics: from the engine's clock at publish to this process's now
+            lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
         tracing = self.hub.tracing
         if tracing is None:
             await self._deliver(channel, entry.to_history(channel, time.monotonic()))
