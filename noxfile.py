@@ -118,6 +118,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-m", "benchmarks.feed_share", "--scenario", "churn")
         session.run("python", "-m", "benchmarks.cluster")
         session.run("python", "-m", "benchmarks.scrape")
+        session.run("python", "-m", "benchmarks.tracing")
 
 
 @nox.session(name="bench_broker")

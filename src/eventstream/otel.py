@@ -24,6 +24,7 @@ Raises:
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -40,7 +41,17 @@ from opentelemetry.metrics import (
     Observation,
     get_meter,
 )
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider, get_tracer
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+    get_tracer,
+    get_tracer_provider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__
@@ -77,8 +88,10 @@ def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | Non
     that deliver them.
 
     ``tracer_provider`` defaults to OpenTelemetry's global one (a no-op
-    until ``opentelemetry.trace.set_tracer_provider`` configures an SDK:
-    then nothing is recorded). Spans:
+    until ``opentelemetry.trace.set_tracer_provider`` configures an SDK).
+    While nothing would record them (that no-op, or a ``NoOpTracerProvider``),
+    no span is begun: a publish pays one check. Spans begin within a second
+    of an SDK's configuring the global provider. Spans:
 
     - ``publish`` (``PRODUCER``), around each :meth:`~eventstream.EventStream.publish_event`:
       ``messaging.destination.name`` is the channel; the span records the
@@ -93,11 +106,17 @@ def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | Non
 
     A later call replaces the earlier one's tracer.
     """
-    tracing = _Tracing(get_tracer("eventstream", __version__, tracer_provider, schema_url=_SCHEMA))
+    tracing = _Tracing(
+        get_tracer("eventstream", __version__, tracer_provider, schema_url=_SCHEMA), tracer_provider
+    )
     if isinstance(stream, Publisher):
         stream.tracing = tracing
     else:
         parts_of(stream).hub.tracing = tracing
+
+
+#: How often tracing on OpenTelemetry's global provider asks whether an SDK configured it, seconds.
+_GLOBAL_CHECK_INTERVAL = 1.0
 
 
 class _StreamSpan:
@@ -117,10 +136,28 @@ class _StreamSpan:
 class _Tracing:
     """The spans of one stream, on OpenTelemetry (see ``eventstream._observe._trace.Tracing``)."""
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_fixed", "_next_check", "_tracer")
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: Tracer, provider: TracerProvider | None) -> None:
         self._tracer = tracer
+        # Whether spans are recorded, when the provider tells once and for all (a no-op one: never);
+        # None: the global provider, which records once an SDK configures it (for good).
+        self._fixed: bool | None = None if provider is None else not isinstance(provider, NoOpTracerProvider)
+        self._next_check = 0.0
+
+    @property
+    def active(self) -> bool:
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed
+        # Asking the global provider costs about 1 us (an environment lookup): once a second.
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + _GLOBAL_CHECK_INTERVAL
+            if not isinstance(get_tracer_provider(), ProxyTracerProvider):
+                self._fixed = True
+                return True
+        return False
 
     @contextmanager
     def publish(self, channel: str, event_id: str | None) -> Iterator[Span]:

@@ -253,3 +253,13 @@ def test_the_scrape_benchmark_counts_every_open_stream_and_times_each_scrape() -
     assert 0 < run["p50_ms"] <= run["max_ms"]
     assert 0 < run["series"] < scrape.TARGET_SERIES
     assert run["bytes"] > 0
+
+
+def test_the_tracing_benchmark_times_every_way_in_every_round() -> None:
+    from benchmarks import tracing
+
+    figures = tracing.run(rounds=2, publishes=200, backend="asyncio")
+    assert set(figures) == set(tracing.WAYS)
+    assert all(len(values) == 2 and all(value > 0 for value in values) for values in figures.values())
+    rows = tracing.table(figures, "asyncio").splitlines()
+    assert [row.split("|")[1].strip() for row in rows[4:]] == list(tracing.WAYS)

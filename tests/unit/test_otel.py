@@ -4,6 +4,8 @@ SDK's in-memory exporter (across processes through a broker: tests/e2e/test_otel
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -148,6 +150,9 @@ async def test_without_tracing_or_without_an_sdk_no_span_is_made() -> None:
     assert parts_of(stream).hub.tracing is None  # the default: one `is None` check per publish
     await stream.publish_event("news", {"data": 1})
     trace(stream, NoOpTracerProvider())  # the API alone, as an app without an SDK has it
+    tracing = parts_of(stream).hub.tracing
+    assert tracing is not None
+    assert not tracing.active  # nothing would record: no span is begun (benchmarks/tracing.py: +0.3 us)
     with anyio.fail_after(5):
         async with open_stream(stream("news")) as response:
             await stream.wait_subscribers(1)
@@ -155,3 +160,37 @@ async def test_without_tracing_or_without_an_sdk_no_span_is_made() -> None:
             assert (await response.receive_event()).event == "stream-open"
             assert (await response.receive_event()).json() == 2
     assert stream.statistics().events_published == 2
+
+
+def test_with_the_global_provider_spans_begin_once_an_sdk_configures_it() -> None:
+    """In a process of its own: OpenTelemetry's global provider is set once per process."""
+    code = (
+        "import time\n"
+        "import anyio\n"
+        "from opentelemetry import trace as api\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from eventstream import EventStream\n"
+        "from eventstream._stream import parts_of\n"
+        "from eventstream.otel import trace\n"
+        "stream = EventStream(keep_alive_interval=None, handle_signals=False)\n"
+        "trace(stream)\n"
+        "tracing = parts_of(stream).hub.tracing\n"
+        "assert not tracing.active, 'no SDK yet: nothing would record'\n"
+        "anyio.run(stream.publish_event, 'news', {'data': 1})\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "api.set_tracer_provider(provider)\n"
+        "deadline = time.monotonic() + 10\n"  # it is asked once a second
+        "while not tracing.active:\n"
+        "    assert time.monotonic() < deadline, 'the SDK was not noticed'\n"
+        "    time.sleep(0.05)\n"
+        "anyio.run(stream.publish_event, 'news', {'data': 2})\n"
+        "assert [span.name for span in exporter.get_finished_spans()] == ['publish']\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -2,7 +2,9 @@
 
 The library imports no tracing package: a stream's hub holds a
 :class:`Tracing` object, ``None`` unless one was installed, and each place
-that would make a span pays one ``is None`` check when tracing is off.
+that would make a span pays one ``is None`` check when tracing is off, and
+one :attr:`Tracing.active` check when it is on but nothing would record
+(OpenTelemetry without an SDK).
 
 A publish runs inside its span; while it runs, :data:`TRACEPARENT` holds
 that span's W3C ``traceparent`` (``""`` when the span is not sampled, so
@@ -32,6 +34,10 @@ class StreamSpan(Protocol):
 
 class Tracing(Protocol):
     """Makes the spans of one event stream. Its methods never raise."""
+
+    @property
+    def active(self) -> bool:
+        """Whether spans would be recorded now: where not, no span is begun (nothing to pay for)."""
 
     def publish(self, channel: str, event_id: str | None) -> AbstractContextManager[object]:
         """The span a publish on ``channel`` runs in; it sets :data:`TRACEPARENT` meanwhile."""

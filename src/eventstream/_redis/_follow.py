@@ -224,7 +224,7 @@ class EngineFollower:
         if lag is not None:  # metrics: from the engine's clock at publish to this process's now
             lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
         tracing = self.hub.tracing
-        if tracing is None:
+        if tracing is None or not tracing.active:
             await self._deliver(channel, entry.to_history(channel, time.monotonic()))
         else:
             await self._deliver_traced(tracing, channel, entry, entry.to_history(channel, time.monotonic()))
@@ -350,6 +350,8 @@ class EngineFollower:
             if not entries:
                 return None
         tracing = self.hub.tracing
+        if tracing is not None and not tracing.active:
+            tracing = None  # (nothing would record the spans)
         for entry in entries:
             if entry.seq == history.last_seq.get(channel, 0) + 1:
                 self.filled += 1

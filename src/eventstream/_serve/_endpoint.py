@@ -229,8 +229,9 @@ async def _open(
     broker = stream.broker
     connection = Connection(hub, subscriber, broker.history, broker.epoch, stream.options.keep_alive_interval)
     connection.template = stream.observed.opened(label)  # metrics: counted under its template
-    if hub.tracing is not None:  # tracing: the stream's life is a span
-        connection.span = hub.tracing.stream(connection.template.label, subscriber.channels)
+    tracing = hub.tracing
+    if tracing is not None and tracing.active:  # tracing: the stream's life is a span
+        connection.span = tracing.stream(connection.template.label, subscriber.channels)
     connection.expires_at = grant.expires_at if grant is not None else None  # auth: ends at token expiry
     connection.limit_key = limit_key  # limits: given back when the stream ends (_finish)
     if identity is not None:  # presence: counted at its join (above), uncounted at its end (_finish)

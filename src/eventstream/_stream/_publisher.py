@@ -94,7 +94,7 @@ class Publisher:
         if not self._entered:
             raise RuntimeError("enter the Publisher (async with) before publish_event")
         tracing = self.tracing
-        if tracing is not None and TRACEPARENT.get() is None:  # tracing: the publish runs in its span
+        if tracing is not None and TRACEPARENT.get() is None and tracing.active:  # tracing: in its span
             with tracing.publish(channel, message.id):
                 return (await self.broker.publish(channel, message)).id
         return (await self.broker.publish(channel, message)).id

@@ -412,7 +412,7 @@ class EventStream:
         if hub.closed:
             raise anyio.ClosedResourceError("the event stream has been closed")
         tracing = hub.tracing
-        if tracing is not None and TRACEPARENT.get() is None:  # tracing: the publish runs in its span
+        if tracing is not None and TRACEPARENT.get() is None and tracing.active:  # tracing: in its span
             with tracing.publish(channel, message.id):
                 return await self.publish_event(channel, message)
         grip = parts.grip
