@@ -129,6 +129,42 @@ async def test_a_process_that_stops_beating_drops_out_after_the_expiry(
             await wait_until(lambda: _no_keys(engine, f"{prefix}|pr:*dead*"))
 
 
+async def test_each_member_s_info_crosses_processes(engine: RedisEngine, prefix: str) -> None:
+    named = JWTAuthorizer(
+        secret=SECRET, issuer=ISSUER, audience=AUDIENCE, channels=["room-*"], info_claims=["name"]
+    )
+    a, b = (app(engine.url, prefix, authorize=named) for _ in range(2))
+
+    def as_(sub: str, name: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {hs256(sub=sub, name=name)}"}
+
+    with anyio.fail_after(30):
+        async with a, b:
+            async with open_stream(b("room-1"), headers=as_("ann", "Ann in b")) as in_b:
+                assert in_b.status == 200
+                await wait_until(lambda: _sees(a, [PresenceMember("ann", 1, {"name": "Ann in b"})]))
+                async with open_stream(a("room-1"), headers=as_("ann", "Ann in a")) as in_a:
+                    assert in_a.status == 200
+                    # Present in both: this process's own stream's info.
+                    assert await a.presence("room-1") == [PresenceMember("ann", 2, {"name": "Ann in a"})]
+                    await wait_until(lambda: _sees(b, [PresenceMember("ann", 2, {"name": "Ann in b"})]))
+
+
+async def test_what_the_engine_holds_that_no_process_wrote_is_left_out(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Another app on the engine (or a hand) wrote into a live process's part: a value that is not a
+    # count is left out, and info that is not a JSON object is taken as none.
+    a = app(engine.url, prefix, interval=0.1, expiry=30.0)
+    with anyio.fail_after(30):
+        async with a:
+            engine.command(
+                "HSET", f"{prefix}|pr:m:other:room-1", "eve", "x {", "zed", "2 [1, 2]", "amy", "1 {no"
+            )
+            engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "other")
+            assert await a.presence("room-1") == [PresenceMember("amy", 1), PresenceMember("zed", 2)]
+
+
 async def _counts(stream: EventStream, channel: str, n: int) -> bool:
     return await stream.subscriber_count_all(channel) == n
 

@@ -175,3 +175,24 @@ async def test_a_channel_whose_companion_would_be_too_long_is_kept_but_not_annou
         await stream.wait_subscribers(0)
         assert await stream.presence(long) == []
         assert stream.statistics().events_published == 0  # no join, no leave (and no error)
+
+
+async def test_a_member_carries_the_info_its_join_event_said() -> None:
+    # The info of an identity's first stream on a channel, kept while it has one there; after its
+    # last one ended, the next first stream's info.
+    names = iter(["Ann", "Ann again", "Annie"])
+
+    def grant(scope: object, channels: list[str]) -> Grant:
+        return Grant(identity="ann", info={"name": next(names)})
+
+    stream = EventStream(authorize=grant, presence=True, keep_alive_interval=None)
+    with anyio.fail_after(10):
+        async with open_stream(stream("room-1")), open_stream(stream("room-1")):
+            await stream.wait_subscribers(2)
+            assert await stream.presence("room-1") == [PresenceMember("ann", 2, {"name": "Ann"})]
+        await stream.wait_subscribers(0)
+        async with open_stream(stream("room-1")):
+            await stream.wait_subscribers(1)
+            (member,) = await stream.presence("room-1")
+            assert member.info == {"name": "Annie"}
+            assert hash(member) == hash(PresenceMember("ann", 1))  # info is not hashed (a dict)

@@ -14,14 +14,17 @@ last stream there ends, a ``leave`` event. Channels that start with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "PRESENCE_PREFIX",
     "PresenceMember",
     "PresenceTable",
+    "member_value",
+    "parse_member_value",
     "presence_channel",
     "presence_event",
     "presence_selection",
@@ -78,6 +81,9 @@ class PresenceMember:
 
     identity: str
     connections: int
+    #: What its ``join`` event said: the :attr:`~eventstream.auth.Grant.info` of its first
+    #: stream on the channel (in one of the processes where it is present), or ``None``.
+    info: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 class PresenceTable:
@@ -87,10 +93,12 @@ class PresenceTable:
     kept: ``None``, all but the companion channels (``presence:...``).
     """
 
-    __slots__ = ("_channels", "_names", "_prefixes", "announcer")
+    __slots__ = ("_channels", "_info", "_names", "_prefixes", "announcer")
 
     def __init__(self, selection: tuple[frozenset[str], tuple[str, ...]] | None = None) -> None:
         self._channels: dict[str, dict[str, int]] = {}
+        #: The info of each present identity that has some, per channel: as given, and as JSON.
+        self._info: dict[str, dict[str, tuple[Mapping[str, Any], str]]] = {}
         self._names: frozenset[str] | None = selection[0] if selection is not None else None  # None: all
         self._prefixes: tuple[str, ...] = selection[1] if selection is not None else ()
         #: What publishes the leave events of :meth:`expired` (set by the stream that owns the table).
@@ -104,8 +112,13 @@ class PresenceTable:
             return True
         return channel in self._names or channel.startswith(self._prefixes)
 
-    def join(self, channels: Sequence[str], identity: str) -> list[str]:
-        """A stream of ``identity`` on ``channels`` opened: the channels it is new on, in this process."""
+    def join(
+        self, channels: Sequence[str], identity: str, info: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """A stream of ``identity`` on ``channels`` opened: the channels it is new on, in this process.
+
+        ``info`` (a valid :attr:`Grant.info`) is kept where it is new, as its ``join`` event says it.
+        """
         joined = []
         for channel in channels:
             if not self.keeps(channel):
@@ -115,6 +128,10 @@ class PresenceTable:
             members[identity] = count + 1
             if not count:
                 joined.append(channel)
+        if joined and info is not None:
+            kept = (info, json.dumps(dict(info), separators=(",", ":")))
+            for channel in joined:
+                self._info.setdefault(channel, {})[identity] = kept
         return joined
 
     def leave(self, channels: Sequence[str], identity: str) -> list[str]:
@@ -129,6 +146,9 @@ class PresenceTable:
                 left.append(channel)
                 if not members:
                     del self._channels[channel]
+                infos = self._info.get(channel)
+                if infos is not None and infos.pop(identity, None) is not None and not infos:
+                    del self._info[channel]
             else:
                 members[identity] -= 1
         return left
@@ -142,14 +162,47 @@ class PresenceTable:
         if self.announcer is not None:
             await self.announcer([(channel, identity) for channel, identity in pairs if self.keeps(channel)])
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        """A copy of every channel's identities and stream counts (what a broker's heartbeat sends)."""
-        return {channel: dict(members) for channel, members in self._channels.items()}
+    def snapshot(self) -> dict[str, dict[str, str]]:
+        """What a broker's heartbeat sends: each channel's identities, with their stream counts and
+        info as the engine keeps them (:func:`member_value`)."""
+        snapshot = {}
+        for channel, members in self._channels.items():
+            infos = self._info.get(channel, {})
+            snapshot[channel] = {
+                identity: member_value(count, infos[identity][1] if identity in infos else None)
+                for identity, count in members.items()
+            }
+        return snapshot
 
     def members(self, channel: str) -> list[PresenceMember]:
         """Who is subscribed to ``channel``, by identity."""
         members = self._channels.get(channel, {})
-        return [PresenceMember(identity, count) for identity, count in sorted(members.items())]
+        infos = self._info.get(channel, {})
+        return [
+            PresenceMember(identity, count, infos[identity][0] if identity in infos else None)
+            for identity, count in sorted(members.items())
+        ]
+
+
+def member_value(count: int, info: str | None) -> str:
+    """A present identity as the engine keeps it: its stream count, then a space and its info's JSON."""
+    return str(count) if info is None else f"{count} {info}"
+
+
+def parse_member_value(value: str) -> tuple[int, Mapping[str, Any] | None]:
+    """What :func:`member_value` made (from another process, through the engine): count and info.
+
+    Raises:
+        ValueError: the count is not a number (info that is not a JSON object is taken as none).
+    """
+    count, _, info = value.partition(" ")
+    if not info:
+        return int(count), None
+    try:
+        decoded = json.loads(info)
+    except ValueError:
+        decoded = None
+    return int(count), decoded if isinstance(decoded, dict) else None
 
 
 def presence_event(kind: str, channel: str, identity: str, info: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 Each process (each running :class:`~eventstream.RedisBroker` with a hub) has a
 random id and keeps its part under ``{prefix}|pr:`` (see the scripts'
 ``HEARTBEAT``): its subscriber count per channel in one hash, the identities
-present on each channel in one hash per channel, and its time in the sorted
-set ``{prefix}|pr:live``. Every ``heartbeat_interval`` it sends what changed
-since its last beat (nothing but its time when nothing did): the engine's
-work per interval grows with the processes, not with their subscribers.
+present on each channel (with their stream counts and info) in one hash per
+channel, and its time in the sorted set ``{prefix}|pr:live``. Every
+``heartbeat_interval`` it sends what changed since its last beat (nothing
+but its time when nothing did): the engine's work per interval grows with
+the processes, not with their subscribers.
 
 A process whose last beat is older than ``heartbeat_expiry`` (engine time)
 is left out of every answer, and its keys are deleted by the next beat of
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._base import BrokerError
-from .._hub import PresenceMember, PresenceTable
+from .._hub import PresenceMember, PresenceTable, parse_member_value
 from ._connect import glide_module
 from ._presence_scripts import COUNT_ALL, HEARTBEAT, PRESENCE
 
@@ -77,7 +78,7 @@ class PresenceKeeper:
         self._presence = glide.Script(PRESENCE)
         # What the engine holds of this process, as of the last beat it answered.
         self._counts: dict[str, int] = {}
-        self._members: dict[str, dict[str, int]] = {}
+        self._members: dict[str, dict[str, str]] = {}
         self._registered = False
 
     async def _call(self, client: GlideClient | None, script: Any, args: list[str]) -> Any:
@@ -137,16 +138,16 @@ class PresenceKeeper:
     def _header(self, mode: str, pairs: list[str]) -> list[str]:
         return [self._base, self._expiry_ms, self.process_id, mode, str(len(pairs) // 2), *pairs]
 
-    def _full(self, counts: dict[str, int], members: dict[str, dict[str, int]]) -> list[str]:
+    def _full(self, counts: dict[str, int], members: dict[str, dict[str, str]]) -> list[str]:
         args = self._header(
             "full", [part for channel, n in counts.items() if n for part in (channel, str(n))]
         )
         for channel, present in members.items():
-            for identity, n in present.items():
-                args += (channel, identity, str(n))
+            for identity, value in present.items():
+                args += (channel, identity, value)
         return args
 
-    def _diff(self, counts: dict[str, int], members: dict[str, dict[str, int]]) -> list[str]:
+    def _diff(self, counts: dict[str, int], members: dict[str, dict[str, str]]) -> list[str]:
         pairs: list[str] = []
         old_counts = self._counts
         if counts != old_counts:
@@ -164,9 +165,9 @@ class PresenceKeeper:
                 old = old_members.get(channel, {})
                 if present == old:
                     continue
-                for identity, n in present.items():
-                    if old.get(identity) != n:
-                        args += (channel, identity, str(n))
+                for identity, value in present.items():
+                    if old.get(identity) != value:
+                        args += (channel, identity, value)
                 args += (
                     part for identity in old if identity not in present for part in (channel, identity, "0")
                 )
@@ -200,13 +201,21 @@ class PresenceKeeper:
     ) -> list[PresenceMember]:
         """``local`` merged with the other live processes' identities on ``channel``, sorted.
 
+        An identity present in several processes has the info of this process's
+        stream, or else of one of theirs (the first the engine lists).
+
         Raises:
             BrokerError, RuntimeError: as :meth:`count_all`.
         """
         args = [self._base, self._expiry_ms, self.process_id, channel]
         found = await self._call(client, self._presence, args)
-        merged = {member.identity: member.connections for member in local}
+        merged = {member.identity: (member.connections, member.info) for member in local}
         for i in range(0, len(found), 2):
             identity = bytes(found[i]).decode()
-            merged[identity] = merged.get(identity, 0) + int(found[i + 1])
-        return [PresenceMember(identity, n) for identity, n in sorted(merged.items())]
+            try:
+                count, info = parse_member_value(bytes(found[i + 1]).decode())
+            except ValueError:  # not what a process of this version wrote: left out
+                continue
+            connections, known = merged.get(identity, (0, None))
+            merged[identity] = (connections + count, known if known is not None else info)
+        return [PresenceMember(identity, n, info) for identity, (n, info) in sorted(merged.items())]

@@ -208,7 +208,7 @@ async def _open(
     presence = stream.presence
     identity = grant.identity if presence is not None and grant is not None else None
     if presence is not None and identity is not None:  # presence: its join events, before it subscribes
-        joined = presence.join(request.channels, identity)
+        joined = presence.join(request.channels, identity, grant.info if grant is not None else None)
         if joined:  # shielded and bounded: a cancellation lands in run, whose end announces the leave
             with anyio.CancelScope(shield=True):
                 await _announce(stream, "join", joined, identity, grant.info if grant is not None else None)
