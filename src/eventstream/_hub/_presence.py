@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "PRESENCE_PREFIX",
@@ -75,15 +74,22 @@ def presence_selection(presence: object) -> tuple[frozenset[str], tuple[str, ...
     return frozenset(names), tuple(prefixes)
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceMember:
-    """One identity subscribed to a channel, and how many streams it has open on it."""
+class PresenceMember(NamedTuple):
+    """One identity subscribed to a channel, and how many streams it has open on it.
 
+    A named tuple: a query may answer with 10,000 of them, and tuples of plain
+    values leave the garbage collector's watch at its first pass, where other
+    objects would each be walked by its full passes (which made the slowest of
+    such queries twice as slow as the median).
+    """
+
+    #: The :attr:`~eventstream.auth.Grant.identity` of its streams.
     identity: str
+    #: Its streams open on the channel (summed over the processes, with a broker).
     connections: int
     #: What its ``join`` event said: the :attr:`~eventstream.auth.Grant.info` of its first
     #: stream on the channel (in one of the processes where it is present), or ``None``.
-    info: Mapping[str, Any] | None = field(default=None, hash=False)
+    info: Mapping[str, Any] | None = None
 
 
 class PresenceTable:
@@ -162,16 +168,16 @@ class PresenceTable:
         if self.announcer is not None:
             await self.announcer([(channel, identity) for channel, identity in pairs if self.keeps(channel)])
 
-    def snapshot(self) -> dict[str, dict[str, str]]:
-        """What a broker's heartbeat sends: each channel's identities, with their stream counts and
-        info as the engine keeps them (:func:`member_value`)."""
-        snapshot = {}
-        for channel, members in self._channels.items():
-            infos = self._info.get(channel, {})
-            snapshot[channel] = {
-                identity: member_value(count, infos[identity][1] if identity in infos else None)
-                for identity, count in members.items()
-            }
+    def snapshot(self) -> dict[str, dict[str, int | str]]:
+        """What a broker's heartbeat sends: each channel's identities with their stream counts, or,
+        for those with info, the value the engine keeps (:func:`member_value`)."""
+        snapshot: dict[str, dict[str, int | str]] = {
+            channel: dict(members) for channel, members in self._channels.items()
+        }  # (copied whole, in C: it runs every beat)
+        for channel, infos in self._info.items():
+            present = snapshot[channel]
+            for identity, (_info, encoded) in infos.items():
+                present[identity] = member_value(self._channels[channel][identity], encoded)
         return snapshot
 
     def members(self, channel: str) -> list[PresenceMember]:

@@ -78,7 +78,7 @@ class PresenceKeeper:
         self._presence = glide.Script(PRESENCE)
         # What the engine holds of this process, as of the last beat it answered.
         self._counts: dict[str, int] = {}
-        self._members: dict[str, dict[str, str]] = {}
+        self._members: dict[str, dict[str, int | str]] = {}
         self._registered = False
 
     async def _call(self, client: GlideClient | None, script: Any, args: list[str]) -> Any:
@@ -138,16 +138,16 @@ class PresenceKeeper:
     def _header(self, mode: str, pairs: list[str]) -> list[str]:
         return [self._base, self._expiry_ms, self.process_id, mode, str(len(pairs) // 2), *pairs]
 
-    def _full(self, counts: dict[str, int], members: dict[str, dict[str, str]]) -> list[str]:
+    def _full(self, counts: dict[str, int], members: dict[str, dict[str, int | str]]) -> list[str]:
         args = self._header(
             "full", [part for channel, n in counts.items() if n for part in (channel, str(n))]
         )
         for channel, present in members.items():
             for identity, value in present.items():
-                args += (channel, identity, value)
+                args += (channel, identity, str(value))
         return args
 
-    def _diff(self, counts: dict[str, int], members: dict[str, dict[str, str]]) -> list[str]:
+    def _diff(self, counts: dict[str, int], members: dict[str, dict[str, int | str]]) -> list[str]:
         pairs: list[str] = []
         old_counts = self._counts
         if counts != old_counts:
@@ -167,7 +167,7 @@ class PresenceKeeper:
                     continue
                 for identity, value in present.items():
                     if old.get(identity) != value:
-                        args += (channel, identity, value)
+                        args += (channel, identity, str(value))
                 args += (
                     part for identity in old if identity not in present for part in (channel, identity, "0")
                 )
@@ -209,13 +209,24 @@ class PresenceKeeper:
         """
         args = [self._base, self._expiry_ms, self.process_id, channel]
         found = await self._call(client, self._presence, args)
-        merged = {member.identity: (member.connections, member.info) for member in local}
+        counts = {member.identity: member.connections for member in local}
+        infos = {member.identity: member.info for member in local if member.info is not None}
         for i in range(0, len(found), 2):
             identity = bytes(found[i]).decode()
+            value = found[i + 1]
             try:
-                count, info = parse_member_value(bytes(found[i + 1]).decode())
-            except ValueError:  # not what a process of this version wrote: left out
-                continue
-            connections, known = merged.get(identity, (0, None))
-            merged[identity] = (connections + count, known if known is not None else info)
-        return [PresenceMember(identity, n, info) for identity, (n, info) in sorted(merged.items())]
+                count = int(value)  # a count alone: most members (10,000 of them take some 10 ms)
+            except ValueError:
+                try:
+                    count, info = parse_member_value(bytes(value).decode())
+                except ValueError:  # not what a process of this version wrote: left out
+                    continue
+                if info is not None:
+                    infos.setdefault(identity, info)
+            counts[identity] = counts.get(identity, 0) + count
+        # (Sorted by key: no (key, value) tuple per member for the garbage collector to count.)
+        if not infos:
+            return [PresenceMember(identity, counts[identity]) for identity in sorted(counts)]
+        return [
+            PresenceMember(identity, counts[identity], infos.get(identity)) for identity in sorted(counts)
+        ]
