@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import anyio
 import anyio.lowlevel
 
+from .._backends import declare_running_library
 from .._broker import Broker
 from .._grip import GripPublisher
 from .._hub import Hub, Subscriber
@@ -116,6 +117,7 @@ class Lifecycle:
 
     async def enter(self) -> None:
         """See :meth:`EventStream.__aenter__ <eventstream.EventStream.__aenter__>`."""
+        declare_running_library()  # (for the tasks the broker and GRIP start from here)
         if not self._started_broker:
             await self._broker.__aenter__()  # BrokerError: a shared engine cannot be reached
             self._started_broker = True

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from .._backends import declare_running_library
 from .._base import AddressLimiter, BrokerError, Grant, KeysUnavailable, Refused, Unauthorized
 from .._broker import Broker
 from .._grip import GripPublisher, GripRequest, hold_response
@@ -78,6 +79,7 @@ async def serve(
 
     Cancellation: the subscription (if any) is removed and waiters are woken.
     """
+    declare_running_library()  # (anyio then need not find out at each call)
     opened = await _open(stream, scope, send, channels, retry)
     if opened is None:
         return
@@ -341,6 +343,7 @@ class EventStreamEndpoint:
         kind = scope["type"]
         if kind == "http":
             # serve(), inlined: a parked connection then keeps one frame fewer.
+            declare_running_library()
             stream = self._serving
             stream.lifecycle.watch_signals()
             opened = await _open(stream, scope, send, self._resolver, self.retry)
