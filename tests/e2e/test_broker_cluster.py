@@ -10,6 +10,7 @@ to what (``PUBSUB SHARDNUMSUB``, ``PUBSUB NUMSUB``).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -22,6 +23,7 @@ from eventstream.testing import StreamResponse, open_stream
 
 from ..support.helpers import follower_of, receive_data, wait_until
 from ..support.redis_cluster import RedisCluster
+from ..support.redis_cluster_node import ClusterNode
 from ..support.tokens import AUDIENCE, ISSUER, SECRET, hs256
 
 pytestmark = pytest.mark.anyio
@@ -259,6 +261,26 @@ async def test_the_follower_copies_nothing_it_was_not_asked_for(
             assert not follower_of(idle).loaded
 
 
+def _wait_replicas_in_step(primary: ClusterNode, timeout: float = 10.0) -> None:
+    """Wait until every replica of ``primary`` acknowledged all it wrote (a replica acknowledges
+    about once a second); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = primary.call("INFO", "replication")
+        assert isinstance(info, bytes)
+        fields = dict(line.split(":", 1) for line in info.decode().splitlines() if ":" in line)
+        written = int(fields["master_repl_offset"])
+        replicas = [
+            dict(part.split("=", 1) for part in value.split(","))
+            for name, value in fields.items()
+            if name.startswith("slave") and name[5:].isdigit()
+        ]
+        if replicas and all(int(replica["offset"]) >= written for replica in replicas):
+            return
+        assert time.monotonic() < deadline, f"the replicas of {primary.address} are not in step:\n{info!r}"
+        time.sleep(0.02)  # (a poll of the engine's state, under the deadline)
+
+
 async def test_kill_9_of_a_primary_mid_burst_loses_and_reorders_nothing(
     redis_cluster: RedisCluster, prefix: str
 ) -> None:
@@ -266,13 +288,16 @@ async def test_kill_9_of_a_primary_mid_burst_loses_and_reorders_nothing(
     # publishes meanwhile are retried within publish_timeout, and the subscriber's
     # feed comes back on the new primary, its gap filled from history. (Replication is
     # asynchronous: what the replica had not received when its primary died is lost, as
-    # the how-to says. The kill follows the replica's acknowledgement of what it had so
-    # far, so that this tests the failover, not how far a replica starved of CPU lags.)
+    # the how-to says. So the primary first stops taking writes (CLIENT PAUSE: the publishes
+    # in flight wait), and is killed once its replicas hold all it acknowledged: this tests
+    # the failover, not how far a replica starved of CPU lags. A WAIT on a connection of its
+    # own would not do: it waits only for that connection's writes, and it made none.)
     killed = []
 
     def kill(slot: int) -> None:
-        acknowledged = redis_cluster.primary_for_slot(slot).call("WAIT", 1, 5000)
-        assert acknowledged == 1, "the slot's primary has no replica in step to take over"
+        primary = redis_cluster.primary_for_slot(slot)
+        primary.call("CLIENT", "PAUSE", 30_000, "WRITE")
+        _wait_replicas_in_step(primary)
         killed.append(redis_cluster.kill_primary(slot))
 
     started = anyio.current_time()
