@@ -154,15 +154,27 @@ async def test_what_the_engine_holds_that_no_process_wrote_is_left_out(
     engine: RedisEngine, prefix: str
 ) -> None:
     # Another app on the engine (or a hand) wrote into a live process's part: a value that is not a
-    # count is left out, and info that is not a JSON object is taken as none.
+    # count is left out, and info that is not a JSON object (or nests too deep to decode) is taken
+    # as none.
     a = app(engine.url, prefix, interval=0.1, expiry=30.0)
+    deep = "3 " + "[" * 100_000
     with anyio.fail_after(30):
         async with a:
             engine.command(
-                "HSET", f"{prefix}|pr:m:other:room-1", "eve", "x {", "zed", "2 [1, 2]", "amy", "1 {no"
+                "HSET",
+                f"{prefix}|pr:m:other:room-1",
+                "eve",
+                "x {",
+                "zed",
+                "2 [1, 2]",
+                "amy",
+                "1 {no",
+                "deb",
+                deep,
             )
             engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "other")
-            assert await a.presence("room-1") == [PresenceMember("amy", 1), PresenceMember("zed", 2)]
+            expected = [PresenceMember("amy", 1), PresenceMember("deb", 3), PresenceMember("zed", 2)]
+            assert await a.presence("room-1") == expected
 
 
 async def _counts(stream: EventStream, channel: str, n: int) -> bool:

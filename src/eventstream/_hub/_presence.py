@@ -199,14 +199,15 @@ def parse_member_value(value: str) -> tuple[int, Mapping[str, Any] | None]:
     """What :func:`member_value` made (from another process, through the engine): count and info.
 
     Raises:
-        ValueError: the count is not a number (info that is not a JSON object is taken as none).
+        ValueError: the count is not a number (info that is not a JSON object, or nests too
+            deep to decode, is taken as none).
     """
     count, _, info = value.partition(" ")
     if not info:
         return int(count), None
     try:
         decoded = json.loads(info)
-    except ValueError:
+    except (ValueError, RecursionError):  # (not what a process wrote: Grant.info is 512 bytes at most)
         decoded = None
     return int(count), decoded if isinstance(decoded, dict) else None
 
