@@ -57,7 +57,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from . import __version__
 from ._broker import LocalBroker
 from ._hub import Hub
-from ._observe import END_REASONS, FEED_LAG_BUCKETS, PUBLISH_BUCKETS, Observed, TemplateCounters
+from ._observe import END_REASONS, FEED_LAG_BUCKETS, PUBLISH_BUCKETS, Histogram, Observed, TemplateCounters
 from ._observe._broker import BrokerStatistics
 from ._observe._trace import TRACEPARENT
 from ._serve import Serving
@@ -226,27 +226,38 @@ def instrument(stream: EventStream, meter_provider: MeterProvider | None = None)
 
 def _histograms(meter: Meter, parts: Serving) -> list[Instrument]:
     # Recorded as they happen (OpenTelemetry has no observable histogram): each publish, and each
-    # event a shared broker's feed delivers here. A no-op meter's (no SDK) get nothing, and
-    # publishes are then not timed for them.
-    publish = meter.create_histogram(
-        "eventstream.publish.duration",
-        "s",
-        "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
-        explicit_bucket_boundaries_advisory=PUBLISH_BUCKETS,
-    )
-    if not isinstance(publish, NoOpHistogram):
-        parts.observed.watch().sinks.append(publish.record)
-    if isinstance(parts.broker, LocalBroker):
-        return [publish]
-    feed = meter.create_histogram(
-        "eventstream.broker.feed.lag",
-        "s",
-        "From an event's publish (the engine's clock) to its delivery here from the feed.",
-        explicit_bucket_boundaries_advisory=FEED_LAG_BUCKETS,
-    )
-    if not isinstance(feed, NoOpHistogram):
-        parts.hub.watch_feed_lag().sinks.append(feed.record)
-    return [publish, feed]
+    # event a shared broker's feed delivers here.
+    found = [
+        _recorded(
+            meter,
+            "eventstream.publish.duration",
+            "How long publish_event took, until every subscriber (and GRIP proxy) had the event.",
+            PUBLISH_BUCKETS,
+            parts.observed.watch,
+        )
+    ]
+    if not isinstance(parts.broker, LocalBroker):
+        found.append(
+            _recorded(
+                meter,
+                "eventstream.broker.feed.lag",
+                "From an event's publish (the engine's clock) to its delivery here from the feed.",
+                FEED_LAG_BUCKETS,
+                parts.hub.watch_feed_lag,
+            )
+        )
+    return found
+
+
+def _recorded(
+    meter: Meter, name: str, description: str, bounds: Sequence[float], watch: Callable[[], Histogram]
+) -> Instrument:
+    # A histogram in seconds that each observation of what `watch` starts is recorded on; a no-op
+    # meter's (no SDK) starts nothing, so nothing is timed for it.
+    histogram = meter.create_histogram(name, "s", description, explicit_bucket_boundaries_advisory=bounds)
+    if not isinstance(histogram, NoOpHistogram):
+        watch().sinks.append(histogram.record)
+    return histogram
 
 
 def _template_instruments(meter: Meter, observed: Observed) -> list[Instrument]:
