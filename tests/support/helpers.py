@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -112,3 +114,12 @@ async def receive_data(response: StreamResponse, count: int) -> list[ServerSentE
         if event.event not in ("stream-open", "keep-alive"):
             events.append(event)
     return events
+
+
+def run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter of this environment (for what a process has once: its
+    imports, OpenTelemetry's global provider); fail with its stderr unless it exits with 0."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -5,9 +5,6 @@ The values are read with prometheus-client's own registry, as a scrape reads the
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import anyio
 import httpx
 import pytest
@@ -21,7 +18,7 @@ from eventstream.prometheus import EventStreamCollector, MetricsEndpoint, regist
 from eventstream.testing import open_stream
 from eventstream.types import Receive, Scope, Send
 
-from ..support.helpers import answers_to_lifespan_and_websocket
+from ..support.helpers import answers_to_lifespan_and_websocket, run_python
 
 pytestmark = pytest.mark.anyio
 
@@ -326,7 +323,4 @@ def test_the_library_does_not_import_prometheus_client_unless_asked() -> None:
         "import eventstream.prometheus\n"
         "assert 'prometheus_client' in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    run_python(code)

@@ -4,8 +4,6 @@ SDK's in-memory exporter (across processes through a broker: tests/e2e/test_otel
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import anyio
@@ -22,6 +20,8 @@ from eventstream import EventStream
 from eventstream._stream import parts_of
 from eventstream.otel import END_REASON, TEMPLATE, instrument, trace
 from eventstream.testing import open_stream
+
+from ..support.helpers import run_python
 
 pytestmark = pytest.mark.anyio
 
@@ -190,7 +190,4 @@ def test_with_the_global_provider_spans_begin_once_an_sdk_configures_it() -> Non
         "anyio.run(stream.publish_event, 'news', {'data': 2})\n"
         "assert [span.name for span in exporter.get_finished_spans()] == ['publish']\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    run_python(code)
