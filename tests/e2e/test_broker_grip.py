@@ -43,6 +43,12 @@ async def test_three_publishers_on_one_channel_keep_the_chain(
         ) as pushpin:
             async with httpx.AsyncClient(timeout=20, limits=FRESH_CONNECTIONS) as client:
                 async with held(client, f"{pushpin.url}/events/chain", pushpin, origin) as reader:
+                    # Pushpin orders a channel's items by prev-id only once it has
+                    # relayed one: until then, the first to arrive sets where its
+                    # order starts, and items racing it may wait for message_wait.
+                    await streams[0].publish_event("chain", {"event": "first"})
+                    with anyio.fail_after(20):
+                        assert (await reader.next()).event == "first"
                     sent: dict[str, float] = {}
 
                     async def publish_from(index: int) -> None:
