@@ -102,6 +102,30 @@ async def test_two_processes_see_one_order_and_the_same_ids(redis_cluster: Redis
     assert numbers == list(range(numbers[0], numbers[0] + 80))
 
 
+async def test_a_channels_first_event_read_from_history_before_its_feed_message(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    # On a cluster a channel's first number is the engine's clock, not 1. A
+    # catch-up that read the first event before the feed brought it (the periodic
+    # check, a gap, a resuming stream) once took nothing in and read again for
+    # ever, holding the follower's lock: that process delivered nothing more.
+    a, b = make_stream(redis_cluster, prefix), make_stream(redis_cluster, prefix)
+    with anyio.fail_after(30):
+        async with a, b, open_stream(b("fresh")) as on_b:
+            await b.wait_subscribers(1, "fresh")
+            follower = follower_of(b)
+            async with follower.lock:  # b's feed takes nothing in meanwhile: the catch-up comes first
+                await a.publish_event("fresh", ServerSentEvent(data=0))
+                with anyio.fail_after(5):
+                    await follower.catch_up("fresh", follower.history.last_seq.get("fresh", 0))
+            await a.publish_event("fresh", ServerSentEvent(data=1))
+            got = await receive_data(on_b, 2)
+            await a.publish_event("fresh", ServerSentEvent(data=2))
+            got += await receive_data(on_b, 1)
+    assert [e.json() for e in got] == [0, 1, 2]  # once each: the feed's late copy of the first is ignored
+    assert [seq_of(e) for e in got] == [seq_of(got[0]) + n for n in range(3)]
+
+
 async def test_a_client_resumes_on_another_process_and_after_a_restart(
     redis_cluster: RedisCluster, prefix: str
 ) -> None:

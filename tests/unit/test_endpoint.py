@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import pytest
 
@@ -89,11 +91,11 @@ async def test_websocket_is_closed() -> None:
     assert sent == [{"type": "websocket.close", "code": 1003}]
 
 
-async def test_a_broker_never_started_is_a_503_to_retry_not_a_crash() -> None:
+async def test_a_broker_never_started_is_a_503_to_retry_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
     # The app forgot 'async with stream' (or its lifespan): the broker cannot serve the
     # request's history; the client is told to come back, and nothing is subscribed.
     stream = EventStream(broker="redis://127.0.0.1:1/0")
-    with anyio.fail_after(10):
+    with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="eventstream"):
         async with open_stream(stream("a")) as response:
             assert response.status == 503
             assert response.header("retry-after") == "5"
@@ -102,3 +104,7 @@ async def test_a_broker_never_started_is_a_503_to_retry_not_a_crash() -> None:
     assert body.startswith("Service unavailable: the event broker cannot be reached")
     assert "enter the stream (async with) first" in body
     assert stream.subscriber_count() == 0
+    # The operator sees it too (a broker that stops answering refuses every new stream).
+    [record] = [r for r in caplog.records if "answered 503" in r.getMessage()]
+    assert record.getMessage().startswith("event stream of a answered 503: ")
+    assert record.channels == ("a",)  # type: ignore[attr-defined]

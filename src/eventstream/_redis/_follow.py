@@ -331,6 +331,14 @@ class EngineFollower:
             after = await self.take_in(channel, known, newest, entries)
             if after is None:
                 return
+            if after <= known:  # nothing taken in: the same read again would take in nothing either
+                logger.warning(
+                    "broker: channel %r cannot catch up after event %d (the engine's newest is %d): "
+                    "its streams end and their clients get stream-reset",
+                    channel, known, newest,
+                )  # fmt: skip
+                self._end_streams(channel)
+                return
             known = after
 
     async def take_in(self, channel: str, known: int, newest: int, entries: list[EngineEntry]) -> int | None:
@@ -353,7 +361,9 @@ class EngineFollower:
         if tracing is not None and not tracing.active:
             tracing = None  # (nothing would record the spans)
         for entry in entries:
-            if entry.seq == history.last_seq.get(channel, 0) + 1:
+            expected = history.last_seq.get(channel, 0) + 1
+            # (on a cluster, a channel's first number is the engine's clock: see _starts)
+            if entry.seq == expected or (expected == 1 and self._starts(entry)):
                 self.filled += 1
                 if tracing is None:
                     await self._deliver(channel, as_history(channel, entry))

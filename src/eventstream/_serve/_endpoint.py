@@ -25,7 +25,7 @@ from .._broker import Broker
 from .._grip import GripPublisher, GripRequest, hold_response
 from .._hub import Hub, PresenceTable, presence_channel, presence_event
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
-from .._observe import RUN_TEMPLATE, Observed
+from .._observe import RUN_TEMPLATE, Observed, RateLimitedLog
 from .._options import StreamOptions, as_event
 from .._sse import KEEP_ALIVE, stream_open
 from ..types import ChannelSpec, Receive, Scope, Send
@@ -38,6 +38,9 @@ from ._request import StreamRequest, parse_request
 __all__ = ["EventStreamEndpoint", "Serving", "announce_expired", "serve"]
 
 logger = logging.getLogger("eventstream")
+#: Streams refused with 503 because the broker could not prepare their channels: at most 10 lines at
+#: once and one per 6 s beyond (an engine that stops answering refuses every new stream).
+BROKER_REFUSALS = RateLimitedLog()
 
 _ALLOW = [(b"allow", b"GET, HEAD")]
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]  # a 401's required challenge, with no detail
@@ -288,6 +291,12 @@ async def _prepare_broker(broker: Broker, names: Sequence[str], send: Send, *, r
     try:
         await broker.prepare(names, resuming=resuming)
     except (BrokerError, RuntimeError) as exc:
+        BROKER_REFUSALS.warning(
+            "event stream of %s answered 503: %s",
+            ",".join(names),
+            exc,
+            extra={"channels": tuple(names), "reason": "broker"},
+        )
         reason = f"Service unavailable: the event broker cannot be reached ({exc})"
         with contextlib.suppress(OSError):
             await send_plain(send, 503, reason, [(b"retry-after", b"5")])
