@@ -264,7 +264,7 @@ def with_id(body: bytes, event_id: str) -> bytes:
 
     ``event_id`` must be one :class:`ServerSentEvent` accepts (the callers make them).
     """
-    return b"%bid: %b\n\n" % (body, event_id.encode("utf-8"))
+    return b"".join((body, b"id: ", event_id.encode("utf-8"), b"\n\n"))  # the fastest of the spellings
 
 
 def keep_received_id(event: ServerSentEvent, event_id: str) -> None:

@@ -29,6 +29,7 @@ from .._lifecycle import current_thread_id
 from .._observe._trace import TRACEPARENT
 from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event
 from .._serve import EventStreamEndpoint, Readiness, Serving, check_channel_name, check_readiness, serve
+from .._sse import ServerSentEvent
 from ..types import Authorize, ChannelSpec, EventLike, Receive, Scope, Send
 from . import _parts
 from ._writer import ChannelPublisher, ChannelWriter
@@ -394,7 +395,7 @@ class EventStream:
         loop = parts.loop
         if current_thread_id() != loop.thread:
             loop.claim()  # first use, or another thread: raises unless its loop has ended
-        message = as_event(event)
+        message = event if type(event) is ServerSentEvent else as_event(event)  # no call for the usual case
         hub = parts.hub
         options = parts.options
         # A channel somebody is subscribed to was checked when they subscribed.
