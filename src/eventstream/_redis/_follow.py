@@ -266,8 +266,10 @@ class EngineFollower:
         )  # fmt: skip
         self.history.forget(channel)
         self.loaded.pop(channel, None)
-        await self._preparer.reload(channel)  # read again as a new channel
-        self._end_streams(channel)
+        try:
+            await self._preparer.reload(channel)  # read again as a new channel
+        finally:  # (its streams end even when the engine cannot be read now)
+            self._end_streams(channel)
 
     async def _confirm_epoch(self, channel: str, entry: EngineEntry) -> bool:
         """Whether a feed message of another epoch is to be handled: the engine has that epoch.

@@ -368,6 +368,8 @@ class Preparer:
         follower = self._follower
         if loading.generation != follower.generation:
             return False
+        if channel in follower.loaded:  # installed meanwhile (a reload): read on from its copy instead
+            return False
         if epoch and epoch != follower.epoch:
             follower.new_epoch(epoch)
         run: list[HistoryEntry] = []
@@ -377,7 +379,8 @@ class Preparer:
             run.append(as_history(channel, entry))
         follower.history.replace(channel, run, newest)
         follower.loaded[channel] = None
-        del self._loading[channel]
+        if self._loading.get(channel) is loading:  # (a reload may have put its own in its place)
+            del self._loading[channel]
         for entry in loading.entries or ():  # from the feed meanwhile
             if entry.epoch == follower.epoch:  # (an older one is history)
                 await follower.receive_one(channel, entry)

@@ -1,0 +1,112 @@
+"""The Redis broker's follower where two of its paths meet, with an engine stood in by a function.
+
+The races here cannot be ordered through a real engine (both sides wait on
+the same connection), so the engine's reads are a function the test gates;
+the follower, its history, its interest and the hub are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from eventstream import BrokerError
+from eventstream._history import origin_id
+from eventstream._hub import Hub
+from eventstream._redis._follow import EngineFollower
+from eventstream._redis._history import SharedHistory
+from eventstream._redis._interest import FeedInterest
+from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
+from eventstream._redis._wire import EngineEntry
+
+pytestmark = pytest.mark.anyio
+
+EPOCH = CLUSTER_EPOCH
+CHANNEL = "room"
+
+
+def entry(seq: int) -> EngineEntry:
+    prev = origin_id(EPOCH) if seq == 1 else f"{EPOCH}-{seq - 1}"
+    return EngineEntry(EPOCH, seq, f"{EPOCH}-{seq}", prev, 1_765_046_400_000, b"data: %d\n" % seq)
+
+
+class Engine:
+    """A channel's history as the engine holds it; a first read may be held at a gate."""
+
+    def __init__(self, count: int) -> None:
+        self.entries = [entry(n) for n in range(1, count + 1)]
+        self.gate: anyio.Event | None = None
+        self.held = anyio.Event()  # a first read waits at the gate
+        self.read_together = anyio.Event()  # a connection's first read was answered
+
+    async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
+        if self.gate is not None and after == -1 and count > 1:  # a first read (not a check's)
+            self.held.set()
+            await self.gate.wait()
+        await anyio.lowlevel.checkpoint()  # a round trip
+        newest = self.entries[-1].seq if self.entries else 0
+        if after < 0:
+            return EPOCH, newest, self.entries[-count:]
+        return EPOCH, newest, [e for e in self.entries if e.seq > after][:count]
+
+    async def read_many(
+        self, requests: Sequence[tuple[str, int]], count: int
+    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        await anyio.lowlevel.checkpoint()
+        newest = self.entries[-1].seq if self.entries else 0
+        answers: list[tuple[str, int, list[EngineEntry]] | BrokerError]
+        answers = [(EPOCH, newest, self.entries[-count:]) for _channel, _after in requests]
+        self.read_together.set()
+        return answers
+
+
+class Feed:
+    """Subscriptions confirmed at once."""
+
+    async def subscribe(self, names: object) -> None:
+        pass
+
+    async def unsubscribe(self, names: object) -> None:
+        pass
+
+
+def follower_on(engine: Engine, hub: Hub) -> EngineFollower:
+    history = SharedHistory(EPOCH, max_events=256, max_bytes=1 << 20, max_age=300)
+    interest = FeedInterest(layout=ClusterLayout("t:"), engine="fake", whole_above=None)
+    interest.bind(Feed())  # type: ignore[arg-type]
+    return EngineFollower(
+        hub, history, engine.read, engine="fake", read_many=engine.read_many, interest=interest, linger=5
+    )
+
+
+async def test_a_first_read_answered_while_its_channel_is_reloaded_is_not_taken_in_twice() -> None:
+    # The engine's numbering of a followed channel went back (its keys were
+    # deleted): the feed reads it again as a new channel, holding the follower's
+    # lock. A connection's first read of it, sent meanwhile, is answered after:
+    # it was taken in a second time (KeyError: a 500 to the client, or the end
+    # of the broker's task group when the periodic check had asked for it).
+    engine = Engine(5)
+    hub = Hub(buffer_size=256, send_timeout=5)
+    before = hub.subscribe((CHANNEL,))
+    follower = follower_on(engine, hub)
+    with anyio.fail_after(10):
+        await follower.prepare([CHANNEL])
+        assert follower.history.last_seq[CHANNEL] == 5
+        engine.entries = [entry(1)]  # the keys were deleted; the numbering starts again
+        engine.gate = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.receive, [(CHANNEL, engine.entries[0])])  # the feed's message
+            await engine.held.wait()  # the reload's read is in flight, under the lock
+            tg.start_soon(follower.prepare, [CHANNEL])  # a new connection on the channel
+            await engine.read_together.wait()
+            engine.gate.set()
+    assert CHANNEL in follower.loaded
+    assert follower.history.last_seq[CHANNEL] == 1  # the engine's numbering, taken in once
+    assert before.closed  # its stream ended: its client resumes and gets stream-reset
+    after = hub.subscribe((CHANNEL,))
+    engine.entries.append(entry(2))
+    with anyio.fail_after(10):
+        await follower.receive([(CHANNEL, engine.entries[-1])])
+    assert [kept.seq for kept in after.queue] == [2]
