@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import anyio
@@ -138,3 +139,34 @@ async def test_calls_asked_to_send_keep_the_place_and_none_is_lost_whatever_is_c
     assert both_out.is_set()
     assert all(item.done for item in last)
     assert sorted(batches) == sorted(item.id or "" for item in [*items, *last] if item.done)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (trio has no cancellation besides its scopes)
+async def test_a_sender_cancelled_by_asyncio_itself_strands_no_waiter(anyio_backend: str) -> None:
+    # The shield keeps anyio's cancellation out of a send for others, not asyncio's own
+    # task.cancel() (a server cancelling its tasks as it stops): the batch it was sending
+    # then fails, and the calls whose events were in it return with that error.
+    engine = _Engine()
+    queue = BatchQueue(engine.send, batch_size=10, senders=1)
+    queue.bind()
+    a, b, c = (Pending("c", b"data: x\n", name) for name in "abc")
+    with anyio.fail_after(5):
+        first = asyncio.ensure_future(queue.submit(a))
+        await engine.first_taken.wait()  # the only sender is out with [a]; b and c queue
+        others = [asyncio.ensure_future(queue.submit(item)) for item in (b, c)]
+        await anyio.wait_all_tasks_blocked()
+        engine.first_taken, held, engine.release = anyio.Event(), engine.release, anyio.Event()
+        held.set()  # [a] is answered: b's call sends [b, c] in a's place, and that one is held
+        await first
+        await engine.first_taken.wait()
+        others[0].cancel()  # b's call, sending for c
+        with pytest.raises(asyncio.CancelledError):
+            await others[0]
+        await others[1]  # c's call returns: it does not wait for ever
+    assert engine.batches == [["a"], ["b", "c"]]
+    assert a.done
+    assert a.error is None
+    for item in (b, c):
+        assert item.done
+        assert isinstance(item.error, RuntimeError)
+        assert "may or may not have been sent" in str(item.error)

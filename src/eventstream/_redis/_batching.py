@@ -72,6 +72,13 @@ class Pending(Queued):
 Item = TypeVar("Item", bound=Queued)
 
 
+def _cancelled_sender() -> RuntimeError:
+    return RuntimeError(
+        "the call sending this item's batch was cancelled by its event loop (shutting down?): "
+        "it may or may not have been sent"
+    )
+
+
 def _unbound() -> Waiter:
     raise RuntimeError("BatchQueue.bind() was not called in this event loop")
 
@@ -144,10 +151,12 @@ class BatchQueue(Generic[Item]):
                         )
                         try:
                             await self._send(batch)
-                        except Exception as exc:  # a bug: fail the batch, strand no waiter
+                        except BaseException as exc:  # a bug, or asyncio's task.cancel() (the
+                            # shield stops anyio's cancellation only): fail the batch, strand no waiter
+                            error = exc if isinstance(exc, Exception) else _cancelled_sender()
                             for queued in batch:
                                 if not queued.done:
-                                    queued.error, queued.done = exc, True
+                                    queued.error, queued.done = error, True
                                     queued.wake()
                             raise
                     else:  # in another call's batch, in flight
