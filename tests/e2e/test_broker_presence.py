@@ -172,9 +172,51 @@ async def test_what_the_engine_holds_that_no_process_wrote_is_left_out(
                 "deb",
                 deep,
             )
+            # Counts int() would take, and an identity that is not UTF-8 (the byte 0xfe).
+            engine.command("HSET", f"{prefix}|pr:m:other:room-1", "neg", "-5", "und", "1_000")
+            engine.command("HSET", f"{prefix}|pr:m:other:room-1", "spc", " 7", "nul", "0", "\udcfe", "1")
+            engine.command("HSET", f"{prefix}|pr:n:other", "room-1", "abc", "", "-4")
             engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "other")
             expected = [PresenceMember("amy", 1), PresenceMember("deb", 3), PresenceMember("zed", 2)]
             assert await a.presence("room-1") == expected
+            assert await a.subscriber_count_all("room-1") == 0
+            assert await a.subscriber_count_all() == 0
+
+
+async def test_a_dead_process_whose_keys_another_app_wrote_is_still_buried(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Two dead processes as no process of this library leaves them: one's index of channels is
+    # not a set (every beat failed on it: the live processes then expired each other), the
+    # other's channel name is not UTF-8 (its leave event ended the broker of the process that
+    # buried it). Both are deleted, and the live processes go on seeing each other.
+    a, b = (app(engine.url, prefix, interval=0.1, expiry=1.0, authorize=WATCHING) for _ in range(2))
+    with anyio.fail_after(30):
+        async with a, b, streams((b, "room-1", "bob")):
+            await wait_until(lambda: _sees(a, [PresenceMember("bob", 1)]))
+            base = f"{prefix}|pr:"
+            engine.command("SET", f"{base}c:wrong", "not a set")
+            engine.command("SADD", f"{base}c:bytes", "\udcff")
+            engine.command("HSET", f"{base}m:bytes:\udcff", "zoe", "1")
+            engine.command("ZADD", f"{base}live", "1", "wrong", "1", "bytes")
+
+            async def buried() -> bool:
+                return (
+                    engine.command("KEYS", f"{base}*:wrong*").split() == []
+                    and engine.command("KEYS", f"{base}*:bytes*").split() == []
+                    and engine.command("ZCARD", f"{base}live").split() == [b"2"]
+                )
+
+            await wait_until(buried)
+            since = engine_ms(engine)
+
+            async def beating_on() -> bool:  # both beat for longer than the expiry since
+                scores = engine.command("ZRANGE", f"{base}live", "0", "-1", "WITHSCORES").split()[1::2]
+                return len(scores) == 2 and all(int(score) > since + 1000 for score in scores)
+
+            await wait_until(beating_on)
+            assert await a.presence("room-1") == [PresenceMember("bob", 1)]
+            assert await a.subscriber_count_all("room-1") == 1
 
 
 async def _counts(stream: EventStream, channel: str, n: int) -> bool:

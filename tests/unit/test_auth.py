@@ -258,6 +258,19 @@ def test_a_grant_is_a_validating_value() -> None:
         Grant(identity=7)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         Grant(identity="")
+    # A lone surrogate (JSON's "\ud800" decodes to one) cannot be encoded for the engine or an
+    # event: a presence heartbeat carrying it once ended the app's broker, and the process.
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Grant(identity="ann\ud800")
+    assert Grant(identity="zoë").identity == "zoë"
+
+
+def test_an_identity_claim_that_is_not_text_names_nobody() -> None:
+    auth = authorizer()
+    for sub in ("\ud800", "ann\udfff"):
+        verified = auth.verifier.verify(hs256(sub=sub))
+        assert verified["sub"] == sub
+        assert auth.grant(verified).identity is None
 
 
 # -- credentials in requests -------------------------------------------------------------

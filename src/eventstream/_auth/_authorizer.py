@@ -283,11 +283,12 @@ class JWTAuthorizer:
         return granted(patterns, claims, channels)
 
     def grant(self, claims: Mapping[str, Any]) -> Grant:
-        """The :class:`Grant` for verified ``claims``: ``exp``, identity (a non-empty str), info claims."""
+        """The :class:`Grant` for verified ``claims``: ``exp``, identity (a non-empty str that is text:
+        JSON may carry a lone surrogate, which no engine or event can), info claims."""
         exp = claims.get("exp")
         expires_at = float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
         identity = claims.get(self.identity_claim)
-        named = identity if isinstance(identity, str) and identity else None
+        named = identity if isinstance(identity, str) and identity and _is_text(identity) else None
         info = {name: claims[name] for name in self.info_claims if name in claims}
         if info:
             try:
@@ -329,3 +330,12 @@ def _cookie(scope: Scope, wanted: bytes) -> str | None:
             if eq and name == wanted:
                 return content.strip().strip(b'"').decode("latin-1")
     return None
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be encoded as UTF-8 (has no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -114,7 +114,9 @@ class Grant:
 
     Raises:
         ValueError: ``expires_at`` is not a finite number, ``identity`` is
-            empty, or ``info`` weighs more than 512 bytes of JSON.
+            empty or has a lone surrogate (it cannot be encoded as UTF-8, so
+            it could not travel to the engine or in an event), or ``info``
+            weighs more than 512 bytes of JSON.
         TypeError: ``identity`` is not a str; ``info`` is not a mapping of
             str to JSON values.
     """
@@ -144,6 +146,13 @@ class Grant:
                 raise TypeError(f"identity must be a str, not {type(self.identity).__name__}")
             if not self.identity:
                 raise ValueError("identity must not be empty")
+            if not self.identity.isascii():  # (the usual case costs no encoding)
+                try:
+                    self.identity.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(
+                        f"identity {self.identity!r} is not text: it has a lone surrogate"
+                    ) from None
         if self.info is not None:
             if not isinstance(self.info, Mapping) or not all(isinstance(key, str) for key in self.info):
                 raise TypeError(f"info must be a mapping with str keys, not {self.info!r}")

@@ -199,10 +199,12 @@ def parse_member_value(value: str) -> tuple[int, Mapping[str, Any] | None]:
     """What :func:`member_value` made (from another process, through the engine): count and info.
 
     Raises:
-        ValueError: the count is not a number (info that is not a JSON object, or nests too
-            deep to decode, is taken as none).
+        ValueError: the count is not a positive number in ASCII digits (info that is not a JSON
+            object, or nests too deep to decode, is taken as none).
     """
     count, _, info = value.partition(" ")
+    if not (count.isascii() and count.isdigit()) or count == "0" * len(count):  # (int() takes -5, 1_000)
+        raise ValueError(f"not a count of streams: {count!r}")
     if not info:
         return int(count), None
     try:

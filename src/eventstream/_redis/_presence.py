@@ -101,6 +101,8 @@ class PresenceKeeper:
                 await self.beat(client, hub, table)
             except BrokerError as exc:
                 logger.warning("broker: cannot renew this process's counts and presence: %s", exc)
+            except Exception:  # (not the engine's answer: a bug; the process serves on, and beats again)
+                logger.exception("broker: the heartbeat of counts and presence failed")
             await anyio.sleep(self._interval)
 
     async def beat(self, client: GlideClient, hub: Hub, table: PresenceTable | None) -> None:
@@ -129,10 +131,12 @@ class PresenceKeeper:
     async def _bury(self, answer: list[Any], table: PresenceTable | None) -> None:
         # The members of the dead processes this beat deleted: their leave events.
         if table is not None and len(answer) > 1:
-            pairs = [
-                (bytes(answer[i]).decode(), bytes(answer[i + 1]).decode())
-                for i in range(1, len(answer) - 1, 2)
-            ]
+            pairs: list[tuple[str, str]] = []
+            for i in range(1, len(answer) - 1, 2):
+                try:
+                    pairs.append((bytes(answer[i]).decode(), bytes(answer[i + 1]).decode()))
+                except UnicodeDecodeError:  # not what a process of this library wrote: no event
+                    continue
             await table.expired(pairs)
 
     def _header(self, mode: str, pairs: list[str]) -> list[str]:
@@ -212,17 +216,17 @@ class PresenceKeeper:
         counts = {member.identity: member.connections for member in local}
         infos = {member.identity: member.info for member in local if member.info is not None}
         for i in range(0, len(found), 2):
-            identity = bytes(found[i]).decode()
-            value = found[i + 1]
+            value = bytes(found[i + 1])
             try:
-                count = int(value)  # a count alone: most members (10,000 of them take some 10 ms)
-            except ValueError:
-                try:
-                    count, info = parse_member_value(bytes(value).decode())
-                except ValueError:  # not what a process of this version wrote: left out
-                    continue
-                if info is not None:
-                    infos.setdefault(identity, info)
+                identity = bytes(found[i]).decode()
+                if value.isdigit() and value[0] != 48:  # a count alone (ASCII, not 0): most members
+                    count = int(value)
+                else:
+                    count, info = parse_member_value(value.decode())
+                    if info is not None:
+                        infos.setdefault(identity, info)
+            except ValueError:  # (UnicodeDecodeError too) not what a process of this version wrote
+                continue
             counts[identity] = counts.get(identity, 0) + count
         # (Sorted by key: no (key, value) tuple per member for the garbage collector to count.)
         if not infos:

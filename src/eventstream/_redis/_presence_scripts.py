@@ -21,11 +21,17 @@ _PRESENCE_COMMON = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local live, base, expiry = KEYS[1], ARGV[1], tonumber(ARGV[2])
+-- A key another app (or a hand) wrote under the prefix may hold another type: read as empty.
+local function listed(command, key)
+  local got = redis.pcall(command, key)
+  if got.err then return {} end
+  return got
+end
 local function drop(p)
-  local index = base .. 'c:' .. p
-  for _, ch in ipairs(redis.call('SMEMBERS', index)) do redis.call('DEL', base .. 'm:' .. p .. ':' .. ch) end
-  redis.call('DEL', index, base .. 'n:' .. p)
   redis.call('ZREM', live, p)
+  local index = base .. 'c:' .. p
+  for _, ch in ipairs(listed('SMEMBERS', index)) do redis.call('DEL', base .. 'm:' .. p .. ':' .. ch) end
+  redis.call('DEL', index, base .. 'n:' .. p)
 end
 """
 
@@ -42,8 +48,8 @@ HEARTBEAT = (
 local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. (ms - expiry), 'LIMIT', 0, 16)
 local reply = {1}
 for _, p in ipairs(dead) do
-  for _, ch in ipairs(redis.call('SMEMBERS', base .. 'c:' .. p)) do
-    for _, who in ipairs(redis.call('HKEYS', base .. 'm:' .. p .. ':' .. ch)) do
+  for _, ch in ipairs(listed('SMEMBERS', base .. 'c:' .. p)) do
+    for _, who in ipairs(listed('HKEYS', base .. 'm:' .. p .. ':' .. ch)) do
       if #reply < 2049 then reply[#reply + 1] = ch reply[#reply + 1] = who end
     end
   end
@@ -83,8 +89,9 @@ COUNT_ALL = (
 local total = 0
 for _, p in ipairs(redis.call('ZRANGEBYSCORE', live, ms - expiry, '+inf')) do
   if p ~= ARGV[3] then
-    local v = redis.call('HGET', base .. 'n:' .. p, ARGV[4])
-    if v then total = total + tonumber(v) end
+    local v = redis.pcall('HGET', base .. 'n:' .. p, ARGV[4])
+    local n = type(v) == 'string' and tonumber(v)
+    if n and n > 0 and n < 1e12 then total = total + math.floor(n) end
   end
 end
 return total
@@ -99,8 +106,7 @@ PRESENCE = (
 local found = {}
 for _, p in ipairs(redis.call('ZRANGEBYSCORE', live, ms - expiry, '+inf')) do
   if p ~= ARGV[3] then
-    local pairs = redis.call('HGETALL', base .. 'm:' .. p .. ':' .. ARGV[4])
-    for _, v in ipairs(pairs) do found[#found + 1] = v end
+    for _, v in ipairs(listed('HGETALL', base .. 'm:' .. p .. ':' .. ARGV[4])) do found[#found + 1] = v end
   end
 end
 return found
