@@ -335,3 +335,20 @@ async def test_the_members_of_a_process_that_died_get_their_leave_events_once(
                     return await a.presence("room-1") == []
 
                 await wait_until(nobody)
+
+
+async def test_a_process_that_closes_announces_its_members_leaves(engine: RedisEngine, prefix: str) -> None:
+    # aclose(), as SIGTERM does: every stream ends, and the process takes its part out of the
+    # engine at once, so no other process would ever announce its members' leaves: it does.
+    a, b = (app(engine.url, prefix, authorize=WATCHING) for _ in range(2))
+    with anyio.fail_after(30):
+        async with b, open_stream(b("presence:room-1"), headers=bearer("page")) as page:
+            assert page.status == 200
+            async with a:
+                async with open_stream(a("room-1"), "/room-1", headers=bearer("ann")) as ann:
+                    assert ann.status == 200
+                    assert await _announcement(page) == ("join", "ann")
+                    await a.aclose()
+                    await ann.read()  # to the end of its response
+            assert await _announcement(page) == ("leave", "ann")
+            assert await b.presence("room-1") == []

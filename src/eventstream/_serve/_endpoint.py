@@ -106,14 +106,16 @@ async def _announce(
     stream: Serving, kind: str, channels: Sequence[str], identity: str, info: Mapping[str, Any] | None
 ) -> None:
     # presence: publish the join or leave events of identity on channels' companion channels.
-    # A companion name too long for the stream, a closed stream, or an engine that fails or
-    # does not answer within send_timeout loses the event (logged): the stream is served anyway.
+    # A companion name too long for the stream, a join on a closed stream, a broker stopped, or
+    # an engine that fails or does not answer within send_timeout loses the event (logged): the
+    # stream is served anyway. Leaves go out while the stream closes (its streams end then, and
+    # its part of the engine's presence goes at once: nobody else would announce them).
     limit = stream.options.max_channel_name_length
     timeout = stream.options.send_timeout if math.isfinite(stream.options.send_timeout) else 5.0
     with anyio.move_on_after(timeout) as scope:
         for channel in channels:
             companion = presence_channel(channel)
-            if len(companion) > limit or stream.hub.closed:
+            if len(companion) > limit or (kind == "join" and stream.hub.closed):
                 continue
             try:
                 await stream.broker.dispatch(
@@ -123,7 +125,7 @@ async def _announce(
                 logger.warning(
                     "presence: the %s event of %r on %r was lost: %s", kind, identity, channel, exc
                 )
-            except anyio.ClosedResourceError:
+            except (anyio.ClosedResourceError, RuntimeError):  # (closed, or its broker stopped)
                 return
     if scope.cancelled_caught:
         logger.warning(
