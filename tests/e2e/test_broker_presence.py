@@ -352,3 +352,28 @@ async def test_a_process_that_closes_announces_its_members_leaves(engine: RedisE
                     await ann.read()  # to the end of its response
             assert await _announcement(page) == ("leave", "ann")
             assert await b.presence("room-1") == []
+
+
+async def test_a_process_taken_for_dead_after_a_stall_announces_its_members_again(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # A process whose beats stop reaching the engine for longer than the expiry (a long pause,
+    # a partition) is taken for dead: its members' leaves go out. When it beats again, it
+    # learns so and announces their joins again: a page counting joins minus leaves still
+    # counts ann while her stream is open, and not after.
+    a, b = (app(engine.url, prefix, interval=0.1, expiry=1.0, authorize=WATCHING) for _ in range(2))
+    base = f"{prefix}|pr:"
+    with anyio.fail_after(30):
+        async with a, b, open_stream(b("presence:room-1"), headers=bearer("page")) as page:
+            assert page.status == 200
+            async with open_stream(a("room-1"), "/room-1", headers=bearer("ann")) as ann:
+                assert ann.status == 200
+                assert await _announcement(page) == ("join", "ann")
+                await wait_until(lambda: _sees(b, [PresenceMember("ann", 1)]))
+                [key] = engine.command("KEYS", f"{base}m:*:room-1").split()
+                stalled = key.decode().removeprefix(f"{base}m:").removesuffix(":room-1")  # a's id
+                engine.command("ZADD", f"{base}live", "1", stalled)  # its last beat: long ago
+                assert await _announcement(page) == ("leave", "ann")
+                assert await _announcement(page) == ("join", "ann")
+                await wait_until(lambda: _sees(b, [PresenceMember("ann", 1)]))
+            assert await _announcement(page) == ("leave", "ann")

@@ -33,6 +33,9 @@ __all__ = [
 #: the ``join`` and ``leave`` events of ``channel``.
 PRESENCE_PREFIX = "presence:"
 
+#: Publishes join or leave events: ``(kind, [(channel, identity, info)])``.
+Announcer = Callable[[str, list[tuple[str, str, Mapping[str, Any] | None]]], Awaitable[None]]
+
 
 def presence_channel(channel: str) -> str:
     """The companion channel that carries ``channel``'s ``join`` and ``leave`` events."""
@@ -107,8 +110,9 @@ class PresenceTable:
         self._info: dict[str, dict[str, tuple[Mapping[str, Any], str]]] = {}
         self._names: frozenset[str] | None = selection[0] if selection is not None else None  # None: all
         self._prefixes: tuple[str, ...] = selection[1] if selection is not None else ()
-        #: What publishes the leave events of :meth:`expired` (set by the stream that owns the table).
-        self.announcer: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None
+        #: What publishes the events of :meth:`expired` and :meth:`rejoined`: ``(kind, [(channel,
+        #: identity, info)])`` (set by the stream that owns the table).
+        self.announcer: Announcer | None = None
 
     def keeps(self, channel: str) -> bool:
         """Whether the presence of ``channel`` is kept (and announced on its companion channel)."""
@@ -166,7 +170,21 @@ class PresenceTable:
         beat of one process does, once). Errors are logged by the announcer, not raised.
         """
         if self.announcer is not None:
-            await self.announcer([(channel, identity) for channel, identity in pairs if self.keeps(channel)])
+            await self.announcer(
+                "leave", [(channel, who, None) for channel, who in pairs if self.keeps(channel)]
+            )
+
+    async def rejoined(self) -> None:
+        """This process was taken for dead (a stall) and its members' leaves went out: their joins again.
+
+        Errors are logged by the announcer, not raised.
+        """
+        if self.announcer is not None:
+            members: list[tuple[str, str, Mapping[str, Any] | None]] = []
+            for channel, present in self._channels.items():
+                infos = self._info.get(channel, {})
+                members += ((channel, who, infos[who][0] if who in infos else None) for who in present)
+            await self.announcer("join", members)
 
     def snapshot(self) -> dict[str, dict[str, int | str]]:
         """What a broker's heartbeat sends: each channel's identities with their stream counts, or,

@@ -16,7 +16,9 @@ most ``heartbeat_expiry`` seconds after it died. The beat that deletes them
 gets the (channel, identity) pairs the dead one held (at most 1,024) and
 publishes their ``leave`` events (:meth:`PresenceTable.expired`), once. One that leaves cleanly
 deletes its part at once. A process whose part the engine lost (restarted
-empty, or deleted as dead after a stall) writes all of it again.
+empty, or deleted as dead after a stall) writes all of it again; after a stall
+(the beat that deleted it left a mark, ``{base}b:{pid}``, for a minute) it also
+publishes its members' ``join`` events again (:meth:`PresenceTable.rejoined`).
 
 Answers add this process's own part, as its hub has it now, to the other
 live processes' parts as of their last beat (at most ``heartbeat_interval``
@@ -115,6 +117,7 @@ class PresenceKeeper:
         stats = hub.statistics()
         counts = {_ALL: stats.subscribers, **stats.channels}
         members = table.snapshot() if table is not None else {}
+        buried = False
         if self._registered:
             args = self._diff(counts, members)
             answer = await self._call(client, self._heartbeat, args)
@@ -122,11 +125,18 @@ class PresenceKeeper:
             if answer[0] == 1:
                 self._counts, self._members = counts, members
                 return
+            buried = answer[0] == 2
         # First beat, or the engine no longer holds this process: all of it again.
         answer = await self._call(client, self._heartbeat, self._full(counts, members))
         self._counts, self._members = counts, members
         self._registered = True
         await self._bury(answer, table)
+        if buried and table is not None:  # taken for dead (a stall): its members' leaves went out
+            logger.warning(
+                "broker: this process was taken for dead (no heartbeat for heartbeat_expiry): "
+                "its members' leave events went out; their join events go out again"
+            )
+            await table.rejoined()
 
     async def _bury(self, answer: list[Any], table: PresenceTable | None) -> None:
         # The members of the dead processes this beat deleted: their leave events.

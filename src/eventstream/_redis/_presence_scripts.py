@@ -39,9 +39,12 @@ end
 # are rewritten; 'diff': changes since its last beat, refused (0) if the engine
 # no longer holds it; 'leave': its keys are deleted), n, then n pairs (channel,
 # subscribers; '0': none), then triples (channel, identity, streams; '0': none).
-# The dead (at most 16 per beat) are deleted, by exactly one beat. Returns {1}, or
-# {0} (send 'full'), followed by the (channel, identity) pairs the dead held (at
-# most 1,024 pairs: the beat that deleted them announces their leave events).
+# The dead (at most 16 per beat) are deleted, by exactly one beat, which leaves
+# {base}b:{pid} for a minute (at least ten expiries). Returns {1}; or, for a 'diff'
+# the engine no longer holds, {0} (send 'full') or {2} (send 'full': it was taken for
+# dead, so its members' leaves went out: announce their joins again); followed by the
+# (channel, identity) pairs the dead held (at most 1,024 pairs: the beat that deleted
+# them announces their leave events).
 HEARTBEAT = (
     _PRESENCE_COMMON
     + """
@@ -54,11 +57,16 @@ for _, p in ipairs(dead) do
     end
   end
   drop(p)
+  -- If it was only stalled, it learns at its next beat that its members' leaves went out.
+  redis.call('SET', base .. 'b:' .. p, '1', 'PX', math.max(60000, 10 * expiry))
 end
 local pid, mode = ARGV[3], ARGV[4]
 if mode == 'leave' then drop(pid) return reply end
-if mode == 'diff' and not redis.call('ZSCORE', live, pid) then reply[1] = 0 return reply end
-if mode == 'full' then drop(pid) end
+if mode == 'diff' and not redis.call('ZSCORE', live, pid) then
+  reply[1] = redis.call('EXISTS', base .. 'b:' .. pid) == 1 and 2 or 0
+  return reply
+end
+if mode == 'full' then drop(pid) redis.call('DEL', base .. 'b:' .. pid) end
 redis.call('ZADD', live, ms, pid)
 local counts = base .. 'n:' .. pid
 local n = tonumber(ARGV[5])

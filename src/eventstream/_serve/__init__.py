@@ -3,7 +3,7 @@
 streamed (its connection: replay, ids, writes, keep-alives)."""
 
 from ._channels import check_channel_name
-from ._endpoint import EventStreamEndpoint, Serving, announce_expired, serve
+from ._endpoint import EventStreamEndpoint, Serving, announce_members, serve
 from ._health import HealthEndpoint, Readiness, answer_other, check_readiness
 
 __all__ = [
@@ -14,6 +14,6 @@ __all__ = [
     "answer_other",
     "check_channel_name",
     "check_readiness",
-    "announce_expired",
+    "announce_members",
     "serve",
 ]

@@ -35,7 +35,7 @@ from ._ending import unsubscribe_counted
 from ._http import send_plain
 from ._request import StreamRequest, parse_request
 
-__all__ = ["EventStreamEndpoint", "Serving", "announce_expired", "serve"]
+__all__ = ["EventStreamEndpoint", "Serving", "announce_members", "serve"]
 
 logger = logging.getLogger("eventstream")
 #: Streams refused with 503 because the broker could not prepare their channels: at most 10 lines at
@@ -133,13 +133,16 @@ async def _announce(
         )
 
 
-async def announce_expired(stream: Serving, pairs: list[tuple[str, str]]) -> None:
-    """presence: the ``leave`` events of the members of a process that died (a shared broker found them).
+async def announce_members(
+    stream: Serving, kind: str, members: list[tuple[str, str, Mapping[str, Any] | None]]
+) -> None:
+    """presence: the ``leave`` events of the members of a process that died (a shared broker found
+    them), or the ``join`` events again of this process's after it was taken for dead.
 
     Errors are logged, not raised (see ``_announce``). Cancellation: the events not yet published are not.
     """
-    for channel, identity in pairs:
-        await _announce(stream, "leave", [channel], identity, None)
+    for channel, identity, info in members:
+        await _announce(stream, kind, [channel], identity, info)
 
 
 def _finish(stream: Serving, connection: Connection, scope: Scope) -> list[str]:

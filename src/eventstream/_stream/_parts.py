@@ -17,7 +17,7 @@ from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, pr
 from .._lifecycle import Lifecycle, LoopBinding
 from .._observe import Observed
 from .._options import StreamOptions, make_broker, make_grip
-from .._serve import Serving, announce_expired, check_channel_name
+from .._serve import Serving, announce_members, check_channel_name
 
 __all__ = ["assemble", "channel_names", "count_all", "presence", "statistics"]
 
@@ -61,7 +61,7 @@ def assemble(options: StreamOptions) -> Serving:
         presence,
     )
     if presence is not None:  # presence: a shared broker's beat announces the members of dead processes
-        presence.announcer = functools.partial(announce_expired, serving)
+        presence.announcer = functools.partial(announce_members, serving)
     return serving
 
 
