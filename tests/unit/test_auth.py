@@ -196,6 +196,9 @@ def test_a_jwks_picks_the_key_by_kid() -> None:
     private = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_private_key()))
     with pytest.raises(ValueError, match="public keys only"):
         TokenVerifier(jwks={"keys": [private]})
+    for alg in ("none", "HS256", "XX"):  # PyJWT raises NotImplementedError for "none"
+        with pytest.raises(ValueError, match="does not load"):
+            TokenVerifier(jwks={"keys": [jwk, {**jwk, "kid": "k3", "alg": alg}]})
 
 
 # -- channels a token grants -------------------------------------------------------------
