@@ -4,9 +4,14 @@ last id, and gets what either published meanwhile, from the engine's history."""
 
 from __future__ import annotations
 
+import time
+import types
+
 import anyio
 import pytest
 
+import eventstream._auth._authorizer
+import eventstream._auth._tickets
 from eventstream import EventStream, RedisBroker, ServerSentEvent
 from eventstream.auth import JWTAuthorizer, RedisTicketLedger
 from eventstream.testing import StreamResponse, open_stream
@@ -95,11 +100,32 @@ async def test_a_ticket_is_single_use_across_processes(engine: RedisEngine, pref
             keys = engine.command("KEYS", f"{prefix}|ticket:*").split()
             assert len(keys) == 1
             ttl = int(engine.command("PTTL", keys[0].decode()))
-            assert 0 < ttl <= 30_000  # the engine forgets it when the ticket expires
+            assert 60_000 < ttl <= 90_000  # the engine forgets it 60 s (clock_skew) after the ticket expires
     with pytest.raises(RuntimeError, match="not running"):
         await RedisTicketLedger(RedisBroker(engine.url)).use("n", 0)
     with pytest.raises(TypeError, match="RedisBroker"):
         RedisTicketLedger(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="clock_skew"):
+        RedisTicketLedger(RedisBroker(engine.url), clock_skew=-1)
+
+
+async def test_a_used_ticket_stays_used_in_a_process_whose_clock_is_behind_the_engines(
+    engine: RedisEngine, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's clock 45 s behind the engine's: its tickets (30 s) have expired by the engine's
+    clock when they are used, and are still valid by this one's. The engine keeps a used one 60 s past
+    its expiry (``clock_skew``), so it is still refused the second time."""
+    behind = types.SimpleNamespace(time=lambda: time.time() - 45)
+    monkeypatch.setattr(eventstream._auth._authorizer, "time", behind)  # minting: the ticket's expiry
+    monkeypatch.setattr(eventstream._auth._tickets, "time", behind)  # redeeming: is it unexpired?
+    stream = make_stream(engine, prefix)
+    with anyio.fail_after(20):
+        async with stream:
+            url = f"/events/user-alice?ticket={minted(stream, 'alice')}"
+            async with open_stream(stream("user-alice"), url) as response:
+                assert response.status == 200
+            async with open_stream(stream("user-alice"), url) as response:
+                assert response.status == 401
 
 
 async def test_an_unreachable_ledger_answers_503(prefix: str) -> None:

@@ -91,6 +91,11 @@ async def fifty_mb_declared(stream: anyio.abc.SocketStream, endpoint: Endpoint) 
         endpoint.sent += len(chunk)
 
 
+def with_alg(key: ec.EllipticCurvePrivateKey, kid: str, alg: str) -> dict[str, object]:
+    """A public key that names ``alg``: ``none``, or one PyJWT cannot build a key for."""
+    return {**jwk(key, kid), "alg": alg}
+
+
 def replying(status: str, body: bytes, extra: str = "") -> Handler:
     async def reply(stream: anyio.abc.SocketStream, endpoint: Endpoint) -> None:
         head = f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
@@ -177,11 +182,12 @@ async def _true(value: bool) -> bool:
             "200 OK", b'{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}'
         ),
         replying("200 OK", b"[" * 100_000 + b"]" * 100_000),  # deep nesting
+        replying("200 OK", json.dumps({"keys": [with_alg(ec_key(), "k0", "none")]}).encode()),
         replying("500 Internal Server Error", b'{"keys": []}'),
         replying("302 Found", b"", "location: http://127.0.0.1:1/jwks.json\r\n"),
         replying("200 OK", gzip.compress(b'{"keys": []}'), "content-encoding: gzip\r\n"),
     ],
-    ids=["binary", "array", "no-keys", "symmetric", "deep", "500", "redirect", "gzip"],
+    ids=["binary", "array", "no-keys", "symmetric", "deep", "alg-none", "500", "redirect", "gzip"],
 )
 async def test_garbage_gets_503_and_bounded_log_lines(
     handler: Handler, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -238,6 +244,33 @@ async def test_rotated_keys_are_fetched_for_a_new_kid_at_a_bounded_rate() -> Non
 
             await wait_until(fetched_again, timeout=5)
             assert await status(stream, token(second, "k2")) == (200, None)
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "XX"])
+async def test_a_key_with_an_unusable_alg_keeps_the_keys_fetched_before(
+    alg: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document that lists a key beside the good one with ``alg: none`` (PyJWT raises
+    NotImplementedError for it), HMAC or an unknown name is a failed fetch, logged; not a 500."""
+    monkeypatch.setattr(eventstream._auth._jwks, "_FAILURES", RateLimitedLog())
+    good = ec_key()
+    async with jwks_endpoint(serve_document, {"keys": [jwk(good, "k1")]}) as endpoint:
+        auth = authorizer(endpoint.url, timeout=2, min_refresh_interval=0.01)
+        stream = EventStream(authorize=auth, keep_alive_interval=None)
+        fetcher = auth.jwks_fetcher
+        assert fetcher is not None
+        with caplog.at_level(logging.WARNING, logger="eventstream"), anyio.fail_after(20):
+            assert await status(stream, token(good, "k1")) == (200, None)
+            endpoint.document = {"keys": [jwk(good, "k1"), with_alg(ec_key(), "k2", alg)]}
+            fetches = fetcher.fetches
+
+            async def fetched_again() -> bool:
+                await status(stream, token(good, f"k{uuid.uuid4()}"))  # an unknown kid fetches again
+                return fetcher.fetches > fetches
+
+            await wait_until(fetched_again, timeout=5)
+            assert await status(stream, token(good, "k1")) == (200, None)
+        assert any("could not be fetched" in record.getMessage() for record in caplog.records)
 
 
 def test_the_url_must_be_https_unless_allowed() -> None:

@@ -196,6 +196,9 @@ def test_a_jwks_picks_the_key_by_kid() -> None:
     private = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_private_key()))
     with pytest.raises(ValueError, match="public keys only"):
         TokenVerifier(jwks={"keys": [private]})
+    for alg in ("none", "HS256", "XX"):  # PyJWT raises NotImplementedError for "none"
+        with pytest.raises(ValueError, match="does not load"):
+            TokenVerifier(jwks={"keys": [jwk, {**jwk, "kid": "k3", "alg": alg}]})
 
 
 # -- channels a token grants -------------------------------------------------------------
@@ -240,6 +243,37 @@ def test_template_injection_through_a_claim_grants_nothing(sub: str) -> None:
         assert ChannelPattern("user-{sub}").fill({"sub": value}) is None
     assert ChannelPattern("user-{sub}").fill({"sub": 42}) == "user-42"
     assert ChannelPattern("user-{sub}").fill({"sub": "a.b-c_d@e"}) == "user-a.b-c_d@e"
+
+
+def test_a_claim_holding_the_separator_next_to_its_field_grants_nothing() -> None:
+    """Claim values may hold '-' and '.': one holding the character that follows its field (or, between
+    two fields, the one that separates them) could make another claim's channel, so it grants nothing."""
+    # user-{sub}-* is bob's user-bob-x-inbox: the sub bob-x is not granted it (nor anything else).
+    prefix = authorizer(channels=["user-{sub}-*"])
+    assert prefix.grants({"sub": "bob"}, ["user-bob-inbox", "user-bob-x-inbox"])
+    for channel in ("user-bob-x-inbox", "user-bob-x-", "user-bob-x-a"):
+        assert not prefix.grants({"sub": "bob-x"}, [channel]), channel
+    assert ChannelPattern("user-{sub}-*").fill({"sub": "bob-x"}) is None
+    dotted = authorizer(channels=["user.{sub}.*"])
+    assert dotted.grants({"sub": "bob"}, ["user.bob.x.inbox"])
+    assert not dotted.grants({"sub": "bob.x"}, ["user.bob.x.inbox"])
+    assert ChannelPattern("user.{sub}.*").fill({"sub": "bob.x"}) is None
+    # {org}-{sub}: org a with sub b-c and org a-b with sub c would both be a-b-c.
+    pair = authorizer(channels=["{org}-{sub}"])
+    assert pair.grants({"org": "a", "sub": "b"}, ["a-b"])
+    assert not pair.grants({"org": "a", "sub": "b-c"}, ["a-b-c"])
+    assert not pair.grants({"org": "a-b", "sub": "c"}, ["a-b-c"])
+    assert ChannelPattern("{org}.{sub}").fill({"org": "a", "sub": "b-c.d"}) is None
+    assert ChannelPattern("{org}.{sub}").fill({"org": "a-b", "sub": "c-d"}) == "a-b.c-d"
+    # A field that ends the pattern is followed by nothing: user-{sub} is as it was.
+    exact = authorizer(channels=["user-{sub}"])
+    assert exact.grants({"sub": "bob"}, ["user-bob"])
+    assert not exact.grants({"sub": "bob"}, ["user-bob-x"])
+    assert exact.grants({"sub": "bob-x"}, ["user-bob-x"])
+    # A separator no claim can hold leaves every plain word its channels (UUIDs hold '-').
+    colon = authorizer(channels=["user:{sub}:*"])
+    assert colon.grants({"sub": "1b4e28ba-2fa1"}, ["user:1b4e28ba-2fa1:inbox"])
+    assert not colon.grants({"sub": "1b4e28ba"}, ["user:1b4e28ba-2fa1:inbox"])
 
 
 def test_a_channels_claim_of_the_wrong_shape_grants_nothing() -> None:

@@ -39,7 +39,10 @@ class JWTAuthorizer:
     The token must verify (see the key arguments below); then every requested
     channel must be granted by ``channels`` or by the token's ``channels_claim``
     (patterns: ``user-{sub}`` is filled from the token's claims, ``room-*``
-    grants every channel that starts with ``room-``). The answer is a
+    grants every channel that starts with ``room-``; a claim fills a field
+    only when it is a plain word that holds neither the character after the
+    field nor, between two fields, their separator: ``user-{sub}-*`` grants
+    the sub ``bob-x`` nothing). The answer is a
     :class:`Grant` whose ``expires_at`` is the token's ``exp`` (the stream ends
     then) and whose ``identity`` is the claim ``identity_claim``; ``False``
     (403) when a channel is not granted; :class:`Unauthorized` (401) when the

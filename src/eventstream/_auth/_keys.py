@@ -113,6 +113,8 @@ class TokenVerifier:
                 jwk = jwt.PyJWK(dict(entry))
             except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"a JWKS key does not load: {exc}") from None
+            except NotImplementedError:  # what PyJWT raises for "alg": "none"
+                raise ValueError(f"a JWKS key does not load: its alg is {entry.get('alg')!r}") from None
             kid = entry.get("kid")
             if kid in self._keys:
                 raise ValueError(f"two JWKS keys have the kid {kid!r}")

@@ -5,7 +5,12 @@ and may end with ``*`` (``room-*``: any channel that starts with ``room-``
 and has more after it). Only the pattern's own text can make a prefix: a
 claim's value fills a field only when it is a plain word (letters, digits,
 ``_ @ + = -`` and single dots inside), so ``sub = "*"``, ``"a,b"`` or
-``"a/../b"`` grant nothing rather than more.
+``"a/../b"`` grant nothing rather than more. Nor may it hold the character
+that follows its field, nor, for a field that follows another one and a
+single separator (``{org}-{sub}``), that separator: with ``user-{sub}-*``
+the sub ``bob-x`` would be granted ``user-bob-x-...``, which is ``bob``'s,
+and ``{org}-{sub}`` would make ``a-b-c`` of org ``a``, sub ``b-c`` and of
+org ``a-b``, sub ``c``.
 """
 
 from __future__ import annotations
@@ -61,24 +66,35 @@ class ChannelPattern:
         """The pattern's text (without a final ``*``) with its fields filled from ``claims``.
 
         ``None`` when a field's claim is missing or is not a plain word (a str,
-        or an int, of at most 128 characters): the pattern then grants nothing.
+        or an int, of at most 128 characters), or holds the character that
+        follows its field in the pattern, or, when its field follows another
+        field and one character (``{org}-{sub}``), that character (``user-{sub}-*``
+        refuses the sub ``bob-x``, ``{org}-{sub}`` the org ``a-b`` and the sub
+        ``b-c``): the pattern then grants nothing.
         """
         body = self.text.removesuffix("*")
         if "{" not in body:
             return body
-        missing = False
-
-        def value(match: re.Match[str]) -> str:
-            nonlocal missing
+        parts: list[str] = []
+        done = 0
+        for match in _FIELD.finditer(body):
             raw = claims.get(match[1])
             text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
             if not isinstance(text, str) or len(text) > _MAX_VALUE or not _SAFE_VALUE.fullmatch(text):
-                missing = True
-                return ""
-            return text
+                return None
+            if any(separator in text for separator in _separators(body, match)):
+                return None
+            parts += (body[done : match.start()], text)
+            done = match.end()
+        return "".join(parts) + body[done:]
 
-        filled = _FIELD.sub(value, body)
-        return None if missing else filled
+
+def _separators(body: str, match: re.Match[str]) -> str:
+    # What the value of field `match` may not hold, or two claims' values could make one channel:
+    # the character after the field, and the one before it when another field comes just before.
+    start, end = match.span()
+    before = body[start - 1] if start >= 2 and body[start - 2] == "}" else ""
+    return body[end : end + 1] + before
 
 
 def patterns_from_claim(value: object) -> list[ChannelPattern]:

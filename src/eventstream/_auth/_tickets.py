@@ -7,8 +7,10 @@ in constant time. A ticket is checked (format, mac, expiry) before the
 ledger is asked, so forged tickets cost one HMAC and never fill the ledger;
 the ledger then records the nonce until the ticket expires, and refuses it
 the second time. :class:`TicketLedger` is what a shared ledger must do (for
-instance Redis ``SET nonce 1 NX PXAT expiry``) so that a ticket is single-use
-across processes; :class:`MemoryTicketLedger` holds it in this process.
+instance Redis ``SET nonce 1 NX PXAT expiry+skew``: kept past the expiry by
+the most the clocks may differ, as its clock forgets and each process's clock
+checks the expiry) so that a ticket is single-use across processes;
+:class:`MemoryTicketLedger` holds it in this process.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ class TicketLedger(Protocol):
 
         Returns ``True`` the first time, ``False`` when it was used before (or
         when the ledger cannot record it: a full ledger refuses, never forgets
-        a used ticket early).
+        a used ticket early). A ledger that forgets by another clock than the
+        processes' (a shared store's) keeps the record past ``expires_at`` by
+        the most the clocks may differ: a process whose clock is behind still
+        takes the ticket for unexpired.
 
         Cancellation: the ticket may or may not be recorded.
         """
