@@ -237,7 +237,7 @@ def test_template_injection_through_a_claim_grants_nothing(sub: str) -> None:
     for asked in (f"user-{sub}", "user-a", "user-b", "user-", "user-x", "user-*"):
         assert not auth.grants(hostile, [asked]), (sub, asked)
     assert ChannelPattern("user-{sub}").fill(hostile) is None
-    assert ChannelPattern("user-{sub}*").fill(hostile) is None
+    assert ChannelPattern("user-{sub}-*").fill(hostile) is None
     # Not a str nor an int: nothing either.
     for value in (None, True, 1.5, ["a"], {"a": 1}):
         assert ChannelPattern("user-{sub}").fill({"sub": value}) is None
@@ -590,3 +590,14 @@ def test_a_ticket_carries_only_the_claims_deciding_needs() -> None:
     payload = auth.mint_ticket(bearer(token)).split(".")[1]
     carried = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["c"]
     assert set(carried) == {"exp", "sub", "org", "channels", "team"}
+
+
+def test_a_pattern_whose_fields_do_not_show_where_they_end_is_refused() -> None:
+    # `user-{sub}*` would give the sub bob `user-bobby`; `{org}{sub}` one channel to two pairs.
+    for text in ("user-{sub}*", "{sub}*", "{org}{sub}", "room-{org}{sub}-*"):
+        with pytest.raises(ValueError, match="field"):
+            ChannelPattern(text)
+    auth = authorizer(channels=[])
+    token_claims = {"sub": "bob", "channels": ["user-{sub}*", "user-{sub}-*"]}  # one is skipped
+    assert not auth.grants(token_claims, ["user-bobby"])
+    assert auth.grants(token_claims, ["user-bob-inbox"])

@@ -35,7 +35,10 @@ class ChannelPattern:
 
     Raises:
         ValueError: ``text`` is empty, is only ``*``, has a ``*`` before its end,
-            or a ``{`` or ``}`` that is not part of a ``{claim}`` field.
+            a ``{`` or ``}`` that is not part of a ``{claim}`` field, a field
+            just before its final ``*`` (``user-{sub}*`` would grant the sub
+            ``bob`` the channel ``user-bobby``), or two fields with nothing
+            between them.
         TypeError: ``text`` is not a str.
     """
 
@@ -51,6 +54,15 @@ class ChannelPattern:
             raise ValueError(f"channel pattern {self.text!r}: '*' may only end a pattern")
         if "{" in _FIELD.sub("", body) or "}" in _FIELD.sub("", body):
             raise ValueError(f"channel pattern {self.text!r}: '{{' and '}}' only enclose a claim's name")
+        # Where a value ends must show: `user-{sub}*` would give the sub bob `user-bobby`, and
+        # `{org}{sub}` the same channel to org a, sub bc and to org ab, sub c.
+        if self.text.endswith("}*"):
+            raise ValueError(
+                f"channel pattern {self.text!r}: a field must not end a prefix (bob would get bobby's "
+                "channels): put a separator before the '*', as in 'user-{sub}-*'"
+            )
+        if "}{" in body:
+            raise ValueError(f"channel pattern {self.text!r}: two fields need a separator between them")
 
     @property
     def fields(self) -> frozenset[str]:
