@@ -78,3 +78,53 @@ def test_sync_publisher_after_close_raises(engine: RedisEngine, prefix: str) -> 
     for thread in set(threading.enumerate()) - before:
         thread.join(10)
         assert not thread.is_alive(), thread.name
+
+
+# A publisher that published (its thread runs), then fork(): in the child the call raises at
+# once instead of waiting for ever on a thread that is not there, close() returns, and the
+# parent publishes on.
+FORKED = """
+import os, sys
+from eventstream import Publisher, RedisBroker
+
+publisher = Publisher(broker=RedisBroker(sys.argv[1], key_prefix=sys.argv[2]))
+publisher.publish_event_sync("news", {"data": 1})
+pid = os.fork()
+if pid == 0:
+    try:
+        publisher.publish_event_sync("news", {"data": 2})
+    except RuntimeError as exc:
+        code = 0 if "forked" in str(exc) else 3
+    else:
+        code = 4
+    publisher.close()
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+publisher.publish_event_sync("news", {"data": 3})
+publisher.close()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+# A process-wide publisher never closed: the interpreter still exits.
+NEVER_CLOSED = """
+import sys
+from eventstream import Publisher, RedisBroker
+
+PUBLISHER = Publisher(broker=RedisBroker(sys.argv[1], key_prefix=sys.argv[2]))
+PUBLISHER.publish_event_sync("news", {"data": 1})
+print("published")
+"""
+
+
+@pytest.mark.parametrize("script", [FORKED, NEVER_CLOSED], ids=["forked", "never-closed"])
+def test_sync_publisher_in_a_forked_child_and_at_exit(engine: RedisEngine, prefix: str, script: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(eventstream.__file__).parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, engine.url, prefix],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == (["0"] if script is FORKED else ["published"]), (done.stdout, done.stderr)

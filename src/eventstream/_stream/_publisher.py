@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import os
 import sys
 import threading
+import weakref
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from .._base import check_count
 from .._broker import Broker
@@ -40,7 +45,11 @@ class Publisher:
         with Publisher(broker="redis://localhost:6379/0") as publisher:
             publisher.publish_event_sync("news", {"event": "message", "data": "hi"})
 
-    A process-wide instance may be shared by threads; call :meth:`close` at exit.
+    A process-wide instance may be shared by threads; call :meth:`close` at
+    exit (one left running is closed when the interpreter exits). Its thread
+    and connections do not survive ``fork()``: in a child forked after its first
+    :meth:`publish_event_sync` (gunicorn ``--preload``, a ``multiprocessing``
+    fork), the call raises ``RuntimeError``; make the publisher in the child.
 
     Args:
         broker: A ``redis://`` / ``rediss://`` URL (``redis+cluster://`` for a
@@ -63,10 +72,11 @@ class Publisher:
         self.max_channel_name_length = max_channel_name_length
         self._entered = False
         self._lock = threading.Lock()
-        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+        self._runner: _PortalThread | None = None
         self._portal: BlockingPortal | None = None
         self._broker_cm: contextlib.AbstractContextManager[Any] | None = None
         self._closed = False  # close() was called: publish_event_sync raises
+        self._forked = False  # its thread was started in the process this one was forked from
         self._calls = 0  # publish_event_sync calls in flight (close() waits for them)
         self._idle = threading.Condition(self._lock)
         #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
@@ -138,7 +148,8 @@ class Publisher:
                 client's replies through the first event loop that used it:
                 use ``await publish_event``, or run this in a worker thread),
                 the publisher is entered with ``async with`` already, or
-                :meth:`close` was called (nothing was published).
+                :meth:`close` was called, or its thread was started before this
+                process was forked from the one that started it (nothing was published).
         """
         library = _running_event_loop()
         if library is not None:
@@ -161,22 +172,37 @@ class Publisher:
         with self._lock:
             if self._closed:
                 raise _closed_error()  # a thread started again would keep the interpreter from exiting
+            if self._forked:
+                raise RuntimeError(
+                    "this Publisher's thread and connections were started before this process was "
+                    "forked, and do not exist here: make the Publisher in this process"
+                )
             if self._portal is not None:
                 self._calls += 1
                 return self._portal
             if self._entered:
                 raise RuntimeError("this Publisher is entered with async with: use await publish_event")
-            portal_cm = start_blocking_portal()
-            portal = portal_cm.__enter__()
+            runner = _PortalThread()
+            portal = runner.portal
             try:
                 broker_cm = portal.wrap_async_context_manager(self.broker)
                 broker_cm.__enter__()
             except BaseException:
-                portal_cm.__exit__(None, None, None)
+                runner.stop()
                 raise
-            self._portal_cm, self._portal, self._broker_cm = portal_cm, portal, broker_cm
+            self._runner, self._portal, self._broker_cm = runner, portal, broker_cm
             self._calls += 1
+            _RUNNING.add(self)
             return portal
+
+    def _after_fork(self) -> None:
+        # In a forked child: the parent's thread is not here, and its lock may have been held
+        # at the fork. Forget both (nothing of them may be touched); publishing then refuses.
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._runner = self._portal = self._broker_cm = None  # (dropped: nothing of theirs runs)
+        self._calls = 0
+        self._forked = True
 
     def close(self) -> None:
         """Stop the thread started by :meth:`publish_event_sync` and disconnect. Idempotent.
@@ -190,14 +216,15 @@ class Publisher:
             self._closed = True
             while self._calls:
                 self._idle.wait()
-            portal_cm, broker_cm = self._portal_cm, self._broker_cm
-            self._portal_cm = self._portal = self._broker_cm = None
-        if portal_cm is not None:
+            runner, broker_cm = self._runner, self._broker_cm
+            self._runner = self._portal = self._broker_cm = None
+            _RUNNING.discard(self)
+        if runner is not None:
             try:
                 if broker_cm is not None:
                     broker_cm.__exit__(None, None, None)
             finally:
-                portal_cm.__exit__(None, None, None)
+                runner.stop()
 
     def __enter__(self) -> Publisher:
         return self
@@ -209,6 +236,62 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _PortalThread:
+    """An event loop in a daemon thread of its own, and a portal into it.
+
+    Unlike anyio's ``start_blocking_portal`` (a generator), dropping one runs
+    nothing: a forked child, where the thread does not exist, drops it.
+
+    Raises:
+        Exception: what starting the event loop raised.
+    """
+
+    def __init__(self) -> None:
+        started: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                started.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:  # (after it started, the broker's own exit reports it)
+                if not started.done():
+                    started.set_exception(exc)
+
+        self._thread = threading.Thread(target=run, name="eventstream-publisher", daemon=True)
+        self._thread.start()
+        self.portal = started.result()
+
+    def stop(self) -> None:
+        """Stop the event loop (the calls in it finish first) and wait for its thread."""
+        with contextlib.suppress(RuntimeError):  # (stopped already)
+            self.portal.call(self.portal.stop)
+        self._thread.join()
+
+
+#: Publishers whose thread runs: closed at the interpreter's exit (a daemon thread frozen by the
+#: interpreter's finalization would hang the portal's teardown), forgotten in a forked child.
+_RUNNING: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_running() -> None:
+    for publisher in list(_RUNNING):
+        publisher.close()
+
+
+def _forget_running() -> None:
+    for publisher in list(_RUNNING):
+        publisher._after_fork()
+    _RUNNING.clear()
+
+
+os.register_at_fork(after_in_child=_forget_running)
 
 
 def _closed_error() -> RuntimeError:
