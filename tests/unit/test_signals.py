@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from types import FrameType
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -296,3 +297,35 @@ async def test_outside_the_main_thread_nothing_is_installed(sigterm: None) -> No
     signal.raise_signal(signal.SIGTERM)
     assert recorder.calls == [(signal.SIGTERM, 0)]
     assert stuck.closed_at == []
+
+
+async def test_a_signal_between_two_handlers_being_installed_closes_the_streams(
+    sigterm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGINT comes right after the relay's SIGINT handler went in, before its SIGTERM one: it
+    # closes the streams, then reaches the server's handler, and both handlers are given back.
+    chat = EventStream(shutdown_event={"event": "shutdown"})
+    recorder = Recorder(chat)
+    original_sigint = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, recorder)
+    signal.signal(signal.SIGTERM, recorder)
+    install = signal.signal
+
+    def install_then_interrupt(signum: int, handler: Any) -> Any:
+        previous = install(signum, handler)
+        if signum == signal.SIGINT and previous is recorder:  # the relay's first handler
+            signal.raise_signal(signal.SIGINT)  # (handled in this thread at once)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", install_then_interrupt)
+    try:
+        with anyio.fail_after(10):
+            async with open_stream(chat("room")) as response:  # the first request installs them
+                monkeypatch.undo()
+                endings = await read_to_end(response)
+                await recorder.called.wait()
+    finally:
+        signal.signal(signal.SIGINT, original_sigint)
+    assert endings == ["stream-open", "shutdown"]
+    assert recorder.calls == [(signal.SIGINT, 0)]  # after the stream had ended
+    assert current_handler_is(recorder)  # SIGTERM's given back too

@@ -83,14 +83,16 @@ class SignalRelay:
         self._handler: Handler = self._handle  # one bound method, so that `is` finds it again
 
     def install(self) -> None:
+        # In place before the first handler is: a signal that comes between two of them closes
+        # the streams (and the uninstall that follows puts back every handler installed so far).
+        self.installed = True
+        _in_place[self] = None
         for signum in SIGNALS:
             current = signal.getsignal(signum)
             if current is signal.SIG_IGN or current is None:
                 continue  # ignored on purpose, or set outside Python: not ours to change
             self.previous[signum] = current
             signal.signal(signum, self._handler)
-        self.installed = True
-        _in_place[self] = None
 
     def uninstall(self) -> None:
         """Put the previous handlers back where ours is still the current one."""
