@@ -378,3 +378,19 @@ async def test_a_process_taken_for_dead_after_a_stall_announces_its_members_agai
                 assert await _announcement(page) == ("join", "ann")
                 await wait_until(lambda: _sees(b, [PresenceMember("ann", 1)]))
             assert await _announcement(page) == ("leave", "ann")
+
+
+async def test_the_leaves_of_a_big_dead_process_all_go_out_once(engine: RedisEngine, prefix: str) -> None:
+    # 1,000 members (the most a beat reports is 1,024): their leaves go out together, in the
+    # broker's batches, not one round trip after another inside the beat that found them.
+    a = app(engine.url, prefix, interval=0.1, expiry=1.0, authorize=WATCHING)
+    names = [f"m{n:04}" for n in range(1000)]
+    with anyio.fail_after(30):
+        async with a, open_stream(a("presence:room-1"), headers=bearer("page")) as page:
+            assert page.status == 200
+            members = [part for name in names for part in (name, "1")]
+            engine.command("HSET", f"{prefix}|pr:m:dead:room-1", *members)
+            engine.command("SADD", f"{prefix}|pr:c:dead", "room-1")
+            engine.command("ZADD", f"{prefix}|pr:live", "1", "dead")
+            got = [await _announcement(page) for _ in names]
+    assert sorted(got) == [("leave", name) for name in names]

@@ -139,10 +139,19 @@ async def announce_members(
     """presence: the ``leave`` events of the members of a process that died (a shared broker found
     them), or the ``join`` events again of this process's after it was taken for dead.
 
-    Errors are logged, not raised (see ``_announce``). Cancellation: the events not yet published are not.
+    Up to 64 go at once (a broker sends them in batches): up to 1,024 of them come from a heartbeat,
+    which must not wait for them one after another. Errors are logged, not raised (see
+    ``_announce``). Cancellation: the events not yet published are not.
     """
-    for channel, identity, info in members:
-        await _announce(stream, kind, [channel], identity, info)
+    limiter = anyio.CapacityLimiter(64)
+
+    async def announce(channel: str, identity: str, info: Mapping[str, Any] | None) -> None:
+        async with limiter:
+            await _announce(stream, kind, [channel], identity, info)
+
+    async with anyio.create_task_group() as tg:
+        for channel, identity, info in members:
+            tg.start_soon(announce, channel, identity, info)
 
 
 def _finish(stream: Serving, connection: Connection, scope: Scope) -> list[str]:
