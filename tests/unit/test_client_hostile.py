@@ -1,0 +1,50 @@
+"""eventstream.client.EventSource against hostile servers: silent ones, bad redirects, two readers.
+
+The raw servers are those of ``test_client``: each connection runs a script,
+and what the client sent is recorded.
+"""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from eventstream import ServerSentEvent
+from eventstream.client import EventSource
+
+from ..support.helpers import wait_until
+from .test_client import raw_server, send
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["own-client", "client-given"])
+async def test_aclose_ends_an_iteration_waiting_for_headers_that_never_come(given: bool) -> None:
+    # The server reads the request and never answers; with read_timeout=None nothing else ends
+    # the wait. Before, aclose() left a client passed in open and the request waited for ever.
+    async with raw_server(send(stall=True)) as server, httpx.AsyncClient() as client:
+        source = EventSource(server.url, client=client if given else None, read_timeout=None)
+        received: list[ServerSentEvent] = []
+        ended = anyio.Event()
+
+        async def consume() -> None:
+            async for event in source:
+                received.append(event)
+            ended.set()
+
+        async with source, anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+
+            async def requested() -> bool:
+                return bool(server.requests)
+
+            await wait_until(requested)
+            with anyio.fail_after(5):
+                await source.aclose()
+                await ended.wait()
+            with pytest.raises(StopAsyncIteration):  # closed for good
+                await source.__anext__()
+        assert client.is_closed is False  # a client passed in is left open (and this one never was)
+    assert received == []
+    assert len(server.requests) == 1
