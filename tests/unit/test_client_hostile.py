@@ -48,3 +48,26 @@ async def test_aclose_ends_an_iteration_waiting_for_headers_that_never_come(give
         assert client.is_closed is False  # a client passed in is left open (and this one never was)
     assert received == []
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "location"),
+    [("301 Moved Permanently", "http://[::1"), ("302 Found", "http://[zz]/"), ("302 Found", "http://a:b/")],
+)
+@pytest.mark.parametrize("follow", [True, False], ids=["following", "not-following"])
+async def test_a_redirect_to_a_url_httpx_cannot_read_stops_the_source(
+    status: str, location: str, follow: bool
+) -> None:
+    # httpx reports such a Location as a RemoteProtocolError, a network error: the source
+    # reconnected for ever, silently, whether the client followed redirects or not.
+    answer = f"HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+    async with (
+        raw_server(send(answer)) as server,
+        httpx.AsyncClient(follow_redirects=follow) as client,
+        EventSource(server.url, client=client, reconnect_delay=0, max_reconnect_delay=0.1) as source,
+    ):
+        with anyio.fail_after(5), pytest.raises(httpx.InvalidURL, match="Location is not a URL"):
+            await source.__anext__()
+        with pytest.raises(StopAsyncIteration):  # closed for good
+            await source.__anext__()
+    assert len(server.requests) == 1

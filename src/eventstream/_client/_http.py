@@ -35,7 +35,7 @@ INCURABLE: Final = (
     httpx.UnsupportedProtocol,
     httpx.LocalProtocolError,
     httpx.TooManyRedirects,
-    httpx.InvalidURL,  # a redirect's Location, as httpx reads it
+    httpx.InvalidURL,  # a redirect to a Location httpx cannot read (see open_stream)
 )
 
 
@@ -63,6 +63,9 @@ async def open_stream(
     Raises:
         EventSourceError: a redirect to a URL that is not ``http://`` or ``https://``.
         httpx.TooManyRedirects: more than the client's ``max_redirects``.
+        httpx.InvalidURL: a redirect whose ``Location`` httpx cannot read as a
+            URL (httpx raises ``RemoteProtocolError`` for it, whether the client
+            follows redirects or not).
         httpx.HTTPError: as ``client.send``.
     """
     url = start
@@ -78,7 +81,14 @@ async def open_stream(
         if not home:
             request.headers.pop("authorization", None)  # from the client's own headers, as httpx does
         auth = httpx.USE_CLIENT_DEFAULT if home else None
-        response = await client.send(request, stream=True, auth=auth, follow_redirects=False)
+        try:
+            response = await client.send(request, stream=True, auth=auth, follow_redirects=False)
+        except httpx.RemoteProtocolError as exc:
+            if _is_bad_location(exc):  # a TransportError, else taken for a network error: retried for ever
+                raise httpx.InvalidURL(
+                    f"{url} answered a redirect whose Location is not a URL: {exc.__context__}"
+                ) from exc
+            raise
         if not client.follow_redirects or response.next_request is None:
             return response
         with anyio.CancelScope(shield=True):
@@ -94,6 +104,17 @@ async def open_stream(
             )
     raise httpx.TooManyRedirects(
         f"more than {client.max_redirects} redirects (the client's max_redirects)", request=request
+    )
+
+
+def _is_bad_location(exc: httpx.RemoteProtocolError) -> bool:
+    """Whether ``exc`` is httpx's report of a redirect's ``Location`` it could not parse.
+
+    httpx (``AsyncClient._redirect_url``) raises it ``from None`` while
+    handling the ``InvalidURL``, which stays its ``__context__``.
+    """
+    return isinstance(exc.__context__, httpx.InvalidURL) and str(exc).startswith(
+        "Invalid URL in location header"
     )
 
 
