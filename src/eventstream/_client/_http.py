@@ -1,4 +1,5 @@
-"""One request of an ``EventSource``: redirects followed by origin, the answer checked."""
+"""One request of an ``EventSource``: redirects followed by origin, the answer checked; the errors
+the server causes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import httpx
 
 from ._body import CODINGS, codings
 
-__all__ = ["INCURABLE", "EventSourceError", "check_response", "open_stream", "origin"]
+__all__ = [
+    "INCURABLE",
+    "EventSourceError",
+    "cannot_resume",
+    "check_response",
+    "open_stream",
+    "origin",
+    "too_large",
+]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -145,6 +154,33 @@ def check_response(response: httpx.Response, *, following: bool) -> None:
     else:
         return
     raise EventSourceError(message, url=str(response.url), status_code=status, content_type=content_type)
+
+
+def too_large(response: httpx.Response, limit: int) -> EventSourceError:
+    """The error for an event of ``response`` that grew past ``limit`` (``max_event_size``) unended."""
+    return EventSourceError(
+        f"{response.url} sent an event of more than {limit} characters (max_event_size) without ending it",
+        url=str(response.url),
+        status_code=response.status_code,
+        content_type=response.headers.get("content-type"),
+    )
+
+
+def cannot_resume(
+    answered: tuple[str, int, str | None], last_event_id: str, problem: str
+) -> EventSourceError:
+    """The error for an id that no ``Last-Event-ID`` header can carry (``problem`` says why).
+
+    ``answered``: the URL, status and ``Content-Type`` of the response that sent it.
+    """
+    url, status, content_type = answered
+    return EventSourceError(
+        f"{url} sent the id {last_event_id!r}, which cannot be sent back in a"
+        f" Last-Event-ID header ({problem}): the stream cannot be resumed",
+        url=url,
+        status_code=status,
+        content_type=content_type,
+    )
 
 
 def _is_event_stream(content_type: str | None) -> bool:

@@ -14,7 +14,7 @@ import httpx
 from .._base import check_seconds
 from .._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 from ._body import ACCEPT_ENCODING, Body, codings
-from ._http import INCURABLE, EventSourceError, check_response, open_stream
+from ._http import INCURABLE, EventSourceError, cannot_resume, check_response, open_stream, too_large
 
 __all__ = ["DEFAULT_RECONNECT_DELAY", "EventSource"]
 
@@ -285,18 +285,13 @@ class EventSource:
         raise StopAsyncIteration
 
     async def _refuse_event(self) -> NoReturn:
-        response = self._response
+        response, limit = self._response, self._max_event_size
         assert response is not None
+        assert limit is not None
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self._drop()
-        raise EventSourceError(
-            f"{response.url} sent an event of more than {self._max_event_size} characters"
-            " (max_event_size) without ending it",
-            url=str(response.url),
-            status_code=response.status_code,
-            content_type=response.headers.get("content-type"),
-        )
+        raise too_large(response, limit)
 
     def _is_closed(self) -> bool:
         return self._closed
@@ -346,15 +341,8 @@ class EventSource:
         if self._attempts:
             await anyio.sleep(self._next_delay())
         if self._last_event_id and (problem := header_problem(self._last_event_id)) is not None:
-            url, status, content_type = self._answered
             self._closed = True
-            raise EventSourceError(
-                f"{url} sent the id {self._last_event_id!r}, which cannot be sent back in a"
-                f" Last-Event-ID header ({problem}): the stream cannot be resumed",
-                url=url,
-                status_code=status,
-                content_type=content_type,
-            )
+            raise cannot_resume(self._answered, self._last_event_id, problem)
         self._attempts += 1
         self._failures += 1  # until a response hands out an event or stays open _STEADY_AFTER seconds
         try:
