@@ -7,6 +7,7 @@ and what the client sent is recorded.
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -14,7 +15,7 @@ from eventstream import ServerSentEvent
 from eventstream.client import EventSource
 
 from ..support.helpers import wait_until
-from .test_client import raw_server, send
+from .test_client import head, raw_server, send
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +72,38 @@ async def test_a_redirect_to_a_url_httpx_cannot_read_stops_the_source(
         with pytest.raises(StopAsyncIteration):  # closed for good
             await source.__anext__()
     assert len(server.requests) == 1
+
+
+async def test_a_second_task_iterating_gets_a_clear_error_and_the_first_reads_on() -> None:
+    go = anyio.Event()
+
+    async def stream_on_cue(stream: anyio.abc.ByteStream) -> None:
+        await stream.send(head() + b"id: 1\ndata: one\n\n")
+        await go.wait()
+        await stream.send(b"id: 2\ndata: two\n\nid: 3\ndata: three\n\n")
+        await anyio.sleep_forever()
+
+    async with raw_server(stream_on_cue) as server, EventSource(server.url, reconnect_delay=0) as source:
+        received: list[ServerSentEvent] = []
+
+        async def first() -> None:
+            async for event in source:
+                received.append(event)
+                if len(received) == 3:
+                    break
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+
+            async def one_received() -> bool:
+                return bool(received)
+
+            await wait_until(one_received)  # the first task is now back in __anext__, reading
+            busy = "already being iterated by another task"
+            with anyio.fail_after(5), pytest.raises(RuntimeError, match=busy):
+                await source.__anext__()
+            assert source.response is not None  # the connection of the first task is untouched
+            go.set()
+        assert [(e.id, e.text) for e in received] == [("1", "one"), ("2", "two"), ("3", "three")]
+        assert source.connections == 1
+    assert len(server.requests) == 1  # no reconnection

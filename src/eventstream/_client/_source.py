@@ -143,6 +143,7 @@ class EventSource:
         self._entered = False
         self._closed = False
         self._connecting: anyio.CancelScope | None = None  # the wait and request of _connect
+        self._iterating = False  # a task is inside __anext__
         self._reading = False
         self._response: httpx.Response | None = None
         self._chunks: AsyncGenerator[bytes] | None = None
@@ -227,7 +228,8 @@ class EventSource:
                 character), as resuming is then impossible. The source is
                 then closed.
             StopAsyncIteration: the source was closed.
-            RuntimeError: the source is not entered (``async with``).
+            RuntimeError: the source is not entered (``async with``), or
+                another task is iterating it (that one reads on, undisturbed).
             httpx.HTTPError: errors that reconnecting cannot cure, such as
                 ``httpx.TooManyRedirects``, ``httpx.UnsupportedProtocol`` or
                 ``httpx.LocalProtocolError`` (a header the client refuses to
@@ -241,6 +243,15 @@ class EventSource:
         """
         if not self._entered:
             raise RuntimeError("use the EventSource in `async with EventSource(...) as source:`")
+        if self._iterating:  # before touching anything: the connection is the other task's
+            raise RuntimeError("this EventSource is already being iterated by another task")
+        self._iterating = True
+        try:
+            return await self._next_event()
+        finally:
+            self._iterating = False
+
+    async def _next_event(self) -> ServerSentEvent:
         while not self._is_closed():
             decoder = self._decoder
             if decoder is not None:
