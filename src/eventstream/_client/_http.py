@@ -159,7 +159,7 @@ def check_response(response: httpx.Response, *, following: bool) -> None:
 def too_large(response: httpx.Response, limit: int) -> EventSourceError:
     """The error for an event of ``response`` that grew past ``limit`` (``max_event_size``) unended."""
     return EventSourceError(
-        f"{response.url} sent an event of more than {limit} characters (max_event_size) without ending it",
+        f"{response.url} sent an event past max_event_size ({limit}) without ending it",
         url=str(response.url),
         status_code=response.status_code,
         content_type=response.headers.get("content-type"),

@@ -68,8 +68,10 @@ class EventSource:
             connection is taken as dead and reopened. Keep it above the
             server's keep-alive interval (eventstream's default is 20 s);
             ``None`` waits forever.
-        max_event_size: The most characters one event may hold while it is
-            received (its data lines and unfinished line): a server that sends
+        max_event_size: The most one event may hold while it is received: the
+            characters of its data lines and unfinished line, each data line
+            counting 24 more (what a line costs besides its characters: the
+            memory held stays under about 4 bytes a unit). A server that sends
             more without ending the event gets :class:`EventSourceError`
             instead of filling the memory. ``None`` sets no limit.
 
