@@ -19,6 +19,10 @@ _MAX_RETRY_DIGITS: Final = len(str(MAX_RETRY))
 #: 4-byte characters, the worst case a limit on characters allowed, costs; counting 1 let a million
 #: empty lines hold 8 MB and a million 4-byte characters on lines of their own 44 MB.
 _LINE_COST: Final = 24
+#: An unfinished line's last piece shorter than this takes the next piece in (a copy of at most this
+#: many characters more): each piece kept apart is then at least this long, its 84 bytes of list slot
+#: and header under a tenth of a byte a character, however small the chunks the server sends.
+_SHORT_PIECE: Final = 1024
 
 
 class _NeedData(enum.Enum):
@@ -123,7 +127,11 @@ class SSEDecoder:
         if "\r" not in text and "\n" not in text:
             # No line ends: keep the piece (joining every time would be quadratic).
             if text:
-                self._pending.append(text)
+                pending = self._pending
+                if pending and len(pending[-1]) < _SHORT_PIECE:
+                    pending[-1] += text
+                else:
+                    pending.append(text)
                 self._pending_size += len(text)
             return
         buffer = "".join(self._pending) + text if self._pending else text
