@@ -443,15 +443,17 @@ def test_any_chunking_decodes_like_one_chunk(wire: bytes, cuts: list[int]) -> No
 def test_buffered_counts_the_event_being_received() -> None:
     decoder = SSEDecoder()
     decoder.feed(b"data: abc\ndata: de")
-    assert decoder.buffered == len("abc\n") + len("data: de")
+    assert decoder.buffered == len("abc") + 24 + len("data: de")  # 24 a data line: what it costs besides
     for _ in range(1000):
         decoder.feed(b"x")
-    assert decoder.buffered == len("abc\n") + len("data: de") + 1000
+    assert decoder.buffered == len("abc") + 24 + len("data: de") + 1000
+    decoder.feed(b"\ndata\ndata:\n")
+    assert decoder.buffered == len("abc") + len("de") + 1000 + 4 * 24  # empty lines are not free
     decoder.feed(b"\n\n")
     assert decoder.buffered == 0
     event = decoder.next_event()
     assert event is not NEED_DATA
-    assert event.text == "abc\nde" + "x" * 1000
+    assert event.text == "abc\nde" + "x" * 1000 + "\n\n"
 
 
 def test_a_long_line_in_small_chunks_takes_linear_time() -> None:

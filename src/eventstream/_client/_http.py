@@ -1,4 +1,5 @@
-"""One request of an ``EventSource``: redirects followed by origin, the answer checked."""
+"""One request of an ``EventSource``: redirects followed by origin, the answer checked; the errors
+the server causes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import httpx
 
 from ._body import CODINGS, codings
 
-__all__ = ["INCURABLE", "EventSourceError", "check_response", "open_stream", "origin"]
+__all__ = [
+    "INCURABLE",
+    "EventSourceError",
+    "cannot_resume",
+    "check_response",
+    "open_stream",
+    "origin",
+    "too_large",
+]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -35,7 +44,7 @@ INCURABLE: Final = (
     httpx.UnsupportedProtocol,
     httpx.LocalProtocolError,
     httpx.TooManyRedirects,
-    httpx.InvalidURL,  # a redirect's Location, as httpx reads it
+    httpx.InvalidURL,  # a redirect to a Location httpx cannot read (see open_stream)
 )
 
 
@@ -63,6 +72,9 @@ async def open_stream(
     Raises:
         EventSourceError: a redirect to a URL that is not ``http://`` or ``https://``.
         httpx.TooManyRedirects: more than the client's ``max_redirects``.
+        httpx.InvalidURL: a redirect whose ``Location`` httpx cannot read as a
+            URL (httpx raises ``RemoteProtocolError`` for it, whether the client
+            follows redirects or not).
         httpx.HTTPError: as ``client.send``.
     """
     url = start
@@ -78,7 +90,14 @@ async def open_stream(
         if not home:
             request.headers.pop("authorization", None)  # from the client's own headers, as httpx does
         auth = httpx.USE_CLIENT_DEFAULT if home else None
-        response = await client.send(request, stream=True, auth=auth, follow_redirects=False)
+        try:
+            response = await client.send(request, stream=True, auth=auth, follow_redirects=False)
+        except httpx.RemoteProtocolError as exc:
+            if _is_bad_location(exc):  # a TransportError, else taken for a network error: retried for ever
+                raise httpx.InvalidURL(
+                    f"{url} answered a redirect whose Location is not a URL: {exc.__context__}"
+                ) from exc
+            raise
         if not client.follow_redirects or response.next_request is None:
             return response
         with anyio.CancelScope(shield=True):
@@ -94,6 +113,17 @@ async def open_stream(
             )
     raise httpx.TooManyRedirects(
         f"more than {client.max_redirects} redirects (the client's max_redirects)", request=request
+    )
+
+
+def _is_bad_location(exc: httpx.RemoteProtocolError) -> bool:
+    """Whether ``exc`` is httpx's report of a redirect's ``Location`` it could not parse.
+
+    httpx (``AsyncClient._redirect_url``) raises it ``from None`` while
+    handling the ``InvalidURL``, which stays its ``__context__``.
+    """
+    return isinstance(exc.__context__, httpx.InvalidURL) and str(exc).startswith(
+        "Invalid URL in location header"
     )
 
 
@@ -124,6 +154,33 @@ def check_response(response: httpx.Response, *, following: bool) -> None:
     else:
         return
     raise EventSourceError(message, url=str(response.url), status_code=status, content_type=content_type)
+
+
+def too_large(response: httpx.Response, limit: int) -> EventSourceError:
+    """The error for an event of ``response`` that grew past ``limit`` (``max_event_size``) unended."""
+    return EventSourceError(
+        f"{response.url} sent an event past max_event_size ({limit}) without ending it",
+        url=str(response.url),
+        status_code=response.status_code,
+        content_type=response.headers.get("content-type"),
+    )
+
+
+def cannot_resume(
+    answered: tuple[str, int, str | None], last_event_id: str, problem: str
+) -> EventSourceError:
+    """The error for an id that no ``Last-Event-ID`` header can carry (``problem`` says why).
+
+    ``answered``: the URL, status and ``Content-Type`` of the response that sent it.
+    """
+    url, status, content_type = answered
+    return EventSourceError(
+        f"{url} sent the id {last_event_id!r}, which cannot be sent back in a"
+        f" Last-Event-ID header ({problem}): the stream cannot be resumed",
+        url=url,
+        status_code=status,
+        content_type=content_type,
+    )
 
 
 def _is_event_stream(content_type: str | None) -> bool:

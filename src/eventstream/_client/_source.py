@@ -14,7 +14,7 @@ import httpx
 from .._base import check_seconds
 from .._sse import NEED_DATA, ServerSentEvent, SSEDecoder, header_problem
 from ._body import ACCEPT_ENCODING, Body, codings
-from ._http import INCURABLE, EventSourceError, check_response, open_stream
+from ._http import INCURABLE, EventSourceError, cannot_resume, check_response, open_stream, too_large
 
 __all__ = ["DEFAULT_RECONNECT_DELAY", "EventSource"]
 
@@ -68,8 +68,10 @@ class EventSource:
             connection is taken as dead and reopened. Keep it above the
             server's keep-alive interval (eventstream's default is 20 s);
             ``None`` waits forever.
-        max_event_size: The most characters one event may hold while it is
-            received (its data lines and unfinished line): a server that sends
+        max_event_size: The most one event may hold while it is received: the
+            characters of its data lines and unfinished line, each data line
+            counting 24 more (what a line costs besides its characters: the
+            memory held stays under about 4 bytes a unit). A server that sends
             more without ending the event gets :class:`EventSourceError`
             instead of filling the memory. ``None`` sets no limit.
 
@@ -142,7 +144,8 @@ class EventSource:
         self._random = random.Random()
         self._entered = False
         self._closed = False
-        self._wakeup: anyio.Event | None = None  # made in __aenter__, inside the event loop
+        self._connecting: anyio.CancelScope | None = None  # the wait and request of _connect
+        self._iterating = False  # a task is inside __anext__
         self._reading = False
         self._response: httpx.Response | None = None
         self._chunks: AsyncGenerator[bytes] | None = None
@@ -183,7 +186,6 @@ class EventSource:
         if self._entered:
             raise RuntimeError("an EventSource can be entered only once")
         self._entered = True
-        self._wakeup = anyio.Event()
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=True)
         return self
@@ -197,12 +199,14 @@ class EventSource:
         """Close the connection (and the client, when this object made it). Iteration then ends.
 
         May be called from another task than the one iterating: that iteration
-        ends (``StopAsyncIteration``) instead of waiting to reconnect. Safe to
-        call more than once; runs to the end even when cancelled.
+        ends (``StopAsyncIteration``), whether it was reading, waiting to
+        reconnect or waiting for an answer (the request is cancelled: a client
+        passed in is not closed, yet the wait ends). Safe to call more than
+        once; runs to the end even when cancelled.
         """
         self._closed = True
-        if self._wakeup is not None:
-            self._wakeup.set()  # ends an iteration waiting to reconnect
+        if self._connecting is not None:
+            self._connecting.cancel()  # the iteration then finds the source closed
         with anyio.CancelScope(shield=True):
             await self._drop()
             if self._own_client and self._client is not None:
@@ -226,7 +230,8 @@ class EventSource:
                 character), as resuming is then impossible. The source is
                 then closed.
             StopAsyncIteration: the source was closed.
-            RuntimeError: the source is not entered (``async with``).
+            RuntimeError: the source is not entered (``async with``), or
+                another task is iterating it (that one reads on, undisturbed).
             httpx.HTTPError: errors that reconnecting cannot cure, such as
                 ``httpx.TooManyRedirects``, ``httpx.UnsupportedProtocol`` or
                 ``httpx.LocalProtocolError`` (a header the client refuses to
@@ -240,6 +245,15 @@ class EventSource:
         """
         if not self._entered:
             raise RuntimeError("use the EventSource in `async with EventSource(...) as source:`")
+        if self._iterating:  # before touching anything: the connection is the other task's
+            raise RuntimeError("this EventSource is already being iterated by another task")
+        self._iterating = True
+        try:
+            return await self._next_event()
+        finally:
+            self._iterating = False
+
+    async def _next_event(self) -> ServerSentEvent:
         while not self._is_closed():
             decoder = self._decoder
             if decoder is not None:
@@ -284,18 +298,13 @@ class EventSource:
         raise StopAsyncIteration
 
     async def _refuse_event(self) -> NoReturn:
-        response = self._response
+        response, limit = self._response, self._max_event_size
         assert response is not None
+        assert limit is not None
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self._drop()
-        raise EventSourceError(
-            f"{response.url} sent an event of more than {self._max_event_size} characters"
-            " (max_event_size) without ending it",
-            url=str(response.url),
-            status_code=response.status_code,
-            content_type=response.headers.get("content-type"),
-        )
+        raise too_large(response, limit)
 
     def _is_closed(self) -> bool:
         return self._closed
@@ -311,42 +320,14 @@ class EventSource:
 
     async def _connect(self) -> None:
         assert self._client is not None
-        if self._attempts:
-            assert self._wakeup is not None
-            with anyio.move_on_after(self._next_delay()):
-                await self._wakeup.wait()
-            if self._is_closed():
-                return
-        if self._last_event_id and (problem := header_problem(self._last_event_id)) is not None:
-            url, status, content_type = self._answered
-            self._closed = True
-            raise EventSourceError(
-                f"{url} sent the id {self._last_event_id!r}, which cannot be sent back in a"
-                f" Last-Event-ID header ({problem}): the stream cannot be resumed",
-                url=url,
-                status_code=status,
-                content_type=content_type,
-            )
-        self._attempts += 1
-        self._failures += 1  # until a response hands out an event or stays open _STEADY_AFTER seconds
-        try:
-            response = await open_stream(
-                self._client,
-                self.url,
-                headers=self._headers,
-                plain_headers=self._plain_headers,
-                last_event_id=self._last_event_id,
-                timeouts=self._timeout,
-            )
-        except (*INCURABLE, EventSourceError):
-            self._closed = True  # reconnecting cannot cure these
-            raise
-        except httpx.TransportError:
+        response = None
+        try:  # aclose() cancels the wait and the request: closing a client passed in is not its to do
+            with anyio.CancelScope() as self._connecting:
+                response = await self._open(self._client)
+        finally:
+            self._connecting = None
+        if response is None:
             return
-        except Exception:
-            if self._is_closed():  # aclose() from another task closed the client
-                return
-            raise
         if self._is_closed():
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -367,6 +348,34 @@ class EventSource:
         self._body = Body(found[0] if found else None)
         self._chunks = response.aiter_raw()  # type: ignore[assignment]
         self._decoder = SSEDecoder(last_event_id=self._last_event_id)
+
+    async def _open(self, client: httpx.AsyncClient) -> httpx.Response | None:
+        """The response to a new request, after the wait; ``None`` after a network error."""
+        if self._attempts:
+            await anyio.sleep(self._next_delay())
+        if self._last_event_id and (problem := header_problem(self._last_event_id)) is not None:
+            self._closed = True
+            raise cannot_resume(self._answered, self._last_event_id, problem)
+        self._attempts += 1
+        self._failures += 1  # until a response hands out an event or stays open _STEADY_AFTER seconds
+        try:
+            return await open_stream(
+                client,
+                self.url,
+                headers=self._headers,
+                plain_headers=self._plain_headers,
+                last_event_id=self._last_event_id,
+                timeouts=self._timeout,
+            )
+        except (*INCURABLE, EventSourceError):
+            self._closed = True  # reconnecting cannot cure these
+            raise
+        except httpx.TransportError:
+            return None
+        except Exception:
+            if self._is_closed():  # aclose() from another task closed the client
+                return None
+            raise
 
     async def _drop(self) -> None:
         chunks, response = self._chunks, self._response

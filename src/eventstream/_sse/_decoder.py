@@ -12,6 +12,17 @@ from ._event import FORBIDDEN_IN_FIELD, MAX_RETRY, ServerSentEvent, header_probl
 __all__ = ["NEED_DATA", "SSEDecoder"]
 
 _MAX_RETRY_DIGITS: Final = len(str(MAX_RETRY))
+#: What a data line counts in :attr:`SSEDecoder.buffered` besides its characters (its LF when joined
+#: included). A line costs a list slot (8 bytes) and, unless empty or one Latin-1 character (shared
+#: objects), a str of its own (49 to 76 bytes before its characters): 88 bytes for one 4-byte
+#: character. At 24, no line costs more than 4 bytes per unit counted (88 / 25), as a long line of
+#: 4-byte characters, the worst case a limit on characters allowed, costs; counting 1 let a million
+#: empty lines hold 8 MB and a million 4-byte characters on lines of their own 44 MB.
+_LINE_COST: Final = 24
+#: An unfinished line's last piece shorter than this takes the next piece in (a copy of at most this
+#: many characters more): each piece kept apart is then at least this long, its 84 bytes of list slot
+#: and header under a tenth of a byte a character, however small the chunks the server sends.
+_SHORT_PIECE: Final = 1024
 
 
 class _NeedData(enum.Enum):
@@ -116,7 +127,11 @@ class SSEDecoder:
         if "\r" not in text and "\n" not in text:
             # No line ends: keep the piece (joining every time would be quadratic).
             if text:
-                self._pending.append(text)
+                pending = self._pending
+                if pending and len(pending[-1]) < _SHORT_PIECE:
+                    pending[-1] += text
+                else:
+                    pending.append(text)
                 self._pending_size += len(text)
             return
         buffer = "".join(self._pending) + text if self._pending else text
@@ -149,10 +164,12 @@ class SSEDecoder:
 
     @property
     def buffered(self) -> int:
-        """Characters held for the event being received: its data lines and its unfinished line.
+        """What the event being received holds: the characters of its data lines and unfinished line.
 
-        A client reading from a server it does not trust can bound this, as
-        nothing else limits the size of one event.
+        Each data line counts 24 more, for what it costs besides its characters:
+        however the event is cut into lines, it holds at most about 4 bytes of
+        memory per unit counted. A client reading from a server it does not
+        trust can bound this, as nothing else limits the size of one event.
         """
         return self._pending_size + self._data_size
 
@@ -175,7 +192,7 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
-            self._data_size += len(value) + 1
+            self._data_size += len(value) + _LINE_COST
         elif name == "event":
             self._event = value if "\0" not in value else self._event
         elif name == "id":
