@@ -279,7 +279,6 @@ class _PortalThread:
 _RUNNING: weakref.WeakSet[Publisher] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_running() -> None:
     for publisher in list(_RUNNING):
         publisher.close()
@@ -291,6 +290,7 @@ def _forget_running() -> None:
     _RUNNING.clear()
 
 
+atexit.register(_close_running)
 os.register_at_fork(after_in_child=_forget_running)
 
 
