@@ -291,7 +291,8 @@ def _forget_running() -> None:
 
 
 atexit.register(_close_running)
-os.register_at_fork(after_in_child=_forget_running)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_running)
 
 
 def _closed_error() -> RuntimeError:
