@@ -13,11 +13,13 @@ import logging
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 
 from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream.prometheus import register
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.helpers import broker_of
+from ..support.helpers import broker_of, follower_of
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
@@ -275,6 +277,27 @@ async def test_forged_and_malformed_feed_messages_never_silence_a_channel(
     assert any("event 1000000" in m for m in messages)
     assert any("0badf00d" in m for m in messages)
     assert any("not the one the engine" in m for m in messages)
+
+
+async def test_a_forged_message_whose_time_is_out_of_range_is_refused(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The next number, which the engine has, published at a time of 400 digits: with metrics
+    # on, the feed's lag (from that time) overflowed a float, and the error ended the feed.
+    a, b = (EventStream(broker=RedisBroker(engine.url, key_prefix=prefix)) for _ in range(2))
+    register(b, CollectorRegistry())  # metrics on: the lag is observed from each message's time
+    feed = f"{prefix}|ch:0:news"
+    with anyio.fail_after(30):
+        async with a, b, open_stream(b("news")) as response:
+            await b.wait_subscribers(1, "news")
+            epoch = broker_of(a).epoch
+            follower = follower_of(b)
+            async with follower.lock:  # b takes nothing in meanwhile: the forgery comes first
+                engine.command("PUBLISH", feed, f'{epoch}\n1\n{epoch}-1\n{epoch}-0\n{"9" * 400}\ndata: "x"\n')
+                await a.publish_event("news", {"data": 1})  # the engine numbers 1
+            await a.publish_event("news", {"data": 2})
+            got = await receive_until(response, 2)
+    assert [(e.id, e.json()) for e in got] == [(f"{epoch}-1", 1), (f"{epoch}-2", 2)]
 
 
 # -- item: an engine back without its data, on a quiet channel -------------------------

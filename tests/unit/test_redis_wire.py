@@ -28,6 +28,8 @@ def test_a_well_formed_message_is_read_field_by_field() -> None:
         pytest.param(b"ep1\n7\nid-\xff\nprev\n1\ndata: x\n", "can't decode", id="id-not-utf8"),
         pytest.param(b"ep1\n7\nid\nprev-\xc3\n1\ndata: x\n", "can't decode", id="prev-id-cut"),
         pytest.param(b"\xe9p\n7\nid\nprev\n1\ndata: x\n", "can't decode", id="epoch-not-ascii"),
+        pytest.param(b"ep1\n7\nid\nprev\n" + b"9" * 16 + b"\ndata: x\n", "out of range", id="time-too-long"),
+        pytest.param(b"ep1\n" + b"9" * 20 + b"\nid\nprev\n1\ndata: x\n", "out of range", id="seq-too-long"),
     ],
 )
 def test_a_message_another_writer_left_is_refused_with_a_value_error(message: bytes, reason: str) -> None:

@@ -91,6 +91,10 @@ def decode_entry(message: bytes) -> EngineEntry:
             traceparent = carried.decode("ascii")
     if not (seq.isdigit() and published.isdigit()) or not epoch:
         raise ValueError("not an eventstream entry: bad sequence number or time")
+    # (The engine's numbers fit 64 bits and its times are ms: longer ones no script wrote, and
+    # a time of 400 digits overflowed a float in the lag metric, which ended the feed.)
+    if len(seq) > 19 or len(published) > 15:
+        raise ValueError("not an eventstream entry: sequence number or time out of range")
     try:
         return EngineEntry(
             epoch=epoch.decode("ascii"),
