@@ -33,9 +33,11 @@ class ControlAPI:
     ``delay=None`` never answers (the connection stays open until the client closes it).
     """
 
-    def __init__(self, *, delay: float | None, forward_to: int | None = None) -> None:
+    def __init__(self, *, delay: float | None, forward_to: int | None = None, refusal: int = 0) -> None:
         self.delay = delay
         self.forward_to = forward_to
+        self.refusal = refusal  # > 0: answer 400 at once, with a body of that many bytes
+        self.sent = 0  # bytes of that body sent
         self.bodies: list[bytes] = []
         self.forwarded = 0  # bodies forwarded and accepted
         self.port = 0
@@ -82,6 +84,14 @@ class ControlAPI:
                         )
                         assert response.status_code == 200, response.text
                         self.forwarded += 1
+                    if self.refusal:
+                        await connection.send(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % self.refusal
+                        )
+                        chunk = b"no " * 21_846  # 64 KiB or so
+                        while self.sent < self.refusal:
+                            await connection.send(chunk)
+                            self.sent += len(chunk)
                     if self.delay is None:
                         await anyio.sleep_forever()  # accepts, reads, never answers
                     else:
@@ -166,6 +176,21 @@ async def test_a_control_api_that_never_answers_holds_no_publish_past_publish_ti
     assert stats is not None
     assert stats[0].failures == 2
     assert stats[0].items_published == 0
+
+
+@pytest.mark.server
+async def test_a_refusal_with_a_huge_body_is_read_only_as_far_as_its_reason() -> None:
+    # A control API answering 400 with 256 MiB: the publisher read all of it (in memory)
+    # before it looked at the status. It reads a few KiB, for the error's reason.
+    api = ControlAPI(delay=None, refusal=256 << 20)
+    async with api.serving() as grip_url:
+        stream = EventStream(grip=GripPublisher(grip_url, publish_timeout=30.0))
+        async with stream:
+            with anyio.fail_after(20), pytest.raises(GripPublishError) as caught:
+                await stream.publish_event("s", {"event": "m", "text": "x"})
+    assert caught.value.status == 400
+    assert str(caught.value).count("no ") <= 200  # the reason: at most 500 characters of it
+    assert api.sent < 32 << 20  # what the sockets' buffers took before the publisher hung up
 
 
 @pytest.mark.parametrize("option", ["timeout", "publish_timeout"])

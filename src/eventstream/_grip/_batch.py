@@ -158,6 +158,20 @@ def take_batch(sender: ProxyQueue, max_batch: int, publish_timeout: float) -> li
     return batch
 
 
+#: The most of a proxy's answer that is read (for the error's reason).
+_REASON_BYTES = 4096
+
+
+async def _start_of(response: httpx.Response, limit: int) -> str:
+    """Up to ``limit`` bytes of ``response``'s body, decoded (what is past them is not read)."""
+    kept = b""
+    async for chunk in response.aiter_bytes():
+        kept += chunk
+        if len(kept) >= limit:
+            break
+    return kept[:limit].decode("utf-8", "replace")
+
+
 async def post_batch(
     client: httpx.AsyncClient,
     sender: ProxyQueue,
@@ -186,7 +200,12 @@ async def post_batch(
             headers = {"Content-Type": "application/json", **proxy.auth_headers()}
             try:
                 in_flight = True
-                response = await client.post(proxy.publish_url, content=body, headers=headers)
+                request = client.build_request("POST", proxy.publish_url, content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                try:  # (the answer's start only: a proxy's body could be of any size)
+                    status, text = response.status_code, await _start_of(response, _REASON_BYTES)
+                finally:
+                    await response.aclose()
             except httpx.TransportError as exc:
                 in_flight = False
                 status, reason = None, f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -198,10 +217,7 @@ async def post_batch(
                 if response.is_success:
                     sender.items_published += len(batch)
                     return
-                status, reason = (
-                    response.status_code,
-                    response.text.strip()[:500] or response.reason_phrase,
-                )
+                reason = text.strip()[:500] or response.reason_phrase
                 if status < 500:
                     break
             if attempt > policy.retries:
