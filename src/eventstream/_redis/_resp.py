@@ -5,8 +5,10 @@ strings; replies are simple strings, errors, integers, bulk strings and arrays
 (``None`` for the null bulk string and array). The engine is read as untrusted
 input: a line longer than :data:`MAX_LINE`, a bulk string longer than
 ``max_bulk``, an array longer than :data:`MAX_ITEMS` or nested deeper than
-:data:`MAX_DEPTH`, or a byte that is not RESP raises :class:`RespError`; the
-connection is then closed, never left half-parsed.
+:data:`MAX_DEPTH`, a reply still unfinished past ``max_bulk`` and four
+:data:`MAX_LINE` (the largest message and its few short fields), or a byte
+that is not RESP raises :class:`RespError`; the connection is then closed,
+never left half-parsed (nor held, nor parsed again and again, for ever).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ __all__ = [
 
 #: The longest header line (type byte to CRLF) read.
 MAX_LINE: Final = 64 * 1024
-#: The most items of one array.
-MAX_ITEMS: Final = 1 << 20
-#: The deepest nesting of arrays.
-MAX_DEPTH: Final = 8
+#: The most items of one array (the feed's largest reply is a ``pmessage``: 4 items).
+MAX_ITEMS: Final = 8
+#: The deepest nesting of arrays (the feed's replies do not nest).
+MAX_DEPTH: Final = 2
 
 
 class RespError(ValueError):
@@ -73,12 +75,13 @@ class RespParser:
         max_bulk: The longest bulk string accepted, in bytes.
     """
 
-    __slots__ = ("_buffer", "_max_bulk", "_start")
+    __slots__ = ("_buffer", "_max_bulk", "_max_pending", "_start")
 
     def __init__(self, *, max_bulk: int) -> None:
         self._buffer = bytearray()
         self._start = 0  # where the next reply starts (consumed bytes are dropped in bulk)
         self._max_bulk = max_bulk
+        self._max_pending = max_bulk + 4 * MAX_LINE  # the most one unfinished reply may hold
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the engine."""
@@ -97,6 +100,8 @@ class RespParser:
         if parsed is None:
             parsed = self._parse(self._start, 0)
         if parsed is None:
+            if len(self._buffer) - self._start > self._max_pending:
+                raise RespError(f"a reply still unfinished after {self._max_pending} bytes")
             return NEED_DATA
         reply, self._start = parsed
         return reply
