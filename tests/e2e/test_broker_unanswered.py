@@ -303,6 +303,18 @@ async def test_the_feed_inbox_keeps_the_newest_messages_up_to_its_limit() -> Non
     assert (inbox.take(10), inbox.dropped) == (messages[2:], 2)
 
 
+async def test_the_feed_inbox_keeps_the_newest_messages_up_to_its_bytes() -> None:
+    # Messages of up to 64 MiB each: a count alone let a reader held up keep gigabytes.
+    inbox = FeedInbox(max_bytes=10 << 20)
+    megabyte = [(b"ch", b"%07d" % n + b"x" * ((1 << 20) - 9)) for n in range(100)]  # 1 MiB each
+    for message in megabyte:
+        inbox.push(message)
+    assert (len(inbox), inbox.dropped) == (10, 90)
+    assert inbox.take(3) == megabyte[90:93]
+    inbox.push(megabyte[0])  # room for it now: nothing more dropped
+    assert (inbox.take(10), inbox.dropped) == ([*megabyte[93:], megabyte[0]], 90)
+
+
 async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_history(
     engine: RedisEngine, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -318,7 +330,7 @@ async def test_a_feed_reader_behind_drops_messages_and_fills_the_gaps_from_histo
                 for n in range(300):
                     tg.start_soon(other.publish_event, "news", {"data": n})
             received = await receive_data(response, 300)
-    assert "messages behind; dropping the oldest" in caplog.text
+    assert "behind; dropping the oldest" in caplog.text
     seqs = [int(str(event.id).rsplit("-", 1)[1]) for event in received]
     assert seqs == list(range(seqs[0], seqs[0] + 300))
     assert sorted(event.json() for event in received) == list(range(300))

@@ -4,7 +4,8 @@ The feed's connection (``_feedconn.py``) pushes each message, in order, as
 it parses it; the inbox keeps them and wakes the one reader, which takes
 them by the batch (a burst reaches the hub as a burst).
 
-The inbox holds at most ``FEED_LIMIT`` messages: when the reader falls behind
+The inbox holds at most ``FEED_LIMIT`` messages and ``FEED_BYTES`` of them
+(a message may weigh up to 64 MiB): when the reader falls behind
 (a process that cannot keep up with its channels' publish rate, or many
 subscribers that stall at once), the oldest are dropped rather than memory
 growing without bound. Nothing is lost for good: each entry's sequence number
@@ -19,12 +20,14 @@ from collections import deque
 
 import anyio
 
-__all__ = ["FEED_LIMIT", "FeedInbox"]
+__all__ = ["FEED_BYTES", "FEED_LIMIT", "FeedInbox"]
 
 logger = logging.getLogger("eventstream")
 
 #: Messages the inbox holds at most (the oldest are dropped beyond).
 FEED_LIMIT = 65536
+#: Bytes of messages (channel and data) the inbox holds at most (the oldest are dropped beyond).
+FEED_BYTES = 256 * 1024 * 1024
 
 
 class FeedInbox:
@@ -33,27 +36,32 @@ class FeedInbox:
     The feed's connection calls :meth:`push` on the event loop that reads it.
     """
 
-    __slots__ = ("_arrived", "_messages", "dropped", "limit")
+    __slots__ = ("_arrived", "_held", "_messages", "dropped", "limit", "max_bytes")
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, max_bytes: int | None = None) -> None:
         #: The most messages held (``FEED_LIMIT`` unless given).
         self.limit = FEED_LIMIT if limit is None else limit
+        #: The most bytes of messages held (``FEED_BYTES`` unless given).
+        self.max_bytes = FEED_BYTES if max_bytes is None else max_bytes
         #: Messages dropped so far because the inbox was full.
         self.dropped = 0
         self._messages: deque[tuple[bytes, bytes]] = deque()
+        self._held = 0  # bytes of the messages held
         self._arrived = anyio.Event()
 
     def push(self, message: tuple[bytes, bytes]) -> None:
-        """Take one message, ``(channel, data)`` (never blocks; the oldest is dropped if full)."""
+        """Take one message, ``(channel, data)`` (never blocks; the oldest are dropped if full)."""
         messages = self._messages
-        if len(messages) >= self.limit:
-            messages.popleft()
+        self._held += len(message[0]) + len(message[1])
+        while messages and (len(messages) >= self.limit or self._held > self.max_bytes):
+            channel, data = messages.popleft()
+            self._held -= len(channel) + len(data)
             if not self.dropped % self.limit:
                 logger.warning(
-                    "broker: the feed's reader is %d messages behind; dropping the oldest "
-                    "(they are read from the engine's history)",
-                    self.limit,
-                )
+                    "broker: the feed's reader is %d messages or %d MiB behind; dropping the "
+                    "oldest (they are read from the engine's history)",
+                    self.limit, self.max_bytes >> 20,
+                )  # fmt: skip
             self.dropped += 1
         messages.append(message)
         self._arrived.set()
@@ -74,4 +82,6 @@ class FeedInbox:
         """Remove and return up to ``limit`` waiting messages, oldest first."""
         messages = self._messages
         count = min(limit, len(messages))
-        return [messages.popleft() for _ in range(count)]
+        taken = [messages.popleft() for _ in range(count)]
+        self._held = 0 if not messages else self._held - sum(len(c) + len(d) for c, d in taken)
+        return taken
