@@ -10,6 +10,7 @@ streams within the check interval.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 import pytest
@@ -298,6 +299,32 @@ async def test_a_forged_message_whose_time_is_out_of_range_is_refused(
             await a.publish_event("news", {"data": 2})
             got = await receive_until(response, 2)
     assert [(e.id, e.json()) for e in got] == [(f"{epoch}-1", 1), (f"{epoch}-2", 2)]
+
+
+async def test_a_feed_batch_that_raises_what_nothing_foresaw_does_not_end_the_feed(
+    engine: RedisEngine, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (The 400-digit time above raised OverflowError, which ended the feed of every process.)
+    # Whatever a batch raises is logged; the feed goes on, and the gap fills from history.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(30), caplog.at_level(logging.WARNING, logger="eventstream"):
+        async with stream, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            follower = follower_of(stream)
+            receive = follower.receive
+
+            async def unforeseen(batch: list[tuple[str, Any]]) -> None:
+                if any(b"boom" in entry.body for _channel, entry in batch):
+                    raise ArithmeticError("nothing foresaw this")
+                await receive(batch)
+
+            monkeypatch.setattr(follower, "receive", unforeseen)
+            await stream.publish_event("news", {"data": "boom"})
+            await stream.publish_event("news", {"data": "after"})
+            got = await receive_until(response, "after")
+    assert [e.json() for e in got] == ["boom", "after"]  # "boom" read from history, in order
+    assert "could not be taken in" in caplog.text
+    assert "nothing foresaw this" in caplog.text
 
 
 # -- item: an engine back without its data, on a quiet channel -------------------------

@@ -112,6 +112,8 @@ class EngineReader:
                 # A gap could not be filled now: the next entry of that channel,
                 # or the periodic check, fills it (nothing is delivered out of order).
                 logger.warning("broker: cannot fill a gap in the feed yet: %s", exc)
+            except Exception:  # a message nothing above foresaw must not end every stream's feed
+                logger.exception("broker: a batch of %d feed messages could not be taken in", len(batch))
 
     async def _gather(self, inbox: FeedInbox) -> None:
         # Wait while messages keep coming (_GATHER apart at most), or while this
