@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent
+from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent, SubscribeLimits
 from eventstream._broker import LocalBroker
 from eventstream._redis._feed import FeedInbox
 from eventstream.testing import open_stream
@@ -439,3 +439,35 @@ async def test_a_publish_the_engine_leaves_unanswered_counts_until_one_succeeds(
 
             await wait_until(published)
             assert answering()
+
+
+async def test_a_stream_closed_while_the_broker_prepares_a_request_answers_503_and_holds_nothing(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # The request waits for its channel's first read (the follower busy); meanwhile the stream
+    # is closed (SIGTERM). It used to raise out of the endpoint (the hub refused the subscriber)
+    # and keep its slot of max_open; it gets 503, and the slot is given back.
+    stream = EventStream(
+        broker=RedisBroker(engine.url, key_prefix=prefix), subscribe_limits=SubscribeLimits(max_open=1)
+    )
+    with anyio.fail_after(30):
+        async with stream:
+            follower = follower_of(stream)
+            async with anyio.create_task_group() as tg:
+                statuses: list[int] = []
+
+                async def request() -> None:
+                    async with open_stream(stream("fresh")) as response:
+                        statuses.append(response.status)
+
+                async with follower.lock:  # the first read's results wait for the lock
+                    tg.start_soon(request)
+                    await wait_until(lambda: _reading(stream, "fresh"))
+                    await stream.aclose()
+            assert statuses == [503]
+        async with stream, open_stream(stream("fresh")) as again:  # reopened: the slot is free
+            assert again.status == 200
+
+
+async def _reading(stream: EventStream, channel: str) -> bool:
+    return channel in follower_of(stream).interest.subscribed

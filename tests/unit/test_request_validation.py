@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from eventstream import EventStream, MemoryHistory
+from eventstream._serve._endpoint import BAD_CHANNELS
 from eventstream.testing import open_stream
 from eventstream.types import Scope
 
@@ -152,6 +153,7 @@ class ChannelsFromConfig:
 async def test_a_bad_callable_result_is_a_clear_500(
     func: Any, shown: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    BAD_CHANNELS._tokens = float(BAD_CHANNELS.burst)  # a fresh bucket (other tests log such lines)
     stream = EventStream()
     with caplog.at_level(logging.ERROR, logger="eventstream"), anyio.fail_after(5):
         async with open_stream(stream(func), "/api/events") as response:
@@ -208,3 +210,20 @@ def test_the_defaults_still_mean_what_they_say() -> None:
     assert stream("a").retry == 1500
     assert stream("a", retry=None).retry is None
     assert EventStream(history=None)._history is None
+
+
+async def test_a_flood_of_requests_on_a_bad_callable_logs_a_few_short_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client chooses how often the app's bad callable fails, and the path in each line.
+    BAD_CHANNELS._tokens = float(BAD_CHANNELS.burst)
+    BAD_CHANNELS.suppressed = 0
+    endpoint = EventStream()(returns_none)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="eventstream"), anyio.fail_after(20):
+        for _ in range(50):
+            async with open_stream(endpoint, "/" + "A" * 60_000) as response:
+                assert response.status == 500
+    lines = [r.getMessage() for r in caplog.records if "channels callable" in r.getMessage()]
+    assert len(lines) == BAD_CHANNELS.burst  # the rest were left out, and counted
+    assert BAD_CHANNELS.suppressed == 50 - BAD_CHANNELS.burst
+    assert max(len(line) for line in lines) < 1000

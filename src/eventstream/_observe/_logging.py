@@ -36,6 +36,13 @@ class RateLimitedLog:
 
     def warning(self, message: str, *args: object, extra: dict[str, Any]) -> bool:
         """Log ``message % args`` at WARNING unless over the rate; return whether it was logged."""
+        return self._log(logging.WARNING, message, args, extra)
+
+    def error(self, message: str, *args: object, extra: dict[str, Any] | None = None) -> bool:
+        """Log ``message % args`` at ERROR unless over the rate; return whether it was logged."""
+        return self._log(logging.ERROR, message, args, extra)
+
+    def _log(self, level: int, message: str, args: tuple[object, ...], extra: dict[str, Any] | None) -> bool:
         now = time.monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.every)
         self._at = now
@@ -47,5 +54,5 @@ class RateLimitedLog:
             message += " (and %d more such lines left out)"
             args = (*args, self.suppressed)
             self.suppressed = 0
-        logger.warning(message, *args, extra=extra)
+        logger.log(level, message, *args, extra=extra)
         return True

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ logger = logging.getLogger("eventstream")
 #: Streams refused with 503 because the broker could not prepare their channels: at most 10 lines at
 #: once and one per 6 s beyond (an engine that stops answering refuses every new stream).
 BROKER_REFUSALS = RateLimitedLog()
+#: Requests answered 500 because the endpoint's channels callable failed: as many lines at most.
+BAD_CHANNELS = RateLimitedLog()
 
 _ALLOW = [(b"allow", b"GET, HEAD")]
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]  # a 401's required challenge, with no detail
@@ -197,8 +200,10 @@ async def _open(
             await send_plain(send, exc.status, exc.reason, extra, head=head)
         return None
     except BadChannelsResult as exc:
-        # The app's fault, not the client's: a 500 that does not say more, and a log line that does.
-        logger.error("%s; answering 500 to %s %r", exc, scope.get("method", "GET"), scope.get("path", ""))
+        # The app's fault, not the client's: a 500 that does not say more, and a log line that
+        # does (rate-limited, the path shortened: the client chooses how often, and the path).
+        path = reprlib.repr(scope.get("path", ""))
+        BAD_CHANNELS.error("%s; answering 500 to %s %s", exc, scope.get("method", "GET"), path)
         with contextlib.suppress(OSError):
             await send_plain(send, 500, "Internal Server Error: the endpoint's channels callable failed")
         return None
@@ -231,14 +236,15 @@ async def _open(
         if joined:  # shielded and bounded: a cancellation lands in run, whose end announces the leave
             with anyio.CancelScope(shield=True):
                 await _announce(stream, "join", joined, identity, grant.info if grant is not None else None)
-        if stream.hub.closed:  # closed while the join was published: nothing is held, 503
+    if stream.hub.closed:  # closed while the broker prepared or the join was published: 503
+        if presence is not None and identity is not None:
             presence.leave(request.channels, identity)
-            if limit_key is not None and stream.limiter is not None:
-                stream.limiter.release(limit_key)
-            with contextlib.suppress(OSError):
-                reason = "Service unavailable: the event stream is shutting down"
-                await send_plain(send, 503, reason, [(b"retry-after", b"5")])
-            return None
+        if limit_key is not None and stream.limiter is not None:
+            stream.limiter.release(limit_key)
+        with contextlib.suppress(OSError):
+            reason = "Service unavailable: the event stream is shutting down"
+            await send_plain(send, 503, reason, [(b"retry-after", b"5")])
+        return None
     if current_thread_id() != stream.loop.thread or not stream.hub.subscriber_count():
         stream.loop.bind()  # the first connection in this thread or this event loop
     hub = stream.hub
