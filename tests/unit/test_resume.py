@@ -302,7 +302,7 @@ def test_memory_history_limits() -> None:
     assert history.since("c", 1) is None  # 2 is gone: a gap
     assert history.find("c", "id4") == 4
     assert history.find("c", "id1") is None
-    assert history.since("other", 0) is None
+    assert history.since("other", 0) == []  # never published: nothing to miss (c's trimming is c's)
     small = MemoryHistory(max_events=100, max_bytes=4 * (12 + 400))  # four entries
     for seq in range(1, 10):
         small.append(entry(seq, seq - 1, size=10))
@@ -329,7 +329,31 @@ def test_memory_history_ages_out_events_older_than_max_age() -> None:
     assert history.last("c") == entry("c", 3, now)
     assert history.last("quiet") is None  # every event aged out: the channel is forgotten
     assert history.since("quiet", 3) is None  # and event 4 with it
+    assert history.since("quiet", 4) == []  # (after it, nothing was missed)
+    assert history.since("never", 0) == []  # nor on a channel never published (c's aging is c's)
     assert history.find("quiet", "id4") is None
+
+
+async def test_a_stream_on_a_quiet_channel_and_a_busy_one_resumes_after_trimming_elsewhere() -> None:
+    # "b" is never published; "other" is trimmed meanwhile. A quiet channel's position was 0 for
+    # ever, and "not held" once anything anywhere was forgotten: every resume was a reset, and
+    # the event missed on "a", still in its history, was lost to the client.
+    stream = EventStream(history=MemoryHistory(max_events=4))
+    endpoint = stream(["a", "b"])
+    with anyio.fail_after(10):
+        async with open_stream(endpoint) as first:
+            await stream.wait_subscribers(1)
+            await stream.publish_event("a", {"data": 1})
+            [seen] = await receive_data(first, 1)
+        for n in range(6):
+            await stream.publish_event("other", {"data": n})  # trims "other" only
+        await stream.publish_event("a", {"data": 2})
+        await stream.publish_event("a", {"data": 3})
+        async with open_stream(endpoint, headers={"last-event-id": str(seen.id)}) as again:
+            missed = await receive_data(again, 2)  # (fails on stream-reset)
+            await stream.publish_event("b", {"data": 4})
+            missed += await receive_data(again, 1)
+    assert [e.json() for e in missed] == [2, 3, 4]
 
 
 async def test_aclose_sends_the_shutdown_event_and_cuts_stuck_clients_after_the_grace() -> None:

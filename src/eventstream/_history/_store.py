@@ -180,13 +180,19 @@ class MemoryHistory(HistoryStore):
         self._rings: dict[str, _Ring] = {}
         self._sweep: Iterator[str] = iter(())
         self._appends = 0
-        self._forgotten = 0
+        # Channels whose whole history was forgotten (aged out): the newest sequence number each
+        # had, so a client on it knows whether it missed any (a channel never published has none
+        # to miss); past _GONE_KEPT of them, the oldest are folded into _unknown, the newest
+        # number forgotten of a channel no longer remembered.
+        self._gone: dict[str, int] = {}
+        self._unknown = 0
         self._newest = 0  # the newest sequence number appended: positions after it are forged
 
     def append(self, entry: HistoryEntry) -> None:
         ring = self._rings.get(entry.channel)
         if ring is None:
-            ring = self._rings[entry.channel] = _Ring(self._forgotten)
+            floor = self._gone.pop(entry.channel, None)
+            ring = self._rings[entry.channel] = _Ring(self._unknown if floor is None else floor)
         wire = entry.wire
         ring.entries.append(
             (entry.seq, entry.prev_seq, entry.id, entry.prev_id, wire, entry.body_length, entry.time)
@@ -219,11 +225,16 @@ class MemoryHistory(HistoryStore):
             self._forget(ring)
         if not entries:
             del self._rings[channel]
+            gone = self._gone
+            gone[channel] = ring.lost
+            if len(gone) > _GONE_KEPT:
+                oldest = next(iter(gone))
+                self._unknown = max(self._unknown, gone.pop(oldest))
 
     def _forget(self, ring: _Ring) -> None:
         kept = ring.entries.popleft()
         ring.size -= len(kept[_WIRE]) + _ENTRY_OVERHEAD
-        self._forgotten = max(self._forgotten, kept[_SEQ])
+        ring.lost = kept[_SEQ]
 
     def _ring(self, channel: str) -> _Ring | None:
         ring = self._rings.get(channel)
@@ -252,7 +263,8 @@ class MemoryHistory(HistoryStore):
         ring = self._ring(channel)
         if ring is None:
             # Nothing kept: the channel had no event after seq unless one was forgotten.
-            return [] if seq >= self._forgotten else None
+            gone = self._gone.get(channel)
+            return [] if seq >= (self._unknown if gone is None else gone) else None
         entries = ring.entries
         if entries[-1][_SEQ] <= seq:
             return []
@@ -275,6 +287,9 @@ class MemoryHistory(HistoryStore):
         return None
 
 
+#: Channels whose whole history aged out that MemoryHistory remembers by name (see _gone).
+_GONE_KEPT: Final = 65_536
+
 #: An entry as MemoryHistory keeps it: HistoryEntry's fields after ``channel``, in order.
 _Kept = tuple[int, int, str, str, bytes, int, float]
 _SEQ: Final = 0
@@ -285,11 +300,15 @@ _TIME: Final = 6
 
 
 class _Ring:
-    __slots__ = ("entries", "floor", "size")
+    __slots__ = ("entries", "floor", "lost", "size")
 
     def __init__(self, floor: int) -> None:
         self.entries: deque[_Kept] = deque()
         self.size = 0
-        #: The newest sequence number forgotten anywhere when this ring started:
-        #: a client older than that may have missed events of this channel.
+        #: The newest sequence number of this channel forgotten so far (its whole history, when
+        #: the ring goes).
+        self.lost = floor
+        #: The newest sequence number of this channel forgotten before this ring started
+        #: (or of a channel no longer remembered): a client older than that may have missed
+        #: events of this channel.
         self.floor = floor

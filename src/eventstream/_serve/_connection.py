@@ -45,6 +45,7 @@ class Connection:
 
     __slots__ = (
         "_prefix",
+        "_wide",
         "channels",
         "completing",
         "epoch",
@@ -77,6 +78,8 @@ class Connection:
         self.keep_alive_interval = keep_alive_interval
         self.channels = subscriber.channels
         self.multi = len(self.channels) > 1
+        # Several channels numbered by one counter: a position on one is a position on all.
+        self._wide = self.multi and history is not None and history.stream_wide
         self._prefix = combined_prefix(epoch, self.channels) if self.multi else ""
         #: The last sequence number delivered (or deliberately skipped) per channel.
         self.positions: dict[str, int] = {}
@@ -105,18 +108,28 @@ class Connection:
         subscriber's buffer, and those before are in the replay, so there is
         neither gap nor duplicate (duplicates are also skipped by position).
         """
-        current = {name: self._last_seq(name) for name in self.channels}
+        current = self._current()
         if last_event_id is None:
             self.positions = current
             return [], False
         wanted = resume_positions(self.history, self.epoch, self.channels, last_event_id)
         if wanted is not None:
+            if self._wide:  # (an id of an earlier release may hold 0 for a quiet channel)
+                wanted = dict.fromkeys(self.channels, max(wanted.values()))
             entries, complete = replay(self.history, wanted)
             if complete:
                 self.positions = wanted
                 return entries, False
         self.positions = current
         return [], True
+
+    def _current(self) -> dict[str, int]:
+        # Where the connection stands on each channel now. With one counter for every channel,
+        # on each the newest of them: it owes nothing published before, on any of its channels;
+        # a quiet channel left at 0 would be "not held" once anything anywhere was trimmed,
+        # and every resume would reset.
+        current = {name: self._last_seq(name) for name in self.channels}
+        return dict.fromkeys(self.channels, max(current.values())) if self._wide else current
 
     def _last_seq(self, channel: str) -> int:
         last = self.history.last(channel) if self.history is not None else None
@@ -145,10 +158,15 @@ class Connection:
             positions[entry.channel] = entry.seq
             return entry.wire
         parts: list[bytes] = []
+        wide = self._wide
         for entry in batch:
             if entry.seq <= positions.get(entry.channel, 0):
                 continue  # already replayed
-            positions[entry.channel] = entry.seq
+            if wide:  # event n on one channel: every event before n on all (see _current)
+                for name in positions:
+                    positions[name] = entry.seq
+            else:
+                positions[entry.channel] = entry.seq
             if self.multi:
                 parts.append(with_id(entry.body, combined_id(self._prefix, self.channels, positions)))
             else:
@@ -305,7 +323,7 @@ class Connection:
             return
         missed, complete = replay(self.history, self.positions)
         if not complete:  # history no longer has every event it missed
-            self.positions = {name: self._last_seq(name) for name in self.channels}
+            self.positions = self._current()
             body = self.reset_event()
             await send({"type": "http.response.body", "body": body, "more_body": True})
             return
