@@ -162,8 +162,8 @@ class Connection:
         for entry in batch:
             if entry.seq <= positions.get(entry.channel, 0):
                 continue  # already replayed
-            if wide:  # event n on one channel: every event before n on all (see _current)
-                for name in positions:
+            if wide and entry.channel in positions:  # event n on one channel: all before n on all
+                for name in positions:  # (see _current; the closing event, on no channel, moves none)
                     positions[name] = entry.seq
             else:
                 positions[entry.channel] = entry.seq
