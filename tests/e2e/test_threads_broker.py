@@ -52,16 +52,18 @@ print(len(outcomes), sum("is closed" in outcome for outcome in outcomes))
 """
 
 
-def test_sync_publisher_racing_close_raises_and_the_process_exits(engine: RedisEngine, prefix: str) -> None:
+def run_script(script: str, engine: RedisEngine, prefix: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with the engine's URL and the prefix as arguments;
+    fail with its stderr unless it exits with 0 within 60 s."""
     env = {**os.environ, "PYTHONPATH": str(Path(eventstream.__file__).parent.parent)}
-    done = subprocess.run(
-        [sys.executable, "-c", RACING_CLOSE, engine.url, prefix],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    command = [sys.executable, "-c", script, engine.url, prefix]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_sync_publisher_racing_close_raises_and_the_process_exits(engine: RedisEngine, prefix: str) -> None:
+    done = run_script(RACING_CLOSE, engine, prefix)
     # The 8 threads and the call after close() all got the Publisher's own error.
     assert done.stdout.split() == ["9", "9"], (done.stdout, done.stderr)
 
@@ -118,13 +120,5 @@ print("published")
 
 @pytest.mark.parametrize("script", [FORKED, NEVER_CLOSED], ids=["forked", "never-closed"])
 def test_sync_publisher_in_a_forked_child_and_at_exit(engine: RedisEngine, prefix: str, script: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(eventstream.__file__).parent.parent)}
-    done = subprocess.run(
-        [sys.executable, "-c", script, engine.url, prefix],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(script, engine, prefix)
     assert done.stdout.split() == (["0"] if script is FORKED else ["published"]), (done.stdout, done.stderr)

@@ -123,19 +123,24 @@ async def test_short_data_lines_reach_max_event_size_before_much_memory(line: by
             with anyio.fail_after(20):
                 event = await source.__anext__()
             assert event.text == "\n".join(["x" * 99] * 5000)  # well under the limit: handed out
-            tracemalloc.start()
-            try:
-                before = tracemalloc.get_traced_memory()[0]
-                with anyio.fail_after(60), pytest.raises(EventSourceError, match="max_event_size"):
-                    await source.__anext__()
-                peak = tracemalloc.get_traced_memory()[1] - before
-            finally:
-                tracemalloc.stop()
+            peak = await peak_until_refused(source)
     # The limit bounds the memory an event holds at 4 bytes a unit (what one long line of 4-byte
     # characters costs), whatever its lines; 2 MiB more for the pieces being read and decoded and the
     # growth of the list of lines. Measured: 0.9 and 4.2 MB; before, 8.9 and 45 MB.
     assert peak <= 4 * limit + 2 * 1024 * 1024, peak
     assert len(server.requests) == 1
+
+
+async def peak_until_refused(source: EventSource) -> int:
+    """The memory the next event took (traced, in bytes) until the source refused it as too big."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with anyio.fail_after(60), pytest.raises(EventSourceError, match="max_event_size"):
+            await source.__anext__()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("piece", [b"xy", "\U0001f600".encode()], ids=["two-ascii", "one-4-byte-char"])
@@ -147,14 +152,7 @@ async def test_a_line_sent_in_tiny_chunks_reaches_max_event_size_before_much_mem
     flood = b"%x\r\n%s\r\n" % (len(piece), piece) * 8192  # chunks of one piece each
     async with raw_server(send(chunked, b"6\r\ndata: \r\n", *[flood] * 13, stall=True)) as server:
         async with EventSource(server.url, max_event_size=limit) as source:
-            tracemalloc.start()
-            try:
-                before = tracemalloc.get_traced_memory()[0]
-                with anyio.fail_after(60), pytest.raises(EventSourceError, match="max_event_size"):
-                    await source.__anext__()
-                peak = tracemalloc.get_traced_memory()[1] - before
-            finally:
-                tracemalloc.stop()
+            peak = await peak_until_refused(source)
     # 4 bytes a unit, as for the longest characters in long pieces; 1 MiB for what is being read.
     # Measured: 0.4 and 0.6 to 0.8 MB; before, 3 and 9 MB.
     assert peak <= 4 * limit + 1024 * 1024, peak
