@@ -8,7 +8,8 @@ Routes:
     POST /publish            {"channel": ..., "event": {...}, "count": n} -> publishes n copies,
                              or {"channel": ..., "values": [...]} -> one event per value, as data
     GET  /stats              statistics() as JSON
-    GET  /rss                the server's resident set size in bytes
+    GET  /memory             JSON: the server's resident set size in bytes, and (after a
+                             collection) how many live objects the library owns
     GET  /count?channel=...  subscriber_count_all (no channel: of all) as JSON
     GET  /presence?channel=  presence(channel) as JSON [[identity, connections], ...]
 
@@ -25,13 +26,17 @@ broker's heartbeat interval (its expiry: three of them).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
 import re
+import types
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs
 
+import eventstream
 from eventstream import BrokerError, EventStream, GripPublishError, RedisBroker
 from eventstream.auth import Grant
 from eventstream.types import Receive, Scope, Send
@@ -102,6 +107,31 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _code(
+    obj: types.CoroutineType[Any, Any, Any]
+    | types.GeneratorType[Any, Any, Any]
+    | types.AsyncGeneratorType[Any, Any],
+) -> types.CodeType:
+    if isinstance(obj, types.CoroutineType):
+        return obj.cr_code
+    if isinstance(obj, types.GeneratorType):
+        return obj.gi_code
+    return obj.ag_code
+
+
+def _library_objects() -> int:
+    """Live objects of the library's classes, and its coroutines and generators not yet finished."""
+    package = os.path.dirname(eventstream.__file__)
+    count = 0
+    for obj in gc.get_objects():
+        module = type(obj).__dict__.get("__module__")  # some types make it a property
+        if isinstance(module, str) and module.startswith("eventstream"):
+            count += 1
+        elif isinstance(obj, (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)):
+            count += _code(obj).co_filename.startswith(package)
+    return count
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()  # lifespan.startup
@@ -161,7 +191,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await _reply(send, 503, str(exc).encode())
             return
         await _reply(send, 200, json.dumps(answer).encode(), b"application/json")
-    elif path == "/rss":
-        await _reply(send, 200, str(_rss()).encode())
+    elif path == "/memory":
+        gc.collect()
+        memory = {"rss": _rss(), "library_objects": _library_objects()}
+        await _reply(send, 200, json.dumps(memory).encode(), b"application/json")
     else:
         await _reply(send, 404, b"not found")

@@ -22,6 +22,11 @@ SERVER_KINDS = ("hypercorn-asyncio", "hypercorn-trio", "uvicorn", "granian", "da
 #: Twisted's transport buffer, which grows without bound (it registers no producer), so
 #: a client that stops reading is never detected as slow and its bytes pile up in memory.
 UNBOUNDED_SEND_KINDS = frozenset({"daphne"})
+#: Servers whose own (native) memory keeps growing with connections served while the Python
+#: heap stays flat: granian's resident set grew 45 -> 54 MB over eight rounds of 500 streams
+#: on a plain ASGI app without this library (Python's allocated blocks: 96,423 -> 96,528), so
+#: its RSS says nothing about the library's leaks; the Python heap does.
+NATIVE_RSS_DRIFT_KINDS = frozenset({"granian"})
 
 
 @dataclass
