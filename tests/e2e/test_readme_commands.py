@@ -242,8 +242,19 @@ class Events:
             self._decoder.feed(next(self._chunks))
         return event
 
+    def finish(self) -> None:
+        """Read to the response's end; ``httpx.RemoteProtocolError`` if it was cut, not ended."""
+        for chunk in self._chunks:
+            self._decoder.feed(chunk)
+
     def close(self) -> None:
         self._context.__exit__(None, None, None)
+
+
+#: Seconds within which a Ctrl+C'd example must have exited. "At once" is what the README says;
+#: what it rules out is a stop that waits for the server's own graceful timeout (hypercorn's:
+#: 3 s, after which it cuts the streams) or for ever. A loaded CI machine took 1.1 s.
+AT_ONCE = 2.5
 
 
 def stop_with_sigint(process: subprocess.Popen[bytes], log: Path) -> float:
@@ -318,10 +329,11 @@ def test_chat_example_commands(
             message = events.next()
             assert (message.event, message.json()) == ("message", {"text": "hi"})
             elapsed = stop_with_sigint(server, log)
+            events.finish()  # the library ended the stream: its response is complete
         finally:
             events.close()
     assert "Traceback" not in log.read_text()
-    assert elapsed < 1.0
+    assert elapsed < AT_ONCE
 
 
 def test_pipe_example_commands(
@@ -340,14 +352,14 @@ def test_pipe_example_commands(
     assert result.returncode == 28, result  # ended by --max-time: the stream was still open
     assert result.stdout.startswith("event: stream-open\n")
     assert "event: tick\n" in result.stdout
-    assert stop_with_sigint(server, log) < 1.0
+    assert stop_with_sigint(server, log) < AT_ONCE
     assert "Traceback" not in log.read_text()
 
 
 def test_quick_start_demo(
     examples_checkout: Checkout, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """``nox -s demo`` serves, takes the README's curl, and stops within 1 s of Ctrl+C, without traceback."""
+    """``nox -s demo`` serves, takes the README's curl, and stops at once on Ctrl+C, without traceback."""
     port = free_port()
     log = tmp_path / "nox.log"
     env = {"EVENTSTREAM_DEMO_BIND": f"127.0.0.1:{port}"}
@@ -393,7 +405,7 @@ def test_quick_start_demo(
     assert "Session demo was successful" in output, output
     assert f"curl -N http://127.0.0.1:{port}/api/events" in output  # the session says how to read it
     assert f"metrics: http://127.0.0.1:{port}/metrics" in output
-    assert elapsed < 1.0
+    assert elapsed < AT_ONCE
 
 
 def read_until(process: subprocess.Popen[bytes], end: bytes, timeout: float = 30) -> bytes:
