@@ -15,7 +15,7 @@ from collections import deque
 
 from ._resp import ErrorReply, RespError
 
-__all__ = ["FeedBook"]
+__all__ = ["FeedBook", "SentCommand"]
 
 logger = logging.getLogger("eventstream")
 
@@ -23,16 +23,18 @@ logger = logging.getLogger("eventstream")
 _CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"pong")
 
 
-class _Sent:
+class SentCommand:
     """A command whose replies are awaited: how many, and the channels a refusal concerns."""
 
-    __slots__ = ("channels", "left", "pattern", "subscribe")
+    __slots__ = ("channels", "done", "left", "pattern", "subscribe")
 
     def __init__(self, left: int, channels: list[bytes], *, subscribe: bool, pattern: bool = False) -> None:
         self.left = left
         self.channels = channels
         self.subscribe = subscribe
         self.pattern = pattern
+        #: Whether every reply came (or the connection it was sent on is gone).
+        self.done = False
 
 
 class FeedBook:
@@ -44,7 +46,7 @@ class FeedBook:
 
     def __init__(self, engine: str) -> None:
         self._engine = engine
-        self._sent: deque[_Sent] = deque()
+        self._sent: deque[SentCommand] = deque()
         #: Channels to be subscribed (made again on each new connection). Dicts of None,
         #: not sets: a dict of bytes only is not tracked by the garbage collector, whose
         #: full passes would otherwise walk every channel subscribed.
@@ -63,13 +65,22 @@ class FeedBook:
 
     def reset(self) -> None:
         """Forget what the previous connection was asked and confirmed (a connection made, or lost)."""
+        for sent in self._sent:
+            sent.done = True
         self._sent.clear()
         self.confirmed.clear()
         self.pattern_confirmed = False
 
-    def sent(self, left: int, channels: list[bytes], *, subscribe: bool, pattern: bool = False) -> None:
-        """Note a command being sent: ``left`` replies to await; the channels (or pattern) it names."""
-        self._sent.append(_Sent(left, channels, subscribe=subscribe, pattern=pattern))
+    def sent(
+        self, left: int, channels: list[bytes], *, subscribe: bool, pattern: bool = False
+    ) -> SentCommand:
+        """Note a command being sent: ``left`` replies to await; the channels (or pattern) it names.
+
+        The note's ``done`` turns true once every reply came (setting :attr:`changes`).
+        """
+        sent = SentCommand(left, channels, subscribe=subscribe, pattern=pattern)
+        self._sent.append(sent)
+        return sent
 
     def pattern_refusal(self) -> str | None:
         """Why the engine refused the pattern (``None``: it did not)."""
@@ -93,11 +104,12 @@ class FeedBook:
             sent = self._sent.popleft() if self._sent else None
             if sent is None:
                 raise RespError(f"an error reply to no command: {reply.message}")
+            sent.done = True
+            self.changes = True  # (waiters of the command, and of its refusal)
             if sent.pattern:
                 if sent.subscribe:
                     self.pattern_refused = reply.message
                     self.pattern = None
-                    self.changes = True
                 return None
             if sent.subscribe:
                 for channel in sent.channels:
@@ -107,7 +119,6 @@ class FeedBook:
                     "broker: the engine %s refused to subscribe the feed to %d channels: %s",
                     self._engine, len(sent.channels), reply.message,
                 )  # fmt: skip
-                self.changes = True
             return None
         if reply == b"PONG":  # (a PING while no channel is subscribed)
             reply = [b"pong", b""]
@@ -118,6 +129,8 @@ class FeedBook:
             sent.left -= 1
             if not sent.left:
                 self._sent.popleft()
+                sent.done = True
+                self.changes = True
             channel = reply[1]
             if reply[0] == b"subscribe" and isinstance(channel, bytes):
                 self.confirmed[channel] = None

@@ -35,7 +35,7 @@ import anyio.lowlevel
 from .._base import BrokerError
 from ._endpoint import FeedEndpoint
 from ._feed import FeedInbox
-from ._feedbook import FeedBook
+from ._feedbook import FeedBook, SentCommand
 from ._feedopen import LOST, MAX_MESSAGE, Refused, open_feed
 from ._resp import NEED_DATA, RespParser, command
 
@@ -127,8 +127,8 @@ class FeedConnection:
         if book.pattern is not None:
             await self._send_pattern(book.pattern, subscribe=True)
         wanted = sorted(book.wanted)
-        for start in range(0, len(wanted), _PER_COMMAND):
-            await self._send_subscribe(wanted[start : start + _PER_COMMAND], subscribe=True)
+        for start in range(0, len(wanted), _PER_COMMAND):  # (all at once: nothing reads replies yet)
+            await self._send_command(wanted[start : start + _PER_COMMAND], subscribe=True)
 
     async def aclose(self) -> None:
         """Close the connection (:meth:`run` must have stopped)."""
@@ -227,19 +227,32 @@ class FeedConnection:
     # -- subscribing --------------------------------------------------------------------
 
     async def _send_subscribe(self, channels: list[bytes], *, subscribe: bool) -> None:
+        # Many channels go a command of _PER_COMMAND at a time, each sent once the engine
+        # answered the one before: the feed's messages published meanwhile wait behind one
+        # command's replies, not behind tens of thousands (a whole feed taken or given up).
+        previous: SentCommand | None = None
+        for start in range(0, len(channels), _PER_COMMAND):
+            if previous is not None and not previous.done:
+                with anyio.move_on_after(self._timeout):  # (silent: the watcher ends the connection)
+                    while not previous.done:
+                        await self._changed.wait()
+            previous = await self._send_command(channels[start : start + _PER_COMMAND], subscribe=subscribe)
+
+    async def _send_command(self, channels: list[bytes], *, subscribe: bool) -> SentCommand | None:
         stream = self._stream
         if stream is None or not channels:
-            return
+            return None
         verb = "SUBSCRIBE" if subscribe else "UNSUBSCRIBE"
         async with self._send_lock:
             if subscribe:  # (one given up meanwhile is not made: its UNSUBSCRIBE may be on the wire)
                 channels = [channel for channel in channels if channel in self._book.wanted]
                 if not channels:
-                    return
-            self._book.sent(len(channels), channels, subscribe=subscribe)
+                    return None
+            sent = self._book.sent(len(channels), channels, subscribe=subscribe)
             # (A connection lost: the reading loop sees it, and subscribes again.)
             with contextlib.suppress(*LOST):
                 await stream.send(command(verb, *channels))
+            return sent
 
     async def subscribe(self, channels: Collection[bytes]) -> None:
         """Subscribe to ``channels``; return once the engine confirmed every one (on this connection).
@@ -254,8 +267,7 @@ class FeedConnection:
         for channel in channels:
             book.refused.pop(channel, None)
         book.wanted.update(dict.fromkeys(new))
-        for start in range(0, len(new), _PER_COMMAND):
-            await self._send_subscribe(new[start : start + _PER_COMMAND], subscribe=True)
+        await self._send_subscribe(new, subscribe=True)
         try:
             with anyio.fail_after(self._timeout):
                 while True:
@@ -283,8 +295,7 @@ class FeedConnection:
             del book.wanted[channel]
             # (Unconfirmed at once: a subscribe sent after this waits for its own confirmation.)
             book.confirmed.pop(channel, None)
-        for start in range(0, len(gone), _PER_COMMAND):
-            await self._send_subscribe(gone[start : start + _PER_COMMAND], subscribe=False)
+        await self._send_subscribe(gone, subscribe=False)
 
     async def _send_pattern(self, pattern: bytes, *, subscribe: bool) -> None:
         stream = self._stream

@@ -96,19 +96,15 @@ class FeedInterest:
         """
         if all(channel in self.subscribed for channel in channels):
             return
+        if self._covered(channels):  # no request (nor a wait for the lock)
+            return
         async with self._lock:
             new = [channel for channel in channels if channel not in self.subscribed]
-            if not new:
+            if not new or self._covered(new):  # (the whole feed taken while this waited)
                 return
             connection = self._connection
             if connection is None:
                 raise BrokerError(self._engine, "not connected")
-            if self.whole:  # (covered by the pattern)
-                self.subscribed.update(dict.fromkeys(new))
-            above = self._whole_above
-            if above is not None and len(self.subscribed) > above:
-                await self._take_whole(connection)
-                return
             names = self._names(new)
             self.requests += 1
             try:
@@ -122,6 +118,16 @@ class FeedInterest:
             above = self._whole_above
             if above is not None and len(self.subscribed) > above:
                 await self._take_whole(connection)
+
+    def _covered(self, channels: Collection[str]) -> bool:
+        # Whether the whole feed comes through the pattern: then the channels count as
+        # subscribed at once, without a request. Raises BrokerError: not connected.
+        if not self.whole:
+            return False
+        if self._connection is None:
+            raise BrokerError(self._engine, "not connected")
+        self.subscribed.update(dict.fromkeys(channels))
+        return True
 
     def drop(self, channels: Collection[str]) -> bool:
         """Stop counting ``channels`` as subscribed (call :meth:`unsubscribe` with them next).
@@ -183,12 +189,21 @@ class FeedInterest:
 
     async def _take_share(self, connection: FeedConnection | ShardedFeed) -> None:
         # Few channels followed again: a subscription each, then the pattern given up.
+        # Called with the lock held. Channels followed while the subscribe is in flight
+        # are covered by the pattern without a request: they are subscribed after it,
+        # before the pattern goes.
+        covered = dict.fromkeys(self.subscribed)
         self.requests += 1
         try:
-            await connection.subscribe(self._names(self.subscribed))
+            await connection.subscribe(self._names(covered))
+            self.whole = False  # from here, follow() subscribes under the lock
+            late = [channel for channel in self.subscribed if channel not in covered]
+            if late:
+                self.requests += 1
+                await connection.subscribe(self._names(late))
         except BrokerError as exc:
+            self.whole = True
             logger.warning("broker: the feed stays whole for now: %s", exc.reason)
             return
-        self.whole = False
         self.requests += 1
         await connection.unsubscribe_pattern()
