@@ -199,6 +199,7 @@ def test_the_presence_benchmark_sees_every_member_it_holds() -> None:
     run = presence.run(members=300, processes=3, rounds=5)  # asserts each answer holds all 300
     assert (run["members"], run["processes"]) == (300, 3)
     assert 0 < run["query_p50_ms"] <= run["query_p99_ms"] <= run["query_max_ms"]
+    assert 0 < run["frozen_query_p50_ms"] <= run["frozen_query_p99_ms"] <= run["frozen_query_max_ms"]
     assert run["engine_us_per_idle_beat_no_members"] > 0
     assert run["engine_us_per_idle_beat_all_members"] > 0
 

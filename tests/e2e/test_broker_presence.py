@@ -184,6 +184,26 @@ async def test_what_the_engine_holds_that_no_process_wrote_is_left_out(
             assert await a.subscriber_count_all() == 0
 
 
+async def test_counts_alone_that_no_process_wrote_are_read_one_by_one(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Every value a count alone (the usual answer, read without a loop in Python), but one with a
+    # leading 0, or an identity that is not UTF-8: each is read as the values with info are.
+    a = app(engine.url, prefix, interval=0.1, expiry=30.0)
+    with anyio.fail_after(30):
+        async with a:
+            key = f"{prefix}|pr:m:other:room-1"
+            engine.command("ZADD", f"{prefix}|pr:live", str(engine_ms(engine)), "other")
+            engine.command("HSET", key, "ok", "3", "two", "12")
+            assert await a.presence("room-1") == [PresenceMember("ok", 3), PresenceMember("two", 12)]
+            engine.command("HSET", key, "lead", "02")
+            expected = [PresenceMember("lead", 2), PresenceMember("ok", 3), PresenceMember("two", 12)]
+            assert await a.presence("room-1") == expected
+            engine.command("HDEL", key, "lead")
+            engine.command("HSET", key, "\udcfe", "1")
+            assert await a.presence("room-1") == expected[1:]
+
+
 async def test_a_dead_process_whose_keys_another_app_wrote_is_still_buried(
     engine: RedisEngine, prefix: str
 ) -> None:

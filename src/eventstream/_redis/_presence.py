@@ -27,9 +27,12 @@ old), in one script call.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -225,22 +228,51 @@ class PresenceKeeper:
         found = await self._call(client, self._presence, args)
         counts = {member.identity: member.connections for member in local}
         infos = {member.identity: member.info for member in local if member.info is not None}
-        for i in range(0, len(found), 2):
-            value = bytes(found[i + 1])
-            try:
-                identity = bytes(found[i]).decode()
-                if value.isdigit() and value[0] != 48:  # a count alone (ASCII, not 0): most members
-                    count = int(value)
-                else:
+        plain = _bare_counts(found)
+        if plain is not None:  # most members: identity and count only (no loop in Python)
+            names, numbers = plain
+            merged = None if counts else dict(zip(names, numbers, strict=True))
+            if merged is not None and len(merged) == len(names):  # (none here, each in one process)
+                counts = merged
+            else:
+                for identity, count in zip(names, numbers, strict=True):
+                    counts[identity] = counts.get(identity, 0) + count
+        else:
+            for i in range(0, len(found), 2):
+                value = bytes(found[i + 1])
+                try:
+                    identity = bytes(found[i]).decode()
                     count, info = parse_member_value(value.decode())
-                    if info is not None:
-                        infos.setdefault(identity, info)
-            except ValueError:  # (UnicodeDecodeError too) not what a process of this version wrote
-                continue
-            counts[identity] = counts.get(identity, 0) + count
-        # (Sorted by key: no (key, value) tuple per member for the garbage collector to count.)
-        if not infos:
-            return [PresenceMember(identity, counts[identity]) for identity in sorted(counts)]
-        return [
-            PresenceMember(identity, counts[identity], infos.get(identity)) for identity in sorted(counts)
-        ]
+                except ValueError:  # (UnicodeDecodeError too) not what a process of this version wrote
+                    continue
+                if info is not None:
+                    infos.setdefault(identity, info)
+                counts[identity] = counts.get(identity, 0) + count
+        # Sorted by key, made by tuple.__new__ (no Python call per member): no (key, value)
+        # tuple per member for the garbage collector to count.
+        ordered = sorted(counts)
+        found_info = map(infos.get, ordered) if infos else itertools.repeat(None)
+        fields = zip(ordered, map(counts.__getitem__, ordered), found_info, strict=False)  # (repeat: endless)
+        return list(map(_MEMBER, fields))
+
+
+#: A :class:`PresenceMember` from its fields' tuple, made in C (``NamedTuple._make`` is a
+#: Python function: a call per member, 40 % of a 10,000-member query here).
+_MEMBER = cast(
+    "Callable[[tuple[str, int, Any]], PresenceMember]", functools.partial(tuple.__new__, PresenceMember)
+)
+
+
+def _bare_counts(found: list[Any]) -> tuple[list[str], list[int]] | None:
+    # The identities and counts of a presence query's answer (identity, value, identity,
+    # value...) when every identity is UTF-8 and every value a count alone (ASCII digits,
+    # no leading 0, no info), read without a Python loop; None otherwise (read one by one).
+    identities, values = found[0::2], found[1::2]
+    if len(identities) != len(values):
+        return None
+    try:
+        if values and not (all(map(bytes.isdigit, values)) and min(values)[0] != 48):  # (48: "0")
+            return None
+        return list(map(bytes.decode, identities)), list(map(int, values))
+    except (TypeError, UnicodeDecodeError):  # (not bytes; not UTF-8)
+        return None
