@@ -471,3 +471,40 @@ async def test_a_stream_closed_while_the_broker_prepares_a_request_answers_503_a
 
 async def _reading(stream: EventStream, channel: str) -> bool:
     return channel in follower_of(stream).interest.subscribed
+
+
+async def test_readiness_checks_sharing_a_ping_whose_caller_was_cancelled_send_their_own(
+    via_relay: Relay, engine: RedisEngine, prefix: str
+) -> None:
+    # Concurrent readiness checks share one PING; when the check that sent it is cancelled
+    # (its probe gave up) while the engine's answer is held, the others send their own.
+    stream = through(via_relay, prefix)
+    broker = broker_of(stream)
+    with anyio.fail_after(30):
+        async with stream:
+            via_relay.hold(COMMANDS, replies_only=True)
+            async with anyio.create_task_group() as tg:
+                first = anyio.CancelScope()
+
+                async def sender() -> None:
+                    with first:
+                        await broker.ping()
+
+                tg.start_soon(sender)
+
+                async def answer_held() -> bool:
+                    return via_relay.holds_reply(COMMANDS)
+
+                await wait_until(answer_held)
+                done = anyio.Event()
+
+                async def sharer() -> None:
+                    await broker.ping()
+                    done.set()
+
+                tg.start_soon(sharer)
+                await anyio.wait_all_tasks_blocked()  # the sharer waits for the PING in flight
+                assert broker._parts._ping is not None
+                first.cancel()
+                via_relay.release()
+                await done.wait()

@@ -185,3 +185,35 @@ async def test_an_engine_gone_shows_in_the_metric_without_a_publish_or_a_probe(
                 await anyio.to_thread.run_sync(engine.start)
             await wait_until(back, timeout=20)
             assert (await stream.readiness(within=2.0)).ready
+
+
+def pings(engine: RedisEngine) -> int:
+    """The PING commands the engine has answered so far."""
+    for line in engine.command("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_ping:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_a_flood_of_readiness_checks_sends_the_engine_one_ping_at_a_time(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # 200 probes at once (a load balancer's, or anyone's: /readyz is open) share one PING.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix), handle_signals=False)
+    answers: list[bool] = []
+
+    async def probe() -> None:
+        answers.append((await stream.readiness()).ready)
+
+    with anyio.fail_after(30):
+        async with stream:
+            before = pings(engine)
+            async with anyio.create_task_group() as tg:
+                for _ in range(200):
+                    tg.start_soon(probe)
+            sent = pings(engine) - before
+            await stream.readiness()  # and the next one sends its own
+            again = pings(engine) - before
+    assert answers == [True] * 200
+    assert sent == 1
+    assert again == 2

@@ -38,6 +38,24 @@ if TYPE_CHECKING:
 __all__ = ["RunningParts"]
 
 
+class _Ping:
+    """A readiness ``PING`` in flight: its outcome (answered, or why it failed: neither if
+    its caller was cancelled), for the callers waiting for its end."""
+
+    __slots__ = ("_done", "answered", "error")
+
+    def __init__(self) -> None:
+        self.answered = False
+        self.error: BrokerError | None = None
+        self._done = anyio.Event()
+
+    def finish(self) -> None:
+        self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+
 class RunningParts:
     """The parts of a :class:`~eventstream.RedisBroker` while it runs (``None`` before and after).
 
@@ -58,6 +76,8 @@ class RunningParts:
         self.follower: EngineFollower | None = None
         #: The feed's connection count when the latest contact with the engine failed (None: it did not).
         self._failed_at: int | None = None
+        #: The readiness PING in flight.
+        self._ping: _Ping | None = None
 
     async def start(
         self,
@@ -157,24 +177,51 @@ class RunningParts:
     async def ping(self) -> None:
         """Send ``PING`` to the engine through the command client (the broker's readiness check).
 
+        Calls made while a ``PING`` is in flight share its answer instead of sending
+        their own: a flood of readiness checks costs the engine one ``PING`` at a time.
+
         Raises:
             BrokerError: the engine did not answer within the request timeout, or answered an
                 error, or the feed's connection is down (being made again).
             RuntimeError: the broker is not running.
+
+        Cancellation: a call cancelled while others wait for its ``PING`` leaves them to send
+        their own.
         """
-        client = self.client
-        if client is None:
-            raise RuntimeError("the broker is not running: enter it (async with) first")
-        engine = self._options.description
-        feed = self.feed
-        if feed is not None and not feed.connected:
-            raise BrokerError(engine, "the feed's connection is down (connecting again)")
+        while True:
+            client = self.client
+            if client is None:
+                raise RuntimeError("the broker is not running: enter it (async with) first")
+            feed = self.feed
+            if feed is not None and not feed.connected:
+                reason = "the feed's connection is down (connecting again)"
+                raise BrokerError(self._options.description, reason)
+            flight = self._ping
+            if flight is None:
+                break
+            await flight.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.answered:
+                return
+        flight = self._ping = _Ping()
+        try:
+            await self._send_ping(client)
+            flight.answered = True
+        except BrokerError as exc:
+            flight.error = exc
+            raise
+        finally:
+            self._ping = None
+            flight.finish()
+
+    async def _send_ping(self, client: GlideClient) -> None:
         glide = glide_module()
         try:
             await client.custom_command(["PING"])
         except glide.GlideError as exc:
             self.contact(ok=False)
-            raise BrokerError(engine, f"{type(exc).__name__}: {exc}") from exc
+            raise BrokerError(self._options.description, f"{type(exc).__name__}: {exc}") from exc
         self.contact(ok=True)
 
     def contact(self, *, ok: bool) -> None:
