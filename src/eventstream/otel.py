@@ -24,14 +24,11 @@ Raises:
 from __future__ import annotations
 
 import importlib.util
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 
 if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - tests install it
     raise ImportError("eventstream.otel needs opentelemetry-api: pip install 'eventstream[otel]'")
 
-from opentelemetry.context import Context
 from opentelemetry.metrics import (
     CallbackOptions,
     Instrument,
@@ -41,43 +38,32 @@ from opentelemetry.metrics import (
     Observation,
     get_meter,
 )
-from opentelemetry.trace import (
-    NoOpTracerProvider,
-    ProxyTracerProvider,
-    Span,
-    SpanKind,
-    StatusCode,
-    Tracer,
-    TracerProvider,
-    get_tracer,
-    get_tracer_provider,
-)
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import TracerProvider, get_tracer
 
 from . import __version__
 from ._broker import LocalBroker
 from ._hub import Hub
-from ._observe import END_REASONS, FEED_LAG_BUCKETS, PUBLISH_BUCKETS, Histogram, Observed, TemplateCounters
+from ._observe import (
+    END_REASONS,
+    FEED_LAG_BUCKETS,
+    PUBLISH_BUCKETS,
+    Histogram,
+    Observed,
+    TemplateCounters,
+    _otel,
+)
 from ._observe._broker import BrokerStatistics
-from ._observe._trace import TRACEPARENT
+from ._observe._otel import SCHEMA, OtelTracing
 from ._serve import Serving
 from ._stream import EventStream, Publisher, engine_up, parts_of
 
 __all__ = ["END_REASON", "TEMPLATE", "instrument", "trace"]
 
 #: The attribute that names a stream's channel template (OpenTelemetry's messaging conventions).
-TEMPLATE = "messaging.destination.template"
+TEMPLATE = _otel.TEMPLATE
+#: Why a stream ended (one of ``eventstream._observe.END_REASONS``), on its span and its metric.
+END_REASON = _otel.END_REASON
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
-#: Messaging attributes (OpenTelemetry semantic conventions 1.44).
-_SCHEMA = "https://opentelemetry.io/schemas/1.44.0"
-_SYSTEM = "messaging.system"
-_OPERATION_TYPE = "messaging.operation.type"
-_OPERATION_NAME = "messaging.operation.name"
-_DESTINATION = "messaging.destination.name"
-_MESSAGE_ID = "messaging.message.id"
-#: Why a stream ended (one of ``eventstream._observe.END_REASONS``), on its span.
-END_REASON = "eventstream.end_reason"
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | None = None) -> None:
@@ -106,96 +92,13 @@ def trace(stream: EventStream | Publisher, tracer_provider: TracerProvider | Non
 
     A later call replaces the earlier one's tracer.
     """
-    tracing = _Tracing(
-        get_tracer("eventstream", __version__, tracer_provider, schema_url=_SCHEMA), tracer_provider
+    tracing = OtelTracing(
+        get_tracer("eventstream", __version__, tracer_provider, schema_url=SCHEMA), tracer_provider
     )
     if isinstance(stream, Publisher):
         stream.tracing = tracing
     else:
         parts_of(stream).hub.tracing = tracing
-
-
-#: How often tracing on OpenTelemetry's global provider asks whether an SDK configured it, seconds.
-_GLOBAL_CHECK_INTERVAL = 1.0
-
-
-class _StreamSpan:
-    __slots__ = ("_span",)
-
-    def __init__(self, span: Span) -> None:
-        self._span = span
-
-    def end(self, reason: str) -> None:
-        span = self._span
-        span.set_attribute(END_REASON, reason)
-        if reason == "error":
-            span.set_status(StatusCode.ERROR)
-        span.end()
-
-
-class _Tracing:
-    """The spans of one stream, on OpenTelemetry (see ``eventstream._observe._trace.Tracing``)."""
-
-    __slots__ = ("_fixed", "_next_check", "_tracer")
-
-    def __init__(self, tracer: Tracer, provider: TracerProvider | None) -> None:
-        self._tracer = tracer
-        # Whether spans are recorded, when the provider tells once and for all (a no-op one: never);
-        # None: the global provider, which records once an SDK configures it (for good).
-        self._fixed: bool | None = None if provider is None else not isinstance(provider, NoOpTracerProvider)
-        self._next_check = 0.0
-
-    @property
-    def active(self) -> bool:
-        fixed = self._fixed
-        if fixed is not None:
-            return fixed
-        # Asking the global provider costs about 1 us (an environment lookup): once a second.
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + _GLOBAL_CHECK_INTERVAL
-            if not isinstance(get_tracer_provider(), ProxyTracerProvider):
-                self._fixed = True
-                return True
-        return False
-
-    @contextmanager
-    def publish(self, channel: str, event_id: str | None) -> Iterator[Span]:
-        attributes = {_SYSTEM: "eventstream", _OPERATION_TYPE: "send", _OPERATION_NAME: "publish"}
-        attributes[_DESTINATION] = channel
-        if event_id is not None:
-            attributes[_MESSAGE_ID] = event_id
-        with self._tracer.start_as_current_span(
-            "publish", kind=SpanKind.PRODUCER, attributes=attributes
-        ) as span:
-            carrier: dict[str, str] = {}
-            _PROPAGATOR.inject(carrier)
-            token = TRACEPARENT.set(carrier.get("traceparent", ""))
-            try:
-                yield span
-            finally:
-                TRACEPARENT.reset(token)
-
-    @contextmanager
-    def deliver(self, channel: str, event_id: str, traceparent: str | None) -> Iterator[Span]:
-        context = Context()
-        if traceparent:
-            context = _PROPAGATOR.extract({"traceparent": traceparent}, context)
-        attributes = {
-            _SYSTEM: "eventstream",
-            _OPERATION_TYPE: "process",
-            _OPERATION_NAME: "deliver",
-            _DESTINATION: channel,
-            _MESSAGE_ID: event_id,
-        }
-        with self._tracer.start_as_current_span("process", context, SpanKind.CONSUMER, attributes) as span:
-            yield span
-
-    def stream(self, template: str, channels: tuple[str, ...]) -> _StreamSpan:
-        attributes = {_SYSTEM: "eventstream", _OPERATION_NAME: "stream", TEMPLATE: template}
-        if len(channels) == 1:
-            attributes[_DESTINATION] = channels[0]
-        return _StreamSpan(self._tracer.start_span(f"stream {template}", attributes=attributes))
 
 
 def instrument(stream: EventStream, meter_provider: MeterProvider | None = None) -> Sequence[Instrument]:
@@ -273,7 +176,7 @@ def _template_instruments(meter: Meter, observed: Observed) -> list[Instrument]:
 
     def closed(options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(counters.closed[reason], {TEMPLATE: counters.label, "eventstream.end_reason": reason})
+            Observation(counters.closed[reason], {TEMPLATE: counters.label, END_REASON: reason})
             for counters in list(observed.templates.values())
             for reason in END_REASONS
         ]
