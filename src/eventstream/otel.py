@@ -254,7 +254,7 @@ def _hub_instruments(meter: Meter, hub: Hub, observed: Observed) -> list[Instrum
             "eventstream.events.delivered",
             [total(lambda: hub.delivered)],
             "{event}",
-            "Events written to clients, once per client.",
+            "Events written to clients, once per client (live, and caught up by clients left behind).",
         ),
         meter.create_observable_counter(
             "eventstream.subscribers.left_behind",

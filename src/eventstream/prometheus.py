@@ -148,7 +148,7 @@ def _hub_families(hub: Hub) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "eventstream_events_delivered",
-        "Events written to clients, once per client.",
+        "Events written to clients, once per client (live, and caught up by clients left behind).",
         value=hub.delivered,
     )
     yield CounterMetricFamily(

@@ -36,6 +36,8 @@ to a subscriber whose queue is full is the slow-consumer policy
 ``drop-oldest``
     The oldest event in the full buffer is dropped to make room, and the
     client gets ``stream-reset`` before its next events. Publishers never wait.
+    A connection that takes nothing for ``send_timeout`` after its buffer was
+    found full is cancelled (and counted in ``subscribers_dropped``).
 ``block``
     Pure backpressure: the publish waits, without deadline, until every
     subscriber has room. One stalled client stalls the channel.

@@ -124,7 +124,8 @@ class Hub:
         subscriber.end()
 
     def drop_if_overdue(self, subscriber: Subscriber, now: float | None = None) -> None:
-        """Unsubscribe ``subscriber`` if it was left behind ``send_timeout`` ago or more.
+        """Unsubscribe ``subscriber`` if it was left behind, or found full without taking since
+        (``drop-oldest``; not yet proven to read), ``send_timeout`` ago or more.
 
         Its connection is cancelled at that deadline, and its disconnect watch
         calls this then (and when its client is gone): this frees the
@@ -134,7 +135,7 @@ class Hub:
         subscriber. ``now`` is the event loop's clock, read here when not
         given.
         """
-        stalled = subscriber.stalled
+        stalled = subscriber.stalled if subscriber.stalled is not None else subscriber.full_since
         if stalled is None:
             return
         if now is None:
@@ -158,7 +159,8 @@ class Hub:
 
     @property
     def delivered(self) -> int:
-        """Events written to clients, once per client."""
+        """Events written to clients, once per client: live ones, and those a client left behind
+        caught up on from history (not those replayed to a client that resumed with Last-Event-ID)."""
         return self._delivered
 
     @property
@@ -280,6 +282,10 @@ class Hub:
                     del queue[0]  # drop-oldest only: at most buffer_size entries to move
                     self._events_dropped += 1
                     subscriber.reset_pending = True
+                    if subscriber.full_since is None:  # cut send_timeout from now unless it takes
+                        if now is None:
+                            now = clock(subscriber)
+                        self._cut_unless_taken(subscriber, now)
                 elif subscriber.proven or not subscriber.sending or self.policy == "block":
                     # Known to read, or its connection has not run since it was woken (it is
                     # not held in a send): the publish waits for it.
@@ -292,13 +298,8 @@ class Hub:
                         now = clock(subscriber)
                     since = subscriber.full_since
                     if since is None:
-                        subscriber.full_since = now
                         subscriber.prove_at = self.prove_at
-                        # Cut send_timeout from now unless its send ends (took() lifts it),
-                        # whether or not a later publish finds it full again.
-                        scope = subscriber.cancel_scope
-                        if scope is not None:
-                            scope.deadline = min(scope.deadline, now + self.send_timeout)
+                        self._cut_unless_taken(subscriber, now)  # (unless its send ends)
                     elif now - since >= self.stall_after or len(queue) >= self.overfill:
                         # Left behind (once the walk is over: it must not change the set it
                         # walks); should its send end after all, its next take proves it.
@@ -321,6 +322,15 @@ class Hub:
                 del queue[capacity:]  # (the prove_at above: its next take still proves it)
                 self._leave_behind(subscriber, since, skipped=True)  # this publish skips it
         return full
+
+    def _cut_unless_taken(self, subscriber: Subscriber, now: float) -> None:
+        # Found full at ``now``: its connection is cut send_timeout from now unless it takes
+        # from its queue first (took() lifts it), whether or not a later publish finds it
+        # full again; then it counts as dropped (see unsubscribe).
+        subscriber.full_since = now
+        scope = subscriber.cancel_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, now + self.send_timeout)
 
     async def wait_for_room(self, full: list[Subscriber]) -> None:
         """Wait until each full subscriber's connection has taken its queue.
@@ -377,6 +387,15 @@ class Hub:
         scope = subscriber.cancel_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, since + self.send_timeout)
+
+    def progressed(self, subscriber: Subscriber) -> None:
+        """A left-behind subscriber's connection took its queue: it is cut ``send_timeout``
+        after this progress (not after the one it was left behind at), unless it rejoins."""
+        now = clock(subscriber)
+        subscriber.stalled = now
+        scope = subscriber.cancel_scope
+        if scope is not None:
+            scope.deadline = min(subscriber.close_deadline, now + self.send_timeout)
 
     def rejoin(self, subscriber: Subscriber) -> bool:
         """Called by a left-behind subscriber's connection once its queue is written.

@@ -242,7 +242,9 @@ class EventStreamStatistics:
     channels: Mapping[str, int]
     #: Calls to ``publish_event`` (one per event and channel).
     events_published: int
-    #: Events written to clients, counted once per client.
+    #: Events written to clients, counted once per client: live ones, and those a client left
+    #: behind caught up on from history (not those replayed to a client that resumed with
+    #: ``Last-Event-ID``: metrics count those as replayed).
     events_delivered: int
     #: Subscribers disconnected because their buffer stayed full past ``send_timeout``.
     subscribers_dropped: int

@@ -28,7 +28,9 @@ class SubscriberLag:
 
     #: The channels it streams (concrete names, as the connection subscribed them).
     channels: tuple[str, ...]
-    #: Entries queued for it and not yet taken by its connection (at most ``buffer_size``).
+    #: Entries queued for it and not yet taken by its connection: at most ``buffer_size``, but
+    #: for one not yet proven to read whose connection is held in a send (it holds more: see
+    #: ``slow_consumer``).
     queued: int
     #: Seconds since it fell behind: since publishes left it behind (its buffer stayed full),
     #: or since its buffer was found full while its connection was held in a send; 0.0

@@ -219,6 +219,8 @@ class Connection:
                                 body = self._render(queue)
                                 count = len(queue)
                                 subscriber.took()
+                                if subscriber.stalled is not None:  # left behind: it progressed
+                                    self.hub.progressed(subscriber)
                                 if subscriber.reset_pending:
                                     subscriber.reset_pending = False
                                     body = self.reset_event() + body
@@ -243,9 +245,7 @@ class Connection:
                                 if waiter.time() >= end:
                                     await self._expire(send)
                                     break
-                                await send(
-                                    {"type": "http.response.body", "body": KEEP_ALIVE, "more_body": True}
-                                )
+                                await self._send_held(send, KEEP_ALIVE)
                                 deadline = min(end, waiter.time() + (interval or math.inf))
                     except OSError:
                         raise
@@ -304,7 +304,7 @@ class Connection:
         except Exception as exc:
             failure = exc
         await send({"type": "http.response.start", "status": 200, "headers": list(STREAM_HEADERS)})
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        await self._send_held(send, opening)
         if failure is None:
             try:
                 self.template.replayed += len(entries)  # metrics
@@ -324,8 +324,7 @@ class Connection:
         missed, complete = replay(self.history, self.positions)
         if not complete:  # history no longer has every event it missed
             self.positions = self._current()
-            body = self.reset_event()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await self._send_held(send, self.reset_event())
             return
         await self._write_entries(send, missed)
 
@@ -333,14 +332,25 @@ class Connection:
         for start in range(0, len(entries), 256):
             body = self._render(entries[start : start + 256])
             if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await self._send_held(send, body)
                 self.template.written_bytes += len(body)  # metrics
             if count:
                 self.hub.count_delivered(len(entries[start : start + 256]))
 
     async def _expire(self, send: Send) -> None:
         # The credentials ended: say so; the response then ends (the caller breaks out).
-        await send({"type": "http.response.body", "body": STREAM_EXPIRED, "more_body": True})
+        await self._send_held(send, STREAM_EXPIRED)
+
+    async def _send_held(self, send: Send, body: bytes) -> None:
+        # A body the client may hold up (it does not read): publishes do not wait for a
+        # subscriber not yet proven to read while its connection is in it (see _hub). The
+        # live loop's send does the same inline.
+        subscriber = self.subscriber
+        subscriber.sending = True
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        finally:
+            subscriber.sending = False
 
     @staticmethod
     async def send_stream_error(send: Send, exc: BaseException) -> None:

@@ -95,7 +95,8 @@ class EventStream:
             for while its connection is held in a send: it holds up to
             ``16 * max(buffer_size, 32)`` events or 0.1 s' worth instead),
             ``"drop-oldest"`` (drop its oldest event and send it
-            ``stream-reset``), or ``"block"`` (the publisher waits; not with
+            ``stream-reset``; disconnect it after ``send_timeout`` without
+            taking anything), or ``"block"`` (the publisher waits; not with
             a shared ``broker`` such as :class:`RedisBroker`, whose feed
             serves every channel at once).
         retry: The reconnection delay (ms) sent to clients in ``stream-open``;
