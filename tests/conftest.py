@@ -9,6 +9,7 @@ import pytest
 
 from .support.redis_cluster import RedisCluster, run_redis_cluster
 from .support.redis_engine import RedisEngine, run_redis
+from .support.relay import Relay, relay
 from .support.servers import SERVER_KINDS, Server, run_server
 
 _prefixes = itertools.count()
@@ -67,3 +68,11 @@ def redis_cluster() -> Iterator[RedisCluster]:
 def prefix() -> str:
     """A key prefix of its own per test, so tests sharing the engine share no channel."""
     return f"t{next(_prefixes)}:"
+
+
+@pytest.fixture
+def via_relay(engine: RedisEngine) -> Iterator[Relay]:
+    """A relay to the module's engine (tests/support/relay.py): it holds what it should
+    forward where a test says so (an engine that accepts and never answers)."""
+    with relay(engine.port) as instance:
+        yield instance

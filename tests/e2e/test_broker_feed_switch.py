@@ -7,8 +7,6 @@ engine's replies on the feed's connection where a test needs them held.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
@@ -18,18 +16,12 @@ from eventstream.testing import open_stream
 
 from ..support.helpers import broker_of, follower_of, receive_data, wait_until
 from ..support.redis_engine import RedisEngine
-from ..support.relay import Relay, relay
+from ..support.relay import Relay
 
 pytestmark = pytest.mark.anyio
 
 #: The relay's connection that carries a broker's feed (the feed connects first).
 FEED = 0
-
-
-@pytest.fixture
-def via_relay(engine: RedisEngine) -> Iterator[Relay]:
-    with relay(engine.port) as instance:
-        yield instance
 
 
 def feed_name(prefix: str, channel: str) -> bytes:

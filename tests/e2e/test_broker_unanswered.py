@@ -8,8 +8,6 @@ connected directly, stands for another process. On asyncio and trio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
@@ -20,18 +18,12 @@ from eventstream.testing import open_stream
 
 from ..support.helpers import broker_of, follower_of, receive_data, wait_until
 from ..support.redis_engine import RedisEngine
-from ..support.relay import Relay, relay
+from ..support.relay import Relay
 
 pytestmark = pytest.mark.anyio
 
 #: The relay's connection that carries a broker's commands (the feed connects first, commands second).
 COMMANDS = 1
-
-
-@pytest.fixture
-def via_relay(engine: RedisEngine) -> Iterator[Relay]:
-    with relay(engine.port) as instance:
-        yield instance
 
 
 def through(
