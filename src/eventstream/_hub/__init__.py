@@ -55,6 +55,7 @@ from ._presence import (
     parse_member_value,
     presence_channel,
     presence_event,
+    presence_members,
     presence_selection,
 )
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
@@ -69,6 +70,7 @@ __all__ = [
     "parse_member_value",
     "presence_channel",
     "presence_event",
+    "presence_members",
     "presence_selection",
     "SlowConsumerPolicy",
     "Subscriber",
