@@ -334,6 +334,65 @@ def test_memory_history_ages_out_events_older_than_max_age() -> None:
     assert history.find("quiet", "id4") is None
 
 
+def test_memory_history_bounds_what_it_keeps_over_every_channel(caplog: pytest.LogCaptureFixture) -> None:
+    # One small event on each of 100,000 channels (one per visitor, say) kept 103 MB for five
+    # minutes, bounded by nothing but age. The budget forgets the channels published least
+    # recently; a channel published often stays.
+    each = 9 + 400  # an entry's bytes as the budget counts them (and 600 per channel)
+    history = MemoryHistory(max_events=10, max_bytes=10 * each, max_total_bytes=100 * each)
+    start = time.monotonic() - 60
+
+    def entry(channel: str, seq: int, prev: int) -> HistoryEntry:
+        at = start + seq / 1000  # (published in turn, a millisecond apart)
+        return HistoryEntry(channel, seq, prev, f"id{seq}", f"id{prev}", b"data: x\n\n", 7, time=at)
+
+    seq = 0
+    busy: list[int] = []
+    with caplog.at_level("WARNING", logger="eventstream"):
+        for n in range(10_000):  # (and 1,000 on "news": 11,000 ms)
+            seq += 1
+            history.append(entry(f"visitor-{n}", seq, 0))
+            if n % 10 == 0:  # the busy channel, published every tenth event
+                seq += 1
+                history.append(entry("news", seq, busy[-1] if busy else 0))
+                busy = [*busy[-9:], seq]
+    kept = [n for n in range(10_000) if history.last(f"visitor-{n}") is not None]
+    assert 10 < len(kept) < 100
+    assert kept[0] >= 10_000 - 100  # some of the newest ones, none of the others
+    assert kept[-1] == 9_999
+    assert [e.seq for e in history.since("news", busy[0] - 1) or []] == busy  # all of its ten
+    # A client of a forgotten channel gets stream-reset, unless it had seen its last event.
+    assert history.since("visitor-0", 0) is None
+    assert history.since("visitor-0", 1) == []
+    warnings = [r for r in caplog.records if "max_total_bytes" in r.getMessage()]
+    assert len(warnings) == 1  # once, not per channel forgotten
+    unbounded = MemoryHistory(max_total_bytes=None)
+    for n in range(1_000):
+        unbounded.append(entry(f"visitor-{n}", n + 1, 0))
+    assert unbounded.last("visitor-0") is not None
+    with pytest.raises(ValueError, match="max_total_bytes"):
+        MemoryHistory(max_bytes=1024, max_total_bytes=1023)
+
+
+async def test_a_client_of_a_channel_the_history_budget_forgot_gets_stream_reset() -> None:
+    history = MemoryHistory(max_bytes=4096, max_total_bytes=4096)
+    stream = EventStream(history=history, keep_alive_interval=None)
+    with anyio.fail_after(10):
+        async with open_stream(stream("a")) as first:
+            await stream.wait_subscribers(1)
+            await stream.publish_event("a", {"data": 1})
+            [seen] = await receive_data(first, 1)
+            await stream.publish_event("a", {"data": 2})
+            assert [e.json() for e in await receive_data(first, 1)] == [2]
+        for n in range(20):
+            await stream.publish_event(f"other-{n}", {"data": n})  # past the budget: "a" goes
+        async with open_stream(stream("a"), headers={"last-event-id": str(seen.id)}) as again:
+            assert (await again.receive_event()).event == "stream-open"
+            assert (await again.receive_event()).event == "stream-reset"
+            await stream.publish_event("a", {"data": 3})
+            assert [e.json() for e in await receive_data(again, 1)] == [3]
+
+
 async def test_a_stream_on_a_quiet_channel_and_a_busy_one_resumes_after_trimming_elsewhere() -> None:
     # "b" is never published; "other" is trimmed meanwhile. A quiet channel's position was 0 for
     # ever, and "not held" once anything anywhere was forgotten: every resume was a reset, and

@@ -20,9 +20,12 @@ example to a Redis stream), loading its copy and its ``epoch`` at start.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -31,6 +34,11 @@ __all__ = ["HistoryEntry", "HistoryStore", "MemoryHistory"]
 
 # Bytes of Python objects around one entry's payload (measured with tracemalloc).
 _ENTRY_OVERHEAD = 400
+# Bytes of a channel's ring in MemoryHistory besides its entries: the ring, its deque and its
+# slot in the dict (tracemalloc: 100,000 channels of one 20-byte event each held 103 MB).
+_RING_OVERHEAD = 600
+
+logger = logging.getLogger("eventstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +167,20 @@ class MemoryHistory(HistoryStore):
         max_events: Events kept per channel.
         max_bytes: Encoded bytes kept per channel.
         max_age: Seconds an event is kept.
+        max_total_bytes: Bytes kept over every channel (each entry counts its
+            encoded bytes and about 400 bytes of bookkeeping, each channel
+            another 600), or ``None``: no bound but the others. Past it, the
+            channels published least recently are forgotten whole (of the
+            channels taken 8 at a time in turn, the half whose newest events
+            are oldest), and their reconnecting clients get
+            ``stream-reset``; the first time, a warning is logged. It bounds
+            what publishing to many channels, such as one per visitor, can
+            hold: the default, 256 MiB, is about 250,000 channels of one
+            small event each.
 
     Raises:
-        ValueError: a limit is not positive.
+        ValueError: a limit is not positive, or ``max_total_bytes`` is less
+            than ``max_bytes``.
     """
 
     # An entry is kept as a plain tuple of numbers, strings and bytes, not as
@@ -170,21 +189,39 @@ class MemoryHistory(HistoryStore):
     # history does not make every full collection (which walks every tracked
     # object) longer and more frequent. Readers get HistoryEntry objects back.
 
-    def __init__(self, *, max_events: int = 256, max_bytes: int = 256 * 1024, max_age: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_events: int = 256,
+        max_bytes: int = 256 * 1024,
+        max_age: float = 300.0,
+        max_total_bytes: int | None = 256 * 1024 * 1024,
+    ) -> None:
         if max_events < 1 or max_bytes < 1 or not max_age > 0:
             raise ValueError("history limits must be positive")
+        if max_total_bytes is not None and max_total_bytes < max_bytes:
+            raise ValueError(
+                f"max_total_bytes ({max_total_bytes}) must be at least max_bytes ({max_bytes}), or None"
+            )
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = max_age
+        self.max_total_bytes = max_total_bytes
+        self._total = 0  # the bytes kept over every channel, as max_total_bytes counts them
+        self._budget = sys.maxsize if max_total_bytes is None else max_total_bytes
+        self._warned = False
         self.epoch: str = os.urandom(4).hex()
         self._rings: dict[str, _Ring] = {}
         self._sweep: Iterator[str] = iter(())
+        self._evicting: Iterator[str] = iter(())  # the channels in turn, for the budget
         self._appends = 0
         # Channels whose whole history was forgotten (aged out): the newest sequence number each
         # had, so a client on it knows whether it missed any (a channel never published has none
         # to miss); past _GONE_KEPT of them, the oldest are folded into _unknown, the newest
         # number forgotten of a channel no longer remembered.
-        self._gone: dict[str, int] = {}
+        # (Ordered: the oldest is taken from the front, which a dict, whose deleted slots stay
+        # until it grows, reaches by walking every one deleted since.)
+        self._gone: OrderedDict[str, int] = OrderedDict()
         self._unknown = 0
         self._newest = 0  # the newest sequence number appended: positions after it are forged
 
@@ -193,11 +230,14 @@ class MemoryHistory(HistoryStore):
         if ring is None:
             floor = self._gone.pop(entry.channel, None)
             ring = self._rings[entry.channel] = _Ring(self._unknown if floor is None else floor)
+            self._total += _RING_OVERHEAD
         wire = entry.wire
         ring.entries.append(
             (entry.seq, entry.prev_seq, entry.id, entry.prev_id, wire, entry.body_length, entry.time)
         )
-        ring.size += len(wire) + _ENTRY_OVERHEAD
+        size = len(wire) + _ENTRY_OVERHEAD
+        ring.size += size
+        self._total += size
         if entry.seq > self._newest:
             self._newest = entry.seq
         while len(ring.entries) > self.max_events or ring.size > self.max_bytes:
@@ -205,6 +245,40 @@ class MemoryHistory(HistoryStore):
         self._appends += 1
         if self._appends % 64 == 0:
             self._sweep_some(entry.time)
+        if self._total > self._budget:
+            self._evict(self._budget, entry.channel)
+
+    def _evict(self, budget: int, keep: str) -> None:
+        # Forget whole channels until what is kept fits the budget: each time, of the next
+        # _EVICT_SAMPLE channels in turn (in the order their rings were made), the half whose
+        # newest events are oldest (never `keep`'s, whose event was just appended; max_bytes
+        # <= budget: the rest fits).
+        rings = self._rings
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "history: max_total_bytes (%d) reached: the history of the channels published "
+                "least recently is forgotten (their reconnecting clients get stream-reset)",
+                budget,
+            )
+        while self._total > budget and len(rings) > 1:
+            sample: list[tuple[float, str]] = []
+            for channel in self._evicting:
+                ring = rings.get(channel)
+                if ring is not None and channel != keep:
+                    sample.append((ring.entries[-1][_TIME] if ring.entries else -math.inf, channel))
+                    if len(sample) == _EVICT_SAMPLE:
+                        break
+            else:  # every channel seen: again, from the first
+                self._evicting = iter(list(rings))
+                if not sample:
+                    continue
+            sample.sort()
+            for _time, channel in sample[: (len(sample) + 1) // 2]:
+                ring = rings.pop(channel)
+                while ring.entries:
+                    self._forget(ring)
+                self._gone_whole(channel, ring)
 
     def _sweep_some(self, now: float) -> None:
         # Amortised: age out a few other channels on every 64th append, so
@@ -225,15 +299,21 @@ class MemoryHistory(HistoryStore):
             self._forget(ring)
         if not entries:
             del self._rings[channel]
-            gone = self._gone
-            gone[channel] = ring.lost
-            if len(gone) > _GONE_KEPT:
-                oldest = next(iter(gone))
-                self._unknown = max(self._unknown, gone.pop(oldest))
+            self._gone_whole(channel, ring)
+
+    def _gone_whole(self, channel: str, ring: _Ring) -> None:
+        # Remember the newest number a channel whose ring went had (see _gone).
+        self._total -= _RING_OVERHEAD
+        gone = self._gone
+        gone[channel] = ring.lost
+        if len(gone) > _GONE_KEPT:
+            self._unknown = max(self._unknown, gone.popitem(last=False)[1])
 
     def _forget(self, ring: _Ring) -> None:
         kept = ring.entries.popleft()
-        ring.size -= len(kept[_WIRE]) + _ENTRY_OVERHEAD
+        size = len(kept[_WIRE]) + _ENTRY_OVERHEAD
+        ring.size -= size
+        self._total -= size
         ring.lost = kept[_SEQ]
 
     def _ring(self, channel: str) -> _Ring | None:
@@ -286,6 +366,9 @@ class MemoryHistory(HistoryStore):
                 return kept[_SEQ]
         return None
 
+
+#: Channels MemoryHistory's budget compares to forget one (see MemoryHistory._evict).
+_EVICT_SAMPLE: Final = 8
 
 #: Channels whose whole history aged out that MemoryHistory remembers by name (see _gone).
 _GONE_KEPT: Final = 65_536
