@@ -212,7 +212,7 @@ async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
 
                 async def on_the_feed() -> bool:
                     loading = follower_of(stream)._preparer._loading.get("x")
-                    kept = {entry.seq for entry in loading.entries or ()} if loading is not None else set()
+                    kept = {entry.seq for entry in loading.entries("x")} if loading is not None else set()
                     return kept >= set(range(seq + 1, seq + 6))
 
                 await wait_until(on_the_feed)

@@ -77,17 +77,34 @@ def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
 
 
 class _Loading:
-    """A channel's first read, in flight: feed entries that arrive meanwhile, and its outcome."""
+    """First reads in flight (a channel's, or a connection's read together): feed entries that
+    arrive meanwhile, and the outcome. One per read, not per channel: under a flood of new
+    channels, thousands a second lived through the collector's passes into its oldest generation.
+    """
 
-    __slots__ = ("_done", "entries", "error", "finished", "generation")
+    __slots__ = ("_done", "_entries", "errors", "finished", "generation")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        #: Feed entries that arrived meanwhile (made for the first: most reads get none).
-        self.entries: list[EngineEntry] | None = None
-        self.error: BrokerError | None = None
+        #: Feed entries that arrived meanwhile, per channel (made for the first: most reads get none).
+        self._entries: dict[str, list[EngineEntry]] | None = None
+        #: Why the read of a channel failed, per channel.
+        self.errors: dict[str, BrokerError] = {}
         self.finished = False
         self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
+
+    def set_aside(self, channel: str, entry: EngineEntry, most: int) -> None:
+        """Keep a feed entry of ``channel`` that came during the read (``most`` at most)."""
+        if self._entries is None:
+            self._entries = {channel: [entry]}
+        else:
+            kept = self._entries.setdefault(channel, [])
+            if len(kept) < most:
+                kept.append(entry)
+
+    def entries(self, channel: str) -> list[EngineEntry]:
+        """The feed entries of ``channel`` kept meanwhile."""
+        return [] if self._entries is None else self._entries.get(channel, [])
 
     def finish(self) -> None:
         """The read is over (taken in, failed or abandoned): wake the waiters."""
@@ -145,10 +162,7 @@ class Preparer:
         """
         loading = self._loading.get(channel)
         if loading is not None:
-            if loading.entries is None:
-                loading.entries = [entry]
-            elif len(loading.entries) < self._follower.history.max_events:
-                loading.entries.append(entry)
+            loading.set_aside(channel, entry, self._follower.history.max_events)
 
     async def reload(self, channel: str) -> None:
         """Read ``channel`` again as a new channel (the engine's numbering of it went back).
@@ -236,7 +250,8 @@ class Preparer:
         # to prepare one by one.
         follower = self._follower
         generation = follower.generation
-        mine: dict[str, _Loading] = {}
+        loading = _Loading(generation)  # (one for the channels read here for the first time)
+        mine: dict[str, None] = {}
         known: dict[str, int] = {}
         rest: list[str] = []
         for channel in channels:
@@ -244,8 +259,9 @@ class Preparer:
                 known[channel] = follower.history.last_seq.get(channel, 0)
             elif channel in self._loading:
                 rest.append(channel)
-            else:
-                mine[channel] = self._loading[channel] = _Loading(generation)
+            elif channel not in mine:
+                mine[channel] = None
+                self._loading[channel] = loading
         requests = [*((channel, -1) for channel in mine), *known.items()]
         if not requests:
             return rest
@@ -258,24 +274,24 @@ class Preparer:
             async with follower.lock:
                 with anyio.CancelScope(shield=True):  # what was read is taken in whole
                     for (channel, after), result in zip(requests, results, strict=True):
-                        loading = mine.get(channel)
+                        first = after < 0  # (read here for the first time: in `mine`)
                         try:
                             if isinstance(result, BrokerError):
                                 raise result
-                            if loading is not None:
+                            if first:
                                 if not await self.install(channel, loading, *result):
                                     rest.append(channel)
                             elif not await self._refreshed(channel, generation, after, *result):
                                 rest.append(channel)
                         except BrokerError as exc:  # (also: a gap after it that could not be read)
                             errors.append(exc)
-                            if loading is not None:
-                                loading.error = exc
+                            if first:
+                                loading.errors[channel] = exc
         finally:
-            for channel, loading in mine.items():
+            for channel in mine:
                 if self._loading.get(channel) is loading:
                     del self._loading[channel]
-                loading.finish()
+            loading.finish()
         return rest
 
     async def _send_reads(self, batch: list[_Reads]) -> None:
@@ -342,8 +358,9 @@ class Preparer:
             loading = self._loading.get(channel)
             if loading is not None:
                 await loading.wait()
-                if loading.error is not None:
-                    raise loading.error
+                error = loading.errors.get(channel)
+                if error is not None:
+                    raise error
                 continue
             loading = self._loading[channel] = _Loading(follower.generation)
             try:
@@ -354,7 +371,7 @@ class Preparer:
                     with anyio.CancelScope(shield=True):  # what was read is taken in whole
                         await self.install(channel, loading, epoch, newest, entries)
             except BrokerError as exc:
-                loading.error = exc
+                loading.errors[channel] = exc
                 raise
             finally:
                 if self._loading.get(channel) is loading:
@@ -381,7 +398,7 @@ class Preparer:
         follower.loaded[channel] = None
         if self._loading.get(channel) is loading:  # (a reload may have put its own in its place)
             del self._loading[channel]
-        for entry in loading.entries or ():  # from the feed meanwhile
+        for entry in loading.entries(channel):  # from the feed meanwhile
             if entry.epoch == follower.epoch:  # (an older one is history)
                 await follower.receive_one(channel, entry)
         return True
