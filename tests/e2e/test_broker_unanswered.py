@@ -221,6 +221,48 @@ async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
     assert [event.id for event in received] == [f"{other._epoch}-{seq + n}" for n in range(1, 6)]
 
 
+async def test_the_channels_of_a_first_read_share_one_record_and_keep_their_own_feed_entries(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> None:
+    # One record per read, not per channel (under a flood, one per channel lived into the
+    # collector's oldest generation); what the feed brings meanwhile is kept per channel.
+    stream = through(via_relay, prefix, request_timeout=30.0)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    with anyio.fail_after(60):
+        async with stream, other:
+            async with open_stream(stream("warm-up")) as response:  # the engine has the read script
+                assert response.status == 200
+            via_relay.hold(COMMANDS, replies_only=True)
+            preparer = follower_of(stream)._preparer
+            async with anyio.create_task_group() as tg:
+                opened: list[int] = []
+
+                async def open_three() -> None:
+                    async with open_stream(stream(["x", "y", "z"])) as response:
+                        opened.append(response.status)
+
+                tg.start_soon(open_three)
+
+                async def reading() -> bool:
+                    return via_relay.holds_reply(COMMANDS) and {"x", "y", "z"} <= preparer._loading.keys()
+
+                await wait_until(reading)
+                records = {id(preparer._loading[channel]) for channel in ("x", "y", "z")}
+                assert len(records) == 1
+                published = [await broker_of(other).publish("y", ServerSentEvent(data=n)) for n in range(3)]
+                loading = preparer._loading["y"]
+
+                async def set_aside() -> bool:
+                    return len(loading.entries("y")) == 3
+
+                await wait_until(set_aside)
+                assert [entry.id for entry in loading.entries("y")] == [event.id for event in published]
+                assert loading.entries("x") == loading.entries("z") == []
+                via_relay.release()
+            assert opened == [200]
+            assert not preparer._loading
+
+
 def test_block_is_refused_with_a_broker(engine: RedisEngine) -> None:
     # The feed delivers every channel: one stalled client would stall them all.
     with pytest.raises(ValueError, match='slow_consumer="block" cannot be used with a broker'):
