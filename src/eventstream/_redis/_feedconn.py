@@ -75,7 +75,7 @@ class FeedConnection:
         self._ssl = endpoint.ssl_context()
         self._stream: anyio.abc.ByteStream | None = None
         self._parser = RespParser(max_bulk=MAX_MESSAGE)
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)  # (each holder sends: a checkpoint)
         self._book = FeedBook(engine)
         self._changed = anyio.Event()
         #: Whether bytes came since the idle watcher last looked.

@@ -1,9 +1,10 @@
 """Before a connection subscribes: the reads of its channels, taken in by the follower.
 
 The reads a connection needs before it subscribes go in one request with
-those of the other connections that open meanwhile (two such requests in
-flight at most, each for up to :data:`CONNECTIONS_TOGETHER` connections): a
-flood of connections on new channels costs a few requests, not one each. They
+those of the other connections that open meanwhile (one such request in
+flight at a time, for up to :data:`CONNECTIONS_TOGETHER` connections; those
+that open while it is out go in the next, which makes each request carry
+more): a flood of connections on new channels costs a few requests, not one each. They
 run outside the follower's lock: each connection takes in its own outcome
 under it, so the flood does not hold up the feed of the channels already
 followed. Feed entries of a channel whose first read is in flight are kept
@@ -150,7 +151,7 @@ class Preparer:
         self._loading: dict[str, _Loading] = {}
         self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
         self._together: BatchQueue[_Reads] = BatchQueue(
-            self._send_reads, batch_size=CONNECTIONS_TOGETHER, senders=2
+            self._send_reads, batch_size=CONNECTIONS_TOGETHER, senders=1
         )
         self._together.bind()  # (made in the event loop that runs the broker)
 
