@@ -334,6 +334,12 @@ def _broker_instruments(meter: Meter, parts: Serving) -> list[Instrument]:
             "Feed messages dropped because this process fell too far behind.",
         ),
         meter.create_observable_counter(
+            "eventstream.broker.feed.unchecked",
+            [feed(lambda s: s.feed_unchecked)],
+            "{message}",
+            "Feed messages ignored unchecked: more a second than the engine is asked to confirm.",
+        ),
+        meter.create_observable_counter(
             "eventstream.broker.events.filled",
             [feed(lambda s: s.events_filled)],
             "{event}",

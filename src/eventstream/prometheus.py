@@ -205,6 +205,11 @@ def _feed_families(feed: BrokerStatistics) -> Iterator[Metric]:
         value=feed.feed_dropped,
     )
     yield CounterMetricFamily(
+        "eventstream_broker_feed_unchecked",
+        "Feed messages ignored unchecked: more a second than the engine is asked to confirm.",
+        value=feed.feed_unchecked,
+    )
+    yield CounterMetricFamily(
         "eventstream_broker_events_filled",
         "Events delivered from reads of the engine's history: gaps in the feed filled, catch-ups.",
         value=feed.events_filled,

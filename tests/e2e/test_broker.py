@@ -166,13 +166,6 @@ async def test_channels_read_together_get_their_number_whatever_their_names(
                 assert history.last_seq["two words"] == 2 + names.index("two words") + 1
 
 
-def _script_calls(engine: RedisEngine) -> int:
-    for line in engine.command("INFO", "commandstats").decode().splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
-
-
 async def test_connections_opening_together_on_new_channels_share_reads_and_miss_nothing(
     engine: RedisEngine, prefix: str
 ) -> None:
@@ -191,7 +184,7 @@ async def test_connections_opening_together_on_new_channels_share_reads_and_miss
                 for name in group:
                     for n in range(2):
                         await writer.publish_event(name, {"data": f"{name}-{n}"})
-            calls = _script_calls(engine)
+            calls = engine.calls("evalsha")
 
             async def follow(c: int) -> None:
                 async with open_stream(reader(names[c])) as response:
@@ -201,7 +194,7 @@ async def test_connections_opening_together_on_new_channels_share_reads_and_miss
                 for c in range(connections):
                     tg.start_soon(follow, c)
                 await reader.wait_subscribers(connections)
-                reads = _script_calls(engine) - calls
+                reads = engine.calls("evalsha") - calls
                 for group in names:
                     for name in group:
                         await writer.publish_event(name, {"data": f"{name}-2"})
@@ -237,10 +230,10 @@ async def test_a_read_of_channels_with_long_histories_takes_several_calls_and_ke
                     await writer.publish_event(name, {"data": f"{name}-{n}"})
             async with open_stream(reader("warm-up")):  # the engine has the read script from now on
                 pass
-            calls = _script_calls(engine)
+            calls = engine.calls("evalsha")
             async with open_stream(reader(names)):
                 await reader.wait_subscribers(1)
-                reads = _script_calls(engine) - calls
+                reads = engine.calls("evalsha") - calls
             history = reader._broker.history
             assert isinstance(history, SharedHistory)
             kept = {name: history.since(name, 0) for name in names}

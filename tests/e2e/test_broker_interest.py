@@ -84,6 +84,7 @@ async def test_a_process_without_subscribers_takes_in_no_feed(engine: RedisEngin
                 feed_channels=0,
                 feed_messages=0,
                 feed_dropped=0,
+                feed_unchecked=0,
                 events_filled=0,
                 feed_requests=0,
                 feed_connected=True,

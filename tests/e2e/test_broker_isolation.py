@@ -10,6 +10,7 @@ streams within the check interval.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -17,10 +18,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventstream import BrokerError, EventStream, RedisBroker, ServerSentEvent
+from eventstream._redis._suspects import CHECKS_BURST, CHECKS_PER_SECOND
 from eventstream.prometheus import register
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.helpers import broker_of, follower_of
+from ..support.helpers import broker_of, follower_of, wait_until
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
@@ -278,6 +280,59 @@ async def test_forged_and_malformed_feed_messages_never_silence_a_channel(
     assert any("event 1000000" in m for m in messages)
     assert any("0badf00d" in m for m in messages)
     assert any("not the one the engine" in m for m in messages)
+
+
+#: PUBLISHes ARGV[2] forged messages on the feed channel KEYS[1], each far ahead of the channel.
+_FORGE_FAR_AHEAD = """
+local e = ARGV[1]
+for i = 1, tonumber(ARGV[2]) do
+  local s = 1000000 + i
+  redis.call('PUBLISH', KEYS[1], e .. '\\n' .. s .. '\\n' .. e .. '-' .. s .. '\\n' .. e .. '-' .. (s - 1)
+    .. '\\n0\\ndata: "far"\\n')
+end
+return 0
+"""
+
+
+async def test_a_flood_of_forged_feed_messages_costs_a_bounded_number_of_engine_reads(
+    engine: RedisEngine, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each message far ahead was checked against the engine with the follower's lock held: 2,000
+    # of them cost 2,000 reads (and 2,000 warnings), one round trip each during which the feed of
+    # every channel waited. Past CHECKS_BURST, CHECKS_PER_SECOND are checked; the rest are ignored.
+    stream = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    feed = f"{prefix}|ch:0:news"
+    with anyio.fail_after(60), caplog.at_level(logging.WARNING, logger="eventstream"):
+        async with stream, other, open_stream(stream("news")) as response:
+            await stream.wait_subscribers(1, "news")
+            await other.publish_event("news", {"data": 0})
+            await receive_until(response, 0)
+            epoch = broker_of(stream).epoch
+            reads = engine.calls("evalsha")
+            start = time.monotonic()
+            await anyio.to_thread.run_sync(engine.command, "EVAL", _FORGE_FAR_AHEAD, "1", feed, epoch, "2000")
+            for n in range(1, 4):  # the real next ones, behind the forged ones on the feed
+                await other.publish_event("news", {"data": n})
+            got = await receive_until(response, 3)
+            suspects = follower_of(stream).suspects
+
+            def checked() -> int:  # (each forged message checked is reported once)
+                return sum("ignoring a feed message for event 10" in r.getMessage() for r in caplog.records)
+
+            async def all_seen() -> bool:
+                return suspects.refused + checked() == 2000
+
+            await wait_until(all_seen, timeout=30)
+            reads = engine.calls("evalsha") - reads - 3  # (the three publishes are script calls too)
+            elapsed = time.monotonic() - start
+            stats = stream.statistics().broker
+    assert [(e.id, e.json()) for e in got] == [(f"{epoch}-{n + 1}", n) for n in range(1, 4)]
+    assert checked() <= reads <= CHECKS_BURST + CHECKS_PER_SECOND * elapsed + 2
+    ignored = [r for r in caplog.records if "would have had to confirm" in r.getMessage()]
+    assert len(ignored) == 1  # (one warning per WARN_EVERY seconds)
+    assert stats is not None
+    assert stats.feed_unchecked == 2000 - checked()  # (eventstream_broker_feed_unchecked_total)
 
 
 async def test_a_forged_message_whose_time_is_out_of_range_is_refused(

@@ -218,6 +218,13 @@ class RedisEngine:
         result = subprocess.run([*self._cli(), "--raw", *args], capture_output=True, timeout=10, check=True)
         return result.stdout
 
+    def calls(self, name: str) -> int:
+        """How many times the engine ran command ``name`` (``evalsha``, ``ping``...) so far."""
+        for line in self.command("INFO", "commandstats").decode().splitlines():
+            if line.startswith(f"cmdstat_{name.lower()}:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
 
 @contextlib.contextmanager
 def run_redis(

@@ -25,7 +25,8 @@ engine's history fills it; a message the engine contradicts is ignored (it
 never moves a channel's position, so no later event is dropped for it).
 A message under a number already delivered that is not the entry delivered
 (or the first of a channel) is checked too: if the engine's numbering went
-back (every key of the channel deleted), the channel's streams end.
+back (every key of the channel deleted), the channel's streams end. Such
+checks are bounded per second (``_suspects.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .._hub import Hub
 from ._history import SharedHistory
 from ._interest import FeedInterest
 from ._prepare import ManyReader, Preparer, Reader, as_history
+from ._suspects import CheckBudget
 from ._wire import EngineEntry
 
 if TYPE_CHECKING:
@@ -100,6 +102,8 @@ class EngineFollower:
         self.lock = anyio.Lock(fast_acquire=True)
         #: Counts the engine's new epochs: a read begun before one is stale.
         self.generation = 0
+        #: How many feed messages a second may each cost a read to be checked.
+        self.suspects = CheckBudget(engine)
         self._preparer = Preparer(self, read, read_many)
 
     @property
@@ -189,7 +193,10 @@ class EngineFollower:
 
     async def receive_one(self, channel: str, entry: EngineEntry) -> None:
         """Handle one entry of the feed (or one kept aside during a first read); the lock is held."""
-        if entry.epoch != self.epoch and not await self._confirm_epoch(channel, entry):
+        suspects = self.suspects
+        if entry.epoch != self.epoch and not (
+            suspects.take(channel) and await self._confirm_epoch(channel, entry)
+        ):
             return
         if channel not in self.loaded:
             # No connection here ever asked for it: nobody to deliver to, and
@@ -202,12 +209,14 @@ class EngineFollower:
             kept = self.history.since(channel, entry.seq - 1)
             if kept and (kept[0].id, kept[0].prev_id, kept[0].body) == (entry.id, entry.prev_id, entry.body):
                 return  # already delivered (read from history meanwhile)
-            if kept is not None or entry.seq == 1:
+            if (kept is not None or entry.seq == 1) and self.suspects.take(channel):
                 # Not the entry delivered under that number, or a channel that starts
                 # again: did the engine's numbering go back (its keys deleted)?
                 await self._check_went_back(channel, entry.seq, known, differs=kept is not None)
             return
         if known is not None and entry.seq > known + 1 and not (known == 0 and self._starts(entry)):
+            if not self.suspects.take(channel):
+                return  # (a real gap: the periodic check fills it)
             await self.catch_up(channel, known)
             known = self.history.last_seq.get(channel)
             if (known is not None and entry.seq <= known) or channel not in self.loaded:

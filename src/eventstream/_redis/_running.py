@@ -167,6 +167,7 @@ class RunningParts:
             feed_channels=len(follower.interest.subscribed),
             feed_messages=reader.messages,
             feed_dropped=inbox.dropped,
+            feed_unchecked=follower.suspects.refused,
             events_filled=follower.filled,
             feed_requests=follower.interest.requests,
             feed_connected=self.feed is not None and self.feed.connected,
