@@ -16,8 +16,8 @@ import pytest
 
 from eventstream import BrokerError, EventStream, GripPublisher, Publisher, RedisBroker, ServerSentEvent
 from eventstream._redis._batching import Pending
-from eventstream._redis._follow import FORGET_AT_ONCE
 from eventstream._redis._history import SharedHistory
+from eventstream._redis._idle import FORGET_AT_ONCE
 from eventstream._redis._layout import EngineLayout
 from eventstream._redis._publish import BatchSender
 from eventstream._redis._reader import _READ_FULL, _READ_TOGETHER

@@ -43,6 +43,7 @@ import anyio.lowlevel
 from .._history import HistoryEntry, origin_id
 from .._hub import Hub
 from ._history import SharedHistory
+from ._idle import IdleChannels
 from ._interest import FeedInterest
 from ._prepare import ManyReader, Preparer, Reader, as_history
 from ._suspects import CheckBudget
@@ -51,14 +52,9 @@ from ._wire import EngineEntry
 if TYPE_CHECKING:
     from .._observe._trace import Tracing
 
-__all__ = ["FORGET_AT_ONCE", "EngineFollower"]
+__all__ = ["EngineFollower"]
 
 logger = logging.getLogger("eventstream")
-
-#: Idle channels forgotten between two passes of the event loop by the periodic check.
-FORGET_AT_ONCE = 512
-#: Channels looked at between two passes of the event loop by the periodic check.
-_SCAN_AT_ONCE = 4096
 
 
 class EngineFollower:
@@ -83,9 +79,7 @@ class EngineFollower:
         self.hub = hub
         #: The feed's subscriptions: every followed channel's feed is subscribed to.
         self.interest = interest
-        self._linger = linger
-        #: When each channel followed (or subscribed to) without local subscribers was first seen so.
-        self._idle_since: dict[str, float] = {}
+        self._idle = IdleChannels(linger)
         #: Entries delivered from reads of the engine's history (gaps in the feed filled).
         self.filled = 0
         self.history = history
@@ -111,60 +105,10 @@ class EngineFollower:
         return self.history.epoch
 
     async def channels_to_check(self) -> list[str]:
-        """Channels with local subscribers whose history is followed; stops following idle ones.
-
-        A channel (followed, or only subscribed to after a failed first read)
-        that has had no local subscriber, and no connection being prepared
-        for it, for ``linger`` seconds is no longer followed: its copy is
-        dropped and its feed unsubscribed (a connection that asks for it
-        again subscribes and reads it from the engine). The idle channels are
-        dropped :data:`FORGET_AT_ONCE` at a time, with a pass of the event
-        loop in between: thousands of them do not hold up the feed.
-        """
-        hub = self.hub
-        interest = self.interest
-        preparing = self._preparer.preparing
-        now = anyio.current_time()
-        idle_since = self._idle_since
-        # Note when each followed channel was first seen idle (a channel seen with
-        # a subscriber or being prepared is not idle), by chunks with a pass of the
-        # event loop in between: a long list does not hold up the feed.
-        # (Copies of the keys, made at C speed: the dicts change during the passes.)
-        subscribed, loaded = list(interest.subscribed), list(self.loaded)
-        for names, also_subscribed in ((subscribed, False), (loaded, True)):
-            for start in range(0, len(names), _SCAN_AT_ONCE):
-                await anyio.lowlevel.checkpoint()
-                for name in names[start : start + _SCAN_AT_ONCE]:
-                    if also_subscribed and name in interest.subscribed:
-                        continue  # (seen among the subscribed)
-                    if hub.subscribed(name) or name in preparing:
-                        idle_since.pop(name, None)
-                    elif name not in idle_since:
-                        idle_since[name] = now
-        # Oldest first: stop at the first not due. (Only this pass changes idle_since,
-        # so its iteration goes on across the passes of the event loop.)
-        due: list[str] = []
-        for count, (name, since) in enumerate(idle_since.items(), 1):
-            if now - since < self._linger:
-                break
-            due.append(name)
-            if not count % _SCAN_AT_ONCE:
-                await anyio.lowlevel.checkpoint()
-        for start in range(0, len(due), FORGET_AT_ONCE):
-            if start:
-                await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)
-            dropped = []
-            for name in due[start : start + FORGET_AT_ONCE]:
-                if name in preparing or hub.subscribed(name):
-                    continue
-                dropped.append(name)
-                idle_since.pop(name, None)
-                if name in self.loaded:
-                    del self.loaded[name]
-                    self.history.forget(name)
-            if interest.drop(dropped):
-                await interest.unsubscribe(dropped)
-        return [name for name in hub.channel_names() if name in self.loaded]
+        """Channels with local subscribers whose history is followed; stops following idle ones
+        (``_idle.py``)."""
+        await self._idle.forget(self, self._preparer.preparing)
+        return [name for name in self.hub.channel_names() if name in self.loaded]
 
     def unfollowed(self) -> list[str]:
         """Channels with local subscribers that are not followed, nor being prepared.
