@@ -22,7 +22,8 @@ import anyio
 
 from .._base import BrokerError
 from .._history import HistoryEntry
-from ._batching import BatchQueue, Queued
+from ._batching import BatchQueue
+from ._reads import Loading, Reads
 from ._wire import EngineEntry
 
 if TYPE_CHECKING:
@@ -77,63 +78,6 @@ def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
     return entry.to_history(channel, time.monotonic() - age)
 
 
-class _Loading:
-    """First reads in flight (a channel's, or a connection's read together): feed entries that
-    arrive meanwhile, and the outcome. One per read, not per channel: under a flood of new
-    channels, thousands a second lived through the collector's passes into its oldest generation.
-    """
-
-    __slots__ = ("_done", "_entries", "errors", "finished", "generation")
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
-        #: Feed entries that arrived meanwhile, per channel (made for the first: most reads get none).
-        self._entries: dict[str, list[EngineEntry]] | None = None
-        #: Why the read of a channel failed, per channel.
-        self.errors: dict[str, BrokerError] = {}
-        self.finished = False
-        self._done: anyio.Event | None = None  # made for a waiter only: most reads have none
-
-    def set_aside(self, channel: str, entry: EngineEntry, most: int) -> None:
-        """Keep a feed entry of ``channel`` that came during the read (``most`` at most)."""
-        if self._entries is None:
-            self._entries = {channel: [entry]}
-        else:
-            kept = self._entries.setdefault(channel, [])
-            if len(kept) < most:
-                kept.append(entry)
-
-    def entries(self, channel: str) -> list[EngineEntry]:
-        """The feed entries of ``channel`` kept meanwhile."""
-        return [] if self._entries is None else self._entries.get(channel, [])
-
-    def finish(self) -> None:
-        """The read is over (taken in, failed or abandoned): wake the waiters."""
-        self.finished = True
-        if self._done is not None:
-            self._done.set()
-
-    async def wait(self) -> None:
-        """Return once :meth:`finish` was called."""
-        if not self.finished:
-            if self._done is None:
-                self._done = anyio.Event()
-            await self._done.wait()
-
-
-class _Reads(Queued):
-    """A connection's reads, queued to be sent with other connections' (in one request)."""
-
-    __slots__ = ("deadline", "requests", "results")
-
-    def __init__(self, requests: list[tuple[str, int]], deadline: float) -> None:
-        super().__init__()
-        self.requests = requests
-        #: When (``anyio.current_time()``) the connection stops waiting: its request ends by then.
-        self.deadline = deadline
-        self.results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
-
-
 class Preparer:
     """The reads of a follower's channels for connections about to subscribe.
 
@@ -148,9 +92,9 @@ class Preparer:
         #: Channels of the connections being prepared (how many each): kept while they are.
         self.preparing: dict[str, int] = {}
         #: Channels whose first read is in flight.
-        self._loading: dict[str, _Loading] = {}
+        self._loading: dict[str, Loading] = {}
         self._reads = anyio.Semaphore(CONCURRENT_READS, fast_acquire=True)
-        self._together: BatchQueue[_Reads] = BatchQueue(
+        self._together: BatchQueue[Reads] = BatchQueue(
             self._send_reads, batch_size=CONNECTIONS_TOGETHER, senders=1
         )
         self._together.bind()  # (made in the event loop that runs the broker)
@@ -176,7 +120,7 @@ class Preparer:
         follower = self._follower
         await follower.interest.follow((channel,))  # (subscribed already, unless it was just dropped)
         epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
-        loading = self._loading[channel] = _Loading(follower.generation)
+        loading = self._loading[channel] = Loading(follower.generation)
         try:
             await self.install(channel, loading, epoch, newest, entries)
         finally:
@@ -251,7 +195,7 @@ class Preparer:
         # to prepare one by one.
         follower = self._follower
         generation = follower.generation
-        loading = _Loading(generation)  # (one for the channels read here for the first time)
+        loading = Loading(generation)  # (one for the channels read here for the first time)
         mine: dict[str, None] = {}
         known: dict[str, int] = {}
         rest: list[str] = []
@@ -267,7 +211,7 @@ class Preparer:
         if not requests:
             return rest
         try:
-            reads = _Reads(requests, deadline)
+            reads = Reads(requests, deadline)
             await self._together.submit(reads)
             if reads.error is not None:  # (a bug)
                 raise reads.error
@@ -295,7 +239,7 @@ class Preparer:
             loading.finish()
         return rest
 
-    async def _send_reads(self, batch: list[_Reads]) -> None:
+    async def _send_reads(self, batch: list[Reads]) -> None:
         # The reads of the connections in `batch`, in one request (a call of the
         # read script per _READ_TOGETHER channels, sent at once), each given its
         # results. It ends by the earliest deadline of theirs: the connection
@@ -363,7 +307,7 @@ class Preparer:
                 if error is not None:
                     raise error
                 continue
-            loading = self._loading[channel] = _Loading(follower.generation)
+            loading = self._loading[channel] = Loading(follower.generation)
             try:
                 await follower.interest.follow((channel,))  # (before the read: see _send_reads)
                 async with self._reads:
@@ -380,7 +324,7 @@ class Preparer:
                 loading.finish()
 
     async def install(
-        self, channel: str, loading: _Loading, epoch: str, newest: int, entries: list[EngineEntry]
+        self, channel: str, loading: Loading, epoch: str, newest: int, entries: list[EngineEntry]
     ) -> bool:
         """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
         follower = self._follower
