@@ -8,6 +8,9 @@ connected directly, stands for another process. On asyncio and trio.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import anyio
 import pytest
 
@@ -38,6 +41,19 @@ def through(
         publish_timeout=publish_timeout,
     )
     return EventStream(broker=broker)
+
+
+@contextlib.asynccontextmanager
+async def reading_through(
+    engine: RedisEngine, via_relay: Relay, prefix: str
+) -> AsyncIterator[tuple[EventStream, EventStream]]:
+    """A stream through the relay whose engine has the read script, and another one straight to the engine."""
+    stream = through(via_relay, prefix, request_timeout=30.0)
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    async with stream, other:
+        async with open_stream(stream("warm-up")) as response:  # the engine has the read script
+            assert response.status == 200
+        yield stream, other
 
 
 async def test_every_queued_publish_fails_within_the_timeout_of_its_own_call(
@@ -184,12 +200,8 @@ async def test_feed_entries_during_a_first_read_are_kept_for_after_it(
     # held; meanwhile events of that channel arrive on the feed. A stream that
     # resumes from before them gets them all from this process's copy, with
     # no gap and no periodic check.
-    stream = through(via_relay, prefix, request_timeout=30.0)
-    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
     with anyio.fail_after(60):
-        async with stream, other:
-            async with open_stream(stream("warm-up")) as response:  # the engine has the read script
-                assert response.status == 200
+        async with reading_through(engine, via_relay, prefix) as (stream, other):
             first = await broker_of(other).publish("x", ServerSentEvent(data=0))
             seq = int(first.id.rsplit("-", 1)[1])
             via_relay.hold(COMMANDS, replies_only=True)
@@ -226,12 +238,8 @@ async def test_the_channels_of_a_first_read_share_one_record_and_keep_their_own_
 ) -> None:
     # One record per read, not per channel (under a flood, one per channel lived into the
     # collector's oldest generation); what the feed brings meanwhile is kept per channel.
-    stream = through(via_relay, prefix, request_timeout=30.0)
-    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
     with anyio.fail_after(60):
-        async with stream, other:
-            async with open_stream(stream("warm-up")) as response:  # the engine has the read script
-                assert response.status == 200
+        async with reading_through(engine, via_relay, prefix) as (stream, other):
             via_relay.hold(COMMANDS, replies_only=True)
             preparer = follower_of(stream)._preparer
             async with anyio.create_task_group() as tg:
