@@ -374,6 +374,23 @@ def test_memory_history_bounds_what_it_keeps_over_every_channel(caplog: pytest.L
         MemoryHistory(max_bytes=1024, max_total_bytes=1023)
 
 
+def test_memory_history_remembers_the_newest_aged_out_channels_and_folds_the_oldest() -> None:
+    # Past 65,536 channels whose whole history aged out, the oldest are no longer named: a
+    # client of one is told to reset unless it is at or past the newest number they had.
+    history = MemoryHistory(max_age=60)
+    start = time.monotonic() - 1000
+    count = 80_000
+    for n in range(1, count + 1):  # published 10 ms apart (what ages out is swept as they come)
+        history.append(HistoryEntry(f"c{n}", n, 0, f"id{n}", "id0", b"data: x\n\n", 7, time=start + n / 100))
+    history.since("c1", 0)  # (looking at a channel ages it out)
+    assert history.last(f"c{count}") is None  # every one aged out
+    assert history.since(f"c{count - 1}", count - 2) is None  # named: it had event count - 1
+    assert history.since(f"c{count - 1}", count - 1) == []
+    folded = history.since("c1", 1)  # no longer named: only a position past every folded one holds
+    assert folded is None
+    assert history.since("c1", count) == []
+
+
 async def test_a_client_of_a_channel_the_history_budget_forgot_gets_stream_reset() -> None:
     history = MemoryHistory(max_bytes=4096, max_total_bytes=4096)
     stream = EventStream(history=history, keep_alive_interval=None)
