@@ -200,7 +200,7 @@ async def test_a_member_carries_the_info_its_join_event_said() -> None:
 
 
 @pytest.mark.parametrize("collector", ["running", "disabled by the app"])
-def test_an_answer_of_many_members_is_made_in_one_go_and_stays_young(collector: str) -> None:
+def test_an_answer_of_many_members_is_made_in_one_go_out_of_the_oldest_generation(collector: str) -> None:
     # A named tuple stays under the garbage collector's watch while it lives: made with the
     # collector running, the passes set off while a 10,000-member answer was being built moved
     # the members made so far into the oldest generation, and every query or two then paid for

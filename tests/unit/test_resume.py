@@ -337,9 +337,9 @@ def test_memory_history_ages_out_events_older_than_max_age() -> None:
 def test_memory_history_bounds_what_it_keeps_over_every_channel(caplog: pytest.LogCaptureFixture) -> None:
     # One small event on each of 100,000 channels (one per visitor, say) kept 103 MB for five
     # minutes, bounded by nothing but age. The budget forgets the channels published least
-    # recently; a channel published often stays.
-    each = 9 + 400  # an entry's bytes as the budget counts them (and 600 per channel)
-    history = MemoryHistory(max_events=10, max_bytes=10 * each, max_total_bytes=100 * each)
+    # recently (to within 64 publishes); a channel published often stays.
+    each = 9 + 400  # an entry's bytes as the budget counts them
+    history = MemoryHistory(max_events=10, max_bytes=10 * each, max_total_bytes=500 * (each + 600))
     start = time.monotonic() - 60
 
     def entry(channel: str, seq: int, prev: int) -> HistoryEntry:
@@ -357,9 +357,8 @@ def test_memory_history_bounds_what_it_keeps_over_every_channel(caplog: pytest.L
                 history.append(entry("news", seq, busy[-1] if busy else 0))
                 busy = [*busy[-9:], seq]
     kept = [n for n in range(10_000) if history.last(f"visitor-{n}") is not None]
-    assert 10 < len(kept) < 100
-    assert kept[0] >= 10_000 - 100  # some of the newest ones, none of the others
-    assert kept[-1] == 9_999
+    assert 400 < len(kept) < 500
+    assert kept == list(range(10_000 - len(kept), 10_000))  # the newest ones
     assert [e.seq for e in history.since("news", busy[0] - 1) or []] == busy  # all of its ten
     # A client of a forgotten channel gets stream-reset, unless it had seen its last event.
     assert history.since("visitor-0", 0) is None
@@ -370,8 +369,54 @@ def test_memory_history_bounds_what_it_keeps_over_every_channel(caplog: pytest.L
     for n in range(1_000):
         unbounded.append(entry(f"visitor-{n}", n + 1, 0))
     assert unbounded.last("visitor-0") is not None
-    with pytest.raises(ValueError, match="max_total_bytes"):
-        MemoryHistory(max_bytes=1024, max_total_bytes=1023)
+    with pytest.raises(ValueError, match="positive"):
+        MemoryHistory(max_total_bytes=0)
+    small = MemoryHistory(max_bytes=10 * each, max_total_bytes=each)  # (less than max_bytes)
+    for n in range(1, 4):
+        small.append(entry("news", n, n - 1))
+    assert [e.seq for e in small.since("news", 0) or []] == [1, 2, 3]  # the channel just published
+
+
+def test_the_history_budget_keeps_busy_channels_made_long_ago() -> None:
+    # Sixteen rooms made at the start and published all along, and a new visitor channel at each
+    # step: only visitors are forgotten, the least recent first; every room keeps its events.
+    each = 9 + 400
+    history = MemoryHistory(max_events=4, max_bytes=4 * each, max_total_bytes=300 * (each + 600))
+    start = time.monotonic() - 60
+    seq = 0
+    last: dict[str, list[int]] = {}
+
+    def publish(channel: str) -> None:
+        nonlocal seq
+        seq += 1
+        previous = last.get(channel, [0])[-1]
+        history.append(
+            HistoryEntry(
+                channel,
+                seq,
+                previous,
+                f"id{seq}",
+                f"id{previous}",
+                b"data: x\n\n",
+                7,
+                time=start + seq / 10_000,
+            )
+        )
+        last[channel] = [*last.get(channel, [])[-3:], seq]
+
+    rooms = [f"room-{n}" for n in range(16)]
+    for room in rooms:
+        publish(room)
+    for step in range(20_000):
+        publish(f"visitor-{step}")
+        if step % 5 == 0:
+            for room in rooms:
+                publish(room)
+    for room in rooms:
+        assert [e.seq for e in history.since(room, last[room][0] - 1) or []] == last[room]
+    kept = [n for n in range(20_000) if history.last(f"visitor-{n}") is not None]
+    assert 0 < len(kept) < 300
+    assert kept == list(range(20_000 - len(kept), 20_000))  # the most recent ones
 
 
 def test_memory_history_remembers_the_newest_aged_out_channels_and_folds_the_oldest() -> None:

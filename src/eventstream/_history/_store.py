@@ -21,7 +21,6 @@ example to a Redis stream), loading its copy and its ``epoch`` at start.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -34,9 +33,9 @@ __all__ = ["HistoryEntry", "HistoryStore", "MemoryHistory"]
 
 # Bytes of Python objects around one entry's payload (measured with tracemalloc).
 _ENTRY_OVERHEAD = 400
-# Bytes of a channel's ring in MemoryHistory besides its entries: the ring, its deque and its
-# slot in the dict (tracemalloc: 100,000 channels of one 20-byte event each held 103 MB).
-_RING_OVERHEAD = 600
+# Bytes of a channel's ring in MemoryHistory besides its entries: the ring, its deque, its slots
+# in the dict and the order (tracemalloc: 100,000 channels of one 20-byte event each held 110 MB).
+_RING_OVERHEAD = 680
 
 logger = logging.getLogger("eventstream")
 
@@ -169,18 +168,18 @@ class MemoryHistory(HistoryStore):
         max_age: Seconds an event is kept.
         max_total_bytes: Bytes kept over every channel (each entry counts its
             encoded bytes and about 400 bytes of bookkeeping, each channel
-            another 600), or ``None``: no bound but the others. Past it, the
-            channels published least recently are forgotten whole (of the
-            channels taken 8 at a time in turn, the half whose newest events
-            are oldest), and their reconnecting clients get
-            ``stream-reset``; the first time, a warning is logged. It bounds
+            another 680), or ``None``: no bound but the others. Past it, the
+            channels published least recently are forgotten whole (to within
+            64 publishes), and their reconnecting clients get
+            ``stream-reset``; the first time, a warning is logged. The channel
+            just published keeps its events (up to ``max_bytes``) even when
+            that alone is more. It bounds
             what publishing to many channels, such as one per visitor, can
-            hold: the default, 256 MiB, is about 250,000 channels of one
+            hold: the default, 256 MiB, is about 240,000 channels of one
             small event each.
 
     Raises:
-        ValueError: a limit is not positive, or ``max_total_bytes`` is less
-            than ``max_bytes``.
+        ValueError: a limit is not positive.
     """
 
     # An entry is kept as a plain tuple of numbers, strings and bytes, not as
@@ -199,10 +198,8 @@ class MemoryHistory(HistoryStore):
     ) -> None:
         if max_events < 1 or max_bytes < 1 or not max_age > 0:
             raise ValueError("history limits must be positive")
-        if max_total_bytes is not None and max_total_bytes < max_bytes:
-            raise ValueError(
-                f"max_total_bytes ({max_total_bytes}) must be at least max_bytes ({max_bytes}), or None"
-            )
+        if max_total_bytes is not None and max_total_bytes < 1:
+            raise ValueError("history limits must be positive")
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -213,7 +210,10 @@ class MemoryHistory(HistoryStore):
         self.epoch: str = os.urandom(4).hex()
         self._rings: dict[str, _Ring] = {}
         self._sweep: Iterator[str] = iter(())
-        self._evicting: Iterator[str] = iter(())  # the channels in turn, for the budget
+        # The channels, published least recently first (to within a turn of 64 appends): a
+        # channel published in a later turn than its last move goes to the back.
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self._turn = 0
         self._appends = 0
         # Channels whose whole history was forgotten (aged out): the newest sequence number each
         # had, so a client on it knows whether it missed any (a channel never published has none
@@ -229,8 +229,12 @@ class MemoryHistory(HistoryStore):
         ring = self._rings.get(entry.channel)
         if ring is None:
             floor = self._gone.pop(entry.channel, None)
-            ring = self._rings[entry.channel] = _Ring(self._unknown if floor is None else floor)
+            ring = self._rings[entry.channel] = _Ring(self._unknown if floor is None else floor, self._turn)
             self._total += _RING_OVERHEAD
+            self._order[entry.channel] = None
+        elif ring.turn != self._turn:
+            ring.turn = self._turn
+            self._order.move_to_end(entry.channel)
         wire = entry.wire
         ring.entries.append(
             (entry.seq, entry.prev_seq, entry.id, entry.prev_id, wire, entry.body_length, entry.time)
@@ -244,16 +248,16 @@ class MemoryHistory(HistoryStore):
             self._forget(ring)
         self._appends += 1
         if self._appends % 64 == 0:
+            self._turn += 1
             self._sweep_some(entry.time)
         if self._total > self._budget:
             self._evict(self._budget, entry.channel)
 
     def _evict(self, budget: int, keep: str) -> None:
-        # Forget whole channels until what is kept fits the budget: each time, of the next
-        # _EVICT_SAMPLE channels in turn (in the order their rings were made), the half whose
-        # newest events are oldest (never `keep`'s, whose event was just appended; max_bytes
-        # <= budget: the rest fits).
-        rings = self._rings
+        # Forget whole channels, published least recently first, until what is kept fits the
+        # budget; never `keep`'s, whose event was just appended (it keeps up to max_bytes), and
+        # those published in this turn only once every other one is gone.
+        rings, order = self._rings, self._order
         if not self._warned:
             self._warned = True
             logger.warning(
@@ -261,24 +265,18 @@ class MemoryHistory(HistoryStore):
                 "least recently is forgotten (their reconnecting clients get stream-reset)",
                 budget,
             )
+        passed = 0
         while self._total > budget and len(rings) > 1:
-            sample: list[tuple[float, str]] = []
-            for channel in self._evicting:
-                ring = rings.get(channel)
-                if ring is not None and channel != keep:
-                    sample.append((ring.entries[-1][_TIME] if ring.entries else -math.inf, channel))
-                    if len(sample) == _EVICT_SAMPLE:
-                        break
-            else:  # every channel seen: again, from the first
-                self._evicting = iter(list(rings))
-                if not sample:
-                    continue
-            sample.sort()
-            for _time, channel in sample[: (len(sample) + 1) // 2]:
-                ring = rings.pop(channel)
-                while ring.entries:
-                    self._forget(ring)
-                self._gone_whole(channel, ring)
+            channel = next(iter(order))
+            if channel == keep or (rings[channel].turn == self._turn and passed < len(rings)):
+                order.move_to_end(channel)  # (published in this turn: the others go first)
+                passed += 1
+                continue
+            del order[channel]
+            ring = rings.pop(channel)
+            while ring.entries:
+                self._forget(ring)
+            self._gone_whole(channel, ring)
 
     def _sweep_some(self, now: float) -> None:
         # Amortised: age out a few other channels on every 64th append, so
@@ -299,6 +297,7 @@ class MemoryHistory(HistoryStore):
             self._forget(ring)
         if not entries:
             del self._rings[channel]
+            self._order.pop(channel, None)
             self._gone_whole(channel, ring)
 
     def _gone_whole(self, channel: str, ring: _Ring) -> None:
@@ -367,9 +366,6 @@ class MemoryHistory(HistoryStore):
         return None
 
 
-#: Channels MemoryHistory's budget compares to forget one (see MemoryHistory._evict).
-_EVICT_SAMPLE: Final = 8
-
 #: Channels whose whole history aged out that MemoryHistory remembers by name (see _gone).
 _GONE_KEPT: Final = 65_536
 
@@ -383,11 +379,13 @@ _TIME: Final = 6
 
 
 class _Ring:
-    __slots__ = ("entries", "floor", "lost", "size")
+    __slots__ = ("entries", "floor", "lost", "size", "turn")
 
-    def __init__(self, floor: int) -> None:
+    def __init__(self, floor: int, turn: int) -> None:
         self.entries: deque[_Kept] = deque()
         self.size = 0
+        #: MemoryHistory's turn when it was made or last moved to the back of its order.
+        self.turn = turn
         #: The newest sequence number of this channel forgotten so far (its whole history, when
         #: the ring goes).
         self.lost = floor

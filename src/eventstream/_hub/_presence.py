@@ -226,17 +226,19 @@ def presence_members(fields: Iterable[tuple[str, int, Mapping[str, Any] | None]]
     while the answer was being built moved the members made so far into the
     oldest generation, so that every other query or two paid for a full
     collection of the whole process (15-60 ms here; ``docs/performance.md``,
-    "Full garbage collections"). Built at once, they are young: an answer the
-    caller is done with before the collector's next few passes costs nothing
-    more. (``gc.disable()`` is process-wide: for this loop in C only, a few
-    milliseconds at most, other threads' collections wait.)
+    "Full garbage collections"). Built at once, they meet one young pass (the
+    first allocation after), which moves them to the middle generation: an
+    answer the caller is done with before that generation's next pass never
+    reaches the oldest. (``gc.disable()`` is process-wide: for a few
+    milliseconds at most, other threads' collections wait; one that disables
+    the collector meanwhile finds it enabled again after.)
     """
-    paused = gc.isenabled()
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         return list(map(_MEMBER, fields))
     finally:
-        if paused:
+        if was_enabled:
             gc.enable()
 
 
