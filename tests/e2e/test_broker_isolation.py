@@ -22,7 +22,7 @@ from eventstream._redis._suspects import CHECKS_BURST, CHECKS_PER_SECOND
 from eventstream.prometheus import register
 from eventstream.testing import StreamResponse, open_stream
 
-from ..support.helpers import broker_of, follower_of, wait_until
+from ..support.helpers import broker_of, follower_of, receive_data, wait_until
 from ..support.redis_engine import RedisEngine, run_redis
 
 pytestmark = pytest.mark.anyio
@@ -333,6 +333,28 @@ async def test_a_flood_of_forged_feed_messages_costs_a_bounded_number_of_engine_
     assert len(ignored) == 1  # (one warning per WARN_EVERY seconds)
     assert stats is not None
     assert stats.feed_unchecked == 2000 - checked()  # (eventstream_broker_feed_unchecked_total)
+
+
+async def test_events_missed_while_the_feed_was_down_are_read_as_soon_as_it_is_back(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # With check_interval an hour, what was published on quiet channels while the feed's
+    # connection was down (more channels than CHECKS_BURST) waited for the next check, or for
+    # later messages of each channel that the check budget left unchecked: the feed's coming
+    # back now asks for a check at once.
+    stream = EventStream(
+        broker=RedisBroker(engine.url, key_prefix=prefix, check_interval=3600), max_channels=64
+    )
+    other = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix))
+    channels = [f"c{n}" for n in range(2 * CHECKS_BURST)]
+    with anyio.fail_after(30):
+        async with stream, other, open_stream(stream(channels)) as response:
+            await stream.wait_subscribers(1)
+            await anyio.to_thread.run_sync(engine.command, "CLIENT", "KILL", "TYPE", "pubsub")
+            for channel in channels:  # (the first ones at least while the feed is down)
+                await other.publish_event(channel, {"data": channel})
+            got = await receive_data(response, len(channels))
+    assert sorted(event.json() for event in got) == sorted(channels)
 
 
 async def test_a_forged_message_whose_time_is_out_of_range_is_refused(

@@ -25,8 +25,8 @@ class BrokerStatistics:
     feed_dropped: int
     #: Feed messages ignored without being checked against the engine: more than 20 a
     #: second came that it would have had to confirm (of another epoch, far ahead, or told
-    #: otherwise: messages the publish script did not send); the periodic check finds any
-    #: event they stood for.
+    #: otherwise: messages the publish script did not send, or many gaps at once); the
+    #: periodic check finds any event they stood for.
     feed_unchecked: int
     #: Events delivered from reads of the engine's history: gaps in the feed
     #: filled, and channels caught up on before a connection subscribed.

@@ -36,7 +36,7 @@ class FeedInbox:
     The feed's connection calls :meth:`push` on the event loop that reads it.
     """
 
-    __slots__ = ("_arrived", "_held", "_messages", "dropped", "limit", "max_bytes")
+    __slots__ = ("_arrived", "_held", "_messages", "_missed", "dropped", "limit", "max_bytes")
 
     def __init__(self, limit: int | None = None, max_bytes: int | None = None) -> None:
         #: The most messages held (``FEED_LIMIT`` unless given).
@@ -47,6 +47,7 @@ class FeedInbox:
         self.dropped = 0
         self._messages: deque[tuple[bytes, bytes]] = deque()
         self._held = 0  # bytes of the messages held
+        self._missed = False  # messages dropped, or lost with the connection, since taken
         self._arrived = anyio.Event()
 
     def push(self, message: tuple[bytes, bytes]) -> None:
@@ -63,18 +64,29 @@ class FeedInbox:
                     self.limit, self.max_bytes >> 20,
                 )  # fmt: skip
             self.dropped += 1
+            self._missed = True
         messages.append(message)
         self._arrived.set()
+
+    def lost(self) -> None:
+        """Messages published while the feed's connection was down are missing (it is back)."""
+        self._missed = True
+        self._arrived.set()
+
+    def take_missed(self) -> bool:
+        """Whether messages went missing (dropped, or lost) since the last call."""
+        missed, self._missed = self._missed, False
+        return missed
 
     def __len__(self) -> int:
         return len(self._messages)
 
     async def wait(self) -> None:
-        """Return once at least one message is waiting.
+        """Return once at least one message is waiting, or messages went missing.
 
         Cancellation: nothing is taken; the messages stay for the next call.
         """
-        while not self._messages:
+        while not self._messages and not self._missed:
             await self._arrived.wait()
             self._arrived = anyio.Event()
 

@@ -12,9 +12,9 @@ capped, jittered backoff, logs in, subscribes to every channel wanted, and
 reads: each ``message`` goes to the inbox, each confirmation marks its
 channel subscribed (on this connection). A connection idle for
 ``idle_seconds`` is sent a ``PING``; one that stays silent for a request
-timeout more is dropped and made anew. Messages published while it was down are missing: the
-follower sees the gap in the sequence numbers (or the periodic check does) and
-reads them from history.
+timeout more is dropped and made anew. Messages published while it was down are missing: once
+it is back, the inbox says so (:meth:`FeedInbox.lost`) and the periodic check runs at once,
+reading them from history (the follower also sees a gap in the sequence numbers).
 
 Opening the socket and logging in: ``_feedopen.py``; the book of what was
 asked of the engine and what it answered, and what each reply means:
@@ -149,6 +149,7 @@ class FeedConnection:
                 if self._stream is None:
                     await self._open()
                     logger.warning("broker: the feed is connected again to the engine %s", self._engine)
+                    self._inbox.lost()  # (what was published meanwhile is read from history)
                 delay = 0.05
                 await self._read_watched(self._stream)
             except LOST as exc:

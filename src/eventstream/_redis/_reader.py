@@ -4,6 +4,7 @@ read script, for one channel or many in one call) and the periodic check for mis
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ logger = logging.getLogger("eventstream")
 #: seconds apart, or while this process publishes, for at most _GATHER_FOR seconds,
 #: before they reach the hub.
 _GATHER = 0.0005
+#: Seconds at least between the starts of two checks asked for early (see check_soon).
+_SOON_APART = 0.1
 _GATHER_FOR = 0.01
 #: Channels read by one call of the read script at most (a longer list takes several calls).
 _READ_TOGETHER = 256
@@ -74,6 +77,7 @@ class EngineReader:
         self._read_script: Any = glide_module().Script(READ_CLUSTER if layout.cluster else READ)
         #: Feed messages taken in so far.
         self.messages = 0
+        self._soon: anyio.Event | None = None  # set: check now (see check_soon)
 
     def stop(self) -> None:
         """Reads from now on fail with :class:`BrokerError` ("not connected")."""
@@ -90,6 +94,8 @@ class EngineReader:
             # the hub wakes every subscriber once, so bigger batches cost less.
             # One message at a time (paced traffic) is never delayed.
             await inbox.wait()
+            if inbox.take_missed():  # (the connection was lost, or the inbox full)
+                self.check_soon()
             if burst:
                 await self._gather(inbox)
             messages = inbox.take(1024)
@@ -255,9 +261,19 @@ class EngineReader:
                 logger.warning("ignoring a history entry of %r: %s", channel, exc)
         return entries
 
+    def check_soon(self) -> None:
+        """Run the periodic check now: feed messages went missing (read from history then)."""
+        if self._soon is not None:
+            self._soon.set()
+
     async def check_periodically(self, follower: EngineFollower) -> None:
+        started = -math.inf
         while True:
-            await anyio.sleep(self._check_interval)
+            self._soon = anyio.Event()
+            with anyio.move_on_after(self._check_interval):
+                await self._soon.wait()
+                await anyio.sleep_until(started + _SOON_APART)  # (asked early: not more often)
+            started = anyio.current_time()
             try:
                 await self._check(follower)
             except BrokerError as exc:

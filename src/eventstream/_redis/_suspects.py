@@ -10,8 +10,9 @@ a bound, a flood of them held the feed of every channel one round trip each.
 Past the budget such a message is ignored, and counted (a warning says how many,
 at most every :data:`WARN_EVERY` seconds). A real one among them (a gap after a
 lost feed message, a new epoch) is found by the follower's periodic check
-instead, within the broker's ``check_interval``; a channel whose numbering went
-back is checked at its next message under budget.
+instead, within the broker's ``check_interval`` (at once after the feed's
+connection comes back or its inbox dropped messages: the usual causes of gaps);
+a channel whose numbering went back is checked at a next message under budget.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CheckBudget:
             logger.warning(
                 "broker: ignoring %d feed messages (the last of channel %r) that the engine %s would "
                 "have had to confirm: more than %g a second came (messages that the publish script "
-                "did not send?); the periodic check finds any event they stood for",
+                "did not send, or many gaps at once); the periodic check finds any event they stood for",
                 self.unreported, channel, self.engine, CHECKS_PER_SECOND,
             )  # fmt: skip
             self._warned_at = now
