@@ -1,16 +1,18 @@
 """Bad tokens per second against one uvicorn process: the CPU each costs, and the log lines.
 
-    python -m benchmarks.auth_flood [--requests 20000] [--connections 16]
+    python -m benchmarks.auth_flood [--requests 20000] [--connections 16] [--stack standard|pure]
 
 Serves :data:`app` (``GET /events/user-{sub}``, a
 :class:`~eventstream.auth.JWTAuthorizer` with an HS256 secret, as in
-``benchmarks.auth_opens``) under uvicorn (``--loop asyncio --http h11``), with the
-root logger writing every line at INFO and above to the server's stderr. The
+``benchmarks.auth_opens``) under uvicorn, with the root logger writing every
+line at INFO and above to the server's stderr: on its standard stack (``--loop
+uvloop --http httptools``, what ``uvicorn[standard]`` runs by default), then on
+its pure-Python one (``--loop asyncio --http h11``), or the one ``--stack`` names. The
 client sends ``--requests`` stream requests with bad credentials over
 ``--connections`` keep-alive connections, cycling through the kinds in
 :data:`BAD`: garbage, a signature by another secret, expired, ``alg: none``, a
-token over ``max_token_length``, a forged ticket. It prints one JSON line: bad
-tokens answered per second, the server's CPU microseconds per bad token, the
+token over ``max_token_length``, a forged ticket. It prints one JSON line per
+stack: bad tokens answered per second, the server's CPU microseconds per bad token, the
 answers by status (all should be 401), and the lines the server logged (the
 target: none per bad token; a flood must not become a log flood).
 
@@ -112,13 +114,18 @@ async def _flood(port: int, requests: int, connections: int) -> dict[int, int]:
     return statuses
 
 
-def run(requests: int, connections: int) -> dict[str, Any]:
-    """Serve :data:`app` under uvicorn and send it ``requests`` bad credentials."""
+#: uvicorn's event loop and HTTP parser, per stack.
+STACKS = {"standard": ("uvloop", "httptools"), "pure": ("asyncio", "h11")}
+
+
+def run(requests: int, connections: int, stack: str = "standard") -> dict[str, Any]:
+    """Serve :data:`app` under uvicorn (on ``stack``) and send it ``requests`` bad credentials."""
+    loop, http = STACKS[stack]
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))}
     command = [
         sys.executable, "-m", "uvicorn", "benchmarks.auth_flood:app", "--host", "127.0.0.1",
-        "--port", str(port), "--loop", "asyncio", "--http", "h11", "--no-access-log",
+        "--port", str(port), "--loop", loop, "--http", http, "--no-access-log",
         "--log-level", "warning", "--timeout-graceful-shutdown", "1",
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +140,7 @@ def run(requests: int, connections: int) -> dict[str, Any]:
             lines = log_path.read_text(errors="replace").splitlines()[lines_before:]
     answered = sum(statuses.values())
     return {
+        "stack": f"{loop}+{http}",
         "requests": requests,
         "answered": answered,
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
@@ -150,8 +158,10 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--stack", choices=sorted(STACKS), help="one stack (default: both, in turn)")
     args = parser.parse_args()
-    print(json.dumps(run(args.requests, args.connections)))
+    for stack in [args.stack] if args.stack else list(STACKS):
+        print(json.dumps(run(args.requests, args.connections, stack)))
 
 
 if __name__ == "__main__":
