@@ -348,12 +348,21 @@ class EngineFollower:
     # -- the periodic check ------------------------------------------------------
 
     async def check(self, epoch: str | None, newest: dict[str, int]) -> None:
-        """Catch up on channels whose newest sequence number on the engine is ahead of ours."""
+        """Catch up on channels whose newest sequence number on the engine is ahead of ours.
+
+        A channel the engine has no number for while this process has delivered
+        some (its keys deleted, and nothing published since) is checked for a
+        numbering that went back: its streams end even if it stays quiet.
+        """
         async with self.lock:
             if epoch is not None and epoch != self.epoch:
                 self.new_epoch(epoch)
                 return
             for name, seq in newest.items():
                 known = self.history.last_seq.get(name, 0)
-                if seq > known and name in self.loaded:
+                if name not in self.loaded:
+                    continue
+                if seq > known:
                     await self.catch_up(name, known)
+                elif seq == 0 < known:  # (a number never goes back to none but when deleted)
+                    await self._check_went_back(name, 0, known, differs=False)
