@@ -226,10 +226,11 @@ def presence_members(fields: Iterable[tuple[str, int, Mapping[str, Any] | None]]
     while the answer was being built moved the members made so far into the
     oldest generation, so that every other query or two paid for a full
     collection of the whole process (15-60 ms here; ``docs/performance.md``,
-    "Full garbage collections"). Built at once, they meet one young pass (the
-    first allocation after), which moves them to the middle generation: an
-    answer the caller is done with before that generation's next pass never
-    reaches the oldest. (``gc.disable()`` is process-wide: for a few
+    "Full garbage collections"). Built at once, they meet one pass (set off by the
+    first allocation after), a young one nine times in ten, which moves them to
+    the middle generation: an answer the caller is done with before that
+    generation's next pass never reaches the oldest (the tenth time, the pass is
+    of the middle generation, and they go to the oldest at once). (``gc.disable()`` is process-wide: for a few
     milliseconds at most, other threads' collections wait; one that disables
     the collector meanwhile finds it enabled again after.)
     """
