@@ -20,6 +20,7 @@ from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest
 from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
 from eventstream._redis._wire import EngineEntry
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +111,50 @@ async def test_a_first_read_answered_while_its_channel_is_reloaded_is_not_taken_
     with anyio.fail_after(10):
         await follower.receive([(CHANNEL, engine.entries[-1])])
     assert [kept.seq for kept in after.queue] == [2]
+
+
+async def test_a_first_read_answered_while_the_feed_holds_the_lock_is_taken_in_once_it_is_free() -> None:
+    # A connection's read is answered while the follower's lock is held (the
+    # feed taking in a message): the connection waits for the lock, then takes
+    # its read in.
+    engine = Engine(3)
+    follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, follower.lock:
+            tg.start_soon(follower.prepare, [CHANNEL])
+            await engine.read_together.wait()
+
+            async def waiting_for_the_lock() -> bool:
+                return follower.lock.statistics().tasks_waiting == 1
+
+            await wait_until(waiting_for_the_lock)
+            assert CHANNEL not in follower.loaded  # answered, not taken in: the lock is held
+    assert CHANNEL in follower.loaded
+    assert follower.history.last_seq[CHANNEL] == 3
+
+
+async def test_a_first_read_that_cannot_take_the_lock_in_time_fails_and_a_later_one_reads_again() -> None:
+    # Held past the connection's time limit, the lock is given up: the
+    # connection fails (its client gets 503 and retries) and nothing of its
+    # read stays behind; the next connection on the channel reads it anew.
+    engine = Engine(3)
+    follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
+    released = anyio.Event()
+    held = anyio.Event()
+
+    async def hold_the_lock() -> None:  # (the feed taking in a message, for long)
+        async with follower.lock:
+            held.set()
+            await released.wait()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold_the_lock)
+            await held.wait()
+            with pytest.raises(BrokerError, match="no answer within"):
+                await follower.prepare([CHANNEL], within=0.2)
+            released.set()
+        assert CHANNEL not in follower.loaded
+        engine.entries.append(entry(4))
+        await follower.prepare([CHANNEL])
+    assert follower.history.last_seq[CHANNEL] == 4

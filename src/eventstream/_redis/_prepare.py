@@ -165,16 +165,20 @@ class Preparer:
         for channel in channels:  # not forgotten before the connection subscribes
             preparing[channel] = preparing.get(channel, 0) + 1
         try:
-            with anyio.move_on_after(within) as scope:
+            # No cancel scope around the reads together: they end by their deadline
+            # (see _send_reads), and most connections need nothing else.
+            deadline = anyio.current_time() + within
+            rest = await self._prepare_together(channels, errors, deadline)
+            if rest:
                 # What the reads together leave (read by another connection, or
                 # read again after a new epoch) is prepared channel by channel.
-                rest = await self._prepare_together(channels, errors, scope.deadline)
-                if len(rest) == 1:
-                    await prepare_one(rest[0])
-                elif rest:
-                    async with anyio.create_task_group() as tg:
-                        for channel in rest:
-                            tg.start_soon(prepare_one, channel)
+                with anyio.CancelScope(deadline=deadline):
+                    if len(rest) == 1:
+                        await prepare_one(rest[0])
+                    else:
+                        async with anyio.create_task_group() as tg:
+                            for channel in rest:
+                                tg.start_soon(prepare_one, channel)
         finally:
             for channel in channels:
                 if preparing[channel] == 1:
@@ -216,28 +220,62 @@ class Preparer:
             if reads.error is not None:  # (a bug)
                 raise reads.error
             results = reads.results
-            async with follower.lock:
-                with anyio.CancelScope(shield=True):  # what was read is taken in whole
-                    for (channel, after), result in zip(requests, results, strict=True):
-                        first = after < 0  # (read here for the first time: in `mine`)
-                        try:
-                            if isinstance(result, BrokerError):
-                                raise result
-                            if first:
-                                if not await self.install(channel, loading, *result):
-                                    rest.append(channel)
-                            elif not await self._refreshed(channel, generation, after, *result):
-                                rest.append(channel)
-                        except BrokerError as exc:  # (also: a gap after it that could not be read)
-                            errors.append(exc)
-                            if first:
-                                loading.errors[channel] = exc
+            lock = follower.lock
+            try:
+                lock.acquire_nowait()
+            except anyio.WouldBlock:  # (rare: another read's outcome, or a gap, being taken in)
+                acquired = False
+                with anyio.CancelScope(deadline=deadline):
+                    await lock.acquire()
+                    acquired = True
+                if not acquired:
+                    return rest  # not in time: what was read is left (the caller fails)
+            try:
+                if known or loading.has_entries():
+                    with anyio.CancelScope(shield=True):  # what was read is taken in whole
+                        await self._take_in(requests, results, loading, generation, rest, errors)
+                else:  # first reads, and nothing from the feed meanwhile: taken in without a wait
+                    for (channel, _after), result in zip(requests, results, strict=True):
+                        if isinstance(result, BrokerError):
+                            errors.append(result)
+                            loading.errors[channel] = result
+                        elif not self._install_read(channel, loading, *result):
+                            rest.append(channel)
+            finally:
+                lock.release()
         finally:
             for channel in mine:
                 if self._loading.get(channel) is loading:
                     del self._loading[channel]
             loading.finish()
         return rest
+
+    async def _take_in(
+        self,
+        requests: list[tuple[str, int]],
+        results: list[tuple[str, int, list[EngineEntry]] | BrokerError],
+        loading: Loading,
+        generation: int,
+        rest: list[str],
+        errors: list[BrokerError],
+    ) -> None:
+        # Take in the reads of a connection (the follower's lock held, shielded):
+        # first reads (after -1) are installed, the others refresh a followed
+        # channel; a channel to be read anew goes to `rest`, an error to `errors`.
+        for (channel, after), result in zip(requests, results, strict=True):
+            first = after < 0  # (read here for the first time: in `mine`)
+            try:
+                if isinstance(result, BrokerError):
+                    raise result
+                if first:
+                    if not await self.install(channel, loading, *result):
+                        rest.append(channel)
+                elif not await self._refreshed(channel, generation, after, *result):
+                    rest.append(channel)
+            except BrokerError as exc:  # (also: a gap after it that could not be read)
+                errors.append(exc)
+                if first:
+                    loading.errors[channel] = exc
 
     async def _send_reads(self, batch: list[Reads]) -> None:
         # The reads of the connections in `batch`, in one request (a call of the
@@ -327,6 +365,19 @@ class Preparer:
         self, channel: str, loading: Loading, epoch: str, newest: int, entries: list[EngineEntry]
     ) -> bool:
         """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
+        if not self._install_read(channel, loading, epoch, newest, entries):
+            return False
+        follower = self._follower
+        for entry in loading.entries(channel):  # from the feed meanwhile
+            if entry.epoch == follower.epoch:  # (an older one is history)
+                await follower.receive_one(channel, entry)
+        return True
+
+    def _install_read(
+        self, channel: str, loading: Loading, epoch: str, newest: int, entries: list[EngineEntry]
+    ) -> bool:
+        # The first read of a channel as its history; False if it must be read
+        # anew. The feed's entries kept meanwhile are the caller's to take in.
         follower = self._follower
         if loading.generation != follower.generation:
             return False
@@ -343,7 +394,4 @@ class Preparer:
         follower.loaded[channel] = None
         if self._loading.get(channel) is loading:  # (a reload may have put its own in its place)
             del self._loading[channel]
-        for entry in loading.entries(channel):  # from the feed meanwhile
-            if entry.epoch == follower.epoch:  # (an older one is history)
-                await follower.receive_one(channel, entry)
         return True

@@ -44,6 +44,10 @@ class Loading:
             if len(kept) < most:
                 kept.append(entry)
 
+    def has_entries(self) -> bool:
+        """Whether feed entries were kept for any of its channels."""
+        return self._entries is not None
+
     def entries(self, channel: str) -> list[EngineEntry]:
         """The feed entries of ``channel`` kept meanwhile."""
         return [] if self._entries is None else self._entries.get(channel, [])
