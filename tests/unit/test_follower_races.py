@@ -8,6 +8,7 @@ the follower, its history, its interest and the hub are the real ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import anyio
 import pytest
@@ -41,6 +42,8 @@ class Engine:
         self.gate: anyio.Event | None = None
         self.held = anyio.Event()  # a first read waits at the gate
         self.read_together = anyio.Event()  # a connection's first read was answered
+        self.together_gate: anyio.Event | None = None  # holds the reads together, when set
+        self.together_held = anyio.Event()  # reads together wait at that gate
 
     async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
         if self.gate is not None and after == -1 and count > 1:  # a first read (not a check's)
@@ -55,6 +58,9 @@ class Engine:
     async def read_many(
         self, requests: Sequence[tuple[str, int]], count: int
     ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+        if self.together_gate is not None:
+            self.together_held.set()
+            await self.together_gate.wait()
         await anyio.lowlevel.checkpoint()
         newest = self.entries[-1].seq if self.entries else 0
         answers: list[tuple[str, int, list[EngineEntry]] | BrokerError]
@@ -158,3 +164,25 @@ async def test_a_first_read_that_cannot_take_the_lock_in_time_fails_and_a_later_
         engine.entries.append(entry(4))
         await follower.prepare([CHANNEL])
     assert follower.history.last_seq[CHANNEL] == 4
+
+
+async def test_a_connection_queued_behind_a_slow_read_fails_by_its_own_deadline() -> None:
+    # The reads of new channels go one request at a time; a request led by a
+    # caller with a longer time limit (the periodic check's) is slow to come
+    # back. A connection queued behind it fails by its own deadline, not that
+    # request's, and its channel is left to be read again.
+    engine = Engine(3)
+    engine.together_gate = anyio.Event()
+    follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(follower.prepare, ["slow"], within=30))
+            await engine.together_held.wait()
+            with pytest.raises(BrokerError, match="no answer within"):
+                await follower.prepare([CHANNEL], within=0.2)
+            assert CHANNEL not in follower.loaded
+            engine.together_gate.set()  # (the slow request comes back only now)
+        assert "slow" in follower.loaded
+        engine.together_gate = None
+        await follower.prepare([CHANNEL])
+    assert follower.history.last_seq[CHANNEL] == 3

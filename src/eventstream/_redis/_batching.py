@@ -43,10 +43,11 @@ class Queued:
         if waiter is not None:
             waiter.wake()
 
-    async def wait(self, new_waiter: Callable[[], Waiter]) -> None:
-        """Wait for :meth:`wake` (nothing may be awaited between queueing and this)."""
+    async def wait(self, new_waiter: Callable[[], Waiter], until: float = math.inf) -> None:
+        """Wait for :meth:`wake`, or until ``until`` (the event loop's clock); nothing may be
+        awaited between queueing and this."""
         waiter = self.waiter = new_waiter()
-        await waiter.wait(math.inf)
+        await waiter.wait(until)
 
 
 class Pending(Queued):
@@ -101,8 +102,9 @@ class BatchQueue(Generic[Item]):
         """Make waiters for the calling event loop from now on (call when the broker starts)."""
         self._new_waiter = waiter_factory()
 
-    async def submit(self, item: Item) -> None:
-        """Return once ``item`` was sent (``item.done``; its outcome is on it).
+    async def submit(self, item: Item, until: float = math.inf) -> None:
+        """Return once ``item`` was sent (``item.done``; its outcome is on it), or at ``until``
+        (the event loop's clock) if it is still queued then: withdrawn, not done.
 
         Cancellation: an item still waiting is withdrawn (not sent); a call
         that is sending a batch for others finishes sending it first. A call
@@ -122,13 +124,17 @@ class BatchQueue(Generic[Item]):
             # Enough calls are sending: one of them sends this one, or asks
             # this call to send (wake without done) when it stops.
             try:
-                await item.wait(self._new_waiter)
+                await item.wait(self._new_waiter, until)
             except BaseException:  # cancelled while waiting
                 if item in self._pending:
                     self._pending.remove(item)  # not sent
                 if item.leads:  # asked to send: pass that on
                     self._hand_on()
                 raise
+            if not item.done and not item.leads:  # its time ran out: withdrawn (if still queued)
+                if item in self._pending:
+                    self._pending.remove(item)
+                return
             if not item.done:  # asked to send, in the place of the call that asked
                 await self._send_until_done(item)
             elif item.leads:  # asked, but another sender took it meanwhile: pass that on

@@ -165,8 +165,8 @@ class Preparer:
         for channel in channels:  # not forgotten before the connection subscribes
             preparing[channel] = preparing.get(channel, 0) + 1
         try:
-            # No cancel scope around the reads together: they end by their deadline
-            # (see _send_reads), and most connections need nothing else.
+            # No cancel scope around the reads together (a cheaper deadline each: see
+            # _prepare_together), and most connections need nothing else.
             deadline = anyio.current_time() + within
             rest = await self._prepare_together(channels, errors, deadline)
             if rest:
@@ -216,7 +216,9 @@ class Preparer:
             return rest
         try:
             reads = Reads(requests, deadline)
-            await self._together.submit(reads)
+            await self._together.submit(reads, deadline)
+            if not reads.done:
+                return rest  # its time ran out in the queue: nothing was read (the caller fails)
             if reads.error is not None:  # (a bug)
                 raise reads.error
             results = reads.results
