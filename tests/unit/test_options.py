@@ -177,6 +177,8 @@ SECONDS = "must be a positive number of seconds, not "
         ((URL,), {"feed_linger": -1}, "feed_linger must be a number of seconds >= 0, not -1"),
         ((URL,), {"feed_linger": math.inf}, "feed_linger must be a number of seconds >= 0, not inf"),
         ((URL,), {"feed_channels_max": 1}, "feed_channels_max must be an int >= 2 or None, not 1"),
+        ((URL,), {"wait_replicas": -1}, "wait_replicas must be an int >= 0, not -1"),
+        ((URL,), {"wait_replicas": True}, "wait_replicas must be an int >= 0, not True"),
     ],
 )
 def test_redis_broker_refuses_bad_options_when_built(

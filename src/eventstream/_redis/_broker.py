@@ -124,6 +124,16 @@ class RedisBroker(Broker):
             channels ``{prefix}|*``; for the whole feed it needs
             ``{prefix}|ch:{db}:*`` too, or the process logs a warning and
             stays on one subscription each).
+        wait_replicas: How many replicas of the engine (of the channel's
+            primary, on a cluster) must have each publish before it returns
+            (the engine's ``WAIT``). ``0`` (default): it returns once the
+            primary has it, and replication is asynchronous, so a failover
+            may lose the events its replicas had not received yet. With
+            ``n``, a publish that ``n`` replicas did not acknowledge within
+            ``publish_timeout`` raises :class:`BrokerError`
+            (``maybe_published``: the primary has it, and subscribers may
+            have got it). While it waits, the other requests on the
+            broker's connection to that primary wait too.
 
     Raises:
         ValueError: the URL is malformed, both or neither of ``url`` and
@@ -154,6 +164,7 @@ class RedisBroker(Broker):
         heartbeat_expiry: float = 15.0,
         feed_linger: float = 5.0,
         feed_channels_max: int | None = 50_000,
+        wait_replicas: int = 0,
     ) -> None:
         if (url is None) == (configuration is None):
             raise ValueError("give the engine's url or a glide configuration (one of them)")
@@ -173,6 +184,7 @@ class RedisBroker(Broker):
             heartbeat_expiry=heartbeat_expiry,
             feed_linger=feed_linger,
             feed_channels_max=feed_channels_max,
+            wait_replicas=wait_replicas,
         )
         self.key_prefix = key_prefix
         self.max_events = max_events
@@ -186,6 +198,7 @@ class RedisBroker(Broker):
         self.heartbeat_expiry = heartbeat_expiry
         self.feed_linger = feed_linger
         self.feed_channels_max = feed_channels_max
+        self.wait_replicas = wait_replicas
         self._hub: Hub | None = None
         self._sender = sender = options.sender()
         # On a cluster each batch is split by primary, its parts sent at once (the primaries

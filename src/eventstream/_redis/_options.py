@@ -59,6 +59,7 @@ class RedisOptions:
     heartbeat_expiry: float
     feed_linger: float
     feed_channels_max: int | None
+    wait_replicas: int = 0
 
     def __post_init__(self) -> None:
         key_prefix = self.key_prefix
@@ -80,6 +81,7 @@ class RedisOptions:
             check_seconds(name, getattr(self, name))
         check_seconds("feed_linger", self.feed_linger, allow_zero=True)
         check_count("feed_channels_max", self.feed_channels_max, low=2, allow_none=True)
+        check_count("wait_replicas", self.wait_replicas, low=0)
         if self.heartbeat_expiry < 2 * self.heartbeat_interval:
             raise ValueError(
                 f"heartbeat_expiry ({self.heartbeat_expiry!r}) must be at least twice heartbeat_interval "
@@ -129,6 +131,7 @@ class RedisOptions:
             max_age=self.max_age,
             request_timeout=self.request_seconds,
             publish_timeout=self.publish_timeout,
+            wait_replicas=self.wait_replicas,
         )
 
     def keeper(self) -> PresenceKeeper:

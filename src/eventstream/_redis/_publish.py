@@ -8,8 +8,10 @@ after that event's call; an attempt still unanswered then is abandoned, though
 the engine's client may still send it once the engine is back), so
 every publish ends within ``publish_timeout`` of its call however many are
 queued; an event whose deadline passed before its batch is sent fails
-unsent. Every attempt carries the same batch token. The engine keeps each
-batch's reply under that token for a
+unsent. With ``wait_replicas``, an attempt ends once that many replicas
+acknowledged the batch (``WAIT``, sent to the primary that ran it), and the
+batch fails when they did not by its deadline. Every attempt carries the
+same batch token. The engine keeps each batch's reply under that token for a
 while, so a retry whose first attempt did run gets the same reply, and no
 event is published twice. Replies that arrived are acknowledged in the next
 batch (the engine deletes their keys), so the engine holds a reply only
@@ -56,7 +58,8 @@ class BatchSender:
         max_events, max_bytes, max_age, publish_timeout: As in
             :class:`~eventstream.RedisBroker`.
         request_timeout: Seconds one request may take (bounds how long a
-            reply must be kept for a retry).
+            reply must be kept for a retry, and each ``WAIT``).
+        wait_replicas: As in :class:`~eventstream.RedisBroker`.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class BatchSender:
         max_age: float,
         request_timeout: float,
         publish_timeout: float,
+        wait_replicas: int = 0,
     ) -> None:
         self.engine = engine
         self.layout = layout
@@ -76,6 +80,9 @@ class BatchSender:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.publish_timeout = publish_timeout
+        self.wait_replicas = wait_replicas
+        # Each WAIT asks for less than a request's time (the client would give up on it).
+        self._wait_ms = max(1, int(request_timeout * 500))
         # A retry is sent at most publish_timeout after the first attempt and
         # runs within request_timeout: the reply is kept a second longer.
         self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)
@@ -227,10 +234,24 @@ class BatchSender:
                 *per_event,
             ]
             attempt += 1
+            ran = False
             try:
                 with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
                     result = await client.invoke_script(script, keys=keys, args=args)
+                    ran = True
+                    if self.wait_replicas:
+                        await self._replicated(client, result_key)
                 if not scope.cancelled_caught:
+                    break
+                if ran:  # (waiting for its replicas)
+                    error = BrokerError(
+                        self.engine,
+                        f"published on the primary, but fewer than {self.wait_replicas} of its replicas "
+                        f"acknowledged it within publish_timeout ({self.publish_timeout:g} s): "
+                        "a failover may lose it",
+                        attempt,
+                        maybe_published=True,
+                    )
                     break
                 # The engine did not answer by the deadline: abandon the attempt.
                 error = BrokerError(
@@ -240,12 +261,12 @@ class BatchSender:
                 break
             except glide.GlideError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if spread and not unanswered and misrouted(str(exc)):
+                if spread and not unanswered and not ran and misrouted(str(exc)):
                     # Refused before writing (a key the node does not serve): nothing ran.
                     waiting[:0] = acknowledged
                     return True
-                if isinstance(exc, glide.TimeoutError | glide.ConnectionError | glide.ClosingError):
-                    unanswered = True
+                if ran or isinstance(exc, glide.TimeoutError | glide.ConnectionError | glide.ClosingError):
+                    unanswered = True  # (ran: its WAIT failed; a retry gets the reply kept for it)
                 if not transient(exc, glide) or time.monotonic() >= deadline:
                     error = BrokerError(self.engine, reason, attempt, maybe_published=unanswered)
                     break
@@ -260,6 +281,20 @@ class BatchSender:
             waiting.append(result_key)
         self._finish(batch, error, result)
         return False
+
+    async def _replicated(self, client: GlideClient, key: str) -> None:
+        # Return once `wait_replicas` replicas of the primary that holds `key` acknowledged
+        # every write made on the connection to it so far (the batch's among them); the
+        # caller's deadline bounds it. Raises glide.GlideError as the script's call does.
+        wanted = self.wait_replicas
+        if self.layout.cluster:
+            glide = glide_module()
+            route = glide.SlotKeyRoute(glide.SlotType.PRIMARY, key)
+            while await client.wait(wanted, self._wait_ms, route=route) < wanted:  # type: ignore[call-arg]
+                pass
+        else:
+            while await client.wait(wanted, self._wait_ms) < wanted:
+                pass
 
     @staticmethod
     def _finish(batch: list[Pending], error: BrokerError | None, result: Any) -> None:
