@@ -81,8 +81,10 @@ class BatchSender:
         self.max_age = max_age
         self.publish_timeout = publish_timeout
         self.wait_replicas = wait_replicas
-        # Each WAIT asks for less than a request's time (the client would give up on it).
-        self._wait_ms = max(1, int(request_timeout * 500))
+        # Each WAIT blocks the connection to its primary for at most a quarter of a request's
+        # time when replicas are missing: the requests queued behind it on that connection
+        # (reads, presence, the other sender's WAIT) must still be answered in their time.
+        self._wait_ms = max(1, int(request_timeout * 250))
         # A retry is sent at most publish_timeout after the first attempt and
         # runs within request_timeout: the reply is kept a second longer.
         self.reply_lifetime_ms = math.ceil((publish_timeout + request_timeout + 1.0) * 1000)

@@ -82,6 +82,8 @@ for k = R + 1, R + acked do redis.call('DEL', K[k]) end
 if ARGV[6] == '1' then
   local done = redis.call('GET', K[R])
   if done then
+    -- A write, so that a WAIT after it on a new connection covers the batch's writes.
+    redis.call('PEXPIRE', K[R], ARGV[7])
     local again = {}
     for part in string.gmatch(done .. '\\n', '([^\\n]*)\\n') do again[#again + 1] = part end
     return again
