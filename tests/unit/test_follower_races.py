@@ -79,12 +79,12 @@ class Feed:
         pass
 
 
-def follower_on(engine: Engine, hub: Hub) -> EngineFollower:
+def follower_on(engine: Engine, hub: Hub, *, linger: float = 5) -> EngineFollower:
     history = SharedHistory(EPOCH, max_events=256, max_bytes=1 << 20, max_age=300)
     interest = FeedInterest(layout=ClusterLayout("t:"), engine="fake", whole_above=None)
     interest.bind(Feed())  # type: ignore[arg-type]
     return EngineFollower(
-        hub, history, engine.read, engine="fake", read_many=engine.read_many, interest=interest, linger=5
+        hub, history, engine.read, engine="fake", read_many=engine.read_many, interest=interest, linger=linger
     )
 
 

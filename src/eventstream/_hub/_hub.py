@@ -57,6 +57,9 @@ class Hub:
         #: ``subscribed(channel)``: somebody is subscribed to ``channel`` (live or left behind), so
         #: its name was checked then. The dict's own membership test: every publish asks it.
         self.subscribed: Callable[[str], bool] = self._channels.__contains__
+        #: Channels whose last subscriber left, noted once asked for (see take_vacated). (A dict
+        #: of None: one of strings only is left out of the garbage collector's passes.)
+        self._vacated: dict[str, None] | None = None
         self._subscribers: set[Subscriber] = set()
         self._published = 0
         self._delivered = 0
@@ -112,6 +115,8 @@ class Hub:
                 channel.remove(subscriber)
                 if not channel:
                     del self._channels[name]
+                    if self._vacated is not None:
+                        self._vacated[name] = None
         stalled = subscriber.stalled if subscriber.stalled is not None else subscriber.full_since
         if stalled is not None:
             if now is None:
@@ -183,6 +188,12 @@ class Hub:
         if channel is None:
             return len(self._subscribers)
         return len(self._channels.get(channel, ()))
+
+    def take_vacated(self) -> dict[str, None]:
+        """The channels whose last subscriber left since the last call (as keys), noted from the
+        first call on (a shared broker's follower asks: it stops following channels left idle)."""
+        vacated, self._vacated = self._vacated or {}, {}
+        return vacated
 
     def channel_names(self) -> KeysView[str]:
         """The channels somebody is subscribed to (live or left behind): a live view."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -80,6 +80,7 @@ class EngineFollower:
         #: The feed's subscriptions: every followed channel's feed is subscribed to.
         self.interest = interest
         self._idle = IdleChannels(linger)
+        hub.take_vacated()  # (from now on, the hub notes the channels left: see _idle.py)
         #: Entries delivered from reads of the engine's history (gaps in the feed filled).
         self.filled = 0
         self.history = history
@@ -103,6 +104,10 @@ class EngineFollower:
     @property
     def epoch(self) -> str:
         return self.history.epoch
+
+    def maybe_idle(self, names: Iterable[str]) -> None:
+        """Have the next check look at whether ``names`` are idle (``_idle.py``)."""
+        self._idle.maybe_idle(names)
 
     async def channels_to_check(self) -> list[str]:
         """Channels with local subscribers whose history is followed; stops following idle ones

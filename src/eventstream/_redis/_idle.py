@@ -7,10 +7,19 @@ unsubscribed (a connection that asks for it again subscribes and reads it
 from the engine). The periodic check asks for this (:meth:`IdleChannels.forget`);
 the idle channels are dropped :data:`FORGET_AT_ONCE` at a time, with a pass of
 the event loop in between: thousands of them do not hold up the feed.
+
+Only the channels that may have become idle since the last check are looked
+at, not every channel followed (under a flood of new channels a process
+follows a hundred thousand, and copying their names alone held the loop for
+milliseconds): those whose last local subscriber left (the hub notes them),
+whose connections' preparation ended, or that were read again
+(:meth:`IdleChannels.maybe_idle`). A channel becomes idle only in one of
+these ways: it is followed only through a preparation, or read again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -41,32 +50,40 @@ class Followed(Protocol):
 class IdleChannels:
     """When each channel followed without local subscribers was first seen so."""
 
-    __slots__ = ("_since", "linger")
+    __slots__ = ("_maybe", "_since", "linger")
 
     def __init__(self, linger: float) -> None:
         self.linger = linger
+        #: Idle channels, oldest first (insertion order: a channel idle again goes last).
         self._since: dict[str, float] = {}
+        #: Channels that may have become idle since the last look (besides the hub's). (A dict
+        #: of None: one of strings only is left out of the garbage collector's passes.)
+        self._maybe: dict[str, None] = {}
+
+    def maybe_idle(self, names: Iterable[str]) -> None:
+        """Look at ``names`` at the next check: their preparation ended, or they were read again."""
+        self._maybe.update(dict.fromkeys(names))
 
     async def forget(self, follower: Followed, preparing: dict[str, int]) -> None:
         """Stop following the channels idle for ``linger`` (``preparing``: channels of connections
         being prepared, which are not idle)."""
         hub, interest, since = follower.hub, follower.interest, self._since
         now = anyio.current_time()
-        # Note when each followed channel was first seen idle (a channel seen with
-        # a subscriber or being prepared is not idle), by chunks with a pass of the
-        # event loop in between: a long list does not hold up the feed.
-        # (Copies of the keys, made at C speed: the dicts change during the passes.)
-        subscribed, loaded = list(interest.subscribed), list(follower.loaded)
-        for names, also_subscribed in ((subscribed, False), (loaded, True)):
-            for start in range(0, len(names), _SCAN_AT_ONCE):
+        maybe, self._maybe = self._maybe, {}
+        maybe.update(hub.take_vacated())
+        # Note the channels idle from now (a channel that gained a subscriber meanwhile
+        # is dropped from the list: when it is idle again, the hub says so), by chunks
+        # with a pass of the event loop in between.
+        names = list(maybe)
+        for start in range(0, len(names), _SCAN_AT_ONCE):
+            if start:
                 await anyio.lowlevel.checkpoint()
-                for name in names[start : start + _SCAN_AT_ONCE]:
-                    if also_subscribed and name in interest.subscribed:
-                        continue  # (seen among the subscribed)
-                    if hub.subscribed(name) or name in preparing:
-                        since.pop(name, None)
-                    elif name not in since:
-                        since[name] = now
+            for name in names[start : start + _SCAN_AT_ONCE]:
+                since.pop(name, None)
+                if not (hub.subscribed(name) or name in preparing) and (
+                    name in follower.loaded or name in interest.subscribed
+                ):
+                    since[name] = now
         # Oldest first: stop at the first not due. (Only this pass changes `since`,
         # so its iteration goes on across the passes of the event loop.)
         due: list[str] = []
@@ -81,10 +98,10 @@ class IdleChannels:
                 await anyio.lowlevel.checkpoint()  # (a channel may have gained a subscriber since)
             dropped = []
             for name in due[start : start + FORGET_AT_ONCE]:
-                if name in preparing or hub.subscribed(name):
-                    continue
-                dropped.append(name)
                 since.pop(name, None)
+                if name in preparing or hub.subscribed(name):
+                    continue  # (busy again: idle again later, the hub or its preparation says so)
+                dropped.append(name)
                 if name in follower.loaded:
                     del follower.loaded[name]
                     follower.history.forget(name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -62,6 +62,8 @@ class Follower(Protocol):
     def epoch(self) -> str: ...
 
     def new_epoch(self, epoch: str) -> None: ...
+
+    def maybe_idle(self, names: Iterable[str]) -> None: ...
 
     async def receive_one(self, channel: str, entry: EngineEntry) -> None: ...
 
@@ -127,6 +129,7 @@ class Preparer:
             if self._loading.get(channel) is loading:
                 del self._loading[channel]
             loading.finish()
+            follower.maybe_idle((channel,))  # (followed again: it may have lost its subscribers)
 
     async def prepare(
         self, channels: Sequence[str], *, within: float = math.inf, resuming: bool = True
@@ -180,11 +183,14 @@ class Preparer:
                             for channel in rest:
                                 tg.start_soon(prepare_one, channel)
         finally:
+            settled = []
             for channel in channels:
                 if preparing[channel] == 1:
                     del preparing[channel]
+                    settled.append(channel)
                 else:
                     preparing[channel] -= 1
+            follower.maybe_idle(settled)  # (if its connection does not subscribe after all)
         missing = [channel for channel in channels if channel not in follower.loaded]
         if missing:
             if errors:
