@@ -70,19 +70,25 @@ class Engine:
 
 
 class Feed:
-    """Subscriptions confirmed at once."""
+    """Subscriptions confirmed at once, or once :attr:`gate` is set (when there is one)."""
+
+    def __init__(self) -> None:
+        self.gate: anyio.Event | None = None
+        self.held = anyio.Event()  # a subscribe waits at the gate
 
     async def subscribe(self, names: object) -> None:
-        pass
+        if self.gate is not None:
+            self.held.set()
+            await self.gate.wait()
 
     async def unsubscribe(self, names: object) -> None:
         pass
 
 
-def follower_on(engine: Engine, hub: Hub, *, linger: float = 5) -> EngineFollower:
+def follower_on(engine: Engine, hub: Hub, *, linger: float = 5, feed: Feed | None = None) -> EngineFollower:
     history = SharedHistory(EPOCH, max_events=256, max_bytes=1 << 20, max_age=300)
     interest = FeedInterest(layout=ClusterLayout("t:"), engine="fake", whole_above=None)
-    interest.bind(Feed())  # type: ignore[arg-type]
+    interest.bind(feed or Feed())  # type: ignore[arg-type]
     return EngineFollower(
         hub, history, engine.read, engine="fake", read_many=engine.read_many, interest=interest, linger=linger
     )

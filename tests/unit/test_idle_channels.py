@@ -9,12 +9,16 @@ channel idle at a check is dropped by it.
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import pytest
 
 from eventstream._hub import Hub
+from eventstream._redis._follow import EngineFollower
+from tests.support.helpers import wait_until
 
-from .test_follower_races import Engine, follower_on
+from .test_follower_races import Engine, Feed, follower_on
 
 pytestmark = pytest.mark.anyio
 
@@ -69,14 +73,47 @@ async def test_a_channel_seen_idle_that_gains_a_subscriber_is_kept_and_timed_aga
     assert "flap" not in follower.loaded
 
 
-async def test_the_channels_left_before_the_first_check_are_dropped_too() -> None:
-    # Left before any check had looked at it busy: its preparation's end put it in the first check.
+async def test_a_channel_subscribed_for_a_connection_gone_meanwhile_is_dropped() -> None:
+    # Connection c's read goes in the request connection b sends (one request in
+    # flight at a time: a's was out when both came); c goes away while that request
+    # waits for the feed's subscription, and the check then finds c's channel
+    # not followed. The subscription, made after, is for nobody: it is dropped.
+    engine, feed = Engine(2), Feed()
+    engine.together_gate = anyio.Event()
     hub = Hub(buffer_size=16, send_timeout=5)
-    follower = follower_on(Engine(2), hub, linger=0)
+    hub.subscribe(("a",))  # (a stays busy: the check below drops nothing)
+    follower = follower_on(engine, hub, linger=0, feed=feed)
     with anyio.fail_after(10):
-        await follower.prepare(["early"])
-        subscriber = hub.subscribe(("early",))
-        await follower.channels_to_check()  # busy
-        hub.unsubscribe(subscriber)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.prepare, ["a"])
+            await engine.together_held.wait()  # a's request is out
+            gone = anyio.CancelScope()  # (c's connection's)
+            tg.start_soon(follower.prepare, ["b"])
+            tg.start_soon(partial(cancellable_prepare, follower, "c", gone))
+            await wait_until(lambda: preparing(follower, "c"))
+            feed.gate = subscribed = anyio.Event()  # the next subscription waits
+            engine.together_gate.set()  # a's request comes back; b sends b's and c's reads
+            await feed.held.wait()
+            gone.cancel()  # c's connection goes away
+            await wait_until(lambda: not_preparing(follower, "c"))
+            await follower.channels_to_check()  # c: not followed, nothing to forget
+            assert "c" not in follower.interest.subscribed
+            subscribed.set()  # the subscription of b and c is made
+        assert "c" in follower.interest.subscribed
+        assert "c" not in follower.loaded
         await follower.channels_to_check()
-    assert "early" not in follower.loaded
+    assert "c" not in follower.interest.subscribed
+    assert "b" not in follower.interest.subscribed  # (no subscriber either: linger 0)
+
+
+async def cancellable_prepare(follower: EngineFollower, channel: str, scope: anyio.CancelScope) -> None:
+    with scope:
+        await follower.prepare([channel])
+
+
+async def preparing(follower: EngineFollower, channel: str) -> bool:
+    return channel in follower._preparer.preparing
+
+
+async def not_preparing(follower: EngineFollower, channel: str) -> bool:
+    return channel not in follower._preparer.preparing

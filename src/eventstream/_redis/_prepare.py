@@ -120,16 +120,18 @@ class Preparer:
             BrokerError: the engine could not be reached.
         """
         follower = self._follower
-        await follower.interest.follow((channel,))  # (subscribed already, unless it was just dropped)
-        epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
-        loading = self._loading[channel] = Loading(follower.generation)
         try:
-            await self.install(channel, loading, epoch, newest, entries)
+            await follower.interest.follow((channel,))  # (subscribed already, unless it was just dropped)
+            epoch, newest, entries = await self._read(channel, -1, follower.history.max_events)
+            loading = self._loading[channel] = Loading(follower.generation)
+            try:
+                await self.install(channel, loading, epoch, newest, entries)
+            finally:
+                if self._loading.get(channel) is loading:
+                    del self._loading[channel]
+                loading.finish()
         finally:
-            if self._loading.get(channel) is loading:
-                del self._loading[channel]
-            loading.finish()
-            follower.maybe_idle((channel,))  # (followed again: it may have lost its subscribers)
+            follower.maybe_idle((channel,))  # (followed again, or only subscribed: it may be idle)
 
     async def prepare(
         self, channels: Sequence[str], *, within: float = math.inf, resuming: bool = True
@@ -294,12 +296,16 @@ class Preparer:
         requests = [request for reads in batch for request in reads.requests]
         results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
         with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
+            channels = {channel for channel, _after in requests}
             try:
                 # Subscribed first: what is published after the read comes through the feed.
-                await follower.interest.follow({channel for channel, _after in requests})
+                await follower.interest.follow(channels)
             except BrokerError as exc:
                 results = [exc] * len(requests)
             else:
+                # (A connection of the batch may have gone meanwhile: its channels are subscribed
+                # for nobody, and its preparation's end was looked at before.)
+                follower.maybe_idle(channels)
                 results = await self._read_many(requests, follower.history.max_events)
         if not results:
             late = BrokerError(follower.engine, "no answer in time (request_timeout)")
