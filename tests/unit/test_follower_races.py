@@ -182,12 +182,14 @@ async def test_a_connection_queued_behind_a_slow_read_fails_by_its_own_deadline(
     follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(follower.prepare, ["slow"], within=30))
-            await engine.together_held.wait()
-            with pytest.raises(BrokerError, match="no answer within"):
-                await follower.prepare([CHANNEL], within=0.2)
-            assert CHANNEL not in follower.loaded
-            engine.together_gate.set()  # (the slow request comes back only now)
+            try:
+                tg.start_soon(partial(follower.prepare, ["slow"], within=30))
+                await engine.together_held.wait()
+                with pytest.raises(BrokerError, match="no answer within"):
+                    await follower.prepare([CHANNEL], within=0.2)
+                assert CHANNEL not in follower.loaded
+            finally:
+                engine.together_gate.set()  # (the slow request comes back only now)
         assert "slow" in follower.loaded
         engine.together_gate = None
         await follower.prepare([CHANNEL])

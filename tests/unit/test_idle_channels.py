@@ -16,6 +16,7 @@ import pytest
 
 from eventstream._hub import Hub
 from eventstream._redis._follow import EngineFollower
+from eventstream._redis._idle import LOOK_AT_ALL_EVERY
 from tests.support.helpers import wait_until
 
 from .test_follower_races import Engine, Feed, follower_on
@@ -83,27 +84,48 @@ async def test_a_channel_subscribed_for_a_connection_gone_meanwhile_is_dropped()
     hub = Hub(buffer_size=16, send_timeout=5)
     hub.subscribe(("a",))  # (a stays busy: the check below drops nothing)
     follower = follower_on(engine, hub, linger=0, feed=feed)
+    subscribed = anyio.Event()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(follower.prepare, ["a"])
-            await engine.together_held.wait()  # a's request is out
-            gone = anyio.CancelScope()  # (c's connection's)
-            tg.start_soon(follower.prepare, ["b"])
-            tg.start_soon(partial(cancellable_prepare, follower, "c", gone))
-            await wait_until(lambda: preparing(follower, "c"))
-            feed.gate = subscribed = anyio.Event()  # the next subscription waits
-            engine.together_gate.set()  # a's request comes back; b sends b's and c's reads
-            await feed.held.wait()
-            gone.cancel()  # c's connection goes away
-            await wait_until(lambda: not_preparing(follower, "c"))
-            await follower.channels_to_check()  # c: not followed, nothing to forget
-            assert "c" not in follower.interest.subscribed
-            subscribed.set()  # the subscription of b and c is made
+            try:
+                tg.start_soon(follower.prepare, ["a"])
+                await engine.together_held.wait()  # a's request is out
+                gone = anyio.CancelScope()  # (c's connection's)
+                tg.start_soon(follower.prepare, ["b"])
+                await wait_until(lambda: preparing(follower, "b"))  # (queued: b sends next, not c)
+                tg.start_soon(partial(cancellable_prepare, follower, "c", gone))
+                await wait_until(lambda: preparing(follower, "c"))
+                feed.gate = subscribed  # the next subscription waits
+                engine.together_gate.set()  # a's request comes back; b sends b's and c's reads
+                await feed.held.wait()
+                gone.cancel()  # c's connection goes away
+                await wait_until(lambda: not_preparing(follower, "c"))
+                await follower.channels_to_check()  # c: not followed, nothing to forget
+                assert "c" not in follower.interest.subscribed
+            finally:
+                subscribed.set()  # the subscription of b and c is made
+                engine.together_gate.set()  # (and, on a failure, nothing is left waiting)
         assert "c" in follower.interest.subscribed
         assert "c" not in follower.loaded
         await follower.channels_to_check()
     assert "c" not in follower.interest.subscribed
     assert "b" not in follower.interest.subscribed  # (no subscriber either: linger 0)
+
+
+async def test_a_channel_followed_by_a_way_the_check_is_not_told_of_is_dropped_within_its_full_look() -> None:
+    hub = Hub(buffer_size=16, send_timeout=5)
+    follower = follower_on(Engine(2), hub, linger=0)
+    with anyio.fail_after(10):
+        await follower.prepare(["seen"])
+        hub.subscribe(("seen",))
+        await follower.channels_to_check()  # the first check
+        follower.loaded["stray"] = None  # (as a way missed would leave it)
+        for _ in range(LOOK_AT_ALL_EVERY - 2):
+            await follower.channels_to_check()
+        assert "stray" in follower.loaded
+        await follower.channels_to_check()  # every channel followed is looked at
+    assert "stray" not in follower.loaded
+    assert "seen" in follower.loaded
 
 
 async def cancellable_prepare(follower: EngineFollower, channel: str, scope: anyio.CancelScope) -> None:

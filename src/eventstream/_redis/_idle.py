@@ -14,7 +14,10 @@ follows a hundred thousand, and copying their names alone held the loop for
 milliseconds): those whose last local subscriber left (the hub notes them),
 whose connections' preparation ended, or that were read again
 (:meth:`IdleChannels.maybe_idle`). A channel becomes idle only in one of
-these ways: it is followed only through a preparation, or read again.
+these ways: it is followed only through a preparation, or read again. Every
+:data:`LOOK_AT_ALL_EVERY` checks, every channel followed is looked at as well
+(without moving the time it was first seen idle): a way missed would hold a
+channel for nobody that long at most, not for ever.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ if TYPE_CHECKING:
     from ._history import SharedHistory
     from ._interest import FeedInterest
 
-__all__ = ["FORGET_AT_ONCE", "Followed", "IdleChannels"]
+__all__ = ["FORGET_AT_ONCE", "LOOK_AT_ALL_EVERY", "Followed", "IdleChannels"]
 
 #: Idle channels forgotten between two passes of the event loop.
 FORGET_AT_ONCE = 512
 #: Channels looked at between two passes of the event loop.
 _SCAN_AT_ONCE = 4096
+#: Checks between two looks at every channel followed.
+LOOK_AT_ALL_EVERY = 60
 
 
 class Followed(Protocol):
@@ -50,7 +55,7 @@ class Followed(Protocol):
 class IdleChannels:
     """When each channel followed without local subscribers was first seen so."""
 
-    __slots__ = ("_maybe", "_since", "linger")
+    __slots__ = ("_checks", "_maybe", "_since", "linger")
 
     def __init__(self, linger: float) -> None:
         self.linger = linger
@@ -59,6 +64,7 @@ class IdleChannels:
         #: Channels that may have become idle since the last look (besides the hub's). (A dict
         #: of None: one of strings only is left out of the garbage collector's passes.)
         self._maybe: dict[str, None] = {}
+        self._checks = 0
 
     def maybe_idle(self, names: Iterable[str]) -> None:
         """Look at ``names`` at the next check: their preparation ended, or they were read again."""
@@ -74,16 +80,24 @@ class IdleChannels:
         # Note the channels idle from now (a channel that gained a subscriber meanwhile
         # is dropped from the list: when it is idle again, the hub says so), by chunks
         # with a pass of the event loop in between.
+        self._checks += 1
         names = list(maybe)
+        if not self._checks % LOOK_AT_ALL_EVERY:  # (copies, made at C speed)
+            names += [*follower.loaded, *interest.subscribed]
         for start in range(0, len(names), _SCAN_AT_ONCE):
             if start:
                 await anyio.lowlevel.checkpoint()
-            for name in names[start : start + _SCAN_AT_ONCE]:
-                since.pop(name, None)
-                if not (hub.subscribed(name) or name in preparing) and (
-                    name in follower.loaded or name in interest.subscribed
-                ):
-                    since[name] = now
+            for index, name in enumerate(names[start : start + _SCAN_AT_ONCE], start):
+                if hub.subscribed(name) or name in preparing:
+                    since.pop(name, None)
+                elif name in follower.loaded or name in interest.subscribed:
+                    if index < len(maybe):  # idle from now (busy, or not followed, before)
+                        since.pop(name, None)
+                        since[name] = now
+                    elif name not in since:  # (found by the look at every channel)
+                        since[name] = now
+                else:
+                    since.pop(name, None)
         # Oldest first: stop at the first not due. (Only this pass changes `since`,
         # so its iteration goes on across the passes of the event loop.)
         due: list[str] = []
