@@ -50,9 +50,12 @@ class RawServer:
         number = len(self.accepted_at) - 1
         async with stream:
             head = b""
-            with anyio.fail_after(10):
-                while b"\r\n\r\n" not in head and len(head) < 65536:
-                    head += await stream.receive()
+            try:
+                with anyio.fail_after(10):
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        head += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return  # the client went before its request was whole (its test ended meanwhile)
             lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
             headers = {"": lines[0]}
             for line in lines[1:]:
