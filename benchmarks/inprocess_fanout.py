@@ -18,7 +18,7 @@ import anyio
 
 from eventstream import EventStream, ServerSentEvent
 from eventstream._backends import current_waiter
-from eventstream._hub import Subscriber
+from eventstream._core import Subscriber
 
 
 async def measure(subscribers: int, events: int) -> float:

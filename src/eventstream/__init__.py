@@ -6,10 +6,8 @@ The public API is re-exported here; the modules behind it are private.
 import logging as _logging
 
 from ._base import BrokerError, EventStreamError, GripPublishError, SubscribeLimits
-from ._broker import Broker
+from ._core import Broker, EventStreamStatistics, HistoryEntry, HistoryStore, MemoryHistory, PresenceMember
 from ._grip import GripProxyStatistics, GripPublisher, parse_grip_uri
-from ._history import HistoryEntry, HistoryStore, MemoryHistory
-from ._hub import EventStreamStatistics, PresenceMember
 from ._observe._broker import BrokerStatistics
 from ._observe._lag import SubscriberLag
 from ._redis import RedisBroker

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._base import SubscribeLimits, check_count, check_seconds
-from ._broker import Broker, LocalBroker
+from ._core import Broker, HistoryStore, LocalBroker, MemoryHistory, SlowConsumerPolicy
 from ._grip import GripPublisher
-from ._history import HistoryStore, MemoryHistory
-from ._hub import SlowConsumerPolicy
 from ._sse import ServerSentEvent, stream_open
 from .types import Authorize, EventLike
 

@@ -41,8 +41,7 @@ from opentelemetry.metrics import (
 from opentelemetry.trace import TracerProvider, get_tracer
 
 from . import __version__
-from ._broker import LocalBroker
-from ._hub import Hub
+from ._core import Hub, LocalBroker
 from ._observe import (
     END_REASONS,
     FEED_LAG_BUCKETS,

@@ -27,9 +27,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._broker import LocalBroker
+from ._core import Hub, LocalBroker
 from ._grip import GripPublisher
-from ._hub import Hub
 from ._observe import END_REASONS, Histogram, Observed, TemplateCounters
 from ._observe._broker import BrokerStatistics
 from ._serve import answer_other

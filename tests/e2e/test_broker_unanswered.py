@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError, EventStream, MemoryHistory, RedisBroker, ServerSentEvent, SubscribeLimits
-from eventstream._broker import LocalBroker
+from eventstream._core import LocalBroker
 from eventstream._redis._feed import FeedInbox
 from eventstream.testing import open_stream
 

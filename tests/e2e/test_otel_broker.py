@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from eventstream import EventStream, Publisher, RedisBroker
-from eventstream._history import _ENTRY_OVERHEAD
+from eventstream._core import _ENTRY_OVERHEAD
 from eventstream._redis._scripts import PUBLISH
 from eventstream.otel import trace
 from eventstream.testing import open_stream

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from eventstream import NEED_DATA, EventStream, MemoryHistory, RedisBroker, ServerSentEvent, SSEDecoder
-from eventstream._history import combined_prefix, new_entry, own_seq, resume_positions
+from eventstream._core import combined_prefix, new_entry, own_seq, resume_positions
 from eventstream._redis._history import SharedHistory
 from eventstream.testing import open_stream
 

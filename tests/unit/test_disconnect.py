@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from eventstream._backends import DisconnectWatch
-from eventstream._hub import Hub, Subscriber
+from eventstream._core import Hub, Subscriber
 from eventstream.types import Message
 
 from ..support.helpers import wait_until

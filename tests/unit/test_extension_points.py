@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from eventstream import Broker, HistoryEntry, HistoryStore, ServerSentEvent
-from eventstream._broker import PublishedEvent
-from eventstream._hub import Hub
+from eventstream._core import Hub, PublishedEvent
 
 pytestmark = pytest.mark.anyio
 

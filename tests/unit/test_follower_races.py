@@ -14,8 +14,7 @@ import anyio
 import pytest
 
 from eventstream import BrokerError
-from eventstream._history import origin_id
-from eventstream._hub import Hub
+from eventstream._core import Hub, origin_id
 from eventstream._redis._follow import EngineFollower
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest

@@ -12,7 +12,7 @@ import pytest
 
 import eventstream._stream._singleton
 from eventstream import EventStream, MemoryHistory, ServerSentEvent, encode, get_event_stream_singleton
-from eventstream._hub import Hub
+from eventstream._core import Hub
 from eventstream.testing import StreamResponse, open_stream
 from eventstream.types import Message, Scope
 

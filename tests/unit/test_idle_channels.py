@@ -14,7 +14,7 @@ from functools import partial
 import anyio
 import pytest
 
-from eventstream._hub import Hub
+from eventstream._core import Hub
 from eventstream._redis._follow import EngineFollower
 from eventstream._redis._idle import LOOK_AT_ALL_EVERY
 from tests.support.helpers import wait_until

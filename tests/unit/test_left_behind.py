@@ -18,8 +18,7 @@ import pytest
 import trio.testing
 
 from eventstream import EventStream
-from eventstream._history import HistoryEntry
-from eventstream._hub import Hub, Subscriber
+from eventstream._core import HistoryEntry, Hub, Subscriber
 from eventstream.types import Message, Scope
 
 from ..support.helpers import wait_until

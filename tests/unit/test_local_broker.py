@@ -20,9 +20,7 @@ from eventstream import (
     Publisher,
     ServerSentEvent,
 )
-from eventstream._broker import Broker, LocalBroker
-from eventstream._history import new_entry
-from eventstream._hub import Hub, SlowConsumerPolicy
+from eventstream._core import Broker, Hub, LocalBroker, SlowConsumerPolicy, new_entry
 
 from ..support.helpers import wait_until
 

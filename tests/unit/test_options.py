@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from eventstream import EventStream, GripPublisher, MemoryHistory, Publisher, RedisBroker
-from eventstream._broker import LocalBroker
+from eventstream._core import LocalBroker
 
 GRACE = "shutdown_grace must be a number of seconds >= 0, not "
 NOT_A_BROKER = "broker must be a redis:// URL or a Broker, not "

@@ -7,7 +7,7 @@ Both the direct path (_serve/_connection.py) and GRIP's hold (_grip/_hold.py) re
 from __future__ import annotations
 
 from eventstream import MemoryHistory, ServerSentEvent
-from eventstream._history import (
+from eventstream._core import (
     assigned_id,
     combined_id,
     combined_prefix,

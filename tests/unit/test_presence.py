@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from eventstream import EventStream, PresenceMember, ServerSentEvent
-from eventstream._hub import presence_members
+from eventstream._core import presence_members
 from eventstream.auth import Grant, JWTAuthorizer
 from eventstream.testing import StreamResponse, open_stream
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, TICKET_SECRET, hs256

@@ -7,8 +7,7 @@ import pytest
 import trio.testing
 
 from eventstream import EventStream, SubscriberLag
-from eventstream._history import HistoryEntry
-from eventstream._hub import Hub
+from eventstream._core import HistoryEntry, Hub
 from eventstream._observe._lag import SLOWEST_LIMIT
 
 pytestmark = pytest.mark.anyio

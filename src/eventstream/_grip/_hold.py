@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from .._history import HistoryStore, origin_id, replay, resume_positions
+from .._core import HistoryStore, origin_id, replay, resume_positions
 from .._sse import STREAM_RESET, stream_open
 
 __all__ = ["NEXT_LINK_PARAM", "GripRequest", "has_dot_segments", "hold_headers", "hold_response", "next_link"]
@@ -154,7 +154,7 @@ def hold_response(
     cannot tell what the client missed, or the missed events: after the
     position of ``last_event_id`` on every channel, or, on a next link, after
     the id the proxy gives per channel (``Grip-Last``), both read by
-    :func:`~eventstream._history.resume_positions`. In reliable
+    :func:`~eventstream._core.resume_positions`. In reliable
     mode each channel carries the id of its last event (``prev-id``) and the
     answer a next link where the proxy fetches what it missed.
     """

@@ -19,9 +19,8 @@ import anyio
 import anyio.lowlevel
 
 from .._backends import declare_running_library
-from .._broker import Broker
+from .._core import Broker, Hub, Subscriber
 from .._grip import GripPublisher
-from .._hub import Hub, Subscriber
 from .._options import StreamOptions
 from ._loop import LoopBinding
 from ._signals import SignalRelay, chain_close, release, watch

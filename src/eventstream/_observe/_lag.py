@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .._hub import Subscriber
+    from .._core import Subscriber
 
 __all__ = ["SLOWEST_LIMIT", "SubscriberLag", "slowest_subscribers"]
 

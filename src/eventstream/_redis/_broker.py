@@ -33,9 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._base import BrokerError
-from .._broker import Broker, PublishedEvent
-from .._history import HistoryStore
-from .._hub import PresenceMember, PresenceTable
+from .._core import Broker, HistoryStore, PresenceMember, PresenceTable, PublishedEvent
 from .._observe._broker import BrokerStatistics
 from .._sse import ServerSentEvent
 from ._batching import BatchQueue, Pending
@@ -48,7 +46,7 @@ from ._url import parse_redis_url
 if TYPE_CHECKING:
     from glide import GlideClientConfiguration
 
-    from .._hub import Hub
+    from .._core import Hub
 
 __all__ = ["RedisBroker"]
 

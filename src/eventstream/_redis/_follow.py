@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._history import HistoryEntry, origin_id
-from .._hub import Hub
+from .._core import HistoryEntry, Hub, origin_id
 from ._history import SharedHistory
 from ._idle import IdleChannels
 from ._interest import FeedInterest
-from ._prepare import ManyReader, Preparer, Reader, as_history
+from ._prepare import Preparer
+from ._reads import ManyReader, Reader, as_history
 from ._suspects import CheckBudget
 from ._wire import EngineEntry
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from .._history import HistoryEntry, HistoryStore, origin_id
+from .._core import HistoryEntry, HistoryStore, origin_id
 
 __all__ = ["SharedHistory"]
 

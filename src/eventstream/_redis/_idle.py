@@ -12,7 +12,8 @@ Only the channels that may have become idle since the last check are looked
 at, not every channel followed (under a flood of new channels a process
 follows a hundred thousand, and copying their names alone held the loop for
 milliseconds): those whose last local subscriber left (the hub notes them),
-whose connections' preparation ended, or that were read again
+whose connections' preparation ended, that a request of reads subscribed to
+(its connection may have gone meanwhile), or that were read again
 (:meth:`IdleChannels.maybe_idle`). A channel becomes idle only in one of
 these ways: it is followed only through a preparation, or read again. Every
 :data:`LOOK_AT_ALL_EVERY` checks, every channel followed is looked at as well
@@ -29,7 +30,7 @@ import anyio
 import anyio.lowlevel
 
 if TYPE_CHECKING:
-    from .._hub import Hub
+    from .._core import Hub
     from ._history import SharedHistory
     from ._interest import FeedInterest
 
@@ -67,7 +68,8 @@ class IdleChannels:
         self._checks = 0
 
     def maybe_idle(self, names: Iterable[str]) -> None:
-        """Look at ``names`` at the next check: their preparation ended, or they were read again."""
+        """Look at ``names`` at the next check: their preparation ended, a request of reads
+        subscribed to them, or they were read again."""
         self._maybe.update(dict.fromkeys(names))
 
     async def forget(self, follower: Followed, preparing: dict[str, int]) -> None:

@@ -14,70 +14,27 @@ aside meanwhile (:meth:`Preparer.set_aside`), and taken in after it.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .._base import BrokerError
-from .._history import HistoryEntry
+from .._core import HistoryEntry
 from ._batching import BatchQueue
-from ._reads import Loading, Reads
+from ._reads import Follower, Loading, ManyReader, Reader, Reads, as_history
 from ._wire import EngineEntry
 
 if TYPE_CHECKING:
-    from ._history import SharedHistory
-    from ._interest import FeedInterest
+    pass
 
-__all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "ManyReader", "Preparer", "Reader", "as_history"]
+__all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "Preparer"]
 
-#: ``read(channel, after, count)``: the engine's epoch, the channel's newest
-#: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
-Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
-#: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
-#: the :class:`BrokerError` of that read, in the same order, read together (one request).
-ManyReader = Callable[
-    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
-]
 #: Reads of one channel for connections about to subscribe (read again after a new
 #: epoch, or by another connection meanwhile) that run at once; the others wait their turn.
 CONCURRENT_READS = 128
 #: Connections about to subscribe whose reads one request carries at most.
 CONNECTIONS_TOGETHER = 64
-
-
-class Follower(Protocol):
-    """What a :class:`Preparer` reads and calls of the follower it prepares for
-    (``_follow.EngineFollower``: the follower makes its preparer, not the other way)."""
-
-    engine: str
-    history: SharedHistory
-    interest: FeedInterest
-    loaded: dict[str, None]
-    lock: anyio.Lock
-    generation: int
-
-    @property
-    def epoch(self) -> str: ...
-
-    def new_epoch(self, epoch: str) -> None: ...
-
-    def maybe_idle(self, names: Iterable[str]) -> None: ...
-
-    async def receive_one(self, channel: str, entry: EngineEntry) -> None: ...
-
-    async def catch_up(self, channel: str, known: int) -> None: ...
-
-    async def take_in(
-        self, channel: str, known: int, newest: int, entries: list[EngineEntry]
-    ) -> int | None: ...
-
-
-def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
-    """``entry`` of ``channel`` as kept in history, on this process's clock by its age on the engine's."""
-    age = max(0.0, time.time() - entry.published_ms / 1000)
-    return entry.to_history(channel, time.monotonic() - age)
 
 
 class Preparer:

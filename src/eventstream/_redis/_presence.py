@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._base import BrokerError
-from .._hub import PresenceMember, PresenceTable, parse_member_value, presence_members
+from .._core import PresenceMember, PresenceTable, parse_member_value, presence_members
 from ._connect import glide_module
 from ._presence_scripts import COUNT_ALL, HEARTBEAT, PRESENCE
 
 if TYPE_CHECKING:
     from glide import GlideClient
 
-    from .._hub import Hub
+    from .._core import Hub
 
 __all__ = ["PresenceKeeper"]
 

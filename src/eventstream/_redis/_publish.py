@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._base import BrokerError
-from .._history import _ENTRY_OVERHEAD
+from .._core import _ENTRY_OVERHEAD
 from ._batching import Pending
 from ._connect import glide_module, misrouted, transient
 from ._layout import CLUSTER_EPOCH, EngineLayout

@@ -1,4 +1,8 @@
-"""What a read of channels' histories holds while it is in flight (``_prepare.py``).
+"""What a read of channels' histories is (``_prepare.py``): its signatures, what it holds in flight.
+
+:data:`Reader` and :data:`ManyReader`: the reads themselves (``_reader.py``
+sends them); :class:`Follower`: what takes in what they return, and
+:func:`as_history`: how an entry read is kept.
 
 :class:`Loading`: the record of a first read (of one channel, or of the
 channels a connection reads together), with the feed entries that arrive
@@ -9,13 +13,64 @@ with other connections'.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
 import anyio
 
 from .._base import BrokerError
+from .._core import HistoryEntry
 from ._batching import Queued
 from ._wire import EngineEntry
 
-__all__ = ["Loading", "Reads"]
+if TYPE_CHECKING:
+    from ._history import SharedHistory
+    from ._interest import FeedInterest
+
+__all__ = ["Follower", "Loading", "ManyReader", "Reader", "Reads", "as_history"]
+
+#: ``read(channel, after, count)``: the engine's epoch, the channel's newest
+#: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
+Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+#: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
+#: the :class:`BrokerError` of that read, in the same order, read together (one request).
+ManyReader = Callable[
+    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
+]
+
+
+class Follower(Protocol):
+    """What a :class:`Preparer` reads and calls of the follower it prepares for
+    (``_follow.EngineFollower``: the follower makes its preparer, not the other way)."""
+
+    engine: str
+    history: SharedHistory
+    interest: FeedInterest
+    loaded: dict[str, None]
+    lock: anyio.Lock
+    generation: int
+
+    @property
+    def epoch(self) -> str: ...
+
+    def new_epoch(self, epoch: str) -> None: ...
+
+    def maybe_idle(self, names: Iterable[str]) -> None: ...
+
+    async def receive_one(self, channel: str, entry: EngineEntry) -> None: ...
+
+    async def catch_up(self, channel: str, known: int) -> None: ...
+
+    async def take_in(
+        self, channel: str, known: int, newest: int, entries: list[EngineEntry]
+    ) -> int | None: ...
+
+
+def as_history(channel: str, entry: EngineEntry) -> HistoryEntry:
+    """``entry`` of ``channel`` as kept in history, on this process's clock by its age on the engine's."""
+    age = max(0.0, time.time() - entry.published_ms / 1000)
+    return entry.to_history(channel, time.monotonic() - age)
 
 
 class Loading:

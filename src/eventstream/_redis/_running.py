@@ -27,7 +27,7 @@ from ._layout import CLUSTER_EPOCH
 if TYPE_CHECKING:
     from glide import GlideClient
 
-    from .._hub import Hub, PresenceTable
+    from .._core import Hub, PresenceTable
     from ._feedconn import FeedConnection
     from ._options import RedisOptions
     from ._presence import PresenceKeeper

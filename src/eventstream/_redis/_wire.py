@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .._history import HistoryEntry, new_entry
+from .._core import HistoryEntry, new_entry
 
 __all__ = ["EngineEntry", "decode_entry", "traced_mark"]
 

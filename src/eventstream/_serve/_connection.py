@@ -21,8 +21,16 @@ import time
 from collections.abc import Sequence
 
 from .._backends import DisconnectWatch, Waiter, Watch, current_waiter
-from .._history import HistoryEntry, HistoryStore, combined_id, combined_prefix, replay, resume_positions
-from .._hub import Hub, Subscriber
+from .._core import (
+    HistoryEntry,
+    HistoryStore,
+    Hub,
+    Subscriber,
+    combined_id,
+    combined_prefix,
+    replay,
+    resume_positions,
+)
 from .._observe import UNCOUNTED, TemplateCounters
 from .._observe._trace import StreamSpan
 from .._sse import KEEP_ALIVE, STREAM_ERROR, STREAM_EXPIRED, stream_reset, with_id

@@ -22,9 +22,8 @@ import anyio
 
 from .._backends import declare_running_library
 from .._base import AddressLimiter, BrokerError, Grant, KeysUnavailable, Refused, Unauthorized
-from .._broker import Broker
+from .._core import Broker, Hub, PresenceTable, presence_channel, presence_event
 from .._grip import GripPublisher, GripRequest, hold_response
-from .._hub import Hub, PresenceTable, presence_channel, presence_event
 from .._lifecycle import Lifecycle, LoopBinding, current_thread_id
 from .._observe import RUN_TEMPLATE, Observed, RateLimitedLog
 from .._options import StreamOptions, as_event

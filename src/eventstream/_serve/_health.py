@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from .._base import BrokerError
-from .._broker import LocalBroker
+from .._core import LocalBroker
 from ..types import Receive, Scope, Send
 from ._http import send_plain
 

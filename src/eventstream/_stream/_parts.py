@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterable
 
 from .._base import AddressLimiter
-from .._hub import EventStreamStatistics, Hub, PresenceMember, PresenceTable, presence_selection
+from .._core import EventStreamStatistics, Hub, PresenceMember, PresenceTable, presence_selection
 from .._lifecycle import Lifecycle, LoopBinding
 from .._observe import Observed
 from .._options import StreamOptions, make_broker, make_grip

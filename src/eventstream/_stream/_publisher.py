@@ -17,7 +17,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from .._base import check_count
-from .._broker import Broker
+from .._core import Broker
 from .._observe._trace import TRACEPARENT, Tracing
 from .._options import as_event, make_broker
 from .._serve import check_channel_name

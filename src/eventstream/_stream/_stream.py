@@ -21,10 +21,15 @@ from typing import TypeVar
 import anyio
 
 from .._base import BrokerError, GripPublishError, SubscribeLimits
-from .._broker import Broker
+from .._core import (
+    PRESENCE_PREFIX,
+    Broker,
+    EventStreamStatistics,
+    HistoryStore,
+    PresenceMember,
+    SlowConsumerPolicy,
+)
 from .._grip import GripPublisher, GripSubmission
-from .._history import HistoryStore
-from .._hub import PRESENCE_PREFIX, EventStreamStatistics, PresenceMember, SlowConsumerPolicy
 from .._lifecycle import current_thread_id
 from .._observe._trace import TRACEPARENT
 from .._options import DEFAULT_HISTORY, STREAM_RETRY, UNSAFE_GRIP_ID, GripConfig, StreamOptions, as_event

@@ -1,4 +1,18 @@
-"""The fan-out core: channels, subscribers and their bounded buffers.
+"""The delivery core: channels and subscribers, what is kept, and who numbers and fans out.
+
+Three rooms, each imported only through this package:
+
+- The hub (``_hub.py``, with ``_subscriber.py``, ``_done.py`` and the presence
+  table, ``_presence.py``): channels, subscribers and their bounded buffers.
+- History (``_store.py``: the entries, the store interface, the in-process
+  store) and positions in it (``_position.py``: the one reader and writer of
+  the ids a client resumes from, and the replay merge).
+- Brokers (``_broker.py``: the interface; ``_local.py``: the in-process
+  broker), where published events are numbered, kept and fanned out. The Redis
+  broker is a plug-in of its own (``_redis``).
+
+The core imports nothing above it (the request path, GRIP, the facade), at run
+time.
 
 The hub (``_hub.py``) delivers; each subscriber (``_subscriber.py``) owns a
 bounded queue of published entries (the event encoded once, shared by every
@@ -47,7 +61,20 @@ it was offered to (the queue may then hold a few entries beyond
 ``buffer_size``: at most one per publish in flight).
 """
 
+from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
 from ._hub import Hub, SlowConsumerPolicy
+from ._local import LocalBroker
+from ._position import (
+    MAX_ID,
+    assigned_id,
+    channels_digest,
+    combined_id,
+    combined_prefix,
+    origin_id,
+    own_seq,
+    replay,
+    resume_positions,
+)
 from ._presence import (
     PRESENCE_PREFIX,
     PresenceMember,
@@ -58,21 +85,41 @@ from ._presence import (
     presence_members,
     presence_selection,
 )
+from ._store import _ENTRY_OVERHEAD, HistoryEntry, HistoryStore, MemoryHistory, new_entry
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 __all__ = [
+    "MAX_ID",
+    "PRESENCE_PREFIX",
+    "_ENTRY_OVERHEAD",
+    "Broker",
     "Channel",
     "EventStreamStatistics",
+    "HistoryEntry",
+    "HistoryStore",
     "Hub",
+    "LocalBroker",
+    "MemoryHistory",
+    "Numbered",
     "PresenceMember",
     "PresenceTable",
-    "PRESENCE_PREFIX",
+    "PublishedEvent",
+    "SlowConsumerPolicy",
+    "Subscriber",
+    "assigned_id",
+    "channels_digest",
+    "clock",
+    "combined_id",
+    "combined_prefix",
+    "new_entry",
+    "origin_id",
+    "own_seq",
     "parse_member_value",
     "presence_channel",
     "presence_event",
     "presence_members",
     "presence_selection",
-    "SlowConsumerPolicy",
-    "Subscriber",
-    "clock",
+    "replay",
+    "resume_positions",
+    "unkept_entry",
 ]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from .._history import HistoryEntry
 from .._observe._broker import BrokerStatistics
 from .._observe._lag import SubscriberLag
+from ._store import HistoryEntry
 
 if TYPE_CHECKING:
     from .._backends import Waiter

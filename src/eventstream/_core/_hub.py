@@ -11,10 +11,10 @@ import anyio
 import anyio.lowlevel
 
 from .._base import check_count, check_seconds
-from .._history import HistoryEntry
 from .._observe._counters import FEED_LAG_BUCKETS, Histogram
 from .._observe._lag import slowest_subscribers
 from ._done import DONE
+from ._store import HistoryEntry
 from ._subscriber import Channel, EventStreamStatistics, Subscriber, clock
 
 if TYPE_CHECKING:
@@ -61,11 +61,18 @@ class Hub:
         #: of None: one of strings only is left out of the garbage collector's passes.)
         self._vacated: dict[str, None] | None = None
         self._subscribers: set[Subscriber] = set()
-        self._published = 0
-        self._delivered = 0
-        self._dropped = 0
-        self._events_dropped = 0
-        self._left_behind = 0  # metrics: subscribers left behind
+        # Counters, read by eventstream.prometheus and eventstream.otel (written here only).
+        #: Events published (one per event and channel).
+        self.published = 0
+        #: Events written to clients, once per client: live ones, and those a client left behind
+        #: caught up on from history (not those replayed to a client that resumed with Last-Event-ID).
+        self.delivered = 0
+        #: Subscribers disconnected for taking nothing (the slow-consumer policy).
+        self.dropped = 0
+        #: Events dropped from full buffers (drop-oldest).
+        self.events_dropped = 0
+        #: Times a subscriber was left behind by publishes, to catch up from history.
+        self.left_behind = 0
         self._since_yield = 0
         self.closed: bool = False
         #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
@@ -122,7 +129,7 @@ class Hub:
             if now is None:
                 now = anyio.current_time()
             if now >= stalled + self.send_timeout:
-                self._dropped += 1  # disconnected for taking nothing
+                self.dropped += 1  # disconnected for taking nothing
                 # Its connection is cancelled (or stuck in a send the server shields, until
                 # its client goes): what it holds would never be written.
                 subscriber.queue.clear()
@@ -149,39 +156,11 @@ class Hub:
             self.unsubscribe(subscriber, now)
 
     def count_delivered(self, count: int) -> None:
-        self._delivered += count
+        self.delivered += count
 
     def reopen(self) -> None:
         """Take new subscribers again (a stream entered after it was closed)."""
         self.closed = False
-
-    # -- counters (read by eventstream.prometheus) -------------------------
-
-    @property
-    def published(self) -> int:
-        """Events published (one per event and channel)."""
-        return self._published
-
-    @property
-    def delivered(self) -> int:
-        """Events written to clients, once per client: live ones, and those a client left behind
-        caught up on from history (not those replayed to a client that resumed with Last-Event-ID)."""
-        return self._delivered
-
-    @property
-    def dropped(self) -> int:
-        """Subscribers disconnected for taking nothing (the slow-consumer policy)."""
-        return self._dropped
-
-    @property
-    def events_dropped(self) -> int:
-        """Events dropped from full buffers (drop-oldest)."""
-        return self._events_dropped
-
-    @property
-    def left_behind(self) -> int:
-        """Times a subscriber was left behind by publishes, to catch up from history."""
-        return self._left_behind
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
@@ -203,10 +182,10 @@ class Hub:
         return EventStreamStatistics(
             subscribers=len(self._subscribers),
             channels=types.MappingProxyType({name: len(members) for name, members in self._channels.items()}),
-            events_published=self._published,
-            events_delivered=self._delivered,
-            subscribers_dropped=self._dropped,
-            events_dropped=self._events_dropped,
+            events_published=self.published,
+            events_delivered=self.delivered,
+            subscribers_dropped=self.dropped,
+            events_dropped=self.events_dropped,
             slowest=slowest_subscribers(self._subscribers, clock),
         )
 
@@ -252,14 +231,10 @@ class Hub:
         full = self.put(channel, payload)
         if full:
             return self.wait_for_room(full)
-        # A publish yields to other tasks (and checks for cancellation) only every
-        # _YIELD_EVERY publishes: a burst then reaches subscribers' buffers before
-        # their connections wake, and each connection wakes once for many events
-        # instead of once per event. A publisher that never waits still lets the
-        # rest of the program run, and a cancelled one stops within _YIELD_EVERY
-        # publishes. In between, no check at all: anyio's checkpoint_if_cancelled
-        # costs, on asyncio, as much as a delivery to one subscriber (per-user
-        # channels publish one event per subscriber).
+        # A publish yields (and checks for cancellation) only every _YIELD_EVERY publishes:
+        # a burst reaches the buffers before their connections wake, each wakes once for many
+        # events, and a cancelled publisher stops within _YIELD_EVERY publishes. (A checkpoint
+        # costs about as much as a delivery to one subscriber.)
         self._since_yield += 1
         if self._since_yield >= _YIELD_EVERY:
             self._since_yield = 0
@@ -275,7 +250,7 @@ class Hub:
         in at once (the broker's feed): it yields to subscribers once per
         batch, so each wakes once for the batch.
         """
-        self._published += 1
+        self.published += 1
         state = self._channels.get(channel)
         if state is None:
             return None  # nobody listens: constant time, whatever else is connected
@@ -291,7 +266,7 @@ class Hub:
             if len(queue) >= capacity:
                 if self.policy == "drop-oldest":
                     del queue[0]  # drop-oldest only: at most buffer_size entries to move
-                    self._events_dropped += 1
+                    self.events_dropped += 1
                     subscriber.reset_pending = True
                     if subscriber.full_since is None:  # cut send_timeout from now unless it takes
                         if now is None:
@@ -389,7 +364,7 @@ class Hub:
         # (then its watch drops the subscription, even from a send the server shields).
         # ``skipped``: the publish under way skips it.
         subscriber.stalled = since
-        self._left_behind += 1  # metrics
+        self.left_behind += 1  # metrics
         subscriber.skipped = subscriber.skipped or skipped
         for name in subscriber.channels:
             channel = self._channels.get(name)

@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._history import HistoryEntry, HistoryStore, assigned_id, new_entry, origin_id
-from .._hub import PresenceMember
 from .._sse import ServerSentEvent, with_id
-from ._base import Broker, Numbered, PublishedEvent, unkept_entry
+from ._broker import Broker, Numbered, PublishedEvent, unkept_entry
+from ._position import assigned_id, origin_id
+from ._presence import PresenceMember
+from ._store import HistoryEntry, HistoryStore, new_entry
 
 if TYPE_CHECKING:
-    from .._hub import Hub
+    from ._hub import Hub
 
 __all__ = ["LocalBroker"]
 

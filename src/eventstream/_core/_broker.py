@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._history import HistoryEntry, HistoryStore, assigned_id, origin_id
-from .._hub import PresenceMember, PresenceTable
 from .._observe._broker import BrokerStatistics
 from .._sse import ServerSentEvent, encode, with_id
+from ._position import assigned_id, origin_id
+from ._presence import PresenceMember, PresenceTable
+from ._store import HistoryEntry, HistoryStore
 
 if TYPE_CHECKING:
-    from .._hub import Hub
+    from ._hub import Hub
 
 __all__ = ["Broker", "Numbered", "PublishedEvent", "unkept_entry"]
 
