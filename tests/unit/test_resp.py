@@ -61,6 +61,18 @@ def test_replies_are_parsed_whole_however_the_bytes_arrive(step: int | None) -> 
     assert parse_all(REPLIES, step=step) == PARSED
 
 
+def test_a_channel_or_kind_with_cr_or_lf_in_it_is_read_whole_too() -> None:
+    # (The common replies are read with one match that stops at CR or LF; these take the full parse.)
+    data = (
+        b"*3\r\n$7\r\nmessage\r\n$4\r\na\r\nb\r\n$1\r\nx\r\n"
+        b"*3\r\n$9\r\nsubscribe\r\n$3\r\na\rb\r\n:1\r\n"
+        b"*3\r\n$3\r\nk\nd\r\n$1\r\nc\r\n:2\r\n"
+    )
+    expected = [[b"message", b"a\r\nb", b"x"], [b"subscribe", b"a\rb", 1], [b"k\nd", b"c", 2]]
+    assert parse_all(data) == expected
+    assert parse_all(data, step=3) == expected
+
+
 def test_nothing_is_taken_before_a_reply_is_whole() -> None:
     parser = RespParser(max_bulk=100)
     parser.feed(b"*2\r\n$3\r\nabc\r\n$3\r\nde")
@@ -83,6 +95,8 @@ def test_nothing_is_taken_before_a_reply_is_whole() -> None:
         (b"*3\r\n$1\r\nab\r\n$1\r\nc\r\n:1\r\n", "does not end with CRLF"),  # (a message's shape)
         (b"*3\r\n$1\r\na\r\n$1\r\nb\r\n:x\r\n", "is not an integer"),
         (b"*3\r\n$1\r\na\r\n$2000\r\n", "a bulk string of 2000 bytes"),
+        (b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2000\r\n", "a bulk string of 2000 bytes"),
+        (b"*3\r\n$9\r\nsubscribe\r\n$3\r\nab\r\n:1\r\n", "does not end with CRLF"),  # (its header lies)
         (b"$1025\r\n", r"a bulk string of 1025 bytes \(at most 1024\)"),
         (b"$-2\r\n", "a bulk string of -2 bytes"),
         (b"*-5\r\n", "an array of -5 items"),

@@ -13,6 +13,7 @@ never left half-parsed (nor held, nor parsed again and again, for ever).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,6 +58,13 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 Reply = bytes | int | None | ErrorReply | list["Reply"]
+
+#: The head of the feed's common reply (see RespParser._pushed): a kind and a channel
+#: (the lengths their headers give are checked after), then an integer or a data header.
+_PUSHED = re.compile(
+    rb"\*3\r\n\$([0-9]{1,2})\r\n([^\r\n]{0,32})\r\n\$([0-9]{1,4})\r\n([^\r\n]{0,1024})\r\n"
+    rb"(?::([0-9]{1,19})|\$([0-9]{1,10}))\r\n"
+)
 
 
 def command(*parts: str | bytes) -> bytes:
@@ -107,32 +115,25 @@ class RespParser:
         return reply
 
     def _pushed(self, start: int) -> tuple[Reply, int] | None:
-        # The feed's common reply, read in one go: an array of 3 bulk strings, or
-        # of 2 and an integer (a message, a confirmation). None: any other
-        # shape, or not whole yet (then parsed in full, with every check).
+        # The feed's common replies, each read with one match: an array of a kind, a
+        # channel and an integer (a confirmation), or of a kind, a channel and data (a
+        # message, its data taken by its length). None: any other shape (a kind or a
+        # channel with CR or LF in it, too long a one), or not whole yet: then parsed in
+        # full, with every check.
         buffer = self._buffer
-        if buffer[start : start + 5] != b"*3\r\n$":
+        match = _PUSHED.match(buffer, start)
+        if match is None:
             return None
-        items: list[Reply] = []
-        at = start + 4
-        for index in range(3):
-            if buffer[at : at + 1] == b":" and index == 2:
-                end = buffer.find(b"\r\n", at, at + 22)
-                if end < 0 or not buffer[at + 1 : end].isdigit():
-                    return None
-                items.append(int(buffer[at + 1 : end]))
-                return items, end + 2
-            if buffer[at : at + 1] != b"$":
-                return None
-            end = buffer.find(b"\r\n", at, at + 22)
-            if end < 0 or not buffer[at + 1 : end].isdigit():
-                return None
-            length = int(buffer[at + 1 : end])
-            if length > self._max_bulk or buffer[end + 2 + length : end + 4 + length] != b"\r\n":
-                return None
-            items.append(bytes(buffer[end + 2 : end + 2 + length]))
-            at = end + 4 + length
-        return items, at
+        kind_length, kind, channel_length, channel, number, data_length = match.groups()
+        if len(kind) != int(kind_length) or len(channel) != int(channel_length):
+            return None
+        end = match.end()
+        if number is not None:
+            return [bytes(kind), bytes(channel), int(number)], end
+        length = int(data_length)
+        if length > self._max_bulk or buffer[end + length : end + length + 2] != b"\r\n":
+            return None
+        return [bytes(kind), bytes(channel), bytes(buffer[end : end + length])], end + length + 2
 
     def _line(self, start: int) -> tuple[bytes, int] | None:
         buffer = self._buffer
