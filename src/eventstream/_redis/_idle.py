@@ -39,7 +39,7 @@ __all__ = ["FORGET_AT_ONCE", "LOOK_AT_ALL_EVERY", "Followed", "IdleChannels"]
 #: Idle channels forgotten between two passes of the event loop.
 FORGET_AT_ONCE = 512
 #: Channels looked at between two passes of the event loop.
-_SCAN_AT_ONCE = 4096
+_SCAN_AT_ONCE = 1024
 #: Checks between two looks at every channel followed.
 LOOK_AT_ALL_EVERY = 60
 

@@ -23,7 +23,7 @@ from ._wire import EngineEntry, decode_entry
 if TYPE_CHECKING:
     from glide import GlideClient
 
-__all__ = ["EngineReader"]
+__all__ = ["EngineReader", "came_fast"]
 
 logger = logging.getLogger("eventstream")
 
@@ -39,6 +39,11 @@ _READ_TOGETHER = 256
 #: A call of the read script returns at most about this many channels' full histories:
 #: once its messages reach ``_READ_FULL * count``, it leaves the other channels for the next call.
 _READ_FULL = 64
+
+
+def came_fast(count: int, seconds: float) -> bool:
+    """Whether ``count`` feed messages in ``seconds`` are a burst: one per ``_GATHER`` or faster."""
+    return count > 0 and count * _GATHER >= seconds
 
 
 class _Misrouted(Exception):
@@ -86,13 +91,15 @@ class EngineReader:
     async def read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
         channel_of = self._layout.channel_of
         burst = False
+        taken_at = anyio.current_time()
         while True:
             # Wait for one message, then take every one already received: a
             # burst reaches the hub as a burst (subscribers wake once for many).
-            # While messages come several at a time (a burst), first gather
-            # the ones on their way (up to _GATHER_FOR): each batch handed to
-            # the hub wakes every subscriber once, so bigger batches cost less.
-            # One message at a time (paced traffic) is never delayed.
+            # While messages come faster than one per _GATHER (a burst), first
+            # gather the ones on their way (up to _GATHER_FOR): each batch handed
+            # to the hub wakes every subscriber once, so bigger batches cost less.
+            # Paced traffic is never delayed, even when a busy event loop lets a
+            # few messages in between two takes.
             await inbox.wait()
             if inbox.take_missed():  # (the connection was lost, or the inbox full)
                 self.check_soon()
@@ -100,7 +107,9 @@ class EngineReader:
                 await self._gather(inbox)
             messages = inbox.take(1024)
             self.messages += len(messages)
-            burst = len(messages) > 1
+            now = anyio.current_time()
+            burst = len(messages) > 1 and came_fast(len(messages), now - taken_at)
+            taken_at = now
             batch: list[tuple[str, EngineEntry]] = []
             for channel_name, data in messages:
                 try:
@@ -122,17 +131,22 @@ class EngineReader:
                 logger.exception("broker: a batch of %d feed messages could not be taken in", len(batch))
 
     async def _gather(self, inbox: FeedInbox) -> None:
-        # Wait while messages keep coming (_GATHER apart at most), or while this
-        # process's own publishes are in flight (their events come back through
-        # the feed a round trip later), up to _GATHER_FOR.
-        deadline = anyio.current_time() + _GATHER_FOR
+        # Wait while messages keep coming (_GATHER apart at most, on average over the
+        # time actually waited), or while this process's own publishes are in flight
+        # (their events come back through the feed a round trip later), up to
+        # _GATHER_FOR. (On average: on a busy event loop a wait of _GATHER lasts a
+        # pass of the loop, milliseconds, in which a paced feed's next message comes.
+        # That is no burst, and waiting on for it would add up to _GATHER_FOR to
+        # every message's delivery, for as long as the loop stays busy.)
+        now = anyio.current_time()
+        deadline = now + _GATHER_FOR
         while True:
-            before = len(inbox)
+            before, started = len(inbox), now
             await anyio.sleep(_GATHER)
-            waiting = len(inbox)
-            if waiting >= 1024 or anyio.current_time() >= deadline:
+            waiting, now = len(inbox), anyio.current_time()
+            if waiting >= 1024 or now >= deadline:
                 return
-            if waiting == before and not self._publishing():
+            if not came_fast(waiting - before, now - started) and not self._publishing():
                 return
 
     async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
