@@ -7,6 +7,7 @@ the follower, its history, its interest and the hub are the real ones.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from functools import partial
 
@@ -19,6 +20,7 @@ from eventstream._redis._follow import EngineFollower
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest
 from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
+from eventstream._redis._prepare import WOKEN_AT_ONCE
 from eventstream._redis._wire import EngineEntry
 from tests.support.helpers import wait_until
 
@@ -193,3 +195,49 @@ async def test_a_connection_queued_behind_a_slow_read_fails_by_its_own_deadline(
         engine.together_gate = None
         await follower.prepare([CHANNEL])
     assert follower.history.last_seq[CHANNEL] == 3
+
+
+async def test_connections_answered_together_take_their_reads_in_a_few_per_pass_of_the_loop() -> None:
+    # A flood of new streams: the reads of dozens of connections come back in one
+    # answer. Woken all at once, they took their reads in (and answered their
+    # clients) in one pass of the event loop, and the feed of the channels already
+    # followed waited behind all of them. They are woken WOKEN_AT_ONCE at a time,
+    # a pass of the loop apart: a task that runs once per pass (as the feed's
+    # reader does, woken by its socket) sees them finish a few at a time.
+    engine = Engine(0)
+    engine.together_gate = anyio.Event()
+    follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
+    connections = 48
+    started = done = 0
+    seen: list[int] = []
+
+    async def connection(name: str) -> None:
+        nonlocal started, done
+        started += 1  # (and queued, before this step of the task ends)
+        await follower.prepare([name])
+        done += 1
+
+    async def all_queued() -> bool:
+        return started == connections
+
+    async def once_per_pass() -> None:
+        while done < connections:
+            seen.append(done)
+            await anyio.lowlevel.checkpoint()
+        seen.append(done)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.prepare, ["first"])  # its request is held: the others queue
+            await engine.together_held.wait()
+            for n in range(connections):
+                tg.start_soon(connection, f"c{n}")
+            await wait_until(all_queued)
+            gate, engine.together_gate = engine.together_gate, None
+            tg.start_soon(once_per_pass)
+            gate.set()
+    assert all(f"c{n}" in follower.loaded for n in range(connections))
+    steps = [after - before for before, after in itertools.pairwise(seen)]
+    # At most one group, and part of another on trio (which orders a pass's tasks at random).
+    assert max(steps) < 2 * WOKEN_AT_ONCE + 2, steps
+    assert len([step for step in steps if step]) >= connections // (2 * WOKEN_AT_ONCE + 1)

@@ -7,7 +7,9 @@ that open while it is out go in the next, which makes each request carry
 more): a flood of connections on new channels costs a few requests, not one each. They
 run outside the follower's lock: each connection takes in its own outcome
 under it, so the flood does not hold up the feed of the channels already
-followed. Feed entries of a channel whose first read is in flight are kept
+followed; once the request is answered, its connections are woken
+:data:`WOKEN_AT_ONCE` per pass of the event loop, so that the feed runs between
+them. Feed entries of a channel whose first read is in flight are kept
 aside meanwhile (:meth:`Preparer.set_aside`), and taken in after it.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from .._base import BrokerError
 from .._core import HistoryEntry
@@ -28,13 +31,15 @@ from ._wire import EngineEntry
 if TYPE_CHECKING:
     pass
 
-__all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "Preparer"]
+__all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "WOKEN_AT_ONCE", "Preparer"]
 
 #: Reads of one channel for connections about to subscribe (read again after a new
 #: epoch, or by another connection meanwhile) that run at once; the others wait their turn.
 CONCURRENT_READS = 128
 #: Connections about to subscribe whose reads one request carries at most.
 CONNECTIONS_TOGETHER = 64
+#: Connections of such a request woken in one pass of the event loop, once it is answered.
+WOKEN_AT_ONCE = 8
 
 
 class Preparer:
@@ -268,7 +273,12 @@ class Preparer:
             late = BrokerError(follower.engine, "no answer in time (request_timeout)")
             results = [late] * len(requests)
         start = 0
-        for reads in batch:
+        for index, reads in enumerate(batch):
+            if index and not index % WOKEN_AT_ONCE:
+                # The connections woken take their reads in (and answer their clients)
+                # before the next are woken: the feed of the channels already followed
+                # runs in between, not after a whole batch of them.
+                await anyio.lowlevel.checkpoint()
             reads.results = results[start : start + len(reads.requests)]
             start += len(reads.requests)
             reads.done = True
