@@ -170,3 +170,38 @@ async def test_a_sender_cancelled_by_asyncio_itself_strands_no_waiter(anyio_back
         assert item.done
         assert isinstance(item.error, RuntimeError)
         assert "may or may not have been sent" in str(item.error)
+
+
+async def test_waiting_calls_use_the_same_waiters_again_and_let_go_of_them() -> None:
+    # A waiter made per wait lived on after it: asyncio's clock kept each one until
+    # its call's deadline came (request_timeout, seconds later). Under a flood of new
+    # streams, thousands a second lived long enough to reach the collector's oldest
+    # generation, and made its full passes (tens of milliseconds each) come several
+    # times as often. The queue's waiters are used again, from call to call.
+    rounds: list[list[object]] = []  # (strong references: no address is reused meanwhile)
+
+    class Recording(_Engine):
+        async def send(self, batch: list[Pending]) -> None:
+            rounds[-1].extend(item.waiter for item in batch if item.waiter is not None)
+            await super().send(batch)
+
+    engine = Recording()
+    queue = BatchQueue(engine.send, batch_size=10, senders=1)
+    queue.bind()
+    for _ in range(2):
+        rounds.append([])
+        engine.release, engine.first_taken = anyio.Event(), anyio.Event()
+        items = [Pending("c", b"x", str(n)) for n in range(40)]
+        until = anyio.current_time() + 3600
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(queue.submit, item, until)
+            await engine.first_taken.wait()
+            engine.release.set()
+        assert all(item.done and item.waiter is None for item in items)
+    first, second = ({id(waiter) for waiter in waiters} for waiters in rounds)
+    assert len(first) >= 20, len(first)  # calls waited
+    assert len(second) >= 20, len(second)
+    # The second round's calls waited on the first round's waiters: no more waiters in all
+    # than calls waiting at once (40), where a waiter per wait made one for each.
+    assert len(first | second) < len(items), (len(first), len(second), len(first | second))

@@ -21,7 +21,7 @@ import anyio.lowlevel
 from .._backends import Waiter, waiter_factory
 from .._observe._trace import TRACEPARENT
 
-__all__ = ["BatchQueue", "Pending", "Queued"]
+__all__ = ["BatchQueue", "Pending", "Queued", "Waiters"]
 
 
 class Queued:
@@ -43,11 +43,47 @@ class Queued:
         if waiter is not None:
             waiter.wake()
 
-    async def wait(self, new_waiter: Callable[[], Waiter], until: float = math.inf) -> None:
-        """Wait for :meth:`wake`, or until ``until`` (the event loop's clock); nothing may be
-        awaited between queueing and this."""
-        waiter = self.waiter = new_waiter()
-        await waiter.wait(until)
+    async def wait(self, waiters: Waiters, until: float = math.inf) -> None:
+        """Wait for :meth:`wake`, or until ``until`` (the event loop's clock), on a waiter of
+        ``waiters``; nothing may be awaited between queueing and this."""
+        waiter = self.waiter = waiters.take()
+        try:
+            await waiter.wait(until)
+        finally:
+            self.waiter = None  # (a late wake of this item must not reach the waiter's next user)
+            waiters.give_back(waiter)
+
+
+class Waiters:
+    """The waiters of one queue's waiting calls, used again from call to call.
+
+    A waiter made per wait lived on after it: asyncio's clock holds each
+    waiter's deadline until it comes (a call's deadline is seconds away), so
+    under a flood of new streams thousands a second lived long enough to
+    reach the garbage collector's oldest generation, and made its full
+    passes come several times as often. A waiter used again keeps one entry
+    there (a later deadline costs nothing: see ``_backends``).
+    """
+
+    __slots__ = ("_free", "_new")
+
+    #: Waiters kept for the next calls at most (the others are closed).
+    KEPT = 256
+
+    def __init__(self, new: Callable[[], Waiter]) -> None:
+        self._new = new
+        self._free: list[Waiter] = []
+
+    def take(self) -> Waiter:
+        """A waiter that no call uses."""
+        return self._free.pop() if self._free else self._new()
+
+    def give_back(self, waiter: Waiter) -> None:
+        """``waiter``'s wait is over: another call may use it."""
+        if len(self._free) < self.KEPT:
+            self._free.append(waiter)
+        else:
+            waiter.close()
 
 
 class Pending(Queued):
@@ -96,11 +132,11 @@ class BatchQueue(Generic[Item]):
         self.senders = senders
         self._pending: list[Item] = []
         self._senders = 0
-        self._new_waiter: Callable[[], Waiter] = _unbound
+        self._waiters = Waiters(_unbound)
 
     def bind(self) -> None:
         """Make waiters for the calling event loop from now on (call when the broker starts)."""
-        self._new_waiter = waiter_factory()
+        self._waiters = Waiters(waiter_factory())
 
     async def submit(self, item: Item, until: float = math.inf) -> None:
         """Return once ``item`` was sent (``item.done``; its outcome is on it), or at ``until``
@@ -124,7 +160,7 @@ class BatchQueue(Generic[Item]):
             # Enough calls are sending: one of them sends this one, or asks
             # this call to send (wake without done) when it stops.
             try:
-                await item.wait(self._new_waiter, until)
+                await item.wait(self._waiters, until)
             except BaseException:  # cancelled while waiting
                 if item in self._pending:
                     self._pending.remove(item)  # not sent
@@ -166,7 +202,7 @@ class BatchQueue(Generic[Item]):
                                     queued.wake()
                             raise
                     else:  # in another call's batch, in flight
-                        await item.wait(self._new_waiter)
+                        await item.wait(self._waiters)
         finally:
             self._hand_on()
 
