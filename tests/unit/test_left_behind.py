@@ -58,9 +58,10 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
     assert _seqs(paused) == [1, 2, 3, 4]
     assert paused.skipped
     # Out of both channels' walks, still subscribed to both ("sport" has nobody else).
-    assert paused not in hub._channels["news"].live
-    assert paused not in hub._channels["sport"].live
-    assert set(hub._channels["news"]) == {reader, paused}  # all its subscribers, for the broker
+    assert paused not in hub._channels["news"]
+    assert paused not in hub._channels["sport"]
+    assert set(hub._channels["news"]) == {reader}  # the walk
+    assert hub._channels["news"].behind == {paused: None}  # apart, still subscribed
     assert hub.subscriber_count("news") == 2
     assert hub.subscriber_count("sport") == 1
     assert dict(hub.statistics().channels) == {"news": 2, "sport": 1}
@@ -77,8 +78,8 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
     # Proven as it would have been with every entry it held (seq - 1): those were trimmed.
     assert paused.proven is (seq - 1 >= hub.prove_at)
     assert hub.rejoin(paused) is True
-    assert paused in hub._channels["news"].live
-    assert paused in hub._channels["sport"].live
+    assert paused in hub._channels["news"]
+    assert paused in hub._channels["sport"]
     assert hub.put("sport", _entry("sport", 1000)) is None
     assert _seqs(paused) == [1000]
     assert dict(hub.statistics().channels) == {"news": 2, "sport": 1}

@@ -102,7 +102,7 @@ class Hub:
             channel = known.get(name)
             if channel is None:
                 channel = known[name] = Channel()
-            channel.live[subscriber] = None
+            channel[subscriber] = None
         self._subscribers.add(subscriber)
         return subscriber
 
@@ -120,7 +120,7 @@ class Hub:
             channel = self._channels.get(name)
             if channel is not None:
                 channel.remove(subscriber)
-                if not channel:
+                if not channel and channel.behind is None:
                     del self._channels[name]
                     if self._vacated is not None:
                         self._vacated[name] = None
@@ -166,7 +166,8 @@ class Hub:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
         if channel is None:
             return len(self._subscribers)
-        return len(self._channels.get(channel, ()))
+        state = self._channels.get(channel)
+        return 0 if state is None else state.count()
 
     def take_vacated(self) -> dict[str, None]:
         """The channels whose last subscriber left since the last call (as keys), noted from the
@@ -181,7 +182,7 @@ class Hub:
     def statistics(self) -> EventStreamStatistics:
         return EventStreamStatistics(
             subscribers=len(self._subscribers),
-            channels=types.MappingProxyType({name: len(members) for name, members in self._channels.items()}),
+            channels=types.MappingProxyType({name: state.count() for name, state in self._channels.items()}),
             events_published=self.published,
             events_delivered=self.delivered,
             subscribers_dropped=self.dropped,
@@ -256,7 +257,7 @@ class Hub:
             return None  # nobody listens: constant time, whatever else is connected
         if state.unmarked is not None:
             state.mark_skipped()  # left behind since the last publish: this one skips them
-        members = state.live  # those left behind are not visited: they catch up from history
+        members = state  # (its live subscribers) those left behind catch up from history
         capacity = self.buffer_size
         full: list[Subscriber] | None = None
         left: list[tuple[Subscriber, float]] | None = None

@@ -12,7 +12,7 @@ snapshot of the hub's counts and counters that the stream hands out.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -157,31 +157,30 @@ def clock(subscriber: Subscriber) -> float:
     return waiter.time() if waiter is not None else anyio.current_time()
 
 
-class Channel:
-    """The subscribers of one channel: :attr:`live` ones, and those left behind.
+class Channel(dict["Subscriber", None]):
+    """The subscribers of one channel: the live ones are its keys, those left behind are apart.
 
-    A publish visits the live ones only. Iterating and ``len()`` cover both:
-    a channel whose subscribers are all left behind is still subscribed.
+    A publish visits the live ones only (iterating the channel, and its
+    ``len()``, cover them alone); :meth:`count` covers both: a channel whose
+    subscribers are all left behind is still subscribed. One object per
+    channel, not a record and a dict: under a flood of new streams, tens of
+    thousands a second live as long as their stream, long enough to reach
+    the garbage collector's oldest generation.
     """
 
-    __slots__ = ("behind", "live", "unmarked")
+    __slots__ = ("behind", "unmarked")
 
     def __init__(self) -> None:
-        #: Those a publish puts its entry in (or waits for, or leaves behind).
-        self.live: dict[Subscriber, None] = {}
+        super().__init__()
         #: Those left behind (publishes skip them); None when there are none.
         self.behind: dict[Subscriber, None] | None = None
         #: Those left behind since the last publish on the channel: the next one marks
         #: them :attr:`Subscriber.skipped` (once each, not on every publish).
         self.unmarked: dict[Subscriber, None] | None = None
 
-    def __iter__(self) -> Iterator[Subscriber]:
-        yield from self.live
-        if self.behind is not None:
-            yield from self.behind
-
-    def __len__(self) -> int:
-        return len(self.live) + (len(self.behind) if self.behind is not None else 0)
+    def count(self) -> int:
+        """Its subscribers, live or left behind."""
+        return len(self) + (len(self.behind) if self.behind is not None else 0)
 
     def leave_behind(self, subscriber: Subscriber, skipped: bool) -> None:
         """Move a live ``subscriber`` to those left behind.
@@ -189,9 +188,9 @@ class Channel:
         ``skipped``: the publish under way skips it (else the next one on the
         channel marks it).
         """
-        if subscriber not in self.live:
+        if subscriber not in self:
             return  # already left behind, or gone
-        del self.live[subscriber]
+        del self[subscriber]
         if self.behind is None:
             self.behind = {}
         self.behind[subscriber] = None
@@ -210,12 +209,12 @@ class Channel:
         """Move a left-behind ``subscriber`` back to the live ones."""
         if self.behind is not None and subscriber in self.behind:
             self._forget_behind(subscriber)
-            self.live[subscriber] = None
+            self[subscriber] = None
 
     def remove(self, subscriber: Subscriber) -> None:
         """Take ``subscriber`` out of the channel, live or left behind."""
-        if subscriber in self.live:
-            del self.live[subscriber]
+        if subscriber in self:
+            del self[subscriber]
         elif self.behind is not None and subscriber in self.behind:
             self._forget_behind(subscriber)
 
