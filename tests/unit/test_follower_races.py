@@ -58,13 +58,13 @@ class Engine:
 
     async def read_many(
         self, requests: Sequence[tuple[str, int]], count: int
-    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
         if self.together_gate is not None:
             self.together_held.set()
             await self.together_gate.wait()
         await anyio.lowlevel.checkpoint()
         newest = self.entries[-1].seq if self.entries else 0
-        answers: list[tuple[str, int, list[EngineEntry]] | BrokerError]
+        answers: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]
         answers = [(EPOCH, newest, self.entries[-count:]) for _channel, _after in requests]
         self.read_together.set()
         return answers

@@ -301,7 +301,9 @@ class EngineFollower:
                 return
             known = after
 
-    async def take_in(self, channel: str, known: int, newest: int, entries: list[EngineEntry]) -> int | None:
+    async def take_in(
+        self, channel: str, known: int, newest: int, entries: Sequence[EngineEntry]
+    ) -> int | None:
         """Deliver what a read after ``known`` returned; the position to read on from, or None if done."""
         history = self.history
         known = max(known, history.last_seq.get(channel, 0))  # the feed may have delivered more since

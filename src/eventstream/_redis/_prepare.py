@@ -225,7 +225,7 @@ class Preparer:
     async def _take_in(
         self,
         requests: list[tuple[str, int]],
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError],
+        results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError],
         loading: Loading,
         generation: int,
         rest: list[str],
@@ -256,7 +256,7 @@ class Preparer:
         # sending it (shielded: the others depend on it) returns in time too.
         follower = self._follower
         requests = [request for reads in batch for request in reads.requests]
-        results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError] = []
         with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
             channels = {channel for channel, _after in requests}
             try:
@@ -300,7 +300,13 @@ class Preparer:
                         return
 
     async def _refreshed(
-        self, channel: str, generation: int, known: int, epoch: str, newest: int, entries: list[EngineEntry]
+        self,
+        channel: str,
+        generation: int,
+        known: int,
+        epoch: str,
+        newest: int,
+        entries: Sequence[EngineEntry],
     ) -> bool:
         """Take in a read of a followed channel after ``known``; False if it must be read anew."""
         follower = self._follower
@@ -343,7 +349,7 @@ class Preparer:
                 loading.finish()
 
     async def install(
-        self, channel: str, loading: Loading, epoch: str, newest: int, entries: list[EngineEntry]
+        self, channel: str, loading: Loading, epoch: str, newest: int, entries: Sequence[EngineEntry]
     ) -> bool:
         """Take in the first read of a channel; False if it must be read anew (a new epoch since)."""
         if not self._install_read(channel, loading, epoch, newest, entries):
@@ -355,7 +361,7 @@ class Preparer:
         return True
 
     def _install_read(
-        self, channel: str, loading: Loading, epoch: str, newest: int, entries: list[EngineEntry]
+        self, channel: str, loading: Loading, epoch: str, newest: int, entries: Sequence[EngineEntry]
     ) -> bool:
         # The first read of a channel as its history; False if it must be read
         # anew. The feed's entries kept meanwhile are the caller's to take in.

@@ -23,7 +23,7 @@ from ._wire import EngineEntry, decode_entry
 if TYPE_CHECKING:
     from glide import GlideClient
 
-__all__ = ["EngineReader", "came_fast"]
+__all__ = ["EngineReader", "came_fast", "decode_entries"]
 
 logger = logging.getLogger("eventstream")
 
@@ -44,6 +44,22 @@ _READ_FULL = 64
 def came_fast(count: int, seconds: float) -> bool:
     """Whether ``count`` feed messages in ``seconds`` are a burst: one per ``_GATHER`` or faster."""
     return count > 0 and count * _GATHER >= seconds
+
+
+def decode_entries(channel: str, messages: Any) -> Sequence[EngineEntry]:
+    """The entries of ``channel`` in a read's reply; one that is not an entry is logged and left out."""
+    if not messages:
+        # (A new channel's: a tuple of atoms leaves the collector's watch at its first pass,
+        # where an empty list and the read's tuple holding it stay watched; a flood of new
+        # channels made thousands a second live into its oldest generation.)
+        return ()
+    entries = []
+    for message in messages:
+        try:
+            entries.append(decode_entry(bytes(message)))
+        except ValueError as exc:
+            logger.warning("ignoring a history entry of %r: %s", channel, exc)
+    return entries
 
 
 class _Misrouted(Exception):
@@ -149,7 +165,7 @@ class EngineReader:
             if not came_fast(waiting - before, now - started) and not self._publishing():
                 return
 
-    async def read(self, channel: str, after: int, count: int) -> tuple[str, int, list[EngineEntry]]:
+    async def read(self, channel: str, after: int, count: int) -> tuple[str, int, Sequence[EngineEntry]]:
         result = (await self.read_many([(channel, after)], count))[0]
         if isinstance(result, BrokerError):
             raise result
@@ -157,7 +173,7 @@ class EngineReader:
 
     async def read_many(
         self, requests: Sequence[tuple[str, int]], count: int
-    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
         """What :meth:`read` returns for each request, or the :class:`BrokerError` of its read.
 
         The channels are read by calls of the read script of up to
@@ -177,7 +193,7 @@ class EngineReader:
 
     async def _read_grouped(
         self, requests: Sequence[tuple[str, int]], count: int, *, by_node: bool
-    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
         # A cluster: the requests grouped by the primary that serves them (as the slot map
         # says; a call then reads several slots of one node), or by slot.
         layout, slots, step = self._layout, self._slots, _READ_TOGETHER
@@ -197,10 +213,10 @@ class EngineReader:
 
     async def _read_chunks(
         self, chunks: Sequence[tuple[Sequence[tuple[str, int]], bool]], count: int
-    ) -> list[tuple[str, int, list[EngineEntry]] | BrokerError]:
+    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
         # Each chunk (its requests, and whether they may be of several slots of one node)
         # in calls of its own, all sent at once; the results in the chunks' order.
-        results: list[list[tuple[str, int, list[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
+        results: list[list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
 
         async def read_chunk(index: int) -> None:
             chunk, spread = chunks[index]
@@ -229,7 +245,7 @@ class EngineReader:
 
     async def _read_together(
         self, requests: Sequence[tuple[str, int]], count: int, *, spread: bool = False
-    ) -> list[tuple[str, int, list[EngineEntry]]]:
+    ) -> list[tuple[str, int, Sequence[EngineEntry]]]:
         # What one call of the read script returns: the first channels of
         # `requests` (at least one), up to its budget of entries. `spread`: on a
         # cluster, channels of several slots of one node (_Misrouted if not).
@@ -262,18 +278,9 @@ class EngineReader:
             raise BrokerError(self._engine, "the read script's reply is not a list of the channels read")
         epoch = bytes(reply[0]).decode("ascii")
         return [
-            (epoch, int(reply[1 + 2 * k]), self._decode_entries(channel, reply[2 + 2 * k]))
+            (epoch, int(reply[1 + 2 * k]), decode_entries(channel, reply[2 + 2 * k]))
             for k, (channel, _after) in enumerate(requests[: (len(reply) - 1) // 2])
         ]
-
-    def _decode_entries(self, channel: str, messages: Any) -> list[EngineEntry]:
-        entries = []
-        for message in messages:
-            try:
-                entries.append(decode_entry(bytes(message)))
-            except ValueError as exc:
-                logger.warning("ignoring a history entry of %r: %s", channel, exc)
-        return entries
 
     def check_soon(self) -> None:
         """Run the periodic check now: feed messages went missing (read from history then)."""

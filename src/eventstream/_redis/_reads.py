@@ -32,11 +32,11 @@ __all__ = ["Follower", "Loading", "ManyReader", "Reader", "Reads", "as_history"]
 
 #: ``read(channel, after, count)``: the engine's epoch, the channel's newest
 #: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
-Reader = Callable[[str, int, int], Awaitable[tuple[str, int, list[EngineEntry]]]]
+Reader = Callable[[str, int, int], Awaitable[tuple[str, int, Sequence[EngineEntry]]]]
 #: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
 #: the :class:`BrokerError` of that read, in the same order, read together (one request).
 ManyReader = Callable[
-    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, list[EngineEntry]] | BrokerError]]
+    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]]
 ]
 
 
@@ -63,7 +63,7 @@ class Follower(Protocol):
     async def catch_up(self, channel: str, known: int) -> None: ...
 
     async def take_in(
-        self, channel: str, known: int, newest: int, entries: list[EngineEntry]
+        self, channel: str, known: int, newest: int, entries: Sequence[EngineEntry]
     ) -> int | None: ...
 
 
@@ -131,4 +131,4 @@ class Reads(Queued):
         self.requests = requests
         #: When (``anyio.current_time()``) the connection stops waiting: its request ends by then.
         self.deadline = deadline
-        self.results: list[tuple[str, int, list[EngineEntry]] | BrokerError] = []
+        self.results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError] = []
