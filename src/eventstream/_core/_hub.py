@@ -155,6 +155,12 @@ class Hub:
         if now >= stalled + self.send_timeout:
             self.unsubscribe(subscriber, now)
 
+    def end_channel(self, channel: str) -> None:
+        """End every subscription to ``channel``, live or left behind (each stream after its queue)."""
+        state = self._channels.get(channel)
+        for subscriber in state.members() if state is not None else ():
+            self.unsubscribe(subscriber)
+
     def count_delivered(self, count: int) -> None:
         self.delivered += count
 

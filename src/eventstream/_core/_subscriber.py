@@ -93,7 +93,7 @@ class Subscriber:
         #: holds it there).
         self.sending: bool = False
         #: Its client reads: a send that held it while its buffer was full has ended. Until
-        #: then, publishes do not wait for it (see the _hub package's docstring).
+        #: then, publishes do not wait for it (see the _core package's docstring).
         self.proven: bool = False
         #: When its buffer was found full while its connection was held in a send and it
         #: is not proven (it holds more meanwhile).
@@ -181,6 +181,10 @@ class Channel(dict["Subscriber", None]):
     def count(self) -> int:
         """Its subscribers, live or left behind."""
         return len(self) + (len(self.behind) if self.behind is not None else 0)
+
+    def members(self) -> list[Subscriber]:
+        """Its subscribers, live or left behind."""
+        return [*self, *(self.behind or ())]
 
     def leave_behind(self, subscriber: Subscriber, skipped: bool) -> None:
         """Move a live ``subscriber`` to those left behind.

@@ -278,8 +278,7 @@ class EngineFollower:
     def _end_streams(self, channel: str) -> None:
         # Ending a stream (after what it holds is written) makes its client
         # reconnect with its last id; history then tells it to reset.
-        for subscriber in list(self.hub._channels.get(channel, ())):
-            self.hub.unsubscribe(subscriber)
+        self.hub.end_channel(channel)
 
     async def catch_up(self, channel: str, known: int) -> None:
         """Deliver what the engine has after ``known``; end the channel's streams where it has not."""
