@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -27,9 +26,6 @@ from .._core import HistoryEntry
 from ._batching import BatchQueue
 from ._reads import Follower, Loading, ManyReader, Reader, Reads, as_history
 from ._wire import EngineEntry
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "WOKEN_AT_ONCE", "Preparer"]
 
@@ -273,15 +269,16 @@ class Preparer:
             late = BrokerError(follower.engine, "no answer in time (request_timeout)")
             results = [late] * len(requests)
         start = 0
+        for reads in batch:  # (every outcome first: one whose deadline passes before its wake has it)
+            reads.results = results[start : start + len(reads.requests)]
+            start += len(reads.requests)
+            reads.done = True
         for index, reads in enumerate(batch):
             if index and not index % WOKEN_AT_ONCE:
                 # The connections woken take their reads in (and answer their clients)
                 # before the next are woken: the feed of the channels already followed
                 # runs in between, not after a whole batch of them.
                 await anyio.lowlevel.checkpoint()
-            reads.results = results[start : start + len(reads.requests)]
-            start += len(reads.requests)
-            reads.done = True
             reads.wake()
 
     async def _prepare_one(self, channel: str) -> None:
