@@ -110,6 +110,13 @@ def test_bytes_that_are_not_resp_or_pass_a_limit_are_refused(data: bytes, match:
         parse_all(data)
 
 
+def test_a_confirmation_s_channel_longer_than_the_bulk_limit_is_refused() -> None:
+    # (The common replies' one match takes channels up to 1 KiB: the limit is still the parser's.)
+    data = b"*3\r\n$9\r\nsubscribe\r\n$200\r\n" + b"c" * 200 + b"\r\n:1\r\n"
+    with pytest.raises(RespError, match="a bulk string of 200 bytes"):
+        parse_all(data, max_bulk=100)
+
+
 def test_a_long_line_is_refused_before_it_is_buffered_whole() -> None:
     parser = RespParser(max_bulk=10)
     parser.feed(b"+" + b"x" * (MAX_LINE - 1))

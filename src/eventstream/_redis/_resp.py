@@ -127,6 +127,8 @@ class RespParser:
         kind_length, kind, channel_length, channel, number, data_length = match.groups()
         if len(kind) != int(kind_length) or len(channel) != int(channel_length):
             return None
+        if max(len(kind), len(channel)) > self._max_bulk:
+            return None  # (refused by the full parse)
         end = match.end()
         if number is not None:
             return [bytes(kind), bytes(channel), int(number)], end
