@@ -8,6 +8,7 @@ the follower, its history, its interest and the hub are the real ones.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from functools import partial
 
@@ -21,6 +22,7 @@ from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest
 from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
 from eventstream._redis._prepare import WOKEN_AT_ONCE
+from eventstream._redis._reads import Reads
 from eventstream._redis._wire import EngineEntry
 from tests.support.helpers import wait_until
 
@@ -241,3 +243,51 @@ async def test_connections_answered_together_take_their_reads_in_a_few_per_pass_
     # At most one group, and part of another on trio (which orders a pass's tasks at random).
     assert max(steps) < 2 * WOKEN_AT_ONCE + 2, steps
     assert len([step for step in steps if step]) >= connections // (2 * WOKEN_AT_ONCE + 1)
+
+
+async def test_every_connection_of_an_answered_request_has_its_outcome_before_any_is_woken() -> None:
+    # Woken WOKEN_AT_ONCE per pass of the loop, the later connections of a request got
+    # their outcome only at their wake: one whose deadline passed in between was failed
+    # with "no answer in time", though the engine had answered. Every outcome is set
+    # first; only the wakes are spread.
+    engine = Engine(0)
+    follower = follower_on(engine, Hub(buffer_size=256, send_timeout=5))
+    batch = [Reads([(f"c{n}", -1)], math.inf) for n in range(4 * WOKEN_AT_ONCE)]
+    seen: list[int] = []  # how many had their outcome, once per pass of the loop
+    sent = False
+
+    async def once_per_pass() -> None:
+        while not sent:
+            seen.append(sum(reads.done for reads in batch))
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(once_per_pass)
+            await follower._preparer._send_reads(batch)  # (what the request's sender runs)
+            sent = True
+    assert set(seen) <= {0, len(batch)}, seen  # none had its outcome, then all had
+    assert seen.count(len(batch)) >= 2, seen  # (seen between the wakes, a pass apart)
+    assert all(len(reads.results) == 1 and not isinstance(reads.results[0], BrokerError) for reads in batch)
+
+
+async def test_a_new_epoch_ends_left_behind_streams_too() -> None:
+    # The engine lost its data: every open stream ends, so that its client resumes and
+    # gets stream-reset. A stream left behind (its client stopped reading) was not
+    # ended, and went on later with positions of the old numbering.
+    engine = Engine(0)
+    hub = Hub(buffer_size=4, send_timeout=30)
+    follower = follower_on(engine, hub)
+    with anyio.fail_after(10):
+        await follower.prepare([CHANNEL])
+    reader, paused = hub.subscribe([CHANNEL]), hub.subscribe([CHANNEL])
+    paused.sending = True  # held in a send: its client does not read
+    seq = 0
+    while paused.stalled is None:  # not waited for: it holds more, then it is left behind
+        seq += 1
+        hub.put(CHANNEL, entry(seq).to_history(CHANNEL, 0.0))
+        reader.take()
+    follower.new_epoch("another-epoch")
+    assert reader.closed
+    assert paused.closed
+    assert hub.subscriber_count(CHANNEL) == 0
