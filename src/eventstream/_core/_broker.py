@@ -1,7 +1,7 @@
 """The broker interface: where published events are numbered, kept and fanned out.
 
 An :class:`~eventstream.EventStream` always publishes through a broker. The
-default one is in-process (``_broker/_local.py``): it numbers events, keeps
+default one is in-process (``_local.py``): it numbers events, keeps
 them in the stream's :class:`~eventstream.HistoryStore` and hands them to the
 local hub, for one process and no engine. A shared broker (such as
 :class:`~eventstream.RedisBroker`) moves that to an engine, so that several

@@ -14,7 +14,7 @@ __all__ = ["COUNT_ALL", "HEARTBEAT", "PRESENCE"]
 # with ARGV's base ({prefix}|pr:); a process's keys name it by its random id:
 # {base}n:{pid} (hash: channel -> its subscribers, '' -> all of them),
 # {base}m:{pid}:{channel} (hash: identity -> its streams, then a space and its info's
-# JSON when it has some: _hub/_presence.member_value; the scripts never read it), {base}c:{pid} (set:
+# JSON when it has some: _core/_presence.member_value; the scripts never read it), {base}c:{pid} (set:
 # the channels that have such a hash). KEYS[1] ({base}live, a sorted set) holds
 # each process by the engine's time (ms) of its last beat: one past the expiry is dead.
 _PRESENCE_COMMON = """

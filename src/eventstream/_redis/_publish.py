@@ -179,16 +179,9 @@ class BatchSender:
         again slot by slot.
         """
         glide = glide_module()
-        now = time.monotonic()
-        expired = [item for item in batch if item.deadline <= now]
-        if expired:
-            late = BrokerError(
-                self.engine, f"not sent within publish_timeout ({self.publish_timeout:g} s)", attempts=0
-            )
-            self._finish(expired, late, None)
-            batch = [item for item in batch if item.deadline > now]
-            if not batch:
-                return False
+        batch = self._in_time(batch)
+        if not batch:
+            return False
         layout = self.layout
         cluster = layout.cluster
         slot = layout.slot(batch[0].channel)
@@ -196,26 +189,7 @@ class BatchSender:
         waiting = self._acknowledged.setdefault(slot, [])
         acknowledged = waiting[:_ACKS_PER_BATCH]
         del waiting[:_ACKS_PER_BATCH]
-        keys = [result_key, *acknowledged] if cluster else [layout.state, result_key, *acknowledged]
-        # Keys once per channel of the batch; one argument per event (the
-        # engine parses it), so a batch costs few strings to pass on.
-        channel_marks: dict[str, bytes] = {}
-        per_event: list[str | bytes] = []
-        for item in batch:
-            k = channel_marks.get(item.channel)
-            if k is None:
-                k = channel_marks[item.channel] = b"%d\n" % len(channel_marks)
-                channel = item.channel
-                keys += layout.publish_keys(channel)
-            own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
-            if item.traceparent:  # tracing: the publish's span, for the delivering processes
-                per_event.append(traced_mark(k, item.traceparent) + own + item.body)
-            else:
-                per_event.append(k + own + item.body)
-        if spread:  # (several slots: the key checks are the script's, keys as arguments)
-            keys, passed = keys[:1], [str(len(keys) - 1), *keys[1:]]
-        else:
-            passed = ["0"] if cluster else []
+        keys, passed, per_event = self._script_input(batch, result_key, acknowledged, spread=spread)
         deadline = min(item.deadline for item in batch)
         attempt = 0
         error: BrokerError | None = None
@@ -283,6 +257,43 @@ class BatchSender:
             waiting.append(result_key)
         self._finish(batch, error, result)
         return False
+
+    def _in_time(self, batch: list[Pending]) -> list[Pending]:
+        # The items of `batch` still within their deadline; the others fail unsent.
+        now = time.monotonic()
+        expired = [item for item in batch if item.deadline <= now]
+        if not expired:
+            return batch
+        late = BrokerError(
+            self.engine, f"not sent within publish_timeout ({self.publish_timeout:g} s)", attempts=0
+        )
+        self._finish(expired, late, None)
+        return [item for item in batch if item.deadline > now]
+
+    def _script_input(
+        self, batch: list[Pending], result_key: str, acknowledged: list[str], *, spread: bool
+    ) -> tuple[list[str], list[str], list[str | bytes]]:
+        # The publish script's keys, the arguments that pass keys (a cluster's), and one
+        # argument per event (the engine parses it): keys once per channel of the batch,
+        # so a batch costs few strings to pass on.
+        layout = self.layout
+        cluster = layout.cluster
+        keys = [result_key, *acknowledged] if cluster else [layout.state, result_key, *acknowledged]
+        channel_marks: dict[str, bytes] = {}
+        per_event: list[str | bytes] = []
+        for item in batch:
+            k = channel_marks.get(item.channel)
+            if k is None:
+                k = channel_marks[item.channel] = b"%d\n" % len(channel_marks)
+                keys += layout.publish_keys(item.channel)
+            own = b"\n" if item.id is None else b"=" + item.id.encode("utf-8") + b"\n"
+            if item.traceparent:  # tracing: the publish's span, for the delivering processes
+                per_event.append(traced_mark(k, item.traceparent) + own + item.body)
+            else:
+                per_event.append(k + own + item.body)
+        if spread:  # (several slots: the key checks are the script's, keys as arguments)
+            return keys[:1], [str(len(keys) - 1), *keys[1:]], per_event
+        return keys, ["0"] if cluster else [], per_event
 
     async def _replicated(self, client: GlideClient, key: str) -> None:
         # Return once `wait_replicas` replicas of the primary that holds `key` acknowledged

@@ -101,7 +101,7 @@ class Connection:
         self.expires_at: float | None = None
         #: limits: the client address whose open-stream count it holds (see _base/_limits.py), if any.
         self.limit_key: str | None = None
-        #: presence: the identity it is present under (see _hub/_presence.py), if any.
+        #: presence: the identity it is present under (see _core/_presence.py), if any.
         self.identity: str | None = None
         #: tracing: the span of the stream's life, while tracing is on (ended with its reason).
         self.span: StreamSpan | None = None
@@ -351,7 +351,7 @@ class Connection:
 
     async def _send_held(self, send: Send, body: bytes) -> None:
         # A body the client may hold up (it does not read): publishes do not wait for a
-        # subscriber not yet proven to read while its connection is in it (see _hub). The
+        # subscriber not yet proven to read while its connection is in it (see _core). The
         # live loop's send does the same inline.
         subscriber = self.subscriber
         subscriber.sending = True

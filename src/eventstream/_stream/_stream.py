@@ -2,7 +2,7 @@
 
 The stream is built from one frozen, validated :class:`StreamOptions`
 (``_options.py``) and calls its parts through their methods: numbering,
-history and delivery are a broker's (``_broker/_local.py`` by default, for
+history and delivery are a broker's (``_core/_local.py`` by default, for
 one process); entering, closing and signals are its :class:`Lifecycle`'s
 (``_lifecycle/``); serving a request (and :class:`EventStreamEndpoint`,
 re-exported here) is the request path's (``_serve/``), which gets a
