@@ -63,16 +63,16 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         # Counters, read by eventstream.prometheus and eventstream.otel (written here only).
         #: Events published (one per event and channel).
-        self.published = 0
+        self.published: int = 0
         #: Events written to clients, once per client: live ones, and those a client left behind
         #: caught up on from history (not those replayed to a client that resumed with Last-Event-ID).
-        self.delivered = 0
+        self.delivered: int = 0
         #: Subscribers disconnected for taking nothing (the slow-consumer policy).
-        self.dropped = 0
+        self.dropped: int = 0
         #: Events dropped from full buffers (drop-oldest).
-        self.events_dropped = 0
+        self.events_dropped: int = 0
         #: Times a subscriber was left behind by publishes, to catch up from history.
-        self.left_behind = 0
+        self.left_behind: int = 0
         self._since_yield = 0
         self.closed: bool = False
         #: tracing: what makes spans (``eventstream.otel.trace``), ``None`` while tracing is off.
