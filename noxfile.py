@@ -33,9 +33,14 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def unit(session: nox.Session) -> None:
-    """The edit loop: tests/unit only, in-process (no server, engine, proxy or browser), under a minute."""
+    """The edit loop: tests/unit only, in-process (no server, engine, proxy or browser), under a minute.
+
+    In parallel as ``tests`` is (many unit tests wait on their own deadlines); ``-- -n 0``
+    runs it in this process.
+    """
     install(session, "test")
-    session.run("pytest", "tests/unit", *session.posargs)
+    workers = str((os.cpu_count() or 1) + 1)
+    session.run("pytest", "tests/unit", "-n", workers, "--dist", "loadfile", *session.posargs)
 
 
 @nox.session
