@@ -74,6 +74,21 @@ async def test_the_last_event_id_is_read_as_utf8(
     assert (await parse(scope_of(headers=headers, query=query))).last_event_id == expected
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"channel=a&channel=b", None),  # (no key can be it: not walked)
+        (b"channel=a&last%45ventId=e-4", "e-4"),  # its name percent-encoded
+        (b"channel=%61&lastEventIds=e-5", None),  # another key that starts with its name
+        (b"channel=a&lastEventId=e-6&lastEventId=e-7", "e-6"),  # the first one
+    ],
+)
+async def test_the_last_event_id_in_the_query_is_found_however_the_key_is_spelled(
+    query: bytes, expected: str | None
+) -> None:
+    assert (await parse(scope_of(query=query))).last_event_id == expected
+
+
 async def test_channels_of_a_resolver_are_resolved_for_the_request() -> None:
     resolver = ChannelResolver("room-{id}", max_channels=4, max_length=16)
     scope = {**scope_of(), "path_params": {"id": "7"}}

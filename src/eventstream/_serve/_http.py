@@ -49,6 +49,8 @@ def query_param(scope: Scope, name: str) -> str | None:
     if not query:
         return None
     text = query.decode("utf-8", "surrogateescape")
+    if name not in text and "%" not in text:
+        return None  # (no key can decode to it: most queries, their channels', are not walked)
     for key, value in parse_qsl(text, keep_blank_values=True, errors="surrogateescape"):
         if key == name:
             return str(value)
