@@ -22,7 +22,7 @@ from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest
 from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout
 from eventstream._redis._prepare import WOKEN_AT_ONCE
-from eventstream._redis._reads import Reads
+from eventstream._redis._reads import Read, Reads
 from eventstream._redis._wire import EngineEntry
 from tests.support.helpers import wait_until
 
@@ -58,15 +58,13 @@ class Engine:
             return EPOCH, newest, self.entries[-count:]
         return EPOCH, newest, [e for e in self.entries if e.seq > after][:count]
 
-    async def read_many(
-        self, requests: Sequence[tuple[str, int]], count: int
-    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
+    async def read_many(self, requests: Sequence[tuple[str, int]], count: int) -> list[Read | BrokerError]:
         if self.together_gate is not None:
             self.together_held.set()
             await self.together_gate.wait()
         await anyio.lowlevel.checkpoint()
         newest = self.entries[-1].seq if self.entries else 0
-        answers: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]
+        answers: list[Read | BrokerError]
         answers = [(EPOCH, newest, self.entries[-count:]) for _channel, _after in requests]
         self.read_together.set()
         return answers

@@ -24,7 +24,7 @@ import anyio.lowlevel
 from .._base import BrokerError
 from .._core import HistoryEntry
 from ._batching import BatchQueue
-from ._reads import Follower, Loading, ManyReader, Reader, Reads, as_history
+from ._reads import Follower, Loading, ManyReader, Read, Reader, Reads, as_history
 from ._wire import EngineEntry
 
 __all__ = ["CONCURRENT_READS", "CONNECTIONS_TOGETHER", "WOKEN_AT_ONCE", "Preparer"]
@@ -221,7 +221,7 @@ class Preparer:
     async def _take_in(
         self,
         requests: list[tuple[str, int]],
-        results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError],
+        results: list[Read | BrokerError],
         loading: Loading,
         generation: int,
         rest: list[str],
@@ -252,7 +252,7 @@ class Preparer:
         # sending it (shielded: the others depend on it) returns in time too.
         follower = self._follower
         requests = [request for reads in batch for request in reads.requests]
-        results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError] = []
+        results: list[Read | BrokerError] = []
         with anyio.CancelScope(deadline=min(reads.deadline for reads in batch)):
             channels = {channel for channel, _after in requests}
             try:

@@ -16,6 +16,7 @@ from ._connect import engine_epoch, glide_module, misrouted
 from ._feed import FeedInbox
 from ._follow import EngineFollower
 from ._layout import CLUSTER_EPOCH, EngineLayout
+from ._reads import Read
 from ._scripts import READ, READ_CLUSTER, held_number
 from ._slots import SlotMap
 from ._wire import EngineEntry, decode_entry
@@ -165,15 +166,13 @@ class EngineReader:
             if not came_fast(waiting - before, now - started) and not self._publishing():
                 return
 
-    async def read(self, channel: str, after: int, count: int) -> tuple[str, int, Sequence[EngineEntry]]:
+    async def read(self, channel: str, after: int, count: int) -> Read:
         result = (await self.read_many([(channel, after)], count))[0]
         if isinstance(result, BrokerError):
             raise result
         return result
 
-    async def read_many(
-        self, requests: Sequence[tuple[str, int]], count: int
-    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
+    async def read_many(self, requests: Sequence[tuple[str, int]], count: int) -> list[Read | BrokerError]:
         """What :meth:`read` returns for each request, or the :class:`BrokerError` of its read.
 
         The channels are read by calls of the read script of up to
@@ -193,7 +192,7 @@ class EngineReader:
 
     async def _read_grouped(
         self, requests: Sequence[tuple[str, int]], count: int, *, by_node: bool
-    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
+    ) -> list[Read | BrokerError]:
         # A cluster: the requests grouped by the primary that serves them (as the slot map
         # says; a call then reads several slots of one node), or by slot.
         layout, slots, step = self._layout, self._slots, _READ_TOGETHER
@@ -213,10 +212,10 @@ class EngineReader:
 
     async def _read_chunks(
         self, chunks: Sequence[tuple[Sequence[tuple[str, int]], bool]], count: int
-    ) -> list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]:
+    ) -> list[Read | BrokerError]:
         # Each chunk (its requests, and whether they may be of several slots of one node)
         # in calls of its own, all sent at once; the results in the chunks' order.
-        results: list[list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]] = [[] for _ in chunks]
+        results: list[list[Read | BrokerError]] = [[] for _ in chunks]
 
         async def read_chunk(index: int) -> None:
             chunk, spread = chunks[index]
@@ -245,7 +244,7 @@ class EngineReader:
 
     async def _read_together(
         self, requests: Sequence[tuple[str, int]], count: int, *, spread: bool = False
-    ) -> list[tuple[str, int, Sequence[EngineEntry]]]:
+    ) -> list[Read]:
         # What one call of the read script returns: the first channels of
         # `requests` (at least one), up to its budget of entries. `spread`: on a
         # cluster, channels of several slots of one node (_Misrouted if not).

@@ -28,16 +28,16 @@ if TYPE_CHECKING:
     from ._history import SharedHistory
     from ._interest import FeedInterest
 
-__all__ = ["Follower", "Loading", "ManyReader", "Reader", "Reads", "as_history"]
+__all__ = ["Follower", "Loading", "ManyReader", "Read", "Reader", "Reads", "as_history"]
 
-#: ``read(channel, after, count)``: the engine's epoch, the channel's newest
-#: sequence number, and up to ``count`` entries after ``after`` (``-1``: the newest).
-Reader = Callable[[str, int, int], Awaitable[tuple[str, int, Sequence[EngineEntry]]]]
+#: What a read of a channel returns: the engine's epoch, the channel's newest sequence
+#: number, and the entries asked for.
+Read = tuple[str, int, Sequence[EngineEntry]]
+#: ``read(channel, after, count)``: up to ``count`` entries after ``after`` (``-1``: the newest).
+Reader = Callable[[str, int, int], Awaitable[Read]]
 #: ``read_many([(channel, after), ...], count)``: what ``read`` returns for each, or
 #: the :class:`BrokerError` of that read, in the same order, read together (one request).
-ManyReader = Callable[
-    [Sequence[tuple[str, int]], int], Awaitable[list[tuple[str, int, Sequence[EngineEntry]] | BrokerError]]
-]
+ManyReader = Callable[[Sequence[tuple[str, int]], int], Awaitable[list[Read | BrokerError]]]
 
 
 class Follower(Protocol):
@@ -131,4 +131,4 @@ class Reads(Queued):
         self.requests = requests
         #: When (``anyio.current_time()``) the connection stops waiting: its request ends by then.
         self.deadline = deadline
-        self.results: list[tuple[str, int, Sequence[EngineEntry]] | BrokerError] = []
+        self.results: list[Read | BrokerError] = []
