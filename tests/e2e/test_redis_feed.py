@@ -65,6 +65,12 @@ async def test_a_cancelled_wait_leaves_every_message_for_the_next() -> None:
         scope.cancel()
         await inbox.wait()
     inbox.push((b"ch", b"kept"))
+    # A wait is a cancellation point even when a message is waiting already:
+    # a loop around it can always be cancelled (a deadline ends it).
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await inbox.wait()
+    assert scope.cancelled_caught
     with anyio.fail_after(5):
         await inbox.wait()
     assert inbox.take(5) == [(b"ch", b"kept")]

@@ -19,6 +19,7 @@ import logging
 from collections import deque
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["FEED_BYTES", "FEED_LIMIT", "FeedInbox"]
 
@@ -84,8 +85,14 @@ class FeedInbox:
     async def wait(self) -> None:
         """Return once at least one message is waiting, or messages went missing.
 
-        Cancellation: nothing is taken; the messages stay for the next call.
+        A missing message is reported until :meth:`take_missed` is called, so a
+        caller that loops on this method calls it too (else it never blocks).
+
+        Cancellation: always a cancellation point, even when a message is waiting
+        already (it does not yield to other tasks then); nothing is taken: the
+        messages stay for the next call.
         """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         while not self._messages and not self._missed:
             await self._arrived.wait()
             self._arrived = anyio.Event()
