@@ -249,6 +249,39 @@ async def test_a_read_of_channels_with_long_histories_takes_several_calls_and_ke
     )
 
 
+async def test_channels_of_any_valid_name_are_read_together_each_from_its_own_keys(
+    engine: RedisEngine, prefix: str
+) -> None:
+    # Names with white space, the separators of the keys' layout, escapes and other
+    # scripts' characters: each is read, in one call, from its own keys.
+    names = ["a b", "x|h:y", "seq:z", "100%", "back\\slash", "é-ü", "名前", "'quoted'", "[*]", "n" * 200]
+    writer = make_stream(engine, prefix, max_events=3)
+    reader = EventStream(broker=RedisBroker(engine.url, key_prefix=prefix, max_events=3))
+    with anyio.fail_after(30):
+        async with writer, reader:
+            for number, name in enumerate(names):
+                for n in range(number % 3 + 1):
+                    await writer.publish_event(name, {"data": f"{name}/{n}"})
+            async with open_stream(reader("warm-up")):  # the engine has the read script from now on
+                pass
+            calls = engine.calls("evalsha")
+            async with open_stream(reader(names)) as response:
+                await reader.wait_subscribers(1)
+                reads = engine.calls("evalsha") - calls
+                await writer.publish_event("a b", {"data": "live"})
+                assert [e.json() for e in await receive_data(response, 1)] == ["live"]
+            history = reader._broker.history
+            assert isinstance(history, SharedHistory)
+            kept = {
+                name: [json.loads(e.body.removeprefix(b"data: ")) for e in history.since(name, 0) or ()]
+                for name in names[1:]
+            }
+    assert reads == 1
+    assert kept == {
+        name: [f"{name}/{n}" for n in range(number % 3 + 1)] for number, name in enumerate(names) if number
+    }
+
+
 async def test_lost_history_gets_stream_reset(engine: RedisEngine, prefix: str) -> None:
     stream = make_stream(engine, prefix, max_events=3)
     with anyio.fail_after(20):
