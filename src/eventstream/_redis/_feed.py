@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -37,7 +38,17 @@ class FeedInbox:
     The feed's connection calls :meth:`push` on the event loop that reads it.
     """
 
-    __slots__ = ("_arrived", "_held", "_messages", "_missed", "dropped", "limit", "max_bytes")
+    __slots__ = (
+        "_arrived",
+        "_held",
+        "_messages",
+        "_missed",
+        "_waiting",
+        "direct",
+        "dropped",
+        "limit",
+        "max_bytes",
+    )
 
     def __init__(self, limit: int | None = None, max_bytes: int | None = None) -> None:
         #: The most messages held (``FEED_LIMIT`` unless given).
@@ -50,10 +61,21 @@ class FeedInbox:
         self._held = 0  # bytes of the messages held
         self._missed = False  # messages dropped, or lost with the connection, since taken
         self._arrived = anyio.Event()
+        self._waiting = False  # the reader waits in wait(), and was not woken since
+        #: Takes in a message that comes while the reader waits and none is held, in the
+        #: pushing task; returns False if it did not (the message is then held).
+        self.direct: Callable[[tuple[bytes, bytes]], bool] | None = None
 
     def push(self, message: tuple[bytes, bytes]) -> None:
-        """Take one message, ``(channel, data)`` (never blocks; the oldest are dropped if full)."""
+        """Take one message, ``(channel, data)`` (never blocks; the oldest are dropped if full).
+
+        While the reader waits and no message is held, :attr:`direct` is offered it
+        first: what it takes in reaches subscribers without waking the reader (a
+        pass of the event loop sooner), in order, since nothing is held before it.
+        """
         messages = self._messages
+        if self._waiting and not messages and self.direct is not None and self.direct(message):
+            return
         self._held += len(message[0]) + len(message[1])
         while messages and (len(messages) >= self.limit or self._held > self.max_bytes):
             channel, data = messages.popleft()
@@ -67,6 +89,7 @@ class FeedInbox:
             self.dropped += 1
             self._missed = True
         messages.append(message)
+        self._waiting = False
         self._arrived.set()
 
     def lost(self) -> None:
@@ -94,7 +117,11 @@ class FeedInbox:
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         while not self._messages and not self._missed:
-            await self._arrived.wait()
+            self._waiting = True
+            try:
+                await self._arrived.wait()
+            finally:
+                self._waiting = False
             self._arrived = anyio.Event()
 
     def take(self, limit: int) -> list[tuple[bytes, bytes]]:

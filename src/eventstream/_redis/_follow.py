@@ -129,6 +129,33 @@ class EngineFollower:
 
     # -- entries from the feed ----------------------------------------------------
 
+    def receive_now(self, channel: str, entry: EngineEntry) -> bool:
+        """Deliver a feed entry at once if it is simply the next of a followed channel; False if not.
+
+        Nothing is changed when it returns False: the entry then goes through
+        :meth:`receive` (a gap, a duplicate, another epoch, a channel not
+        followed, the lock held, tracing on, or the hub's ``block`` policy).
+        """
+        if self.lock.locked() or entry.epoch != self.epoch or channel not in self.loaded:
+            return False
+        known = self.history.last_seq.get(channel)
+        hub = self.hub
+        tracing = hub.tracing
+        if (
+            known is None
+            or entry.seq != known + 1
+            or (tracing is not None and tracing.active)
+            or hub.policy == "block"  # (refused with a broker: a put never waits here)
+        ):
+            return False
+        lag = hub.feed_lag
+        if lag is not None:
+            lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
+        delivered = entry.to_history(channel, time.monotonic())
+        self.history.append(delivered)
+        hub.put(channel, delivered)
+        return True
+
     async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
         """Handle entries of the pub/sub feed, in order (gaps first filled from history).
 

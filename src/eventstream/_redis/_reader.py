@@ -3,6 +3,7 @@ read script, for one channel or many in one call) and the periodic check for mis
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -100,18 +101,56 @@ class EngineReader:
         #: Feed messages taken in so far.
         self.messages = 0
         self._soon: anyio.Event | None = None  # set: check now (see check_soon)
+        self._burst = False  # the feed's last take was a burst: the next is gathered
+        self._taken_at = -math.inf  # when feed messages were last taken in
 
     def stop(self) -> None:
         """Reads from now on fail with :class:`BrokerError` ("not connected")."""
         self._client = None
 
+    def _take_now(self, follower: EngineFollower, message: tuple[bytes, bytes]) -> bool:
+        # A message that came while the reader waited (FeedInbox.direct): delivered in the
+        # feed's task if it is the next of a followed channel, and neither a burst is being
+        # gathered nor this message comes within _GATHER of the last one taken (it may start
+        # a burst: the reader takes it with those that follow); else False: the reader
+        # takes it (and logs what is wrong with it, if anything).
+        now = anyio.current_time()
+        if self._burst or now - self._taken_at < _GATHER:
+            return False
+        name, data = message
+        try:
+            channel = self._layout.channel_of(name)
+            if channel is not None and not follower.receive_now(channel, decode_entry(data)):
+                return False
+        except ValueError:
+            return False
+        except Exception:  # (a bug: the reader's own take of it says what, and goes on)
+            logger.exception("broker: a feed message could not be taken in at once")
+            return False
+        self.messages += 1
+        self._taken_at = now
+        return True
+
     async def read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
+        """Take the feed's messages in (the inbox offers each to the follower at once when it can).
+
+        Cancellation: stops taking; messages not taken stay in the inbox.
+        """
+        inbox.direct = functools.partial(self._take_now, follower)
+        try:
+            await self._read_feed(inbox, follower)
+        finally:
+            inbox.direct = None
+
+    async def _read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
         channel_of = self._layout.channel_of
-        burst = False
-        taken_at = anyio.current_time()
+        self._burst = burst = False
+        self._taken_at = anyio.current_time()
         while True:
-            # Wait for one message, then take every one already received: a
-            # burst reaches the hub as a burst (subscribers wake once for many).
+            # Wait for one message (most paced ones do not wake this task: the
+            # feed's own task takes them in, see _take_now), then take every one
+            # already received: a burst reaches the hub as a burst (subscribers
+            # wake once for many).
             # While messages come faster than one per _GATHER (a burst), first
             # gather the ones on their way (up to _GATHER_FOR): each batch handed
             # to the hub wakes every subscriber once, so bigger batches cost less.
@@ -125,8 +164,8 @@ class EngineReader:
             messages = inbox.take(1024)
             self.messages += len(messages)
             now = anyio.current_time()
-            burst = len(messages) > 1 and came_fast(len(messages), now - taken_at)
-            taken_at = now
+            self._burst = burst = len(messages) > 1 and came_fast(len(messages), now - self._taken_at)
+            self._taken_at = now
             batch: list[tuple[str, EngineEntry]] = []
             for channel_name, data in messages:
                 try:
