@@ -13,6 +13,8 @@ and hub are the real ones.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -26,7 +28,7 @@ from eventstream._redis._feed import FeedInbox
 from eventstream._redis._follow import EngineFollower
 from eventstream._redis._history import SharedHistory
 from eventstream._redis._interest import FeedInterest
-from eventstream._redis._layout import EngineLayout
+from eventstream._redis._layout import CLUSTER_EPOCH, ClusterLayout, EngineLayout
 from eventstream._redis._reader import EngineReader
 from eventstream._redis._reads import Read
 from eventstream._redis._slots import SlotMap
@@ -43,11 +45,11 @@ def entry(seq: int, epoch: str = EPOCH) -> EngineEntry:
     return EngineEntry(epoch, seq, f"{epoch}-{seq}", prev, 1_765_046_400_000, b"data: %d\n" % seq)
 
 
-def message(channel: str, seq: int, epoch: str = EPOCH) -> tuple[bytes, bytes]:
+def message(channel: str, seq: int, epoch: str = EPOCH, layout: EngineLayout = LAYOUT) -> tuple[bytes, bytes]:
     # As the publish script sends it: the entry's fields, one per line, then the body.
     e = entry(seq, epoch)
     fields = (e.epoch.encode(), e.seq, e.id.encode(), e.prev_id.encode(), e.published_ms)
-    return LAYOUT.feed(channel), b"%s\n%d\n%s\n%s\n%d\n" % fields + e.body
+    return layout.feed(channel), b"%s\n%d\n%s\n%s\n%d\n" % fields + e.body
 
 
 async def unread(channel: str, after: int, count: int) -> Read:
@@ -58,9 +60,11 @@ async def unread_many(requests: Sequence[tuple[str, int]], count: int) -> list[R
     raise AssertionError("nothing here needs a read")
 
 
-def follower_with(hub: Hub, *, known: dict[str, int]) -> EngineFollower:
-    history = SharedHistory(EPOCH, max_events=256, max_bytes=1 << 20, max_age=300)
-    interest = FeedInterest(layout=LAYOUT, engine="fake", whole_above=None)
+def follower_with(
+    hub: Hub, *, known: dict[str, int], epoch: str = EPOCH, layout: EngineLayout = LAYOUT
+) -> EngineFollower:
+    history = SharedHistory(epoch, max_events=256, max_bytes=1 << 20, max_age=300)
+    interest = FeedInterest(layout=layout, engine="fake", whole_above=None)
     follower = EngineFollower(
         hub, history, unread, engine="fake", read_many=unread_many, interest=interest, linger=5
     )
@@ -148,6 +152,17 @@ async def test_while_the_lock_is_held_the_next_entry_waits_for_the_reader() -> N
     assert queued(subscriber) == [4]
 
 
+def reader_on(layout: EngineLayout = LAYOUT) -> EngineReader:
+    return EngineReader(
+        None,  # type: ignore[arg-type]  # (no read is made: no command client)
+        layout=layout,
+        engine="fake",
+        check_interval=3600,
+        publishing=lambda: 0,
+        slots=SlotMap(),
+    )
+
+
 # -- the reader --------------------------------------------------------------------------
 
 
@@ -162,14 +177,7 @@ async def test_paced_messages_reach_subscribers_in_the_feed_s_task_and_a_burst_g
     hub = Hub(buffer_size=256, send_timeout=5)
     subscriber = hub.subscribe(["room"])
     follower = follower_with(hub, known={"room": 0})
-    reader = EngineReader(
-        None,  # type: ignore[arg-type]  # (no read is made: no command client)
-        layout=LAYOUT,
-        engine="fake",
-        check_interval=3600,
-        publishing=lambda: 0,
-        slots=SlotMap(),
-    )
+    reader = reader_on()
     inbox = FeedInbox()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -201,14 +209,7 @@ async def test_a_direct_take_that_fails_unforeseen_is_logged_and_left_to_the_rea
     hub = Hub(buffer_size=256, send_timeout=5)
     subscriber = hub.subscribe(["room"])
     follower = follower_with(hub, known={"room": 0})
-    reader = EngineReader(
-        None,  # type: ignore[arg-type]
-        layout=LAYOUT,
-        engine="fake",
-        check_interval=3600,
-        publishing=lambda: 0,
-        slots=SlotMap(),
-    )
+    reader = reader_on()
 
     def unforeseen(channel: str, feed_entry: EngineEntry) -> bool:
         raise ArithmeticError("nothing foresaw this")
@@ -230,3 +231,70 @@ async def test_a_direct_take_that_fails_unforeseen_is_logged_and_left_to_the_rea
     assert "could not be taken in at once" in caplog.text
     assert "nothing foresaw this" in caplog.text
     assert inbox.direct is None  # (let go of when the reader stops)
+
+
+async def test_paced_entries_to_a_client_that_stopped_reading_leave_it_behind_as_through_the_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client known to read whose send is now held (a slow network): the hub
+    # finds it full, and whoever put the entry waits for it (the disconnect
+    # policy leaves it behind once it stalls). Delivered in the feed's task, an
+    # entry cannot wait there: the reader's next take waits first, and the
+    # entries after it go its way. (Not waited for, the queue grew by every entry.)
+    monkeypatch.setattr("eventstream._redis._reader._GATHER", GATHER)
+    hub = Hub(buffer_size=2, send_timeout=5)
+    subscriber = hub.subscribe(["room"])
+    subscriber.proven = True
+    subscriber.sending = True
+    follower = follower_with(hub, known={"room": 0})
+    reader, inbox = reader_on(), FeedInbox()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader.read_feed, inbox, follower)
+            await anyio.wait_all_tasks_blocked()
+            for seq in range(1, 21):
+                await anyio.sleep(1.2 * GATHER)
+                inbox.push(message("room", seq))
+            while subscriber.stalled is None:
+                await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+    assert hub.left_behind == 1
+    assert len(subscriber.queue) <= hub.buffer_size + 1
+
+
+def test_a_cluster_s_feed_pushed_from_the_client_s_callbacks_goes_through_the_reader() -> None:
+    # A cluster's feed comes through valkey-glide's callbacks, which run on the event
+    # loop outside any task (under plain asyncio, as uvicorn runs it, nothing there
+    # can tell which library runs): its messages are held and taken by the reader,
+    # never taken in inside the callback. (Plain asyncio only: the property is its own.)
+    layout = ClusterLayout("direct")
+    seen: list[list[int]] = []
+
+    async def main() -> None:
+        hub = Hub(buffer_size=256, send_timeout=5)
+        subscriber = hub.subscribe(["room"])
+        follower = follower_with(hub, known={"room": 0}, epoch=CLUSTER_EPOCH, layout=layout)
+        reader, inbox = reader_on(layout), FeedInbox()
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(reader.read_feed(inbox, follower))
+        while not inbox._waiting:  # (the reader waits)
+            await asyncio.sleep(0)
+        assert inbox.direct is None
+        pushed = asyncio.Event()
+
+        def deliver() -> None:  # (as the client's callback does)
+            inbox.push(message("room", 1, CLUSTER_EPOCH, layout))
+            pushed.set()
+
+        loop.call_soon(deliver)
+        await asyncio.wait_for(pushed.wait(), 5)
+        deadline = loop.time() + 5
+        while not subscriber.queue and loop.time() < deadline:
+            await asyncio.sleep(0)
+        seen.append(queued(subscriber))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert seen == [[1]]

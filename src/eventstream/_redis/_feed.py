@@ -2,7 +2,10 @@
 
 The feed's connection (``_feedconn.py``) pushes each message, in order, as
 it parses it; the inbox keeps them and wakes the one reader, which takes
-them by the batch (a burst reaches the hub as a burst).
+them by the batch (a burst reaches the hub as a burst). While the reader
+waits and nothing is held, a message is first offered to the reader's
+:attr:`FeedInbox.direct`, which may take it in at once, in the pushing task:
+a paced message then reaches subscribers a pass of the event loop sooner.
 
 The inbox holds at most ``FEED_LIMIT`` messages and ``FEED_BYTES`` of them
 (a message may weigh up to 64 MiB): when the reader falls behind

@@ -16,7 +16,10 @@ the engine's history and delivered first. Where the engine no longer has
 them, the channel's open streams are ended (after what they hold is
 written): their clients reconnect with their last id, and get ``stream-reset``.
 
-A feed message is trusted as it is only when it is the next one expected.
+A feed message is trusted as it is only when it is the next one expected;
+that one, when nothing else is being taken in (the lock is free), is
+delivered by the feed's own task as it comes (:meth:`EngineFollower.receive_now`),
+without waking the feed's reader.
 Anyone who may publish on the engine can put anything on the feed (a forged
 entry, another program's message), so a message of another epoch, or one
 that announces a number beyond the next, is checked against the engine
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .._core import HistoryEntry, Hub, origin_id
+from .._core import HistoryEntry, Hub, Subscriber, origin_id
 from ._history import SharedHistory
 from ._idle import IdleChannels
 from ._interest import FeedInterest
@@ -100,6 +103,8 @@ class EngineFollower:
         #: How many feed messages a second may each cost a read to be checked.
         self.suspects = CheckBudget(engine)
         self._preparer = Preparer(self, read, read_many)
+        #: Full subscribers of an entry :meth:`receive_now` delivered, not yet waited for.
+        self._owed: list[Subscriber] | None = None
 
     @property
     def epoch(self) -> str:
@@ -134,26 +139,26 @@ class EngineFollower:
 
         Nothing is changed when it returns False: the entry then goes through
         :meth:`receive` (a gap, a duplicate, another epoch, a channel not
-        followed, the lock held, tracing on, or the hub's ``block`` policy).
+        followed, the lock held, tracing on, or full subscribers of an earlier
+        entry delivered here not yet waited for). Full subscribers are not waited
+        for here (it never blocks): the next :meth:`receive` waits for them
+        first, as a delivery through it would have right away.
         """
-        if self.lock.locked() or entry.epoch != self.epoch or channel not in self.loaded:
+        if self._owed is not None or self.lock.locked():
+            return False
+        if entry.epoch != self.epoch or channel not in self.loaded:
             return False
         known = self.history.last_seq.get(channel)
         hub = self.hub
         tracing = hub.tracing
-        if (
-            known is None
-            or entry.seq != known + 1
-            or (tracing is not None and tracing.active)
-            or hub.policy == "block"  # (refused with a broker: a put never waits here)
-        ):
+        if known is None or entry.seq != known + 1 or (tracing is not None and tracing.active):
             return False
         lag = hub.feed_lag
         if lag is not None:
             lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
         delivered = entry.to_history(channel, time.monotonic())
         self.history.append(delivered)
-        hub.put(channel, delivered)
+        self._owed = hub.put(channel, delivered)
         return True
 
     async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
@@ -163,6 +168,9 @@ class EngineFollower:
         full, or a gap needs a read): each subscriber wakes once per batch.
         """
         async with self.lock:
+            owed, self._owed = self._owed, None
+            if owed:  # (from receive_now: until they took, or were left behind)
+                await self.hub.wait_for_room(owed)
             for channel, entry in entries:
                 await self.receive_one(channel, entry)
         await anyio.lowlevel.checkpoint()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,7 @@ class EngineReader:
         # gathered nor this message comes within _GATHER of the last one taken (it may start
         # a burst: the reader takes it with those that follow); else False: the reader
         # takes it (and logs what is wrong with it, if anything).
-        now = anyio.current_time()
+        now = time.monotonic()  # (no anyio call: it would look for the running library first)
         if self._burst or now - self._taken_at < _GATHER:
             return False
         name, data = message
@@ -124,7 +125,8 @@ class EngineReader:
                 return False
         except ValueError:
             return False
-        except Exception:  # (a bug: the reader's own take of it says what, and goes on)
+        except Exception:  # (a bug, logged: the reader takes it again, and finds it delivered
+            # if it got that far)
             logger.exception("broker: a feed message could not be taken in at once")
             return False
         self.messages += 1
@@ -136,7 +138,10 @@ class EngineReader:
 
         Cancellation: stops taking; messages not taken stay in the inbox.
         """
-        inbox.direct = functools.partial(self._take_now, follower)
+        if not self._layout.cluster:
+            # (A cluster's feed pushes from the client's callbacks, outside any task: its
+            # messages go through this task only.)
+            inbox.direct = functools.partial(self._take_now, follower)
         try:
             await self._read_feed(inbox, follower)
         finally:
@@ -145,7 +150,7 @@ class EngineReader:
     async def _read_feed(self, inbox: FeedInbox, follower: EngineFollower) -> None:
         channel_of = self._layout.channel_of
         self._burst = burst = False
-        self._taken_at = anyio.current_time()
+        self._taken_at = time.monotonic()
         while True:
             # Wait for one message (most paced ones do not wake this task: the
             # feed's own task takes them in, see _take_now), then take every one
@@ -163,7 +168,7 @@ class EngineReader:
                 await self._gather(inbox)
             messages = inbox.take(1024)
             self.messages += len(messages)
-            now = anyio.current_time()
+            now = time.monotonic()
             self._burst = burst = len(messages) > 1 and came_fast(len(messages), now - self._taken_at)
             self._taken_at = now
             batch: list[tuple[str, EngineEntry]] = []
