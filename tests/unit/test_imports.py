@@ -11,6 +11,8 @@ from pathlib import Path
 
 import eventstream
 
+from ..support.helpers import run_python
+
 PACKAGE = Path(eventstream.__file__).parent
 
 
@@ -56,3 +58,24 @@ def test_the_check_sees_a_relative_import_of_a_sibling() -> None:
     # The check above would pass vacuously if it resolved no relative import.
     waiter = PACKAGE / "_backends" / "_waiter.py"
     assert "eventstream._backends._interfaces.Waiter" in _imports(waiter)
+
+
+def test_an_app_that_uses_no_grip_nor_tokens_loads_neither_httpx_nor_jwt_nor_cryptography() -> None:
+    # What an app imports stays in its process, and every full garbage collection walks
+    # it: GRIP's HTTP client and keys, and the tokens' (about 22,000 objects with what
+    # httpx brings) load when first used, not with the library nor with eventstream.auth.
+    code = (
+        "import sys, eventstream\n"
+        "from eventstream.auth import Grant, TokenVerifier\n"
+        "heavy = ('httpx', 'jwt', 'cryptography')\n"
+        "stream = eventstream.EventStream(authorize=lambda scope, channels: Grant(identity='me'))\n"
+        "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n"
+        "from eventstream._grip._config import proxies_from_config\n"
+        "[proxy] = proxies_from_config(eventstream.parse_grip_uri('http://127.0.0.1:5561?iss=me&key=k'))\n"
+        "assert proxy.auth_headers()['Authorization'].startswith('Bearer ey')\n"
+        "assert 'jwt' in sys.modules\n"
+        "verifier = TokenVerifier(secret='s' * 32, algorithms=['HS256'], required=())\n"
+        "import jwt\n"
+        "assert verifier.verify(jwt.encode({'sub': 'me'}, 's' * 32, algorithm='HS256'))['sub'] == 'me'\n"
+    )
+    run_python(code)

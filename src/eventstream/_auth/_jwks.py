@@ -1,4 +1,7 @@
-"""A JWKS document fetched over the network: cached, refreshed at a bounded rate, in bounded time and size."""
+"""A JWKS document fetched over the network: cached, refreshed at a bounded rate, in bounded time and size.
+
+httpx is imported at the first fetch (see ``_auth/__init__.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 
 from .._base import KeysUnavailable, check_count, check_seconds
 from .._observe import RateLimitedLog
@@ -106,6 +108,8 @@ class JWKSFetcher:
             return self._document
 
     async def _fetch(self) -> None:
+        import httpx  # (see _auth/__init__.py: not at startup)
+
         self._attempted_at = time.monotonic()
         self.fetches += 1
         try:
@@ -126,6 +130,8 @@ class JWKSFetcher:
         self._fetched_at = time.monotonic()
 
     async def _get(self) -> bytes:
+        import httpx  # (see _auth/__init__.py: not at startup)
+
         timeout = httpx.Timeout(self.timeout)
         headers = {"accept": "application/json", "accept-encoding": "identity"}
         async with (

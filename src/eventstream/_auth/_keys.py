@@ -1,14 +1,14 @@
-"""Checking a JWT: its signature with a pinned key and algorithm list, then its registered claims."""
+"""Checking a JWT: its signature with a pinned key and algorithm list, then its registered claims.
+
+PyJWT and cryptography are imported where a key is loaded or a token read
+(see ``_auth/__init__.py``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .._base import Unauthorized
 
@@ -103,6 +103,8 @@ class TokenVerifier:
         keys = document["keys"]
         if not keys or len(keys) > _MAX_JWKS_KEYS:
             raise ValueError(f"a JWKS document needs 1 to {_MAX_JWKS_KEYS} keys, not {len(keys)}")
+        import jwt  # (see _auth/__init__.py: not at startup)
+
         algorithms: list[str] = []
         for entry in keys:
             if not isinstance(entry, Mapping) or entry.get("kty") == "oct" or "d" in entry:
@@ -137,6 +139,8 @@ class TokenVerifier:
                 another issuer or audience, or lacks a required claim. The
                 message says which, for the server's log.
         """
+        import jwt  # (see _auth/__init__.py: not at startup)
+
         try:
             key = self._keys.get(None)
             if len(self._keys) > 1 or key is None:
@@ -170,6 +174,10 @@ def _load_public_key(pem: str | bytes) -> Any:
     data = pem.encode("ascii") if isinstance(pem, str) else pem
     if not isinstance(data, bytes):
         raise TypeError(f"public_key must be PEM text or bytes, not {type(pem).__name__}")
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_public_key,  # (see _auth/__init__.py: not at startup)
+    )
+
     try:
         return load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
@@ -177,6 +185,13 @@ def _load_public_key(pem: str | bytes) -> Any:
 
 
 def _default_algorithm(key: Any) -> str:
+    from cryptography.hazmat.primitives.asymmetric import (  # (see _auth/__init__.py: not at startup)
+        ec,
+        ed448,
+        ed25519,
+        rsa,
+    )
+
     if isinstance(key, rsa.RSAPublicKey):
         return "RS256"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -191,6 +206,8 @@ def _default_algorithm(key: Any) -> str:
 
 def unverified_kid(token: str) -> str | None:
     """The ``kid`` of ``token``'s header, not verified, or ``None`` (none, or not a JWT)."""
+    import jwt  # (see _auth/__init__.py: not at startup)
+
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except (jwt.PyJWTError, ValueError, TypeError, KeyError, RecursionError):

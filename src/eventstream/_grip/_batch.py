@@ -8,6 +8,8 @@ jittered exponential backoff, and never beyond the earliest ``publish_timeout``
 deadline of its items. Every item carries an ``id``, the same for every
 retry, so a proxy that got a request whose answer was lost drops the retried
 copy instead of delivering the event twice.
+
+httpx is imported when a batch is first posted (see ``_grip/__init__.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from .._base import GripPublishError
 from ._config import GripProxy
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "GripProxyStatistics",
@@ -186,6 +190,8 @@ async def post_batch(
             errors, 5xx) past the retries or the deadline; ``maybe_published``
             says whether a request may have reached it.
     """
+    import httpx  # (see _grip/__init__.py: not at startup)
+
     proxy = sender.proxy
     body = json.dumps({"items": [item.body for item in batch]}, separators=(",", ":")).encode()
     status: int | None = None

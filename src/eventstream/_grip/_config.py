@@ -1,4 +1,8 @@
-"""GRIP proxy configuration: ``GRIP_URL`` parsing, keys, publish auth and ``Grip-Sig`` checks."""
+"""GRIP proxy configuration: ``GRIP_URL`` parsing, keys, publish auth and ``Grip-Sig`` checks.
+
+PyJWT and cryptography are imported when a key is first read, signed with or
+checked against (see ``_grip/__init__.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
-
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 __all__ = ["GripProxy", "SigCheck", "check_grip_sig", "parse_grip_uri", "proxies_from_config"]
 
@@ -90,6 +90,10 @@ class _KeyKind(enum.Enum):
 
 def _verify_key(key: str | bytes) -> tuple[Any, str]:
     """The key object and the one algorithm pinned for it."""
+    import jwt  # (see _grip/__init__.py: not at startup)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     text = key.decode("latin-1") if isinstance(key, bytes) else key
     stripped = text.strip()
     if stripped.startswith("-----BEGIN"):
@@ -177,6 +181,8 @@ class GripProxy:
     def auth_headers(self) -> dict[str, str]:
         """``Authorization`` for a publish: a JWT with ``iss`` and ``key``, the key alone, or Basic."""
         if self.control_iss is not None and self.key is not None:
+            import jwt  # (see _grip/__init__.py: not at startup)
+
             claims = {"iss": self.control_iss, "exp": int(time.time()) + 600}
             with warnings.catch_warnings():
                 # Short shared keys (Pushpin's default is 8 bytes) are the
@@ -197,6 +203,8 @@ class GripProxy:
         if self._verifier is None:
             return False
         key, algorithm = self._verifier
+        import jwt  # (see _grip/__init__.py: not at startup)
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)

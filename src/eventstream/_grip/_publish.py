@@ -19,11 +19,10 @@ import os
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import httpx
 
 from .._base import GripPublishError, check_count, check_seconds
 from ._batch import (
@@ -36,6 +35,9 @@ from ._batch import (
     take_batch,
 )
 from ._config import GripProxy, SigCheck, check_grip_sig, proxies_from_config
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["GripProxyStatistics", "GripPublisher", "GripSubmission"]
 
@@ -125,6 +127,8 @@ class GripPublisher:
     async def __aenter__(self) -> GripPublisher:
         if self._stack is not None:
             raise RuntimeError("this GripPublisher is already running")
+        import httpx  # (see _grip/__init__.py: not at startup)
+
         async with AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=self._transport, timeout=self.timeout)
