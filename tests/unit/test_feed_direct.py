@@ -170,15 +170,21 @@ def reader_on(layout: EngineLayout = LAYOUT) -> EngineReader:
 GATHER = 0.05
 
 
+def feed_on_room(
+    monkeypatch: pytest.MonkeyPatch, buffer_size: int = 256
+) -> tuple[Subscriber, EngineFollower, EngineReader, FeedInbox]:
+    """One subscriber of a followed channel "room" (nothing published yet), its follower,
+    a reader (with GATHER) and the feed's inbox."""
+    monkeypatch.setattr("eventstream._redis._reader._GATHER", GATHER)
+    hub = Hub(buffer_size=buffer_size, send_timeout=5)
+    subscriber = hub.subscribe(["room"])
+    return subscriber, follower_with(hub, known={"room": 0}), reader_on(), FeedInbox()
+
+
 async def test_paced_messages_reach_subscribers_in_the_feed_s_task_and_a_burst_goes_through_the_reader(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("eventstream._redis._reader._GATHER", GATHER)
-    hub = Hub(buffer_size=256, send_timeout=5)
-    subscriber = hub.subscribe(["room"])
-    follower = follower_with(hub, known={"room": 0})
-    reader = reader_on()
-    inbox = FeedInbox()
+    subscriber, follower, reader, inbox = feed_on_room(monkeypatch)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.read_feed, inbox, follower)
@@ -206,17 +212,12 @@ async def test_paced_messages_reach_subscribers_in_the_feed_s_task_and_a_burst_g
 async def test_a_direct_take_that_fails_unforeseen_is_logged_and_left_to_the_reader(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub = Hub(buffer_size=256, send_timeout=5)
-    subscriber = hub.subscribe(["room"])
-    follower = follower_with(hub, known={"room": 0})
-    reader = reader_on()
+    subscriber, follower, reader, inbox = feed_on_room(monkeypatch)
 
     def unforeseen(channel: str, feed_entry: EngineEntry) -> bool:
         raise ArithmeticError("nothing foresaw this")
 
     monkeypatch.setattr(follower, "receive_now", unforeseen)
-    monkeypatch.setattr("eventstream._redis._reader._GATHER", GATHER)
-    inbox = FeedInbox()
     with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="eventstream"):
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.read_feed, inbox, follower)
@@ -241,13 +242,10 @@ async def test_paced_entries_to_a_client_that_stopped_reading_leave_it_behind_as
     # policy leaves it behind once it stalls). Delivered in the feed's task, an
     # entry cannot wait there: the reader's next take waits first, and the
     # entries after it go its way. (Not waited for, the queue grew by every entry.)
-    monkeypatch.setattr("eventstream._redis._reader._GATHER", GATHER)
-    hub = Hub(buffer_size=2, send_timeout=5)
-    subscriber = hub.subscribe(["room"])
+    subscriber, follower, reader, inbox = feed_on_room(monkeypatch, buffer_size=2)
     subscriber.proven = True
     subscriber.sending = True
-    follower = follower_with(hub, known={"room": 0})
-    reader, inbox = reader_on(), FeedInbox()
+    hub = follower.hub
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.read_feed, inbox, follower)

@@ -149,16 +149,11 @@ class EngineFollower:
         if entry.epoch != self.epoch or channel not in self.loaded:
             return False
         known = self.history.last_seq.get(channel)
-        hub = self.hub
-        tracing = hub.tracing
+        tracing = self.hub.tracing
         if known is None or entry.seq != known + 1 or (tracing is not None and tracing.active):
             return False
-        lag = hub.feed_lag
-        if lag is not None:
-            lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
-        delivered = entry.to_history(channel, time.monotonic())
-        self.history.append(delivered)
-        self._owed = hub.put(channel, delivered)
+        self._observe_lag(entry)
+        self._owed = self._put(channel, entry.to_history(channel, time.monotonic()))
         return True
 
     async def receive(self, entries: Sequence[tuple[str, EngineEntry]]) -> None:
@@ -213,9 +208,7 @@ class EngineFollower:
                 entry.seq, channel, self.engine, known,
             )  # fmt: skip
             return
-        lag = self.hub.feed_lag
-        if lag is not None:  # metrics: from the engine's clock at publish to this process's now
-            lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
+        self._observe_lag(entry)
         tracing = self.hub.tracing
         if tracing is None or not tracing.active:
             await self._deliver(channel, entry.to_history(channel, time.monotonic()))
@@ -289,9 +282,18 @@ class EngineFollower:
         with tracing.deliver(channel, entry.id, entry.traceparent):
             await self._deliver(channel, kept)
 
-    async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
+    def _observe_lag(self, entry: EngineEntry) -> None:
+        lag = self.hub.feed_lag
+        if lag is not None:  # metrics: from the engine's clock at publish to this process's now
+            lag.observe(max(0.0, time.time() - entry.published_ms / 1000))
+
+    def _put(self, channel: str, entry: HistoryEntry) -> list[Subscriber] | None:
+        # Kept and queued with no await in between; the full subscribers are the caller's to wait for.
         self.history.append(entry)
-        full = self.hub.put(channel, entry)
+        return self.hub.put(channel, entry)
+
+    async def _deliver(self, channel: str, entry: HistoryEntry) -> None:
+        full = self._put(channel, entry)
         if full:
             await self.hub.wait_for_room(full)
 
