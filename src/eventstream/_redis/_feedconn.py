@@ -30,7 +30,6 @@ from collections.abc import Collection
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from .._base import BrokerError
 from ._endpoint import FeedEndpoint
@@ -208,6 +207,9 @@ class FeedConnection:
     async def _read(self, stream: anyio.abc.ByteStream) -> None:
         parser, book, inbox = self._parser, self._book, self._inbox
         while True:
+            # (A checkpoint: anyio's and trio's sockets yield on every read, even of bytes
+            # already received; TLS yields at least every transport read, up to 64 KiB.
+            # One more here would cost a live message a pass of the event loop.)
             data = await stream.receive()
             self._heard = True
             parser.feed(data)
@@ -218,8 +220,6 @@ class FeedConnection:
             if book.changes:
                 book.changes = False
                 self._wake()
-            # (Bytes already received return at once: let other tasks run between chunks.)
-            await anyio.lowlevel.checkpoint()
 
     def _wake(self) -> None:
         self._changed.set()
