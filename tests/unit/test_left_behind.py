@@ -11,6 +11,7 @@ notice (even from a send the server shields, as hypercorn's trio worker does).
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import anyio
@@ -18,7 +19,7 @@ import pytest
 import trio.testing
 
 from eventstream import EventStream
-from eventstream._core import HistoryEntry, Hub, Subscriber
+from eventstream._core import Channel, HistoryEntry, Hub, Subscriber
 from eventstream.types import Message, Scope
 
 from ..support.helpers import wait_until
@@ -35,6 +36,68 @@ def _entry(channel: str, seq: int) -> HistoryEntry:
 
 def _seqs(subscriber: Subscriber) -> list[int]:
     return [entry.seq for entry in subscriber.queue]
+
+
+def _channel(hub: Hub, name: str) -> Channel:
+    state = hub._channels[name]
+    assert isinstance(state, Channel)
+    return state
+
+
+async def test_a_lone_subscriber_costs_its_channels_no_object_until_it_is_left_behind() -> None:
+    hub = Hub(buffer_size=4, send_timeout=30.0)
+    names = [f"new-{index}" for index in range(64)]
+    gc.collect()
+    before = len(gc.get_objects())
+    paused = hub.subscribe(names)
+    # No container per channel (a flood of streams on new channels would bring its
+    # full collections sooner): the subscriber, its channels' tuple, its queue.
+    assert len(gc.get_objects()) - before < 16
+    paused.sending = True
+    seq = 0
+    while paused.stalled is None:  # it holds more, then it is left behind
+        seq += 1
+        assert hub.put("new-0", _entry("new-0", seq)) is None
+    # Out of every channel's walk, still subscribed to each.
+    assert all(paused not in _channel(hub, name) for name in names)
+    assert dict(hub.statistics().channels) == dict.fromkeys(names, 1)
+    assert hub.put("new-1", _entry("new-1", 1)) is None
+    assert _seqs(paused) == [1, 2, 3, 4]
+    assert paused.skipped
+    # A second subscriber joins a channel: the publishes visit it, not the one left behind.
+    reader = hub.subscribe(["new-1"])
+    assert hub.put("new-1", _entry("new-1", 2)) is None
+    assert (_seqs(reader), _seqs(paused)) == ([2], [1, 2, 3, 4])
+    paused.sending = False
+    paused.take()
+    assert hub.rejoin(paused) is True
+    assert hub.put("new-1", _entry("new-1", 3)) is None
+    assert (_seqs(reader), _seqs(paused)) == ([2, 3], [3])
+    hub.take_vacated()  # (noted from the first call on)
+    hub.unsubscribe(paused)
+    assert dict(hub.statistics().channels) == {"new-1": 1}
+    assert set(hub.take_vacated()) == set(names) - {"new-1"}
+    # Alone there again, live: it gets what is published, then leaves the channel vacated.
+    assert hub.put("new-1", _entry("new-1", 4)) is None
+    assert _seqs(reader) == [2, 3, 4]
+    hub.unsubscribe(reader)
+    assert (dict(hub.statistics().channels), set(hub.take_vacated())) == ({}, {"new-1"})
+
+
+async def test_a_channel_s_subscribers_in_the_order_they_came_whether_it_had_one_or_more() -> None:
+    hub = Hub(buffer_size=4, send_timeout=30.0)
+    first = hub.subscribe(["room"])
+    assert hub.subscriber_count("room") == 1
+    assert hub.statistics().channels == {"room": 1}
+    second, third = hub.subscribe(["room"]), hub.subscribe(["room"])
+    assert hub._members("room") == [first, second, third]
+    hub.unsubscribe(first)
+    lone = hub.subscribe(["hall"])
+    hub.end_channel("hall")
+    assert lone.closed
+    assert hub.subscriber_count("hall") == 0
+    assert hub.put("room", _entry("room", 1)) is None
+    assert (_seqs(first), _seqs(second), _seqs(third)) == ([], [1], [1])
 
 
 async def _is(value: object, expected: object) -> bool:
@@ -58,10 +121,10 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
     assert _seqs(paused) == [1, 2, 3, 4]
     assert paused.skipped
     # Out of both channels' walks, still subscribed to both ("sport" has nobody else).
-    assert paused not in hub._channels["news"]
-    assert paused not in hub._channels["sport"]
-    assert set(hub._channels["news"]) == {reader}  # the walk
-    assert hub._channels["news"].behind == {paused: None}  # apart, still subscribed
+    assert paused not in _channel(hub, "news")
+    assert paused not in _channel(hub, "sport")
+    assert set(_channel(hub, "news")) == {reader}  # the walk
+    assert _channel(hub, "news").behind == {paused: None}  # apart, still subscribed
     assert hub.subscriber_count("news") == 2
     assert hub.subscriber_count("sport") == 1
     assert dict(hub.statistics().channels) == {"news": 2, "sport": 1}
@@ -78,8 +141,8 @@ async def test_a_left_behind_subscriber_is_out_of_the_walk_still_counted_and_hol
     # Proven as it would have been with every entry it held (seq - 1): those were trimmed.
     assert paused.proven is (seq - 1 >= hub.prove_at)
     assert hub.rejoin(paused) is True
-    assert paused in hub._channels["news"]
-    assert paused in hub._channels["sport"]
+    assert paused in _channel(hub, "news")
+    assert paused in _channel(hub, "sport")
     assert hub.put("sport", _entry("sport", 1000)) is None
     assert _seqs(paused) == [1000]
     assert dict(hub.statistics().channels) == {"news": 2, "sport": 1}

@@ -52,8 +52,14 @@ class Hub:
         self.overfill: int = max(buffer_size, _YIELD_EVERY) * OVERFILL
         #: What it must hold when its connection takes to be proven (see Subscriber.prove_at).
         self.prove_at: int = 2 * (buffer_size + _YIELD_EVERY)
-        #: Every channel somebody is subscribed to (live or left behind), by name.
-        self._channels: dict[str, Channel] = {}
+        #: Every channel somebody is subscribed to (live or left behind), by name: the
+        #: subscriber itself while it is alone there and live (most channels of a
+        #: per-user stream), else a :class:`Channel`. A channel costs no object of its
+        #: own until a second subscriber comes or its subscriber is left behind: under
+        #: a flood of streams on new channels, tens of thousands a second live as long
+        #: as their stream, long enough to reach the garbage collector's oldest
+        #: generation (and set off its full passes, which hold up every delivery).
+        self._channels: dict[str, Channel | Subscriber] = {}
         #: ``subscribed(channel)``: somebody is subscribed to ``channel`` (live or left behind), so
         #: its name was checked then. The dict's own membership test: every publish asks it.
         self.subscribed: Callable[[str], bool] = self._channels.__contains__
@@ -99,10 +105,15 @@ class Hub:
         subscriber = Subscriber(tuple(channels))
         known = self._channels
         for name in subscriber.channels:
-            channel = known.get(name)
-            if channel is None:
+            state = known.get(name)
+            if state is None:
+                known[name] = subscriber  # alone there
+            elif isinstance(state, Channel):
+                state[subscriber] = None
+            else:
                 channel = known[name] = Channel()
-            channel[subscriber] = None
+                channel[state] = None  # (the first comes first: a publish visits it first)
+                channel[subscriber] = None
         self._subscribers.add(subscriber)
         return subscriber
 
@@ -116,14 +127,18 @@ class Hub:
         if subscriber not in self._subscribers:
             return
         self._subscribers.discard(subscriber)
+        known = self._channels
         for name in subscriber.channels:
-            channel = self._channels.get(name)
-            if channel is not None:
-                channel.remove(subscriber)
-                if not channel and channel.behind is None:
-                    del self._channels[name]
-                    if self._vacated is not None:
-                        self._vacated[name] = None
+            state = known.get(name)
+            if isinstance(state, Channel):
+                state.remove(subscriber)
+                if state or state.behind is not None:
+                    continue
+            elif state is not subscriber:
+                continue
+            del known[name]
+            if self._vacated is not None:
+                self._vacated[name] = None
         stalled = subscriber.stalled if subscriber.stalled is not None else subscriber.full_since
         if stalled is not None:
             if now is None:
@@ -157,8 +172,7 @@ class Hub:
 
     def end_channel(self, channel: str) -> None:
         """End every subscription to ``channel``, live or left behind (each stream after its queue)."""
-        state = self._channels.get(channel)
-        for subscriber in state.members() if state is not None else ():
+        for subscriber in self._members(channel):
             self.unsubscribe(subscriber)
 
     def count_delivered(self, count: int) -> None:
@@ -172,8 +186,7 @@ class Hub:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
         if channel is None:
             return len(self._subscribers)
-        state = self._channels.get(channel)
-        return 0 if state is None else state.count()
+        return len(self._members(channel))
 
     def take_vacated(self) -> dict[str, None]:
         """The channels whose last subscriber left since the last call (as keys), noted from the
@@ -185,10 +198,26 @@ class Hub:
         """The channels somebody is subscribed to (live or left behind): a live view."""
         return self._channels.keys()
 
+    def _members(self, channel: str) -> list[Subscriber]:
+        """The subscribers of ``channel``, live or left behind."""
+        state = self._channels.get(channel)
+        if state is None:
+            return []
+        return state.members() if isinstance(state, Channel) else [state]
+
+    def _channel(self, name: str) -> Channel | None:
+        """The :class:`Channel` of ``name``, made for its lone subscriber if it has none yet."""
+        state = self._channels.get(name)
+        if state is None or isinstance(state, Channel):
+            return state
+        channel = self._channels[name] = Channel()
+        channel[state] = None
+        return channel
+
     def statistics(self) -> EventStreamStatistics:
         return EventStreamStatistics(
             subscribers=len(self._subscribers),
-            channels=types.MappingProxyType({name: state.count() for name, state in self._channels.items()}),
+            channels=types.MappingProxyType({name: len(self._members(name)) for name in self._channels}),
             events_published=self.published,
             events_delivered=self.delivered,
             subscribers_dropped=self.dropped,
@@ -261,9 +290,13 @@ class Hub:
         state = self._channels.get(channel)
         if state is None:
             return None  # nobody listens: constant time, whatever else is connected
-        if state.unmarked is not None:
-            state.mark_skipped()  # left behind since the last publish: this one skips them
-        members = state  # (its live subscribers) those left behind catch up from history
+        members: Channel | tuple[Subscriber]
+        if isinstance(state, Channel):
+            if state.unmarked is not None:
+                state.mark_skipped()  # left behind since the last publish: this one skips them
+            members = state  # (its live subscribers) those left behind catch up from history
+        else:
+            members = (state,)  # alone there, and live
         capacity = self.buffer_size
         full: list[Subscriber] | None = None
         left: list[tuple[Subscriber, float]] | None = None
@@ -374,7 +407,7 @@ class Hub:
         self.left_behind += 1  # metrics
         subscriber.skipped = subscriber.skipped or skipped
         for name in subscriber.channels:
-            channel = self._channels.get(name)
+            channel = self._channel(name)  # (alone there: publishes must skip it too)
             if channel is not None:
                 channel.leave_behind(subscriber, skipped)
         scope = subscriber.cancel_scope
@@ -401,7 +434,7 @@ class Hub:
         subscriber.stalled = None
         for name in subscriber.channels:
             channel = self._channels.get(name)
-            if channel is not None:
+            if isinstance(channel, Channel):  # (a lone subscriber there is live already)
                 channel.rejoin(subscriber)
         skipped, subscriber.skipped = subscriber.skipped, False
         scope = subscriber.cancel_scope

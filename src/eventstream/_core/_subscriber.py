@@ -5,7 +5,8 @@ the queue the hub appends to, the waiter the connection sleeps on, and the
 state of the slow-consumer policy (left behind, proven to read, ...). A
 :class:`Channel` holds a channel's subscribers in two sets: the live ones,
 which a publish visits, and those left behind, which it does not (they catch
-up from history when they rejoin). :class:`EventStreamStatistics` is the
+up from history when they rejoin); a channel with a single subscriber, live,
+has none (the hub holds the subscriber itself). :class:`EventStreamStatistics` is the
 snapshot of the hub's counts and counters that the stream hands out.
 """
 
@@ -163,9 +164,8 @@ class Channel(dict["Subscriber", None]):
     A publish visits the live ones only (iterating the channel, and its
     ``len()``, cover them alone); :meth:`count` covers both: a channel whose
     subscribers are all left behind is still subscribed. One object per
-    channel, not a record and a dict: under a flood of new streams, tens of
-    thousands a second live as long as their stream, long enough to reach
-    the garbage collector's oldest generation.
+    channel, not a record and a dict, and only for a channel with more than
+    one subscriber or one left behind (see the hub's ``_channels``).
     """
 
     __slots__ = ("behind", "unmarked")
