@@ -31,6 +31,7 @@ from collections.abc import Collection
 import anyio
 import anyio.abc
 
+from .._backends._pushed import deliver
 from .._base import BrokerError
 from ._endpoint import FeedEndpoint
 from ._feed import FeedInbox
@@ -205,21 +206,21 @@ class FeedConnection:
                 return
 
     async def _read(self, stream: anyio.abc.ByteStream) -> None:
+        # Each chunk is taken in as it comes: on asyncio in the transport's callback, in
+        # the pass of the event loop that read it (``_backends/_pushed.py``).
+        await deliver(stream, self._take)
+
+    def _take(self, data: bytes) -> None:
+        self._heard = True
         parser, book, inbox = self._parser, self._book, self._inbox
-        while True:
-            # (A checkpoint: anyio's and trio's sockets yield on every read, even of bytes
-            # already received; TLS yields at least every transport read, up to 64 KiB.
-            # One more here would cost a live message a pass of the event loop.)
-            data = await stream.receive()
-            self._heard = True
-            parser.feed(data)
-            while (reply := parser.next_reply()) is not NEED_DATA:
-                message = book.take(reply)
-                if message is not None:
-                    inbox.push(message)
-            if book.changes:
-                book.changes = False
-                self._wake()
+        parser.feed(data)
+        while (reply := parser.next_reply()) is not NEED_DATA:
+            message = book.take(reply)
+            if message is not None:
+                inbox.push(message)
+        if book.changes:
+            book.changes = False
+            self._wake()
 
     def _wake(self) -> None:
         self._changed.set()

@@ -15,6 +15,7 @@ import ssl
 import anyio
 import anyio.abc
 
+from .._backends._pushed import connect_pushed
 from .._base import BrokerError
 from ._endpoint import FeedEndpoint
 from ._resp import NEED_DATA, ErrorReply, RespError, RespParser, command
@@ -43,7 +44,8 @@ async def open_feed(
 ) -> tuple[anyio.abc.ByteStream, RespParser]:
     """Connect to ``endpoint`` (with TLS when ``context`` is given) and log in.
 
-    Returns the stream, and its parser (which holds whatever the engine sent after the login's reply).
+    Returns the stream (to be read with :func:`~eventstream._backends._pushed.deliver`), and its
+    parser (which holds whatever the engine sent after the login's reply).
 
     Raises:
         Refused: the engine refused the login, or its TLS certificate is not trusted.
@@ -55,13 +57,7 @@ async def open_feed(
     parser = RespParser(max_bulk=MAX_MESSAGE)
     try:
         with anyio.fail_after(request_timeout):
-            stream: anyio.abc.ByteStream
-            if context is None:
-                stream = await anyio.connect_tcp(endpoint.host, endpoint.port)
-            else:
-                stream = await anyio.connect_tcp(
-                    endpoint.host, endpoint.port, ssl_context=context, tls_standard_compatible=False
-                )
+            stream = await connect_pushed(endpoint.host, endpoint.port, context)
             try:
                 if endpoint.password is not None:
                     login = (

@@ -1,0 +1,224 @@
+"""A TCP (or TLS) stream whose bytes can be handed to a function as they arrive.
+
+:func:`connect_pushed` opens one: an ordinary anyio byte stream (``send``,
+``receive``), for instance to log in. :func:`deliver` then hands every chunk
+that comes to a plain function, until the connection is lost.
+
+On asyncio the function runs in the transport's own callback, in the pass of
+the event loop that read the bytes; a reading task would only wake a pass
+later, and under load a pass of the loop takes milliseconds (the broker's feed
+reads this way: a live message reaches its subscribers' queues a pass
+sooner). There it runs in a copy of the delivering task's context, told that
+asyncio runs (anyio's calls work there as in the task). On trio, and on any
+other stream, the delivering task reads and calls it after each read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import ssl
+from collections.abc import Callable
+from typing import NoReturn, cast
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from ._library import declare_running_library
+
+__all__ = ["connect_pushed", "deliver"]
+
+#: What a stream buffers before :func:`deliver` at most, as anyio's own streams do (one read).
+_BUFFERED = 65536
+
+Sink = Callable[[bytes], None]
+
+
+async def connect_pushed(host: str, port: int, ssl_context: ssl.SSLContext | None) -> anyio.abc.ByteStream:
+    """Connect to ``host``:``port`` (with TLS, checking the certificate against ``host``, when
+    ``ssl_context`` is given).
+
+    Raises:
+        OSError: the connection failed (``ssl.SSLError`` for TLS, its
+            ``SSLCertVerificationError`` for a certificate not trusted).
+
+    Cancellation: nothing stays open.
+    """
+    native = anyio.lowlevel.current_token().native_token
+    if not isinstance(native, asyncio.AbstractEventLoop):
+        if ssl_context is None:
+            return await anyio.connect_tcp(host, port)
+        return await anyio.connect_tcp(host, port, ssl_context=ssl_context, tls_standard_compatible=False)
+    transport, protocol = await native.create_connection(
+        _Protocol, host, port, ssl=ssl_context, server_hostname=host if ssl_context is not None else None
+    )
+    return _AsyncioPushed(transport, protocol)
+
+
+async def deliver(stream: anyio.abc.ByteStream, sink: Sink) -> NoReturn:
+    """Hand every chunk ``stream`` receives to ``sink``, in order, until the connection is lost.
+
+    Raises:
+        anyio.EndOfStream: the peer closed the connection.
+        anyio.BrokenResourceError: the connection failed.
+        anyio.ClosedResourceError: the stream was closed.
+        Exception: what ``sink`` raised (the connection is then closed).
+
+    Cancellation: stops delivering; what comes next waits for the next reader.
+    """
+    if isinstance(stream, _AsyncioPushed):
+        await stream.deliver(sink)
+    while True:
+        data = await stream.receive()
+        try:
+            sink(data)
+        except Exception:
+            await anyio.aclose_forcefully(stream)
+            raise
+
+
+class _Protocol(asyncio.Protocol):
+    """The transport's side: buffers, or hands over, what is read; tells how the connection ended."""
+
+    def __init__(self) -> None:
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        #: What each chunk goes to while delivering (in ``context``), instead of the buffer.
+        self.sink: Sink | None = None
+        self.context: contextvars.Context | None = None
+        #: What the sink raised (the connection is then closed).
+        self.failure: Exception | None = None
+        #: Done when the connection is over: None for an end of stream, else what broke it.
+        self.ended: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.readable: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # (uvloop's TLS one is not a subclass)
+
+    def data_received(self, data: bytes) -> None:
+        sink, context = self.sink, self.context
+        if sink is not None and context is not None:
+            try:
+                context.run(sink, data)
+            except Exception as exc:  # (for deliver to raise)
+                self.failure = exc
+                self.transport.abort()
+            return
+        self.chunks.append(bytes(data))
+        self.buffered += len(data)
+        if self.buffered >= _BUFFERED:
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._end(None)
+        return False  # (the transport closes itself)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.drained is None:
+            self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _end(self, exc: Exception | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(exc)
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        readable, self.readable = self.readable, None
+        if readable is not None and not readable.done():
+            readable.set_result(None)
+
+
+class _AsyncioPushed(anyio.abc.ByteStream):
+    """asyncio: a byte stream over a transport of its own (see the module's docstring)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    def _raise_ended(self) -> NoReturn:
+        protocol = self._protocol
+        if protocol.failure is not None:
+            raise protocol.failure
+        if self._closed:
+            raise anyio.ClosedResourceError
+        exc = protocol.ended.result() if protocol.ended.done() else None
+        if exc is None:
+            raise anyio.EndOfStream
+        raise anyio.BrokenResourceError from exc
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        if not protocol.chunks:
+            while not protocol.chunks:
+                if protocol.ended.done() or self._closed:
+                    self._raise_ended()
+                protocol.readable = asyncio.get_running_loop().create_future()
+                await protocol.readable
+        else:
+            await anyio.lowlevel.checkpoint()
+        chunk = protocol.chunks.popleft()
+        if len(chunk) > max_bytes:
+            protocol.chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        protocol.buffered -= len(chunk)
+        if protocol.buffered < _BUFFERED and not self._transport.is_closing():
+            self._transport.resume_reading()
+        return chunk
+
+    async def deliver(self, sink: Sink) -> NoReturn:
+        protocol = self._protocol
+        context = contextvars.copy_context()
+        context.run(declare_running_library)  # (anyio's calls in the sink find asyncio at once)
+        try:
+            while protocol.chunks:  # what came before
+                chunk = protocol.chunks.popleft()
+                protocol.buffered -= len(chunk)
+                context.run(sink, chunk)
+            if not self._closed and not self._transport.is_closing():
+                protocol.sink, protocol.context = sink, context
+                self._transport.resume_reading()
+                await asyncio.shield(protocol.ended)
+            self._raise_ended()
+        finally:
+            protocol.sink = protocol.context = None
+
+    async def send(self, item: bytes) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._transport.is_closing():
+            raise anyio.BrokenResourceError
+        self._transport.write(item)
+        drained = self._protocol.drained
+        if drained is not None:
+            await asyncio.shield(drained)
+
+    async def send_eof(self) -> None:
+        self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.close()
+        try:
+            await anyio.lowlevel.checkpoint()
+        finally:
+            transport.abort()

@@ -1,0 +1,134 @@
+"""A stream whose bytes go to a function as they arrive (``_backends/_pushed.py``), over real sockets.
+
+The broker's feed reads this way. On asyncio the function runs in the
+transport's callback, the pass of the event loop that read the bytes (no task
+wakes for them), where anyio's calls still work; on trio the delivering task
+calls it after each read. Either way: every byte in order, what came before
+the delivery included, and a clear end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import pytest
+
+from eventstream._backends._pushed import connect_pushed, deliver
+
+from ..support.helpers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def connected() -> AsyncIterator[tuple[anyio.abc.ByteStream, anyio.abc.SocketStream]]:
+    """A pushed stream to a listener on 127.0.0.1, and the listener's side of it."""
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        accepted: list[anyio.abc.SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listener.listeners[0].accept())  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept)
+            stream = await connect_pushed("127.0.0.1", port, None)
+        async with accepted[0] as server, stream:
+            yield stream, server
+
+
+async def has(got: bytearray, expected: bytes) -> bool:
+    return bytes(got) == expected
+
+
+async def test_every_byte_reaches_the_sink_in_order_what_came_before_the_delivery_included() -> None:
+    got = bytearray()
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            await server.send(b"+OK\r\n")
+            assert await stream.receive() == b"+OK\r\n"  # read as any stream, first
+            await server.send(b"before ")
+            ended: list[BaseException] = []
+
+            async def delivering() -> None:
+                try:
+                    await deliver(stream, got.extend)
+                except anyio.EndOfStream as exc:
+                    ended.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(delivering)
+                for word in (b"one ", b"two ", b"three"):
+                    await server.send(word)
+                await wait_until(lambda: has(got, b"before one two three"))
+                await server.aclose()  # the peer ends the stream: the delivery ends with EndOfStream
+            assert len(ended) == 1
+    assert bytes(got) == b"before one two three"
+
+
+async def test_the_sink_runs_as_the_bytes_are_read_and_anyio_works_there(anyio_backend: str) -> None:
+    calls: list[bool] = []
+
+    def sink(data: bytes) -> None:
+        # anyio's calls find the running library (else the delivery would raise)
+        anyio.Event().set()
+        anyio.current_time()
+        calls.append(asyncio.current_task() is not None if anyio_backend == "asyncio" else True)
+
+    with anyio.fail_after(10):
+        async with connected() as (stream, server), anyio.create_task_group() as tg:
+            tg.start_soon(deliver, stream, sink)
+            await server.send(b"x")
+
+            async def called() -> bool:
+                return bool(calls)
+
+            await wait_until(called)
+            tg.cancel_scope.cancel()
+    # On asyncio in the transport's callback, no task woken for it; on trio in the delivering task.
+    assert calls == [anyio_backend != "asyncio"]
+
+
+async def test_a_sink_that_raises_ends_the_delivery_with_its_error_and_the_connection() -> None:
+    def sink(data: bytes) -> None:
+        raise ValueError(f"not what was expected: {data!r}")
+
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            await server.send(b"junk")
+            with pytest.raises(ValueError, match="junk"):
+                await deliver(stream, sink)
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                await server.receive()  # the listener's side sees the connection end
+
+
+async def test_a_delivery_cancelled_leaves_what_comes_next_to_the_next_one() -> None:
+    got = bytearray()
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(deliver, stream, got.extend)
+                await server.send(b"first ")
+                await wait_until(lambda: has(got, b"first "))
+                tg.cancel_scope.cancel()
+            await server.send(b"second")  # nobody delivers: it waits
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(deliver, stream, got.extend)
+                await wait_until(lambda: has(got, b"first second"))
+                tg.cancel_scope.cancel()
+
+
+async def test_sending_and_closing() -> None:
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            await stream.send(b"PING\r\n")
+            assert await server.receive() == b"PING\r\n"
+            await stream.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.send(b"PING\r\n")
+            with pytest.raises(anyio.ClosedResourceError):
+                await deliver(stream, lambda data: None)
