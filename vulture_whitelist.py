@@ -14,6 +14,7 @@ from eventstream import (
     Publisher,
     SubscriberLag,
 )
+from eventstream._backends._pushed import _AsyncioPushed, _Protocol
 from eventstream._backends._trio import _TrioWaiter
 from eventstream._lifecycle._loop import _Call
 from eventstream.auth import JWKSFetcher, JWTAuthorizer
@@ -53,3 +54,12 @@ _Call.task._log_destroy_pending
 
 # trio calls a wait_task_rescheduled abort function with raise_cancel (unused: the wait just ends).
 _TrioWaiter._abort.raise_cancel
+
+# asyncio calls a protocol's callbacks; anyio's ByteStream requires send_eof.
+_Protocol.connection_made
+_Protocol.data_received
+_Protocol.eof_received
+_Protocol.connection_lost
+_Protocol.pause_writing
+_Protocol.resume_writing
+_AsyncioPushed.send_eof
