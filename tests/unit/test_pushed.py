@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from eventstream._backends._pushed import connect_pushed, deliver
@@ -120,6 +121,52 @@ async def test_a_delivery_cancelled_leaves_what_comes_next_to_the_next_one() -> 
                 tg.start_soon(deliver, stream, got.extend)
                 await wait_until(lambda: has(got, b"first second"))
                 tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+        pytest.param("trio", id="trio"),
+    ],
+)
+async def test_a_flood_is_handed_over_a_pass_s_worth_at_a_time() -> None:
+    # A loop may read megabytes in one pass (uvloop: up to 32 reads of 256 kB): handed to the
+    # function at once, a hostile engine's flood would hold the loop that long, pass after pass.
+    passes = 0
+    per_pass: dict[int, int] = {}
+    flood = b"x" * (4 * 1024 * 1024)
+
+    def sink(data: bytes) -> None:
+        per_pass[passes] = per_pass.get(passes, 0) + len(data)
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            await anyio.lowlevel.checkpoint()
+            passes += 1
+
+    async def all_in() -> bool:
+        return sum(per_pass.values()) == len(flood)
+
+    with anyio.fail_after(20):
+        async with connected() as (stream, server), anyio.create_task_group() as tg:
+            tg.start_soon(count_passes)
+            tg.start_soon(deliver, stream, sink)
+            await server.send(flood)
+            await wait_until(all_in)
+            tg.cancel_scope.cancel()
+    assert max(per_pass.values()) <= 2 * 65536
+    assert len(per_pass) >= len(flood) // (2 * 65536)
+
+
+async def test_nobody_listening_is_an_os_error() -> None:
+    with anyio.fail_after(10):
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        with pytest.raises(OSError):  # (closed: nobody listens there now)
+            await connect_pushed("127.0.0.1", port, None)
 
 
 async def test_sending_and_closing() -> None:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import socket
 import ssl
 from collections.abc import Callable
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 import anyio.abc
@@ -32,6 +33,13 @@ __all__ = ["connect_pushed", "deliver"]
 
 #: What a stream buffers before :func:`deliver` at most, as anyio's own streams do (one read).
 _BUFFERED = 65536
+#: What the function is handed in one pass of the event loop at most: past it, reading pauses
+#: until the next pass (a loop may read megabytes in one pass: uvloop reads up to 32 times
+#: 256 kB), and what was read beyond it waits for that pass. A flood on the connection then
+#: holds the loop for one chunk's handling per pass, as a reading task would.
+_PER_PASS = 65536
+#: Seconds between the starts of two connection attempts to an address each (RFC 8305).
+_NEXT_ADDRESS_AFTER = 0.25
 
 Sink = Callable[[bytes], None]
 
@@ -51,10 +59,65 @@ async def connect_pushed(host: str, port: int, ssl_context: ssl.SSLContext | Non
         if ssl_context is None:
             return await anyio.connect_tcp(host, port)
         return await anyio.connect_tcp(host, port, ssl_context=ssl_context, tls_standard_compatible=False)
-    transport, protocol = await native.create_connection(
-        _Protocol, host, port, ssl=ssl_context, server_hostname=host if ssl_context is not None else None
-    )
+    sock = await _connect_socket(native, host, port)
+    try:
+        transport, protocol = await native.create_connection(
+            _Protocol, sock=sock, ssl=ssl_context, server_hostname=host if ssl_context is not None else None
+        )
+    except BaseException:
+        sock.close()
+        raise
     return _AsyncioPushed(transport, protocol)
+
+
+async def _connect_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    # The host's addresses tried in turn, each started _NEXT_ADDRESS_AFTER after the one before
+    # (or at once when it failed): an address that drops packets delays the next by that much,
+    # not by the system's connect timeout. The first connected wins; the others are closed.
+    addresses = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    connected: list[socket.socket] = []
+    errors: list[OSError] = []
+    left = len(addresses)
+
+    async def set_later(event: anyio.Event) -> None:
+        await anyio.sleep(_NEXT_ADDRESS_AFTER)
+        event.set()
+
+    async def attempt(family: int, address: Any, turn: anyio.Event, next_turn: anyio.Event) -> None:
+        nonlocal left
+        await turn.wait()
+        tg.start_soon(set_later, next_turn)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            left -= 1
+            next_turn.set()  # (the next address at once)
+            if not left:
+                tg.cancel_scope.cancel()  # (every one failed: no timer to wait for)
+            return
+        except BaseException:
+            sock.close()
+            raise
+        connected.append(sock)
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        turn = anyio.Event()
+        turn.set()
+        for family, _, _, _, address in addresses:
+            next_turn = anyio.Event()
+            tg.start_soon(attempt, family, address, turn, next_turn)
+            turn = next_turn
+    for extra in connected[1:]:
+        extra.close()
+    if not connected:
+        raise OSError(f"cannot connect to {host}:{port}: {errors[-1] if errors else 'no address'}")
+    return connected[0]
 
 
 async def deliver(stream: anyio.abc.ByteStream, sink: Sink) -> NoReturn:
@@ -91,27 +154,65 @@ class _Protocol(asyncio.Protocol):
         #: What the sink raised (the connection is then closed).
         self.failure: Exception | None = None
         #: Done when the connection is over: None for an end of stream, else what broke it.
-        self.ended: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[Exception | None] = self.loop.create_future()
         self.readable: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
+        #: Bytes handed over since reading last paused; reading paused until the next pass.
+        self.taken = 0
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)  # (uvloop's TLS one is not a subclass)
 
     def data_received(self, data: bytes) -> None:
-        sink, context = self.sink, self.context
-        if sink is not None and context is not None:
-            try:
-                context.run(sink, data)
-            except Exception as exc:  # (for deliver to raise)
-                self.failure = exc
-                self.transport.abort()
+        if self.sink is not None and not self.chunks:
+            self._hand_over(data)
             return
-        self.chunks.append(bytes(data))
-        self.buffered += len(data)
-        if self.buffered >= _BUFFERED:
+        self._keep(bytes(data))  # (no sink yet, or behind what waits for the next pass)
+        if self.sink is None and self.buffered >= _BUFFERED:
             self.transport.pause_reading()
         self._wake_reader()
+
+    def _keep(self, data: bytes, *, first: bool = False) -> None:
+        if first:
+            self.chunks.appendleft(data)
+        else:
+            self.chunks.append(data)
+        self.buffered += len(data)
+
+    def _hand_over(self, data: bytes) -> None:
+        # Up to what is left of this pass's budget; the rest waits, first, for the next pass.
+        sink, context = self.sink, self.context
+        if sink is None or context is None:
+            self._keep(bytes(data))
+            return
+        room = _PER_PASS - self.taken
+        if len(data) > room:
+            self._keep(bytes(data[room:]), first=True)
+            data = data[:room]
+        self.taken += len(data)
+        try:
+            context.run(sink, data)
+        except Exception as exc:  # (for deliver to raise)
+            self.failure = exc
+            self.transport.abort()
+            return
+        if self.taken >= _PER_PASS and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+            self.loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        """Hand over what waits, up to a pass's budget; read on if it is not spent."""
+        self.paused = False
+        self.taken = 0
+        while self.chunks and self.sink is not None and self.failure is None and not self.paused:
+            chunk = self.chunks.popleft()
+            self.buffered -= len(chunk)
+            self._hand_over(chunk)
+        if not self.paused and self.sink is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self._end(None)
@@ -183,31 +284,36 @@ class _AsyncioPushed(anyio.abc.ByteStream):
 
     async def deliver(self, sink: Sink) -> NoReturn:
         protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
         context = contextvars.copy_context()
         context.run(declare_running_library)  # (anyio's calls in the sink find asyncio at once)
+        protocol.sink, protocol.context = sink, context
         try:
-            while protocol.chunks:  # what came before
+            protocol.pump()  # what came before (a pass's worth), then what comes
+            await asyncio.shield(protocol.ended)
+            while protocol.chunks and protocol.failure is None:  # what came before the end
                 chunk = protocol.chunks.popleft()
                 protocol.buffered -= len(chunk)
                 context.run(sink, chunk)
-            if not self._closed and not self._transport.is_closing():
-                protocol.sink, protocol.context = sink, context
-                self._transport.resume_reading()
-                await asyncio.shield(protocol.ended)
             self._raise_ended()
         finally:
             protocol.sink = protocol.context = None
 
     async def send(self, item: bytes) -> None:
-        await anyio.lowlevel.checkpoint()
+        # Written before any checkpoint: cancelled there, it is on its way all the same.
         if self._closed:
             raise anyio.ClosedResourceError
         if self._transport.is_closing():
             raise anyio.BrokenResourceError
         self._transport.write(item)
         drained = self._protocol.drained
-        if drained is not None:
-            await asyncio.shield(drained)
+        if drained is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        await asyncio.shield(drained)
+        if self._protocol.ended.done():  # (lost before its bytes left)
+            raise anyio.BrokenResourceError
 
     async def send_eof(self) -> None:
         self._transport.write_eof()

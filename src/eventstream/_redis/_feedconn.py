@@ -191,10 +191,12 @@ class FeedConnection:
             await anyio.sleep(self._idle)
             if self._heard:
                 continue
-            async with self._send_lock:
-                self._book.sent(1, [], subscribe=False)
-                with contextlib.suppress(*LOST):
-                    await stream.send(command("PING"))
+            # (An engine that stopped reading holds the send: given up at the timeout too.)
+            with anyio.move_on_after(self._timeout):
+                async with self._send_lock:
+                    self._book.sent(1, [], subscribe=False)
+                    with contextlib.suppress(*LOST):
+                        await stream.send(command("PING"))
             await anyio.sleep(self._timeout)
             if not self._heard:
                 logger.warning(
