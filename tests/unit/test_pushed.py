@@ -165,7 +165,7 @@ async def test_nobody_listening_is_an_os_error() -> None:
     with anyio.fail_after(10):
         async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
             port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        with pytest.raises(OSError):  # (closed: nobody listens there now)
+        with pytest.raises(OSError, match="connect"):  # (closed: nobody listens there now)
             await connect_pushed("127.0.0.1", port, None)
 
 
