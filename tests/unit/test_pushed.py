@@ -10,6 +10,7 @@ the delivery included, and a clear end.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +19,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from eventstream._backends._pushed import connect_pushed, deliver
+from eventstream._backends._pushed import connect_first, connect_pushed, deliver
 
 from ..support.helpers import wait_until
 
@@ -167,6 +168,23 @@ async def test_nobody_listening_is_an_os_error() -> None:
             port = listener.extra(anyio.abc.SocketAttribute.local_port)
         with pytest.raises(OSError, match="connect"):  # (closed: nobody listens there now)
             await connect_pushed("127.0.0.1", port, None)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # (on trio anyio connects)
+async def test_of_a_host_s_addresses_the_first_that_answers_is_connected() -> None:
+    loop = asyncio.get_running_loop()
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as gone:
+        refused = gone.extra(anyio.abc.SocketAttribute.local_port)
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        with anyio.fail_after(10):
+            sock = await connect_first(
+                loop, [(socket.AF_INET, ("127.0.0.1", refused)), (socket.AF_INET, ("127.0.0.1", port))]
+            )
+        with sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        with anyio.fail_after(10), pytest.raises(OSError, match="cannot connect"):
+            await connect_first(loop, [(socket.AF_INET, ("127.0.0.1", refused))] * 2)
 
 
 async def test_sending_and_closing() -> None:

@@ -29,7 +29,7 @@ import anyio.lowlevel
 
 from ._library import declare_running_library
 
-__all__ = ["connect_pushed", "deliver"]
+__all__ = ["connect_first", "connect_pushed", "deliver"]
 
 #: What a stream buffers before :func:`deliver` at most, as anyio's own streams do (one read).
 _BUFFERED = 65536
@@ -59,7 +59,8 @@ async def connect_pushed(host: str, port: int, ssl_context: ssl.SSLContext | Non
         if ssl_context is None:
             return await anyio.connect_tcp(host, port)
         return await anyio.connect_tcp(host, port, ssl_context=ssl_context, tls_standard_compatible=False)
-    sock = await _connect_socket(native, host, port)
+    addresses = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    sock = await connect_first(native, [(family, address) for family, _, _, _, address in addresses])
     try:
         transport, protocol = await native.create_connection(
             _Protocol, sock=sock, ssl=ssl_context, server_hostname=host if ssl_context is not None else None
@@ -70,11 +71,19 @@ async def connect_pushed(host: str, port: int, ssl_context: ssl.SSLContext | Non
     return _AsyncioPushed(transport, protocol)
 
 
-async def _connect_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    # The host's addresses tried in turn, each started _NEXT_ADDRESS_AFTER after the one before
-    # (or at once when it failed): an address that drops packets delays the next by that much,
-    # not by the system's connect timeout. The first connected wins; the others are closed.
-    addresses = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+async def connect_first(loop: asyncio.AbstractEventLoop, addresses: list[tuple[int, Any]]) -> socket.socket:
+    """A socket connected to the first of ``addresses`` (``(family, address)`` each) that answers.
+
+    They are tried in turn, each started :data:`_NEXT_ADDRESS_AFTER` after the one
+    before, or at once when that one failed (RFC 8305): an address that drops
+    packets delays the next by that much, not by the system's connect timeout.
+    The first connected wins; the others are closed.
+
+    Raises:
+        OSError: none could be connected (the last one's error in its text).
+
+    Cancellation: no socket stays open.
+    """
     connected: list[socket.socket] = []
     errors: list[OSError] = []
     left = len(addresses)
@@ -106,17 +115,22 @@ async def _connect_socket(loop: asyncio.AbstractEventLoop, host: str, port: int)
         connected.append(sock)
         tg.cancel_scope.cancel()
 
-    async with anyio.create_task_group() as tg:
-        turn = anyio.Event()
-        turn.set()
-        for family, _, _, _, address in addresses:
-            next_turn = anyio.Event()
-            tg.start_soon(attempt, family, address, turn, next_turn)
-            turn = next_turn
+    try:
+        async with anyio.create_task_group() as tg:
+            turn = anyio.Event()
+            turn.set()
+            for family, address in addresses:
+                next_turn = anyio.Event()
+                tg.start_soon(attempt, family, address, turn, next_turn)
+                turn = next_turn
+    except BaseException:
+        for sock in connected:
+            sock.close()
+        raise
     for extra in connected[1:]:
         extra.close()
     if not connected:
-        raise OSError(f"cannot connect to {host}:{port}: {errors[-1] if errors else 'no address'}")
+        raise OSError(f"cannot connect: {errors[-1] if errors else 'no address'}")
     return connected[0]
 
 
