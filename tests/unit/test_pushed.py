@@ -187,6 +187,60 @@ async def test_of_a_host_s_addresses_the_first_that_answers_is_connected() -> No
             await connect_first(loop, [(socket.AF_INET, ("127.0.0.1", refused))] * 2)
 
 
+async def read_to_end(stream: anyio.abc.ByteStream) -> bytes:
+    data = bytearray()
+    try:
+        while True:
+            data += await stream.receive()
+    except anyio.EndOfStream:
+        return bytes(data)
+
+
+async def test_read_as_any_stream_up_to_max_bytes_then_its_end() -> None:
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            await server.send(b"abcdef")
+            await server.aclose()
+            first = await stream.receive(2)
+            rest = await read_to_end(stream)
+    assert (first, rest) == (b"ab", b"cdef")
+
+
+async def test_what_came_before_the_end_is_delivered_before_the_end() -> None:
+    got = bytearray()
+
+    async def ended(stream: anyio.abc.ByteStream) -> bool:
+        protocol = getattr(stream, "_protocol", None)  # (asyncio: the end has been read)
+        return protocol is None or protocol.ended.done()
+
+    with anyio.fail_after(10):
+        async with connected() as (stream, server):
+            await server.send(b"last words")
+            await server.aclose()
+            await wait_until(lambda: ended(stream))
+            with pytest.raises(anyio.EndOfStream):
+                await deliver(stream, got.extend)
+    assert bytes(got) == b"last words"
+
+
+async def test_a_send_waits_for_room_and_the_peer_gets_every_byte() -> None:
+    sent = b"y" * (16 * 1024 * 1024)  # (more than the sockets' buffers hold)
+    got = bytearray()
+    with anyio.fail_after(20):
+        async with connected() as (stream, server):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stream.send, sent)
+                while len(got) < len(sent):
+                    got += await server.receive()
+            await stream.send_eof()  # the peer sees the end of what was sent
+            with pytest.raises(anyio.EndOfStream):
+                await server.receive()
+            await stream.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.receive()
+    assert got == sent
+
+
 async def test_sending_and_closing() -> None:
     with anyio.fail_after(10):
         async with connected() as (stream, server):
