@@ -167,8 +167,8 @@ class _Protocol(asyncio.Protocol):
         self.context: contextvars.Context | None = None
         #: What the sink raised (the connection is then closed).
         self.failure: Exception | None = None
-        #: Done when the connection is over: None for an end of stream, else what broke it.
         self.loop = asyncio.get_running_loop()
+        #: Done when the connection is over: None for an end of stream, else what broke it.
         self.ended: asyncio.Future[Exception | None] = self.loop.create_future()
         self.readable: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
@@ -240,7 +240,7 @@ class _Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.drained is None:
-            self.drained = asyncio.get_running_loop().create_future()
+            self.drained = self.loop.create_future()
 
     def resume_writing(self) -> None:
         drained, self.drained = self.drained, None
@@ -283,7 +283,7 @@ class _AsyncioPushed(anyio.abc.ByteStream):
             while not protocol.chunks:
                 if protocol.ended.done() or self._closed:
                     self._raise_ended()
-                protocol.readable = asyncio.get_running_loop().create_future()
+                protocol.readable = protocol.loop.create_future()
                 await protocol.readable
         else:
             await anyio.lowlevel.checkpoint()

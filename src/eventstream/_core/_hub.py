@@ -186,7 +186,7 @@ class Hub:
         """Subscribers of ``channel``, or of the whole hub when it is ``None``."""
         if channel is None:
             return len(self._subscribers)
-        return len(self._members(channel))
+        return self._count(channel)
 
     def take_vacated(self) -> dict[str, None]:
         """The channels whose last subscriber left since the last call (as keys), noted from the
@@ -205,6 +205,13 @@ class Hub:
             return []
         return state.members() if isinstance(state, Channel) else [state]
 
+    def _count(self, channel: str) -> int:
+        """How many subscribers ``channel`` has, live or left behind."""
+        state = self._channels.get(channel)
+        if state is None:
+            return 0
+        return state.count() if isinstance(state, Channel) else 1
+
     def _channel(self, name: str) -> Channel | None:
         """The :class:`Channel` of ``name``, made for its lone subscriber if it has none yet."""
         state = self._channels.get(name)
@@ -217,7 +224,7 @@ class Hub:
     def statistics(self) -> EventStreamStatistics:
         return EventStreamStatistics(
             subscribers=len(self._subscribers),
-            channels=types.MappingProxyType({name: len(self._members(name)) for name in self._channels}),
+            channels=types.MappingProxyType({name: self._count(name) for name in self._channels}),
             events_published=self.published,
             events_delivered=self.delivered,
             subscribers_dropped=self.dropped,
